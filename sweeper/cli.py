@@ -1,0 +1,235 @@
+"""The ``sweeper`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+RESULTS_OPTION = click.option(
+    "--results", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
+    help="Results root: each sweep gets RESULTS/<name>/, and the MLflow store is RESULTS/mlflow.db.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Sweep segmentation losses with evidence: Ray Tune trials, Optuna search, MLflow tracking.
+
+    \b
+    Typical path:
+      sweeper demo                      # small real sweep on generated GI-format data
+      sweeper validate spec.yaml        # every problem of a spec at once
+      sweeper launch spec.yaml          # run it (add --resume after an interruption)
+      sweeper leaderboard results/NAME  # configurations ranked, fold mean +- std
+      sweeper pareto results/NAME       # sensitivity vs precision front (CSV + PNG)
+      sweeper ui                        # browse every run in the MLflow UI
+    """
+
+
+def _load(spec_path: Path):
+    from sweeper.spec import SpecError, load_spec
+
+    try:
+        return load_spec(spec_path)
+    except SpecError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+def validate(spec: Path) -> None:
+    """Check SPEC (a sweep YAML) without running anything; lists every problem, each naming its field."""
+    parsed = _load(spec)
+    n_configs = len(parsed.grid()) if parsed.search.mode == "grid" else parsed.search.budget
+    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {n_configs} configurations x "
+               f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)")
+
+
+def _run(parsed, results: Path, resume: bool, address: str | None) -> None:
+    from sweeper.launch import SweepExistsError, launch
+    from sweeper.leaderboard import read_configs
+
+    try:
+        paths = launch(parsed, results, resume=resume, address=address)
+    except SweepExistsError as err:
+        raise click.ClickException(str(err)) from None
+    try:
+        configs = read_configs(paths.sweep)
+    except FileNotFoundError:
+        raise click.ClickException(f"no trial of {parsed.name!r} ended; see Ray Tune's output above") from None
+    failed = int(configs["n_failed"].sum())
+    click.echo("")
+    click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
+    click.echo(f"  leaderboard : {paths.sweep / 'leaderboard'}   (sweeper leaderboard {paths.sweep})")
+    click.echo(f"  pareto front: {paths.sweep / 'pareto' / 'pareto.csv'}   (+ .png, and one per class)")
+    click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}   then open http://127.0.0.1:5000")
+    if failed:
+        raise click.ClickException(f"{failed} fold trial(s) failed; see the `error` column of "
+                                   f"{paths.sweep / 'leaderboard' / 'trials.parquet'} or MLflow")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@RESULTS_OPTION
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep of the same name.")
+@click.option("--address", default=None,
+              help="Ray cluster to run on: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).")
+def launch(spec: Path, results: Path, resume: bool, address: str | None) -> None:
+    """Run the sweep described by SPEC and write its leaderboard, Pareto fronts and MLflow runs."""
+    _run(_load(spec), results, resume, address)
+
+
+@main.command()
+@RESULTS_OPTION
+@click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
+def demo(results: Path, resume: bool) -> None:
+    """Generate a small UW-Madison-GI-format data set and run a real sweep on it (a few minutes on a laptop)."""
+    from sweeper.launch import SEARCH_SPACES
+
+    _run(_load(SEARCH_SPACES / "demo.yaml"), results, resume, None)
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--top", default=20, show_default=True, help="Rows to show.")
+@click.option("--folds", is_flag=True, help="Show one row per fold trial instead of per configuration.")
+def leaderboard(sweep_dir: Path, top: int, folds: bool) -> None:
+    """Print the configurations of SWEEP_DIR ranked by fold-mean dice, with fold spread (mean +- std)."""
+    from sweeper.leaderboard import read_configs, read_trials
+
+    try:
+        table = read_trials(sweep_dir) if folds else read_configs(sweep_dir)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(format_leaderboard(table, top, per_fold=folds))
+
+
+def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
+    """Returns the leaderboard as text: identity columns and main metrics as mean +- std."""
+    import pandas as pd
+
+    metrics = ["dice", "iou", "sensitivity", "precision", "specificity"]
+    shown = pd.DataFrame({"config_id": table["config_id"], "loss": table["loss"],
+                          "model": table["arch"] + "/" + table["encoder"], "loss_params": table["loss_params"]})
+    if per_fold:
+        shown.insert(1, "fold", table["fold"])
+        shown["status"] = table["status"]
+    else:
+        shown["folds"] = table["n_folds"]
+    for name in metrics:
+        if name not in table:
+            continue
+        if per_fold:
+            shown[name] = table[name].map(lambda v: f"{v:.4f}")
+        else:
+            std = table[f"{name}_std"].fillna(0.0)
+            shown[name] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(table[name], std)]
+    return shown.head(top).to_string(index=False)
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--class", "class_name", default=None, help="One class (e.g. small_bowel) instead of the organ mean.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV file to write (default SWEEP_DIR/pareto/pareto[_CLASS].csv); .parquet, .png and .json "
+                   "are written beside it.")
+@click.option("--min-sensitivity", type=click.FloatRange(0, 1), default=None,
+              help="Operating point: the most precise configuration with sensitivity >= this.")
+@click.option("--min-precision", type=click.FloatRange(0, 1), default=None,
+              help="Operating point: the most sensitive configuration with precision >= this.")
+def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensitivity: float | None,
+           min_precision: float | None) -> None:
+    """Export the Pareto front of fold-mean sensitivity vs precision of SWEEP_DIR and print it.
+
+    With --min-sensitivity or --min-precision, print the best configuration under that floor
+    instead (and say so clearly when none meets it).
+    """
+    from sweeper.leaderboard import read_configs
+    from sweeper.pareto import axis_columns, export_pareto, operating_point
+
+    try:
+        if min_sensitivity is not None or min_precision is not None:
+            if min_sensitivity is not None and min_precision is not None:
+                raise click.UsageError("give --min-sensitivity or --min-precision, not both")
+            point = operating_point(read_configs(sweep_dir), min_sensitivity=min_sensitivity,
+                                    min_precision=min_precision, class_name=class_name)
+            if point.row is None:
+                raise click.ClickException(f"no configuration meets {point.constraint} "
+                                           f"(the best reaches {point.best_available:.4f})")
+            x, y = axis_columns(class_name)
+            row = point.row
+            click.echo(f"best under {point.constraint}: config {row['config_id']} ({row['loss']} "
+                       f"{row['loss_params']}, {row['arch']}/{row['encoder']})")
+            for name in (x, y, "dice"):
+                std = row.get(f"{name}_std", float("nan"))
+                click.echo(f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} "
+                           f"over {int(row['n_folds'])} folds")
+            return
+        csv_path, png_path, front = export_pareto(sweep_dir, class_name, out)
+    except (FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err).strip('"')) from None
+    click.echo(front.to_string(index=False))
+    summary = json.loads(csv_path.with_suffix(".json").read_text())
+    click.echo(f"\nhypervolume {summary['hypervolume']:.4f} (reference point (0, 0)); "
+               f"{summary['n_within_noise']} more configuration(s) dominated only within the 95% fold interval")
+    click.echo(f"wrote {csv_path} (+ .parquet, .json) and {png_path}")
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("config_a")
+@click.argument("config_b")
+@click.option("--metric", "metrics", multiple=True, default=("dice", "sensitivity", "precision"), show_default=True,
+              help="Metric to compare (repeatable), e.g. --metric sensitivity.small_bowel.")
+def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, ...]) -> None:
+    """Paired comparison of two configurations (config_id or a unique prefix) over the folds both finished.
+
+    Prints A - B per metric: mean difference, 95% t-interval and the paired t-test p-value.
+    """
+    from sweeper.leaderboard import compare_configs, read_trials
+
+    try:
+        table = compare_configs(read_trials(sweep_dir), config_a, config_b, list(metrics))
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise click.ClickException(str(err).strip('"')) from None
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+@main.command()
+@RESULTS_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local; tunnel with ssh).")
+@click.option("--port", default=5000, show_default=True)
+def ui(results: Path, host: str, port: int) -> None:
+    """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
+    from sweeper.tracking import artifact_root, default_tracking_uri
+
+    if not (results / "mlflow.db").is_file():
+        raise click.ClickException(f"{results / 'mlflow.db'} not found: run a sweep first (sweeper demo) "
+                                   "or pass --results pointing at its results folder")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(results),
+               "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port)]
+    click.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C stops it)")
+    raise SystemExit(subprocess.call(command))
+
+
+@main.command()
+def losses() -> None:
+    """List every registered loss with its knobs (default, range) and source."""
+    from trainables.losses import describe_losses
+
+    for entry in describe_losses():
+        click.echo(f"{entry['name']}: {entry['summary']}")
+        for knob, info in entry["knobs"].items():
+            scale = ", log" if info.get("log") else ""
+            click.echo(f"    {knob} = {info['default']}  in [{info['low']}, {info['high']}{scale}]")
+
+
+if __name__ == "__main__":
+    main()

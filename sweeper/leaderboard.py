@@ -1,0 +1,181 @@
+"""The Parquet leaderboard: one row per fold trial, one row per configuration.
+
+``SWEEP_DIR/leaderboard/trials.parquet``: one row per (``config_id``, ``fold``) at the trial's best
+epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its plain name
+(``dice``, ``sensitivity.small_bowel``, ...).
+
+``SWEEP_DIR/leaderboard/configs.parquet``: one row per configuration over its *finished* folds --
+identity columns, each metric's fold mean under its plain name, its sample standard deviation
+(ddof=1; NaN for a single fold) under ``<name>_std`` and its 95% Student-t interval over folds under
+``<name>_ci_low`` / ``<name>_ci_high`` (:func:`sweeper.stats.t_interval`), ``n_folds`` (finished)
+and ``n_failed``.
+
+Both are rewritten atomically (temp file + rename) after every ended trial by
+:class:`LeaderboardWriter`, a Tune callback in the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import Callback
+
+from sweeper.stats import t_interval
+from trainables.train import BEST_PREFIX
+
+TRIALS_FILE = "trials.parquet"
+CONFIGS_FILE = "configs.parquet"
+IDENTITY_COLUMNS = ["config_id", "fold", "arch", "encoder", "loss", "loss_params", "status", "best_epoch",
+                    "epochs_done", "error"]
+CONFIG_IDENTITY = ["config_id", "arch", "encoder", "loss", "loss_params"]
+FINISHED, FAILED = "finished", "failed"
+STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
+
+
+def leaderboard_dir(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / "leaderboard"
+
+
+def trial_row(config: dict[str, Any], result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
+    """Returns one trials.parquet row: identity + the best-epoch metrics of ``result`` under plain names."""
+    result = result or {}
+    row = {
+        "config_id": config["config_id"],
+        "fold": int(config["fold"]),
+        "arch": config["arch"],
+        "encoder": config["encoder"],
+        "loss": config["loss"],
+        "loss_params": json.dumps(config.get("loss_params", {}), sort_keys=True),
+        "status": status,
+        "best_epoch": int(result.get("best_epoch", 0)),
+        "epochs_done": int(result.get("epoch", 0)),
+        "error": error,
+    }
+    row.update({k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)})
+    return row
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    """Returns the metric columns of a trials table (everything that is not identity)."""
+    return [c for c in frame.columns if c not in IDENTITY_COLUMNS]
+
+
+def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
+    """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first."""
+    metrics = metric_columns(trials)
+    rows = []
+    for cid, group in trials.groupby("config_id", sort=False):
+        done = group[group["status"] == FINISHED]
+        row = group.iloc[0][CONFIG_IDENTITY].to_dict()
+        row["n_folds"] = len(done)
+        row["n_failed"] = int((group["status"] == FAILED).sum())
+        for name in metrics:
+            values = done[name].dropna()
+            row[name] = values.mean() if len(values) else float("nan")
+            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(values.to_numpy())
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=CONFIG_IDENTITY + ["n_folds", "n_failed"]
+                         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))])
+    if "dice" in frame:
+        frame = frame.sort_values("dice", ascending=False, na_position="last", kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def resolve_config(trials: pd.DataFrame, key: str) -> str:
+    """Returns the config_id that ``key`` (a config_id or a unique prefix of one) names."""
+    ids = sorted(set(trials["config_id"]))
+    matches = [c for c in ids if c.startswith(key)]
+    if len(matches) != 1:
+        raise KeyError(f"{key!r} matches {len(matches)} configurations; give a config_id from "
+                       f"`sweeper leaderboard` (known: {ids[:10]}{' ...' if len(ids) > 10 else ''})")
+    return matches[0]
+
+
+def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) -> pd.DataFrame:
+    """Returns one row per metric comparing configurations ``a`` and ``b`` on their common finished folds."""
+    from dataclasses import asdict
+
+    from sweeper.stats import paired_comparison
+
+    a, b = resolve_config(trials, a), resolve_config(trials, b)
+    done = trials[trials["status"] == FINISHED]
+    left = done[done["config_id"] == a].set_index("fold")
+    right = done[done["config_id"] == b].set_index("fold")
+    folds = sorted(set(left.index) & set(right.index))
+    if len(folds) < 2:
+        raise ValueError(f"{a} and {b} share {len(folds)} finished fold(s); a paired comparison needs 2 or more")
+    unknown = [m for m in metrics if m not in trials.columns]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; columns of trials.parquet: {metric_columns(trials)}")
+    rows = [asdict(paired_comparison(m, left.loc[folds, m].to_numpy(), right.loc[folds, m].to_numpy()))
+            for m in metrics]
+    return pd.DataFrame(rows)
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
+    """Writes trials.parquet and configs.parquet atomically."""
+    out = leaderboard_dir(sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = trials.sort_values(["config_id", "fold"], kind="stable").reset_index(drop=True)
+    _write_atomic(trials, out / TRIALS_FILE)
+    _write_atomic(aggregate(trials), out / CONFIGS_FILE)
+
+
+def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
+    """Returns trials.parquet of a sweep; FileNotFoundError says what to run when it is missing."""
+    return _read(leaderboard_dir(sweep_dir) / TRIALS_FILE)
+
+
+def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
+    """Returns configs.parquet of a sweep."""
+    return _read(leaderboard_dir(sweep_dir) / CONFIGS_FILE)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {path.parent.parent} a sweep folder "
+                                "(results/<sweep name>) with at least one ended trial?")
+    return pd.read_parquet(path)
+
+
+class LeaderboardWriter(Callback):
+    """Tune callback: upserts the ended trial's row by (config_id, fold) and rewrites both tables."""
+
+    def __init__(self, sweep_dir: str | Path):
+        self.sweep_dir = str(sweep_dir)
+
+    def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
+        path = leaderboard_dir(self.sweep_dir) / TRIALS_FILE
+        if not path.is_file():
+            return {}
+        return {(r["config_id"], int(r["fold"])): r for r in pd.read_parquet(path).to_dict("records")}
+
+    def _record(self, row: dict[str, Any]) -> None:
+        rows = self._rows()
+        rows[(row["config_id"], row["fold"])] = row
+        write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial_row(trial.config, trial.last_result, FINISHED))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial_row(trial.config, trial.last_result, FAILED, error=trial_error_text(trial)[-2000:]))
+
+
+def trial_error_text(trial) -> str:
+    """Returns the traceback Tune saved for a failed trial."""
+    error_file = getattr(trial, "error_file", None)
+    if error_file and Path(error_file).is_file():
+        return Path(error_file).read_text()
+    return "trial failed (Tune saved no error file)"

@@ -1,0 +1,188 @@
+"""The Pareto front of sensitivity vs precision over configurations (fold means), overall or per class.
+
+A configuration is on the front when no other configuration is at least as good on both axes and
+strictly better on one (both axes maximised); configurations with equal coordinates are all kept.
+A configuration off the front whose 95% fold interval reaches past the front (the upper corner
+of its interval box is not dominated by any front point) is ``within_noise``: dominated on the
+means but not distinguishable from the front with this many folds. The rest are ``dominated``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweeper.leaderboard import CONFIG_IDENTITY, read_configs
+from sweeper.stats import hypervolume_2d
+
+X_METRIC, Y_METRIC = "sensitivity", "precision"
+HYPERVOLUME_REFERENCE = (0.0, 0.0)
+FRONT, WITHIN_NOISE, DOMINATED = "front", "within_noise", "dominated"
+
+
+def non_dominated(points: np.ndarray) -> np.ndarray:
+    """Returns a bool mask of the rows of ``points`` (n, k) that no other row dominates (maximising).
+
+    Row j dominates row i when ``points[j] >= points[i]`` everywhere and ``>`` somewhere. Rows
+    holding NaN are never on the front. O(n^2 k), fine for the hundreds of configurations of a sweep.
+    """
+    points = np.asarray(points, dtype=float)
+    valid = ~np.isnan(points).any(axis=1)
+    keep = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = points[valid]
+        dominated = np.all(others >= points[i], axis=1) & np.any(others > points[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def _dominated_by_any(point: np.ndarray, front: np.ndarray) -> bool:
+    return bool((np.all(front >= point, axis=1) & np.any(front > point, axis=1)).any())
+
+
+def axis_columns(class_name: str | None) -> tuple[str, str]:
+    """Returns the (x, y) column names: ``sensitivity``/``precision`` or their ``.<class>`` forms."""
+    suffix = f".{class_name}" if class_name else ""
+    return X_METRIC + suffix, Y_METRIC + suffix
+
+
+def _classes(configs: pd.DataFrame) -> list[str]:
+    prefix = X_METRIC + "."
+    return sorted(c[len(prefix):] for c in configs.columns
+                  if c.startswith(prefix) and not c.endswith(("_std", "_ci_low", "_ci_high")))
+
+
+def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.DataFrame:
+    """Returns every configuration with its axis values, intervals, ``on_front`` and ``front_status``.
+
+    Rows: front first (by increasing sensitivity), then the others.
+    """
+    x, y = axis_columns(class_name)
+    missing = [c for c in (x, y) if c not in configs.columns]
+    if missing:
+        raise KeyError(f"the leaderboard has no column {missing}; classes in this sweep: {_classes(configs)}")
+    extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high")
+             if c in configs.columns]
+    extra += [c for c in ("dice", "n_folds") if c in configs.columns and c not in (x, y)]
+    table = configs[CONFIG_IDENTITY + [x, y] + extra].copy()
+    points = table[[x, y]].to_numpy(dtype=float)
+    table["on_front"] = non_dominated(points)
+    front = points[table["on_front"].to_numpy()]
+    status = []
+    for i, on_front in enumerate(table["on_front"]):
+        if on_front:
+            status.append(FRONT)
+            continue
+        upper = np.array([_upper(table, i, x), _upper(table, i, y)])
+        noisy = np.all(np.isfinite(upper)) and not _dominated_by_any(upper, front)
+        status.append(WITHIN_NOISE if noisy else DOMINATED)
+    table["front_status"] = status
+    return table.sort_values(["on_front", x], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def _upper(table: pd.DataFrame, i: int, axis: str) -> float:
+    column = f"{axis}_ci_high"
+    value = table[column].iloc[i] if column in table.columns else np.nan
+    return float(value) if np.isfinite(value) else float(table[axis].iloc[i])
+
+
+def front_hypervolume(table: pd.DataFrame, class_name: str | None = None) -> float:
+    """Returns the hypervolume of the front of a :func:`pareto_table` (reference point (0, 0))."""
+    x, y = axis_columns(class_name)
+    return hypervolume_2d(table.loc[table["on_front"], [x, y]].to_numpy(), HYPERVOLUME_REFERENCE)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The best configuration under a floor on one axis, or ``row=None`` when none meets it."""
+
+    constraint: str
+    row: pd.Series | None
+    best_available: float
+
+
+def operating_point(configs: pd.DataFrame, *, min_sensitivity: float | None = None,
+                    min_precision: float | None = None, class_name: str | None = None) -> OperatingPoint:
+    """Returns the configuration with the highest precision among those with sensitivity >= floor
+    (or the highest sensitivity under a precision floor), on fold means; ties broken by dice."""
+    if (min_sensitivity is None) == (min_precision is None):
+        raise ValueError("give exactly one of min_sensitivity or min_precision")
+    x, y = axis_columns(class_name)
+    floor_col, goal_col, floor = (x, y, min_sensitivity) if min_sensitivity is not None else (y, x, min_precision)
+    constraint = f"{floor_col} >= {floor}"
+    if floor_col not in configs.columns:
+        raise KeyError(f"the leaderboard has no column {floor_col!r}; classes in this sweep: {_classes(configs)}")
+    eligible = configs[configs[floor_col] >= floor]
+    best_available = float(configs[floor_col].max()) if len(configs) else float("nan")
+    if eligible.empty:
+        return OperatingPoint(constraint, None, best_available)
+    order = [goal_col] + (["dice"] if "dice" in eligible.columns else [])
+    row = eligible.sort_values(order, ascending=False, kind="stable").iloc[0]
+    return OperatingPoint(constraint, row, best_available)
+
+
+def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None
+                  ) -> tuple[Path, Path, pd.DataFrame]:
+    """Writes the front as CSV and Parquet (front rows), a PNG of all configurations with 95% interval
+    error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
+
+    Default paths: ``SWEEP_DIR/pareto/pareto.csv`` or ``pareto_<class>.csv``; the other files sit
+    beside the CSV with the same stem.
+    """
+    table = pareto_table(read_configs(sweep_dir), class_name)
+    csv_path = Path(out) if out else Path(sweep_dir) / "pareto" / (f"pareto_{class_name}.csv" if class_name
+                                                                     else "pareto.csv")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    front = table[table["on_front"]].drop(columns="on_front")
+    front.to_csv(csv_path, index=False)
+    front.to_parquet(csv_path.with_suffix(".parquet"), index=False)
+    summary = {"class": class_name, "axes": list(axis_columns(class_name)),
+               "hypervolume": front_hypervolume(table, class_name), "reference_point": list(HYPERVOLUME_REFERENCE),
+               "n_configurations": len(table), "n_front": int(table["on_front"].sum()),
+               "n_within_noise": int((table["front_status"] == WITHIN_NOISE).sum())}
+    csv_path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    png_path = csv_path.with_suffix(".png")
+    plot_front(table, class_name, png_path)
+    return csv_path, png_path, front
+
+
+def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
+    """Draws every configuration (colour = loss) with 95% fold intervals and the front as a staircase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = axis_columns(class_name)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=120)
+    for loss, group in table.groupby("loss"):
+        xerr = _errors(group, x)
+        yerr = _errors(group, y)
+        marker_face = ["none" if s == DOMINATED else None for s in group["front_status"]]
+        points = ax.errorbar(group[x], group[y], xerr=xerr, yerr=yerr, fmt="o", ms=6, capsize=2, alpha=0.85,
+                             label=loss, elinewidth=0.8)
+        if any(face == "none" for face in marker_face):
+            points[0].set_markerfacecolor("none")
+    front = table[table["on_front"]].sort_values(x)
+    ax.step(front[x], front[y], where="post", color="k", ls="--", lw=1, label="Pareto front")
+    ax.set_xlabel(f"{x} (fold mean, 95% interval)")
+    ax.set_ylabel(f"{y} (fold mean, 95% interval)")
+    ax.set_title("Sensitivity vs precision" + (f": {class_name}" if class_name else " (mean over organs)"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _errors(group: pd.DataFrame, axis: str):
+    low, high = f"{axis}_ci_low", f"{axis}_ci_high"
+    if low not in group.columns or group[low].isna().all():
+        return None
+    lower = (group[axis] - group[low]).clip(lower=0).fillna(0).to_numpy()
+    upper = (group[high] - group[axis]).clip(lower=0).fillna(0).to_numpy()
+    return np.vstack([lower, upper])

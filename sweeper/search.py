@@ -1,0 +1,197 @@
+"""The search: an Optuna study behind a Ray Tune ``Searcher`` that fans each configuration out over folds.
+
+Why our own searcher (DESIGN.md, Data flow 3): Ray Tune's ``OptunaSearch`` scores each trial
+alone and cannot be combined with folds in multi-objective mode. Here one Optuna trial is one
+*configuration* (architecture, encoder, loss, loss knobs); it becomes one Tune trial per fold, and
+Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any
+fold failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
+both modes take one path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from sweeper.spec import SweepSpec
+
+from trainables.train import BEST_PREFIX
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+def config_id(configuration: dict[str, Any]) -> str:
+    """Returns a short stable hash of what defines a configuration (everything except the fold)."""
+    canonical = {
+        "arch": configuration["arch"],
+        "encoder": configuration["encoder"],
+        "loss": configuration["loss"],
+        "loss_params": {k: float(f"{v:.10g}") for k, v in sorted(configuration["loss_params"].items())},
+    }
+    digest = hashlib.sha1(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    return digest[:10]
+
+
+def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+    """Returns one configuration drawn through ``trial``; loss knobs are named ``<loss>.<knob>``."""
+    arch = trial.suggest_categorical("arch", spec.model.architectures)
+    encoder = trial.suggest_categorical("encoder", spec.model.encoders)
+    loss_name = trial.suggest_categorical("loss", [loss.name for loss in spec.losses])
+    loss = next(loss for loss in spec.losses if loss.name == loss_name)
+    params = loss.fixed_params()
+    for knob_name, knob in loss.searched_params().items():
+        params[knob_name] = trial.suggest_float(f"{loss_name}.{knob_name}", knob.low, knob.high, log=knob.log)
+    return {"arch": arch, "encoder": encoder, "loss": loss_name, "loss_params": dict(sorted(params.items()))}
+
+
+def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
+    """Returns the sweep's study in persistent ``storage``, created or reloaded."""
+    mode = spec.search.mode
+    sampler = SAMPLERS["random" if mode == "grid" else spec.search.sampler](spec.search.seed)
+    return optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler,
+        directions=[obj.direction for obj in spec.search.objectives],
+        load_if_exists=True,
+    )
+
+
+@dataclass
+class _Configuration:
+    configuration: dict[str, Any]
+    optuna_numbers: list[int]
+    folds: list[int]
+    results: dict[int, list[float] | None] = field(default_factory=dict)
+    told: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return len(self.results) == len(self.folds)
+
+
+class FoldSearcher(Searcher):
+    """Asks Optuna for configurations, hands Tune one trial per fold, tells Optuna fold means.
+
+    Args:
+        spec: the sweep spec (search space, objectives, budget, folds).
+        storage: Optuna storage URL, e.g. ``sqlite:////abs/sweep/optuna.db``.
+        base_config: keys shared by every trial (cache path, training settings), merged into each
+            fold's config.
+    """
+
+    def __init__(self, spec: SweepSpec, storage: str, base_config: dict[str, Any]):
+        super().__init__(metric=None, mode=None)
+        self._spec = spec
+        self._storage = storage
+        self._base = dict(base_config)
+        self._folds = spec.data.folds_to_run
+        self._objectives = [BEST_PREFIX + obj.metric for obj in spec.search.objectives]
+        grid = spec.grid() if spec.search.mode == "grid" else None
+        self._budget = len(grid) if grid is not None else spec.search.budget
+        self._queue: deque[dict[str, Any]] = deque()
+        self._configurations: dict[str, _Configuration] = {}
+        self._trial_folds: dict[str, tuple[str, int]] = {}
+        self._asked = 0
+        self._study = create_study(spec, storage)
+        if grid is not None and not self._study.trials:
+            for configuration in grid:
+                self._study.enqueue_trial(
+                    {"arch": configuration["arch"], "encoder": configuration["encoder"], "loss": configuration["loss"]}
+                )
+
+    # -- Tune's Searcher interface ------------------------------------------------------------
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        while not self._queue and self._asked < self._budget:
+            self._ask()
+        if self._queue:
+            fold_config = self._queue.popleft()
+            self._trial_folds[trial_id] = (fold_config["config_id"], fold_config["fold"])
+            return fold_config
+        if any(not c.told for c in self._configurations.values()):
+            return None  # folds still running; Tune asks again later
+        return Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._trial_folds:
+            return
+        cid, fold = self._trial_folds.pop(trial_id)
+        entry = self._configurations[cid]
+        values = None
+        if not error and result is not None and all(key in result for key in self._objectives):
+            values = [float(result[key]) for key in self._objectives]
+        entry.results[fold] = values
+        if entry.complete:
+            self._tell(entry)
+
+    # -- persistence (Tuner.restore) ------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        state = {k: getattr(self, k) for k in ("_queue", "_configurations", "_trial_folds", "_asked")}
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__dict__.update(pickle.load(fh))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_study", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._study = create_study(self._spec, self._storage)
+
+    # -- internals ------------------------------------------------------------------------------
+    @property
+    def study(self) -> optuna.Study:
+        return self._study
+
+    def _ask(self) -> None:
+        trial = self._study.ask()
+        self._asked += 1
+        configuration = sample_configuration(trial, self._spec)
+        cid = config_id(configuration)
+        trial.set_user_attr("config_id", cid)
+        for key, value in configuration["loss_params"].items():
+            trial.set_user_attr(f"loss_params.{key}", value)
+        entry = self._configurations.get(cid)
+        if entry is not None:
+            # Optuna proposed a configuration we already train or trained: reuse, never retrain.
+            entry.optuna_numbers.append(trial.number)
+            if entry.told:
+                self._tell_numbers(entry, [trial.number])
+            return
+        self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds))
+        for fold in self._folds:
+            self._queue.append({**self._base, **configuration, "config_id": cid, "fold": fold})
+
+    def _tell(self, entry: _Configuration) -> None:
+        self._tell_numbers(entry, entry.optuna_numbers)
+        entry.told = True
+
+    def _tell_numbers(self, entry: _Configuration, numbers: list[int]) -> None:
+        results = list(entry.results.values())
+        for number in numbers:
+            if self._study.trials[number].state.is_finished():
+                continue  # already told before a driver restart
+            if any(r is None for r in results):
+                self._study.tell(number, state=optuna.trial.TrialState.FAIL)
+            else:
+                means = [sum(values) / len(values) for values in zip(*results)]
+                self._study.tell(number, means)

@@ -1,0 +1,362 @@
+"""The sweep spec: the one typed object through which configuration enters Sweeper.
+
+A YAML file is parsed into :class:`SweepSpec` (pydantic). Structural and range errors are all
+collected at once by pydantic; :func:`preflight` adds the checks that need the file system (data
+root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
+listing every problem, each naming the field and the fix, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables.data import GI_CLASSES
+from trainables.losses import LOSSES, Knob, loss_knobs
+from trainables.models import ARCHITECTURES
+
+SEARCH = "search"
+
+
+class SpecError(ValueError):
+    """Raised with every problem of a spec at once; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "spec"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticDataSpec(_Strict):
+    """Size of the generated UW-Madison-GI-format data set (``data.format: synthetic``)."""
+
+    cases: int = Field(6, ge=1, description="patients; folds are grouped by patient")
+    days_per_case: int = Field(1, ge=1, description="scans (days) per patient")
+    slices_per_scan: int = Field(24, ge=3)
+    image_size: int = Field(96, ge=16, description="side of the generated PNGs in pixels")
+    seed: int = 0
+
+
+class DataSpec(_Strict):
+    """Where the images come from and how they are prepared (seed 000 defaults)."""
+
+    format: Literal["uwmgi", "synthetic"] = Field(
+        "uwmgi", description="uwmgi: the UW-Madison GI tract folder; synthetic: generate one in that format"
+    )
+    root: Path | None = Field(
+        None, description="uwmgi: folder holding train.csv and train/; synthetic: where to write (default SWEEP_DIR/data)"
+    )
+    synthetic: SyntheticDataSpec = Field(default_factory=SyntheticDataSpec)
+    classes: tuple[str, ...] = GI_CLASSES
+    image_size: int = Field(224, ge=16, le=2048, description="slices are resized to image_size x image_size")
+    context: int = Field(1, ge=0, le=5, description="2.5D: neighbouring slices on each side (1 -> 3 channels)")
+    folds: int = Field(5, ge=2, description="patient-grouped folds")
+    fold_seed: int = 42
+    run_folds: list[int] | None = Field(None, description="folds to train (default: all); seed 000 trained one")
+    augmentation: Literal["seed000", "none"] = "seed000"
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        if self.format == "uwmgi" and self.root is None:
+            raise ValueError("data.root is required for format uwmgi: give the folder that holds train.csv")
+        if self.run_folds is not None:
+            bad = [f for f in self.run_folds if not 0 <= f < self.folds]
+            if bad:
+                raise ValueError(f"data.run_folds {bad} outside 0..{self.folds - 1}; list folds below data.folds")
+            if len(set(self.run_folds)) != len(self.run_folds):
+                raise ValueError("data.run_folds lists a fold twice; list each fold once")
+        return self
+
+    @property
+    def folds_to_run(self) -> list[int]:
+        return list(self.run_folds) if self.run_folds is not None else list(range(self.folds))
+
+
+class ModelSpec(_Strict):
+    """Architectures x encoders to sweep (segmentation-models-pytorch names)."""
+
+    architectures: list[str] = Field(default_factory=lambda: ["unet"], min_length=1)
+    encoders: list[str] = Field(default_factory=lambda: ["mit_b2"], min_length=1)
+    encoder_weights: str | None = Field(
+        None, description="e.g. imagenet; off by default because weights are downloaded at run time"
+    )
+
+    @field_validator("architectures")
+    @classmethod
+    def _known_architectures(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a.lower() not in ARCHITECTURES]
+        if unknown:
+            raise ValueError(f"unknown architecture(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+        return [a.lower() for a in value]
+
+
+class KnobRange(_Strict):
+    """A search range for one loss knob; must lie inside the knob's declared range."""
+
+    low: float
+    high: float
+    log: bool | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KnobRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+KnobValue = Union[float, KnobRange, Literal["search"]]
+
+
+class LossSpec(_Strict):
+    """One registered loss; each knob fixed (a number), searched in its declared range ("search") or in a range.
+
+    Knobs left out keep the loss's default value.
+    """
+
+    name: str
+    params: dict[str, KnobValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_knobs(self) -> LossSpec:
+        if self.name not in LOSSES:
+            raise ValueError(f"unknown loss {self.name!r}; registered losses: {sorted(LOSSES)} (see `sweeper losses`)")
+        knobs = loss_knobs(self.name)
+        problems = []
+        for key, value in self.params.items():
+            if key not in knobs:
+                problems.append(f"params.{key}: {self.name} has no knob {key!r}; its knobs are {sorted(knobs)}")
+                continue
+            knob = knobs[key]
+            bounds = (value,) if isinstance(value, (int, float)) else (
+                (value.low, value.high) if isinstance(value, KnobRange) else ()
+            )
+            for bound in bounds:
+                if not knob.low <= bound <= knob.high:
+                    problems.append(
+                        f"params.{key}: {bound} is outside [{knob.low}, {knob.high}]; give a value in that range"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def fixed_params(self) -> dict[str, float]:
+        """Knob values that are not searched: the spec's numbers, else the loss's defaults."""
+        out = {k: knob.default for k, knob in loss_knobs(self.name).items()}
+        out.update({k: float(v) for k, v in self.params.items() if isinstance(v, (int, float))})
+        return {k: v for k, v in out.items() if k not in self.searched_params()}
+
+    def searched_params(self) -> dict[str, Knob]:
+        """Knobs to search, each as a :class:`Knob` carrying the range to search."""
+        knobs = loss_knobs(self.name)
+        out = {}
+        for key, value in self.params.items():
+            if value == SEARCH:
+                out[key] = knobs[key]
+            elif isinstance(value, KnobRange):
+                knob = knobs[key]
+                out[key] = Knob(
+                    default=min(max(knob.default, value.low), value.high),
+                    low=value.low,
+                    high=value.high,
+                    log=knob.log if value.log is None else value.log,
+                    help=knob.help,
+                )
+        return out
+
+
+class TrainingSpec(_Strict):
+    """Optimisation settings shared by every trial (seed 000 defaults)."""
+
+    epochs: int = Field(18, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    min_lr: float = Field(1e-6, ge=0, description="floor of the cosine schedule")
+    seed: int = 42
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the metrics")
+    amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per trial")
+    select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
+    max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
+
+
+class Objective(_Strict):
+    metric: str = Field(description="a reported metric, e.g. sensitivity or precision.small_bowel")
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class SearchSpec(_Strict):
+    """How configurations are chosen: an Optuna search, or a grid of fixed configurations."""
+
+    mode: Literal["optuna", "grid"] = "optuna"
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    budget: int | None = Field(None, ge=1, description="Optuna trials (configurations) to ask; grid: all")
+    seed: int = 42
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="sensitivity"), Objective(metric="precision")], min_length=1
+    )
+
+
+class ResourcesSpec(_Strict):
+    """What one trial gets from Ray, and how many run at once."""
+
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0, description="fractions pack trials on one GPU, e.g. 0.5")
+    max_concurrent: int | None = Field(None, ge=1, description="cap on trials running at once")
+    max_failures: int = Field(1, ge=0, description="retries of a failing trial from its last checkpoint")
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under the results folder")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SweepSpec(_Strict):
+    """A whole sweep: data x models x losses x folds, how to search, where to run and record."""
+
+    name: str = Field(description="sweep name: folder under the results root and MLflow experiment")
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    losses: list[LossSpec] = Field(min_length=1)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '_', '-', '.' only (it names a folder), at most 64 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SweepSpec:
+        problems = []
+        names = [loss.name for loss in self.losses]
+        if len(set(names)) != len(names):
+            problems.append("losses: a loss is listed twice; list each once (search its knobs instead)")
+        if self.search.mode == "grid":
+            searched = [f"losses.{i}.params.{k}" for i, l in enumerate(self.losses) for k in l.searched_params()]
+            if searched:
+                problems.append(f"search.mode grid needs fixed knob values, but {searched} are ranges; "
+                                "give numbers or use search.mode optuna")
+        elif self.search.budget is None:
+            problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
+        valid = metric_names(self.data.classes)
+        for i, obj in enumerate(self.search.objectives):
+            if obj.metric not in valid:
+                problems.append(f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; "
+                                f"choose from {sorted(valid)}")
+        if self.training.select_metric not in valid:
+            problems.append(f"training.select_metric: unknown metric {self.training.select_metric!r}; "
+                            f"choose from {sorted(valid)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every fixed configuration (grid mode): architecture x encoder x loss."""
+        return [
+            {"arch": arch, "encoder": enc, "loss": loss.name, "loss_params": loss.fixed_params()}
+            for arch, enc, loss in itertools.product(self.model.architectures, self.model.encoders, self.losses)
+        ]
+
+
+def metric_names(classes: tuple[str, ...]) -> set[str]:
+    """Names a spec may use for objectives and best-epoch selection: overall and ``<metric>.<class>``."""
+    from trainables.metrics import METRIC_NAMES
+
+    return set(METRIC_NAMES) | {f"{m}.{c}" for m in METRIC_NAMES for c in classes}
+
+
+def _format_pydantic(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith(("function-after", "union")))
+        msg = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return lines
+
+
+def parse_spec(raw: dict[str, Any], source: str = "spec") -> SweepSpec:
+    """Returns the typed spec for a parsed YAML mapping; raises SpecError listing every structural problem."""
+    if not isinstance(raw, dict):
+        raise SpecError(["the file must hold a YAML mapping with name, data, losses, ..."], source)
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_pydantic(err), source) from None
+
+
+def preflight(spec: SweepSpec) -> list[str]:
+    """Returns the problems found by checks that need the file system (empty when the spec can run)."""
+    problems: list[str] = []
+    data = spec.data
+    if data.format == "uwmgi":
+        root = Path(data.root).expanduser()
+        if not (root / "train.csv").is_file():
+            problems.append(f"data.root: {root} has no train.csv; point it at the UW-Madison GI folder "
+                            "(the one holding train.csv and train/)")
+        elif not (root / "train").is_dir():
+            problems.append(f"data.root: {root} has no train/ folder of case PNGs")
+        else:
+            cases = _count_cases(root)
+            if cases < data.folds:
+                problems.append(f"data.folds: {data.folds} folds but only {cases} patients under {root}/train; "
+                                f"use at most {cases} folds")
+    elif data.synthetic.cases < data.folds:
+        problems.append(f"data.folds: {data.folds} folds but data.synthetic.cases is {data.synthetic.cases}; "
+                        "generate at least as many patients as folds")
+    if spec.tracking.uri and spec.tracking.uri.startswith(("http://", "https://")):
+        problems.extend(_check_server(spec.tracking.uri))
+    return problems
+
+
+def _count_cases(root: Path) -> int:
+    return sum(1 for p in (root / "train").iterdir() if p.is_dir() and p.name.startswith("case"))
+
+
+def _check_server(uri: str) -> list[str]:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+    except Exception as err:  # noqa: BLE001 - any failure means unreachable
+        return [f"tracking.uri: cannot reach MLflow server {uri} ({err}); start it or fix the address"]
+    return []
+
+
+def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
+    """Returns the validated spec in a YAML file; raises SpecError naming every problem and its fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"no such file: {path}"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError([f"not valid YAML: {err}"], str(path)) from None
+    spec = parse_spec(raw, str(path))
+    if check_files:
+        if spec.data.root is not None and not Path(spec.data.root).expanduser().is_absolute():
+            spec.data.root = (path.parent / spec.data.root).resolve()
+        problems = preflight(spec)
+        if problems:
+            raise SpecError(problems, str(path))
+    return spec
+
+
+def dump_spec(spec: SweepSpec) -> str:
+    """Returns the spec as YAML (the frozen copy stored with the sweep)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,173 @@
+"""A tiny real sweep: real Ray, real Optuna storage, real MLflow store, real data format on disk."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from sweeper.cli import main
+from sweeper.launch import SweepExistsError, launch
+from sweeper.leaderboard import read_configs, read_trials
+from sweeper.pareto import non_dominated
+from sweeper.spec import parse_spec
+from sweeper.tracking import LEVEL_TAG, PARENT_TAG, default_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+CLASSES = ["large_bowel", "small_bowel", "stomach"]
+
+
+def tiny_spec():
+    return parse_spec({
+        "name": "tiny",
+        "data": {"format": "synthetic", "folds": 2, "image_size": 32, "augmentation": "seed000",
+                 "synthetic": {"cases": 4, "slices_per_scan": 10, "image_size": 40, "seed": 3}},
+        "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
+        "training": {"epochs": 2, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
+        "search": {"budget": 3, "sampler": "random", "seed": 1},
+        "resources": {"cpus_per_trial": 1},
+    })
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    spec = tiny_spec()
+    paths = launch(spec, results)
+    return spec, paths
+
+
+def test_leaderboard_has_every_configuration_times_fold(sweep):
+    spec, paths = sweep
+    trials, configs = read_trials(paths.sweep), read_configs(paths.sweep)
+    study = optuna.load_study(study_name=spec.name, storage=paths.optuna_storage)
+    asked = {t.user_attrs["config_id"] for t in study.trials}
+    assert set(configs["config_id"]) == asked
+    assert len(trials) == len(asked) * 2 and not trials.duplicated(["config_id", "fold"]).any()
+    assert (trials["status"] == "finished").all()
+    for name in ["dice", "iou", "sensitivity", "specificity", "precision"] + [f"sensitivity.{c}" for c in CLASSES]:
+        assert trials[name].between(0, 1).all(), name
+    # configs.parquet holds the means (and stds) of trials.parquet
+    means = trials.groupby("config_id")[["dice", "sensitivity", "precision.small_bowel"]].mean()
+    stds = trials.groupby("config_id")["dice"].std(ddof=1)
+    merged = configs.set_index("config_id")
+    for cid in asked:
+        assert np.allclose(merged.loc[cid, ["dice", "sensitivity", "precision.small_bowel"]].to_numpy(float),
+                           means.loc[cid].to_numpy(float))
+        assert np.isclose(merged.loc[cid, "dice_std"], stds.loc[cid])
+        assert merged.loc[cid, "n_folds"] == 2
+    # Optuna was told the fold means of the objectives
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        row = merged.loc[trial.user_attrs["config_id"]]
+        assert trial.values == pytest.approx([row["sensitivity"], row["precision"]])
+
+
+def test_pareto_front_is_exactly_the_non_dominated_set(sweep):
+    spec, paths = sweep
+    import pandas as pd
+
+    configs = read_configs(paths.sweep)
+    front = pd.read_csv(paths.sweep / "pareto" / "pareto.csv")
+    points = configs[["sensitivity", "precision"]].to_numpy()
+    expected = set(configs.loc[non_dominated(points), "config_id"])
+    assert set(front["config_id"]) == expected
+    for _, row in configs.iterrows():  # every configuration off the front is dominated by one on it
+        if row["config_id"] not in expected:
+            assert ((front["sensitivity"] >= row["sensitivity"]) & (front["precision"] >= row["precision"])).any()
+    assert (paths.sweep / "pareto" / "pareto.png").stat().st_size > 0
+    for name in CLASSES:
+        assert (paths.sweep / "pareto" / f"pareto_{name}.csv").is_file()
+
+
+def test_mlflow_holds_nested_sweep_config_fold_runs(sweep):
+    spec, paths = sweep
+    client = MlflowClient(default_tracking_uri(paths.results))
+    experiment = client.get_experiment_by_name(spec.name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    by_level = {}
+    for run in runs:
+        by_level.setdefault(run.data.tags[LEVEL_TAG], []).append(run)
+    [sweep_run] = by_level["sweep"]
+    configs = read_configs(paths.sweep)
+    assert len(by_level["config"]) == len(configs)
+    assert len(by_level["fold"]) == 2 * len(configs)
+    config_runs = {r.info.run_id: r for r in by_level["config"]}
+    assert all(r.data.tags[PARENT_TAG] == sweep_run.info.run_id for r in by_level["config"])
+    assert all(r.data.tags[PARENT_TAG] in config_runs for r in by_level["fold"])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    fold_run = by_level["fold"][0]
+    assert {"arch", "encoder", "loss", "fold", "config_id"} <= set(fold_run.data.params)
+    history = client.get_metric_history(fold_run.info.run_id, "dice")
+    assert [m.step for m in history] == [1, 2]  # one point per epoch
+    assert [a.path for a in client.list_artifacts(fold_run.info.run_id, "checkpoint")] == ["checkpoint/best_model.pt"]
+    assert [a.path for a in client.list_artifacts(sweep_run.info.run_id)] == ["spec.yaml"]
+    # configuration runs carry the fold means
+    cid = config_runs[fold_run.data.tags[PARENT_TAG]].data.tags["sweeper.config_id"]
+    mean = configs.set_index("config_id").loc[cid, "dice"]
+    assert config_runs[fold_run.data.tags[PARENT_TAG]].data.metrics["dice"] == pytest.approx(mean)
+
+
+def test_relaunch_without_resume_is_refused_and_resume_finishes_without_duplicates(sweep):
+    spec, paths = sweep
+    with pytest.raises(SweepExistsError, match="--resume"):
+        launch(spec, paths.results)
+    before = read_trials(paths.sweep)
+    launch(spec, paths.results, resume=True)
+    after = read_trials(paths.sweep)
+    assert len(after) == len(before) and not after.duplicated(["config_id", "fold"]).any()
+    client = MlflowClient(default_tracking_uri(paths.results))
+    experiment = client.get_experiment_by_name(spec.name)
+    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == 1 + 3 * len(read_configs(paths.sweep))
+
+
+def test_cli_leaderboard_and_pareto(sweep):
+    spec, paths = sweep
+    runner = CliRunner()
+    out = runner.invoke(main, ["leaderboard", str(paths.sweep)])
+    assert out.exit_code == 0, out.output
+    assert "+-" in out.output and "tversky" in out.output
+    out = runner.invoke(main, ["pareto", str(paths.sweep), "--class", "small_bowel", "--out", str(paths.sweep / "sb.csv")])
+    assert out.exit_code == 0, out.output
+    assert (paths.sweep / "sb.csv").is_file() and (paths.sweep / "sb.png").is_file()
+    out = runner.invoke(main, ["pareto", str(paths.sweep), "--class", "liver"])
+    assert out.exit_code != 0 and "small_bowel" in out.output
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweeper_ui_serves_the_sweep(sweep):
+    spec, paths = sweep
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "ui", "--results", str(paths.results),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        body = None
+        for _ in range(120):
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={spec.name}")
+                body = json.loads(urllib.request.urlopen(req, timeout=2).read())
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        assert body is not None, proc.stdout.read().decode()[-2000:] if proc.poll() is not None else "no answer"
+        assert body["experiment"]["name"] == spec.name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

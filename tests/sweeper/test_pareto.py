@@ -1,0 +1,75 @@
+"""Pareto front: checked against a brute-force definition on random points, ties and duplicates."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeper.pareto import non_dominated, pareto_table
+
+
+def brute_force(points):
+    keep = []
+    for i, p in enumerate(points):
+        dominated = any(all(q >= p) and any(q > p) for j, q in enumerate(points) if j != i)
+        keep.append(not dominated)
+    return np.array(keep)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_matches_brute_force_on_random_points_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, 6, size=(rng.integers(1, 40), 2)).astype(float)  # small ints -> many ties
+    np.testing.assert_array_equal(non_dominated(points), brute_force(points))
+
+
+def test_hand_made_front():
+    points = np.array([[0.9, 0.5], [0.5, 0.9], [0.7, 0.7], [0.6, 0.6], [0.9, 0.5], [0.9, 0.4]])
+    # (0.6,0.6) is dominated by (0.7,0.7); (0.9,0.4) by (0.9,0.5); the duplicate (0.9,0.5) stays.
+    assert non_dominated(points).tolist() == [True, True, True, False, True, False]
+
+
+def test_nan_is_never_on_the_front():
+    assert non_dominated(np.array([[np.nan, 1.0], [0.5, 0.5]])).tolist() == [False, True]
+
+
+def test_per_class_columns_and_unknown_class_error():
+    configs = pd.DataFrame({
+        "config_id": ["a", "b"], "arch": "unet", "encoder": "r", "loss": ["dice", "tversky"], "loss_params": "{}",
+        "sensitivity": [0.8, 0.9], "precision": [0.9, 0.8],
+        "sensitivity.stomach": [0.7, 0.6], "precision.stomach": [0.7, 0.6],
+    })
+    assert pareto_table(configs)["on_front"].all()
+    table = pareto_table(configs, "stomach")
+    assert table.loc[table["on_front"], "config_id"].tolist() == ["a"]
+    with pytest.raises(KeyError, match="classes in this sweep: \\['stomach'\\]"):
+        pareto_table(configs, "liver")
+
+
+def configs_with_intervals():
+    return pd.DataFrame({
+        "config_id": ["a", "b", "c", "d"], "arch": "unet", "encoder": "r",
+        "loss": ["dice", "tversky", "soft_bce", "dice"], "loss_params": "{}",
+        "sensitivity": [0.80, 0.95, 0.70, 0.60], "precision": [0.90, 0.70, 0.85, 0.50],
+        "sensitivity_ci_high": [0.82, 0.97, 0.83, 0.62], "precision_ci_high": [0.92, 0.72, 0.95, 0.52],
+        "dice": [0.85, 0.80, 0.77, 0.55], "n_folds": 3,
+    })
+
+
+def test_front_status_marks_dominated_within_noise():
+    table = pareto_table(configs_with_intervals()).set_index("config_id")
+    assert table.loc["a", "front_status"] == "front" and table.loc["b", "front_status"] == "front"
+    # c is dominated by a on the means, but its interval corner (0.83, 0.95) is not dominated
+    assert table.loc["c", "front_status"] == "within_noise"
+    assert table.loc["d", "front_status"] == "dominated"
+
+
+def test_operating_point_and_nothing_meets_it():
+    from sweeper.pareto import operating_point
+
+    configs = configs_with_intervals()
+    point = operating_point(configs, min_sensitivity=0.75)
+    assert point.row["config_id"] == "a"  # most precise among sensitivity >= 0.75 (a, b)
+    point = operating_point(configs, min_precision=0.6)
+    assert point.row["config_id"] == "b"
+    none = operating_point(configs, min_sensitivity=0.99)
+    assert none.row is None and none.best_available == 0.95

@@ -1,0 +1,103 @@
+"""FoldSearcher: one Optuna trial per configuration, one Tune trial per fold, fold means told once."""
+
+import pickle
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from sweeper.search import FoldSearcher, config_id
+from sweeper.spec import parse_spec
+
+
+def make_spec(**search):
+    return parse_spec({
+        "name": "s",
+        "data": {"format": "synthetic", "folds": 3, "run_folds": [0, 2]},
+        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": 0.5}}],
+        "search": {"budget": 3, **search},
+    })
+
+
+def fake_result(sens, prec):
+    return {"best.sensitivity": sens, "best.precision": prec}
+
+
+def drain(searcher, prefix="t"):
+    """Returns the fold configs suggested until the searcher waits or finishes."""
+    out = []
+    while True:
+        config = searcher.suggest(f"{prefix}{len(out)}")
+        if config is None or config == Searcher.FINISHED:
+            return out, config
+        out.append(config)
+
+
+def test_fan_out_over_folds_and_tell_fold_means(tmp_path):
+    searcher = FoldSearcher(make_spec(), f"sqlite:///{tmp_path}/o.db", {"cache_dir": "/c", "epochs": 1})
+    configs, last = drain(searcher)
+    assert last is None  # waits: folds are running
+    ids = {c["config_id"] for c in configs}
+    # each distinct configuration exactly once per fold to run
+    assert sorted((c["config_id"], c["fold"]) for c in configs) == sorted((i, f) for i in ids for f in (0, 2))
+    assert all(c["cache_dir"] == "/c" and c["config_id"] == config_id(c) for c in configs)
+    for i, c in enumerate(configs):
+        searcher.on_trial_complete(f"t{i}", fake_result(0.5 + c["fold"] / 10, 0.8))
+    assert searcher.suggest("next") == Searcher.FINISHED
+    study = searcher.study
+    assert len(study.trials) == 3
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.values == pytest.approx([0.6, 0.8])  # mean of folds 0 and 2
+        assert trial.user_attrs["config_id"] in ids
+
+
+def test_failed_fold_tells_fail_never_a_score(tmp_path):
+    spec = parse_spec({"name": "f", "data": {"format": "synthetic", "folds": 2},
+                       "losses": [{"name": "dice"}], "search": {"mode": "grid"}})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
+    configs, _ = drain(searcher)
+    assert len(configs) == 2
+    searcher.on_trial_complete("t0", fake_result(0.9, 0.9))
+    searcher.on_trial_complete("t1", None, error=True)
+    [trial] = searcher.study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.values is None
+
+
+def test_duplicate_configuration_is_not_retrained(tmp_path):
+    spec = parse_spec({"name": "d", "data": {"format": "synthetic", "folds": 2},
+                       "losses": [{"name": "dice"}], "search": {"budget": 3}})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
+    configs, _ = drain(searcher)
+    assert len(configs) == 2  # one configuration x 2 folds, although 3 Optuna trials were budgeted
+    for i in range(2):
+        searcher.on_trial_complete(f"t{i}", fake_result(0.7, 0.6))
+    assert searcher.suggest("x") == Searcher.FINISHED
+    assert [t.values for t in searcher.study.trials] == [[0.7, 0.6]] * 3
+
+
+def test_grid_mode_enqueues_every_fixed_configuration(tmp_path):
+    spec = parse_spec({"name": "g", "data": {"format": "synthetic", "folds": 2},
+                       "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
+                       "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": 0.3, "beta": 0.7}}],
+                       "search": {"mode": "grid"}})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
+    configs, _ = drain(searcher)
+    seen = {(c["arch"], c["loss"], tuple(sorted(c["loss_params"].items()))) for c in configs}
+    assert len(configs) == 8 and len(seen) == 4
+    assert any(a == "fpn" and l == "tversky" and dict(p)["alpha"] == 0.3 and dict(p)["beta"] == 0.7
+               for a, l, p in seen)
+
+
+def test_save_restore_continues_where_it_stopped(tmp_path):
+    storage = f"sqlite:///{tmp_path}/o.db"
+    searcher = FoldSearcher(make_spec(), storage, {})
+    configs, _ = drain(searcher)
+    searcher.on_trial_complete("t0", fake_result(0.5, 0.5))
+    searcher.save(str(tmp_path / "state.pkl"))
+    clone = pickle.loads(pickle.dumps(searcher))  # as Tune pickles it with the experiment
+    clone.restore(str(tmp_path / "state.pkl"))
+    for i in range(1, len(configs)):
+        clone.on_trial_complete(f"t{i}", fake_result(0.5, 0.5))
+    assert clone.suggest("x") == Searcher.FINISHED
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name="s", storage=storage).trials)

@@ -1,0 +1,92 @@
+"""The sweep spec: every problem reported at once, each naming its field; shipped specs parse."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeper.spec import SpecError, load_spec, parse_spec
+
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def minimal(**overrides):
+    raw = {
+        "name": "t",
+        "data": {"format": "synthetic", "folds": 2},
+        "losses": [{"name": "dice"}],
+        "search": {"budget": 2},
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_minimal_spec_gets_seed_000_defaults():
+    spec = parse_spec(minimal())
+    assert spec.training.epochs == 18 and spec.training.lr == 2e-4 and spec.training.batch_size == 16
+    assert spec.data.image_size == 224 and spec.data.context == 1
+    assert [o.metric for o in spec.search.objectives] == ["sensitivity", "precision"]
+    assert spec.model.encoder_weights is None
+
+
+def test_every_problem_is_reported_at_once_with_its_field():
+    raw = minimal(
+        losses=[{"name": "nope"}, {"name": "tversky", "params": {"alpha": 1.5, "gamma": 1.0}}],
+        training={"epochs": 0},
+        model={"architectures": ["unet", "transformer9000"]},
+    )
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    text = "\n".join(info.value.problems)
+    assert "losses.0" in text and "unknown loss 'nope'" in text
+    assert "losses.1" in text and "params.alpha" in text and "outside [0" in text
+    assert "no knob 'gamma'" in text
+    assert "training.epochs" in text
+    assert "model.architectures" in text and "transformer9000" in text
+    assert len(info.value.problems) >= 4
+
+
+def test_grid_mode_refuses_searched_knobs():
+    raw = minimal(losses=[{"name": "tversky", "params": {"alpha": "search"}}], search={"mode": "grid"})
+    with pytest.raises(SpecError, match="search.mode grid needs fixed knob values"):
+        parse_spec(raw)
+
+
+def test_optuna_mode_needs_a_budget_and_known_objectives():
+    raw = minimal(search={"objectives": [{"metric": "sensitivity.liver"}]})
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    text = "\n".join(info.value.problems)
+    assert "search.budget is required" in text
+    assert "sensitivity.liver" in text
+
+
+def test_searched_and_fixed_knobs_split():
+    spec = parse_spec(minimal(losses=[{"name": "tversky", "params": {"alpha": "search", "beta": 0.6}}]))
+    loss = spec.losses[0]
+    assert set(loss.searched_params()) == {"alpha"}
+    assert loss.fixed_params()["beta"] == 0.6 and "alpha" not in loss.fixed_params()
+
+
+def test_preflight_names_missing_data_root_and_too_many_folds(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(minimal(data={"format": "uwmgi", "root": str(tmp_path / "absent"), "folds": 2})))
+    with pytest.raises(SpecError, match="data.root: .*absent has no train.csv"):
+        load_spec(path)
+    path.write_text(yaml.safe_dump(minimal(data={"format": "synthetic", "folds": 5, "synthetic": {"cases": 3}})))
+    with pytest.raises(SpecError, match="data.folds: 5 folds but data.synthetic.cases is 3"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "gi_five_losses.yaml"])
+def test_shipped_specs_parse(name):
+    spec = parse_spec(yaml.safe_load((SEARCH_SPACES / name).read_text()))
+    assert spec.losses
+
+
+def test_gi_five_losses_is_seed_000():
+    spec = parse_spec(yaml.safe_load((SEARCH_SPACES / "gi_five_losses.yaml").read_text()))
+    assert [l.name for l in spec.losses] == ["dice", "soft_bce", "dice_soft_bce", "tversky", "focal_plus_dice"]
+    assert len(spec.grid()) == 5 and spec.model.encoders == ["mit_b2"]
+    tversky = spec.grid()[3]["loss_params"]
+    assert tversky["alpha"] == 0.3 and tversky["beta"] == 0.7

@@ -1,0 +1,68 @@
+"""The trial loop outside Ray: reports per epoch, best-epoch bookkeeping, resume, non-finite loss."""
+
+import math
+
+import pytest
+import torch
+
+from trainables import train as train_module
+from trainables.data import generate_uwmgi, prepare_cache
+from trainables.train import BEST_WEIGHTS_FILE, STATE_FILE, NonFiniteLossError, run_fold
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gi")
+    generate_uwmgi(root / "data", cases=3, slices_per_scan=6, image_size=32, seed=1)
+    return prepare_cache(root / "data", root / "cache", image_size=32, n_folds=3)
+
+
+def config(cache, **over):
+    base = dict(cache_dir=str(cache), fold=0, arch="unet", encoder="resnet18", loss="tversky",
+                loss_params={"alpha": 0.3, "beta": 0.7}, config_id="x", image_size=32, epochs=2, batch_size=4,
+                lr=1e-3, max_train_batches=2, augmentation="none")
+    base.update(over)
+    return base
+
+
+class Recorder:
+    def __init__(self, keep=None):
+        self.results, self.keep, self.saved = [], keep, None
+
+    def __call__(self, metrics, checkpoint_dir):
+        self.results.append(metrics)
+        assert (checkpoint_dir / STATE_FILE).is_file() and (checkpoint_dir / BEST_WEIGHTS_FILE).is_file()
+        if self.keep is not None and metrics["epoch"] == 1:
+            import shutil
+
+            shutil.copytree(checkpoint_dir, self.keep)
+
+
+def test_reports_each_epoch_with_metrics_and_best_epoch(cache, tmp_path):
+    recorder = Recorder()
+    run_fold(config(cache), recorder)
+    assert [r["epoch"] for r in recorder.results] == [1, 2]
+    last = recorder.results[-1]
+    for key in ["train_loss", "val_loss", "dice", "sensitivity.small_bowel", "best.dice", "best.precision.stomach"]:
+        assert math.isfinite(last[key]), key
+    best = last["best_epoch"]
+    assert last["best.dice"] == recorder.results[best - 1]["dice"] == max(r["dice"] for r in recorder.results)
+
+
+def test_resume_continues_from_the_checkpoint(cache, tmp_path):
+    first = Recorder(keep=tmp_path / "ckpt")
+    run_fold(config(cache, epochs=2), first)
+    resumed = Recorder()
+    run_fold(config(cache, epochs=2), resumed, checkpoint_dir=tmp_path / "ckpt")
+    assert [r["epoch"] for r in resumed.results] == [2]  # epoch 1 is not trained again
+    assert resumed.results[0]["lr"] == pytest.approx(first.results[1]["lr"])  # schedule restored
+
+
+def test_non_finite_loss_stops_with_a_clear_reason(cache, monkeypatch):
+    class NanLoss(torch.nn.Module):
+        def forward(self, logits, target):
+            return logits.mean() * float("nan")
+
+    monkeypatch.setattr(train_module, "build_loss", lambda name, **knobs: NanLoss())
+    with pytest.raises(NonFiniteLossError, match="lower training.lr"):
+        run_fold(config(cache, epochs=1), Recorder())

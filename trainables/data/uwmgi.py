@@ -1,0 +1,202 @@
+"""Reader for the on-disk format of the UW-Madison GI tract image segmentation data set (Kaggle 2022).
+
+Layout (the real data set and :func:`trainables.data.synthetic.generate_uwmgi` both follow it)::
+
+    ROOT/train.csv                      columns id,class,segmentation; one row per (slice, class)
+    ROOT/train/caseN/caseN_dayM/scans/slice_XXXX_W_H_PW_PH.png
+
+``id`` is ``caseN_dayM_slice_XXXX`` (XXXX four digits), ``class`` one of :data:`GI_CLASSES`,
+``segmentation`` an RLE (see :mod:`trainables.data.rle`) or empty. The PNG is 16-bit grey; in its name
+W, H are width and height in pixels and PW, PH the pixel spacing in mm along width and height.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["GI_CLASSES", "SliceRecord", "read_uwmgi", "png_size"]
+
+GI_CLASSES: tuple[str, ...] = ("large_bowel", "small_bowel", "stomach")
+
+_ID_RE = re.compile(r"^case(\d+)_day(\d+)_slice_(\d{4})$")
+_PNG_RE = re.compile(r"^slice_(\d{4})_(\d+)_(\d+)_(\d+(?:\.\d+)?)_(\d+(?:\.\d+)?)\.png$")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One axial slice: where its PNG is, its size and spacing, and one RLE per class.
+
+    ``height``/``width`` are in pixels (read from the PNG header); ``spacing`` is
+    ``(row spacing, column spacing)`` in mm, i.e. ``(PH, PW)`` from the file name, in the same
+    (height, width) order as the array axes. ``rles`` maps every requested class to its RLE
+    (``""`` when the organ is absent).
+    """
+
+    case: int
+    day: int
+    slice_number: int
+    path: Path
+    height: int
+    width: int
+    spacing: tuple[float, float]
+    rles: dict[str, str]
+
+    @property
+    def scan(self) -> str:
+        """Return the scan name ``caseN_dayM``."""
+        return f"case{self.case}_day{self.day}"
+
+    @property
+    def id(self) -> str:
+        """Return the Kaggle id ``caseN_dayM_slice_XXXX``."""
+        return f"{self.scan}_slice_{self.slice_number:04d}"
+
+
+def png_size(path: str | Path) -> tuple[int, int]:
+    """Return ``(height, width)`` read from the IHDR chunk of a PNG file without decoding it.
+
+    Raises:
+        ValueError: the file is not a PNG.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise ValueError(f"{path}: not a PNG file (expected a 16-bit grey PNG)")
+    width, height = struct.unpack(">II", head[16:24])
+    return int(height), int(width)
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = {"id", "class", "segmentation"} - set(frame.columns)
+    if missing:
+        raise ValueError(
+            f"{csv_path}: missing column(s) {sorted(missing)}; expected columns id,class,segmentation"
+        )
+    return frame
+
+
+def _scan_pngs(scans_dir: Path) -> dict[int, str]:
+    """Return slice number -> PNG file name for one scans/ folder."""
+    found: dict[int, str] = {}
+    for name in os.listdir(scans_dir):
+        match = _PNG_RE.match(name)
+        if match is None:
+            continue
+        number = int(match.group(1))
+        if number in found:
+            raise ValueError(
+                f"{scans_dir}: two PNGs for slice {number:04d} ({found[number]}, {name}); expected one"
+            )
+        found[number] = name
+    return found
+
+
+def read_uwmgi(root: str | Path, classes: Sequence[str] = GI_CLASSES) -> list[SliceRecord]:
+    """Return one :class:`SliceRecord` per slice listed in ``ROOT/train.csv``, sorted by (case, day, slice).
+
+    The image size comes from the PNG header and must match the W, H in the file name; the pixel
+    spacing comes from the file name. Classes of :data:`GI_CLASSES` not in ``classes`` are dropped;
+    a (slice, class) pair without a CSV row counts as empty.
+
+    Args:
+        root: folder holding ``train.csv`` and ``train/``.
+        classes: organ classes to keep, a subset of :data:`GI_CLASSES` or extra names the CSV uses.
+
+    Raises:
+        FileNotFoundError: ``train.csv``, ``train/``, a scan folder or a slice PNG is missing.
+        ValueError: a malformed id, an unknown class, a duplicated (id, class) row, a PNG whose
+            size disagrees with its name, or a PNG that is not a PNG.
+    """
+    root = Path(root)
+    classes = tuple(classes)
+    if not classes:
+        raise ValueError("classes must name at least one organ class")
+    csv_path = root / "train.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{csv_path} not found: expected the UW-Madison GI train.csv (columns id,class,segmentation)"
+        )
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise FileNotFoundError(
+            f"{train_dir} not found: expected a folder train/caseN/caseN_dayM/scans/ with the slice PNGs"
+        )
+
+    frame = _read_csv(csv_path)
+    known = set(GI_CLASSES) | set(classes)
+    unknown = sorted(set(frame["class"]) - known)
+    if unknown:
+        raise ValueError(
+            f"{csv_path}: unknown class(es) {unknown}; expected one of {sorted(known)}"
+        )
+
+    rles: dict[str, dict[str, str]] = {}
+    keys: dict[str, tuple[int, int, int]] = {}
+    for line, (sid, cls, seg) in enumerate(
+        zip(frame["id"], frame["class"], frame["segmentation"], strict=True), start=2
+    ):
+        match = _ID_RE.match(sid)
+        if match is None:
+            raise ValueError(
+                f"{csv_path}, line {line}: malformed id {sid!r}; expected caseN_dayM_slice_XXXX "
+                "(XXXX four digits)"
+            )
+        if sid not in rles:
+            keys[sid] = (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+            rles[sid] = {}
+        if cls in rles[sid]:
+            raise ValueError(f"{csv_path}, line {line}: duplicated row for id {sid!r}, class {cls!r}")
+        rles[sid][cls] = seg.strip()
+
+    pngs_by_scan: dict[tuple[int, int], tuple[Path, dict[int, str]]] = {}
+    records: list[SliceRecord] = []
+    for sid in sorted(rles, key=keys.__getitem__):
+        case, day, number = keys[sid]
+        if (case, day) not in pngs_by_scan:
+            scans_dir = train_dir / f"case{case}" / f"case{case}_day{day}" / "scans"
+            if not scans_dir.is_dir():
+                raise FileNotFoundError(
+                    f"{scans_dir} not found: {csv_path} lists {sid!r}; expected its PNG at "
+                    f"{scans_dir}/slice_{number:04d}_W_H_PW_PH.png"
+                )
+            pngs_by_scan[case, day] = (scans_dir, _scan_pngs(scans_dir))
+        scans_dir, pngs = pngs_by_scan[case, day]
+        name = pngs.get(number)
+        if name is None:
+            raise FileNotFoundError(
+                f"no PNG for {sid!r} listed in {csv_path}: expected "
+                f"{scans_dir}/slice_{number:04d}_W_H_PW_PH.png"
+            )
+        path = scans_dir / name
+        match = _PNG_RE.match(name)
+        assert match is not None
+        name_w, name_h = int(match.group(2)), int(match.group(3))
+        spacing_w, spacing_h = float(match.group(4)), float(match.group(5))
+        height, width = png_size(path)
+        if (height, width) != (name_h, name_w):
+            raise ValueError(
+                f"{path}: the PNG is {width}x{height} (width x height) but its name says "
+                f"{name_w}x{name_h}; expected slice_XXXX_W_H_PW_PH.png with the PNG's own size"
+            )
+        records.append(
+            SliceRecord(
+                case=case,
+                day=day,
+                slice_number=number,
+                path=path,
+                height=height,
+                width=width,
+                spacing=(spacing_h, spacing_w),
+                rles={cls: rles[sid].get(cls, "") for cls in classes},
+            )
+        )
+    return records

@@ -1,0 +1,71 @@
+"""Segmentation losses behind a name -> class registry.
+
+Every registered loss maps ``(logits, target)`` of shape (N, C, H, W) (raw logits, 0/1 target
+of the same shape) to a scalar float32 tensor. By default outputs are multi-label sigmoid (one
+channel per organ, organs may overlap); ``activation="softmax"`` reads them as multi-class with
+the background as channel 0 and a one-hot target. Build them by name with :func:`build_loss`,
+weighted sums with :func:`build_compound` / :func:`parse_compound`; search spaces read
+:func:`loss_knobs`, :func:`flat_knob_space` and :func:`assemble_knobs`.
+"""
+
+from ._base import RegionLoss, SegmentationLoss
+from .bce import SoftBCELoss
+from .calf import CALF_TRANSFORMS, CalfLoss, calf_statistics, select_calf_transform
+from .ce import CrossEntropyLoss, TopKCrossEntropyLoss, WeightedCrossEntropyLoss
+from .compound import DiceSoftBCELoss, FocalPlusDiceLoss, WeightedSum, build_compound, parse_compound
+from .dice import DiceLoss, FocalDiceLoss, GeneralizedDiceLoss, LogDiceLoss, TopKDiceLoss
+from .focal import FocalLoss
+from .pm_dice import PMDiceLoss
+from .registry import (
+    CONTEXT_OPTIONS,
+    LOSSES,
+    Knob,
+    SumConstraint,
+    assemble_knobs,
+    build_loss,
+    describe_losses,
+    flat_knob_space,
+    loss_constraints,
+    loss_knobs,
+    register_loss,
+)
+from .tversky import FocalTverskyLoss, IoUxyLoss, TverskyLoss
+
+__all__ = [
+    "LOSSES",
+    "CONTEXT_OPTIONS",
+    "Knob",
+    "SumConstraint",
+    "register_loss",
+    "build_loss",
+    "loss_knobs",
+    "loss_constraints",
+    "flat_knob_space",
+    "assemble_knobs",
+    "describe_losses",
+    "build_compound",
+    "parse_compound",
+    "calf_statistics",
+    "select_calf_transform",
+    "CALF_TRANSFORMS",
+    "SegmentationLoss",
+    "RegionLoss",
+    "DiceLoss",
+    "LogDiceLoss",
+    "GeneralizedDiceLoss",
+    "FocalDiceLoss",
+    "TopKDiceLoss",
+    "SoftBCELoss",
+    "CrossEntropyLoss",
+    "WeightedCrossEntropyLoss",
+    "TopKCrossEntropyLoss",
+    "FocalLoss",
+    "TverskyLoss",
+    "FocalTverskyLoss",
+    "IoUxyLoss",
+    "PMDiceLoss",
+    "CalfLoss",
+    "WeightedSum",
+    "DiceSoftBCELoss",
+    "FocalPlusDiceLoss",
+]

@@ -1,0 +1,116 @@
+"""Segmentation metrics: pure functions on tensors/arrays and the :class:`SegmentationMetrics` accumulator.
+
+Follows MONAI's split: functional ``confusion_counts`` / ``per_image_scores`` / ``pooled_scores`` /
+``mean_absolute_error`` (torch, on any device) and ``compute_boundary_metrics`` / ``compute_nsd`` /
+``compute_hd95`` / ``compute_boundary_f1`` / ``compute_gi_score`` (numpy + scipy, CPU), plus
+:func:`compute_metrics`, which scores whole masks at once with the same keys as the accumulator.
+
+Conventions (paper 000 eqs 4-8 and its per-image averaging, ``/work/shared/papers/000_*``):
+predictions are ``sigmoid(logits) >= threshold``; per-image metrics use a unit smoothing term so
+a slice that is empty and predicted empty scores 1, then are averaged over images per class;
+the overall value is the mean over classes. ``pooled_*`` keys are data-set pooled (global)
+counts instead. The empty-ground-truth rule is the ``empty`` argument (default ``"one"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trainables.metrics.accumulator import SegmentationMetrics
+from trainables.metrics.boundary import (
+    BF_DIAGONAL_FRACTION,
+    BOUNDARY_METRICS,
+    compute_boundary_f1,
+    compute_boundary_metrics,
+    compute_gi_score,
+    compute_hd95,
+    compute_nsd,
+    mask_border,
+    normalized_hausdorff_3d,
+    surface_distances,
+)
+from trainables.metrics.confusion import (
+    CONFUSION_METRICS,
+    EMPTY_RULES,
+    EmptyRule,
+    confusion_counts,
+    mean_absolute_error,
+    per_image_scores,
+    pooled_scores,
+)
+
+__all__ = [
+    "METRIC_NAMES",
+    "CONFUSION_METRICS",
+    "BOUNDARY_METRICS",
+    "POOLED_METRIC_NAMES",
+    "GI_SCORE",
+    "LOWER_IS_BETTER",
+    "EMPTY_RULES",
+    "BF_DIAGONAL_FRACTION",
+    "EmptyRule",
+    "metric_keys",
+    "confusion_counts",
+    "per_image_scores",
+    "pooled_scores",
+    "mean_absolute_error",
+    "mask_border",
+    "surface_distances",
+    "compute_boundary_metrics",
+    "compute_nsd",
+    "compute_hd95",
+    "compute_boundary_f1",
+    "normalized_hausdorff_3d",
+    "compute_gi_score",
+    "compute_metrics",
+    "SegmentationMetrics",
+]
+
+#: overall per-image-averaged metric names, in report order
+METRIC_NAMES = (*CONFUSION_METRICS, "mae", *BOUNDARY_METRICS)
+#: overall data-set pooled names
+POOLED_METRIC_NAMES = tuple(f"pooled_{m}" for m in (*CONFUSION_METRICS, "mae"))
+GI_SCORE = "gi_score"
+#: metrics where smaller is better (every other one: larger is better)
+LOWER_IS_BETTER = frozenset({"mae", "hd95", "pooled_mae"})
+
+
+def metric_keys(class_names: Sequence[str], *, boundary: bool = True, gi_score: bool = False) -> list[str]:
+    """Return every key :meth:`SegmentationMetrics.compute` reports for these settings: overall then per class."""
+    names = [m for m in METRIC_NAMES if boundary or m not in BOUNDARY_METRICS]
+    names += list(POOLED_METRIC_NAMES) + ([GI_SCORE] if boundary and gi_score else [])
+    return names + [f"{m}.{c}" for m in names for c in class_names]
+
+
+def compute_metrics(
+    probs: Tensor,
+    target: Tensor,
+    class_names: Sequence[str],
+    *,
+    threshold: float = 0.5,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+    spacing: Any = None,
+    nsd_tolerance_mm: float = 2.0,
+    boundary: bool = True,
+    scan_ids: Sequence[Any] | None = None,
+    positions: Sequence[Any] | None = None,
+) -> dict[str, float]:
+    """Return every metric of a set of masks at once, with the keys of :class:`SegmentationMetrics`.
+
+    Args:
+        probs: (N, C, H, W) probabilities in [0, 1] (thresholded at ``threshold``; ``mae`` uses
+            them as they are) or hard 0/1 / bool masks.
+        target: 0/1 masks of the same shape.
+        class_names, threshold, smooth, empty, spacing, nsd_tolerance_mm, boundary: as for
+            :class:`SegmentationMetrics` (``spacing`` may also be (N, 2) per image).
+        scan_ids, positions: scan and slice order of each image, for ``gi_score``.
+    """
+    metrics = SegmentationMetrics(class_names, threshold, smooth, empty, None, nsd_tolerance_mm, boundary)
+    metrics.update_probs(torch.as_tensor(probs), torch.as_tensor(target), spacing=spacing, scan_ids=scan_ids,
+                         positions=positions)
+    return metrics.compute()

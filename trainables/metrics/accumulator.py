@@ -1,0 +1,262 @@
+"""SegmentationMetrics: the stateful accumulator the trainer uses (reset / update / compute)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from trainables.metrics.boundary import BOUNDARY_METRICS, compute_boundary_metrics, compute_gi_score
+from trainables.metrics.confusion import CONFUSION_METRICS, EmptyRule, check_empty_rule, per_image_scores
+
+__all__ = ["SegmentationMetrics"]
+
+_PER_IMAGE = (*CONFUSION_METRICS, "mae")  # rows of the on-device per-image sums
+
+
+class SegmentationMetrics:
+    """Accumulates per-image and pooled metrics over batches; :meth:`compute` gives a flat dict.
+
+    Predictions are ``sigmoid(logits) >= threshold``. Confusion counts, per-image score sums and
+    absolute-error sums stay on the device of the first batch (float64, float32 on MPS), so the
+    confusion path of :meth:`update` never synchronises with the host; :meth:`compute` syncs once.
+    Boundary metrics (``boundary=True``) need the thresholded masks on the CPU, one transfer
+    per batch; ``boundary=False`` skips them (and ``gi_score``) for speed.
+
+    Keys of :meth:`compute` (``<class>`` is each of ``class_names``; overall = mean over classes,
+    NaN classes left out; there is no background channel, every channel is an organ):
+
+    - per-image averaged, smoothed: ``dice iou sensitivity specificity precision accuracy mae``
+      and, with ``boundary``, ``nsd hd95 boundary_f1``; each also as ``<name>.<class>``;
+    - pooled over the data set (counts summed, unsmoothed): ``pooled_<name>`` and
+      ``pooled_<name>.<class>`` for the confusion metrics and ``mae``;
+    - ``gi_score`` and ``gi_score.<class>`` when ``boundary`` and scans were identified in
+      :meth:`update` (mean over scans of :func:`~trainables.metrics.compute_gi_score`).
+
+    Args:
+        class_names: one name per channel, in channel order (e.g. ``large_bowel``).
+        threshold: a pixel is predicted positive when ``sigmoid(logit) >= threshold`` (default 0.5).
+        smooth: per-image smoothing ``s`` of :func:`~trainables.metrics.per_image_scores`
+            (default 1.0, paper 000's unit term).
+        empty: empty-ground-truth rule, ``"one"`` (default, 000's convention), ``"zero"`` or
+            ``"skip"``; see :func:`~trainables.metrics.per_image_scores` and
+            :func:`~trainables.metrics.compute_boundary_metrics`.
+        spacing: default pixel size ``(sy, sx)`` in mm for the boundary metrics (default None:
+            1 mm, i.e. distances in pixels); :meth:`update` may give one per image.
+        nsd_tolerance_mm: NSD tolerance in mm (default 2.0).
+        boundary: compute nsd, hd95, boundary_f1 and gi_score (default True).
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        threshold: float = 0.5,
+        smooth: float = 1.0,
+        empty: EmptyRule = "one",
+        spacing: tuple[float, float] | None = None,
+        nsd_tolerance_mm: float = 2.0,
+        boundary: bool = True,
+    ):
+        names = tuple(class_names)
+        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"class_names must be unique non-empty strings, got {class_names!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if smooth < 0:
+            raise ValueError(f"smooth must be >= 0, got {smooth}")
+        if nsd_tolerance_mm < 0:
+            raise ValueError(f"nsd_tolerance_mm must be >= 0, got {nsd_tolerance_mm}")
+        if spacing is not None and (len(spacing) != 2 or min(spacing) <= 0):
+            raise ValueError(f"spacing must be a positive (sy, sx) in mm, got {spacing!r}")
+        self.class_names = names
+        self.threshold = float(threshold)
+        self.smooth = float(smooth)
+        self.empty = check_empty_rule(empty)
+        self.spacing = None if spacing is None else (float(spacing[0]), float(spacing[1]))
+        self.nsd_tolerance_mm = float(nsd_tolerance_mm)
+        self.boundary = bool(boundary)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated batch."""
+        self._sums: Tensor | None = None  # (len(_PER_IMAGE), C) sums of per-image scores
+        self._counts: Tensor | None = None  # same shape: images in each sum (NaN = skipped)
+        self._pooled: Tensor | None = None  # (5, C): tp, fp, fn, tn, |p - g| summed over images
+        self._pixels = 0  # pixels per class summed over images
+        self._num_images = 0
+        c = len(self.class_names)
+        self._boundary_sums = np.zeros((len(BOUNDARY_METRICS), c))
+        self._boundary_counts = np.zeros((len(BOUNDARY_METRICS), c))
+        self._scans: dict[Hashable, dict[Any, tuple[np.ndarray, np.ndarray] | None]] = {}
+        self._scan_shape: dict[Hashable, tuple[int, ...]] = {}
+
+    @torch.no_grad()
+    def update(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        *,
+        spacing: Any = None,
+        scan_ids: Sequence[Hashable] | None = None,
+        positions: Sequence[Any] | Tensor | None = None,
+    ) -> None:
+        """Add one batch of raw scores: ``sigmoid(logits)`` goes to :meth:`update_probs`.
+
+        Args:
+            logits: raw (N, C, H, W) scores.
+            target: 0/1 masks of the same shape (float targets must hold only 0 and 1; bool and
+                integer ones count any non-zero as positive).
+            spacing: (N, 2) pixel sizes (sy, sx) in mm, or one pair; default the constructor's.
+            scan_ids: the scan (case-day) of each image, for ``gi_score``; with ``positions``.
+            positions: sortable slice positions within the scan (slice order), one per image.
+        """
+        self._check(logits, target, scan_ids, positions)
+        self._add(torch.sigmoid(logits.float()), target, spacing, scan_ids, positions)
+
+    @torch.no_grad()
+    def update_probs(
+        self,
+        probs: Tensor,
+        target: Tensor,
+        *,
+        spacing: Any = None,
+        scan_ids: Sequence[Hashable] | None = None,
+        positions: Sequence[Any] | Tensor | None = None,
+    ) -> None:
+        """Add one batch of probabilities in [0, 1] (or hard 0/1 masks); arguments as :meth:`update`."""
+        self._check(probs, target, scan_ids, positions)
+        if not probs.is_floating_point():
+            probs = probs.to(torch.get_default_dtype())
+        self._add(probs, target, spacing, scan_ids, positions)
+
+    def _check(self, scores: Tensor, target: Tensor, scan_ids, positions) -> None:
+        if scores.dim() < 3 or scores.shape[1] != len(self.class_names):
+            raise ValueError(
+                f"expected (N, {len(self.class_names)}, H, W) scores for classes "
+                f"{self.class_names}, got {tuple(scores.shape)}"
+            )
+        if scores.shape != target.shape:
+            raise ValueError(
+                f"scores and target must have the same shape; got {tuple(scores.shape)} and {tuple(target.shape)}"
+            )
+        if (scan_ids is None) != (positions is None):
+            raise ValueError("scan_ids and positions go together: give both or neither")
+        n = scores.shape[0]
+        if scan_ids is not None and (len(scan_ids) != n or len(positions) != n):
+            raise ValueError(f"need one scan id and one position per image ({n})")
+
+    def _add(self, probs: Tensor, target: Tensor, spacing: Any, scan_ids, positions) -> None:
+        n, c = probs.shape[:2]
+        pred = probs >= self.threshold
+        if self._sums is None:
+            dtype = torch.float32 if probs.device.type == "mps" else torch.float64
+            self._sums = torch.zeros((len(_PER_IMAGE), c), dtype=dtype, device=probs.device)
+            self._counts = torch.zeros_like(self._sums)
+            self._pooled = torch.zeros((5, c), dtype=dtype, device=probs.device)
+        dtype = self._sums.dtype
+
+        # float32 sums of 0/1 values are exact below 2**24 pixels and faster than bool sums
+        pixels = probs[0, 0].numel()
+        work = torch.float32 if pixels < 2**24 and probs.dtype != torch.float64 else torch.float64
+        p = probs.flatten(2).to(work)
+        pf = pred.flatten(2).to(work)
+        # float targets are taken as 0/1 already (one pass fewer); others: non-zero is positive
+        t = (target if target.is_floating_point() else target != 0).flatten(2).to(work)
+        tp = (pf * t).sum(-1).to(dtype)
+        pos_pred = pf.sum(-1).to(dtype)
+        pos_true = t.sum(-1).to(dtype)
+        # sum |p - g| = sum p + sum g - 2 sum p g for 0/1 g: no elementwise |.| pass
+        abs_err = (p.sum(-1).to(dtype) + pos_true - 2 * (p * t).sum(-1).to(dtype)).clamp_(min=0)
+        fp, fn = pos_pred - tp, pos_true - tp
+        tn = pixels - tp - fp - fn
+
+        scores = per_image_scores(tp, fp, fn, tn, smooth=self.smooth, empty=self.empty)
+        per_image = torch.stack([scores[m] for m in CONFUSION_METRICS] + [abs_err / pixels])
+        valid = ~torch.isnan(per_image)
+        self._sums += torch.where(valid, per_image, 0).sum(dim=1)
+        self._counts += valid.sum(dim=1).to(dtype)
+        self._pooled += torch.stack([tp, fp, fn, tn, abs_err]).sum(dim=1)
+        self._pixels += n * pixels
+        self._num_images += n
+
+        if self.boundary:
+            self._update_boundary(pred, target, spacing, scan_ids, positions)
+
+    def _update_boundary(self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions) -> None:
+        pred_np = pred.cpu().numpy()  # the host sync boundary metrics need
+        target_np = (target != 0).cpu().numpy()
+        found = compute_boundary_metrics(
+            pred_np, target_np, spacing=self.spacing if spacing is None else spacing,
+            nsd_tolerance_mm=self.nsd_tolerance_mm, empty=self.empty,
+        )
+        values = np.stack([found[m] for m in BOUNDARY_METRICS])  # (3, N, C)
+        self._boundary_sums += np.nansum(values, axis=1)
+        self._boundary_counts += (~np.isnan(values)).sum(axis=1)
+        if scan_ids is None:
+            return
+        if isinstance(positions, Tensor):
+            positions = positions.tolist()
+        for i, (scan, position) in enumerate(zip(scan_ids, positions)):
+            slices = self._scans.setdefault(scan, {})
+            if position in slices:
+                raise ValueError(f"slice position {position!r} of scan {scan!r} was already added")
+            shape = self._scan_shape.setdefault(scan, pred_np.shape[1:])
+            if pred_np.shape[1:] != shape:
+                raise ValueError(f"scan {scan!r}: slice shape {pred_np.shape[1:]} differs from {shape}")
+            # empty slices (most of a scan) cost nothing; others are bit-packed
+            empty_slice = not (pred_np[i].any() or target_np[i].any())
+            slices[position] = None if empty_slice else (np.packbits(pred_np[i]), np.packbits(target_np[i]))
+
+    def _gi_scores(self) -> np.ndarray:
+        """(scans, C) competition scores of every identified scan."""
+        rows = []
+        for scan, slices in self._scans.items():
+            shape = self._scan_shape[scan]
+            size = int(np.prod(shape))
+            order = sorted(slices)
+            pred = np.zeros((len(order), *shape), dtype=bool)
+            target = np.zeros_like(pred)
+            for z, position in enumerate(order):
+                packed = slices[position]
+                if packed is not None:
+                    pred[z] = np.unpackbits(packed[0], count=size).reshape(shape).astype(bool)
+                    target[z] = np.unpackbits(packed[1], count=size).reshape(shape).astype(bool)
+            rows.append(compute_gi_score(pred.transpose(1, 0, 2, 3), target.transpose(1, 0, 2, 3)))
+        return np.stack(rows)
+
+    def compute(self) -> dict[str, float]:
+        """Return the flat ``{key: value}`` of every metric (see the class docstring for the keys).
+
+        Raises:
+            RuntimeError: if no batch was added since construction or :meth:`reset`.
+        """
+        if self._sums is None or self._num_images == 0:
+            raise RuntimeError("SegmentationMetrics.compute() called before any update()")
+        sums, counts, pooled = (x.cpu().double() for x in (self._sums, self._counts, self._pooled))  # one sync
+        result: dict[str, float] = {}
+
+        def put(name: str, per_class: Sequence[float]) -> None:
+            per_class = [float(v) for v in per_class]
+            for cls, value in zip(self.class_names, per_class):
+                result[f"{name}.{cls}"] = value
+            defined = [v for v in per_class if not math.isnan(v)]
+            result[name] = sum(defined) / len(defined) if defined else math.nan
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (sums / counts).tolist()  # 0/0 -> NaN: every image of a class skipped
+            for name, values in zip(_PER_IMAGE, means):
+                put(name, values)
+            if self.boundary:
+                for name, s, k in zip(BOUNDARY_METRICS, self._boundary_sums, self._boundary_counts):
+                    put(name, np.where(k > 0, s / np.maximum(k, 1), np.nan))
+        totals = per_image_scores(*(x[None] for x in pooled[:4]), smooth=0.0, empty=self.empty)
+        for name in CONFUSION_METRICS:
+            put(f"pooled_{name}", totals[name][0].tolist())
+        put("pooled_mae", (pooled[4] / self._pixels).tolist())
+        if self.boundary and self._scans:
+            put("gi_score", self._gi_scores().mean(axis=0))
+        return result

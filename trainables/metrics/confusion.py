@@ -1,0 +1,165 @@
+"""Confusion-count metrics: per-image counts, per-image (smoothed) and pooled scores, MAE.
+
+Formulas are paper 000 eqs 4-8 (``/work/shared/papers/000_8aabc29040759981.txt``) plus pixel
+accuracy of paper 002; the per-image unit smoothing is 000's empty-slice convention.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CONFUSION_METRICS",
+    "EMPTY_RULES",
+    "EmptyRule",
+    "confusion_counts",
+    "per_image_scores",
+    "pooled_scores",
+    "mean_absolute_error",
+]
+
+#: metrics computed from (tp, fp, fn, tn), in report order
+CONFUSION_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "accuracy")
+#: metrics that are about the organ (foreground) and so are undefined-in-spirit on an empty ground truth
+FOREGROUND_METRICS = frozenset({"dice", "iou", "sensitivity", "precision", "nsd", "boundary_f1", "hd95"})
+
+EmptyRule = Literal["one", "skip", "zero"]
+EMPTY_RULES = ("one", "skip", "zero")
+
+# float32 sums of 0/1 values are exact below 2**24, and much faster than bool -> int64 sums on CPU
+_EXACT_FLOAT32 = 2**24
+
+
+def check_empty_rule(empty: str) -> str:
+    if empty not in EMPTY_RULES:
+        raise ValueError(f"empty must be one of {EMPTY_RULES}, got {empty!r}")
+    return empty
+
+
+def confusion_counts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Return hard ``(tp, fp, fn, tn)`` per image and class, each (N, C) int64.
+
+    Args:
+        pred, target: (N, C, *spatial) masks, bool or 0/1 numbers (any non-zero counts as
+            positive). Counted on the inputs' device, with no host synchronisation.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape; got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    if pred.dim() < 3:
+        raise ValueError(f"expected (N, C, *spatial) masks, got shape {tuple(pred.shape)}")
+    pixels = pred[0, 0].numel()
+    dtype = torch.float32 if pixels < _EXACT_FLOAT32 else torch.float64
+    p = (pred != 0).to(dtype).flatten(2)
+    t = (target != 0).to(dtype).flatten(2)
+    tp = (p * t).sum(-1).long()
+    pos_pred = p.sum(-1).long()
+    pos_true = t.sum(-1).long()
+    fp = pos_pred - tp
+    fn = pos_true - tp
+    tn = pixels - tp - fp - fn
+    return tp, fp, fn, tn
+
+
+def _ratios(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """(numerator, denominator) of each confusion metric, unsmoothed."""
+    return {
+        "dice": (2 * tp, 2 * tp + fp + fn),
+        "iou": (tp, tp + fp + fn),
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "precision": (tp, tp + fp),
+        "accuracy": (tp + tn, tp + fp + fn + tn),
+    }
+
+
+def _apply_empty(score: Tensor, undefined: Tensor, target_empty: Tensor | None, empty: str) -> Tensor:
+    """Score with the empty rule: undefined (0/0) cells and, if given, empty-target cells."""
+    fill = {"one": 1.0, "zero": 0.0, "skip": float("nan")}[empty]
+    score = torch.where(undefined, torch.full_like(score, fill), score)
+    if target_empty is not None and empty != "one":
+        score = torch.where(target_empty, torch.full_like(score, fill), score)
+    return score
+
+
+def per_image_scores(
+    tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor, smooth: float = 1.0, empty: EmptyRule = "one"
+) -> dict[str, Tensor]:
+    """Return each metric of :data:`CONFUSION_METRICS` per image and class, each shaped like ``tp``.
+
+    Paper 000 eqs 4-8 and 002's pixel accuracy, with smoothing ``s`` (default 1.0) added to
+    numerator and denominator::
+
+        dice        = (2 tp + s) / (2 tp + fp + fn + s)
+        iou         = (tp + s) / (tp + fp + fn + s)
+        sensitivity = (tp + s) / (tp + fn + s)
+        specificity = (tn + s) / (tn + fp + s)
+        precision   = (tp + s) / (tp + fp + s)
+        accuracy    = (tp + tn + s) / (tp + fp + fn + tn + s)
+
+    With ``s > 0`` an empty target predicted empty scores 1 on every metric (000's convention).
+
+    Args:
+        smooth: ``s`` above, >= 0 (default 1.0).
+        empty: the empty-ground-truth rule (default ``"one"``). It applies to a cell (image,
+            class) whose target is empty, for the organ metrics dice, iou, sensitivity and
+            precision, and to any 0/0 left (possible only with ``s = 0``):
+
+            - ``"one"``: keep the formula; a 0/0 scores 1. An empty target predicted empty
+              scores 1, an empty target with false positives scores ``s / (fp + s)`` (0 when
+              ``s = 0``) on dice/iou/precision. Equals smp ``zero_division=1`` when ``s = 0``.
+            - ``"zero"``: an empty target scores 0, and so does any 0/0 (smp ``zero_division=0``
+              when ``s = 0``).
+            - ``"skip"``: an empty target, and any 0/0, is NaN, to be left out of averages
+              (MONAI ``ignore_empty=True``).
+
+    Integer counts are converted to the default float dtype; floating counts keep their dtype.
+    """
+    check_empty_rule(empty)
+    if smooth < 0:
+        raise ValueError(f"smooth must be >= 0, got {smooth}")
+    if not tp.is_floating_point():
+        dtype = torch.get_default_dtype()
+        tp, fp, fn, tn = (x.to(dtype) for x in (tp, fp, fn, tn))
+    target_empty = (tp + fn) == 0
+    scores = {}
+    for name, (num, den) in _ratios(tp, fp, fn, tn).items():
+        score = (num + smooth) / (den + smooth)
+        organ = name in FOREGROUND_METRICS
+        scores[name] = _apply_empty(score, (den + smooth) == 0, target_empty if organ else None, empty)
+    return scores
+
+
+def pooled_scores(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor, empty: EmptyRule = "one") -> dict[str, Tensor]:
+    """Return each metric of :data:`CONFUSION_METRICS` from counts pooled over the images (dim 0).
+
+    The counts (N, C) are summed over images first ("micro" / global / data-set pooled), then
+    the unsmoothed formulas of :func:`per_image_scores` are applied per class: result (C,).
+    ``empty`` (default ``"one"``) as in :func:`per_image_scores`, for a class with no target
+    pixel in any image or a 0/0. With ``"one"`` / ``"zero"`` this equals smp's per-class scores of
+    the summed counts with ``zero_division=1`` / ``0`` (its ``micro`` reduction, class by class).
+    """
+    summed = [x.sum(dim=0, keepdim=True) for x in (tp, fp, fn, tn)]
+    if not summed[0].is_floating_point():
+        summed = [x.to(torch.float64) for x in summed]
+    return {k: v[0] for k, v in per_image_scores(*summed, smooth=0.0, empty=empty).items()}
+
+
+def mean_absolute_error(probs: Tensor, target: Tensor) -> Tensor:
+    """Return the mean absolute error ``mean |p - g|`` per image and class, (N, C) (paper 002).
+
+    Args:
+        probs: (N, C, *spatial) predicted probabilities (not thresholded), or hard masks.
+        target: same shape, 0/1 (any non-zero counts as 1).
+    """
+    if probs.shape != target.shape:
+        raise ValueError(f"probs and target must have the same shape; got {tuple(probs.shape)} and {tuple(target.shape)}")
+    p = probs.flatten(2)
+    if not p.is_floating_point():
+        p = p.to(torch.get_default_dtype())
+    return (p - (target != 0).to(p.dtype).flatten(2)).abs().mean(dim=-1)

@@ -1,0 +1,57 @@
+"""Segmentation networks from segmentation-models-pytorch, found by lowercase architecture name."""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+#: lowercase name -> smp architecture class. Adding one is one line.
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unet": smp.Unet,
+    "unetplusplus": smp.UnetPlusPlus,
+    "fpn": smp.FPN,
+    "linknet": smp.Linknet,
+    "pspnet": smp.PSPNet,
+    "deeplabv3": smp.DeepLabV3,
+    "deeplabv3plus": smp.DeepLabV3Plus,
+    "manet": smp.MAnet,
+    "pan": smp.PAN,
+    "segformer": smp.Segformer,
+}
+
+
+def known_encoders() -> list[str]:
+    """Returns the encoder names smp can build (e.g. resnet34, mit_b2, efficientnet-b0)."""
+    return sorted(smp.encoders.get_encoder_names())
+
+
+def build_model(
+    arch: str,
+    encoder: str,
+    *,
+    in_channels: int = 3,
+    classes: int = 3,
+    encoder_weights: str | None = None,
+) -> nn.Module:
+    """Returns an smp network emitting ``classes`` logit channels (no activation).
+
+    Args:
+        arch: lowercase architecture name, a key of :data:`ARCHITECTURES` (``unet``, ``fpn``, ...).
+        encoder: smp encoder name, e.g. ``resnet34`` or ``mit_b2`` (seed 000's SegFormer MiT-B2).
+        in_channels: input channels; 2.5D input with one neighbour each side gives 3.
+        classes: output channels, one per organ (multi-label, sigmoid applied by losses/metrics).
+        encoder_weights: ``None`` (default: random init, nothing downloaded) or e.g. ``"imagenet"``,
+            which smp downloads on first use and therefore needs internet access.
+    """
+    key = arch.lower()
+    if key not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    if encoder not in smp.encoders.get_encoder_names():
+        raise KeyError(f"unknown encoder {encoder!r}; see trainables.models.known_encoders()")
+    return ARCHITECTURES[key](
+        encoder_name=encoder,
+        encoder_weights=encoder_weights,
+        in_channels=in_channels,
+        classes=classes,
+        activation=None,
+    )
