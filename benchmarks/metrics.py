@@ -49,7 +49,7 @@ def make_batches(batches: int, n: int = 16, size: int = 224, seed: int = 0) -> l
     return out
 
 
-def timed(fn, device: torch.device, repeat: int = 3) -> float:
+def timed(fn, device: torch.device, repeat: int = 5) -> float:
     """Best wall time of ``repeat`` runs (after one warm-up), device-synchronised."""
     fn()
     best = math.inf

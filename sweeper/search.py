@@ -6,6 +6,11 @@ alone and cannot be combined with folds in multi-objective mode. Here one Optuna
 Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any
 fold failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
 both modes take one path.
+
+The budget counts *distinct* configurations. Optuna may propose a configuration it proposed
+before (a loss without knobs, a categorical-only space): that Optuna trial is told the known
+result without training again and does not count; after ``MAX_DUPLICATES_IN_ROW`` such proposals
+in a row the space counts as used up and the search ends early.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from ray.tune.search import Searcher
 from sweeper.spec import SweepSpec
 
 from trainables.train import BEST_PREFIX
+
+#: consecutive proposals of already-known configurations after which the search space counts as used up
+MAX_DUPLICATES_IN_ROW = 100
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
@@ -103,7 +111,8 @@ class FoldSearcher(Searcher):
         self._queue: deque[dict[str, Any]] = deque()
         self._configurations: dict[str, _Configuration] = {}
         self._trial_folds: dict[str, tuple[str, int]] = {}
-        self._asked = 0
+        self._asked = 0           # distinct configurations asked (the budget counts these)
+        self._duplicates_in_row = 0
         self._study = create_study(spec, storage)
         if grid is not None and not self._study.trials:
             for configuration in grid:
@@ -116,7 +125,7 @@ class FoldSearcher(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        while not self._queue and self._asked < self._budget:
+        while not self._queue and self._asked < self._budget and not self._exhausted:
             self._ask()
         if self._queue:
             fold_config = self._queue.popleft()
@@ -140,7 +149,8 @@ class FoldSearcher(Searcher):
 
     # -- persistence (Tuner.restore) ------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        state = {k: getattr(self, k) for k in ("_queue", "_configurations", "_trial_folds", "_asked")}
+        state = {k: getattr(self, k) for k in ("_queue", "_configurations", "_trial_folds", "_asked",
+                                                "_duplicates_in_row")}
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(state, fh)
 
@@ -162,9 +172,14 @@ class FoldSearcher(Searcher):
     def study(self) -> optuna.Study:
         return self._study
 
+    @property
+    def _exhausted(self) -> bool:
+        """True once Optuna proposed only known configurations MAX_DUPLICATES_IN_ROW times running:
+        the search space is (nearly) used up, e.g. only knob-less losses left."""
+        return self._duplicates_in_row >= MAX_DUPLICATES_IN_ROW
+
     def _ask(self) -> None:
         trial = self._study.ask()
-        self._asked += 1
         configuration = sample_configuration(trial, self._spec)
         cid = config_id(configuration)
         trial.set_user_attr("config_id", cid)
@@ -174,9 +189,12 @@ class FoldSearcher(Searcher):
         if entry is not None:
             # Optuna proposed a configuration we already train or trained: reuse, never retrain.
             entry.optuna_numbers.append(trial.number)
+            self._duplicates_in_row += 1
             if entry.told:
                 self._tell_numbers(entry, [trial.number])
             return
+        self._asked += 1
+        self._duplicates_in_row = 0
         self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds))
         for fold in self._folds:
             self._queue.append({**self._base, **configuration, "config_id": cid, "fold": fold})

@@ -45,7 +45,7 @@ def test_fan_out_over_folds_and_tell_fold_means(tmp_path):
         searcher.on_trial_complete(f"t{i}", fake_result(0.5 + c["fold"] / 10, 0.8))
     assert searcher.suggest("next") == Searcher.FINISHED
     study = searcher.study
-    assert len(study.trials) == 3
+    assert len({t.user_attrs["config_id"] for t in study.trials}) == 3  # budget = distinct configurations
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert trial.values == pytest.approx([0.6, 0.8])  # mean of folds 0 and 2
@@ -64,16 +64,20 @@ def test_failed_fold_tells_fail_never_a_score(tmp_path):
     assert trial.state == optuna.trial.TrialState.FAIL and trial.values is None
 
 
-def test_duplicate_configuration_is_not_retrained(tmp_path):
+def test_duplicate_configuration_is_not_retrained_nor_counted(tmp_path):
     spec = parse_spec({"name": "d", "data": {"format": "synthetic", "folds": 2},
-                       "losses": [{"name": "dice"}], "search": {"budget": 3}})
+                       "losses": [{"name": "dice"}, {"name": "soft_bce"}], "search": {"budget": 3}})
     searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
     configs, _ = drain(searcher)
-    assert len(configs) == 2  # one configuration x 2 folds, although 3 Optuna trials were budgeted
-    for i in range(2):
-        searcher.on_trial_complete(f"t{i}", fake_result(0.7, 0.6))
+    # only two distinct configurations exist: each trained once per fold, the space is then used up
+    assert len(configs) == 4 and len({c["config_id"] for c in configs}) == 2
+    for i, c in enumerate(configs):
+        searcher.on_trial_complete(f"t{i}", fake_result(0.7 if c["loss"] == "dice" else 0.5, 0.6))
     assert searcher.suggest("x") == Searcher.FINISHED
-    assert [t.values for t in searcher.study.trials] == [[0.7, 0.6]] * 3
+    trials = searcher.study.trials
+    assert len(trials) > 3  # duplicates were asked, told the known result
+    for trial in trials:
+        assert trial.values == [0.7 if trial.params["loss"] == "dice" else 0.5, 0.6]
 
 
 def test_grid_mode_enqueues_every_fixed_configuration(tmp_path):
