@@ -52,12 +52,19 @@ def validate(spec: Path) -> None:
                f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)")
 
 
-def _run(parsed, results: Path, resume: bool, address: str | None) -> None:
+STORAGE_OPTION = click.option(
+    "--storage", default=None,
+    help="Where trials' shared files go (overrides the spec's `storage`): a local or NFS path every node "
+         "mounts, or an object-store URI such as s3://bucket/prefix (see README, Running on a cluster).",
+)
+
+
+def _run(parsed, results: Path, resume: bool, address: str | None, storage: str | None = None) -> None:
     from sweeper.launch import SweepExistsError, launch
     from sweeper.leaderboard import read_configs
 
     try:
-        paths = launch(parsed, results, resume=resume, address=address)
+        paths = launch(parsed, results, resume=resume, address=address, storage=storage)
     except SweepExistsError as err:
         raise click.ClickException(str(err)) from None
     try:
@@ -81,19 +88,21 @@ def _run(parsed, results: Path, resume: bool, address: str | None) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep of the same name.")
 @click.option("--address", default=None,
               help="Ray cluster to run on: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).")
-def launch(spec: Path, results: Path, resume: bool, address: str | None) -> None:
+@STORAGE_OPTION
+def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None) -> None:
     """Run the sweep described by SPEC and write its leaderboard, Pareto fronts and MLflow runs."""
-    _run(_load(spec), results, resume, address)
+    _run(_load(spec), results, resume, address, storage)
 
 
 @main.command()
 @RESULTS_OPTION
 @click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
-def demo(results: Path, resume: bool) -> None:
+@STORAGE_OPTION
+def demo(results: Path, resume: bool, storage: str | None) -> None:
     """Generate a small UW-Madison-GI-format data set and run a real sweep on it (a few minutes on a laptop)."""
     from sweeper.launch import SEARCH_SPACES
 
-    _run(_load(SEARCH_SPACES / "demo.yaml"), results, resume, None)
+    _run(_load(SEARCH_SPACES / "demo.yaml"), results, resume, None, storage)
 
 
 @main.command()

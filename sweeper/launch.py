@@ -11,15 +11,37 @@ Folder of a sweep (``SWEEP_DIR = RESULTS/<spec.name>``)::
     pareto/          pareto.csv (+ per class), PNGs
 
 MLflow lives one level up, shared by the sweeps of a results root: ``RESULTS/mlflow.db`` and
-``RESULTS/mlartifacts/`` (unless ``tracking.uri`` names a server).
+``RESULTS/mlartifacts/`` (unless ``tracking.uri`` -- or, when it is unset, ``$MLFLOW_TRACKING_URI`` --
+names a server).
+
+Storage (``--storage`` or the spec's ``storage``; README "Running on a cluster"):
+
+- unset: everything above lives under ``RESULTS/<name>``;
+- a local or NFS path ``P``: the sweep folder is ``P/<name>`` (Tune's storage, the data cache, the
+  leaderboard, the Optuna study); only the MLflow store stays under ``RESULTS``;
+- an object-store URI (``s3://bucket/prefix``, ``gs://...``; anything pyarrow's filesystems read):
+  Tune's storage_path is ``URI/<name>/ray`` and the rest stays under ``RESULTS/<name>`` on the
+  driver; the data cache is put once into Ray's object store and unpacked once per node
+  (:func:`train_fold_from_object_store`), because no path is shared by every worker.
+
+Ray: ``address`` None starts a private local Ray (never joins a cluster found in /tmp/ray, unless
+``RAY_ADDRESS`` is set, as inside ``ray job submit``); ``auto`` or ``HOST:6379`` connects as a
+driver; ``ray://HOST:10001`` (Ray Client) runs the whole launch as a task on the head node, so
+``--results``/``--storage`` name paths on the head. The driver only disconnects from a cluster it
+did not start. ``SWEEPER_RAY_TEMP_DIR`` sets the temp folder of a local Ray the driver starts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import shutil
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sweeper.spec import SweepSpec, dump_spec
 
@@ -31,15 +53,34 @@ class SweepExistsError(RuntimeError):
     """The sweep folder already holds a sweep and neither resume nor a new name was asked for."""
 
 
+def is_uri(location: str | os.PathLike | None) -> bool:
+    """True for an object-store URI (``s3://``, ``gs://``, ...); False for a local or NFS path (``file://`` too)."""
+    text = str(location or "")
+    return "://" in text and not text.startswith("file://")
+
+
+def _local_path(location: str | os.PathLike) -> Path:
+    text = str(location)
+    return Path(text.removeprefix("file://")).expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class SweepPaths:
+    """The folders of one sweep. ``storage_uri`` is set when Tune's storage is an object store."""
+
     results: Path
     sweep: Path
+    storage_uri: str | None = None
 
     @classmethod
-    def of(cls, spec: SweepSpec, results: str | Path) -> SweepPaths:
+    def of(cls, spec: SweepSpec, results: str | Path, storage: str | None = None) -> SweepPaths:
+        """``storage`` (else ``spec.storage``): None, a local/NFS path, or an object-store URI."""
         results = Path(results).expanduser().resolve()
-        return cls(results, results / spec.name)
+        storage = storage if storage is not None else getattr(spec, "storage", None)
+        if storage and is_uri(storage):
+            return cls(results, results / spec.name, f"{str(storage).rstrip('/')}/{spec.name}")
+        root = _local_path(storage) if storage else results
+        return cls(results, root / spec.name)
 
     @property
     def spec_file(self) -> Path:
@@ -50,12 +91,32 @@ class SweepPaths:
         return self.sweep / "cache"
 
     @property
+    def tune_storage(self) -> str:
+        """Tune's ``storage_path``: ``SWEEP_DIR/ray`` or ``URI/<name>/ray``."""
+        return f"{self.storage_uri}/ray" if self.storage_uri else str(self.sweep / "ray")
+
+    @property
+    def tune_path(self) -> str:
+        """The Tune experiment folder (path or URI) that ``Tuner.restore`` reads."""
+        return f"{self.tune_storage}/{TUNE_NAME}"
+
+    @property
     def tune_dir(self) -> Path:
+        """The local Tune experiment folder (meaningful when Tune's storage is not an object store)."""
         return self.sweep / "ray" / TUNE_NAME
 
     @property
     def optuna_storage(self) -> str:
         return f"sqlite:///{self.sweep / 'optuna.db'}"
+
+    def tune_started(self) -> bool:
+        """True when Tune's experiment folder exists (a sweep ran here before)."""
+        if not self.storage_uri:
+            return self.tune_dir.exists()
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(self.tune_path)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
 def trial_name(trial) -> str:
@@ -95,37 +156,146 @@ def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
     }
 
 
+#: environment variable naming the temp folder of a local Ray started by the driver (its sockets,
+#: logs and session files); lets a supervisor find -- and end -- exactly that Ray's processes
+RAY_TEMP_DIR_ENV = "SWEEPER_RAY_TEMP_DIR"
+CacheVia = Literal["auto", "path", "object_store"]
+
+
 def _init_ray(address: str | None) -> bool:
-    """Connects to ``address`` or starts a local Ray; returns whether this call started it."""
+    """Connects to ``address`` or starts a private local Ray; returns whether this call initialised Ray.
+
+    A driver that connected to an existing cluster only disconnects at the end (``ray.shutdown()``
+    in a connected driver never stops the cluster); a local Ray it started ends with it.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     env = {"NO_ALBUMENTATIONS_UPDATE": "1"}
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, runtime_env={"env_vars": env})
     else:
-        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
+        # "local": start a new instance even when /tmp/ray names someone else's `ray start` cluster
+        temp_dir = os.environ.get(RAY_TEMP_DIR_ENV) or None
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
+                 _temp_dir=temp_dir)
     return True
 
 
+def _tracking_uri(spec: SweepSpec, paths: SweepPaths) -> tuple[str, str | None]:
+    """Returns (tracking URI, artifact location for a new experiment): the spec's server, else
+    ``$MLFLOW_TRACKING_URI`` (set on a cluster head by cluster.yaml), else ``RESULTS/mlflow.db``."""
+    from sweeper.tracking import artifact_root, default_tracking_uri
+
+    uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri:
+        return uri, None
+    return default_tracking_uri(paths.results), f"{artifact_root(paths.results)}/{spec.name}"
+
+
+def _resolve_cache_via(cache_via: CacheVia, paths: SweepPaths) -> str:
+    if cache_via == "auto":
+        return "object_store" if paths.storage_uri else "path"
+    if cache_via not in ("path", "object_store"):
+        raise ValueError(f"cache_via must be auto, path or object_store, not {cache_via!r}")
+    return cache_via
+
+
+def pack_cache(cache_dir: Path) -> tuple[str, bytes]:
+    """Returns (key, tar bytes) of a prepared cache; the key changes when the cache does."""
+    cache_dir = Path(cache_dir)
+    key = hashlib.sha1((cache_dir / "cache.json").read_bytes()).hexdigest()[:16]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(cache_dir, arcname=".")
+    return key, buffer.getvalue()
+
+
+def unpack_cache(key: str, blob: bytes, root: str | Path | None = None) -> Path:
+    """Unpacks a :func:`pack_cache` blob once per node (``<tmp>/sweeper-cache/<key>``); returns the folder.
+
+    Concurrent trials on one node race safely: each unpacks to its own folder and renames it into
+    place; the loser discards its copy.
+    """
+    root = Path(root or tempfile.gettempdir()) / "sweeper-cache"
+    target = root / key
+    if (target / "cache.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        tar.extractall(staging, filter="data")
+    try:
+        os.rename(staging, target)
+    except OSError:  # another trial on this node got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def train_fold_from_object_store(config: dict[str, Any], cache: tuple[str, bytes] | None = None) -> None:
+    """Tune trainable for storage without a shared path: unpacks the cache Ray's object store
+    delivered (``tune.with_parameters``) on this node, then runs :func:`trainables.train.train_fold`."""
+    from trainables.train import train_fold
+
+    key, blob = cache
+    train_fold({**config, "cache_dir": str(unpack_cache(key, blob))})
+
+
+def _trainable(spec: SweepSpec, cache_dir: Path, cache_via: str):
+    """Returns the fold trainable with the spec's resources (CPUs, fractional GPUs) attached."""
+    from ray import tune
+
+    from trainables.train import train_fold
+
+    if cache_via == "object_store":
+        fn = tune.with_parameters(train_fold_from_object_store, cache=pack_cache(cache_dir))
+    else:
+        fn = train_fold
+    return tune.with_resources(fn, {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
+
+
+def tune_config(spec: SweepSpec, searcher):
+    """Returns the TuneConfig: our searcher, unbounded samples, the spec's concurrency cap."""
+    from ray import tune
+
+    return tune.TuneConfig(search_alg=searcher, num_samples=-1,
+                           max_concurrent_trials=spec.resources.max_concurrent,
+                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+
+
 def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = False,
-           address: str | None = None) -> SweepPaths:
+           address: str | None = None, storage: str | None = None, cache_via: CacheVia = "auto",
+           callbacks: list | None = None) -> SweepPaths:
     """Runs (or resumes) the sweep to the end and exports its Pareto fronts; returns its folders.
+
+    Args:
+        spec: the sweep.
+        results: results root (MLflow store; sweep folders unless ``storage`` is a path).
+        resume: continue the sweep found in the sweep folder.
+        address: Ray cluster (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None: a private local Ray.
+        storage: overrides ``spec.storage`` (local/NFS path or object-store URI).
+        cache_via: how trials get the data cache: ``path`` (a folder every worker sees),
+            ``object_store`` (put once in Ray's object store, unpacked once per node) or ``auto``
+            (object store exactly when Tune's storage is an object-store URI).
+        callbacks: extra Tune callbacks (tests watch trials through them).
 
     Raises:
         SweepExistsError: the sweep folder holds a sweep and ``resume`` is false.
     """
+    if address and address.startswith("ray://"):
+        return _launch_through_client(spec, results, resume=resume, address=address, storage=storage,
+                                      cache_via=cache_via)
     from ray import tune
 
     from sweeper.leaderboard import LeaderboardWriter
     from sweeper.search import FoldSearcher
-    from sweeper.tracking import MlflowTracker, artifact_root, default_tracking_uri
-    from trainables.train import train_fold
+    from sweeper.tracking import MlflowTracker
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    paths = SweepPaths.of(spec, results)
-    started = paths.tune_dir.exists()
+    paths = SweepPaths.of(spec, results, storage)
+    started = paths.tune_started()
     if started and not resume:
         raise SweepExistsError(
             f"{paths.sweep} already holds sweep {spec.name!r}: pass --resume to continue it, or change `name` "
@@ -136,29 +306,27 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
         paths.spec_file.write_text(dump_spec(spec))
 
     cache_dir = prepare_data(spec, paths)
-    tracking_uri = spec.tracking.uri or default_tracking_uri(paths.results)
+    tracking_uri, artifact_location = _tracking_uri(spec, paths)
     folds = spec.data.folds_to_run
-    trainable = tune.with_resources(
-        train_fold, {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    )
     started_ray = _init_ray(address)
     try:
-        if started and tune.Tuner.can_restore(str(paths.tune_dir)):
-            tuner = tune.Tuner.restore(str(paths.tune_dir), trainable=trainable, resume_unfinished=True,
+        trainable = _trainable(spec, cache_dir, _resolve_cache_via(cache_via, paths))
+        if started and tune.Tuner.can_restore(paths.tune_path):
+            tuner = tune.Tuner.restore(paths.tune_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
+            if callbacks:  # restored callbacks come from the saved experiment; add this run's extra ones
+                tuner._local_tuner._run_config.callbacks = [*(tuner._local_tuner._run_config.callbacks or []),
+                                                            *callbacks]
         else:
             searcher = FoldSearcher(spec, paths.optuna_storage, base_trial_config(spec, cache_dir))
-            tracker = MlflowTracker(tracking_uri, spec.name, None if spec.tracking.uri else
-                                    f"{artifact_root(paths.results)}/{spec.name}", paths.spec_file, len(folds))
+            tracker = MlflowTracker(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
-                                            max_concurrent_trials=spec.resources.max_concurrent,
-                                            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                tune_config=tune_config(spec, searcher),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
-                    storage_path=str(paths.sweep / "ray"),
-                    callbacks=[tracker, LeaderboardWriter(paths.sweep)],
+                    storage_path=paths.tune_storage,
+                    callbacks=[tracker, LeaderboardWriter(paths.sweep), *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     verbose=1,
@@ -169,9 +337,49 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
         if started_ray:
             import ray
 
-            ray.shutdown()
+            ray.shutdown()  # a connected driver only disconnects; a local Ray it started ends here
     export_all_fronts(paths.sweep, spec)
     return paths
+
+
+def _launch_on_head(spec: SweepSpec, results: str, resume: bool, storage: str | None,
+                    cache_via: CacheVia) -> tuple[SweepPaths, dict[str, bytes]]:
+    """Runs :func:`launch` inside the cluster (a task on the head node); returns the paths there and
+    the bytes of the leaderboard and Pareto files, for a client whose disk does not hold them."""
+    paths = launch(spec, results, resume=resume, storage=storage, cache_via=cache_via)
+    files = {}
+    for folder in ("leaderboard", "pareto"):
+        for path in sorted((paths.sweep / folder).glob("*")):
+            if path.is_file():
+                files[f"{folder}/{path.name}"] = path.read_bytes()
+    return paths, files
+
+
+def _launch_through_client(spec: SweepSpec, results: str | Path, *, resume: bool, address: str,
+                           storage: str | None, cache_via: CacheVia) -> SweepPaths:
+    """Ray Client (``ray://``): the Tune driver, the data preparation and the MLflow/leaderboard
+    callbacks must run inside the cluster, where the paths are; so the whole launch runs as one task
+    on the head node (Sweeper must be installed there, as cluster.yaml does). ``results`` and
+    ``storage`` are paths on the head (or shared storage); the leaderboard and Pareto files are
+    copied back under the local ``results`` when this machine does not see them."""
+    import ray
+
+    from ray._private.ray_constants import HEAD_NODE_RESOURCE_NAME
+
+    ray.init(address=address, runtime_env={"env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1"}})
+    try:
+        remote = ray.remote(num_cpus=0, resources={HEAD_NODE_RESOURCE_NAME: 0.001}, max_retries=0)(_launch_on_head)
+        head_paths, files = ray.get(remote.remote(spec, str(results), resume, storage, cache_via))
+    finally:
+        ray.shutdown()  # disconnects the client; the cluster keeps running
+    if head_paths.sweep.is_dir():
+        return head_paths  # same machine or shared disk
+    local = SweepPaths.of(spec, results, storage if storage and is_uri(storage) else None)
+    for rel, data in files.items():
+        target = local.sweep / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return local
 
 
 def export_all_fronts(sweep_dir: Path, spec: SweepSpec) -> list[Path]:

@@ -29,9 +29,9 @@ from trainables.train import BEST_PREFIX
 
 TRIALS_FILE = "trials.parquet"
 CONFIGS_FILE = "configs.parquet"
-IDENTITY_COLUMNS = ["config_id", "fold", "arch", "encoder", "loss", "loss_params", "status", "best_epoch",
-                    "epochs_done", "error"]
-CONFIG_IDENTITY = ["config_id", "arch", "encoder", "loss", "loss_params"]
+IDENTITY_COLUMNS = ["config_id", "fold", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail",
+                    "status", "best_epoch", "epochs_done", "error"]
+CONFIG_IDENTITY = ["config_id", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail"]
 FINISHED, FAILED = "finished", "failed"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
 
@@ -50,6 +50,8 @@ def trial_row(config: dict[str, Any], result: dict[str, Any] | None, status: str
         "encoder": config["encoder"],
         "loss": config["loss"],
         "loss_params": json.dumps(config.get("loss_params", {}), sort_keys=True),
+        "roi_ratio": float("nan") if config.get("roi_ratio") is None else float(config["roi_ratio"]),
+        "loss_detail": str(result.get("loss_detail", "")),
         "status": status,
         "best_epoch": int(result.get("best_epoch", 0)),
         "epochs_done": int(result.get("epoch", 0)),
@@ -71,6 +73,7 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     for cid, group in trials.groupby("config_id", sort=False):
         done = group[group["status"] == FINISHED]
         row = group.iloc[0][CONFIG_IDENTITY].to_dict()
+        row["loss_detail"] = ";".join(sorted(set(group["loss_detail"]) - {""}))  # CALF may choose per fold
         row["n_folds"] = len(done)
         row["n_failed"] = int((group["status"] == FAILED).sum())
         for name in metrics:

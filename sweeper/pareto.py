@@ -68,7 +68,8 @@ def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.Dat
     extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high")
              if c in configs.columns]
     extra += [c for c in ("dice", "n_folds") if c in configs.columns and c not in (x, y)]
-    table = configs[CONFIG_IDENTITY + [x, y] + extra].copy()
+    identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
+    table = configs[identity + [x, y] + extra].copy()
     points = table[[x, y]].to_numpy(dtype=float)
     table["on_front"] = non_dominated(points)
     front = points[table["on_front"].to_numpy()]

@@ -47,6 +47,8 @@ def config_id(configuration: dict[str, Any]) -> str:
         "loss": configuration["loss"],
         "loss_params": {k: float(f"{v:.10g}") for k, v in sorted(configuration["loss_params"].items())},
     }
+    if configuration.get("roi_ratio") is not None:  # absent from ids of sweeps that do not vary it
+        canonical["roi_ratio"] = float(configuration["roi_ratio"])
     digest = hashlib.sha1(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
@@ -55,12 +57,17 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]
     """Returns one configuration drawn through ``trial``; loss knobs are named ``<loss>.<knob>``."""
     arch = trial.suggest_categorical("arch", spec.model.architectures)
     encoder = trial.suggest_categorical("encoder", spec.model.encoders)
-    loss_name = trial.suggest_categorical("loss", [loss.name for loss in spec.losses])
-    loss = next(loss for loss in spec.losses if loss.name == loss_name)
-    params = loss.fixed_params()
-    for knob_name, knob in loss.searched_params().items():
+    labels = spec.loss_labels()
+    loss = labels[trial.suggest_categorical("loss", list(labels))]
+    loss_name = loss.name
+    classes = spec.data.classes
+    params = loss.fixed_params(classes)
+    for knob_name, knob in loss.searched_params(classes).items():
         params[knob_name] = trial.suggest_float(f"{loss_name}.{knob_name}", knob.low, knob.high, log=knob.log)
-    return {"arch": arch, "encoder": encoder, "loss": loss_name, "loss_params": dict(sorted(params.items()))}
+    ratios = spec.data.roi_ratios
+    roi_ratio = trial.suggest_categorical("roi_ratio", ratios) if ratios else None
+    return {"arch": arch, "encoder": encoder, "loss": loss_name, "loss_params": dict(sorted(params.items())),
+            "roi_ratio": roi_ratio}
 
 
 def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
@@ -116,9 +123,11 @@ class FoldSearcher(Searcher):
         self._study = create_study(spec, storage)
         if grid is not None and not self._study.trials:
             for configuration in grid:
-                self._study.enqueue_trial(
-                    {"arch": configuration["arch"], "encoder": configuration["encoder"], "loss": configuration["loss"]}
-                )
+                fixed = {"arch": configuration["arch"], "encoder": configuration["encoder"],
+                         "loss": configuration["loss_label"]}
+                if configuration["roi_ratio"] is not None:
+                    fixed["roi_ratio"] = configuration["roi_ratio"]
+                self._study.enqueue_trial(fixed)
 
     # -- Tune's Searcher interface ------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -179,7 +188,7 @@ class FoldSearcher(Searcher):
         return self._duplicates_in_row >= MAX_DUPLICATES_IN_ROW
 
     def _ask(self) -> None:
-        trial = self._study.ask()
+        trial = self._adopt_orphan() or self._study.ask()
         configuration = sample_configuration(trial, self._spec)
         cid = config_id(configuration)
         trial.set_user_attr("config_id", cid)
@@ -198,6 +207,19 @@ class FoldSearcher(Searcher):
         self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds))
         for fold in self._folds:
             self._queue.append({**self._base, **configuration, "config_id": cid, "fold": fold})
+
+    def _adopt_orphan(self) -> optuna.Trial | None:
+        """Returns a RUNNING Optuna trial that no configuration of this searcher holds, else None.
+
+        A driver killed after asking Optuna but before Tune saved the searcher leaves such a trial;
+        resuming trains its configuration (same params, so the same config_id, MLflow runs and
+        leaderboard rows) instead of leaving it RUNNING forever and asking a new one.
+        """
+        known = {n for entry in self._configurations.values() for n in entry.optuna_numbers}
+        for frozen in self._study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number not in known:
+                return optuna.trial.Trial(self._study, frozen._trial_id)
+        return None
 
     def _tell(self, entry: _Configuration) -> None:
         self._tell_numbers(entry, entry.optuna_numbers)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Sequence
+from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trainables.data import GI_CLASSES
-from trainables.losses import LOSSES, Knob, loss_knobs
+from trainables.losses import Knob, configured_knob_space
 from trainables.models import ARCHITECTURES
 
 SEARCH = "search"
@@ -63,9 +64,14 @@ class DataSpec(_Strict):
     fold_seed: int = 42
     run_folds: list[int] | None = Field(None, description="folds to train (default: all); seed 000 trained one")
     augmentation: Literal["seed000", "none"] = "seed000"
+    roi_ratios: list[float] | None = Field(
+        None, description="sweep dimension (paper 002): ROI-present / ROI-absent training slices, e.g. [0.409, 0.1]"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
+        if self.roi_ratios is not None and (not self.roi_ratios or any(r <= 0 for r in self.roi_ratios)):
+            raise ValueError("data.roi_ratios: give positive ratios, e.g. [0.409, 0.1], or leave it out")
         if self.format == "uwmgi" and self.root is None:
             raise ValueError("data.root is required for format uwmgi: give the folder that holds train.csv")
         if self.run_folds is not None:
@@ -113,12 +119,16 @@ class KnobRange(_Strict):
         return self
 
 
-KnobValue = Union[float, KnobRange, Literal["search"]]
+KnobValue = Union[float, list[float], KnobRange, Literal["search"]]
 
 
 class LossSpec(_Strict):
-    """One registered loss; each knob fixed (a number), searched in its declared range ("search") or in a range.
+    """One loss -- a registered name or a weighted sum such as ``0.5*focal + 0.5*dice`` -- and its knobs.
 
+    ``params`` keys are the loss's flat knobs (``sweeper losses``): ``alpha``; a per-class knob by
+    class, ``gamma.small_bowel``, or for all classes at once, ``gamma``; inside a compound, prefixed
+    by the term, ``focal.gamma``. Each value is a number (fixed), a list (per-class knob, one value
+    per class in ``data.classes`` order), ``search`` (the declared range) or ``{low, high, log}``.
     Knobs left out keep the loss's default value.
     """
 
@@ -126,43 +136,85 @@ class LossSpec(_Strict):
     params: dict[str, KnobValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check_knobs(self) -> LossSpec:
-        if self.name not in LOSSES:
-            raise ValueError(f"unknown loss {self.name!r}; registered losses: {sorted(LOSSES)} (see `sweeper losses`)")
-        knobs = loss_knobs(self.name)
-        problems = []
-        for key, value in self.params.items():
-            if key not in knobs:
-                problems.append(f"params.{key}: {self.name} has no knob {key!r}; its knobs are {sorted(knobs)}")
-                continue
-            knob = knobs[key]
-            bounds = (value,) if isinstance(value, (int, float)) else (
-                (value.low, value.high) if isinstance(value, KnobRange) else ()
-            )
-            for bound in bounds:
-                if not knob.low <= bound <= knob.high:
-                    problems.append(
-                        f"params.{key}: {bound} is outside [{knob.low}, {knob.high}]; give a value in that range"
-                    )
+    def _known_loss_and_knobs(self, info: ValidationInfo) -> LossSpec:
+        try:
+            configured_knob_space(self.name, ("class",))
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"{str(err).strip(chr(34))} (see `sweeper losses`)") from None
+        classes = (info.context or {}).get("classes", GI_CLASSES)
+        problems = self.check(classes)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
-    def fixed_params(self) -> dict[str, float]:
-        """Knob values that are not searched: the spec's numbers, else the loss's defaults."""
-        out = {k: knob.default for k, knob in loss_knobs(self.name).items()}
-        out.update({k: float(v) for k, v in self.params.items() if isinstance(v, (int, float))})
-        return {k: v for k, v in out.items() if k not in self.searched_params()}
+    def space(self, classes: Sequence[str]) -> dict[str, Knob]:
+        """Returns the loss's flat knob space for these output classes."""
+        return configured_knob_space(self.name, classes)
 
-    def searched_params(self) -> dict[str, Knob]:
-        """Knobs to search, each as a :class:`Knob` carrying the range to search."""
-        knobs = loss_knobs(self.name)
-        out = {}
+    def _expand(self, classes: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+        space = self.space(classes)
+        out: dict[str, Any] = {}
+        problems: list[str] = []
         for key, value in self.params.items():
+            if key in space:
+                if isinstance(value, list):
+                    problems.append(f"params.{key}: a list is only for per-class knobs; give one number")
+                else:
+                    out[key] = value
+                continue
+            per_class = [f"{key}.{c}" for c in classes]
+            if all(k in space for k in per_class):
+                values = value if isinstance(value, list) else [value] * len(classes)
+                if len(values) != len(classes):
+                    problems.append(f"params.{key}: {len(values)} values for {len(classes)} classes "
+                                    f"{list(classes)}; give one per class, in that order")
+                else:
+                    out.update(zip(per_class, values))
+                continue
+            problems.append(f"params.{key}: {self.name} has no knob {key!r}; its knobs are {sorted(space)}")
+        return out, problems
+
+    def expanded_params(self, classes: Sequence[str]) -> dict[str, Any]:
+        """Returns ``params`` with per-class shorthands (``gamma: 2`` or ``gamma: [1, 2, 3]``) expanded
+        to one entry per class (``gamma.<class>``); raises ValueError naming a bad key."""
+        out, problems = self._expand(classes)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    def check(self, classes: Sequence[str]) -> list[str]:
+        """Returns the problems of ``params`` against the knob space (each naming ``params.<knob>``)."""
+        params, problems = self._expand(classes)
+        space = self.space(classes)
+        for key, value in params.items():
+            knob = space[key]
+            bounds = (value,) if isinstance(value, (int, float)) else (
+                (value.low, value.high) if isinstance(value, KnobRange) else ())
+            for bound in bounds:
+                if not knob.low <= bound <= knob.high:
+                    problems.append(f"params.{key}: {bound} is outside [{knob.low}, {knob.high}]; "
+                                    "give a value in that range")
+            if isinstance(value, KnobRange) and (value.log or (value.log is None and knob.log)) and value.low <= 0:
+                problems.append(f"params.{key}: a log-scale range needs low > 0")
+        return problems
+
+    def fixed_params(self, classes: Sequence[str]) -> dict[str, float]:
+        """Knob values that are not searched: the spec's numbers, else the loss's defaults."""
+        params = self.expanded_params(classes)
+        searched = self.searched_params(classes)
+        out = {k: knob.default for k, knob in self.space(classes).items() if k not in searched}
+        out.update({k: float(v) for k, v in params.items() if isinstance(v, (int, float)) and k not in searched})
+        return out
+
+    def searched_params(self, classes: Sequence[str]) -> dict[str, Knob]:
+        """Knobs to search, each as a :class:`Knob` carrying the range to search."""
+        space = self.space(classes)
+        out = {}
+        for key, value in self.expanded_params(classes).items():
+            knob = space[key]
             if value == SEARCH:
-                out[key] = knobs[key]
+                out[key] = knob
             elif isinstance(value, KnobRange):
-                knob = knobs[key]
                 out[key] = Knob(
                     default=min(max(knob.default, value.low), value.high),
                     low=value.low,
@@ -187,6 +239,8 @@ class TrainingSpec(_Strict):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per trial")
     select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
+    boundary_metrics: bool = Field(True, description="nsd, hd95, boundary_f1, gi_score (CPU cost per image)")
+    nsd_tolerance_mm: float = Field(2.0, gt=0, description="tolerance of the normalised surface distance")
 
 
 class Objective(_Strict):
@@ -233,6 +287,11 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    storage: str | None = Field(
+        None, description="where trials' shared files go: a local or NFS path (Tune storage, data cache and "
+        "leaderboard under STORAGE/<name>) or an object-store URI such as s3://bucket/prefix (Tune storage only; "
+        "the data cache then travels through Ray's object store); default: the results folder",
+    )
 
     @field_validator("name")
     @classmethod
@@ -244,17 +303,23 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
         problems = []
+        classes = self.data.classes
+        entries = [(loss.name, repr(sorted(loss.params.items()))) for loss in self.losses]
+        if len(set(entries)) != len(entries):
+            problems.append("losses: the same loss with the same params is listed twice; list it once")
         names = [loss.name for loss in self.losses]
-        if len(set(names)) != len(names):
-            problems.append("losses: a loss is listed twice; list each once (search its knobs instead)")
+        if self.search.mode == "optuna" and len(set(names)) != len(names):
+            problems.append("losses: search.mode optuna lists each loss once; search its knobs instead "
+                            "(several fixed settings of one loss are for search.mode grid)")
         if self.search.mode == "grid":
-            searched = [f"losses.{i}.params.{k}" for i, l in enumerate(self.losses) for k in l.searched_params()]
+            searched = [f"losses.{i}.params.{k}" for i, l in enumerate(self.losses)
+                        for k in l.searched_params(classes)]
             if searched:
                 problems.append(f"search.mode grid needs fixed knob values, but {searched} are ranges; "
                                 "give numbers or use search.mode optuna")
         elif self.search.budget is None:
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
-        valid = metric_names(self.data.classes)
+        valid = metric_names(self.data.classes, boundary=self.training.boundary_metrics)
         for i, obj in enumerate(self.search.objectives):
             if obj.metric not in valid:
                 problems.append(f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; "
@@ -266,19 +331,27 @@ class SweepSpec(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    def loss_labels(self) -> dict[str, LossSpec]:
+        """Returns label -> loss entry: the loss name, or ``name[i]`` when a loss is listed several times."""
+        names = [loss.name for loss in self.losses]
+        return {(name if names.count(name) == 1 else f"{name}[{i}]"): loss
+                for i, (name, loss) in enumerate(zip(names, self.losses))}
+
     def grid(self) -> list[dict[str, Any]]:
         """Every fixed configuration (grid mode): architecture x encoder x loss."""
         return [
-            {"arch": arch, "encoder": enc, "loss": loss.name, "loss_params": loss.fixed_params()}
-            for arch, enc, loss in itertools.product(self.model.architectures, self.model.encoders, self.losses)
+            {"arch": arch, "encoder": enc, "loss": loss.name, "loss_params": loss.fixed_params(self.data.classes),
+             "roi_ratio": ratio, "loss_label": label}
+            for arch, enc, (label, loss), ratio in itertools.product(
+                self.model.architectures, self.model.encoders, self.loss_labels().items(), self.data.roi_ratios or [None])
         ]
 
 
-def metric_names(classes: tuple[str, ...]) -> set[str]:
-    """Names a spec may use for objectives and best-epoch selection: overall and ``<metric>.<class>``."""
-    from trainables.metrics import METRIC_NAMES
+def metric_names(classes: tuple[str, ...], boundary: bool = True) -> set[str]:
+    """Names a spec may use for objectives and best-epoch selection: every reported validation metric."""
+    from trainables.metrics import metric_keys
 
-    return set(METRIC_NAMES) | {f"{m}.{c}" for m in METRIC_NAMES for c in classes}
+    return set(metric_keys(classes, boundary=boundary, gi_score=boundary))
 
 
 def _format_pydantic(error: ValidationError) -> list[str]:
@@ -295,7 +368,9 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> SweepSpec:
     if not isinstance(raw, dict):
         raise SpecError(["the file must hold a YAML mapping with name, data, losses, ..."], source)
     try:
-        return SweepSpec.model_validate(raw)
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        classes = data.get("classes") or GI_CLASSES
+        return SweepSpec.model_validate(raw, context={"classes": tuple(classes)})
     except ValidationError as err:
         raise SpecError(_format_pydantic(err), source) from None
 

@@ -44,10 +44,10 @@ def artifact_root(results_dir: Path) -> str:
 
 def trial_params(config: dict[str, Any]) -> dict[str, str]:
     """Returns the MLflow params of a fold trial: identity, loss knobs (``loss.<knob>``), training settings."""
-    identity = ("config_id", "fold", "arch", "encoder", "encoder_weights", "loss")
+    identity = ("config_id", "fold", "arch", "encoder", "encoder_weights", "loss", "roi_ratio")
     training = ("epochs", "batch_size", "lr", "weight_decay", "min_lr", "seed", "image_size", "context",
                 "augmentation", "threshold", "select_metric")
-    params = {key: config.get(key) for key in identity + training if key in config}
+    params = {key: config.get(key) for key in identity + training if config.get(key) is not None}
     params.update({f"loss.{k}": v for k, v in config.get("loss_params", {}).items()})
     return {k: str(v) for k, v in params.items()}
 
@@ -115,6 +115,9 @@ class MlflowTracker(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = self._fold_run(trial.config)
+        detail = (trial.last_result or {}).get("loss_detail")
+        if detail:
+            self.client.set_tag(run_id, "sweeper.loss_detail", detail)
         if trial.checkpoint is not None:
             best = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
             if best.is_file():

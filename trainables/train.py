@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from trainables.data import GI_CLASSES, SliceDataset, build_augmentation, load_index
-from trainables.losses import build_loss
-from trainables.metrics import SegmentationMetrics
+from trainables.data import GI_CLASSES, SliceDataset, build_augmentation, load_index, roi_ratio_subset
+from trainables.losses import build_configured_loss
+from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
 from trainables.models import build_model
 
 STATE_FILE = "state.pt"
@@ -64,6 +64,9 @@ class TrialConfig:
     num_workers: int = 0
     select_metric: str = "dice"
     max_train_batches: int | None = None
+    roi_ratio: float | None = None
+    boundary_metrics: bool = True
+    nsd_tolerance_mm: float = 2.0
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
@@ -92,6 +95,8 @@ def _loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, DataLo
         cfg.cache_dir, train_folds, context=cfg.context,
         transform=build_augmentation(cfg.image_size, cfg.augmentation),
     )
+    if cfg.roi_ratio is not None:
+        train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.classes, seed=cfg.seed + cfg.fold)
     val_set = SliceDataset(cfg.cache_dir, [cfg.fold], context=cfg.context)
     common = dict(
         batch_size=cfg.batch_size,
@@ -109,6 +114,31 @@ def _loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, DataLo
 
 def _amp_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def training_fold_statistics(index, cfg: TrialConfig) -> dict[str, Any]:
+    """Returns the loss options measured on the TRAINING slices only (never validation):
+
+    - ``class_frequencies``: share of pixels of each class (weighted CE, paper 003);
+    - ``foreground_areas``: foreground pixels of each training slice that holds an organ, summed
+      over classes (CALF's A_i, paper 002: the distribution of object sizes);
+    - ``activation`` / ``n_classes``: sigmoid over one channel per organ (multi-label GI organs).
+    """
+    areas = index[[f"area_{c}" for c in cfg.classes]].to_numpy(dtype=float)
+    pixels = max(len(index), 1) * cfg.image_size * cfg.image_size
+    per_slice = areas.sum(axis=1)
+    return {
+        "activation": "sigmoid",
+        "n_classes": len(cfg.classes),
+        "class_frequencies": (areas.sum(axis=0) / pixels).tolist(),
+        "foreground_areas": per_slice[per_slice > 0].tolist() or [0.0],
+    }
+
+
+def describe_loss_choice(criterion: torch.nn.Module) -> str:
+    """Returns what a data-driven loss chose (CALF's transformation), '' for fixed losses."""
+    chosen = [f"{type(m).__name__}:{m.transform}" for m in criterion.modules() if isinstance(getattr(m, "transform", None), str)]
+    return ",".join(chosen)
 
 
 def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None = None) -> dict[str, Any]:
@@ -130,7 +160,8 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
     train_loader, val_loader = _loaders(cfg, device)
     model = build_model(cfg.arch, cfg.encoder, in_channels=2 * cfg.context + 1, classes=len(cfg.classes),
                         encoder_weights=cfg.encoder_weights).to(device)
-    criterion = build_loss(cfg.loss, **cfg.loss_params)
+    criterion = build_configured_loss(cfg.loss, cfg.loss_params, cfg.classes,
+                                      **training_fold_statistics(train_loader.dataset.index, cfg))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
     amp_dtype = _amp_dtype(device) if use_amp else torch.float32
@@ -146,7 +177,10 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
         start_epoch, best_value, best_metrics = state["epoch"], state["best_value"], state["best_metrics"]
         best_state = torch.load(Path(checkpoint_dir) / BEST_WEIGHTS_FILE, map_location="cpu", weights_only=True)
 
-    metrics = SegmentationMetrics(cfg.classes, threshold=cfg.threshold)
+    metrics = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=cfg.boundary_metrics,
+                                  nsd_tolerance_mm=cfg.nsd_tolerance_mm)
+    sign = -1.0 if cfg.select_metric.split(".")[0] in LOWER_IS_BETTER else 1.0
+    loss_detail = describe_loss_choice(criterion)
     result: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -174,8 +208,8 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
             )
 
         val_loss, scores = _evaluate(model, criterion, val_loader, metrics, device, use_amp, amp_dtype)
-        if scores[cfg.select_metric] > best_value:
-            best_value = scores[cfg.select_metric]
+        if sign * scores[cfg.select_metric] > best_value:
+            best_value = sign * scores[cfg.select_metric]
             best_metrics = {"best_epoch": epoch + 1, **{BEST_PREFIX + k: v for k, v in scores.items()}}
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         result = {
@@ -185,6 +219,7 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
             "lr": scheduler.get_last_lr()[0],
             **scores,
             **best_metrics,
+            "loss_detail": loss_detail,
         }
         with tempfile.TemporaryDirectory(prefix="sweeper-ckpt-") as tmp:
             torch.save(
@@ -211,14 +246,17 @@ def _evaluate(model, criterion, loader, metrics: SegmentationMetrics, device, us
     metrics.reset()
     loss_sum = torch.zeros((), device=device)
     seen = 0
+    index = loader.dataset.index  # the validation loader is not shuffled: batches follow the index
     for images, masks in loader:
+        rows = index.iloc[seen:seen + images.shape[0]]
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = model(images)
         loss_sum += criterion(logits.float(), masks) * images.shape[0]
         seen += images.shape[0]
-        metrics.update(logits.float(), masks)
+        metrics.update(logits.float(), masks, spacing=rows[["spacing_h", "spacing_w"]].to_numpy(),
+                       scan_ids=rows["scan"].tolist(), positions=rows["position"].tolist())
     return (loss_sum / max(seen, 1)).item(), metrics.compute()
 
 

@@ -64,8 +64,9 @@ def test_optuna_mode_needs_a_budget_and_known_objectives():
 def test_searched_and_fixed_knobs_split():
     spec = parse_spec(minimal(losses=[{"name": "tversky", "params": {"alpha": "search", "beta": 0.6}}]))
     loss = spec.losses[0]
-    assert set(loss.searched_params()) == {"alpha"}
-    assert loss.fixed_params()["beta"] == 0.6 and "alpha" not in loss.fixed_params()
+    classes = spec.data.classes
+    assert set(loss.searched_params(classes)) == {"alpha"}
+    assert loss.fixed_params(classes)["beta"] == 0.6 and "alpha" not in loss.fixed_params(classes)
 
 
 def test_preflight_names_missing_data_root_and_too_many_folds(tmp_path):

@@ -358,3 +358,18 @@ def test_augmentation_keeps_shapes_and_binary_masks():
         assert set(np.unique(out["mask"]).tolist()) <= {0, 1}
     with pytest.raises((KeyError, ValueError)):
         build_augmentation(32, "extreme")
+
+
+def test_roi_ratio_subset_reaches_the_ratio_both_ways():
+    import pandas as pd
+
+    from trainables.data import roi_ratio_subset
+
+    index = pd.DataFrame({"has_a": [True] * 30 + [False] * 70, "has_b": [False] * 100, "slice": range(100)})
+    low = roi_ratio_subset(index, 0.1, ("a", "b"), seed=1)   # 30/70 > 0.1: subsample present to 7
+    assert low["has_a"].sum() == 7 and (~low["has_a"]).sum() == 70
+    high = roi_ratio_subset(index, 1.0, ("a", "b"), seed=1)  # 30/70 < 1: subsample absent to 30
+    assert high["has_a"].sum() == 30 and (~high["has_a"]).sum() == 30
+    assert high["slice"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="roi_ratio must be > 0"):
+        roi_ratio_subset(index, 0.0, ("a", "b"))

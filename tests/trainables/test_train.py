@@ -63,6 +63,33 @@ def test_non_finite_loss_stops_with_a_clear_reason(cache, monkeypatch):
         def forward(self, logits, target):
             return logits.mean() * float("nan")
 
-    monkeypatch.setattr(train_module, "build_loss", lambda name, **knobs: NanLoss())
+    monkeypatch.setattr(train_module, "build_configured_loss", lambda *args, **kwargs: NanLoss())
     with pytest.raises(NonFiniteLossError, match="lower training.lr"):
         run_fold(config(cache, epochs=1), Recorder())
+
+
+def test_calf_reads_training_fold_statistics_and_reports_its_choice(cache):
+    recorder = Recorder()
+    run_fold(config(cache, loss="calf", loss_params={}, epochs=1), recorder)
+    detail = recorder.results[0]["loss_detail"]
+    assert detail.startswith("CalfLoss:") and detail.split(":")[1] in {
+        "fisher", "logit", "arcsine", "log10_bce", "bce_dice", "ln_bce"}
+
+
+def test_compound_loss_with_per_class_knobs_trains(cache):
+    recorder = Recorder()
+    params = {"focal.gamma": 1.0, "pm_dice.gamma.large_bowel": 2.0, "pm_dice.gamma.stomach": 0.5}
+    run_fold(config(cache, loss="0.5*focal + 0.5*pm_dice", loss_params=params, epochs=1), recorder)
+    assert math.isfinite(recorder.results[0]["train_loss"]) and recorder.results[0]["loss_detail"] == ""
+
+
+def test_training_fold_statistics_use_training_slices_only(cache):
+    from trainables.data import SliceDataset
+    from trainables.train import TrialConfig, training_fold_statistics
+
+    cfg = TrialConfig.from_dict(config(cache))
+    train = SliceDataset(cache, [1, 2]).index
+    stats = training_fold_statistics(train, cfg)
+    areas = train[[f"area_{c}" for c in cfg.classes]].to_numpy().sum(axis=1)
+    assert stats["foreground_areas"] == areas[areas > 0].tolist()
+    assert stats["class_frequencies"][0] == pytest.approx(train["area_large_bowel"].sum() / (len(train) * 32 * 32))

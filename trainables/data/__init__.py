@@ -2,7 +2,7 @@
 
 from trainables.data.augment import AUGMENTATIONS, build_augmentation
 from trainables.data.cache import assign_folds, load_cache_info, load_index, prepare_cache
-from trainables.data.dataset import SliceDataset, context_positions
+from trainables.data.dataset import SliceDataset, context_positions, roi_ratio_subset
 from trainables.data.rle import rle_decode, rle_encode
 from trainables.data.synthetic import generate_uwmgi
 from trainables.data.uwmgi import GI_CLASSES, SliceRecord, read_uwmgi
@@ -22,4 +22,5 @@ __all__ = [
     "read_uwmgi",
     "rle_decode",
     "rle_encode",
+    "roi_ratio_subset",
 ]

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from trainables.data.cache import load_cache_info, load_index
 
-__all__ = ["SliceDataset", "context_positions"]
+__all__ = ["SliceDataset", "context_positions", "roi_ratio_subset"]
 
 
 def context_positions(position: int, n_slices: int, context: int) -> list[int]:
@@ -79,3 +79,31 @@ class SliceDataset(Dataset):
             image = out["image"].transpose(2, 0, 1)
             mask = out["mask"].transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask)).float()
+
+
+def roi_ratio_subset(index, ratio: float, classes: Sequence[str], seed: int = 0):
+    """Returns the rows of ``index`` resampled so ROI-present / ROI-absent slices = ``ratio`` (paper 002).
+
+    ROI-present means any class is present (``has_<class>``). When the data hold more present
+    slices than the ratio allows, present slices are subsampled; otherwise absent ones are. The
+    larger group keeps all the slices it can; sampling is without replacement and seeded, and the
+    original row order is kept. Apply it to the training fold only.
+
+    Raises:
+        ValueError: ``ratio`` is not positive, or the index has no present or no absent slice.
+    """
+    if not ratio > 0:
+        raise ValueError(f"roi_ratio must be > 0, got {ratio}")
+    present = index[[f"has_{c}" for c in classes]].any(axis=1).to_numpy()
+    n_present, n_absent = int(present.sum()), int((~present).sum())
+    if n_present == 0 or n_absent == 0:
+        raise ValueError(f"roi_ratio needs ROI-present and ROI-absent training slices; found "
+                         f"{n_present} present and {n_absent} absent")
+    rng = np.random.default_rng(seed)
+    keep_present, keep_absent = np.flatnonzero(present), np.flatnonzero(~present)
+    if n_present / n_absent > ratio:
+        keep_present = rng.choice(keep_present, size=max(1, round(ratio * n_absent)), replace=False)
+    else:
+        keep_absent = rng.choice(keep_absent, size=max(1, round(n_present / ratio)), replace=False)
+    rows = np.sort(np.concatenate([keep_present, keep_absent]))
+    return index.iloc[rows].reset_index(drop=True)

@@ -12,6 +12,7 @@ from ._base import RegionLoss, SegmentationLoss
 from .bce import SoftBCELoss
 from .calf import CALF_TRANSFORMS, CalfLoss, calf_statistics, select_calf_transform
 from .ce import CrossEntropyLoss, TopKCrossEntropyLoss, WeightedCrossEntropyLoss
+from .configured import build_configured_loss, compound_terms, configured_knob_space, is_compound
 from .compound import DiceSoftBCELoss, FocalPlusDiceLoss, WeightedSum, build_compound, parse_compound
 from .dice import DiceLoss, FocalDiceLoss, GeneralizedDiceLoss, LogDiceLoss, TopKDiceLoss
 from .focal import FocalLoss
@@ -32,6 +33,10 @@ from .registry import (
 from .tversky import FocalTverskyLoss, IoUxyLoss, TverskyLoss
 
 __all__ = [
+    "build_configured_loss",
+    "compound_terms",
+    "configured_knob_space",
+    "is_compound",
     "LOSSES",
     "CONTEXT_OPTIONS",
     "Knob",

@@ -1,0 +1,431 @@
+"""Where a sweep stands: fold trials done / failed / running, time left, the current Pareto front.
+
+:func:`read_status` reads only files, so it works from another shell while a sweep runs (or after
+it died): the leaderboard (``trials.parquet``, ended trials), Ray Tune's newest
+``experiment_state-*.json`` (trial statuses) and each trial folder's ``result.json`` (per-epoch
+timestamps), plus ``spec.yaml`` for what was planned. :class:`ProgressPrinter` is the live
+counterpart: a Tune callback printing one line per ended trial in the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from ray.tune import Callback
+
+from sweeper.leaderboard import FAILED, FINISHED, read_configs, read_trials
+from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
+from trainables.train import BEST_PREFIX
+
+TUNE_STATE_GLOB = "experiment_state-*.json"
+RUNNING, PENDING, TERMINATED, ERROR = "RUNNING", "PENDING", "TERMINATED", "ERROR"
+
+
+@dataclass(frozen=True)
+class RunningTrial:
+    """A fold trial that has started and not ended: which one and how far it got."""
+
+    loss: str
+    config_id: str
+    fold: int
+    epoch: int
+    epochs: int | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    """A snapshot of one sweep folder; counts are fold trials unless the name says configurations.
+
+    ``planned_folds`` is configurations x folds from the spec (the Optuna budget or the grid
+    size); with Optuna it is an upper bound, since a configuration proposed twice is trained once.
+    ``eta_s`` is None until a fold trial has ended (no duration to extrapolate from).
+    """
+
+    name: str
+    sweep_dir: Path
+    search_mode: str
+    folds_per_config: int
+    planned_configs: int | None
+    planned_folds: int | None
+    folds_finished: int
+    folds_failed: int
+    folds_running: int
+    folds_pending: int
+    configs_seen: int
+    configs_done: int
+    configs_with_failures: int
+    elapsed_s: float
+    mean_fold_s: float | None
+    parallel: int
+    eta_s: float | None
+    front_size: int | None
+    best: dict[str, Any] | None
+    finished: bool
+    last_activity_s: float | None
+    running: list[RunningTrial] = field(default_factory=list)
+
+    @property
+    def folds_ended(self) -> int:
+        return self.folds_finished + self.folds_failed
+
+    @property
+    def folds_left(self) -> int | None:
+        """Fold trials not ended yet (running included), or None when the plan is unknown."""
+        if self.planned_folds is None:
+            return None
+        return max(self.planned_folds - self.folds_ended, 0)
+
+
+def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
+    """Returns the :class:`SweepStatus` of ``sweep_dir`` from its files (no Ray, no MLflow needed).
+
+    Args:
+        sweep_dir: ``RESULTS/<sweep name>``.
+        now: the current time (seconds since the epoch); default ``time.time()`` (tests pin it).
+
+    Raises:
+        FileNotFoundError: ``sweep_dir`` holds neither ``spec.yaml`` nor a Ray Tune folder.
+    """
+    sweep_dir = Path(sweep_dir)
+    now = time.time() if now is None else now
+    tune_dir = sweep_dir / "ray" / "tune"
+    spec_file = sweep_dir / "spec.yaml"
+    if not spec_file.is_file() and not tune_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} holds no spec.yaml and no ray/tune folder: is it a sweep folder "
+                                "(RESULTS/<sweep name>) of `sweeper launch`?")
+    plan = _plan(spec_file)
+    folders = _trial_folders(tune_dir)
+    states = _tune_states(tune_dir)
+
+    try:
+        ended = read_trials(sweep_dir)
+    except FileNotFoundError:
+        ended = pd.DataFrame(columns=["config_id", "fold", "status", "loss"])
+    ended_keys = {(r.config_id, int(r.fold)): r.status for r in ended.itertuples()}
+    finished = sum(s == FINISHED for s in ended_keys.values())
+    failed = sum(s == FAILED for s in ended_keys.values())
+
+    # Running: the Tune state says RUNNING (or, without a state file, a folder with results) and the
+    # leaderboard has not recorded it as ended.
+    running_keys, pending = set(), 0
+    for key, status in states.items():
+        if key in ended_keys:
+            continue
+        if status == RUNNING:
+            running_keys.add(key)
+        elif status == PENDING:
+            pending += 1
+    if not states:
+        running_keys = {key for key, info in folders.items() if key not in ended_keys and info["results"]}
+
+    durations = [info["duration_s"] for key, info in folders.items()
+                 if ended_keys.get(key) == FINISHED and info["duration_s"] is not None]
+    mean_fold = float(np.mean(durations)) if durations else None
+    running = []
+    for key in sorted(running_keys):
+        info = folders.get(key, {})
+        running.append(RunningTrial(
+            loss=info.get("loss", "?"), config_id=key[0], fold=key[1], epoch=info.get("epoch", 0),
+            epochs=info.get("epochs"),
+            elapsed_s=max(now - info["start"], 0.0) if info.get("start") is not None else 0.0,
+        ))
+    intervals = [(info["start"], now if key in running_keys else info["end"]) for key, info in folders.items()
+                 if info.get("start") is not None and info.get("end") is not None]
+    parallel = max(_max_overlap(intervals), len(running), 1)
+
+    starts = [info["start"] for info in folders.values() if info.get("start") is not None]
+    if spec_file.is_file():
+        starts.append(spec_file.stat().st_mtime)
+    begin = min(starts) if starts else now
+    activity = [info["end"] for info in folders.values() if info.get("end") is not None]
+    last_result = max(activity) if activity else None
+
+    planned_folds = plan["configs"] * plan["folds"] if plan["configs"] is not None else None
+    done = not running and not pending and (
+        (planned_folds is not None and finished + failed >= planned_folds) or _fronts_written_after(sweep_dir, last_result)
+    )
+    end = last_result if done and last_result is not None else now
+
+    folds_left = None if planned_folds is None else max(planned_folds - finished - failed, 0)
+    eta = None
+    if mean_fold is not None and folds_left is not None:
+        not_started = max(folds_left - len(running), 0)
+        work = not_started * mean_fold + sum(max(mean_fold - r.elapsed_s, 0.0) for r in running)
+        eta = 0.0 if done else work / parallel
+
+    configs_seen = configs_done = configs_failed = 0
+    front, best = None, None
+    if len(ended):
+        by_config = ended.groupby("config_id")["status"]
+        configs_failed = int(by_config.apply(lambda s: (s == FAILED).any()).sum())
+        configs_done = int((by_config.size() >= plan["folds"]).sum())
+        configs_seen = len(set(ended["config_id"]) | {k[0] for k in running_keys})
+        front, best = _front_and_best(sweep_dir)
+    else:
+        configs_seen = len({k[0] for k in running_keys})
+
+    return SweepStatus(
+        name=plan["name"] or sweep_dir.name, sweep_dir=sweep_dir, search_mode=plan["mode"],
+        folds_per_config=plan["folds"], planned_configs=plan["configs"], planned_folds=planned_folds,
+        folds_finished=finished, folds_failed=failed, folds_running=len(running), folds_pending=pending,
+        configs_seen=configs_seen, configs_done=configs_done, configs_with_failures=configs_failed,
+        elapsed_s=max(end - begin, 0.0), mean_fold_s=mean_fold, parallel=parallel, eta_s=eta,
+        front_size=front, best=best, finished=done,
+        last_activity_s=None if last_result is None else max(now - last_result, 0.0), running=running,
+    )
+
+
+def format_status(status: SweepStatus) -> str:
+    """Returns a few lines for a person: progress, time, front, and what is running now."""
+    s = status
+    state = "finished" if s.finished else ("running" if s.folds_running else "not running (interrupted or queued)")
+    planned = "?" if s.planned_folds is None else str(s.planned_folds)
+    bound = " at most" if s.search_mode == "optuna" and not s.finished else ""
+    lines = [f"sweep {s.name!r} ({s.sweep_dir}): {state}"]
+    lines.append(f"  fold trials   : {s.folds_ended}/{planned} ended ({s.folds_finished} finished, "
+                 f"{s.folds_failed} failed), {s.folds_running} running, {s.folds_pending} queued"
+                 + (f"; {s.folds_left}{bound} to go" if s.folds_left is not None and not s.finished else ""))
+    configs_planned = "?" if s.planned_configs is None else str(s.planned_configs)
+    lines.append(f"  configurations: {s.configs_done}/{configs_planned} with every fold ended "
+                 f"({s.configs_with_failures} with a failed fold), {s.configs_seen} started; "
+                 f"{s.folds_per_config} fold(s) each, {s.search_mode} search")
+    timing = f"  time          : {format_duration(s.elapsed_s)} elapsed"
+    if not s.finished:
+        timing += (f", ~{format_duration(s.eta_s)} left" if s.eta_s is not None
+                   else ", time left unknown until a fold trial finishes")
+    if s.mean_fold_s is not None:
+        timing += f" (mean fold trial {format_duration(s.mean_fold_s)}, {s.parallel} in parallel)"
+    lines.append(timing)
+    if s.front_size is not None:
+        best = ""
+        if s.best:
+            best = (f"; best dice {s.best['dice']:.4f} ({s.best['loss']} {s.best['config_id']}, "
+                    f"{s.best['n_folds']} fold(s))")
+        lines.append(f"  pareto front  : {s.front_size} configuration(s) on sensitivity vs precision{best}")
+    for r in s.running:
+        of = f"/{r.epochs}" if r.epochs else ""
+        lines.append(f"  running       : {r.loss} {r.config_id} fold {r.fold}, epoch {r.epoch}{of}, "
+                     f"{format_duration(r.elapsed_s)}")
+    if not s.finished and not s.folds_running and s.last_activity_s is not None:
+        lines.append(f"  last result {format_duration(s.last_activity_s)} ago; if the driver stopped, continue with "
+                     "`sweeper launch SPEC --resume`")
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Returns ``45s``, ``3m05s`` or ``2h14m``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(max(seconds, 0.0)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+# -- reading the folder ------------------------------------------------------------------------------
+def _plan(spec_file: Path) -> dict[str, Any]:
+    plan = {"name": None, "mode": "?", "configs": None, "folds": 1, "epochs": None}
+    if not spec_file.is_file():
+        return plan
+    from sweeper.spec import parse_spec
+
+    spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file))
+    configs = len(spec.grid()) if spec.search.mode == "grid" else spec.search.budget
+    return {"name": spec.name, "mode": spec.search.mode, "configs": configs, "folds": len(spec.data.folds_to_run),
+            "epochs": spec.training.epochs}
+
+
+def _tune_states(tune_dir: Path) -> dict[tuple[str, int], str]:
+    """Returns (config_id, fold) -> Tune status from the newest ``experiment_state-*.json``."""
+    files = sorted(tune_dir.glob(TUNE_STATE_GLOB), key=lambda p: (p.stat().st_mtime, p.name)) if tune_dir.is_dir() else []
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except (OSError, ValueError):  # caught mid-write (Tune writes it in place)
+        return {}
+    statuses = {}
+    for entry in state.get("trial_data", []):
+        trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+        config = trial.get("config", {})
+        if "config_id" in config and "fold" in config:
+            statuses[(config["config_id"], int(config["fold"]))] = trial.get("status", "?")
+    return statuses
+
+
+def _trial_folders(tune_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Returns (config_id, fold) -> loss, epochs, epoch reached, start/end times, duration per trial folder."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    if not tune_dir.is_dir():
+        return out
+    for folder in sorted(p for p in tune_dir.iterdir() if (p / "params.json").is_file()):
+        try:
+            params = json.loads((folder / "params.json").read_text())
+        except (OSError, ValueError):
+            continue
+        results = _read_results(folder / "result.json")
+        info: dict[str, Any] = {"loss": params.get("loss", "?"), "epochs": params.get("epochs"),
+                                "results": len(results), "epoch": 0, "start": None, "end": None, "duration_s": None}
+        if results:
+            first, last = results[0], results[-1]
+            info["epoch"] = int(last.get("epoch", last.get("training_iteration", 0)))
+            info["end"] = float(last.get("timestamp", folder.stat().st_mtime))
+            info["duration_s"] = float(last.get("time_total_s", 0.0)) or None
+            info["start"] = float(first.get("timestamp", info["end"])) - float(first.get("time_this_iter_s", 0.0))
+        else:
+            info["start"] = folder.stat().st_mtime
+        key = (params.get("config_id", folder.name), int(params.get("fold", 0)))
+        if key not in out or info["results"] >= out[key]["results"]:  # a rerun folder of the same trial
+            out[key] = info
+    return out
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # the line Tune is writing right now
+            continue
+    return rows
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def _fronts_written_after(sweep_dir: Path, last_result: float | None) -> bool:
+    """True when the sweep's end-of-run export (pareto/pareto.json) is newer than its last result."""
+    summary = sweep_dir / "pareto" / "pareto.json"
+    return last_result is not None and summary.is_file() and summary.stat().st_mtime >= last_result
+
+
+def _front_and_best(sweep_dir: Path) -> tuple[int | None, dict[str, Any] | None]:
+    try:
+        configs = read_configs(sweep_dir)
+    except FileNotFoundError:
+        return None, None
+    scored = configs.dropna(subset=[c for c in (X_METRIC, Y_METRIC, "dice") if c in configs.columns])
+    if scored.empty or X_METRIC not in scored or Y_METRIC not in scored:
+        return None, None
+    front = int(pareto_table(scored)["on_front"].sum())
+    best = None
+    if "dice" in scored:
+        row = scored.sort_values("dice", ascending=False, kind="stable").iloc[0]
+        best = {"config_id": row["config_id"], "loss": row["loss"], "dice": float(row["dice"]),
+                "n_folds": int(row["n_folds"])}
+    return front, best
+
+
+# -- live printing --------------------------------------------------------------------------------------
+def progress_line(*, ended: int, planned: int | None, loss: str, config_id: str, fold: int, outcome: str,
+                  metrics: dict[str, float], running: int, failed: int, elapsed_s: float, eta_s: float | None,
+                  front: int | None) -> str:
+    """Returns the one-line summary :class:`ProgressPrinter` prints for an ended fold trial."""
+    shown = " ".join(f"{short} {metrics[name]:.2f}" for name, short in
+                     (("dice", "dice"), ("sensitivity", "sens"), ("precision", "prec")) if name in metrics)
+    what = f"{outcome}: {shown}" if shown and outcome == "finished" else outcome
+    left = f", ~{format_duration(eta_s)} left" if eta_s is not None else ""
+    front_part = f" | front: {front}" if front is not None else ""
+    return (f"[{ended}/{planned if planned is not None else '?'} folds] {loss} cfg {config_id[:4]}.. fold {fold} "
+            f"{what} | {running} running, {failed} failed | {format_duration(elapsed_s)} elapsed{left}{front_part}")
+
+
+class ProgressPrinter(Callback):
+    """Tune callback: prints one compact line per ended fold trial in the driver.
+
+    Keeps only plain numbers and strings, so it pickles with the experiment (Tune saves callbacks
+    for ``--resume``) and its counts carry over a resume through :meth:`get_state`.
+
+    Args:
+        planned_folds: fold trials the sweep plans (configurations x folds), or None if unknown.
+        stream: ``"stdout"`` or ``"stderr"``.
+    """
+
+    def __init__(self, planned_folds: int | None = None, stream: str = "stdout"):
+        self.planned_folds = planned_folds
+        self.stream = stream
+        self.started_at: float | None = None
+        self.durations: list[float] = []
+        self.max_running = 1
+        self.failed = 0
+        self.ended: list[str] = []
+        # config_id -> fold -> (sensitivity, precision), finished folds only
+        self.scores: dict[str, dict[int, tuple[float, float]]] = {}
+
+    def get_state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def setup(self, **info) -> None:
+        if self.started_at is None:
+            self.started_at = time.time()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.max_running = max(self.max_running, sum(t.status == RUNNING for t in trials))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._ended(trials, trial, "finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trials, trial, "FAILED")
+
+    def _ended(self, trials, trial, outcome: str) -> None:
+        if self.started_at is None:
+            self.started_at = time.time()
+        config, result = trial.config, trial.last_result or {}
+        key = f"{config.get('config_id')}/{config.get('fold')}"
+        if key not in self.ended:
+            self.ended.append(key)
+        metrics = {k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)}
+        if outcome == "finished":
+            if "time_total_s" in result:
+                self.durations.append(float(result["time_total_s"]))
+            if X_METRIC in metrics and Y_METRIC in metrics:
+                self.scores.setdefault(config["config_id"], {})[int(config["fold"])] = (
+                    metrics[X_METRIC], metrics[Y_METRIC])
+        else:
+            self.failed += 1
+        running = sum(t.status == RUNNING and t is not trial for t in trials)
+        self.max_running = max(self.max_running, running + 1)
+        elapsed = time.time() - self.started_at
+        eta = None
+        if self.durations and self.planned_folds is not None:
+            eta = max(self.planned_folds - len(self.ended), 0) * float(np.mean(self.durations)) / self.max_running
+        line = progress_line(ended=len(self.ended), planned=self.planned_folds, loss=config.get("loss", "?"),
+                             config_id=str(config.get("config_id", "?")), fold=int(config.get("fold", -1)),
+                             outcome=outcome, metrics=metrics, running=running, failed=self.failed,
+                             elapsed_s=elapsed, eta_s=eta, front=self.front_size())
+        self.emit(line)
+
+    def front_size(self) -> int | None:
+        """Returns how many configurations (fold means so far) are on the sensitivity-precision front."""
+        if not self.scores:
+            return None
+        points = np.array([np.mean(list(folds.values()), axis=0) for folds in self.scores.values()])
+        return int(non_dominated(points).sum())
+
+    def emit(self, line: str) -> None:
+        import sys
+
+        print(line, file=sys.stderr if self.stream == "stderr" else sys.stdout, flush=True)

@@ -1,0 +1,188 @@
+"""The sweep report: built on a small hand-made sweep folder (real cache, real checkpoint, real MLflow store)."""
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
+from sweeper.report import REPORT_FILE, pick_slices, write_report
+from sweeper.spec import dump_spec, parse_spec
+from sweeper.tracking import LEVEL_TAG, SWEEP_LEVEL, default_tracking_uri, ensure_experiment
+from trainables.data import generate_uwmgi, prepare_cache
+from trainables.models import build_model
+
+CLASSES = ["large_bowel", "small_bowel", "stomach"]
+METRICS = ["dice", "iou", "sensitivity", "specificity", "precision"]
+CHROMIUM = Path("/usr/bin/chromium")
+# (config_id, loss, knobs, per-fold overall dice; None = the fold failed)
+CONFIGS = [
+    ("aaaa111111", "dice", {"smooth": 1.0}, [0.82, 0.80]),
+    ("bbbb222222", "tversky", {"alpha": 0.3, "beta": 0.7}, [0.74, 0.77]),
+    ("cccc333333", "tversky", {"alpha": 0.7, "beta": 0.3}, [0.70, None]),
+]
+
+
+def fold_result(dice: float, loss: str) -> dict:
+    """A Tune result at its best epoch: overall and per-organ metrics; Tversky trades precision for sensitivity."""
+    lean = 0.08 if loss == "tversky" else 0.0
+    values = {"dice": dice, "iou": dice - 0.05, "sensitivity": dice + lean, "specificity": 0.99,
+              "precision": dice - lean}
+    result = {"epoch": 3, "best_epoch": 3}
+    for name, value in values.items():
+        result[f"best.{name}"] = value
+        for k, cls in enumerate(CLASSES):
+            result[f"best.{name}.{cls}"] = min(value + 0.03 * (k - 1), 1.0)
+    return result
+
+
+def write_trial_folder(tune_dir: Path, config: dict, epochs: int, dice: float, start: float) -> Path:
+    folder = tune_dir / f"{config['loss']}-{config['config_id']}-fold{config['fold']}-t{config['fold']}"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(config))
+    rows = []
+    for epoch in range(1, epochs + 1):
+        value = dice * epoch / 3
+        rows.append({"epoch": epoch, "dice": value, "sensitivity": value + 0.05, "precision": value - 0.05,
+                     "val_loss": 1 - value, "timestamp": start + 10 * epoch, "time_this_iter_s": 10.0,
+                     "time_total_s": 10.0 * epoch, "training_iteration": epoch})
+    pd.DataFrame(rows).to_csv(folder / "progress.csv", index=False)
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A sweep folder laid out as `sweeper launch` leaves it, plus its MLflow store one level up."""
+    results = tmp_path_factory.mktemp("results")
+    sweep_dir = results / "tiny"
+    spec = parse_spec({
+        "name": "tiny",
+        "data": {"format": "synthetic", "folds": 2, "image_size": 32, "context": 1,
+                 "synthetic": {"cases": 2, "slices_per_scan": 6, "image_size": 32, "seed": 1}},
+        "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": "search"}}],
+        "training": {"epochs": 3},
+        "search": {"budget": 3},
+    })
+    sweep_dir.mkdir()
+    (sweep_dir / "spec.yaml").write_text(dump_spec(spec))
+    generate_uwmgi(sweep_dir / "data", cases=2, slices_per_scan=6, image_size=32, seed=1)
+    prepare_cache(sweep_dir / "data", sweep_dir / "cache", image_size=32, n_folds=2)
+
+    tune_dir = sweep_dir / "ray" / "tune"
+    rows = []
+    for cid, loss, knobs, dices in CONFIGS:
+        for fold, dice in enumerate(dices):
+            config = {"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18", "loss": loss,
+                      "loss_params": knobs, "context": 1, "classes": CLASSES, "epochs": 3, "threshold": 0.5,
+                      "cache_dir": str(sweep_dir / "cache")}
+            if dice is None:
+                rows.append(trial_row(config, {"epoch": 1}, FAILED, error="Traceback ...\nRuntimeError: boom"))
+                write_trial_folder(tune_dir, config, 1, 0.3, 1000.0)
+                continue
+            rows.append(trial_row(config, fold_result(dice, loss), FINISHED))
+            folder = write_trial_folder(tune_dir, config, 3, dice, 1000.0 + 40 * fold)
+            if cid == "aaaa111111" and fold == 0:  # the best configuration's weights, from a real network
+                (folder / "checkpoint_000002").mkdir()
+                torch.manual_seed(0)
+                model = build_model("unet", "resnet18", classes=3)
+                torch.save(model.state_dict(), folder / "checkpoint_000002" / "best_model.pt")
+    write_leaderboard(pd.DataFrame(rows), sweep_dir)
+
+    client = MlflowClient(default_tracking_uri(results))
+    experiment = ensure_experiment(client, "tiny", (results / "mlartifacts" / "tiny").as_uri())
+    run = client.create_run(experiment, tags={LEVEL_TAG: SWEEP_LEVEL}, run_name="tiny")
+    return sweep_dir, run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def report(sweep):
+    sweep_dir, _ = sweep
+    path = write_report(sweep_dir, max_slices=8)
+    return path, path.read_text()
+
+
+def test_report_is_written_with_every_figure_embedded(report):
+    path, page = report
+    assert path.name == REPORT_FILE and path.parent.name == "report"
+    for key in ("fig4", "fig5", "fig6", "fig7", "fig8", "fig9"):
+        match = re.search(rf'<figure id="{key}"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+        assert match, key
+        assert match.group(1).startswith("iVBOR")  # base64 of the PNG signature
+    assert len(list(path.parent.glob("fig*.png"))) == 6
+
+
+def test_report_holds_the_tables_and_fold_statistics(report):
+    _, page = report
+    for caption in ("Table 1.", "Table 2.", "Table 3.", "Table 4.", "95% intervals over folds",
+                    "Paired comparison", "Pareto front.", "Failed fold trials"):
+        assert caption in page, caption
+    assert page.count("<table>") == 8
+    # the best configuration (aaaa) compared with bbbb on two folds, with cccc on one fold only
+    assert "1 common finished fold(s): no paired test" in page
+    assert "RuntimeError: boom" in page
+    assert "0.8100 &plusmn; 0.0141" in page  # aaaa: mean and std of dice over its two folds
+
+
+def test_report_mentions_every_configuration(report):
+    _, page = report
+    for cid, loss, _, _ in CONFIGS:
+        assert cid[:6] in page and loss in page
+    assert "dice (smooth=1) aaaa11" in page and "tversky (alpha=0.3, beta=0.7) bbbb22" in page
+
+
+def test_report_is_self_contained(report):
+    _, page = report
+    references = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', page)
+    assert references and all(r.startswith(("data:", "#")) for r in references), references
+    assert "<link" not in page and "<script" not in page and "url(" not in page
+
+
+def test_report_is_logged_on_the_sweep_run(sweep, report):
+    sweep_dir, run_id = sweep
+    client = MlflowClient(default_tracking_uri(sweep_dir.parent))
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, "report")}
+    assert REPORT_FILE in logged and "fig9_qualitative.png" in logged
+
+
+def test_report_without_checkpoint_or_mlflow_says_what_is_missing(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    copy = tmp_path / "tiny"
+    shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("checkpoint_*", "report", "data"))
+    page = write_report(copy, out_dir=tmp_path / "out").read_text()
+    assert "no best_model.pt of configuration aaaa111111" in page
+    assert page.count("data:image/png;base64,") == 5
+
+
+def test_pick_slices_takes_the_lowest_and_the_median():
+    dice = np.array([0.9, 0.1, 0.5, 0.55, 0.05, 0.6, 0.95, 0.2])
+    typical, hardest = pick_slices(dice, n_typical=2, n_hardest=2)
+    assert hardest == [4, 1]
+    assert typical == [2, 3]  # median of all slices is 0.525
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    path, _ = report
+    shot = tmp_path / "report.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tempfile.mkdtemp()}", f"--screenshot={shot}", "--window-size=1200,3000",
+                    path.as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (3000, 1200)
+    # rendered text and figures: many non-white rows all the way down, not a blank or error page
+    inked_rows = (pixels < 200).any(axis=1)
+    assert inked_rows.mean() > 0.3 and inked_rows[2000:].any()
