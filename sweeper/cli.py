@@ -230,14 +230,23 @@ def ui(results: Path, host: str, port: int) -> None:
 
 @main.command()
 def losses() -> None:
-    """List every registered loss with its knobs (default, range) and source."""
+    """List every registered loss: knobs (default, range), constraints and source.
+
+    A spec names a loss by its registered name or as a weighted sum such as
+    "0.5*focal + 0.5*dice"; knobs of a sum are prefixed by the term (focal.gamma).
+    """
     from trainables.losses import describe_losses
 
     for entry in describe_losses():
         click.echo(f"{entry['name']}: {entry['summary']}")
+        click.echo(f"    source: {entry.get('source', '')}")
         for knob, info in entry["knobs"].items():
             scale = ", log" if info.get("log") else ""
-            click.echo(f"    {knob} = {info['default']}  in [{info['low']}, {info['high']}{scale}]")
+            per_class = "  (one per class: gamma.<class>)" if info.get("per_class") else ""
+            click.echo(f"    {knob} = {info['default']:g}  in [{info['low']:g}, {info['high']:g}{scale}]"
+                       f"  {info.get('help', '')}{per_class}")
+        for constraint in entry.get("constraints", []):
+            click.echo(f"    constraint: {constraint} (the second knob is derived from the first)")
 
 
 if __name__ == "__main__":

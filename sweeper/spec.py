@@ -144,7 +144,7 @@ class LossSpec(_Strict):
         classes = (info.context or {}).get("classes", GI_CLASSES)
         problems = self.check(classes)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # _format_pydantic gives each its own line
         return self
 
     def space(self, classes: Sequence[str]) -> dict[str, Knob]:
@@ -359,7 +359,11 @@ def _format_pydantic(error: ValidationError) -> list[str]:
     for item in error.errors():
         loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith(("function-after", "union")))
         msg = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
+        parts = msg.split("\n")
+        if loc and all(part.startswith("params.") for part in parts):  # knob problems of one loss
+            lines.extend(f"{loc}.{part}" for part in parts)
+        else:
+            lines.append(f"{loc}: {msg}" if loc else msg)
     return lines
 
 

@@ -91,3 +91,36 @@ def test_gi_five_losses_is_seed_000():
     assert len(spec.grid()) == 5 and spec.model.encoders == ["mit_b2"]
     tversky = spec.grid()[3]["loss_params"]
     assert tversky["alpha"] == 0.3 and tversky["beta"] == 0.7
+
+
+def test_per_class_knobs_expand_and_check_their_length():
+    spec = parse_spec(minimal(losses=[{"name": "pm_dice", "params": {"gamma": [1.0, 2.0, 3.0]}}]))
+    fixed = spec.losses[0].fixed_params(spec.data.classes)
+    assert fixed == {"gamma.large_bowel": 1.0, "gamma.small_bowel": 2.0, "gamma.stomach": 3.0}
+    searched = parse_spec(minimal(losses=[{"name": "pm_dice", "params": {"gamma": "search"}}]))
+    assert set(searched.losses[0].searched_params(spec.data.classes)) == {
+        "gamma.large_bowel", "gamma.small_bowel", "gamma.stomach"}  # one dimension per class
+    with pytest.raises(SpecError, match="losses.0.params.gamma: 2 values for 3 classes"):
+        parse_spec(minimal(losses=[{"name": "pm_dice", "params": {"gamma": [1.0, 2.0]}}]))
+
+
+def test_compound_losses_take_prefixed_knobs():
+    spec = parse_spec(minimal(losses=[{"name": "0.5*focal + 0.5*dice", "params": {"focal.gamma": "search"}}]))
+    loss = spec.losses[0]
+    assert set(loss.searched_params(spec.data.classes)) == {"focal.gamma"}
+    assert loss.fixed_params(spec.data.classes)["dice.smooth"] == 1.0
+    with pytest.raises(SpecError, match="unknown loss 'nope'"):
+        parse_spec(minimal(losses=[{"name": "0.5*nope + dice"}]))
+
+
+def test_constrained_knob_is_derived_not_given():
+    with pytest.raises(SpecError, match="params.beta: iou_xy has no knob 'beta'"):
+        parse_spec(minimal(losses=[{"name": "iou_xy", "params": {"beta": 1.5}}]))
+
+
+def test_one_loss_at_several_fixed_settings_is_a_grid_only():
+    losses = [{"name": "iou_xy", "params": {"alpha": 1.0}}, {"name": "iou_xy", "params": {"alpha": 0.5}}]
+    grid = parse_spec(minimal(losses=losses, search={"mode": "grid"})).grid()
+    assert [g["loss_label"] for g in grid] == ["iou_xy[0]", "iou_xy[1]"]
+    with pytest.raises(SpecError, match="search.mode optuna lists each loss once"):
+        parse_spec(minimal(losses=losses))

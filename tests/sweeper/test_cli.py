@@ -1,0 +1,39 @@
+"""The command line: help a newcomer reads, validation output, the loss listing."""
+
+from click.testing import CliRunner
+
+from sweeper.cli import main
+from sweeper.launch import SEARCH_SPACES
+
+ISSUE_LOSSES = ["dice", "soft_bce", "ce", "weighted_ce", "focal", "tversky", "focal_tversky", "iou_xy", "log_dice",
+                "generalized_dice", "focal_dice", "topk_dice", "topk_ce", "pm_dice", "calf"]
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    out = runner.invoke(main, ["--help"])
+    for command in ["validate", "launch", "leaderboard", "pareto", "ui", "demo", "losses", "compare"]:
+        assert command in out.output
+        sub = runner.invoke(main, [command, "--help"])
+        assert sub.exit_code == 0 and "Usage:" in sub.output and len(sub.output.splitlines()) > 3, command
+
+
+def test_validate_ok_and_every_problem_listed(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(main, ["validate", str(SEARCH_SPACES / "demo.yaml")])
+    assert out.exit_code == 0 and "OK" in out.output and "6 configurations x 2 folds" in out.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {format: synthetic, folds: 2}\n"
+                   "losses: [{name: tversky, params: {alpha: 3, gama: 1}}]\nsearch: {budget: 0}\n")
+    out = runner.invoke(main, ["validate", str(bad)])
+    assert out.exit_code != 0
+    for field in ["losses.0.params.gama", "losses.0.params.alpha", "search.budget"]:
+        assert field in out.output
+
+
+def test_losses_lists_every_loss_with_knobs_and_source():
+    out = CliRunner().invoke(main, ["losses"])
+    names = {line.split(":")[0] for line in out.output.splitlines() if not line.startswith(" ")}
+    assert set(ISSUE_LOSSES) <= names
+    assert "constraint: alpha + beta = 2" in out.output and "one per class" in out.output
+    assert out.output.count("source:") == len(names)
