@@ -212,6 +212,34 @@ def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, .
 
 
 @main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for report.html and its PNGs (default SWEEP_DIR/report).")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the report on the sweep's MLflow run.")
+def report(sweep_dir: Path, out: Path | None, no_mlflow: bool) -> None:
+    """Write one self-contained HTML report of SWEEP_DIR (paper 000's figures and tables) and log it to MLflow."""
+    from sweeper.report import write_report
+
+    try:
+        path = write_report(sweep_dir, out, log_to_mlflow=not no_mlflow)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {path} (self-contained: open it in a browser; the PNGs sit beside it)")
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def status(sweep_dir: Path) -> None:
+    """Show how far SWEEP_DIR got: fold trials done / failed / running, time left, Pareto front size."""
+    from sweeper.progress import format_status, read_status
+
+    try:
+        click.echo(format_status(read_status(sweep_dir)))
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
 @RESULTS_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local; tunnel with ssh).")
 @click.option("--port", default=5000, show_default=True)

@@ -170,6 +170,8 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
             points[0].set_markerfacecolor("none")
     front = table[table["on_front"]].sort_values(x)
     ax.step(front[x], front[y], where="post", color="k", ls="--", lw=1, label="Pareto front")
+    _clip_unit_axis(ax.get_xlim, ax.set_xlim)  # 2-fold t-intervals reach far outside [0, 1]
+    _clip_unit_axis(ax.get_ylim, ax.set_ylim)
     ax.set_xlabel(f"{x} (fold mean, 95% interval)")
     ax.set_ylabel(f"{y} (fold mean, 95% interval)")
     ax.set_title("Sensitivity vs precision" + (f": {class_name}" if class_name else " (mean over organs)"))
@@ -178,6 +180,11 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _clip_unit_axis(get, set_) -> None:
+    low, high = get()
+    set_(max(low, -0.02), min(high, 1.02))
 
 
 def _errors(group: pd.DataFrame, axis: str):

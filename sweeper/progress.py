@@ -47,7 +47,10 @@ class SweepStatus:
 
     ``planned_folds`` is configurations x folds from the spec (the Optuna budget or the grid
     size); with Optuna it is an upper bound, since a configuration proposed twice is trained once.
-    ``eta_s`` is None until a fold trial has ended (no duration to extrapolate from).
+    ``eta_s`` = fold trials left x wall-clock time per ended fold trial since the first trial started
+    (throughput, so parallel slots and Ray's start-up per trial are included); None until a fold
+    trial has ended. ``mean_fold_s`` (the trainables' own time) and ``parallel`` (most fold trials
+    seen running at once) are shown for information.
     """
 
     name: str
@@ -157,10 +160,13 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
 
     folds_left = None if planned_folds is None else max(planned_folds - finished - failed, 0)
     eta = None
-    if mean_fold is not None and folds_left is not None:
-        not_started = max(folds_left - len(running), 0)
-        work = not_started * mean_fold + sum(max(mean_fold - r.elapsed_s, 0.0) for r in running)
-        eta = 0.0 if done else work / parallel
+    trial_starts = [info["start"] for info in folders.values() if info.get("start") is not None]
+    if folds_left is not None and finished + failed and trial_starts:
+        # Observed wall-clock per ended fold trial since the first one started: unlike the trainable's
+        # own time_total_s it includes the parallel slots and Ray's per-trial start-up (about a third
+        # of a demo trial), so it does not promise too early an end.
+        per_trial = (end - min(trial_starts)) / (finished + failed)
+        eta = 0.0 if done else folds_left * per_trial
 
     configs_seen = configs_done = configs_failed = 0
     front, best = None, None
@@ -364,8 +370,6 @@ class ProgressPrinter(Callback):
         self.planned_folds = planned_folds
         self.stream = stream
         self.started_at: float | None = None
-        self.durations: list[float] = []
-        self.max_running = 1
         self.failed = 0
         self.ended: list[str] = []
         # config_id -> fold -> (sensitivity, precision), finished folds only
@@ -380,9 +384,6 @@ class ProgressPrinter(Callback):
     def setup(self, **info) -> None:
         if self.started_at is None:
             self.started_at = time.time()
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.max_running = max(self.max_running, sum(t.status == RUNNING for t in trials))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trials, trial, "finished")
@@ -399,19 +400,16 @@ class ProgressPrinter(Callback):
             self.ended.append(key)
         metrics = {k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)}
         if outcome == "finished":
-            if "time_total_s" in result:
-                self.durations.append(float(result["time_total_s"]))
             if X_METRIC in metrics and Y_METRIC in metrics:
                 self.scores.setdefault(config["config_id"], {})[int(config["fold"])] = (
                     metrics[X_METRIC], metrics[Y_METRIC])
         else:
             self.failed += 1
         running = sum(t.status == RUNNING and t is not trial for t in trials)
-        self.max_running = max(self.max_running, running + 1)
         elapsed = time.time() - self.started_at
         eta = None
-        if self.durations and self.planned_folds is not None:
-            eta = max(self.planned_folds - len(self.ended), 0) * float(np.mean(self.durations)) / self.max_running
+        if self.planned_folds is not None:  # throughput so far: includes parallel slots and trial start-up
+            eta = max(self.planned_folds - len(self.ended), 0) * elapsed / len(self.ended)
         line = progress_line(ended=len(self.ended), planned=self.planned_folds, loss=config.get("loss", "?"),
                              config_id=str(config.get("config_id", "?")), fold=int(config.get("fold", -1)),
                              outcome=outcome, metrics=metrics, running=running, failed=self.failed,

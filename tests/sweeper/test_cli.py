@@ -12,7 +12,7 @@ ISSUE_LOSSES = ["dice", "soft_bce", "ce", "weighted_ce", "focal", "tversky", "fo
 def test_every_command_has_help():
     runner = CliRunner()
     out = runner.invoke(main, ["--help"])
-    for command in ["validate", "launch", "leaderboard", "pareto", "ui", "demo", "losses", "compare"]:
+    for command in ["validate", "launch", "leaderboard", "pareto", "ui", "demo", "losses", "compare", "report", "status"]:
         assert command in out.output
         sub = runner.invoke(main, [command, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.output and len(sub.output.splitlines()) > 3, command

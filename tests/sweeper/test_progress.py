@@ -89,8 +89,8 @@ def test_status_counts_a_sweep_in_progress(mid_sweep):
     assert status.folds_left == 4 and not status.finished
     assert status.elapsed_s == 80.0
     assert status.mean_fold_s == FOLD_SECONDS and status.parallel == 2
-    # 3 not started x 30 s + the running one's 15 s left, over 2 slots
-    assert status.eta_s == pytest.approx((3 * 30 + 15) / 2)
+    # 4 fold trials left x 75 s since the first trial started / 4 ended
+    assert status.eta_s == pytest.approx(75.0)
     assert status.front_size == 2  # a (0.84, 0.77) and b (0.95, 0.60) trade sensitivity for precision
     assert status.best["config_id"] == "a" and status.best["dice"] == pytest.approx(0.81)
     [running] = status.running
@@ -101,7 +101,7 @@ def test_format_status_reads_as_a_summary(mid_sweep):
     text = format_status(read_status(mid_sweep, now=T0 + 80))
     assert "sweep 'tiny'" in text and ": running" in text
     assert "4/8 ended (3 finished, 1 failed), 1 running, 1 queued; 4 at most to go" in text
-    assert "1m20s elapsed, ~52s left (mean fold trial 30s, 2 in parallel)" in text
+    assert "1m20s elapsed, ~1m15s left (mean fold trial 30s, 2 in parallel)" in text
     assert "2 configuration(s) on sensitivity vs precision; best dice 0.8100 (dice a, 2 fold(s))" in text
     assert "running       : tversky c fold 0, epoch 1/3" in text
 
@@ -163,12 +163,12 @@ def test_printer_prints_one_line_per_ended_trial(capsys):
     printer.on_trial_complete(iteration=1, trials=trials, trial=done)
     line = capsys.readouterr().out.strip()
     assert line.startswith("[1/12 folds] tversky cfg 3f1d.. fold 1 finished: dice 0.61 sens 0.70 prec 0.52 "
-                           "| 2 running, 0 failed | 1m20s elapsed, ~1m50s left | front: 1")
+                           "| 2 running, 0 failed | 1m20s elapsed, ~14m40s left | front: 1")
     failed = trials[2]
     failed.status = "ERROR"
     printer.on_trial_error(iteration=2, trials=trials, trial=failed)
     line = capsys.readouterr().out.strip()
-    assert "[2/12 folds] tversky cfg y.. fold 0 FAILED | 1 running, 1 failed | 1m20s elapsed, ~1m40s left" in line
+    assert "[2/12 folds] tversky cfg y.. fold 0 FAILED | 1 running, 1 failed | 1m20s elapsed, ~6m40s left" in line
     # the counts survive the pickling Tune does when it saves the experiment for --resume
     assert pickle.loads(pickle.dumps(printer)).ended == ["3f1d2a9b00/1", "y/0"]
 
