@@ -239,6 +239,30 @@ def status(sweep_dir: Path) -> None:
         raise click.ClickException(str(err)) from None
 
 
+@main.group()
+def data() -> None:
+    """Look at a spec's data set before sweeping."""
+
+
+@data.command("inspect")
+@click.argument("spec", type=click.Path(path_type=Path))
+@RESULTS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON instead of text.")
+def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
+    """Prepare (or reuse) SPEC's data cache and show what the adapter found: patients, scans, slices, image
+    sizes, spacings, class prevalence, empty slices, folds and CALF statistics; a data problem names its file."""
+    from sweeper.inspect_data import format_inspection, inspect_dataset
+    from sweeper.launch import SweepPaths, prepare_data
+
+    parsed = _load(spec)
+    try:
+        cache = prepare_data(parsed, SweepPaths.of(parsed, results))
+    except (OSError, ValueError, KeyError) as err:
+        raise click.ClickException(f"data: {err}") from None
+    facts = inspect_dataset(cache)
+    click.echo(json.dumps(facts, indent=2, default=str) if as_json else format_inspection(facts))
+
+
 @main.command()
 @RESULTS_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local; tunnel with ssh).")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tarfile
@@ -126,20 +127,25 @@ def trial_name(trial) -> str:
 
 
 def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
-    """Generates the synthetic data set when asked, builds (or reuses) the cache; returns the cache folder."""
-    from trainables.data import generate_uwmgi, prepare_cache
+    """Builds (or reuses) the cache of the spec's data set, any format (the synthetic one is generated
+    first, once); returns the cache folder."""
+    from trainables.data import prepare_dataset_cache
 
     data = spec.data
-    if data.format == "synthetic":
-        root = Path(data.root) if data.root else paths.sweep / "data"
-        if not (root / "train.csv").is_file():
-            s = data.synthetic
-            generate_uwmgi(root, cases=s.cases, days_per_case=s.days_per_case, slices_per_scan=s.slices_per_scan,
-                           image_size=s.image_size, seed=s.seed)
-    else:
-        root = Path(data.root)
-    return prepare_cache(root, paths.cache, image_size=data.image_size, n_folds=data.folds,
-                         fold_seed=data.fold_seed, classes=tuple(data.classes))
+    root = Path(data.root) if data.root else paths.sweep / "data"
+    return prepare_dataset_cache(
+        data.format, root, paths.cache, image_size=data.image_size, n_folds=data.folds, fold_seed=data.fold_seed,
+        classes=tuple(data.classes), label_mode=data.label_mode, options=data.format_options(),
+        label_values=data.label_values, intensity=data.intensity.mode, window=data.intensity.window,
+        clip_percentiles=data.intensity.clip_percentiles, target_spacing=data.target_spacing,
+        split=data.split_file,
+    )
+
+
+def planned_folds(spec: SweepSpec) -> int:
+    """Returns the number of fold trials the spec asks for at most (configurations x folds)."""
+    configurations = len(spec.grid()) if spec.search.mode == "grid" else spec.search.budget
+    return configurations * len(spec.data.folds_to_run)
 
 
 def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
@@ -147,7 +153,8 @@ def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
     training = spec.training.model_dump()
     return {
         "cache_dir": str(Path(cache_dir).resolve()),
-        "classes": list(spec.data.classes),
+        "classes": spec.data.channel_classes,
+        "activation": "softmax" if spec.data.label_mode == "multiclass" else "sigmoid",
         "context": spec.data.context,
         "augmentation": spec.data.augmentation,
         "image_size": spec.data.image_size,
@@ -160,6 +167,9 @@ def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
 #: logs and session files); lets a supervisor find -- and end -- exactly that Ray's processes
 RAY_TEMP_DIR_ENV = "SWEEPER_RAY_TEMP_DIR"
 CacheVia = Literal["auto", "path", "object_store"]
+#: above this, the object-store route for the cache gets a warning (README: storage choices)
+OBJECT_STORE_CACHE_WARN_BYTES = 2 * 1024**3
+logger = logging.getLogger(__name__)
 
 
 def _init_ray(address: str | None) -> bool:
@@ -175,6 +185,7 @@ def _init_ray(address: str | None) -> bool:
     env = {"NO_ALBUMENTATIONS_UPDATE": "1"}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        _use_token_like_ray_start()
         ray.init(address=address, runtime_env={"env_vars": env})
     else:
         # "local": start a new instance even when /tmp/ray names someone else's `ray start` cluster
@@ -182,6 +193,25 @@ def _init_ray(address: str | None) -> bool:
         ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
                  _temp_dir=temp_dir)
     return True
+
+
+def _use_token_like_ray_start() -> None:
+    """Sends this machine's Ray auth token when connecting, as `ray start` does.
+
+    Ray 2.60's `ray start` turns token authentication on by itself when a token exists
+    (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN[_PATH]``), but a driver connecting with
+    ``ray.init(address=...)`` only sends it when ``RAY_AUTH_MODE=token`` is set, and is refused
+    with "InvalidAuthToken". An explicit ``RAY_AUTH_MODE`` is left as it is.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: nothing to mirror
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _tracking_uri(spec: SweepSpec, paths: SweepPaths) -> tuple[str, str | None]:
@@ -250,7 +280,12 @@ def _trainable(spec: SweepSpec, cache_dir: Path, cache_via: str):
     from trainables.train import train_fold
 
     if cache_via == "object_store":
-        fn = tune.with_parameters(train_fold_from_object_store, cache=pack_cache(cache_dir))
+        packed = pack_cache(cache_dir)
+        if len(packed[1]) > OBJECT_STORE_CACHE_WARN_BYTES:
+            logger.warning("the data cache is %.1f GB; through Ray's object store it is held in the driver's memory "
+                           "and copied to every node: a path every node mounts (NFS/EFS, --storage /mnt/...) "
+                           "serves a cache this size better", len(packed[1]) / 1e9)
+        fn = tune.with_parameters(train_fold_from_object_store, cache=packed)
     else:
         fn = train_fold
     return tune.with_resources(fn, {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
@@ -290,6 +325,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     from ray import tune
 
     from sweeper.leaderboard import LeaderboardWriter
+    from sweeper.progress import ProgressPrinter
     from sweeper.search import FoldSearcher
     from sweeper.tracking import MlflowTracker
 
@@ -326,10 +362,11 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
-                    callbacks=[tracker, LeaderboardWriter(paths.sweep), *(callbacks or [])],
+                    callbacks=[tracker, LeaderboardWriter(paths.sweep), ProgressPrinter(planned_folds(spec)),
+                               *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    verbose=1,
+                    verbose=0,  # ProgressPrinter prints one line per ended trial instead of Tune's tables
                 ),
             )
         tuner.fit()

@@ -47,16 +47,90 @@ class SyntheticDataSpec(_Strict):
     seed: int = 0
 
 
+class NiftiDataSpec(_Strict):
+    """Where the NIfTI volumes are (``data.format: nifti``); see trainables.data.nifti for layouts."""
+
+    images: str = Field("imagesTr/*.nii.gz", description="glob of the image volumes, relative to data.root")
+    labels: str = Field("labelsTr/{name}", description="each image's label volume, relative to data.root; "
+                        "fields {dir} {name} {stem} {case} ({case}: what the first * of the glob matched)")
+    patient_pattern: str | None = Field(None, description="regex on the relative image path, group 1 = patient "
+                                        "id (default: {case}, or the image's folder when the glob has no *)")
+    channel: int | None = Field(None, description="index on the 4th axis of 4D images (the modality to use)")
+    canonical: bool = Field(True, description="reorient image and label to RAS+ before slicing along the last axis")
+
+
+class DicomDataSpec(_Strict):
+    """Where the DICOM series and PNG masks are (``data.format: dicom``; defaults: CHAOS MR T1-DUAL in-phase)."""
+
+    patients: str = Field("*", description="glob of the patient folders under data.root")
+    series: str = Field("T1DUAL/DICOM_anon/InPhase", description="glob of the series folders in a patient folder")
+    ground: str = Field("T1DUAL/Ground", description="folder of the per-slice PNG masks in a patient folder; "
+                        "{series} = the series folder's name")
+    files: str = Field("*.dcm", description="glob of the DICOM files in a series folder")
+    ground_match: Literal["auto", "name", "order"] = Field(
+        "auto", description="pair masks with slices by file name, by order, or by name when every slice has one")
+    grey_tolerance: int = Field(0, ge=0, le=127, description="a mask grey level this close to a listed one counts as it")
+
+
+class ImageFolderDataSpec(_Strict):
+    """Where the 2D images and masks are (``data.format: image_folder``; defaults: Kvasir-SEG)."""
+
+    images: str = Field("images/*", description="glob of the images, relative to data.root")
+    masks: str = Field("masks/{stem}.*", description="each image's mask, relative to data.root; fields {dir} "
+                       "{name} {stem}; may end in a glob matching one file")
+    mask_threshold: int = Field(128, ge=1, description="binary masks: grey >= this is foreground (unused with label_values)")
+    grey_tolerance: int = Field(0, ge=0, description="with label_values: grey levels this close count as the listed one")
+    patient_pattern: str | None = Field(None, description="regex on the relative image path grouping images by "
+                                        "patient (default: every image its own group)")
+    pixel_spacing: tuple[float, float] = Field((1.0, 1.0), description="(row, column) mm per original pixel")
+
+
+class IntensitySpec(_Strict):
+    """How raw intensities become [0, 1] (trainables.data.intensity)."""
+
+    mode: Literal["slice_minmax", "volume_minmax", "slice_zscore", "volume_zscore", "window"] = Field(
+        "slice_minmax", description="slice_minmax (paper 000), volume_minmax, slice/volume_zscore "
+        "(clipped to +-3 sd, mapped to [0, 1]), window (CT: window_center/width in HU)")
+    window_center: float | None = Field(None, description="window mode: centre in HU, e.g. 40 (abdomen)")
+    window_width: float | None = Field(None, gt=0, description="window mode: width in HU, e.g. 400")
+    clip_percentiles: tuple[float, float] | None = Field(None, description="clip to these percentiles first, e.g. [0.5, 99.5]")
+
+    @model_validator(mode="after")
+    def _check(self) -> "IntensitySpec":
+        if self.mode == "window" and (self.window_center is None or self.window_width is None):
+            raise ValueError("data.intensity: mode window needs window_center and window_width, e.g. 40 and 400")
+        if self.clip_percentiles is not None and not 0 <= self.clip_percentiles[0] < self.clip_percentiles[1] <= 100:
+            raise ValueError("data.intensity.clip_percentiles: give [lo, hi] with 0 <= lo < hi <= 100")
+        return self
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        return (self.window_center, self.window_width) if self.mode == "window" else None
+
+
 class DataSpec(_Strict):
     """Where the images come from and how they are prepared (seed 000 defaults)."""
 
-    format: Literal["uwmgi", "synthetic"] = Field(
-        "uwmgi", description="uwmgi: the UW-Madison GI tract folder; synthetic: generate one in that format"
-    )
-    root: Path | None = Field(
-        None, description="uwmgi: folder holding train.csv and train/; synthetic: where to write (default SWEEP_DIR/data)"
-    )
+    format: Literal["uwmgi", "synthetic", "nifti", "dicom", "image_folder"] = Field(
+        "uwmgi", description="uwmgi: UW-Madison GI folder; synthetic: generate one; nifti: image + label volumes; "
+        "dicom: DICOM series + PNG masks (CHAOS); image_folder: 2D images + mask images (Kvasir)")
+    root: Path | None = Field(None, description="the data set folder as it comes from its source "
+                              "(synthetic: where to write, default SWEEP_DIR/data)")
     synthetic: SyntheticDataSpec = Field(default_factory=SyntheticDataSpec)
+    nifti: NiftiDataSpec = Field(default_factory=NiftiDataSpec)
+    dicom: DicomDataSpec = Field(default_factory=DicomDataSpec)
+    image_folder: ImageFolderDataSpec = Field(default_factory=ImageFolderDataSpec)
+    label_mode: Literal["multilabel", "multiclass"] = Field(
+        "multilabel", description="multilabel: one sigmoid channel per class, may overlap; multiclass: softmax "
+        "with background channel 0 added before classes (classes lists the foreground only)")
+    label_values: dict[int, str | list[str]] | None = Field(
+        None, description="label value / grey level -> class (or list of classes, multilabel regions); "
+        "default nifti {1: classes[0], 2: ...}, dicom {63: classes[0], 126: ...}, image_folder: mask >= threshold")
+    intensity: IntensitySpec = Field(default_factory=IntensitySpec)
+    target_spacing: list[float] | None = Field(None, min_length=2, max_length=3, description=
+        "resample to [row, column] or [slice, row, column] mm, then centre-crop/pad to image_size")
+    split_file: Path | None = Field(None, description="YAML/JSON {fold: [validation patient ids]} (paper splits); "
+                                    "unlisted patients train in every fold")
     classes: tuple[str, ...] = GI_CLASSES
     image_size: int = Field(224, ge=16, le=2048, description="slices are resized to image_size x image_size")
     context: int = Field(1, ge=0, le=5, description="2.5D: neighbouring slices on each side (1 -> 3 channels)")
@@ -72,8 +146,13 @@ class DataSpec(_Strict):
     def _check(self) -> DataSpec:
         if self.roi_ratios is not None and (not self.roi_ratios or any(r <= 0 for r in self.roi_ratios)):
             raise ValueError("data.roi_ratios: give positive ratios, e.g. [0.409, 0.1], or leave it out")
-        if self.format == "uwmgi" and self.root is None:
-            raise ValueError("data.root is required for format uwmgi: give the folder that holds train.csv")
+        if self.format != "synthetic" and self.root is None:
+            raise ValueError(f"data.root is required for format {self.format}: give the data set folder "
+                             "(for uwmgi the one holding train.csv)")
+        if "background" in self.classes:
+            raise ValueError("data.classes lists foreground classes; multiclass adds 'background' itself")
+        if self.target_spacing is not None and min(self.target_spacing) <= 0:
+            raise ValueError("data.target_spacing: give positive mm values")
         if self.run_folds is not None:
             bad = [f for f in self.run_folds if not 0 <= f < self.folds]
             if bad:
@@ -81,6 +160,19 @@ class DataSpec(_Strict):
             if len(set(self.run_folds)) != len(self.run_folds):
                 raise ValueError("data.run_folds lists a fold twice; list each fold once")
         return self
+
+    def format_options(self) -> dict[str, Any]:
+        """The options of data.format for trainables.data.prepare_dataset_cache."""
+        if self.format == "synthetic":
+            return self.synthetic.model_dump()
+        if self.format in ("nifti", "dicom", "image_folder"):
+            return getattr(self, self.format).model_dump()
+        return {}
+
+    @property
+    def channel_classes(self) -> list[str]:
+        """Model output channels: background first under multiclass."""
+        return ["background", *self.classes] if self.label_mode == "multiclass" else list(self.classes)
 
     @property
     def folds_to_run(self) -> list[int]:
@@ -236,10 +328,20 @@ class TrainingSpec(_Strict):
     seed: int = 42
     threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the metrics")
     amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per trial")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes per trial; null: from resources.cpus_per_trial "
+        "(on a GPU one per CPU but one, at least one; on CPU none: the training step uses the cores)")
+    channels_last: bool = Field(True, description="channels-last tensors and weights; only ever used on CUDA")
+    compile: bool = Field(False, description="torch.compile the model (minutes of compiling per trial first)")
+    gpu_augmentation: bool = Field(
+        False, description="flips, affine and warps batched on the training device; the DataLoader workers "
+        "then do only intensity jitter (for trials short of CPU cores)")
     select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
     boundary_metrics: bool = Field(True, description="nsd, hd95, boundary_f1, gi_score (CPU cost per image)")
+    include_background: bool = Field(False, description="multiclass only: report the background class in metrics")
+    loss_include_background: bool = Field(
+        True, description="multiclass only: region losses score the background channel (False: paper 003's diceBK)")
     nsd_tolerance_mm: float = Field(2.0, gt=0, description="tolerance of the normalised surface distance")
 
 
@@ -319,7 +421,9 @@ class SweepSpec(_Strict):
                                 "give numbers or use search.mode optuna")
         elif self.search.budget is None:
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
-        valid = metric_names(self.data.classes, boundary=self.training.boundary_metrics)
+        reported = ("background", *self.data.classes) if (
+            self.data.label_mode == "multiclass" and self.training.include_background) else self.data.classes
+        valid = metric_names(reported, boundary=self.training.boundary_metrics)
         for i, obj in enumerate(self.search.objectives):
             if obj.metric not in valid:
                 problems.append(f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; "
@@ -395,11 +499,36 @@ def preflight(spec: SweepSpec) -> list[str]:
             if cases < data.folds:
                 problems.append(f"data.folds: {data.folds} folds but only {cases} patients under {root}/train; "
                                 f"use at most {cases} folds")
+    elif data.format in ("nifti", "dicom", "image_folder"):
+        problems.extend(_check_adapter(data))
     elif data.synthetic.cases < data.folds:
         problems.append(f"data.folds: {data.folds} folds but data.synthetic.cases is {data.synthetic.cases}; "
                         "generate at least as many patients as folds")
     if spec.tracking.uri and spec.tracking.uri.startswith(("http://", "https://")):
         problems.extend(_check_server(spec.tracking.uri))
+    return problems
+
+
+def _check_adapter(data: DataSpec) -> list[str]:
+    """Finds the scans of a NIfTI / DICOM / image-folder data set (names only, nothing decoded)."""
+    from trainables.data import discover_dataset, load_split
+
+    problems = []
+    try:
+        sources = discover_dataset(data.format, Path(data.root).expanduser(), data.format_options(),
+                                   classes=data.classes, label_values=data.label_values, label_mode=data.label_mode)
+    except (OSError, ValueError, KeyError) as err:
+        problems.append(f"data.root: {err}")
+    else:
+        n = len({s.patient for s in sources})
+        if data.split_file is None and n < data.folds:
+            problems.append(f"data.folds: {data.folds} folds but only {n} patients under {data.root}; "
+                            f"use at most {n} folds")
+    if data.split_file is not None:
+        try:
+            load_split(data.split_file)
+        except (OSError, ValueError) as err:
+            problems.append(f"data.split_file: {err}")
     return problems
 
 
@@ -428,8 +557,10 @@ def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
         raise SpecError([f"not valid YAML: {err}"], str(path)) from None
     spec = parse_spec(raw, str(path))
     if check_files:
-        if spec.data.root is not None and not Path(spec.data.root).expanduser().is_absolute():
-            spec.data.root = (path.parent / spec.data.root).resolve()
+        for field in ("root", "split_file"):  # relative paths are taken from the spec's folder
+            value = getattr(spec.data, field)
+            if value is not None and not Path(value).expanduser().is_absolute():
+                setattr(spec.data, field, (path.parent / value).resolve())
         problems = preflight(spec)
         if problems:
             raise SpecError(problems, str(path))

@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainables.data import GI_CLASSES, SliceDataset, build_augmentation, load_index, roi_ratio_subset
+from trainables.data.augment import seed_transform
+from trainables.data.gpu_augment import BatchGeometricAugment
 from trainables.losses import build_configured_loss
 from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
 from trainables.models import build_model
@@ -61,7 +63,11 @@ class TrialConfig:
     seed: int = 42
     threshold: float = 0.5
     amp: bool = True
-    num_workers: int = 0
+    num_workers: int | None = None
+    channels_last: bool = True
+    compile: bool = False
+    gpu_augmentation: bool = False
+    cpus_per_trial: float | None = None
     select_metric: str = "dice"
     max_train_batches: int | None = None
     roi_ratio: float | None = None
@@ -82,34 +88,124 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seeds NumPy, ``random`` and the dataset's Albumentations
+    pipeline from the worker's torch seed (the loader generator's base seed + worker id, so the
+    trial's seed fixes every batch), and keeps OpenCV to the worker's one core."""
+    import cv2
+
+    cv2.setNumThreads(1)
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    info = torch.utils.data.get_worker_info()
+    seed_transform(getattr(info.dataset, "transform", None), worker_seed)
 
 
-def _loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, DataLoader]:
+def loader_workers(num_workers: int | None, cpus_per_trial: float | None, device: torch.device) -> int:
+    """Returns the DataLoader worker processes of a trial: ``num_workers`` when set, else from its CPUs.
+
+    On CUDA the main process mostly waits on the GPU, so every CPU but one loads (at least one
+    worker, even on one CPU: loading then overlaps the GPU's work). On CPU the training step
+    itself uses all the trial's cores through torch's threads and loading is ~1% of a step, so
+    no worker (none competing with the step, no process memory to duplicate).
+    """
+    if num_workers is not None:
+        return int(num_workers)
+    if device.type != "cuda":
+        return 0
+    return max(1, int(cpus_per_trial or 1) - 1)
+
+
+def loader_settings(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
+    """Returns the DataLoader keyword arguments both loaders of a trial share."""
+    workers = loader_workers(cfg.num_workers, cfg.cpus_per_trial, device)
+    settings: dict[str, Any] = dict(
+        batch_size=cfg.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",  # page-locked batches: the copy to the GPU is async
+        persistent_workers=workers > 0,    # no worker start-up (imports, mmaps) every epoch
+        worker_init_fn=_init_worker if workers > 0 else None,
+    )
+    if workers > 0:
+        # a deeper queue absorbs the spread of per-slice augmentation cost (elastic vs none)
+        settings["prefetch_factor"] = 4 if workers <= 2 else 2
+    return settings
+
+
+def make_loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, DataLoader]:
+    """Returns the (training, validation) loaders of a fold trial, reproducible from ``cfg.seed``.
+
+    The training set's order comes from a generator seeded with ``seed + fold``; its augmentation
+    stream from the same seed (``num_workers=0``) or from each worker's seed, derived from that
+    generator (:func:`_init_worker`). With ``gpu_augmentation`` the workers do only the intensity
+    transforms; the geometric ones happen in the training step.
+    """
     n_folds = int(load_index(cfg.cache_dir)["fold"].max()) + 1
     train_folds = [f for f in range(n_folds) if f != cfg.fold]
-    train_set = SliceDataset(
-        cfg.cache_dir, train_folds, context=cfg.context,
-        transform=build_augmentation(cfg.image_size, cfg.augmentation),
-    )
+    transform = build_augmentation(cfg.image_size, cfg.augmentation, geometric=not cfg.gpu_augmentation,
+                                   seed=cfg.seed + cfg.fold)
+    train_set = SliceDataset(cfg.cache_dir, train_folds, context=cfg.context, transform=transform)
     if cfg.roi_ratio is not None:
         train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.classes, seed=cfg.seed + cfg.fold)
     val_set = SliceDataset(cfg.cache_dir, [cfg.fold], context=cfg.context)
-    common = dict(
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-        worker_init_fn=_seed_worker,
-    )
+    common = loader_settings(cfg, device)
     generator = torch.Generator().manual_seed(cfg.seed + cfg.fold)
     return (
         DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size, generator=generator, **common),
         DataLoader(val_set, shuffle=False, **common),
     )
+
+
+class TrainStep:
+    """One optimisation step on a batch: ``loss = step(images, masks)`` (a detached 0-d tensor on
+    the device; nothing in the step waits for the GPU).
+
+    Mixed precision (``amp_dtype`` bf16, or fp16 with the ``scaler``), channels-last activations
+    when the model was moved to channels-last, the optional compiled forward and the optional
+    on-device geometric augmentation. ``model`` stays the plain module (its ``state_dict`` keys are
+    the same with or without ``torch.compile``).
+    """
+
+    def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, *, device: torch.device, amp_dtype: torch.dtype = torch.float32,
+                 channels_last: bool = False, compile: bool = False,
+                 augment: BatchGeometricAugment | None = None):
+        self.model, self.criterion, self.optimizer, self.scaler = model, criterion, optimizer, scaler
+        self.device, self.amp_dtype, self.augment = device, amp_dtype, augment
+        self.use_amp = amp_dtype != torch.float32
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(model) if compile else model
+
+    def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the batch on the device (async from pinned memory) in the model's memory format."""
+        images = images.to(self.device, non_blocking=True)
+        masks = masks.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            images, masks = self.augment(images, masks)
+        return images.contiguous(memory_format=self.memory_format), masks
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        images, masks = self.to_device(images, masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            loss = self.criterion(self.forward(images), masks)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Gives loaded optimizer state (AdamW's moments) the memory format of its parameters: a
+    checkpoint holds them contiguous, channels-last weights want them channels-last."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype:
@@ -157,21 +253,31 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    train_loader, val_loader = _loaders(cfg, device)
+    train_loader, val_loader = make_loaders(cfg, device)
     model = build_model(cfg.arch, cfg.encoder, in_channels=2 * cfg.context + 1, classes=len(cfg.classes),
                         encoder_weights=cfg.encoder_weights).to(device)
     criterion = build_configured_loss(cfg.loss, cfg.loss_params, cfg.classes,
                                       **training_fold_statistics(train_loader.dataset.index, cfg))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on
+    # the device (GradScaler.step would otherwise sync on it every step)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
     amp_dtype = _amp_dtype(device) if use_amp else torch.float32
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    augment = (BatchGeometricAugment(cfg.augmentation, seed=cfg.seed + cfg.fold, device=device)
+               if cfg.gpu_augmentation else None)
+    step_fn = TrainStep(model, criterion, optimizer, scaler, device=device, amp_dtype=amp_dtype,
+                        channels_last=cfg.channels_last and device.type == "cuda", compile=cfg.compile,
+                        augment=augment)
 
     start_epoch, best_value, best_metrics, best_state = 0, -math.inf, {}, None
     if checkpoint_dir is not None:
         state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        _match_param_layout(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_value, best_metrics = state["epoch"], state["best_value"], state["best_metrics"]
@@ -189,15 +295,7 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
         for step, (images, masks) in enumerate(train_loader):
             if cfg.max_train_batches is not None and step >= cfg.max_train_batches:
                 break
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = criterion(model(images), masks)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach() * images.shape[0]
+            loss_sum += step_fn(images, masks) * images.shape[0]  # stays on the device: no sync per step
             seen += images.shape[0]
         scheduler.step()
         train_loss = (loss_sum / max(seen, 1)).item()
@@ -207,7 +305,7 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
                 "lower training.lr or check the loss knobs"
             )
 
-        val_loss, scores = _evaluate(model, criterion, val_loader, metrics, device, use_amp, amp_dtype)
+        val_loss, scores = _evaluate(step_fn, criterion, val_loader, metrics, device, use_amp, amp_dtype)
         if sign * scores[cfg.select_metric] > best_value:
             best_value = sign * scores[cfg.select_metric]
             best_metrics = {"best_epoch": epoch + 1, **{BEST_PREFIX + k: v for k, v in scores.items()}}
@@ -241,18 +339,18 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
 
 
 @torch.inference_mode()
-def _evaluate(model, criterion, loader, metrics: SegmentationMetrics, device, use_amp, amp_dtype):
-    model.eval()
+def _evaluate(step: TrainStep, criterion, loader, metrics: SegmentationMetrics, device, use_amp, amp_dtype):
+    step.model.eval()
     metrics.reset()
     loss_sum = torch.zeros((), device=device)
     seen = 0
     index = loader.dataset.index  # the validation loader is not shuffled: batches follow the index
     for images, masks in loader:
         rows = index.iloc[seen:seen + images.shape[0]]
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=step.memory_format)
         masks = masks.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            logits = model(images)
+            logits = step.forward(images)
         loss_sum += criterion(logits.float(), masks) * images.shape[0]
         seen += images.shape[0]
         metrics.update(logits.float(), masks, spacing=rows[["spacing_h", "spacing_w"]].to_numpy(),
@@ -268,6 +366,14 @@ def train_fold(config: dict[str, Any]) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
+    if config.get("cpus_per_trial") is None:  # size the DataLoader from the CPUs Ray gave this trial
+        try:
+            import ray
+
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            config = {**config, "cpus_per_trial": cpus} if cpus else config
+        except Exception:  # noqa: BLE001 - outside a Ray worker: keep the default
+            pass
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         run_fold(config, report)

@@ -115,11 +115,15 @@ class RayNode:
                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
         if head_address is None:
             cmd += ["--head", "--port", str(self.port), "--include-dashboard=false",
-                    "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port())]
+                    "--dashboard-port", str(free_port())]
             self.address = f"127.0.0.1:{self.port}"
         else:
             cmd += ["--address", head_address]
             self.address = head_address
+            if "RAY_AUTH_MODE" not in os.environ and (
+                    (Path.home() / ".ray" / "auth_token").is_file() or os.environ.get("RAY_AUTH_TOKEN")):
+                # a head `ray start` turns token auth on by itself when a token exists; a joining node doesn't
+                env = {"RAY_AUTH_MODE": "token", **(env or {})}
         if resources:
             cmd += ["--resources", resources]
         self.log = open(Path(self.temp_dir) / "ray-start.log", "wb")
@@ -155,6 +159,9 @@ def wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
     """Blocks until ``count`` nodes are alive in the cluster at ``address`` (connects, then disconnects)."""
     import ray
 
+    from sweeper.launch import _use_token_like_ray_start
+
+    _use_token_like_ray_start()  # the nodes use ~/.ray/auth_token when it exists, as `ray start` does
     ray.init(address=address, log_to_driver=False)
     try:
         deadline = time.monotonic() + timeout
@@ -248,7 +255,7 @@ def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_pa
     import optuna
     from mlflow import MlflowClient
 
-    from sweeper.launch import launch
+    from sweeper.launch import launch, pack_cache
     from sweeper.leaderboard import IDENTITY_COLUMNS, read_configs, read_trials
     from sweeper.tracking import LEVEL_TAG, default_tracking_uri
 
@@ -262,8 +269,9 @@ def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_pa
         placement.setdefault(trial.trial_id, set()).add(node)
 
     spec = tiny_spec("two_nodes", budget=1, epochs=1)
+    # the cache travels through Ray's object store (the route for s3:// storage) and is unpacked per node
     paths = launch(spec, tmp_path / "results", address=head.address, storage=str(tmp_path / "shared"),
-                   callbacks=[TrialWatcher(where)])
+                   cache_via="object_store", callbacks=[TrialWatcher(where)])
 
     # both nodes ran a trial (1 CPU each, 2 concurrent fold trials)
     assert {n for nodes in placement.values() for n in nodes} == {"head", "worker"}, placement
@@ -274,6 +282,8 @@ def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_pa
     # storage path: sweep folder, Tune storage, cache and leaderboard under --storage; MLflow under results
     assert paths.sweep == (tmp_path / "shared" / "two_nodes").resolve()
     assert (paths.sweep / "ray" / "tune").is_dir() and (paths.sweep / "cache" / "index.parquet").is_file()
+    key, _ = pack_cache(paths.cache)
+    assert (Path(tempfile.gettempdir()) / "sweeper-cache" / key / "cache.json").is_file()  # unpacked on the nodes
     # results identical in shape to a local run
     trials, configs = read_trials(paths.sweep), read_configs(paths.sweep)
     assert list(trials.columns[: len(IDENTITY_COLUMNS)]) == IDENTITY_COLUMNS

@@ -478,3 +478,74 @@ def test_update_rejects_wrong_channel_count_shapes_and_scan_arguments():
         metrics.update(torch.zeros(2, 2, 2, 2), torch.zeros(2, 2, 2, 2), scan_ids=["s"], positions=[0])
     with pytest.raises(ValueError, match="spacing"):
         metrics.update(torch.zeros(2, 2, 2, 2), torch.zeros(2, 2, 2, 2), spacing=torch.ones(3, 2))
+
+
+# --- multi-class softmax mode ------------------------------------------------------------------
+
+SOFTMAX_CLASSES = ("background", "RV", "LV")
+
+
+def _softmax_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """2 images x 3 channels x 2x2: logits, their argmax one-hot, and a one-hot target."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 2, 2, generator=gen)
+    pred = torch.nn.functional.one_hot(logits.argmax(1), 3).movedim(-1, 1)
+    labels = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [0, 0]]])
+    target = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1)
+    return logits, pred, target
+
+
+def test_softmax_predicts_the_argmax_and_drops_background_from_every_key():
+    logits, pred, target = _softmax_example()
+    soft = SegmentationMetrics(SOFTMAX_CLASSES, activation="softmax", boundary=True)
+    soft.update(logits, target)
+    got = soft.compute()
+    assert soft.reported_classes == ("RV", "LV")
+    assert set(got) == set(metric_keys(("RV", "LV")))
+    assert not any(k.endswith(".background") for k in got)
+    # the same hard foreground masks scored as multi-label channels give the same confusion metrics
+    ref = SegmentationMetrics(("RV", "LV"), boundary=True)
+    ref.update_probs(pred[:, 1:].float(), target[:, 1:])
+    expected = ref.compute()
+    for key in got:
+        if key.split(".")[0] not in ("mae", "pooled_mae"):
+            assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+    # mae uses the softmax probabilities of the foreground channels
+    probs = torch.softmax(logits, 1)[:, 1:]
+    assert got["mae.RV"] == pytest.approx((probs[:, 0] - target[:, 1]).abs().mean().item(), abs=1e-6)
+
+
+def test_softmax_include_background_label_map_targets_and_compute_metrics():
+    logits, pred, target = _softmax_example()
+    with_bg = SegmentationMetrics(SOFTMAX_CLASSES, activation="softmax", include_background=True, boundary=False)
+    with_bg.update(logits, target.argmax(1))  # an (N, H, W) label map equals its one-hot
+    got = with_bg.compute()
+    assert "dice.background" in got
+    one_hot = SegmentationMetrics(SOFTMAX_CLASSES, activation="softmax", include_background=True, boundary=False)
+    one_hot.update(logits, target)
+    assert got == pytest.approx(one_hot.compute())
+    functional = compute_metrics(torch.softmax(logits, 1), target, SOFTMAX_CLASSES, activation="softmax",
+                                 boundary=False)
+    assert set(functional) == set(metric_keys(("RV", "LV"), boundary=False))
+    # the threshold does not matter under softmax: a 0.4 probability that wins the argmax is positive
+    probs = torch.tensor([[0.3, 0.4, 0.3]]).view(1, 3, 1, 1)
+    hit = compute_metrics(probs, torch.tensor([[1]]).view(1, 1, 1), SOFTMAX_CLASSES, activation="softmax",
+                          boundary=False, smooth=0.0)
+    assert hit["dice.RV"] == 1.0
+
+
+def test_softmax_constructor_and_label_map_validation():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        SegmentationMetrics(SOFTMAX_CLASSES, activation="relu")
+    with pytest.raises(ValueError, match="softmax without background needs >= 2 channels"):
+        SegmentationMetrics(("background",), activation="softmax")
+    metrics = SegmentationMetrics(SOFTMAX_CLASSES, activation="softmax", boundary=False)
+    with pytest.raises(ValueError, match=r"channel indices 0\.\.2"):
+        metrics.update(torch.zeros(1, 3, 2, 2), torch.full((1, 2, 2), 3))
+    # sigmoid keys and values are unchanged by the new arguments
+    logits, _, target = _softmax_example()
+    a = SegmentationMetrics(SOFTMAX_CLASSES, boundary=False)
+    b = SegmentationMetrics(SOFTMAX_CLASSES, boundary=False, activation="sigmoid", include_background=False)
+    a.update(logits, target)
+    b.update(logits, target)
+    assert a.compute() == b.compute() and "dice.background" in a.compute()

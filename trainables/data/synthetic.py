@@ -12,15 +12,16 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from trainables.data.rle import rle_encode
-from trainables.data.uwmgi import GI_CLASSES
+from trainables.data.uwmgi import GI_CLASSES, UwmgiAdapter
 
-__all__ = ["generate_uwmgi"]
+__all__ = ["SyntheticAdapter", "SyntheticOptions", "generate_uwmgi"]
 
 _MARKER = "SYNTHETIC.json"
 _FORMAT_VERSION = 1
@@ -213,3 +214,27 @@ def generate_uwmgi(
         writer.writerows(rows)
     marker.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     return root
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """Options of ``data.format: synthetic``: the arguments of :func:`generate_uwmgi`."""
+
+    cases: int = 6
+    days_per_case: int = 1
+    slices_per_scan: int = 24
+    image_size: int = 96
+    seed: int = 0
+
+
+class SyntheticAdapter(UwmgiAdapter):
+    """Generates the UW-Madison GI stand-in at the data root (once; same options, same bytes), then
+    reads it as :class:`~trainables.data.uwmgi.UwmgiAdapter` does."""
+
+    name = "synthetic"
+    Options = SyntheticOptions
+
+    def before_digest(self) -> None:
+        o: SyntheticOptions = self.options
+        generate_uwmgi(self.root, cases=o.cases, days_per_case=o.days_per_case, slices_per_scan=o.slices_per_scan,
+                       image_size=o.image_size, seed=o.seed)

@@ -12,16 +12,22 @@ W, H are width and height in pixels and PW, PH the pixel spacing in mm along wid
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 
-__all__ = ["GI_CLASSES", "SliceRecord", "read_uwmgi", "png_size"]
+from trainables.data._base import DataAdapter, ScanSource, ScanVolume
+from trainables.data.rle import rle_decode
+
+__all__ = ["GI_CLASSES", "SliceRecord", "UwmgiAdapter", "read_uwmgi", "png_size", "uwmgi_digest"]
 
 GI_CLASSES: tuple[str, ...] = ("large_bowel", "small_bowel", "stomach")
 
@@ -200,3 +206,90 @@ def read_uwmgi(root: str | Path, classes: Sequence[str] = GI_CLASSES) -> list[Sl
             )
         )
     return records
+
+
+def uwmgi_digest(root: str | Path) -> str:
+    """Returns a hash of train.csv's bytes and of every file under train/ (relative path, size, mtime)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    with open(root / "train.csv", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    entries = []
+    for dirpath, _dirnames, filenames in os.walk(root / "train"):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            entries.append(f"{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}")
+    digest.update("\n".join(sorted(entries)).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class UwmgiOptions:
+    """``data.format: uwmgi`` has no options: the layout is fixed (module docstring)."""
+
+
+class UwmgiAdapter(DataAdapter):
+    """The UW-Madison GI format: one scan per case-day, RLE masks per organ (multi-label only).
+
+    Args:
+        reader: the function listing the slices (default :func:`read_uwmgi`; the cache passes its own
+            reference so tests can watch when the data are read).
+        others: as :class:`~trainables.data._base.DataAdapter`.
+    """
+
+    name = "uwmgi"
+    Options = UwmgiOptions
+
+    def __init__(self, root, options=None, *, classes=GI_CLASSES, label_values=None,
+                 label_mode: str = "multilabel", reader: Callable[..., list[SliceRecord]] | None = None):
+        self.reader = reader or read_uwmgi
+        super().__init__(root, options, classes=classes, label_values=label_values, label_mode=label_mode)
+
+    def label_map(self, label_values) -> dict[int, tuple[str, ...]]:
+        if self.label_mode != "multilabel":
+            raise ValueError("format uwmgi: the GI organ masks overlap; use label_mode multilabel")
+        if label_values is not None:
+            raise ValueError("format uwmgi: masks are RLEs per class name; label_values does not apply")
+        return {}
+
+    def check_root(self) -> None:
+        if not (self.root / "train.csv").is_file() or not (self.root / "train").is_dir():
+            self.reader(self.root, self.classes)  # raises the explanatory error
+
+    def digest(self) -> str:
+        self.check_root()
+        return uwmgi_digest(self.root)
+
+    def discover(self) -> list[ScanSource]:
+        self.check_root()
+        records = self.reader(self.root, self.classes)
+        if not records:
+            raise ValueError(f"{self.root / 'train.csv'} lists no slices; expected at least one")
+        scans: dict[str, list[SliceRecord]] = {}
+        for rec in records:  # sorted by (case, day, slice_number)
+            scans.setdefault(rec.scan, []).append(rec)
+        return [ScanSource(scan=scan, patient=f"case{recs[0].case}", files=tuple(r.path for r in recs),
+                           day=recs[0].day, payload=recs, case=recs[0].case)
+                for scan, recs in scans.items()]
+
+    def load(self, source: ScanSource) -> ScanVolume:
+        records: list[SliceRecord] = source.payload
+        first = records[0]
+        n, h, w = len(records), first.height, first.width
+        image = np.empty((n, h, w), np.float32)
+        masks = np.zeros((n, len(self.classes), h, w), np.uint8)
+        for s, rec in enumerate(records):
+            if (rec.height, rec.width) != (h, w):
+                raise ValueError(f"{rec.path}: {rec.width}x{rec.height} differs from the scan's first slice "
+                                 f"{first.path} ({w}x{h}); expected one size per scan")
+            raw = cv2.imread(str(rec.path), cv2.IMREAD_UNCHANGED)
+            if raw is None or raw.ndim != 2:
+                raise ValueError(f"{rec.path}: cannot read it as a single-channel (grey) PNG")
+            image[s] = raw
+            for c, cls in enumerate(self.classes):
+                masks[s, c] = rle_decode(rec.rles[cls], (h, w))
+        return ScanVolume(image=image, masks=masks, spacing=(float("nan"), *first.spacing),
+                          slice_numbers=[r.slice_number for r in records], label_files=(first.path,),
+                          image_files=tuple(r.path for r in records), slice_ids=[r.id for r in records])

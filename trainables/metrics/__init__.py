@@ -6,7 +6,9 @@ Follows MONAI's split: functional ``confusion_counts`` / ``per_image_scores`` / 
 :func:`compute_metrics`, which scores whole masks at once with the same keys as the accumulator.
 
 Conventions (paper 000 eqs 4-8 and its per-image averaging, ``/work/shared/papers/000_*``):
-predictions are ``sigmoid(logits) >= threshold``; per-image metrics use a unit smoothing term so
+predictions are ``sigmoid(logits) >= threshold`` (multi-label) or, under ``activation="softmax"``
+(multi-class, channel 0 background, left out of the reported classes unless
+``include_background``), the one-hot argmax; per-image metrics use a unit smoothing term so
 a slice that is empty and predicted empty scores 1, then are averaged over images per class;
 the overall value is the mean over classes. ``pooled_*`` keys are data-set pooled (global)
 counts instead. The empty-ground-truth rule is the ``empty`` argument (default ``"one"``).
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainables.metrics.accumulator import SegmentationMetrics
+from trainables.metrics.accumulator import ACTIVATIONS, Activation, SegmentationMetrics
 from trainables.metrics.boundary import (
     BF_DIAGONAL_FRACTION,
     BOUNDARY_METRICS,
@@ -44,6 +46,8 @@ from trainables.metrics.confusion import (
 )
 
 __all__ = [
+    "ACTIVATIONS",
+    "Activation",
     "METRIC_NAMES",
     "CONFUSION_METRICS",
     "BOUNDARY_METRICS",
@@ -80,7 +84,10 @@ LOWER_IS_BETTER = frozenset({"mae", "hd95", "pooled_mae"})
 
 
 def metric_keys(class_names: Sequence[str], *, boundary: bool = True, gi_score: bool = False) -> list[str]:
-    """Return every key :meth:`SegmentationMetrics.compute` reports for these settings: overall then per class."""
+    """Return every key :meth:`SegmentationMetrics.compute` reports for these settings: overall then per class.
+
+    ``class_names`` are the reported classes (:attr:`SegmentationMetrics.reported_classes`: under
+    softmax without background, the channel names after ``background``)."""
     names = [m for m in METRIC_NAMES if boundary or m not in BOUNDARY_METRICS]
     names += list(POOLED_METRIC_NAMES) + ([GI_SCORE] if boundary and gi_score else [])
     return names + [f"{m}.{c}" for m in names for c in class_names]
@@ -99,18 +106,22 @@ def compute_metrics(
     boundary: bool = True,
     scan_ids: Sequence[Any] | None = None,
     positions: Sequence[Any] | None = None,
+    activation: Activation = "sigmoid",
+    include_background: bool = False,
 ) -> dict[str, float]:
     """Return every metric of a set of masks at once, with the keys of :class:`SegmentationMetrics`.
 
     Args:
-        probs: (N, C, H, W) probabilities in [0, 1] (thresholded at ``threshold``; ``mae`` uses
-            them as they are) or hard 0/1 / bool masks.
-        target: 0/1 masks of the same shape.
-        class_names, threshold, smooth, empty, spacing, nsd_tolerance_mm, boundary: as for
-            :class:`SegmentationMetrics` (``spacing`` may also be (N, 2) per image).
+        probs: (N, C, H, W) probabilities in [0, 1] (thresholded at ``threshold``, or under softmax
+            the argmax channel; ``mae`` uses them as they are) or hard 0/1 / bool masks.
+        target: 0/1 masks of the same shape (softmax: or an (N, H, W) label map).
+        class_names, threshold, smooth, empty, spacing, nsd_tolerance_mm, boundary, activation,
+            include_background: as for :class:`SegmentationMetrics` (``spacing`` may also be (N, 2)
+            per image).
         scan_ids, positions: scan and slice order of each image, for ``gi_score``.
     """
-    metrics = SegmentationMetrics(class_names, threshold, smooth, empty, None, nsd_tolerance_mm, boundary)
+    metrics = SegmentationMetrics(class_names, threshold, smooth, empty, None, nsd_tolerance_mm, boundary,
+                                  activation=activation, include_background=include_background)
     metrics.update_probs(torch.as_tensor(probs), torch.as_tensor(target), spacing=spacing, scan_ids=scan_ids,
                          positions=positions)
     return metrics.compute()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,22 +13,28 @@ from torch import Tensor
 from trainables.metrics.boundary import BOUNDARY_METRICS, compute_boundary_metrics, compute_gi_score
 from trainables.metrics.confusion import CONFUSION_METRICS, EmptyRule, check_empty_rule, per_image_scores
 
-__all__ = ["SegmentationMetrics"]
+__all__ = ["ACTIVATIONS", "Activation", "SegmentationMetrics"]
 
 _PER_IMAGE = (*CONFUSION_METRICS, "mae")  # rows of the on-device per-image sums
+Activation = Literal["sigmoid", "softmax"]
+ACTIVATIONS = ("sigmoid", "softmax")
 
 
 class SegmentationMetrics:
     """Accumulates per-image and pooled metrics over batches; :meth:`compute` gives a flat dict.
 
-    Predictions are ``sigmoid(logits) >= threshold``. Confusion counts, per-image score sums and
+    Predictions are ``sigmoid(logits) >= threshold`` (multi-label, ``activation="sigmoid"``, the
+    default) or, with ``activation="softmax"`` (multi-class, channel 0 background), the one-hot
+    argmax over channels; the background channel is then left out of every key unless
+    ``include_background``. Confusion counts, per-image score sums and
     absolute-error sums stay on the device of the first batch (float64, float32 on MPS), so the
     confusion path of :meth:`update` never synchronises with the host; :meth:`compute` syncs once.
     Boundary metrics (``boundary=True``) need the thresholded masks on the CPU, one transfer
     per batch; ``boundary=False`` skips them (and ``gi_score``) for speed.
 
-    Keys of :meth:`compute` (``<class>`` is each of ``class_names``; overall = mean over classes,
-    NaN classes left out; there is no background channel, every channel is an organ):
+    Keys of :meth:`compute` (``<class>`` is each of :attr:`reported_classes`: every channel under
+    sigmoid, where each channel is an organ; under softmax all but background channel 0 unless
+    ``include_background``; overall = mean over those classes, NaN classes left out):
 
     - per-image averaged, smoothed: ``dice iou sensitivity specificity precision accuracy mae``
       and, with ``boundary``, ``nsd hd95 boundary_f1``; each also as ``<name>.<class>``;
@@ -38,8 +44,10 @@ class SegmentationMetrics:
       :meth:`update` (mean over scans of :func:`~trainables.metrics.compute_gi_score`).
 
     Args:
-        class_names: one name per channel, in channel order (e.g. ``large_bowel``).
-        threshold: a pixel is predicted positive when ``sigmoid(logit) >= threshold`` (default 0.5).
+        class_names: one name per channel, in channel order (e.g. ``large_bowel``; under softmax
+            channel 0 is background, e.g. ``("background", "RV", "MYO", "LV")``).
+        threshold: a pixel is predicted positive when ``sigmoid(logit) >= threshold`` (default 0.5);
+            unused under softmax.
         smooth: per-image smoothing ``s`` of :func:`~trainables.metrics.per_image_scores`
             (default 1.0, paper 000's unit term).
         empty: empty-ground-truth rule, ``"one"`` (default, 000's convention), ``"zero"`` or
@@ -49,6 +57,10 @@ class SegmentationMetrics:
             1 mm, i.e. distances in pixels); :meth:`update` may give one per image.
         nsd_tolerance_mm: NSD tolerance in mm (default 2.0).
         boundary: compute nsd, hd95, boundary_f1 and gi_score (default True).
+        activation: ``"sigmoid"`` (default; multi-label) or ``"softmax"`` (multi-class: the
+            prediction is the argmax one-hot; targets one-hot (N, C, H, W) or label maps (N, H, W)).
+        include_background: under softmax, also report channel 0 (default False, as paper 003's
+            diceBK and the usual multi-class convention); ignored under sigmoid.
     """
 
     def __init__(
@@ -60,8 +72,15 @@ class SegmentationMetrics:
         spacing: tuple[float, float] | None = None,
         nsd_tolerance_mm: float = 2.0,
         boundary: bool = True,
+        activation: Activation = "sigmoid",
+        include_background: bool = False,
     ):
         names = tuple(class_names)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "softmax" and not include_background and len(names) < 2:
+            raise ValueError("softmax without background needs >= 2 channels (channel 0 is background), "
+                             f"got {names!r}")
         if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"class_names must be unique non-empty strings, got {class_names!r}")
         if not 0.0 < threshold < 1.0:
@@ -79,7 +98,16 @@ class SegmentationMetrics:
         self.spacing = None if spacing is None else (float(spacing[0]), float(spacing[1]))
         self.nsd_tolerance_mm = float(nsd_tolerance_mm)
         self.boundary = bool(boundary)
+        self.activation = activation
+        self.include_background = bool(include_background)
+        # channels kept after the prediction: all, or all but background under softmax
+        self._first = 1 if activation == "softmax" and not self.include_background else 0
         self.reset()
+
+    @property
+    def reported_classes(self) -> tuple[str, ...]:
+        """Returns the classes :meth:`compute` reports (``<metric>.<class>``), in channel order."""
+        return self.class_names[self._first:]
 
     def reset(self) -> None:
         """Forget every accumulated batch."""
@@ -88,7 +116,7 @@ class SegmentationMetrics:
         self._pooled: Tensor | None = None  # (5, C): tp, fp, fn, tn, |p - g| summed over images
         self._pixels = 0  # pixels per class summed over images
         self._num_images = 0
-        c = len(self.class_names)
+        c = len(self.reported_classes)
         self._boundary_sums = np.zeros((len(BOUNDARY_METRICS), c))
         self._boundary_counts = np.zeros((len(BOUNDARY_METRICS), c))
         self._scans: dict[Hashable, dict[Any, tuple[np.ndarray, np.ndarray] | None]] = {}
@@ -104,18 +132,25 @@ class SegmentationMetrics:
         scan_ids: Sequence[Hashable] | None = None,
         positions: Sequence[Any] | Tensor | None = None,
     ) -> None:
-        """Add one batch of raw scores: ``sigmoid(logits)`` goes to :meth:`update_probs`.
+        """Add one batch of raw scores: ``sigmoid(logits)`` (or ``softmax`` over channels) goes to
+        :meth:`update_probs`.
 
         Args:
             logits: raw (N, C, H, W) scores.
             target: 0/1 masks of the same shape (float targets must hold only 0 and 1; bool and
-                integer ones count any non-zero as positive).
+                integer ones count any non-zero as positive); under softmax also an integer label
+                map (N, H, W) of channel indices.
             spacing: (N, 2) pixel sizes (sy, sx) in mm, or one pair; default the constructor's.
             scan_ids: the scan (case-day) of each image, for ``gi_score``; with ``positions``.
             positions: sortable slice positions within the scan (slice order), one per image.
         """
+        target = self._one_hot(logits, target)
         self._check(logits, target, scan_ids, positions)
-        self._add(torch.sigmoid(logits.float()), target, spacing, scan_ids, positions)
+        if self.activation == "softmax":
+            probs = torch.softmax(logits.float(), dim=1)
+        else:
+            probs = torch.sigmoid(logits.float())
+        self._add(probs, target, spacing, scan_ids, positions)
 
     @torch.no_grad()
     def update_probs(
@@ -127,11 +162,21 @@ class SegmentationMetrics:
         scan_ids: Sequence[Hashable] | None = None,
         positions: Sequence[Any] | Tensor | None = None,
     ) -> None:
-        """Add one batch of probabilities in [0, 1] (or hard 0/1 masks); arguments as :meth:`update`."""
+        """Add one batch of probabilities in [0, 1] (or hard 0/1 masks); arguments as :meth:`update`.
+        Under softmax the prediction is the channel of the largest probability."""
+        target = self._one_hot(probs, target)
         self._check(probs, target, scan_ids, positions)
         if not probs.is_floating_point():
             probs = probs.to(torch.get_default_dtype())
         self._add(probs, target, spacing, scan_ids, positions)
+
+    def _one_hot(self, scores: Tensor, target: Tensor) -> Tensor:
+        """A softmax label map (N, H, W) as one-hot (N, C, H, W); any other target unchanged."""
+        if self.activation != "softmax" or target.dim() != scores.dim() - 1 or target.is_floating_point():
+            return target
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= scores.shape[1]):
+            raise ValueError(f"label map values must be channel indices 0..{scores.shape[1] - 1}")
+        return torch.nn.functional.one_hot(target.long(), scores.shape[1]).movedim(-1, 1)
 
     def _check(self, scores: Tensor, target: Tensor, scan_ids, positions) -> None:
         if scores.dim() < 3 or scores.shape[1] != len(self.class_names):
@@ -150,8 +195,13 @@ class SegmentationMetrics:
             raise ValueError(f"need one scan id and one position per image ({n})")
 
     def _add(self, probs: Tensor, target: Tensor, spacing: Any, scan_ids, positions) -> None:
+        if self.activation == "softmax":
+            pred = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, probs.argmax(dim=1, keepdim=True), True)
+        else:
+            pred = probs >= self.threshold
+        if self._first:  # background left out after the argmax, which needed it
+            probs, pred, target = probs[:, self._first:], pred[:, self._first:], target[:, self._first:]
         n, c = probs.shape[:2]
-        pred = probs >= self.threshold
         if self._sums is None:
             dtype = torch.float32 if probs.device.type == "mps" else torch.float64
             self._sums = torch.zeros((len(_PER_IMAGE), c), dtype=dtype, device=probs.device)
@@ -241,7 +291,7 @@ class SegmentationMetrics:
 
         def put(name: str, per_class: Sequence[float]) -> None:
             per_class = [float(v) for v in per_class]
-            for cls, value in zip(self.class_names, per_class):
+            for cls, value in zip(self.reported_classes, per_class):
                 result[f"{name}.{cls}"] = value
             defined = [v for v in per_class if not math.isnan(v)]
             result[name] = sum(defined) / len(defined) if defined else math.nan
