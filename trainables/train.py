@@ -73,6 +73,14 @@ class TrialConfig:
     roi_ratio: float | None = None
     boundary_metrics: bool = True
     nsd_tolerance_mm: float = 2.0
+    activation: str = "sigmoid"
+    include_background: bool = False
+    loss_include_background: bool = True
+
+    @property
+    def foreground_classes(self) -> tuple[str, ...]:
+        """The classes with index columns (``has_<class>``, ``area_<class>``): all but softmax's background."""
+        return self.classes[1:] if self.activation == "softmax" else self.classes
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
@@ -147,7 +155,8 @@ def make_loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, Da
                                    seed=cfg.seed + cfg.fold)
     train_set = SliceDataset(cfg.cache_dir, train_folds, context=cfg.context, transform=transform)
     if cfg.roi_ratio is not None:
-        train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.classes, seed=cfg.seed + cfg.fold)
+        train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.foreground_classes,
+                                           seed=cfg.seed + cfg.fold)
     val_set = SliceDataset(cfg.cache_dir, [cfg.fold], context=cfg.context)
     common = loader_settings(cfg, device)
     generator = torch.Generator().manual_seed(cfg.seed + cfg.fold)
@@ -220,13 +229,17 @@ def training_fold_statistics(index, cfg: TrialConfig) -> dict[str, Any]:
       over classes (CALF's A_i, paper 002: the distribution of object sizes);
     - ``activation`` / ``n_classes``: sigmoid over one channel per organ (multi-label GI organs).
     """
-    areas = index[[f"area_{c}" for c in cfg.classes]].to_numpy(dtype=float)
+    areas = index[[f"area_{c}" for c in cfg.foreground_classes]].to_numpy(dtype=float)
     pixels = max(len(index), 1) * cfg.image_size * cfg.image_size
     per_slice = areas.sum(axis=1)
+    frequencies = (areas.sum(axis=0) / pixels).tolist()
+    if cfg.activation == "softmax":  # channel 0 is background: every pixel no class holds
+        frequencies = [max(0.0, 1.0 - sum(frequencies)), *frequencies]
     return {
-        "activation": "sigmoid",
+        "activation": cfg.activation,
+        "include_background": cfg.loss_include_background if cfg.activation == "softmax" else True,
         "n_classes": len(cfg.classes),
-        "class_frequencies": (areas.sum(axis=0) / pixels).tolist(),
+        "class_frequencies": frequencies,
         "foreground_areas": per_slice[per_slice > 0].tolist() or [0.0],
     }
 
@@ -284,7 +297,8 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
         best_state = torch.load(Path(checkpoint_dir) / BEST_WEIGHTS_FILE, map_location="cpu", weights_only=True)
 
     metrics = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=cfg.boundary_metrics,
-                                  nsd_tolerance_mm=cfg.nsd_tolerance_mm)
+                                  nsd_tolerance_mm=cfg.nsd_tolerance_mm, activation=cfg.activation,
+                                  include_background=cfg.include_background)
     sign = -1.0 if cfg.select_metric.split(".")[0] in LOWER_IS_BETTER else 1.0
     loss_detail = describe_loss_choice(criterion)
     result: dict[str, Any] = {}

@@ -124,3 +124,12 @@ def test_one_loss_at_several_fixed_settings_is_a_grid_only():
     assert [g["loss_label"] for g in grid] == ["iou_xy[0]", "iou_xy[1]"]
     with pytest.raises(SpecError, match="search.mode optuna lists each loss once"):
         parse_spec(minimal(losses=losses))
+
+
+@pytest.mark.parametrize("name", ["format_nifti_acdc.yaml", "format_dicom_chaos.yaml",
+                                  "format_image_folder_kvasir.yaml"])
+def test_shipped_format_specs_parse(name):
+    spec = parse_spec(yaml.safe_load((SEARCH_SPACES / name).read_text()))
+    assert spec.data.format in {"nifti", "dicom", "image_folder"}
+    if spec.data.label_mode == "multiclass":
+        assert spec.data.channel_classes[0] == "background"
