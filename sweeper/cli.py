@@ -275,9 +275,41 @@ def ui(results: Path, host: str, port: int) -> None:
         raise click.ClickException(f"{results / 'mlflow.db'} not found: run a sweep first (sweeper demo) "
                                    "or pass --results pointing at its results folder")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(results),
-               "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port)]
+               "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port),
+               "--workers", "1"]
     click.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C stops it)")
-    raise SystemExit(subprocess.call(command))
+    raise SystemExit(run_server_group(command))
+
+
+def run_server_group(command: list[str], grace_s: float = 10.0) -> int:
+    """Runs a server in its own process group and returns its exit code; SIGINT/SIGTERM to this
+    process stop the whole group (MLflow's uvicorn workers and job runner included), so nothing
+    outlives the command."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        os._exit(128 + signum)  # not SystemExit: threads started by imported libraries would keep us alive
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # poll rather than block in waitpid: a signal caught by another thread (imported libraries start
+    # some) would not interrupt the wait, and the handler runs only between bytecodes of this thread
+    while proc.poll() is None:
+        time.sleep(0.2)
+    sys.stdout.flush()
+    os._exit(proc.returncode)
 
 
 @main.command()

@@ -159,6 +159,7 @@ def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
         "augmentation": spec.data.augmentation,
         "image_size": spec.data.image_size,
         "encoder_weights": spec.model.encoder_weights,
+        "cpus_per_trial": spec.resources.cpus_per_trial,
         **training,
     }
 

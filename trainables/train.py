@@ -99,10 +99,7 @@ def seed_everything(seed: int) -> None:
 def _init_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seeds NumPy, ``random`` and the dataset's Albumentations
     pipeline from the worker's torch seed (the loader generator's base seed + worker id, so the
-    trial's seed fixes every batch), and keeps OpenCV to the worker's one core."""
-    import cv2
-
-    cv2.setNumThreads(1)
+    trial's seed fixes every batch)."""
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
@@ -138,6 +135,13 @@ def loader_settings(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
     if workers > 0:
         # a deeper queue absorbs the spread of per-slice augmentation cost (elastic vs none)
         settings["prefetch_factor"] = 4 if workers <= 2 else 2
+        # one OpenCV thread per worker (torch already keeps workers to one), else each worker's
+        # warps fan out over every core. Set here, before the fork: cv2.setNumThreads inside a
+        # forked worker hangs when the parent had started OpenCV's thread pool. The trial process
+        # itself does no OpenCV work once it has workers.
+        import cv2
+
+        cv2.setNumThreads(1)
     return settings
 
 

@@ -170,4 +170,7 @@ def test_sweeper_ui_serves_the_sweep(sweep):
         assert body["experiment"]["name"] == spec.name
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
+    # the server and its workers stop with the command: the port is free again
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))

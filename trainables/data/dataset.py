@@ -98,18 +98,14 @@ class SliceDataset(Dataset):
         image = torch.from_numpy(cv2.merge([images[p] for p in channels]).reshape(*images.shape[1:], -1)).float()
         mask = cv2.merge(list(masks[position])).reshape(*masks.shape[2:], -1)  # (H, W, C) uint8
         out = self.transform(image=image.numpy(), mask=mask)
-        image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        mask = torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1))).float()
-        return image, mask
-        # Albumentations works on HWC: gather the channels straight into that layout
-        image = np.empty((images.shape[1], images.shape[2], len(channels)), np.float32)
-        for k, p in enumerate(channels):
-            image[:, :, k] = images[p]
-        mask = np.ascontiguousarray(masks[position].transpose(1, 2, 0))  # (H, W, C) uint8
-        out = self.transform(image=image, mask=mask)
-        image = np.ascontiguousarray(out["image"].transpose(2, 0, 1))
-        mask = np.ascontiguousarray(out["mask"].transpose(2, 0, 1), dtype=np.float32)
-        return torch.from_numpy(image), torch.from_numpy(mask)
+        # CHW views of the HWC results: the DataLoader's collate copies them into the batch anyway,
+        # so a contiguous copy here would be a second pass over every pixel
+        mask = torch.from_numpy(out["mask"]).permute(2, 0, 1).float()
+        if self.classes and self.classes[0] == "background":
+            # one-hot (softmax) masks: pixels warped in from outside the image got 0 in every channel;
+            # they are background
+            mask[0] = 1.0 - mask[1:].amax(dim=0)
+        return torch.from_numpy(out["image"]).permute(2, 0, 1), mask
 
 
 def roi_ratio_subset(index, ratio: float, classes: Sequence[str], seed: int = 0):
