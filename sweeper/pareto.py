@@ -33,8 +33,8 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=float)
     valid = ~np.isnan(points).any(axis=1)
     keep = valid.copy()
+    others = points[valid]
     for i in np.flatnonzero(valid):
-        others = points[valid]
         dominated = np.all(others >= points[i], axis=1) & np.any(others > points[i], axis=1)
         keep[i] = not dominated.any()
     return keep

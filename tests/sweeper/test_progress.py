@@ -55,14 +55,20 @@ def tune_state(tune_dir, statuses):
     path.write_text(json.dumps({"trial_data": data, "runner_data": {}, "stats": {"start_time": T0}}))
 
 
-@pytest.fixture
-def mid_sweep(tmp_path):
-    """Budget 4 x 2 folds = 8 planned: a and b done (b's fold 1 failed), c fold 0 running, c fold 1 queued."""
+def new_sweep(tmp_path):
+    """Returns (sweep folder, its Tune folder) holding only the frozen spec, written at T0."""
     sweep = tmp_path / "tiny"
     tune_dir = sweep / "ray" / "tune"
     tune_dir.mkdir(parents=True)
     (sweep / "spec.yaml").write_text(dump_spec(spec()))
     os.utime(sweep / "spec.yaml", (T0, T0))
+    return sweep, tune_dir
+
+
+@pytest.fixture
+def mid_sweep(tmp_path):
+    """Budget 4 x 2 folds = 8 planned: a and b done (b's fold 1 failed), c fold 0 running, c fold 1 queued."""
+    sweep, tune_dir = new_sweep(tmp_path)
     rows = [
         trial_row(config("a", 0), result(0.80, 0.85, 0.75), FINISHED),
         trial_row(config("a", 1), result(0.82, 0.83, 0.79), FINISHED),
@@ -128,11 +134,7 @@ def test_status_of_a_finished_grid_sweep_stops_the_clock(tmp_path):
 
 
 def test_status_before_any_trial_ended_and_without_a_tune_state(tmp_path):
-    sweep = tmp_path / "tiny"
-    tune_dir = sweep / "ray" / "tune"
-    tune_dir.mkdir(parents=True)
-    (sweep / "spec.yaml").write_text(dump_spec(spec()))
-    os.utime(sweep / "spec.yaml", (T0, T0))
+    sweep, tune_dir = new_sweep(tmp_path)
     trial_folder(tune_dir, config("a", 0), T0 + 5, 1)  # has results, no leaderboard row: running
     status = read_status(sweep, now=T0 + 20)
     assert (status.folds_finished, status.folds_running, status.planned_folds) == (0, 1, 8)
