@@ -12,6 +12,9 @@ import click
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs.
+MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
+
 RESULTS_OPTION = click.option(
     "--results", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
     help="Results root: each sweep gets RESULTS/<name>/, and the MLflow store is RESULTS/mlflow.db.",
@@ -76,7 +79,7 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
     click.echo(f"  leaderboard : {paths.sweep / 'leaderboard'}   (sweeper leaderboard {paths.sweep})")
     click.echo(f"  pareto front: {paths.sweep / 'pareto' / 'pareto.csv'}   (+ .png, and one per class)")
-    click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}   then open http://127.0.0.1:5000")
+    click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}   then open http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}")
     if failed:
         raise click.ClickException(f"{failed} fold trial(s) failed; see the `error` column of "
                                    f"{paths.sweep / 'leaderboard' / 'trials.parquet'} or MLflow")
@@ -277,7 +280,7 @@ def ui(results: Path, host: str, port: int) -> None:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(results),
                "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port),
                "--workers", "1"]
-    click.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C stops it)")
+    click.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{MLFLOW_TRAINING_VIEW}  (Ctrl-C stops it)")
     raise SystemExit(run_server_group(command))
 
 

@@ -1,6 +1,8 @@
 """A tiny real sweep: real Ray, real Optuna storage, real MLflow store, real data format on disk."""
 
+import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -13,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from sweeper.cli import main
+from sweeper.cli import MLFLOW_TRAINING_VIEW, main
 from sweeper.launch import SweepExistsError, launch
 from sweeper.leaderboard import read_configs, read_trials
 from sweeper.pareto import non_dominated
 from sweeper.spec import parse_spec
-from sweeper.tracking import LEVEL_TAG, PARENT_TAG, default_tracking_uri
+from sweeper.tracking import CONFIG_LEVEL, LEVEL_TAG, PARENT_TAG, SWEEP_LEVEL, default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -149,17 +151,18 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_sweeper_ui_serves_the_sweep(sweep):
-    spec, paths = sweep
+@contextlib.contextmanager
+def serving_ui(results, experiment: str):
+    """Runs `sweeper ui` on ``results`` until the experiment answers; yields its base URL; stops it on exit."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "ui", "--results", str(paths.results),
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "ui", "--results", str(results),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         body = None
-        for _ in range(120):
+        for _ in range(240):
             try:
                 req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={spec.name}")
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")
                 body = json.loads(urllib.request.urlopen(req, timeout=2).read())
                 break
             except OSError:
@@ -167,10 +170,62 @@ def test_sweeper_ui_serves_the_sweep(sweep):
                     break
                 time.sleep(0.5)
         assert body is not None, proc.stdout.read().decode()[-2000:] if proc.poll() is not None else "no answer"
-        assert body["experiment"]["name"] == spec.name
+        assert body["experiment"]["name"] == experiment
+        yield f"http://127.0.0.1:{port}", body["experiment"]["experiment_id"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    # the server and its workers stop with the command: the port is free again
+    # the server and its workers stop with the command: the port is free again (SO_REUSEADDR: a browser's
+    # closed connections may linger in TIME_WAIT, which is no listener)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_sweeper_ui_serves_the_sweep(sweep):
+    spec, paths = sweep
+    with serving_ui(paths.results, spec.name) as (url, _):
+        assert urllib.request.urlopen(url, timeout=10).status == 200
+
+
+# The MLflow UI asks for the signed-in user on every load; without MLflow's auth app (Sweeper binds to
+# 127.0.0.1 and enables none) the server answers 404, which Chromium logs as a failed resource.
+MLFLOW_AUTH_PROBE = "/ajax-api/2.0/mlflow/users/current"
+
+
+def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
+    spec, paths = sweep
+    out = CliRunner().invoke(main, ["report", str(paths.sweep)])
+    assert out.exit_code == 0, out.output
+    report = paths.sweep / "report" / "report.html"
+
+    console = browser.open(report.as_uri(), until_text="Table 3.")
+    figures = browser.driver.execute_script(
+        "return [...document.querySelectorAll('figure')].map(f => [f.id, f.querySelector('img')?.naturalWidth ?? 0])")
+    browser.screenshot("report", full_page=True)
+    assert browser.errors(console) == []
+    assert {fig: width > 0 for fig, width in figures} == {f"fig{k}": True for k in range(4, 10)}
+
+    client = MlflowClient(default_tracking_uri(paths.results))
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    sweep_run = next(r for r in runs if r.data.tags[LEVEL_TAG] == SWEEP_LEVEL)
+    configs = [r for r in runs if r.data.tags[LEVEL_TAG] == CONFIG_LEVEL]
+    with serving_ui(paths.results, spec.name) as (url, experiment_id):
+        page = f"{url}/#/experiments/{experiment_id}/runs"
+        # every run is there, and the table shows one row, the sweep: configurations and folds are nested in it
+        console = browser.open(f"{page}?{MLFLOW_TRAINING_VIEW}", until_text=f"{len(runs)} matching runs")
+        browser.screenshot("mlflow-runs")
+        shown = browser.text()
+        assert spec.name in shown and not any(config.info.run_name in shown for config in configs)
+        assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
+
+        # the sweep run's page lists the logged report among its artifacts
+        console = browser.open(f"{page}/{sweep_run.info.run_id}/artifacts?{MLFLOW_TRAINING_VIEW}", until_text="report")
+        browser.screenshot("mlflow-sweep-run-artifacts")
+        assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
+
+        # a configuration's page shows its fold-mean metrics
+        console = browser.open(f"{page}/{configs[0].info.run_id}?{MLFLOW_TRAINING_VIEW}", until_text=configs[0].info.run_name)
+        browser.wait_for_text("sensitivity")
+        browser.screenshot("mlflow-config-run")
+        assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
