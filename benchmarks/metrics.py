@@ -1,19 +1,31 @@
 """Speed of the metrics: batched confusion metrics vs per-image reference loops; boundary cost.
 
-Run: ``.venv/bin/python benchmarks/metrics.py [--batches 20] [--device cpu|cuda]``. Prints, on
-the same 16 x 3 x 224 x 224 masks:
+Run: ``.venv/bin/python benchmarks/metrics.py [--batches 20] [--rounds 5] [--threads N]
+[--clock wall|cpu] [--device cpu|cuda]``. Prints, on the same 16 x 3 x 224 x 224 masks:
 
 - images/s of ``SegmentationMetrics(boundary=False).update`` over all batches + ``compute``
-  (confusion counts, dice, iou, sensitivity, specificity, precision, accuracy, MAE, per-image
-  and pooled), against per-image loops of segmentation_models_pytorch (``get_stats`` + its six
-  metric functions per image) and of numpy (counts, six metrics and MAE per image);
+  (from logits: sigmoid, threshold, confusion counts, dice, iou, sensitivity, specificity,
+  precision, accuracy, MAE, per-image and pooled), against per-image loops of
+  segmentation_models_pytorch (``get_stats`` + its six metric functions per image, given the
+  probabilities ready-made) and of numpy (counts, six metrics and MAE per image);
+- the ratios ours / smp and ours / numpy, each the median over rounds of the ratio taken within a
+  round (every round times them all in a shuffled order, so a shared machine's drifting load
+  cancels out), and the issue's target (ours >= 10x the smp loop);
+- the rate of ``torch.sigmoid`` alone on the same logits: MAE needs every probability, so no path
+  from logits is faster, and smp / that is the ceiling of the ours / smp ratio;
 - the boundary metrics' cost per image (nsd, hd95, boundary_f1 together) and gi_score's per scan.
+
+``--clock cpu`` measures process CPU-seconds instead of wall time: with ``--threads 1`` that is the
+rate per core whatever else the machine runs (with more threads it counts their spin-waits too).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import os
+import platform
+import random
+import statistics
 import time
 
 import numpy as np
@@ -49,31 +61,36 @@ def make_batches(batches: int, n: int = 16, size: int = 224, seed: int = 0) -> l
     return out
 
 
-def timed(fn, device: torch.device, repeat: int = 5) -> float:
-    """Best wall time of ``repeat`` runs (after one warm-up), device-synchronised."""
+def timed(fn, device: torch.device, clock) -> float:
+    """Time of one call of ``fn`` on ``clock``, device-synchronised."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = clock()
     fn()
-    best = math.inf
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return clock() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of every variant (after a warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or process CPU time (per core with --threads 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     device = torch.device(args.device)
     batches = [(x.to(device), t.to(device)) for x, t in make_batches(args.batches)]
     images = sum(x.shape[0] for x, _ in batches)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.batches} batches of "
-          f"{tuple(batches[0][0].shape)} = {images} images")
+    print(f"device {device} ({platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} cores), torch {torch.__version__}, "
+          f"{args.batches} batches of {tuple(batches[0][0].shape)} = {images} images, "
+          f"{args.clock} clock, median of {args.rounds} rounds")
 
     ours = SegmentationMetrics(CLASSES, boundary=False)
 
@@ -113,17 +130,44 @@ def main() -> None:
                                   (tp + tn + s) / (tp + fp + fn + tn + s), np.abs(p[i] - true).mean(axis=(1, 2))])
         return sums / images
 
-    t_ours = timed(run_ours, device)
-    t_smp = timed(run_smp, device)
-    t_np = timed(run_numpy, device)
-    print("confusion metrics (counts -> 6 scores [+ MAE, pooled for ours]), images/s:")
-    print(f"  ours batched SegmentationMetrics.update   {images / t_ours:10.0f}")
-    print(f"  smp per-image get_stats + 6 metric fns    {images / t_smp:10.0f}   ours is {t_smp / t_ours:5.1f}x faster")
-    print(f"  numpy per-image counts + 6 scores + MAE   {images / t_np:10.0f}   ours is {t_np / t_ours:5.1f}x faster")
+    sigmoid_out = torch.empty_like(batches[0][0])
+
+    def run_sigmoid():  # what any path from logits must do at least: MAE needs every probability
+        for logits, _ in batches:
+            torch.sigmoid(logits, out=sigmoid_out)
+
+    runs = {"ours": run_ours, "smp": run_smp, "numpy": run_numpy, "sigmoid": run_sigmoid}
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        order = list(runs)
+        random.shuffle(order)
+        for name in order:
+            times[name].append(timed(runs[name], device, clock))
+    rate = {name: images / statistics.median(t) for name, t in times.items()}
+    ratio = {name: [r / o for r, o in zip(times[name], times["ours"])] for name in ("smp", "numpy")}
+    ceiling = [r / o for r, o in zip(times["smp"], times["sigmoid"])]
+    per_round = {name: ", ".join(f"{r:.1f}" for r in ratio[name]) for name in ratio}
+    print("confusion metrics (counts -> 6 scores [+ MAE, pooled for ours]), images/s (median):")
+    print(f"  ours batched SegmentationMetrics.update   {rate['ours']:10.0f}")
+    print(f"  smp per-image get_stats + 6 metric fns    {rate['smp']:10.0f}")
+    print(f"  numpy per-image counts + 6 scores + MAE   {rate['numpy']:10.0f}")
+    print("ratios (median of per-round ratios; each round's in brackets):")
+    print(f"  ours / smp     {statistics.median(ratio['smp']):6.2f}x   [{per_round['smp']}]")
+    print(f"  ours / numpy   {statistics.median(ratio['numpy']):6.2f}x   [{per_round['numpy']}]")
+    target = statistics.median(ratio["smp"])
+    print(f"  sigmoid alone of the same logits          {rate['sigmoid']:10.0f}   (ceiling of any path from "
+          f"logits: {statistics.median(ceiling):.1f}x smp)")
+    print(f"target: {'PASS' if target >= 10 else 'MISS'}  ours / smp >= 10x: {target:.1f}x")
 
     result = run_ours()
     mean_dice = float(np.mean(run_numpy()[0]))
     print(f"  check: ours dice {result['dice']:.6f} vs numpy {mean_dice:.6f}")
+    smp_counts = sum(torch.stack(smp_metrics.get_stats(p, t, mode="multilabel", threshold=0.5)).sum(dim=1)
+                     for p, t in zip(probs, targets_long))
+    same = torch.equal(ours._pooled[:4].cpu(), smp_counts.cpu().double())
+    print(f"  check: ours tp/fp/fn/tn per class equal smp get_stats: {same}")
 
     pred_np = [p >= 0.5 for p in probs_np]
     n_bnd = min(4, len(batches))

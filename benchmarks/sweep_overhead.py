@@ -1,27 +1,29 @@
 """Wall time of a local Ray Tune sweep of N short trials vs the ideal N x trial time / slots.
 
-    python benchmarks/sweep_overhead.py [--trials 8,32] [--epochs 3] [--epoch-s 1.0] [--slots 2]
+    python benchmarks/sweep_overhead.py [--trials 8,32] [--epochs 3] [--epoch-s 5] [--slots 2] [--compare]
 
 The trainable does no work: it sleeps ``--epoch-s`` per epoch and reports each epoch with a small
 checkpoint, exactly as ``trainables.train.train_fold`` reports (metrics + checkpoint every epoch),
 so the wall time over the ideal is Ray Tune's own overhead: actor start-up per trial, result
-processing, trial checkpoints and experiment-state snapshots. The Tuner is set up as
-``sweeper.launch.launch`` does (``tune.with_resources``, ``CheckpointConfig(num_to_keep=1)``,
-``FailureConfig``, ``verbose=1``), then with settings that cut the overhead:
+processing, trial checkpoints and experiment-state snapshots. The default trial, 3 epochs of 5 s,
+is shorter than the shortest real one (a `sweeper demo` fold trial takes about 30 s on 2 cores).
 
-- **as launch.py**: the settings of ``sweeper/launch.py`` today;
-- **reuse actors**: ``TuneConfig(reuse_actors=True)``: a finished trial's actor (its Python
-  process, imports included) runs the next trial instead of a new one starting;
+- **as launch.py**: the Tuner set up as ``sweeper.launch.launch`` does: ``tune.with_resources``,
+  ``sweeper.launch.tune_config``'s ``reuse_actors``, ``CheckpointConfig(num_to_keep=1)``,
+  ``FailureConfig``; the PASS/MISS lines judge this row.
+
+``--compare`` adds, for the record:
+
+- **fresh actors**: ``reuse_actors=False``, a new Python process (imports included) per trial;
 - **+ no auto loggers**: also ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` (no CSV / JSON /
-  TensorBoard files per trial; Sweeper records through MLflow and its leaderboard);
+  TensorBoard files per trial; ``sweeper report`` reads the CSV for its curves, so launch keeps them);
 - **+ num_to_keep=None**: also no forced experiment-state snapshot after every trial checkpoint
   (Ray forces one every ``num_to_keep`` checkpoints of a trial: with 1, every report). The cost is
-  disk (every epoch's checkpoint is kept), so it is here to measure the snapshot's share, not as a
-  recommendation; checkpointing less often is the fix that keeps ``num_to_keep=1``.
+  disk (every epoch's checkpoint is kept), so it is here to measure the snapshot's share.
 
 Trials use 1 CPU each on a private local Ray with ``--slots`` CPUs, after an untimed warm-up
-sweep. Each configuration runs once per N (a sweep takes tens of seconds, long against the
-machine's noise); ratios are wall / ideal; "s/trial over" is the overhead per trial per slot.
+sweep. Each setting runs once per N; ratios are wall / ideal; "s/trial over" is the overhead per
+trial per slot.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 TARGET = 1.1
 
@@ -88,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", default="8,32")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--epoch-s", type=float, default=1.0)
+    parser.add_argument("--epoch-s", type=float, default=5.0)
     parser.add_argument("--slots", type=int, default=2, help="CPUs of the local Ray (1 per trial)")
     parser.add_argument("--checkpoint-kb", type=int, default=256)
-    parser.add_argument("--verbose", type=int, default=1, help="Tune verbosity (launch.py: 1)")
+    parser.add_argument("--verbose", type=int, default=0, help="Tune verbosity (launch.py: 0)")
+    parser.add_argument("--compare", action="store_true", help="also the settings launch.py does not use")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -99,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(address="local", num_cpus=args.slots, include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="ERROR")
-    configurations = {
-        "as launch.py": dict(reuse_actors=False, auto_loggers=True, num_to_keep=1),
-        "reuse actors": dict(reuse_actors=True, auto_loggers=True, num_to_keep=1),
-        "+ no auto loggers": dict(reuse_actors=True, auto_loggers=False, num_to_keep=1),
-        "+ num_to_keep=None": dict(reuse_actors=True, auto_loggers=False, num_to_keep=None),
-    }
+    from sweeper.launch import tune_config
+
+    launch_reuses = tune_config(SimpleNamespace(resources=SimpleNamespace(max_concurrent=None)), None).reuse_actors
+    configurations = {"as launch.py": dict(reuse_actors=launch_reuses, auto_loggers=True, num_to_keep=1)}
+    if args.compare:
+        configurations |= {
+            "fresh actors": dict(reuse_actors=False, auto_loggers=True, num_to_keep=1),
+            "+ no auto loggers": dict(reuse_actors=launch_reuses, auto_loggers=False, num_to_keep=1),
+            "+ num_to_keep=None": dict(reuse_actors=launch_reuses, auto_loggers=False, num_to_keep=None),
+        }
     trial_s = args.epochs * args.epoch_s
     rows = []
     try:
@@ -127,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'N':>4s} {'settings':20s} {'wall s':>7s} {'ideal s':>8s} {'wall/ideal':>10s} {'s/trial over':>12s}")
     for n, name, wall, ideal in rows:
         print(f"{n:4d} {name:20s} {wall:7.1f} {ideal:8.1f} {wall / ideal:9.2f}x {(wall - ideal) * args.slots / n:12.2f}")
-    best = {n: min(w / i for m, name, w, i in rows if m == n) for n in {r[0] for r in rows}}
-    print("\ntarget: wall within " + f"{TARGET}x of ideal")
-    for n, ratio in sorted(best.items()):
-        print(f"  {'PASS' if ratio <= TARGET else 'MISS'}  N={n}: best {ratio:.2f}x")
-    return 0 if all(r <= TARGET for r in best.values()) else 1
+    as_launched = {n: wall / ideal for n, name, wall, ideal in rows if name == "as launch.py"}
+    print("\ntarget: wall within " + f"{TARGET}x of ideal, as launch.py runs a sweep")
+    for n, ratio in sorted(as_launched.items()):
+        print(f"  {'PASS' if ratio <= TARGET else 'MISS'}  N={n}: {ratio:.2f}x")
+    return 0 if all(r <= TARGET for r in as_launched.values()) else 1
 
 
 if __name__ == "__main__":

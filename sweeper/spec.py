@@ -369,6 +369,9 @@ class ResourcesSpec(_Strict):
     gpus_per_trial: float = Field(0.0, ge=0, description="fractions pack trials on one GPU, e.g. 0.5")
     max_concurrent: int | None = Field(None, ge=1, description="cap on trials running at once")
     max_failures: int = Field(1, ge=0, description="retries of a failing trial from its last checkpoint")
+    reuse_actors: bool = Field(
+        True, description="an ended trial's worker process runs the next trial with the same resources instead of "
+        "a new process starting (Ray Tune's reuse_actors); false: a fresh process per trial")
 
 
 class TrackingSpec(_Strict):

@@ -1,6 +1,7 @@
 """The cluster: cluster.yaml against Ray's own autoscaler schema (offline), and a real two-node Ray
 cluster on this machine (two `ray start` processes, own temp dirs and ports on 127.0.0.1, stopped
-by their pids only) running a sweep whose trials land on both nodes.
+by their pids only) running a sweep whose trials land on both nodes, and `sweeper launch --address
+ray://...` through a real head's Ray Client server.
 
 The helpers here (:class:`RayNode`, :func:`tiny_spec`, :func:`process_tree`) are shared with
 test_faults.py.
@@ -8,6 +9,7 @@ test_faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -28,6 +30,7 @@ from sweeper.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
+SWEEPER = str(Path(sys.executable).with_name("sweeper"))
 CLASSES = ["large_bowel", "small_bowel", "stomach"]
 
 
@@ -100,10 +103,13 @@ def kill_pids(pids: list[int]) -> None:
 
 class RayNode:
     """One Ray node started as `ray start --block` (a child of this process) with its own temp dir
-    and ports on 127.0.0.1; :meth:`kill` SIGKILLs exactly its process tree, never `ray stop`."""
+    and ports on 127.0.0.1; :meth:`kill` SIGKILLs exactly its process tree, never `ray stop`.
+    A head also serves Ray Client on its own free port (:attr:`client_address`, ``ray://...``; left
+    unset, `ray start` would take 10001, which another Ray on the machine may hold). ``cwd`` is the
+    folder `ray start`, and so the node's workers, run in."""
 
     def __init__(self, *, head_address: str | None = None, num_cpus: int = 1, resources: str | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, cwd: str | Path | None = None):
         self.temp_dir = tempfile.mkdtemp(prefix="swray", dir="/tmp")  # short: unix socket paths
         self.port = free_port()
         cmd = [RAY, "start", "--block", "--temp-dir", self.temp_dir, "--node-ip-address", "127.0.0.1",
@@ -116,7 +122,10 @@ class RayNode:
         if head_address is None:
             cmd += ["--head", "--port", str(self.port), "--include-dashboard=false",
                     "--dashboard-port", str(free_port())]
+            client_port = free_port()
+            cmd += ["--ray-client-server-port", str(client_port)]
             self.address = f"127.0.0.1:{self.port}"
+            self.client_address = f"ray://127.0.0.1:{client_port}"
         else:
             cmd += ["--address", head_address]
             self.address = head_address
@@ -128,7 +137,7 @@ class RayNode:
             cmd += ["--resources", resources]
         self.log = open(Path(self.temp_dir) / "ray-start.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})})
+                                     cwd=cwd, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})})
 
     def pids(self) -> list[int]:
         """This node's processes: the `ray start` process and everything below it (raylet, workers, ...)."""
@@ -170,6 +179,48 @@ def wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
             time.sleep(0.5)
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def running_cluster(*workers: dict, **head_options):
+    """Starts a head (``RayNode(**head_options)``) and one worker per dict of RayNode options, waits
+    until all are up and yields ``[head, *workers]``; kills every node by pid at the end."""
+    head = RayNode(**head_options)
+    nodes = [head]
+    try:
+        nodes += [RayNode(head_address=head.address, **options) for options in workers]
+        try:
+            wait_for_nodes(head.address, len(nodes))
+        except AssertionError:
+            logs = "\n".join(node.log_text() for node in nodes)
+            raise AssertionError(f"cluster did not come up:\n{logs}") from None
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            node.cleanup()
+
+
+def assert_sweep_done(spec, sweep_dir: Path, paths) -> None:
+    """One configuration x 2 folds finished: trials/configs.parquet and the Pareto front under
+    ``sweep_dir``; the Optuna study and MLflow runs in the folders ``paths`` (SweepPaths) name."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from sweeper.leaderboard import IDENTITY_COLUMNS, read_configs, read_trials
+    from sweeper.tracking import LEVEL_TAG, default_tracking_uri
+
+    trials, configs = read_trials(sweep_dir), read_configs(sweep_dir)
+    assert list(trials.columns[: len(IDENTITY_COLUMNS)]) == IDENTITY_COLUMNS
+    assert len(trials) == 2 and (trials["status"] == "finished").all() and set(trials["fold"]) == {0, 1}
+    assert {"dice", "sensitivity", "precision"} | {f"precision.{c}" for c in CLASSES} <= set(trials.columns)
+    assert len(configs) == 1 and configs["n_folds"].tolist() == [2]
+    assert (sweep_dir / "pareto" / "pareto.csv").is_file()
+    study = optuna.load_study(study_name=spec.name, storage=paths.optuna_storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    client = MlflowClient(default_tracking_uri(paths.results))
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    assert sorted(r.data.tags[LEVEL_TAG] for r in runs) == ["config", "fold", "fold", "sweep"]
+    assert all(r.info.status == "FINISHED" for r in runs)
 
 
 class TrialWatcher(Callback):
@@ -235,29 +286,13 @@ def test_a_broken_cluster_yaml_is_rejected_offline():
 # -- a real two-node cluster --------------------------------------------------------------------------
 @pytest.fixture
 def two_nodes():
-    head = RayNode(num_cpus=1)
-    nodes = [head]
-    try:
-        worker = RayNode(head_address=head.address, num_cpus=1, resources='{"second_node": 1}')
-        nodes.append(worker)
-        try:
-            wait_for_nodes(head.address, 2)
-        except AssertionError:
-            raise AssertionError(f"cluster did not come up:\n{head.log_text()}\n{worker.log_text()}") from None
+    with running_cluster({"num_cpus": 1, "resources": '{"second_node": 1}'}, num_cpus=1) as (head, worker):
         yield head, worker
-    finally:
-        for node in reversed(nodes):
-            node.cleanup()
 
 
 @pytest.mark.slow
 def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_path):
-    import optuna
-    from mlflow import MlflowClient
-
     from sweeper.launch import launch, pack_cache
-    from sweeper.leaderboard import IDENTITY_COLUMNS, read_configs, read_trials
-    from sweeper.tracking import LEVEL_TAG, default_tracking_uri
 
     head, worker = two_nodes
     placement: dict[str, set[str]] = {}
@@ -268,7 +303,9 @@ def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_pa
             else "?"
         placement.setdefault(trial.trial_id, set()).add(node)
 
-    spec = tiny_spec("two_nodes", budget=1, epochs=1)
+    # a fresh worker per trial: with reuse_actors (the default) the second of two short fold trials may take
+    # the first one's worker as it ends, before the other node's new worker has started (seen under load)
+    spec = tiny_spec("two_nodes", budget=1, epochs=1, reuse_actors=False)
     # the cache travels through Ray's object store (the route for s3:// storage) and is unpacked per node
     paths = launch(spec, tmp_path / "results", address=head.address, storage=str(tmp_path / "shared"),
                    cache_via="object_store", callbacks=[TrialWatcher(where)])
@@ -285,14 +322,43 @@ def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_pa
     key, _ = pack_cache(paths.cache)
     assert (Path(tempfile.gettempdir()) / "sweeper-cache" / key / "cache.json").is_file()  # unpacked on the nodes
     # results identical in shape to a local run
-    trials, configs = read_trials(paths.sweep), read_configs(paths.sweep)
-    assert list(trials.columns[: len(IDENTITY_COLUMNS)]) == IDENTITY_COLUMNS
-    assert len(trials) == 2 and (trials["status"] == "finished").all() and set(trials["fold"]) == {0, 1}
-    assert {"dice", "sensitivity", "precision"} | {f"precision.{c}" for c in CLASSES} <= set(trials.columns)
-    assert len(configs) == 1 and configs["n_folds"].tolist() == [2]
-    study = optuna.load_study(study_name=spec.name, storage=paths.optuna_storage)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
-    client = MlflowClient(default_tracking_uri(paths.results))
-    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
-    assert sorted(r.data.tags[LEVEL_TAG] for r in runs) == ["config", "fold", "fold", "sweep"]
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert_sweep_done(spec, paths.sweep, paths)
+
+
+@pytest.fixture
+def client_head(tmp_path):
+    """A one-node cluster (2 CPUs) whose head serves Ray Client; `ray start` runs in ``tmp_path/head``."""
+    (tmp_path / "head").mkdir()
+    with running_cluster(num_cpus=2, cwd=tmp_path / "head") as (head,):
+        yield head
+
+
+@pytest.mark.slow
+def test_sweeper_launch_through_ray_client_runs_on_the_head_and_returns_the_results(client_head, tmp_path):
+    from sweeper.launch import SweepPaths
+    from sweeper.spec import dump_spec
+
+    head, client = client_head, tmp_path / "client"
+    client.mkdir()
+    spec = tiny_spec("via_client", budget=1, epochs=1)
+    (client / "spec.yaml").write_text(dump_spec(spec))
+    env = dict(os.environ)
+    if env.get("RAY_AUTH_MODE") == "token":
+        del env["RAY_AUTH_MODE"]  # set in this process by wait_for_nodes; a user's shell has the token file only
+
+    # --results is relative: the head resolves it in its own folder, the client in its own
+    command = [SWEEPER, "launch", "spec.yaml", "--results", "results", "--address", head.client_address]
+    run = subprocess.run(command, cwd=client, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}\n{head.log_text()}"
+    assert "Sweep 'via_client' done: 1 configurations, 0 failed fold trials." in run.stdout
+
+    # the sweep ran on the head: Tune's state, the Optuna study and MLflow are in the head's folder
+    on_head = SweepPaths.of(spec, tmp_path / "head" / "results")
+    assert on_head.tune_dir.is_dir() and (on_head.results / "mlflow.db").is_file()
+    # the leaderboard and the Pareto files were copied to the client's --results, and only they
+    on_client = client / "results" / "via_client"
+    assert sorted(p.name for p in on_client.iterdir()) == ["leaderboard", "pareto"]
+    for rel in ("leaderboard/trials.parquet", "leaderboard/configs.parquet", "pareto/pareto.csv"):
+        assert (on_client / rel).read_bytes() == (on_head.sweep / rel).read_bytes(), rel
+    assert_sweep_done(spec, on_client, on_head)
+    assert head.proc.poll() is None  # the client only disconnected: the cluster is still up

@@ -108,7 +108,9 @@ def test_killed_node_trials_are_rescheduled_on_the_head(tmp_path):
                 on_worker.add(trial.trial_id)
                 threading.Timer(0.5, worker.kill).start()  # after Tune registered the epoch-1 checkpoint
 
-        spec = tiny_spec("node_kill", budget=1, epochs=2, max_failures=2)
+        # a fresh worker per trial, so that one fold trial surely runs on the second node (with reuse_actors
+        # the head's ended trial may hand its worker to the other fold first)
+        spec = tiny_spec("node_kill", budget=1, epochs=2, max_failures=2, reuse_actors=False)
         watcher = TrialWatcher(kill_worker_node)
         paths = launch(spec, tmp_path / "results", address=head.address, callbacks=[watcher])
 

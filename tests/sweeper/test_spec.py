@@ -29,6 +29,13 @@ def test_minimal_spec_gets_seed_000_defaults():
     assert spec.model.encoder_weights is None
 
 
+def test_reuse_actors_reaches_tune_and_can_be_switched_off():
+    from sweeper.launch import tune_config
+
+    assert tune_config(parse_spec(minimal()), None).reuse_actors is True
+    assert tune_config(parse_spec(minimal(resources={"reuse_actors": False})), None).reuse_actors is False
+
+
 def test_every_problem_is_reported_at_once_with_its_field():
     raw = minimal(
         losses=[{"name": "nope"}, {"name": "tversky", "params": {"alpha": 1.5, "gamma": 1.0}}],

@@ -218,6 +218,55 @@ def test_update_keeps_sums_on_input_device_without_host_sync():
     assert metrics._pooled.device == metrics._sums.device
 
 
+def test_batched_path_counts_exactly_whatever_chunks_layout_and_batch_sizes(monkeypatch):
+    """The batched path (sigmoid and threshold written into a reused workspace, products in place,
+    on CPU a few images at a time) counts exactly what thresholding ``sigmoid(logits)`` gives,
+    and MAE matches float64 |p - g|, for any chunk size, memory format and batch split."""
+    from trainables.metrics import accumulator
+
+    pred, target = _blobs(7, 3, 40, seed=3)
+    logits = _logits(pred) + torch.randn(pred.shape, generator=torch.Generator().manual_seed(4))
+    logits[0, 0, :2] = 0.0  # sigmoid exactly 0.5: positive
+    logits[1, 1, :2] = -1e-9  # sigmoid rounds to 0.5 in float32: positive too (logits >= 0 would say no)
+    probs = torch.sigmoid(logits)
+    counts = torch.stack(confusion_counts(probs >= 0.5, target)).sum(dim=1).double()  # (4, C)
+    mae = (probs.double() - target.double()).abs().mean(dim=(2, 3)).mean(dim=0)
+    names = ("large_bowel", "small_bowel", "stomach")
+    results = []
+    for chunk_bytes in (1, accumulator._CPU_CHUNK_BYTES):  # one image per chunk, or the whole batch
+        monkeypatch.setattr(accumulator, "_CPU_CHUNK_BYTES", chunk_bytes)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            metrics = SegmentationMetrics(names, boundary=False)
+            for part in (slice(0, 5), slice(5, 7), slice(0, 0)):  # a smaller batch reuses the workspace
+                if part.stop > part.start:
+                    metrics.update(logits[part].contiguous(memory_format=layout), target[part])
+            assert torch.equal(metrics._pooled[:4], counts)
+            result = metrics.compute()
+            for i, name in enumerate(names):
+                assert result[f"mae.{name}"] == pytest.approx(mae[i].item(), abs=1e-7)
+            results.append(result)
+    for other in results[1:]:  # float32 sums of p may round differently with the chunk shape
+        for key, value in other.items():
+            assert value == pytest.approx(results[0][key], abs=1e-7 if "mae" in key else 0), key
+
+
+def test_chunked_softmax_with_boundary_equals_whole_batch(monkeypatch):
+    from trainables.metrics import accumulator
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(5, 4, 24, 24, generator=gen) * 3
+    labels = torch.randint(0, 4, (5, 24, 24), generator=gen)
+    results = []
+    for chunk_bytes in (1, accumulator._CPU_CHUNK_BYTES):
+        monkeypatch.setattr(accumulator, "_CPU_CHUNK_BYTES", chunk_bytes)
+        metrics = SegmentationMetrics(("background", "a", "b", "c"), activation="softmax", spacing=(1.5, 1.5))
+        metrics.update(logits, labels, scan_ids=["s"] * 5, positions=list(range(5)))
+        results.append(metrics.compute())
+    assert "gi_score" in results[0] and "nsd.a" in results[0]
+    for key, value in results[1].items():
+        assert value == pytest.approx(results[0][key], abs=1e-7 if "mae" in key else 0), key
+
+
 def _random_masks(seed: int, shape=(5, 3, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     target = (torch.rand(shape, generator=gen) < 0.4).long()

@@ -11,13 +11,25 @@ import torch
 from torch import Tensor
 
 from trainables.metrics.boundary import BOUNDARY_METRICS, compute_boundary_metrics, compute_gi_score
-from trainables.metrics.confusion import CONFUSION_METRICS, EmptyRule, check_empty_rule, per_image_scores
+from trainables.metrics.confusion import (
+    EXACT_FLOAT32,
+    CONFUSION_METRICS,
+    EmptyRule,
+    check_empty_rule,
+    per_image_scores,
+    pixel_sums,
+    probability_planes,
+    sigmoid_planes,
+    stacked_scores,
+)
 
 __all__ = ["ACTIVATIONS", "Activation", "SegmentationMetrics"]
 
 _PER_IMAGE = (*CONFUSION_METRICS, "mae")  # rows of the on-device per-image sums
 Activation = Literal["sigmoid", "softmax"]
 ACTIVATIONS = ("sigmoid", "softmax")
+# CPU: planes of about this many bytes per thread in a chunk of images, to stay in cache between passes
+_CPU_CHUNK_BYTES = 4 * 2**20
 
 
 class SegmentationMetrics:
@@ -29,6 +41,10 @@ class SegmentationMetrics:
     ``include_background``. Confusion counts, per-image score sums and
     absolute-error sums stay on the device of the first batch (float64, float32 on MPS), so the
     confusion path of :meth:`update` never synchronises with the host; :meth:`compute` syncs once.
+    Per batch that path is :func:`~trainables.metrics.confusion.sigmoid_planes` (or
+    :func:`~trainables.metrics.confusion.probability_planes`), :func:`~trainables.metrics.confusion.pixel_sums`
+    and :func:`~trainables.metrics.confusion.stacked_scores`; on CPU it runs a few images at a time
+    in a reused workspace (see :meth:`_batch_sums`).
     Boundary metrics (``boundary=True``) need the thresholded masks on the CPU, one transfer
     per batch; ``boundary=False`` skips them (and ``gi_score``) for speed.
 
@@ -102,6 +118,7 @@ class SegmentationMetrics:
         self.include_background = bool(include_background)
         # channels kept after the prediction: all, or all but background under softmax
         self._first = 1 if activation == "softmax" and not self.include_background else 0
+        self._workspace: Tensor | None = None  # CPU planes buffer reused across batches (and resets)
         self.reset()
 
     @property
@@ -132,8 +149,8 @@ class SegmentationMetrics:
         scan_ids: Sequence[Hashable] | None = None,
         positions: Sequence[Any] | Tensor | None = None,
     ) -> None:
-        """Add one batch of raw scores: ``sigmoid(logits)`` (or ``softmax`` over channels) goes to
-        :meth:`update_probs`.
+        """Add one batch of raw scores: the same as :meth:`update_probs` of ``sigmoid(logits)`` (or
+        ``softmax`` over channels) computed in float32, without the probability temporary.
 
         Args:
             logits: raw (N, C, H, W) scores.
@@ -146,11 +163,7 @@ class SegmentationMetrics:
         """
         target = self._one_hot(logits, target)
         self._check(logits, target, scan_ids, positions)
-        if self.activation == "softmax":
-            probs = torch.softmax(logits.float(), dim=1)
-        else:
-            probs = torch.sigmoid(logits.float())
-        self._add(probs, target, spacing, scan_ids, positions)
+        self._add(logits, target, True, spacing, scan_ids, positions)
 
     @torch.no_grad()
     def update_probs(
@@ -168,7 +181,45 @@ class SegmentationMetrics:
         self._check(probs, target, scan_ids, positions)
         if not probs.is_floating_point():
             probs = probs.to(torch.get_default_dtype())
-        self._add(probs, target, spacing, scan_ids, positions)
+        self._add(probs, target, False, spacing, scan_ids, positions)
+
+    def _planes(self, scores: Tensor, from_logits: bool) -> Tensor:
+        """``[p, y]`` planes of a batch of logits or probabilities, in the reused CPU workspace."""
+        pixels = scores[0, 0].numel()
+        if from_logits and self.activation == "sigmoid" and pixels < EXACT_FLOAT32:
+            planes = sigmoid_planes(scores, self.threshold, out=self._workspace)
+        else:
+            if from_logits:
+                x = scores.float()
+                scores = torch.softmax(x, dim=1) if self.activation == "softmax" else torch.sigmoid(x)
+            # float32 holds exact 0/1 sums below 2**24 pixels; float64 probabilities stay float64
+            small = pixels < EXACT_FLOAT32 and scores.dtype != torch.float64
+            planes = probability_planes(scores, self.threshold, self.activation,
+                                        torch.float32 if small else torch.float64, out=self._workspace)
+        fresh = self._workspace is None or planes.data_ptr() != self._workspace.data_ptr()
+        if fresh and planes.device.type == "cpu":  # a new buffer each batch would cost page faults
+            self._workspace = planes
+        return planes
+
+    def _batch_sums(self, scores: Tensor, target: Tensor, from_logits: bool) -> tuple[Tensor, Tensor | None]:
+        """:func:`pixel_sums` (N, C, 5) of the reported classes, and the bool predictions when
+        ``boundary``. On CPU a few images at a time (about 4 MiB of float32 planes per thread), so
+        the planes stay in cache from one pass to the next; on other devices the whole batch."""
+        n = scores.shape[0]
+        step = n
+        if scores.device.type == "cpu":
+            step = max(1, _CPU_CHUNK_BYTES * torch.get_num_threads() // (8 * scores[0].numel()))
+        sums, preds = [], []
+        for i in range(0, n, step):
+            planes, chunk = self._planes(scores[i:i + step], from_logits), target[i:i + step]
+            if self._first:  # background left out after the argmax, which needed it
+                planes, chunk = planes[:, self._first:], chunk[:, self._first:]
+            if self.boundary:  # before pixel_sums overwrites the planes
+                preds.append(planes[:, :, 1] != 0)
+            sums.append(pixel_sums(planes, chunk))
+        if len(sums) == 1:
+            return sums[0], preds[0] if preds else None
+        return torch.cat(sums), torch.cat(preds) if preds else None
 
     def _one_hot(self, scores: Tensor, target: Tensor) -> Tensor:
         """A softmax label map (N, H, W) as one-hot (N, C, H, W); any other target unchanged."""
@@ -194,38 +245,25 @@ class SegmentationMetrics:
         if scan_ids is not None and (len(scan_ids) != n or len(positions) != n):
             raise ValueError(f"need one scan id and one position per image ({n})")
 
-    def _add(self, probs: Tensor, target: Tensor, spacing: Any, scan_ids, positions) -> None:
-        if self.activation == "softmax":
-            pred = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, probs.argmax(dim=1, keepdim=True), True)
-        else:
-            pred = probs >= self.threshold
-        if self._first:  # background left out after the argmax, which needed it
-            probs, pred, target = probs[:, self._first:], pred[:, self._first:], target[:, self._first:]
-        n, c = probs.shape[:2]
+    def _add(self, scores: Tensor, target: Tensor, from_logits: bool, spacing: Any, scan_ids, positions) -> None:
+        """Accumulate one checked batch of logits (``from_logits``) or probabilities."""
+        sums, pred = self._batch_sums(scores, target, from_logits)
+        n, c = sums.shape[:2]
         if self._sums is None:
-            dtype = torch.float32 if probs.device.type == "mps" else torch.float64
-            self._sums = torch.zeros((len(_PER_IMAGE), c), dtype=dtype, device=probs.device)
+            dtype = torch.float32 if sums.device.type == "mps" else torch.float64
+            self._sums = torch.zeros((len(_PER_IMAGE), c), dtype=dtype, device=sums.device)
             self._counts = torch.zeros_like(self._sums)
-            self._pooled = torch.zeros((5, c), dtype=dtype, device=probs.device)
+            self._pooled = torch.zeros((5, c), dtype=dtype, device=sums.device)
         dtype = self._sums.dtype
 
-        # float32 sums of 0/1 values are exact below 2**24 pixels and faster than bool sums
-        pixels = probs[0, 0].numel()
-        work = torch.float32 if pixels < 2**24 and probs.dtype != torch.float64 else torch.float64
-        p = probs.flatten(2).to(work)
-        pf = pred.flatten(2).to(work)
-        # float targets are taken as 0/1 already (one pass fewer); others: non-zero is positive
-        t = (target if target.is_floating_point() else target != 0).flatten(2).to(work)
-        tp = (pf * t).sum(-1).to(dtype)
-        pos_pred = pf.sum(-1).to(dtype)
-        pos_true = t.sum(-1).to(dtype)
-        # sum |p - g| = sum p + sum g - 2 sum p g for 0/1 g: no elementwise |.| pass
-        abs_err = (p.sum(-1).to(dtype) + pos_true - 2 * (p * t).sum(-1).to(dtype)).clamp_(min=0)
+        pixels = scores[0, 0].numel()
+        sum_p, pos_pred, pos_true, sum_pg, tp = sums.to(dtype).unbind(-1)
         fp, fn = pos_pred - tp, pos_true - tp
         tn = pixels - tp - fp - fn
+        abs_err = (sum_p + pos_true - 2 * sum_pg).clamp_(min=0)  # sum |p - g| for 0/1 g
 
-        scores = per_image_scores(tp, fp, fn, tn, smooth=self.smooth, empty=self.empty)
-        per_image = torch.stack([scores[m] for m in CONFUSION_METRICS] + [abs_err / pixels])
+        confusion = stacked_scores(tp, fp, fn, tn, smooth=self.smooth, empty=self.empty)
+        per_image = torch.cat([confusion, (abs_err / pixels)[None]])  # (7, N, C), rows of _PER_IMAGE
         valid = ~torch.isnan(per_image)
         self._sums += torch.where(valid, per_image, 0).sum(dim=1)
         self._counts += valid.sum(dim=1).to(dtype)
@@ -234,7 +272,7 @@ class SegmentationMetrics:
         self._num_images += n
 
         if self.boundary:
-            self._update_boundary(pred, target, spacing, scan_ids, positions)
+            self._update_boundary(pred, target[:, self._first:], spacing, scan_ids, positions)
 
     def _update_boundary(self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions) -> None:
         pred_np = pred.cpu().numpy()  # the host sync boundary metrics need

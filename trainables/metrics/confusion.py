@@ -2,6 +2,11 @@
 
 Formulas are paper 000 eqs 4-8 (``/work/shared/papers/000_8aabc29040759981.txt``) plus pixel
 accuracy of paper 002; the per-image unit smoothing is 000's empty-slice convention.
+
+The batched path of :class:`~trainables.metrics.SegmentationMetrics` is :func:`sigmoid_planes` /
+:func:`probability_planes` (probability and 0/1 prediction side by side, each written once) then
+:func:`pixel_sums` (three reductions give every count and the absolute error) then
+:func:`stacked_scores` (the six scores of all images and classes in a few small kernels).
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ __all__ = [
     "EmptyRule",
     "confusion_counts",
     "per_image_scores",
+    "stacked_scores",
     "pooled_scores",
     "mean_absolute_error",
+    "sigmoid_planes",
+    "probability_planes",
+    "pixel_sums",
 ]
 
 #: metrics computed from (tp, fp, fn, tn), in report order
@@ -30,7 +39,7 @@ EmptyRule = Literal["one", "skip", "zero"]
 EMPTY_RULES = ("one", "skip", "zero")
 
 # float32 sums of 0/1 values are exact below 2**24, and much faster than bool -> int64 sums on CPU
-_EXACT_FLOAT32 = 2**24
+EXACT_FLOAT32 = 2**24
 
 
 def check_empty_rule(empty: str) -> str:
@@ -54,7 +63,7 @@ def confusion_counts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tens
     if pred.dim() < 3:
         raise ValueError(f"expected (N, C, *spatial) masks, got shape {tuple(pred.shape)}")
     pixels = pred[0, 0].numel()
-    dtype = torch.float32 if pixels < _EXACT_FLOAT32 else torch.float64
+    dtype = torch.float32 if pixels < EXACT_FLOAT32 else torch.float64
     p = (pred != 0).to(dtype).flatten(2)
     t = (target != 0).to(dtype).flatten(2)
     tp = (p * t).sum(-1).long()
@@ -64,6 +73,73 @@ def confusion_counts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tens
     fn = pos_true - tp
     tn = pixels - tp - fp - fn
     return tp, fp, fn, tn
+
+
+def _empty_planes(scores: Tensor, dtype: torch.dtype, out: Tensor | None) -> Tensor:
+    """An uninitialised ``(N, C, 2, *spatial)`` tensor like ``scores`` (N, C, *spatial): plane 0 for
+    the probability, plane 1 for the 0/1 prediction of the same pixel. ``out[:N]`` is used when it
+    fits (same dtype, device and shape but for at least N images), else a new tensor is allocated."""
+    n, c, *spatial = scores.shape
+    shape = (n, c, 2, *spatial)
+    if (out is not None and out.shape[1:] == shape[1:] and out.shape[0] >= n and out.dtype == dtype
+            and out.device == scores.device and out.is_contiguous()):
+        return out[:n]
+    return torch.empty(shape, dtype=dtype, device=scores.device)
+
+
+def sigmoid_planes(logits: Tensor, threshold: float, out: Tensor | None = None) -> Tensor:
+    """Return float32 ``(N, C, 2, *spatial)`` planes ``[p, y]`` of (N, C, *spatial) logits:
+    ``p = sigmoid(logits)`` (in float32) and ``y = 1.0 if p >= threshold else 0.0``.
+
+    Each plane is written once, straight into place (no probability or bool temporaries); ``y``
+    thresholds the same ``p``, so it equals ``sigmoid(logits.float()) >= threshold`` exactly.
+    ``out``: a workspace to write into (its first N images) when its shape, dtype and device fit.
+    """
+    x = logits.float()
+    planes = _empty_planes(x, torch.float32, out)
+    probs = planes[:, :, 0]
+    torch.sigmoid(x, out=probs)
+    torch.ge(probs, threshold, out=planes[:, :, 1])
+    return planes
+
+
+def probability_planes(
+    probs: Tensor, threshold: float, activation: str, dtype: torch.dtype, out: Tensor | None = None
+) -> Tensor:
+    """Return ``(N, C, 2, *spatial)`` planes ``[p, y]`` in ``dtype`` of (N, C, *spatial) probabilities.
+
+    ``y`` is computed on ``probs`` as given: ``1.0 if p >= threshold else 0.0`` under
+    ``"sigmoid"``; under ``"softmax"`` the one-hot of the channel argmax (``threshold`` unused).
+    ``out`` as for :func:`sigmoid_planes`.
+    """
+    planes = _empty_planes(probs, dtype, out)
+    planes[:, :, 0].copy_(probs)
+    pred = planes[:, :, 1]
+    if activation == "softmax":
+        pred.zero_().scatter_(1, probs.argmax(dim=1, keepdim=True), 1.0)
+    else:
+        torch.ge(probs, threshold, out=pred)
+    return planes
+
+
+def pixel_sums(planes: Tensor, target: Tensor) -> Tensor:
+    """Return the ``(N, C, 5)`` sums over pixels ``[sum p, sum y, sum g, sum p g, sum y g]``.
+
+    Args:
+        planes: ``(N, C, 2, *spatial)`` probability ``p`` and 0/1 prediction ``y`` (from
+            :func:`sigmoid_planes` / :func:`probability_planes`), used as scratch: multiplied by
+            ``g`` in place (no second batch-sized temporary), so it holds ``[p g, y g]`` after.
+        target: ``(N, C, *spatial)`` ground truth ``g``: float targets are taken as 0/1 already,
+            any other dtype counts non-zero as 1.
+
+    Three reductions in ``planes.dtype``: sums of 0/1 values are exact integers in float32 below
+    2**24 pixels, so ``tp = sum y g``, ``fp = sum y - tp``, ``fn = sum g - tp``; and for 0/1 ``g``,
+    ``sum |p - g| = sum p + sum g - 2 sum p g``.
+    """
+    dims = tuple(range(3, planes.dim()))
+    g = (target if target.is_floating_point() else target != 0).to(planes.dtype).unsqueeze(2)
+    plain = planes.sum(dims)
+    return torch.cat([plain, g.sum(dims), planes.mul_(g).sum(dims)], dim=-1)
 
 
 def _ratios(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
@@ -78,13 +154,35 @@ def _ratios(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> dict[str, tuple[T
     }
 
 
-def _apply_empty(score: Tensor, undefined: Tensor, target_empty: Tensor | None, empty: str) -> Tensor:
-    """Score with the empty rule: undefined (0/0) cells and, if given, empty-target cells."""
-    fill = {"one": 1.0, "zero": 0.0, "skip": float("nan")}[empty]
-    score = torch.where(undefined, torch.full_like(score, fill), score)
-    if target_empty is not None and empty != "one":
-        score = torch.where(target_empty, torch.full_like(score, fill), score)
-    return score
+#: rows of :data:`CONFUSION_METRICS` the empty-target rule applies to (the organ metrics)
+_ORGAN_ROWS = tuple(i for i, name in enumerate(CONFUSION_METRICS) if name in FOREGROUND_METRICS)
+_FILL = {"one": 1.0, "zero": 0.0, "skip": float("nan")}
+
+
+def stacked_scores(
+    tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor, smooth: float = 1.0, empty: EmptyRule = "one"
+) -> Tensor:
+    """Return every metric of :data:`CONFUSION_METRICS` stacked, ``(6, *tp.shape)`` in that order.
+
+    The formulas and rules of :func:`per_image_scores` (which returns this tensor's rows by name),
+    ``score = (num + s) / (den + s)`` for the six ``(num, den)`` pairs, computed once on the
+    stacked pairs: a handful of small kernels per batch instead of one set per metric.
+    """
+    check_empty_rule(empty)
+    if smooth < 0:
+        raise ValueError(f"smooth must be >= 0, got {smooth}")
+    if not tp.is_floating_point():
+        dtype = torch.get_default_dtype()
+        tp, fp, fn, tn = (x.to(dtype) for x in (tp, fp, fn, tn))
+    pairs = _ratios(tp, fp, fn, tn)
+    num = torch.stack([pairs[m][0] for m in CONFUSION_METRICS]).add_(smooth)
+    den = torch.stack([pairs[m][1] for m in CONFUSION_METRICS]).add_(smooth)
+    undefined = den == 0  # a 0/0, possible only with s = 0
+    if empty != "one":  # an empty target takes the rule's value on the organ rows too
+        target_empty = (tp + fn) == 0
+        for row in _ORGAN_ROWS:  # row views: no index tensor to copy to the device
+            undefined[row] |= target_empty
+    return torch.where(undefined, _FILL[empty], num.div_(den))
 
 
 def per_image_scores(
@@ -120,19 +218,7 @@ def per_image_scores(
 
     Integer counts are converted to the default float dtype; floating counts keep their dtype.
     """
-    check_empty_rule(empty)
-    if smooth < 0:
-        raise ValueError(f"smooth must be >= 0, got {smooth}")
-    if not tp.is_floating_point():
-        dtype = torch.get_default_dtype()
-        tp, fp, fn, tn = (x.to(dtype) for x in (tp, fp, fn, tn))
-    target_empty = (tp + fn) == 0
-    scores = {}
-    for name, (num, den) in _ratios(tp, fp, fn, tn).items():
-        score = (num + smooth) / (den + smooth)
-        organ = name in FOREGROUND_METRICS
-        scores[name] = _apply_empty(score, (den + smooth) == 0, target_empty if organ else None, empty)
-    return scores
+    return dict(zip(CONFUSION_METRICS, stacked_scores(tp, fp, fn, tn, smooth=smooth, empty=empty).unbind(0)))
 
 
 def pooled_scores(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor, empty: EmptyRule = "one") -> dict[str, Tensor]:
