@@ -9,7 +9,7 @@ processing, trial checkpoints and experiment-state snapshots. The default trial,
 is shorter than the shortest real one (a `sweeper demo` fold trial takes about 30 s on 2 cores).
 
 - **as launch.py**: the Tuner set up as ``sweeper.launch.launch`` does: ``tune.with_resources``,
-  ``sweeper.launch.tune_config``'s ``reuse_actors``, ``CheckpointConfig(num_to_keep=1)``,
+  the spec's default ``resources.reuse_actors`` (on), ``CheckpointConfig(num_to_keep=1)``,
   ``FailureConfig``; the PASS/MISS lines judge this row.
 
 ``--compare`` adds, for the record:
@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 TARGET = 1.1
 
@@ -103,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(address="local", num_cpus=args.slots, include_dashboard=False, log_to_driver=False,
              configure_logging=True, logging_level="ERROR")
-    from sweeper.launch import tune_config
+    from sweeper.spec import ResourcesSpec
 
-    launch_reuses = tune_config(SimpleNamespace(resources=SimpleNamespace(max_concurrent=None)), None).reuse_actors
+    launch_reuses = ResourcesSpec().reuse_actors  # what sweeper.launch.tune_config passes by default
     configurations = {"as launch.py": dict(reuse_actors=launch_reuses, auto_loggers=True, num_to_keep=1)}
     if args.compare:
         configurations |= {

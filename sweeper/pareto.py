@@ -128,8 +128,8 @@ def operating_point(configs: pd.DataFrame, *, min_sensitivity: float | None = No
 
 def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None
                   ) -> tuple[Path, Path, pd.DataFrame]:
-    """Writes the front as CSV and Parquet (front rows), a PNG of all configurations with 95% interval
-    error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
+    """Writes the front as CSV and Parquet (front rows), a PNG and an SVG of all configurations with 95%
+    interval error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
 
     Default paths: ``SWEEP_DIR/pareto/pareto.csv`` or ``pareto_<class>.csv``; the other files sit
     beside the CSV with the same stem.
@@ -152,7 +152,8 @@ def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str
 
 
 def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
-    """Draws every configuration (colour = loss) with 95% fold intervals and the front as a staircase."""
+    """Draws every configuration (colour = loss) with 95% fold intervals and the front as a staircase;
+    saves it at ``path`` (PNG) and beside it as SVG (vector, for papers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,6 +180,7 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
+    fig.savefig(path.with_suffix(".svg"))
     plt.close(fig)
 
 

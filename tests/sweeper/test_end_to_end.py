@@ -87,6 +87,8 @@ def test_pareto_front_is_exactly_the_non_dominated_set(sweep):
         if row["config_id"] not in expected:
             assert ((front["sensitivity"] >= row["sensitivity"]) & (front["precision"] >= row["precision"])).any()
     assert (paths.sweep / "pareto" / "pareto.png").stat().st_size > 0
+    assert (paths.sweep / "pareto" / "pareto.svg").read_text().lstrip().startswith("<?xml")
+    assert set(pd.read_parquet(paths.sweep / "pareto" / "pareto.parquet")["config_id"]) == expected
     for name in CLASSES:
         assert (paths.sweep / "pareto" / f"pareto_{name}.csv").is_file()
 
