@@ -283,7 +283,8 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
     amp_dtype = _amp_dtype(device) if use_amp else torch.float32
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
-    augment = (BatchGeometricAugment(cfg.augmentation, seed=cfg.seed + cfg.fold, device=device)
+    augment = (BatchGeometricAugment(cfg.augmentation, seed=cfg.seed + cfg.fold, device=device,
+                                     one_hot=cfg.activation == "softmax")
                if cfg.gpu_augmentation else None)
     step_fn = TrainStep(model, criterion, optimizer, scaler, device=device, amp_dtype=amp_dtype,
                         channels_last=cfg.channels_last and device.type == "cuda", compile=cfg.compile,

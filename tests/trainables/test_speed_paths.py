@@ -141,6 +141,20 @@ def test_gpu_augmentation_keeps_shapes_and_binary_masks():
     assert identity[0] is images
 
 
+def test_gpu_augmentation_keeps_one_hot_masks_one_hot():
+    """Softmax masks: pixels warped in from outside the slice become background, as on the CPU path."""
+    b, size = 4, 32
+    labels = torch.randint(0, 3, (b, size, size))
+    masks = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()  # channel 0 background
+    shifted = _no_op_params(b, size, affine=torch.ones(b, dtype=torch.bool), translate=torch.full((b, 2), 0.25))
+    _, plain = apply_geometric(torch.rand(b, 3, size, size), masks.clone(), shifted)
+    _, fixed = apply_geometric(torch.rand(b, 3, size, size), masks.clone(), shifted, one_hot=True)
+    assert (plain.sum(dim=1) == 0).any()  # the zero-filled border holds no class at all ...
+    assert (fixed.sum(dim=1) == 1).all()  # ... unless it is made background
+    torch.testing.assert_close(fixed[:, 1:], plain[:, 1:], rtol=0, atol=0)
+    assert BatchGeometricAugment(seed=0, one_hot=True)(torch.rand(b, 3, size, size), masks)[1].sum(dim=1).eq(1).all()
+
+
 def test_gpu_augmentation_is_reproducible_per_seed():
     images, masks = torch.rand(4, 3, 32, 32), (torch.rand(4, 3, 32, 32) > 0.5).float()
     a = BatchGeometricAugment(seed=5)(images, masks)[0]

@@ -159,14 +159,18 @@ def sampling_grid(params: GeometricParams, height: int, width: int) -> torch.Ten
     return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
 
 
-def apply_geometric(images: torch.Tensor, masks: torch.Tensor,
-                    params: GeometricParams) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_geometric(images: torch.Tensor, masks: torch.Tensor, params: GeometricParams, *,
+                    one_hot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (images, masks) resampled with ``params``: images (B, K, H, W) bilinear, masks
-    (B, C, H, W) 0/1 nearest, both zero outside the source."""
+    (B, C, H, W) 0/1 nearest, both zero outside the source. ``one_hot`` (softmax masks, channel 0
+    background): a pixel warped in from outside the source is background, ``m_0 = 1 - max_c m_c``
+    over the classes, as the CPU path (``SliceDataset``) does."""
     height, width = images.shape[-2:]
     grid = sampling_grid(params, height, width).to(images.dtype)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = F.grid_sample(masks, grid.to(masks.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
+    if one_hot:
+        masks[:, 0] = 1.0 - masks[:, 1:].amax(dim=1)
     return images, masks
 
 
@@ -177,16 +181,19 @@ class BatchGeometricAugment:
         strength: a key of :data:`trainables.data.augment.GEOMETRY` (``"none"``: identity).
         seed: seeds the generator (on ``device``), so a trial's batches repeat with its seed.
         device: where batches arrive and parameters are drawn.
+        one_hot: masks are one-hot with channel 0 background (softmax trials): see :func:`apply_geometric`.
 
     ``last_params`` holds the parameters of the latest batch (None before the first).
     """
 
-    def __init__(self, strength: str = "seed000", *, seed: int = 0, device: torch.device | str = "cpu"):
+    def __init__(self, strength: str = "seed000", *, seed: int = 0, device: torch.device | str = "cpu",
+                 one_hot: bool = False):
         if strength not in GEOMETRY:
             raise KeyError(f"unknown augmentation {strength!r}; choose from {sorted(GEOMETRY)}")
         self.ranges = GEOMETRY[strength]
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.one_hot = one_hot
         self.last_params: GeometricParams | None = None
 
     def sample(self, batch: int, height: int, width: int) -> GeometricParams:
@@ -197,4 +204,4 @@ class BatchGeometricAugment:
         if self.ranges is None:
             return images, masks
         self.last_params = self.sample(images.shape[0], *images.shape[-2:])
-        return apply_geometric(images, masks, self.last_params)
+        return apply_geometric(images, masks, self.last_params, one_hot=self.one_hot)
