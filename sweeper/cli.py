@@ -15,6 +15,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs.
 MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 RESULTS_OPTION = click.option(
     "--results", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
     help="Results root: each sweep gets RESULTS/<name>/, and the MLflow store is RESULTS/mlflow.db.",
@@ -63,12 +65,13 @@ STORAGE_OPTION = click.option(
 
 
 def _run(parsed, results: Path, resume: bool, address: str | None, storage: str | None = None) -> None:
-    from sweeper.launch import SweepExistsError, launch
+    from sweeper.launch import BadInputError, SweepExistsError, launch
     from sweeper.leaderboard import read_configs
+    from sweeper.tracking import TrackingUnreachableError
 
     try:
         paths = launch(parsed, results, resume=resume, address=address, storage=storage)
-    except SweepExistsError as err:
+    except (BadInputError, SweepExistsError, TrackingUnreachableError) as err:
         raise click.ClickException(str(err)) from None
     try:
         configs = read_configs(paths.sweep)
@@ -270,12 +273,18 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
 
 @main.command()
 @RESULTS_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it local; tunnel with ssh).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback exposes the UI without login (a warning says so); "
+                   "keep it local and tunnel with ssh.")
 @click.option("--port", default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
     """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
     from sweeper.tracking import artifact_root, default_tracking_uri
 
+    if host not in LOOPBACK_HOSTS:
+        click.echo(f"warning: --host {host} exposes the MLflow UI, with every run, checkpoint and artifact and no "
+                   f"login, to anyone who can reach port {port}; keep the default 127.0.0.1 and tunnel with "
+                   f"`ssh -L {port}:127.0.0.1:{port} HOST` instead", err=True)
     if not (results / "mlflow.db").is_file():
         raise click.ClickException(f"{results / 'mlflow.db'} not found: run a sweep first (sweeper demo) "
                                    "or pass --results pointing at its results folder")

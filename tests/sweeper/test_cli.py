@@ -37,3 +37,12 @@ def test_losses_lists_every_loss_with_knobs_and_source():
     assert set(ISSUE_LOSSES) <= names
     assert "constraint: alpha + beta = 2" in out.output and "one per class" in out.output
     assert out.output.count("source:") == len(names)
+
+
+def test_ui_warns_before_exposing_mlflow_beyond_loopback(tmp_path):
+    runner = CliRunner()
+    exposed = runner.invoke(main, ["ui", "--results", str(tmp_path), "--host", "0.0.0.0"])
+    assert "warning: --host 0.0.0.0 exposes the MLflow UI" in exposed.output and "ssh -L 5000" in exposed.output
+    local = runner.invoke(main, ["ui", "--results", str(tmp_path)])
+    assert "warning" not in local.output
+    assert local.exit_code != 0 and "mlflow.db not found" in local.output  # no store here: nothing served

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -40,12 +41,50 @@ def tiny_spec():
     })
 
 
+# Credentials a user's shell may hold; none may reach a spec, an MLflow param/tag/artifact or a log line.
+FAKE_SECRETS = {"AWS_SECRET_ACCESS_KEY": "fakeSecretKey9f8e7d6c5b4a", "MLFLOW_TRACKING_PASSWORD": "fakePassw0rd-31415",
+                "RAY_AUTH_TOKEN_FAKE_FOR_TEST": "fakeRayToken-27182"}
+
+
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def ray_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, ray_logs):
+    """The tiny sweep, launched with fake credentials in the environment and Ray's logs in a folder of
+    its own (so the secret check below can read every log line the sweep wrote)."""
     results = tmp_path_factory.mktemp("results")
     spec = tiny_spec()
-    paths = launch(spec, results)
+    saved = {name: os.environ.get(name) for name in [*FAKE_SECRETS, "SWEEPER_RAY_TEMP_DIR"]}
+    os.environ.update(FAKE_SECRETS, SWEEPER_RAY_TEMP_DIR=str(ray_logs))
+    try:
+        paths = launch(spec, results)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return spec, paths
+
+
+def test_no_credential_reaches_spec_mlflow_artifacts_or_logs(sweep, ray_logs):
+    spec, paths = sweep
+    secrets = [value.encode() for value in FAKE_SECRETS.values()]
+    read = 0
+    for root in (paths.results, ray_logs):  # spec.yaml, mlflow.db, artifacts, Tune state, Ray logs
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                read += 1
+                assert not any(secret in data for secret in secrets), path
+    assert read > 50  # the sweep's files and the Ray session's logs were there to read
+    client = MlflowClient(default_tracking_uri(paths.results))
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
+    logged = json.dumps([[r.data.params, r.data.tags] for r in runs])
+    assert runs and not any(value in logged for value in FAKE_SECRETS.values())
 
 
 def test_leaderboard_has_every_configuration_times_fold(sweep):
