@@ -276,11 +276,32 @@ def train_fold_from_object_store(config: dict[str, Any], cache: tuple[str, bytes
     train_fold({**config, "cache_dir": str(unpack_cache(key, blob))})
 
 
+#: Cloud credentials that Ray Tune copies from the driver's environment into every trial actor's
+#: runtime_env (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), where Ray's runtime-env
+#: agent writes them in clear to its log. Trial workers do not need the copy: on a local Ray they
+#: inherit the driver's environment through the raylet it started, and cluster nodes take theirs from
+#: the instance role (cluster.yaml).
+CREDENTIAL_ENV_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
+                                 "AWS_SESSION_TOKEN"})
+
+
+def _keep_credentials_out_of_ray_logs() -> None:
+    """Stops Ray Tune from putting :data:`CREDENTIAL_ENV_VARS` into trial runtime_envs (and so into
+    Ray's logs); a no-op where a Ray release no longer has that list."""
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if propagated is not None:
+        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - CREDENTIAL_ENV_VARS
+
+
 def _trainable(spec: SweepSpec, cache_dir: Path, cache_via: str):
     """Returns the fold trainable with the spec's resources (CPUs, fractional GPUs) attached."""
     from ray import tune
 
     from trainables.train import train_fold
+
+    _keep_credentials_out_of_ray_logs()
 
     if cache_via == "object_store":
         packed = pack_cache(cache_dir)
