@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sweeper.spec import SweepSpec, dump_spec
+from sweeper.spec import SweepSpec, dump_spec, storage_problem
 
 TUNE_NAME = "tune"
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -54,6 +54,11 @@ SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 class SweepExistsError(RuntimeError):
     """The sweep folder already holds a sweep and neither resume nor a new name was asked for."""
+
+
+class BadInputError(ValueError):
+    """The data set, the folders or the machine cannot run the sweep; raised before Ray starts, naming the file,
+    folder or field and the fix (README "Bad input")."""
 
 
 def is_uri(location: str | os.PathLike | None) -> bool:
@@ -80,6 +85,9 @@ class SweepPaths:
         """``storage`` (else ``spec.storage``): None, a local/NFS path, or an object-store URI."""
         results = Path(results).expanduser().resolve()
         storage = storage if storage is not None else getattr(spec, "storage", None)
+        problem = storage_problem(storage)
+        if problem:
+            raise BadInputError(f"storage (--storage or the spec's storage): {problem}")
         if storage and is_uri(storage):
             return cls(results, results / spec.name, f"{str(storage).rstrip('/')}/{spec.name}")
         root = _local_path(storage) if storage else results
@@ -112,6 +120,20 @@ class SweepPaths:
     def optuna_storage(self) -> str:
         return f"sqlite:///{self.sweep / 'optuna.db'}"
 
+    def check_writable(self) -> None:
+        """Raises BadInputError unless the results folder and the (local) sweep folder can be created and written."""
+        for what, folder in (("results folder (--results)", self.results),
+                             ("sweep folder (--storage / the spec's storage, then name)", self.sweep)):
+            if folder == self.sweep and self.storage_uri:
+                continue
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeper-write-test-"):
+                    pass
+            except OSError as err:
+                raise BadInputError(f"{what} {folder} is not a writable folder ({err.strerror or err}); "
+                                    "pass a folder you can write to, or fix its permissions") from None
+
     def tune_started(self) -> bool:
         """True when Tune's experiment folder exists (a sweep ran here before)."""
         if not self.storage_uri:
@@ -142,6 +164,27 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
         clip_percentiles=data.intensity.clip_percentiles, target_spacing=data.target_spacing,
         split=data.split_file,
     )
+
+
+def check_local_resources(spec: SweepSpec, address: str | None) -> None:
+    """Raises BadInputError when a trial asks for more GPUs or CPUs than the one node of a private local Ray has
+    (Tune would wait for such a node forever). On a cluster (``address`` or ``RAY_ADDRESS``) nodes may still
+    join, so nothing is checked here."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    res = spec.resources
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if res.cpus_per_trial > cpus:
+        raise BadInputError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
+                            f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)")
+    if res.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if res.gpus_per_trial > gpus:
+            raise BadInputError(f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs per trial but this machine "
+                                f"has {gpus}; give at most {gpus} (0 trains on the CPU), or launch on a cluster "
+                                "with GPU nodes (--address)")
 
 
 def planned_folds(spec: SweepSpec) -> int:
@@ -353,6 +396,9 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
 
     Raises:
         SweepExistsError: the sweep folder holds a sweep and ``resume`` is false.
+        sweeper.tracking.TrackingUnreachableError: the MLflow server (``tracking.uri`` or
+            ``$MLFLOW_TRACKING_URI``) does not answer at launch (raised before anything is written or Ray
+            starts), or stayed down through the end of the sweep (README "When things break").
     """
     if address and address.startswith("ray://"):
         return _launch_through_client(spec, results, resume=resume, address=address, storage=storage,
@@ -362,22 +408,29 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     from sweeper.leaderboard import LeaderboardWriter
     from sweeper.progress import ProgressPrinter
     from sweeper.search import FoldSearcher
-    from sweeper.tracking import MlflowTracker
+    from sweeper.tracking import MlflowTracker, TrackingUnreachableError, check_tracking_server
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     paths = SweepPaths.of(spec, results, storage)
+    check_local_resources(spec, address)
+    paths.check_writable()
     started = paths.tune_started()
     if started and not resume:
         raise SweepExistsError(
             f"{paths.sweep} already holds sweep {spec.name!r}: pass --resume to continue it, or change `name` "
             "in the spec (or --results) to start a new one"
         )
+    tracking_uri, artifact_location = _tracking_uri(spec, paths)
+    check_tracking_server(tracking_uri)  # an unreachable MLflow server fails here: nothing written, no Ray
     paths.sweep.mkdir(parents=True, exist_ok=True)
     if not paths.spec_file.exists():
         paths.spec_file.write_text(dump_spec(spec))
 
-    cache_dir = prepare_data(spec, paths)
-    tracking_uri, artifact_location = _tracking_uri(spec, paths)
+    try:
+        cache_dir = prepare_data(spec, paths)
+    except (OSError, ValueError, KeyError) as err:  # a data set problem, named by the reader: before Ray starts
+        raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.sweep / 'data'}): "
+                            f"{str(err).strip(chr(34))}") from err
     folds = spec.data.folds_to_run
     started_ray = _init_ray(address)
     try:
@@ -404,13 +457,19 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                     verbose=0,  # ProgressPrinter prints one line per ended trial instead of Tune's tables
                 ),
             )
-        tuner.fit()
+        unwritten = None
+        try:
+            tuner.fit()
+        except TrackingUnreachableError as err:  # every trial ended; only MLflow writes wait for --resume
+            unwritten = err
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()  # a connected driver only disconnects; a local Ray it started ends here
     export_all_fronts(paths.sweep, spec)
+    if unwritten is not None:
+        raise unwritten
     return paths
 
 

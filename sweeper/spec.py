@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trainables.data import GI_CLASSES
-from trainables.losses import Knob, configured_knob_space
-from trainables.models import ARCHITECTURES
+from trainables.losses import Knob, compound_terms, configured_knob_space, is_compound, loss_constraints
+from trainables.models import ARCHITECTURES, known_encoders
 
 SEARCH = "search"
 
@@ -196,6 +196,19 @@ class ModelSpec(_Strict):
             raise ValueError(f"unknown architecture(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
         return [a.lower() for a in value]
 
+    @field_validator("encoders")
+    @classmethod
+    def _known_encoders(cls, value: list[str]) -> list[str]:
+        known = known_encoders()
+        unknown = [e for e in value if e not in known]
+        if unknown:
+            close = sorted({k for e in unknown for k in known if k.startswith(e.rstrip("0123456789_-")[:4])})[:12]
+            raise ValueError(f"unknown encoder(s) {unknown}; use an smp encoder name such as mit_b2 or resnet34"
+                             + (f" (similar: {close})" if close else "")
+                             + " -- all names: python -c 'import segmentation_models_pytorch as smp; "
+                             "print(smp.encoders.get_encoder_names())'")
+        return value
+
 
 class KnobRange(_Strict):
     """A search range for one loss knob; must lie inside the knob's declared range."""
@@ -207,7 +220,7 @@ class KnobRange(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> KnobRange:
         if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            raise ValueError(f"low ({self.low}) must be below high ({self.high}); give {{low, high}} with low < high")
         return self
 
 
@@ -263,6 +276,12 @@ class LossSpec(_Strict):
                 else:
                     out.update(zip(per_class, values))
                 continue
+            derived = _derived_knobs(self.name).get(key)
+            if derived is not None:
+                first, total = derived
+                problems.append(f"params.{key}: {self.name} derives {key} from {first} (constraint: they sum to "
+                                f"{total:g}); set only {first}, e.g. {first}: {total / 2:g}, and leave {key} out")
+                continue
             problems.append(f"params.{key}: {self.name} has no knob {key!r}; its knobs are {sorted(space)}")
         return out, problems
 
@@ -315,6 +334,16 @@ class LossSpec(_Strict):
                     help=knob.help,
                 )
         return out
+
+
+def _derived_knobs(name: str) -> dict[str, tuple[str, float]]:
+    """Returns flat key of each knob a constraint derives -> (the knob to set instead, the constraint's total)."""
+    try:
+        terms = [(f"{term}.", term) for _, term in compound_terms(name)] if is_compound(name) else [("", name)]
+        return {f"{prefix}{c.knobs[-1]}": (f"{prefix}{c.knobs[0]}", c.total)
+                for prefix, term in terms for c in loss_constraints(term) if len(c.knobs) == 2}
+    except (KeyError, ValueError):
+        return {}
 
 
 class TrainingSpec(_Strict):
@@ -373,9 +402,33 @@ class ResourcesSpec(_Strict):
         True, description="an ended trial's worker process runs the next trial with the same resources instead of "
         "a new process starting (Ray Tune's reuse_actors); false: a fresh process per trial")
 
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"{value} GPUs: Ray shares a GPU only in fractions below 1; give a fraction "
+                             f"(e.g. 0.5) or a whole number (e.g. {int(value)})")
+        return value
+
 
 class TrackingSpec(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under the results folder")
+
+
+#: URI schemes of the filesystems pyarrow (so Ray Tune's storage_path) can write to
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def storage_problem(storage: str | None) -> str | None:
+    """Returns what is wrong with a storage location (a local path or an object-store URI), or None."""
+    text = str(storage or "")
+    if "://" not in text or text.startswith("file://"):
+        return None
+    scheme = text.split("://", 1)[0].lower()
+    if scheme not in STORAGE_SCHEMES:
+        return (f"unknown URI scheme {scheme + '://'!r} in {text!r}; give a local or NFS path (e.g. /mnt/shared/sweeps) "
+                f"or an object-store URI Ray Tune can write to: {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+    return None
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -403,6 +456,14 @@ class SweepSpec(_Strict):
     def _slug(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("use letters, digits, '_', '-', '.' only (it names a folder), at most 64 characters")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        problem = storage_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -461,11 +522,38 @@ def metric_names(classes: tuple[str, ...], boundary: bool = True) -> set[str]:
     return set(metric_keys(classes, boundary=boundary, gi_score=boundary))
 
 
+def _known_fields(loc: tuple) -> list[str]:
+    """Returns the field names of the spec section at ``loc`` (the parent of an unknown field), or []."""
+    model: Any = SweepSpec
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        model = field.annotation
+        while getattr(model, "__args__", None) and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            model = next((a for a in model.__args__ if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
 def _format_pydantic(error: ValidationError) -> list[str]:
     lines = []
-    for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith(("function-after", "union")))
+    items = error.errors()
+    # a value that failed every member of a union: keep the member's own explanation (a value error,
+    # e.g. a knob range with low above high) and drop "should be a number / a list / 'search'"
+    def where(item: dict) -> tuple:
+        return tuple(str(p) for p in item["loc"] if not str(p).startswith(("function-after", "union")))
+
+    explained = {where(item) for item in items if item["type"] == "value_error"}
+    items = [item for item in items if item["type"] == "value_error" or where(item)[:-1] not in explained]
+    for item in items:
+        loc = ".".join(where(item))
         msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            known = _known_fields(item["loc"][:-1])
+            msg = ("unknown field; remove it or fix its spelling"
+                   + (f" (fields here: {', '.join(known)})" if known else ""))
         parts = msg.split("\n")
         if loc and all(part.startswith("params.") for part in parts):  # knob problems of one loss
             lines.extend(f"{loc}.{part}" for part in parts)

@@ -4,11 +4,17 @@ A Ray Tune ``Callback`` (:class:`MlflowTracker`) runs in the driver process, so 
 access to the tracking server and the store has one writer. Runs nest through the
 ``mlflow.parentRunId`` tag (Ray's ``MLflowLoggerCallback`` has no nesting) and carry
 ``sweeper.level`` = ``sweep`` | ``config`` | ``fold``. Runs are found again by their tags, so a
-resumed sweep reuses its runs instead of duplicating them.
+resumed sweep reuses its runs instead of duplicating them. A tracking server that goes away
+mid-sweep costs nothing: writes are kept and retried (:class:`MlflowTracker`); one unreachable at
+launch stops the launch before Ray starts (:func:`check_tracking_server`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
 ERROR_TAG = "sweeper.error"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
+logger = logging.getLogger(__name__)
 
 #: keys of a trial result that are bookkeeping, not metrics
 _NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done",
@@ -60,32 +67,104 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+class TrackingUnreachableError(RuntimeError):
+    """The MLflow tracking server cannot be reached (at launch, or through a whole outage)."""
+
+
+def is_server_uri(uri: str | None) -> bool:
+    """True for a tracking server (``http(s)://``); False for sqlite/file stores, which need no probe."""
+    return str(uri or "").startswith(("http://", "https://"))
+
+
+def server_reachable(uri: str, timeout: float = 5.0) -> str | None:
+    """Returns None when the MLflow server at ``uri`` answers ``GET /health``, else why it does not."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            response.read()
+    except Exception as err:  # noqa: BLE001 - refused, timed out, HTTP error: all mean not usable
+        return str(getattr(err, "reason", None) or err)
+    return None
+
+
+def check_tracking_server(uri: str | None, timeout: float = 5.0) -> None:
+    """Raises :class:`TrackingUnreachableError` naming ``uri`` and the fix when a tracking server
+    does not answer; does nothing for sqlite/file stores. Called by ``launch`` before Ray starts."""
+    if not is_server_uri(uri):
+        return
+    why = server_reachable(uri, timeout)
+    if why is not None:
+        raise TrackingUnreachableError(
+            f"MLflow tracking server {uri} is unreachable ({why}); nothing was started. Start it "
+            f"(mlflow server --host ... --port ...), or fix tracking.uri in the spec / $MLFLOW_TRACKING_URI "
+            "(leave both unset to log to RESULTS/mlflow.db), then launch again")
+
+
+#: MLflow's HTTP retry settings while the tracker writes: fail fast, the tracker's own buffer retries
+#: (MLflow's defaults, 7 retries with backoff, would block the Tune driver for minutes per call)
+_FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+PENDING_FILE = "mlflow_pending.pkl"
+
+
+@contextlib.contextmanager
+def _fast_fail():
+    """Sets :data:`_FAST_FAIL_ENV` (only where the user set nothing) for the duration of a flush."""
+    added = {k: v for k, v in _FAST_FAIL_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 class MlflowTracker(Callback):
     """Writes the sweep to MLflow from the Tune driver.
+
+    Every Tune event becomes a write *event* (plain data: configs, metrics with their timestamps
+    and steps) queued in order and flushed at once. When the tracking server is unreachable (a
+    write fails and ``GET /health`` fails too) the events stay queued and are retried on the next
+    Tune event, at most every ``retry_every_s``; the sweep itself (trials, leaderboard, Optuna) goes
+    on. At the end of the sweep the tracker waits up to ``max_wait_s`` for the server; if it is still
+    down the unwritten events are saved to ``SWEEP_DIR/mlflow_pending.pkl`` and
+    :class:`TrackingUnreachableError` says to run ``sweeper launch SPEC --resume`` once the server is
+    back: the resumed tracker writes them first. Replays are idempotent: runs are found by their
+    tags, missing params are added, and a metric with the same key, step, value and timestamp is
+    stored once by MLflow. A write that fails while the server answers is a real error and raised; a
+    sqlite/file store has no outage, its errors are raised at once as before.
 
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:///...`` or ``http://host:5000``).
         experiment: experiment name (the sweep name).
         artifact_location: where a new experiment stores artifacts (ignored for an existing one).
-        spec_file: the frozen spec, logged as an artifact of the sweep run.
+        spec_file: the frozen spec, logged as an artifact of the sweep run (its folder is the sweep's).
         n_folds: folds per configuration; a configuration run closes when all have ended.
+        max_wait_s: how long the end of the sweep waits for an unreachable server.
+        retry_every_s: the least time between two retries of queued events during an outage.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None, spec_file: Path,
-                 n_folds: int):
+                 n_folds: int, max_wait_s: float = 300.0, retry_every_s: float = 2.0):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.spec_file = str(spec_file)
         self.n_folds = n_folds
+        self.max_wait_s = max_wait_s
+        self.retry_every_s = retry_every_s
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self._sweep_run: str | None = None
         self._run_ids: dict[tuple, str] = {}
+        self._pending: list[tuple] = []
+        self._retry_at = 0.0
+        self.buffered_max = 0  # most events ever queued at once (0: never an outage)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
         state = self.__dict__.copy()
-        state.update(_client=None, _run_ids={})
+        state.update(_client=None, _run_ids={}, _pending=[], _retry_at=0.0)
         return state
 
     @property
@@ -94,48 +173,112 @@ class MlflowTracker(Callback):
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
-    # -- Tune hooks ---------------------------------------------------------------------------
+    @property
+    def pending_file(self) -> Path:
+        return Path(self.spec_file).parent / PENDING_FILE
+
+    # -- Tune hooks: each queues one event and flushes ------------------------------------------
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
-        self._experiment_id = ensure_experiment(self.client, self.experiment, self.artifact_location)
-        self._sweep_run = self._find_or_create((SWEEP_LEVEL,), {LEVEL_TAG: SWEEP_LEVEL}, run_name=self.experiment)
-        if not self.client.list_artifacts(self._sweep_run):
-            self.client.log_artifact(self._sweep_run, self.spec_file)
-        self.client.update_run(self._sweep_run, status="RUNNING")
+        self._pending = []
+        if self.pending_file.is_file():  # an earlier run ended during an outage: its events go first
+            self._pending = pickle.loads(self.pending_file.read_bytes())
+            self.pending_file.unlink()  # held in memory now; saved again if the server is down at the end
+        self._push(("setup",))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        run_id = self._fold_run(trial.config)
-        self.client.update_run(run_id, status="RUNNING")
+        self._push(("start", dict(trial.config)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        run_id = self._fold_run(trial.config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
-        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+        self._push(("result", dict(trial.config), step, numeric_metrics(result), int(time.time() * 1000)))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        run_id = self._fold_run(trial.config)
         detail = (trial.last_result or {}).get("loss_detail")
-        if detail:
-            self.client.set_tag(run_id, "sweeper.loss_detail", detail)
+        best = None
         if trial.checkpoint is not None:
-            best = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
-            if best.is_file():
-                self.client.log_artifact(run_id, str(best), artifact_path="checkpoint")
-        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-        self._maybe_close_config(trials, trial, failed=False)
+            path = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
+            best = str(path) if path.is_file() else None
+        self._push(("complete", dict(trial.config), detail, best, self._config_summary(trials, trial, False)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        run_id = self._fold_run(trial.config)
-        reason = trial_error_text(trial)
-        self.client.set_tag(run_id, ERROR_TAG, reason[-4000:])
-        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        self._maybe_close_config(trials, trial, failed=True)
+        reason = trial_error_text(trial)[-4000:]
+        self._push(("error", dict(trial.config), reason, self._config_summary(trials, trial, True)))
 
     def on_experiment_end(self, trials, **info) -> None:
-        if self._sweep_run is not None:
-            failed = any(t.status == "ERROR" for t in trials)
-            self.client.set_tag(self._sweep_run, "sweeper.failed_trials", str(sum(t.status == "ERROR" for t in trials)))
+        self._push(("end", sum(t.status == "ERROR" for t in trials)))
+        if not self._flush(self.max_wait_s):
+            self._give_up()
+
+    # -- the queue -----------------------------------------------------------------------------
+    def _push(self, event: tuple) -> None:
+        self._pending.append(event)
+        if time.monotonic() >= self._retry_at:
+            self._flush(0.0)
+
+    def _flush(self, wait_s: float) -> bool:
+        """Writes queued events in order; returns True when none is left. While the server is down,
+        retries every ``retry_every_s`` for up to ``wait_s`` seconds (0: one try)."""
+        deadline = time.monotonic() + wait_s
+        while self._pending:
+            try:
+                with _fast_fail():
+                    self._apply(self._pending[0])
+            except Exception as err:  # noqa: BLE001 - sorted below: outage (keep) or real error (raise)
+                why = server_reachable(self.tracking_uri) if is_server_uri(self.tracking_uri) else None
+                if why is None:
+                    raise  # the store answers: a real error, not an outage
+                self.buffered_max = max(self.buffered_max, len(self._pending))
+                self._retry_at = time.monotonic() + self.retry_every_s
+                logger.warning("MLflow server %s unreachable (%s; %s): %d write(s) kept and retried; the sweep "
+                               "goes on", self.tracking_uri, why, type(err).__name__, len(self._pending))
+                if time.monotonic() + self.retry_every_s > deadline:
+                    return False
+                time.sleep(self.retry_every_s)
+                continue
+            self._pending.pop(0)
+        return True
+
+    def _give_up(self) -> None:
+        self.pending_file.write_bytes(pickle.dumps(self._pending))
+        n = len(self._pending)
+        self._pending = []
+        raise TrackingUnreachableError(
+            f"MLflow server {self.tracking_uri} stayed unreachable for {self.max_wait_s:.0f} s: {n} MLflow write(s) "
+            f"(runs, metrics, statuses) are kept in {self.pending_file}. The leaderboard and the Optuna study are "
+            "complete. Once the server is back, run `sweeper launch SPEC --resume` (same --results) to write them")
+
+    def _apply(self, event: tuple) -> None:
+        kind, *args = event
+        if kind == "setup":
+            self._experiment_id = ensure_experiment(self.client, self.experiment, self.artifact_location)
+            self._sweep_run = self._find_or_create((SWEEP_LEVEL,), {LEVEL_TAG: SWEEP_LEVEL}, run_name=self.experiment)
+            if not self.client.list_artifacts(self._sweep_run):
+                self.client.log_artifact(self._sweep_run, self.spec_file)
+            self.client.update_run(self._sweep_run, status="RUNNING")
+        elif kind == "start":
+            self.client.update_run(self._fold_run(args[0]), status="RUNNING")
+        elif kind == "result":
+            config, step, values, now = args
+            metrics = [Metric(k, v, now, step) for k, v in values.items()]
+            self.client.log_batch(self._fold_run(config), metrics=metrics, synchronous=True)
+        elif kind == "complete":
+            config, detail, best, summary = args
+            run_id = self._fold_run(config)
+            if detail:
+                self.client.set_tag(run_id, "sweeper.loss_detail", detail)
+            if best and Path(best).is_file() and not self.client.list_artifacts(run_id, "checkpoint"):
+                self.client.log_artifact(run_id, best, artifact_path="checkpoint")
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            self._close_config(config, summary)
+        elif kind == "error":
+            config, reason, summary = args
+            run_id = self._fold_run(config)
+            self.client.set_tag(run_id, ERROR_TAG, reason)
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            self._close_config(config, summary)
+        elif kind == "end":
+            (failed,) = args
+            self.client.set_tag(self._sweep_run, "sweeper.failed_trials", str(failed))
             self.client.set_terminated(self._sweep_run, "FINISHED" if not failed else "FAILED")
 
     # -- runs -----------------------------------------------------------------------------------
@@ -146,10 +289,13 @@ class MlflowTracker(Callback):
         found = self.client.search_runs([self._experiment_id], filter_string=filters, max_results=1)
         if found:
             run_id = found[0].info.run_id
+            # a replay after an outage may find a run whose params never arrived
+            missing = {k: v for k, v in (params or {}).items() if k not in found[0].data.params}
         else:
             run_id = self.client.create_run(self._experiment_id, tags=tags, run_name=run_name).info.run_id
-            if params:
-                self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()], synchronous=True)
+            missing = params or {}
+        if missing:
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in missing.items()], synchronous=True)
         self._run_ids[key] = run_id
         return run_id
 
@@ -173,25 +319,31 @@ class MlflowTracker(Callback):
             params=trial_params(config),
         )
 
-    def _maybe_close_config(self, trials, trial, failed: bool) -> None:
-        """Logs the fold means on the configuration run and closes it once all its folds have ended."""
+    def _config_summary(self, trials, trial, failed: bool) -> tuple[list[tuple[str, float]], str, int] | None:
+        """Returns (fold means of the ``best.*`` metrics, status, timestamp) of the trial's configuration
+        once all its folds have ended, else None; taken when the event happens, written with it."""
         cid = trial.config["config_id"]
         others = [t for t in trials if t.config.get("config_id") == cid and t is not trial]
         ended = [t for t in others if t.status in ("TERMINATED", "ERROR")] + [trial]
         if len(ended) < self.n_folds:
-            return
+            return None
         finished = [t for t in others if t.status == "TERMINATED"] + ([] if failed else [trial])
-        run_id = self._config_run(trial.config)
         keys = [k for k in (finished[0].last_result if finished else {}) if k.startswith(BEST_PREFIX)]
-        now = int(time.time() * 1000)
-        metrics = []
+        means = []
         for key in keys:
             values = [t.last_result[key] for t in finished if key in t.last_result]
             if values:
-                metrics.append(Metric(key.removeprefix(BEST_PREFIX), sum(values) / len(values), now, 0))
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics, synchronous=True)
-        status = "FINISHED" if len(finished) == len(ended) else "FAILED"
+                means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
+        return means, "FINISHED" if len(finished) == len(ended) else "FAILED", int(time.time() * 1000)
+
+    def _close_config(self, config: dict[str, Any], summary) -> None:
+        """Logs the fold means on the configuration run and closes it (when all its folds have ended)."""
+        if summary is None:
+            return
+        means, status, now = summary
+        run_id = self._config_run(config)
+        if means:
+            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in means], synchronous=True)
         self.client.set_terminated(run_id, status)
 
 

@@ -31,6 +31,20 @@ def test_validate_ok_and_every_problem_listed(tmp_path):
         assert field in out.output
 
 
+def test_validate_lists_every_bad_input_of_a_spec_at_once(tmp_path):
+    """README "Bad input": one `sweeper validate` run names every spec problem, each with its field."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstorage: foo://bucket\ndata: {format: synthetic, folds: 2}\n"
+                   "model: {encoders: [resnet9000], architectures: [transformer9000]}\n"
+                   "losses: [{name: pm_dice, params: {gamma: [1, 2]}}, {name: iou_xy, params: {beta: 1}}]\n"
+                   "training: {batch_size: 0, epoch: 3}\nresources: {gpus_per_trial: 1.5}\nsearch: {budget: 2}\n")
+    out = CliRunner().invoke(main, ["validate", str(bad)])
+    assert out.exit_code != 0 and "8 problem(s)" in out.output
+    for field in ["storage:", "model.encoders", "model.architectures", "losses.0.params.gamma",
+                  "losses.1.params.beta", "training.batch_size", "training.epoch", "resources.gpus_per_trial"]:
+        assert field in out.output
+
+
 def test_losses_lists_every_loss_with_knobs_and_source():
     out = CliRunner().invoke(main, ["losses"])
     names = {line.split(":")[0] for line in out.output.splitlines() if not line.startswith(" ")}

@@ -121,7 +121,7 @@ def test_compound_losses_take_prefixed_knobs():
 
 
 def test_constrained_knob_is_derived_not_given():
-    with pytest.raises(SpecError, match="params.beta: iou_xy has no knob 'beta'"):
+    with pytest.raises(SpecError, match="params.beta: iou_xy derives beta from alpha.*set only alpha"):
         parse_spec(minimal(losses=[{"name": "iou_xy", "params": {"beta": 1.5}}]))
 
 

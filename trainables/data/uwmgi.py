@@ -75,13 +75,18 @@ def png_size(path: str | Path) -> tuple[int, int]:
     with open(path, "rb") as fh:
         head = fh.read(24)
     if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise ValueError(f"{path}: not a PNG file (expected a 16-bit grey PNG)")
+        raise ValueError(f"{path}: not a PNG file (expected a 16-bit grey PNG); replace it with the data set's "
+                         "original file (re-download or re-extract it)")
     width, height = struct.unpack(">II", head[16:24])
     return int(height), int(width)
 
 
 def _read_csv(csv_path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{csv_path} is empty; expected the header id,class,segmentation and one row per "
+                         "(slice, class): restore the data set's train.csv") from None
     missing = {"id", "class", "segmentation"} - set(frame.columns)
     if missing:
         raise ValueError(
@@ -142,7 +147,8 @@ def read_uwmgi(root: str | Path, classes: Sequence[str] = GI_CLASSES) -> list[Sl
     unknown = sorted(set(frame["class"]) - known)
     if unknown:
         raise ValueError(
-            f"{csv_path}: unknown class(es) {unknown}; expected one of {sorted(known)}"
+            f"{csv_path}: unknown class(es) {unknown}; expected one of {sorted(known)}: fix the class "
+            "column, or list the class in data.classes"
         )
 
     rles: dict[str, dict[str, str]] = {}
@@ -160,7 +166,8 @@ def read_uwmgi(root: str | Path, classes: Sequence[str] = GI_CLASSES) -> list[Sl
             keys[sid] = (int(match.group(1)), int(match.group(2)), int(match.group(3)))
             rles[sid] = {}
         if cls in rles[sid]:
-            raise ValueError(f"{csv_path}, line {line}: duplicated row for id {sid!r}, class {cls!r}")
+            raise ValueError(f"{csv_path}, line {line}: duplicated row for id {sid!r}, class {cls!r}; "
+                             "keep one row per (id, class)")
         rles[sid][cls] = seg.strip()
 
     pngs_by_scan: dict[tuple[int, int], tuple[Path, dict[int, str]]] = {}
@@ -180,7 +187,8 @@ def read_uwmgi(root: str | Path, classes: Sequence[str] = GI_CLASSES) -> list[Sl
         if name is None:
             raise FileNotFoundError(
                 f"no PNG for {sid!r} listed in {csv_path}: expected "
-                f"{scans_dir}/slice_{number:04d}_W_H_PW_PH.png"
+                f"{scans_dir}/slice_{number:04d}_W_H_PW_PH.png; restore the PNG, or delete the id's rows "
+                "from train.csv"
             )
         path = scans_dir / name
         match = _PNG_RE.match(name)
@@ -266,10 +274,16 @@ class UwmgiAdapter(DataAdapter):
         self.check_root()
         records = self.reader(self.root, self.classes)
         if not records:
-            raise ValueError(f"{self.root / 'train.csv'} lists no slices; expected at least one")
+            raise ValueError(f"{self.root / 'train.csv'} lists no slices; expected at least one row per "
+                             "(slice, class): point data.root at the full data set")
         scans: dict[str, list[SliceRecord]] = {}
         for rec in records:  # sorted by (case, day, slice_number)
             scans.setdefault(rec.scan, []).append(rec)
+        for scan, recs in scans.items():
+            if len(recs) < 2:  # a UW-Madison GI scan has 80 to 144 slices: the rest went missing
+                raise ValueError(f"{self.root / 'train.csv'}: scan {scan} has only one slice ({recs[0].path}); "
+                                 "a scan is a stack of slices: restore its other slices (rows and PNGs), or "
+                                 "delete the scan's rows")
         return [ScanSource(scan=scan, patient=f"case{recs[0].case}", files=tuple(r.path for r in recs),
                            day=recs[0].day, payload=recs, case=recs[0].case)
                 for scan, recs in scans.items()]
@@ -283,13 +297,20 @@ class UwmgiAdapter(DataAdapter):
         for s, rec in enumerate(records):
             if (rec.height, rec.width) != (h, w):
                 raise ValueError(f"{rec.path}: {rec.width}x{rec.height} differs from the scan's first slice "
-                                 f"{first.path} ({w}x{h}); expected one size per scan")
+                                 f"{first.path} ({w}x{h}); expected one size per scan: replace it with the "
+                                 "scan's own slice")
             raw = cv2.imread(str(rec.path), cv2.IMREAD_UNCHANGED)
             if raw is None or raw.ndim != 2:
-                raise ValueError(f"{rec.path}: cannot read it as a single-channel (grey) PNG")
+                raise ValueError(f"{rec.path}: cannot read it as a single-channel (grey) PNG; replace it with the "
+                                 "data set's original file (re-download or re-extract it)")
             image[s] = raw
             for c, cls in enumerate(self.classes):
-                masks[s, c] = rle_decode(rec.rles[cls], (h, w))
+                try:
+                    masks[s, c] = rle_decode(rec.rles[cls], (h, w))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{self.root / 'train.csv'}: id {rec.id!r}, class {cls!r}: {err} (its PNG "
+                                     f"{rec.path.name} is {w}x{h}); fix the segmentation to 'start length ...' "
+                                     "runs inside the image, or leave it empty") from None
         return ScanVolume(image=image, masks=masks, spacing=(float("nan"), *first.spacing),
                           slice_numbers=[r.slice_number for r in records], label_files=(first.path,),
                           image_files=tuple(r.path for r in records), slice_ids=[r.id for r in records])
