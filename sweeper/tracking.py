@@ -248,38 +248,42 @@ class MlflowTracker(Callback):
             "complete. Once the server is back, run `sweeper launch SPEC --resume` (same --results) to write them")
 
     def _apply(self, event: tuple) -> None:
+        """Writes one queued event: ``(kind, *args)`` goes to ``_write_<kind>(*args)``."""
         kind, *args = event
-        if kind == "setup":
-            self._experiment_id = ensure_experiment(self.client, self.experiment, self.artifact_location)
-            self._sweep_run = self._find_or_create((SWEEP_LEVEL,), {LEVEL_TAG: SWEEP_LEVEL}, run_name=self.experiment)
-            if not self.client.list_artifacts(self._sweep_run):
-                self.client.log_artifact(self._sweep_run, self.spec_file)
-            self.client.update_run(self._sweep_run, status="RUNNING")
-        elif kind == "start":
-            self.client.update_run(self._fold_run(args[0]), status="RUNNING")
-        elif kind == "result":
-            config, step, values, now = args
-            metrics = [Metric(k, v, now, step) for k, v in values.items()]
-            self.client.log_batch(self._fold_run(config), metrics=metrics, synchronous=True)
-        elif kind == "complete":
-            config, detail, best, summary = args
-            run_id = self._fold_run(config)
-            if detail:
-                self.client.set_tag(run_id, "sweeper.loss_detail", detail)
-            if best and Path(best).is_file() and not self.client.list_artifacts(run_id, "checkpoint"):
-                self.client.log_artifact(run_id, best, artifact_path="checkpoint")
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-            self._close_config(config, summary)
-        elif kind == "error":
-            config, reason, summary = args
-            run_id = self._fold_run(config)
-            self.client.set_tag(run_id, ERROR_TAG, reason)
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-            self._close_config(config, summary)
-        elif kind == "end":
-            (failed,) = args
-            self.client.set_tag(self._sweep_run, "sweeper.failed_trials", str(failed))
-            self.client.set_terminated(self._sweep_run, "FINISHED" if not failed else "FAILED")
+        getattr(self, f"_write_{kind}")(*args)
+
+    def _write_setup(self) -> None:
+        self._experiment_id = ensure_experiment(self.client, self.experiment, self.artifact_location)
+        self._sweep_run = self._find_or_create((SWEEP_LEVEL,), {LEVEL_TAG: SWEEP_LEVEL}, run_name=self.experiment)
+        if not self.client.list_artifacts(self._sweep_run):
+            self.client.log_artifact(self._sweep_run, self.spec_file)
+        self.client.update_run(self._sweep_run, status="RUNNING")
+
+    def _write_start(self, config: dict[str, Any]) -> None:
+        self.client.update_run(self._fold_run(config), status="RUNNING")
+
+    def _write_result(self, config: dict[str, Any], step: int, values: dict[str, float], now: int) -> None:
+        metrics = [Metric(k, v, now, step) for k, v in values.items()]
+        self.client.log_batch(self._fold_run(config), metrics=metrics, synchronous=True)
+
+    def _write_complete(self, config: dict[str, Any], detail: str | None, best: str | None, summary) -> None:
+        run_id = self._fold_run(config)
+        if detail:
+            self.client.set_tag(run_id, "sweeper.loss_detail", detail)
+        if best and Path(best).is_file() and not self.client.list_artifacts(run_id, "checkpoint"):
+            self.client.log_artifact(run_id, best, artifact_path="checkpoint")
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        self._close_config(config, summary)
+
+    def _write_error(self, config: dict[str, Any], reason: str, summary) -> None:
+        run_id = self._fold_run(config)
+        self.client.set_tag(run_id, ERROR_TAG, reason)
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        self._close_config(config, summary)
+
+    def _write_end(self, failed: int) -> None:
+        self.client.set_tag(self._sweep_run, "sweeper.failed_trials", str(failed))
+        self.client.set_terminated(self._sweep_run, "FINISHED" if not failed else "FAILED")
 
     # -- runs -----------------------------------------------------------------------------------
     def _find_or_create(self, key: tuple, tags: dict[str, str], run_name: str, params: dict | None = None) -> str:
