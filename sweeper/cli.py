@@ -81,7 +81,7 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     click.echo("")
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
     click.echo(f"  leaderboard : {paths.sweep / 'leaderboard'}   (sweeper leaderboard {paths.sweep})")
-    click.echo(f"  pareto front: {paths.sweep / 'pareto' / 'pareto.csv'}   (+ .png, and one per class)")
+    click.echo(f"  pareto front: {paths.sweep / 'pareto' / 'pareto.csv'}   (+ .parquet, .png, .svg; one per class)")
     where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
     click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
                f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}")
