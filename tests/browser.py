@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,8 +46,8 @@ class Browser:
                                "(installs Debian's chromium and chromium-driver)")
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
-        profile = tempfile.mkdtemp(prefix="sweeper-chromium-")
-        for flag in (*FLAGS, f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--user-data-dir={profile}"):
+        self.profile = tempfile.mkdtemp(prefix="sweeper-chromium-")
+        for flag in (*FLAGS, f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--user-data-dir={self.profile}"):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -95,6 +96,7 @@ class Browser:
 
     def quit(self) -> None:
         self.driver.quit()
+        shutil.rmtree(self.profile, ignore_errors=True)
 
     @staticmethod
     def errors(messages: list[ConsoleMessage], *, allowed: tuple[str, ...] = ()) -> list[ConsoleMessage]:

@@ -14,3 +14,4 @@ def browser():
     session = Browser()
     yield session
     session.quit()
+

@@ -109,6 +109,7 @@ class Case:
     corrupt: Callable[[Path], None] | None = None  # gets the data root of a generated GI data set
     results: Callable[[Path], Path] | None = None  # gets tmp_path, returns the --results path
     storage: str | None = None  # --storage
+    free_disk: int | None = None  # bytes the disk reports free (a full disk cannot be made here safely)
 
 
 def _loss(name: str, **params: Any) -> dict[str, Any]:
@@ -209,6 +210,9 @@ CASES = [
     Case("storage_path_is_a_file", ("sweep folder (--storage", "taken/bad", "pass a folder you can write to"),
          storage="FILE"),
     Case("unknown_storage_scheme_option", ("storage (--storage", "'foo://'", "s3://"), storage="foo://bucket"),
+    Case("disk_too_small_for_checkpoints", ("disk space at", "16 fold trials still to run need about", "GB is free",
+                                            "point --results/--storage at a larger disk", "search.budget"),
+         {"search": {"budget": 8}}, free_disk=1024**3),
 ]
 
 
@@ -243,7 +247,11 @@ def test_table_has_at_least_30_cases_with_unique_ids():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_rejected_before_ray_with_field_and_fix(case: Case, tmp_path: Path, gi_template: Path):
+def test_bad_input_is_rejected_before_ray_with_field_and_fix(case: Case, tmp_path: Path, gi_template: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    if case.free_disk is not None:
+        real = shutil.disk_usage
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=case.free_disk))
     root = None
     if case.corrupt is not None:
         root = shutil.copytree(gi_template, tmp_path / "data")

@@ -14,10 +14,12 @@ import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
+from disk import drop_checkpoints
 from mlflow import MlflowClient
 
 from sweeper.cli import MLFLOW_TRAINING_VIEW, main
-from sweeper.launch import SweepExistsError, launch
+from sweeper.launch import (MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, SweepExistsError, launch,
+                            network_bytes)
 from sweeper.leaderboard import read_configs, read_trials
 from sweeper.pareto import non_dominated
 from sweeper.spec import parse_spec
@@ -67,7 +69,8 @@ def sweep(tmp_path_factory, ray_logs):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    return spec, paths
+    yield spec, paths
+    drop_checkpoints(results)
 
 
 def test_no_credential_reaches_spec_mlflow_artifacts_or_logs(sweep, ray_logs):
@@ -158,6 +161,23 @@ def test_mlflow_holds_nested_sweep_config_fold_runs(sweep):
     cid = config_runs[fold_run.data.tags[PARENT_TAG]].data.tags["sweeper.config_id"]
     mean = configs.set_index("config_id").loc[cid, "dice"]
     assert config_runs[fold_run.data.tags[PARENT_TAG]].data.metrics["dice"] == pytest.approx(mean)
+
+
+def test_checkpoints_on_disk_match_the_launch_disk_estimate(sweep):
+    """The pre-launch disk check (README "Disk space") counts 4 fp32 copies of the network per trial in Tune's
+    folder and 1 in the MLflow store; the files a real sweep wrote must agree within 3%."""
+    spec, paths = sweep
+    network = network_bytes("unet", "resnet18", in_channels=2 * spec.data.context + 1,
+                            classes=len(spec.data.channel_classes))
+    trials = [d for d in paths.tune_dir.iterdir() if d.is_dir()]
+    assert len(trials) == 2 * len(read_configs(paths.sweep))
+    for trial in trials:
+        [checkpoint] = trial.glob("checkpoint_*")  # CheckpointConfig(num_to_keep=1)
+        written = sum(f.stat().st_size for f in checkpoint.iterdir())
+        assert written == pytest.approx(TUNE_CHECKPOINT_COPIES * network, rel=0.03), trial.name
+    logged = list((paths.results / "mlartifacts").rglob("best_model.pt"))
+    assert len(logged) == len(trials)
+    assert all(f.stat().st_size == pytest.approx(MLFLOW_CHECKPOINT_COPIES * network, rel=0.03) for f in logged)
 
 
 def test_relaunch_without_resume_is_refused_and_resume_finishes_without_duplicates(sweep):

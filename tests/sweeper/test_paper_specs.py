@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from disk import drop_checkpoints
 
 from sweeper.launch import SEARCH_SPACES, launch
 from sweeper.leaderboard import read_configs, read_trials
@@ -52,5 +53,6 @@ def test_paper_specs_run_end_to_end(tmp_path):
             if spec.data.roi_ratios:
                 assert set(trials["roi_ratio"]) <= set(spec.data.roi_ratios)
             assert (paths.sweep / "pareto" / "pareto.csv").is_file(), name
+            drop_checkpoints(paths.sweep)  # about 200 MB a trial; the next spec needs the room more
     finally:
         ray.shutdown()
