@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweeper.spec import SweepSpec, dump_spec, storage_problem
+from trainables import usable_cpus
 
 TUNE_NAME = "tune"
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -173,7 +174,7 @@ def check_local_resources(spec: SweepSpec, address: str | None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         return
     res = spec.resources
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     if res.cpus_per_trial > cpus:
         raise BadInputError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
                             f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)")

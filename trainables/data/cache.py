@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from trainables import usable_cpus
 from trainables.data._base import BACKGROUND, DataAdapter, ScanSource, class_masks, natural_key
 from trainables.data.formats import build_adapter
 from trainables.data.intensity import (
@@ -447,7 +448,7 @@ def _write_cache(
 
     scans_dir = cache_dir / "scans"
     scans_dir.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(8, os.cpu_count() or 1, len(sources)))
+    workers = max(1, min(8, usable_cpus(), len(sources)))
     # cv2, zlib and numpy release the GIL while decoding and resizing, so threads give a real speed-up
     with ThreadPoolExecutor(max_workers=workers) as pool:
         facts = list(pool.map(lambda src: _prepare_scan(adapter, src, scans_dir, settings), sources))
