@@ -10,11 +10,14 @@ checkpoint holding the training state and the best weights, and resumes from
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -254,7 +257,29 @@ def describe_loss_choice(criterion: torch.nn.Module) -> str:
     return ",".join(chosen)
 
 
-def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None = None) -> dict[str, Any]:
+@contextlib.contextmanager
+def checkpoint_scratch(name: str | None = None) -> Iterator[Path]:
+    """Yields an empty folder in the system temp folder for one epoch's checkpoint, deleted afterwards.
+
+    ``name`` (a Tune trial id) gives the folder a fixed name: it is cleared before use. A worker killed
+    while Tune copies the checkpoint leaves the folder behind, and the trial's retry then reuses and
+    clears it, so the leftover stays one checkpoint per killed trial. Without a name the folder is a
+    fresh ``mkdtemp``."""
+    if name is None:
+        with tempfile.TemporaryDirectory(prefix="sweeper-ckpt-") as tmp:
+            yield Path(tmp)
+        return
+    folder = Path(tempfile.gettempdir()) / f"sweeper-ckpt-{name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None = None, *,
+             scratch_name: str | None = None) -> dict[str, Any]:
     """Trains one fold and returns the last reported metrics.
 
     Args:
@@ -262,6 +287,8 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
         report: called each epoch as ``report(metrics, checkpoint_dir)``; the directory is temporary
             and only valid during the call (the caller copies it).
         checkpoint_dir: a directory written by an earlier call to resume from, or ``None``.
+        scratch_name: names the temp folder each epoch's checkpoint is written to before ``report``
+            (see :func:`checkpoint_scratch`); ``None``: a fresh temp folder each epoch.
     """
     cfg = TrialConfig.from_dict(config)
     seed_everything(cfg.seed + cfg.fold)
@@ -338,7 +365,7 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
             **best_metrics,
             "loss_detail": loss_detail,
         }
-        with tempfile.TemporaryDirectory(prefix="sweeper-ckpt-") as tmp:
+        with checkpoint_scratch(scratch_name) as tmp:
             torch.save(
                 {
                     "model": model.state_dict(),
@@ -350,10 +377,10 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
                     "best_metrics": best_metrics,
                     "config": asdict(cfg),
                 },
-                Path(tmp) / STATE_FILE,
+                tmp / STATE_FILE,
             )
-            torch.save(best_state, Path(tmp) / BEST_WEIGHTS_FILE)
-            report(result, Path(tmp))
+            torch.save(best_state, tmp / BEST_WEIGHTS_FILE)
+            report(result, tmp)
     return result
 
 
@@ -393,9 +420,10 @@ def train_fold(config: dict[str, Any]) -> None:
             config = {**config, "cpus_per_trial": cpus} if cpus else config
         except Exception:  # noqa: BLE001 - outside a Ray worker: keep the default
             pass
+    scratch = tune.get_context().get_trial_id()  # kept across the trial's retries
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        run_fold(config, report)
+        run_fold(config, report, scratch_name=scratch)
         return
     with checkpoint.as_directory() as directory:
-        run_fold(config, report, Path(directory))
+        run_fold(config, report, Path(directory), scratch_name=scratch)

@@ -85,6 +85,8 @@ def test_killed_trial_worker_resumes_from_its_last_checkpoint(tmp_path):
     assert epochs == [1, 2, 3], epochs          # continued at epoch 2 from the checkpoint, not from scratch
     assert len(pids) == 2 and pid in pids       # ... in a new worker process
     assert_complete_exactly_once(spec, paths, n_configs=1)
+    # the killed worker's checkpoint scratch folder (named by trial id) was cleared by the retry
+    assert not (Path(tempfile.gettempdir()) / f"sweeper-ckpt-{trial_id}").exists()
 
 
 @pytest.mark.slow

@@ -1,13 +1,15 @@
 """The trial loop outside Ray: reports per epoch, best-epoch bookkeeping, resume, non-finite loss."""
 
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from trainables import train as train_module
 from trainables.data import generate_uwmgi, prepare_cache
-from trainables.train import BEST_WEIGHTS_FILE, STATE_FILE, NonFiniteLossError, run_fold
+from trainables.train import BEST_WEIGHTS_FILE, STATE_FILE, NonFiniteLossError, checkpoint_scratch, run_fold
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +95,16 @@ def test_training_fold_statistics_use_training_slices_only(cache):
     areas = train[[f"area_{c}" for c in cfg.classes]].to_numpy().sum(axis=1)
     assert stats["foreground_areas"] == areas[areas > 0].tolist()
     assert stats["class_frequencies"][0] == pytest.approx(train["area_large_bowel"].sum() / (len(train) * 32 * 32))
+
+
+def test_named_checkpoint_scratch_clears_what_a_killed_attempt_left_and_is_removed_after():
+    leftover = Path(tempfile.gettempdir()) / "sweeper-ckpt-test0001"
+    leftover.mkdir(exist_ok=True)
+    (leftover / STATE_FILE).write_bytes(b"half-written by a worker killed mid-save")
+    with checkpoint_scratch("test0001") as folder:
+        assert folder == leftover and not any(folder.iterdir())  # the retry starts from an empty folder
+        (folder / STATE_FILE).write_bytes(b"epoch 2")
+    assert not folder.exists()
+    with checkpoint_scratch() as unnamed:
+        assert unnamed.name.startswith("sweeper-ckpt-") and unnamed.is_dir()
+    assert not unnamed.exists()
