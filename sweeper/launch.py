@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sweeper.spec import SweepSpec, dump_spec, storage_problem
+from sweeper.spec import SweepSpec, dump_spec, is_uri, storage_problem
 from trainables import usable_cpus
 
 TUNE_NAME = "tune"
@@ -60,12 +60,6 @@ class SweepExistsError(RuntimeError):
 class BadInputError(ValueError):
     """The data set, the folders or the machine cannot run the sweep; raised before Ray starts, naming the file,
     folder or field and the fix (README "Bad input")."""
-
-
-def is_uri(location: str | os.PathLike | None) -> bool:
-    """True for an object-store URI (``s3://``, ``gs://``, ...); False for a local or NFS path (``file://`` too)."""
-    text = str(location or "")
-    return "://" in text and not text.startswith("file://")
 
 
 def _local_path(location: str | os.PathLike) -> Path:

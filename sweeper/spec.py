@@ -9,6 +9,7 @@ listing every problem, each naming the field and the fix, before Ray starts.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 from collections.abc import Sequence
@@ -419,11 +420,17 @@ class TrackingSpec(_Strict):
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
+def is_uri(location: str | os.PathLike | None) -> bool:
+    """True for an object-store URI (``s3://``, ``gs://``, ...); False for a local or NFS path (``file://`` too)."""
+    text = str(location or "")
+    return "://" in text and not text.startswith("file://")
+
+
 def storage_problem(storage: str | None) -> str | None:
     """Returns what is wrong with a storage location (a local path or an object-store URI), or None."""
-    text = str(storage or "")
-    if "://" not in text or text.startswith("file://"):
+    if not is_uri(storage):
         return None
+    text = str(storage)
     scheme = text.split("://", 1)[0].lower()
     if scheme not in STORAGE_SCHEMES:
         return (f"unknown URI scheme {scheme + '://'!r} in {text!r}; give a local or NFS path (e.g. /mnt/shared/sweeps) "
@@ -595,7 +602,7 @@ def preflight(spec: SweepSpec) -> list[str]:
     elif data.synthetic.cases < data.folds:
         problems.append(f"data.folds: {data.folds} folds but data.synthetic.cases is {data.synthetic.cases}; "
                         "generate at least as many patients as folds")
-    if spec.tracking.uri and spec.tracking.uri.startswith(("http://", "https://")):
+    if spec.tracking.uri:
         problems.extend(_check_server(spec.tracking.uri))
     return problems
 
@@ -628,13 +635,11 @@ def _count_cases(root: Path) -> int:
 
 
 def _check_server(uri: str) -> list[str]:
-    import urllib.request
+    """Probes a tracking server (``http(s)://``) as the launch does; sqlite/file stores need no probe."""
+    from sweeper.tracking import is_server_uri, server_reachable
 
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
-    except Exception as err:  # noqa: BLE001 - any failure means unreachable
-        return [f"tracking.uri: cannot reach MLflow server {uri} ({err}); start it or fix the address"]
-    return []
+    why = server_reachable(uri) if is_server_uri(uri) else None
+    return [] if why is None else [f"tracking.uri: cannot reach MLflow server {uri} ({why}); start it or fix the address"]
 
 
 def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
