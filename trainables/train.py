@@ -15,9 +15,9 @@ import math
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np

@@ -1,7 +1,5 @@
 """Every shipped paper spec runs end to end (shrunk to demo size) through real Ray, Optuna and MLflow."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 from disk import drop_checkpoints

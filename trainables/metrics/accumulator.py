@@ -12,8 +12,8 @@ from torch import Tensor
 
 from trainables.metrics.boundary import BOUNDARY_METRICS, compute_boundary_metrics, compute_gi_score
 from trainables.metrics.confusion import (
-    EXACT_FLOAT32,
     CONFUSION_METRICS,
+    EXACT_FLOAT32,
     EmptyRule,
     check_empty_rule,
     per_image_scores,
