@@ -10,7 +10,8 @@ artifact of the sweep's MLflow run.
 Figures (paper 000's numbering): validation Dice per epoch (Fig. 4), overall Dice per
 configuration with fold std (Fig. 5), per-organ Dice grouped by organ and as a heatmap (Figs. 6-7),
 sensitivity vs precision with the Pareto front (Fig. 8), ground truth and prediction overlays on
-typical and hardest validation slices (Fig. 9). Tables: overall metrics (Table 1), per-organ Dice
+typical and hardest validation slices (Fig. 9; predicted through the trial's own network, activation
+and per-image dice, :mod:`trainables.inference`, with the settings the trial recorded). Tables: overall metrics (Table 1), per-organ Dice
 (Table 2), per-organ sensitivity / precision (Table 3), the best configuration's full per-organ
 metrics, 95% fold intervals, paired comparisons of the best configuration with each other one.
 """
@@ -377,8 +378,23 @@ class QualitativeUnavailable(RuntimeError):
     """The qualitative figure cannot be drawn (no checkpoint, no cache); the message says why."""
 
 
-def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, dict[str, Any]]:
-    """Returns (fold, best_model.pt path, trial params) of the lowest fold of ``config_id`` with saved weights."""
+#: beside the qualitative figure: the slices it shows, with the dice the report computed for each
+QUALITATIVE_SLICES_FILE = "fig9_qualitative_slices.csv"
+
+
+def trial_settings(params: dict[str, Any]):
+    """Returns the settings a fold trial ran with (its ``TrialConfig``) from its Tune ``params.json``."""
+    from trainables.train import TrialConfig
+
+    return TrialConfig.from_dict(params)
+
+
+def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, Any]:
+    """Returns (fold, best_model.pt path, trial settings) of the lowest fold of ``config_id`` with saved weights.
+
+    The settings are the trial's own (its Tune ``params.json`` as a ``TrialConfig``): the classes,
+    activation, context and threshold it trained and was scored with.
+    """
     from trainables.train import BEST_WEIGHTS_FILE
 
     tune_dir = Path(sweep_dir) / "ray" / "tune"
@@ -392,51 +408,46 @@ def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, dict[
             candidates.append((int(params["fold"]), weights[-1], params))
     if not candidates:
         raise QualitativeUnavailable(f"no {BEST_WEIGHTS_FILE} of configuration {config_id} under {tune_dir}/*/checkpoint_*")
-    return min(candidates, key=lambda c: c[0])
+    fold, weights, params = min(candidates, key=lambda c: c[0])
+    return fold, weights, trial_settings(params)
 
 
-def predict_fold(weights: Path, params: dict[str, Any], cache_dir: Path, fold: int, classes: list[str],
-                 max_slices: int) -> dict[str, np.ndarray]:
-    """Returns images (N,H,W), ground truth and thresholded predictions (N,C,H,W), per-slice dice (N,) and ids.
+def trial_cache_dir(sweep_dir: Path, cfg: Any) -> Path:
+    """Returns the prepared cache to read a trial's slices from: the sweep's own ``cache/``, else the
+    folder the trial read (``cfg.cache_dir``, e.g. a copy on a worker node).
 
-    Slices: those of ``fold`` showing at least one organ, evenly thinned to ``max_slices``; predicted
-    on CPU. Per-slice dice is the mean over organs present in the truth or the prediction, with the
-    metrics' unit smoothing.
+    Raises:
+        QualitativeUnavailable: neither holds a prepared cache.
     """
-    import torch
+    for folder in (Path(sweep_dir) / "cache", Path(cfg.cache_dir)):
+        if (folder / "index.parquet").is_file():
+            return folder
+    raise QualitativeUnavailable(f"no prepared cache at {Path(sweep_dir) / 'cache'} or {cfg.cache_dir}")
 
-    from trainables.data import SliceDataset
-    from trainables.models import build_model
 
-    context = int(params.get("context", 1))
-    dataset = SliceDataset(cache_dir, [fold], context=context)
-    has_organ = dataset.index[[f"has_{c}" for c in classes]].any(axis=1).to_numpy()
+def predict_best_fold(sweep_dir: Path, config_id: str, max_slices: int):
+    """Returns (fold, weights path, trial settings, predictions) of ``config_id``'s lowest fold with weights.
+
+    Predicts through the trial's own code (:mod:`trainables.inference`): its network and weights, its
+    validation slices and context, its activation, its metrics' prediction and per-slice dice. The
+    slices are the fold's validation slices showing an organ (all of them when none does), evenly
+    thinned to ``max_slices``, predicted on the CPU.
+    """
+    from trainables.inference import load_network, predict_slices, validation_slices
+
+    fold, weights, cfg = find_best_weights(sweep_dir, config_id)
+    dataset = validation_slices(cfg, trial_cache_dir(sweep_dir, cfg))
+    try:
+        model = load_network(cfg, weights)
+    except RuntimeError as err:  # weights of another network (e.g. a folder edited by hand)
+        reason = str(err).strip().splitlines()[0]
+        raise QualitativeUnavailable(f"{weights} does not fit the trial's network {cfg.arch}/{cfg.encoder} with "
+                                     f"{len(cfg.classes)} output channels: {reason}") from err
+    has_organ = dataset.index[[f"has_{c}" for c in cfg.foreground_classes]].any(axis=1).to_numpy()
     chosen = np.flatnonzero(has_organ) if has_organ.any() else np.arange(len(dataset))
     if len(chosen) > max_slices:
         chosen = chosen[np.linspace(0, len(chosen) - 1, max_slices).round().astype(int)]
-    model = build_model(params["arch"], params["encoder"], in_channels=2 * context + 1, classes=len(classes))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model.eval()
-    threshold = float(params.get("threshold", 0.5))
-    images, truths, preds = [], [], []
-    with torch.inference_mode():
-        for start in range(0, len(chosen), 16):
-            batch = [dataset[int(i)] for i in chosen[start:start + 16]]
-            x = torch.stack([b[0] for b in batch])
-            y = torch.stack([b[1] for b in batch])
-            p = torch.sigmoid(model(x)) >= threshold
-            images.append(x[:, context].numpy())
-            truths.append(y.numpy().astype(bool))
-            preds.append(p.numpy())
-    truth, pred = np.concatenate(truths), np.concatenate(preds)
-    tp = (truth & pred).sum(axis=(2, 3))
-    fp = (~truth & pred).sum(axis=(2, 3))
-    fn = (truth & ~pred).sum(axis=(2, 3))
-    per_class = (2 * tp + 1) / (2 * tp + fp + fn + 1)
-    involved = truth.any(axis=(2, 3)) | pred.any(axis=(2, 3))
-    dice = np.where(involved.any(axis=1), (per_class * involved).sum(axis=1) / np.maximum(involved.sum(axis=1), 1), 1.0)
-    return {"image": np.concatenate(images), "truth": truth, "pred": pred, "dice": dice,
-            "id": dataset.index["id"].to_numpy()[chosen]}
+    return fold, weights, cfg, predict_slices(cfg, model, dataset, chosen)
 
 
 def pick_slices(dice: np.ndarray, n_typical: int = 3, n_hardest: int = 3) -> tuple[list[int], list[int]]:
@@ -451,58 +462,81 @@ def pick_slices(dice: np.ndarray, n_typical: int = 3, n_hardest: int = 3) -> tup
     return sorted(int(i) for i in typical), hardest
 
 
-def _overlay(image: np.ndarray, masks: np.ndarray, classes: list[str]) -> np.ndarray:
+def organ_colour(name: str, k: int) -> tuple[float, float, float]:
+    """Returns the overlay colour of organ ``name``, the ``k``-th organ channel drawn."""
+    return ORGAN_COLOURS.get(name, FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)])
+
+
+def _overlay(image: np.ndarray, masks: np.ndarray, organs: list[str]) -> np.ndarray:
+    """Returns the slice as RGB with each organ's mask tinted in its colour; ``masks`` holds the organ
+    channels only (no softmax background), one per name of ``organs``, and may overlap (multi-label)."""
     span = float(image.max() - image.min())
     grey = (image - image.min()) / span if span > 0 else np.zeros_like(image)
     rgb = np.repeat(grey[..., None], 3, axis=2)
-    for k, cls in enumerate(classes):
-        colour = np.array(ORGAN_COLOURS.get(cls, FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)]))
-        m = masks[k]
-        rgb[m] = 0.45 * rgb[m] + 0.55 * colour
+    for k, (name, m) in enumerate(zip(organs, masks)):
+        rgb[m] = 0.45 * rgb[m] + 0.55 * np.array(organ_colour(name, k))
     return rgb
+
+
+def slices_table(predictions, picks: list[tuple[str, int]]) -> pd.DataFrame:
+    """Returns one row per shown slice: kind (typical / hardest), slice id, scan, position, the slice's
+    dice and its dice per reported class."""
+    rows = []
+    for kind, i in picks:
+        row = predictions.rows.iloc[i]
+        rows.append({"kind": kind, "id": row["id"], "scan": row["scan"], "position": int(row["position"]),
+                     "dice": float(predictions.slice_dice[i]),
+                     **{f"dice.{c}": float(v) for c, v in zip(predictions.classes, predictions.dice[i])}})
+    return pd.DataFrame(rows)
 
 
 def plot_qualitative(sweep_dir: Path, scored: pd.DataFrame, trials: pd.DataFrame, spec: SweepSpec | None,
                      classes: list[str], path: Path, max_slices: int = 256) -> Figure:
-    """Fig. 9: best configuration's prediction vs ground truth on typical and on the hardest validation slices."""
+    """Fig. 9: best configuration's prediction vs ground truth on typical and on the hardest validation slices.
+
+    The slices shown are also written beside the figure (:data:`QUALITATIVE_SLICES_FILE`).
+    """
+    from trainables.inference import organ_channels
+
     best = scored.iloc[0]
-    fold, weights, params = find_best_weights(sweep_dir, best["config_id"])
-    cache_dir = Path(sweep_dir) / "cache"
-    if not (cache_dir / "index.parquet").is_file():
-        cache_dir = Path(params.get("cache_dir", cache_dir))
-    if not (cache_dir / "index.parquet").is_file():
-        raise QualitativeUnavailable(f"no prepared cache at {Path(sweep_dir) / 'cache'} or {cache_dir}")
-    data = predict_fold(weights, params, cache_dir, fold, classes, max_slices)
-    typical, hardest = pick_slices(data["dice"])
+    fold, weights, cfg, predictions = predict_best_fold(sweep_dir, best["config_id"], max_slices)
+    dice = predictions.slice_dice
+    typical, hardest = pick_slices(dice)
     picks = [("typical", i) for i in typical] + [("hardest", i) for i in hardest]
+    slices_table(predictions, picks).to_csv(path.parent / QUALITATIVE_SLICES_FILE, index=False)
+    organs, channels = list(cfg.foreground_classes), organ_channels(cfg)
     plt = _plt()
     from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(3, len(picks), figsize=(1.9 * len(picks) + 0.6, 6.6), dpi=120, squeeze=False)
     for col, (kind, i) in enumerate(picks):
-        image = data["image"][i]
+        image = predictions.images[i]
         panels = [np.repeat(((image - image.min()) / max(float(np.ptp(image)), 1e-6))[..., None], 3, axis=2),
-                  _overlay(image, data["truth"][i], classes), _overlay(image, data["pred"][i], classes)]
+                  _overlay(image, predictions.truth[i][channels], organs),
+                  _overlay(image, predictions.pred[i][channels], organs)]
         for row, panel in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, col].set_title(f"{kind}\n{data['id'][i]}\ndice {data['dice'][i]:.3f}", fontsize=7)
+        axes[0, col].set_title(f"{kind}\n{predictions.rows['id'].iloc[i]}\ndice {dice[i]:.3f}", fontsize=7)
     for row, name in enumerate(("image", "ground truth", "prediction")):
         axes[row, 0].set_ylabel(name, fontsize=9)
-    handles = [Patch(color=ORGAN_COLOURS.get(c, FALLBACK_COLOURS[k % 3]), label=c.replace("_", " "))
-               for k, c in enumerate(classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(classes), fontsize=8)
+    handles = [Patch(color=organ_colour(c, k), label=c.replace("_", " ")) for k, c in enumerate(organs)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(organs), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     label = f"{best['loss']} {best['config_id']}"
+    rule = ("the one-hot argmax of the softmax" if cfg.activation == "softmax"
+            else f"sigmoid >= {cfg.threshold:g} per organ")
     return Figure("fig9", path, f"Figure 9. Qualitative results of the best configuration ({label})",
                   f"Fold {fold} validation slices, predicted on CPU from the fold's best epoch "
-                  f"({weights.parent.name}/{weights.name}); {len(data['dice'])} slices showing an organ scored, "
-                  f"median per-slice dice {np.median(data['dice']):.3f}. Left: slices nearest the median; "
-                  "right: the lowest per-slice dice (mean over organs present in truth or prediction).")
+                  f"({weights.parent.name}/{weights.name}) with the trial's network and activation (prediction: "
+                  f"{rule}); {len(dice)} slices showing an organ scored, median per-slice dice "
+                  f"{np.nanmedian(dice):.3f}. Left: slices nearest the median; right: the lowest per-slice dice "
+                  f"(the trial's per-image dice, mean over {', '.join(predictions.classes)}; an organ absent in "
+                  f"truth and prediction scores 1). The shown slices are listed in {QUALITATIVE_SLICES_FILE}.")
 
 
 # -- HTML ----------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader
 from trainables.data import GI_CLASSES, SliceDataset, build_augmentation, load_index, roi_ratio_subset
 from trainables.data.augment import seed_transform
 from trainables.data.gpu_augment import BatchGeometricAugment
+from trainables.inference import build_network, validation_slices
 from trainables.losses import build_configured_loss
 from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
-from trainables.models import build_model
 
 STATE_FILE = "state.pt"
 BEST_WEIGHTS_FILE = "best_model.pt"
@@ -164,7 +164,7 @@ def make_loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, Da
     if cfg.roi_ratio is not None:
         train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.foreground_classes,
                                            seed=cfg.seed + cfg.fold)
-    val_set = SliceDataset(cfg.cache_dir, [cfg.fold], context=cfg.context)
+    val_set = validation_slices(cfg)
     common = loader_settings(cfg, device)
     generator = torch.Generator().manual_seed(cfg.seed + cfg.fold)
     return (
@@ -298,8 +298,7 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
         torch.backends.cudnn.benchmark = True
 
     train_loader, val_loader = make_loaders(cfg, device)
-    model = build_model(cfg.arch, cfg.encoder, in_channels=2 * cfg.context + 1, classes=len(cfg.classes),
-                        encoder_weights=cfg.encoder_weights).to(device)
+    model = build_network(cfg).to(device)
     criterion = build_configured_loss(cfg.loss, cfg.loss_params, cfg.classes,
                                       **training_fold_statistics(train_loader.dataset.index, cfg))
     # fused AdamW on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on
