@@ -478,13 +478,14 @@ def _overlay(image: np.ndarray, masks: np.ndarray, organs: list[str]) -> np.ndar
     return rgb
 
 
-def slices_table(predictions, picks: list[tuple[str, int]]) -> pd.DataFrame:
-    """Returns one row per shown slice: kind (typical / hardest), slice id, scan, position, the slice's
-    dice and its dice per reported class."""
+def slices_table(predictions, picks: list[tuple[str, int]], config_id: str, fold: int) -> pd.DataFrame:
+    """Returns one row per shown slice: the fold trial predicting it (config_id, fold), kind (typical /
+    hardest), slice id, scan, position, the slice's dice and its dice per reported class."""
     rows = []
     for kind, i in picks:
         row = predictions.rows.iloc[i]
-        rows.append({"kind": kind, "id": row["id"], "scan": row["scan"], "position": int(row["position"]),
+        rows.append({"config_id": config_id, "fold": fold, "kind": kind, "id": row["id"], "scan": row["scan"],
+                     "position": int(row["position"]),
                      "dice": float(predictions.slice_dice[i]),
                      **{f"dice.{c}": float(v) for c, v in zip(predictions.classes, predictions.dice[i])}})
     return pd.DataFrame(rows)
@@ -503,7 +504,7 @@ def plot_qualitative(sweep_dir: Path, scored: pd.DataFrame, trials: pd.DataFrame
     dice = predictions.slice_dice
     typical, hardest = pick_slices(dice)
     picks = [("typical", i) for i in typical] + [("hardest", i) for i in hardest]
-    slices_table(predictions, picks).to_csv(path.parent / QUALITATIVE_SLICES_FILE, index=False)
+    slices_table(predictions, picks, best["config_id"], fold).to_csv(path.parent / QUALITATIVE_SLICES_FILE, index=False)
     organs, channels = list(cfg.foreground_classes), organ_channels(cfg)
     plt = _plt()
     from matplotlib.patches import Patch

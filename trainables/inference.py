@@ -160,7 +160,8 @@ def predict_slices(cfg: Any, model: nn.Module, dataset: SliceDataset, positions:
         y = torch.stack([b[1] for b in batch]).to(device)
         pred = predicted_masks(probabilities(model(x), cfg.activation), cfg.threshold, cfg.activation)
         truth = y != 0
-        dice.append(per_image_scores(*confusion_counts(pred[:, reported], truth[:, reported]))["dice"].cpu().numpy())
+        counts = (c.double() for c in confusion_counts(pred[:, reported], truth[:, reported]))  # float64 as the metrics
+        dice.append(per_image_scores(*counts)["dice"].cpu().numpy())
         images.append(x[:, cfg.context].cpu().numpy())
         truths.append(truth.cpu().numpy())
         preds.append(pred.cpu().numpy())

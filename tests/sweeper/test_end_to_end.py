@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from disk import drop_checkpoints
 from mlflow import MlflowClient
+from report_checks import check_report_predicts_as_the_trial
 
 from sweeper.cli import MLFLOW_TRAINING_VIEW, main
 from sweeper.launch import (MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, SweepExistsError, launch,
@@ -203,6 +204,12 @@ def test_cli_leaderboard_and_pareto(sweep):
     assert (paths.sweep / "sb.csv").is_file() and (paths.sweep / "sb.png").is_file()
     out = runner.invoke(main, ["pareto", str(paths.sweep), "--class", "liver"])
     assert out.exit_code != 0 and "small_bowel" in out.output
+
+
+def test_report_of_the_multilabel_sweep_predicts_as_the_trial(sweep, tmp_path):
+    """The qualitative figure of a sigmoid sweep: the trial's network, per-organ threshold, dice of every organ."""
+    _, paths = sweep
+    check_report_predicts_as_the_trial(paths.sweep, tmp_path / "report", CLASSES)
 
 
 def _free_port():

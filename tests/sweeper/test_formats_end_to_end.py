@@ -5,6 +5,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from disk import drop_checkpoints
+from report_checks import check_report_predicts_as_the_trial
 
 from sweeper.launch import launch
 from sweeper.leaderboard import read_trials
@@ -32,7 +34,10 @@ def write_acdc(root: Path, patients: int = 4) -> Path:
     return root
 
 
-def test_multiclass_nifti_sweep(tmp_path):
+@pytest.fixture(scope="module")
+def acdc_sweep(tmp_path_factory):
+    """A grid sweep (2 losses, fold 0 of 2, one short epoch) of the ACDC-layout data, softmax with background."""
+    tmp_path = tmp_path_factory.mktemp("acdc_sweep")
     root = write_acdc(tmp_path / "acdc")
     spec = parse_spec({
         "name": "acdc_tiny",
@@ -48,9 +53,21 @@ def test_multiclass_nifti_sweep(tmp_path):
         "resources": {"cpus_per_trial": 1},
     })
     paths = launch(spec, tmp_path / "results")
-    trials = read_trials(paths.sweep)
+    yield paths
+    drop_checkpoints(paths.results)
+
+
+def test_multiclass_nifti_sweep(acdc_sweep):
+    trials = read_trials(acdc_sweep.sweep)
     assert (trials["status"] == "finished").all(), trials["error"].tolist()
     assert len(trials) == 2
     for name in ["dice.RV", "dice.MYO", "dice.LV", "hd95.LV", "pooled_dice.MYO"]:
         assert trials[name].between(0, 10**6).all(), name
     assert not any("background" in column for column in trials.columns)  # reported classes: foreground only
+
+
+def test_report_of_the_multiclass_sweep_predicts_as_the_trial(acdc_sweep, tmp_path):
+    """The qualitative figure of a softmax sweep: the trial's 4-channel network, argmax prediction, dice of
+    the foreground classes only (background neither reported nor drawn)."""
+    shown = check_report_predicts_as_the_trial(acdc_sweep.sweep, tmp_path / "report", ["RV", "MYO", "LV"])
+    assert not any("background" in column for column in shown.columns)

@@ -1,0 +1,82 @@
+"""Checks of `sweeper report` on a real sweep, shared by the end-to-end modules (one sweep per label mode).
+
+The qualitative figure must be predicted the way the trial scores: the slices it shows carry the dice
+that SegmentationMetrics gives on the logits of the trial's own network (built here straight from the
+trial's recorded settings, not through the report's code), and the report's inference over the whole
+validation fold gives back the per-class dice the trial recorded in trials.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sweeper.cli import main
+from sweeper.leaderboard import read_trials
+from sweeper.report import QUALITATIVE_SLICES_FILE, REPORT_FILE
+from trainables.data import SliceDataset
+from trainables.inference import load_network, predict_slices, validation_slices
+from trainables.metrics import SegmentationMetrics
+from trainables.models import build_model
+from trainables.train import TrialConfig
+
+
+def trial_folder(sweep_dir: Path, config_id: str, fold: int) -> tuple[dict, Path]:
+    """Returns (params, best weights) of one fold trial of a sweep."""
+    for params_file in (sweep_dir / "ray" / "tune").glob("*/params.json"):
+        params = json.loads(params_file.read_text())
+        if params["config_id"] == config_id and int(params["fold"]) == fold:
+            return params, sorted(params_file.parent.glob("checkpoint_*/best_model.pt"))[-1]
+    raise AssertionError(f"no trial folder of {config_id} fold {fold}")
+
+
+def check_report_predicts_as_the_trial(sweep_dir: Path, out: Path, reported: list[str]) -> pd.DataFrame:
+    """Runs `sweeper report` into ``out`` and checks its qualitative figure against the trial's definitions;
+    returns the table of the slices the figure shows."""
+    result = CliRunner().invoke(main, ["report", str(sweep_dir), "--out", str(out), "--no-mlflow"])
+    assert result.exit_code == 0, result.output
+    page = (out / REPORT_FILE).read_text()
+    assert re.search(r'<figure id="fig9"><img alt="[^"]*" src="data:image/png;base64,iVBOR', page)
+    assert (out / "fig9_qualitative.png").stat().st_size > 0
+
+    shown = pd.read_csv(out / QUALITATIVE_SLICES_FILE)
+    assert len(shown) >= 2 and set(shown["kind"]) <= {"typical", "hardest"} and "hardest" in set(shown["kind"])
+    assert [c.removeprefix("dice.") for c in shown.columns if c.startswith("dice.")] == reported
+    [config_id], [fold] = shown["config_id"].unique(), shown["fold"].unique()
+    params, weights = trial_folder(sweep_dir, config_id, int(fold))
+
+    # the trial's network, rebuilt from the settings it recorded, scored slice by slice by the trial's metrics
+    classes, context = params["classes"], params["context"]
+    model = build_model(params["arch"], params["encoder"], in_channels=2 * context + 1, classes=len(classes))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.eval()
+    dataset = SliceDataset(params["cache_dir"], [int(fold)], context=context)
+    position = {slice_id: i for i, slice_id in enumerate(dataset.index["id"])}
+    with torch.inference_mode():
+        for _, row in shown.iterrows():
+            image, mask = dataset[position[row["id"]]]
+            metrics = SegmentationMetrics(classes, threshold=params["threshold"], boundary=False,
+                                          activation=params["activation"],
+                                          include_background=params["include_background"])
+            metrics.update(model(image[None]), mask[None])
+            scores = metrics.compute()
+            assert row["dice"] == pytest.approx(scores["dice"], abs=1e-6), row["id"]
+            for name in reported:
+                assert row[f"dice.{name}"] == pytest.approx(scores[f"dice.{name}"], abs=1e-6), (row["id"], name)
+
+    # the report's inference over the whole validation fold gives back what the trial recorded
+    cfg = TrialConfig.from_dict(params)
+    everything = predict_slices(cfg, load_network(cfg, weights), validation_slices(cfg))
+    trials = read_trials(sweep_dir).set_index(["config_id", "fold"])
+    recorded = trials.loc[(config_id, int(fold))]
+    means = everything.dice.mean(axis=0)
+    for name, mean in zip(everything.classes, means):
+        assert mean == pytest.approx(recorded[f"dice.{name}"], abs=1e-4), name
+    assert everything.classes == tuple(reported)
+    return shown
