@@ -12,10 +12,11 @@ import torch
 from mlflow import MlflowClient
 
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
-from sweeper.report import REPORT_FILE, pick_slices, write_report
+from sweeper.report import (QUALITATIVE_SLICES_FILE, REPORT_FILE, QualitativeUnavailable, _overlay, pick_slices,
+                            plot_qualitative, write_report)
 from sweeper.spec import dump_spec, parse_spec
 from sweeper.tracking import LEVEL_TAG, SWEEP_LEVEL, default_tracking_uri, ensure_experiment
-from trainables.data import generate_uwmgi, prepare_cache
+from trainables.data import generate_uwmgi, prepare_cache, prepare_dataset_cache
 from trainables.models import build_model
 
 CLASSES = ["large_bowel", "small_bowel", "stomach"]
@@ -165,3 +166,68 @@ def test_pick_slices_takes_the_lowest_and_the_median():
     typical, hardest = pick_slices(dice, n_typical=2, n_hardest=2)
     assert hardest == [4, 1]
     assert typical == [2, 3]  # median of all slices is 0.525
+
+
+def test_overlay_tints_each_organ_and_leaves_the_rest_grey():
+    image = np.array([[0.0, 1.0], [0.5, 0.25]])
+    organs = np.zeros((2, 2, 2), dtype=bool)
+    organs[0, 0, 0] = True                   # first organ only
+    organs[0, 1, 1] = organs[1, 1, 1] = True  # both organs overlap (multi-label)
+    rgb = _overlay(image, organs, ["stomach", "RV"])
+    stomach, rv = np.array((0.9, 0.2, 0.2)), np.array((0.8, 0.3, 0.9))  # RV: the second fallback colour
+    assert np.allclose(rgb[0, 0], 0.55 * stomach)                        # grey 0 tinted
+    assert np.allclose(rgb[1, 1], 0.45 * (0.45 * 0.25 + 0.55 * stomach) + 0.55 * rv)  # later organ on top
+    assert np.allclose(rgb[0, 1], [1.0, 1.0, 1.0]) and np.allclose(rgb[1, 0], [0.5, 0.5, 0.5])  # no organ: grey
+
+
+def write_acdc(root: Path, patients: int = 2) -> Path:
+    """patientNNN/patientNNN_frame01.nii.gz + _gt (32 x 32 x 4): RV square, MYO ring, LV disc; slice 0 empty."""
+    import nibabel as nib
+
+    x, y = np.mgrid[0:32, 0:32]
+    for p in range(1, patients + 1):
+        labels = np.zeros((32, 32, 4), np.int16)
+        for z in range(1, 4):
+            r = np.hypot(x - 16 - p % 2, y - 17)
+            labels[..., z][r < 9] = 2
+            labels[..., z][r < 5] = 3
+            labels[..., z][(np.abs(x - 5) < 3) & (np.abs(y - 6 - z) < 3)] = 1
+        image = (200 + 300 * labels + np.random.default_rng(p).normal(0, 20, labels.shape)).astype(np.int16)
+        folder = root / f"patient{p:03d}"
+        folder.mkdir(parents=True)
+        affine = np.diag([1.5, 1.5, 8.0, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), str(folder / f"patient{p:03d}_frame01.nii.gz"))
+        nib.save(nib.Nifti1Image(labels, affine), str(folder / f"patient{p:03d}_frame01_gt.nii.gz"))
+    return root
+
+
+def test_qualitative_figure_of_a_softmax_trial_uses_its_recorded_classes(tmp_path):
+    """A multi-class trial recorded 4 output channels (background first) and softmax: the figure loads its
+    weights into that network and scores the foreground classes only."""
+    sweep_dir = tmp_path / "acdc"
+    cache = prepare_dataset_cache(
+        "nifti", write_acdc(tmp_path / "raw"), sweep_dir / "cache", image_size=32, n_folds=2,
+        classes=("RV", "MYO", "LV"), label_mode="multiclass", label_values={1: "RV", 2: "MYO", 3: "LV"},
+        options={"images": "*/patient*_frame[0-9][0-9].nii.gz", "labels": "{dir}/{stem}_gt.nii.gz",
+                 "patient_pattern": r"^(patient\d+)/"})
+    config = {"config_id": "dddd444444", "fold": 1, "arch": "unet", "encoder": "resnet18", "loss": "dice",
+              "loss_params": {}, "context": 1, "classes": ["background", "RV", "MYO", "LV"], "activation": "softmax",
+              "threshold": 0.5, "include_background": False, "batch_size": 2, "cache_dir": str(cache)}
+    folder = sweep_dir / "ray" / "tune" / "dice-dddd444444-fold1" / "checkpoint_000000"
+    folder.mkdir(parents=True)
+    (folder.parent / "params.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    torch.save(build_model("unet", "resnet18", classes=4).state_dict(), folder / "best_model.pt")
+    scored = pd.DataFrame([{"config_id": "dddd444444", "loss": "dice", "dice": 0.5}])
+
+    figure = plot_qualitative(sweep_dir, scored, pd.DataFrame(), None, ["RV", "MYO", "LV"],
+                              tmp_path / "fig9_qualitative.png")
+    assert figure.path.stat().st_size > 0 and "one-hot argmax of the softmax" in figure.caption
+    shown = pd.read_csv(tmp_path / QUALITATIVE_SLICES_FILE)
+    assert [c for c in shown.columns if c.startswith("dice")] == ["dice", "dice.RV", "dice.MYO", "dice.LV"]
+    assert set(shown["fold"]) == {1} and shown["dice"].between(0, 1).all()
+
+    # weights of another network: the figure is unavailable, with the reason
+    torch.save(build_model("unet", "resnet18", classes=3).state_dict(), folder / "best_model.pt")
+    with pytest.raises(QualitativeUnavailable, match="4 output channels"):
+        plot_qualitative(sweep_dir, scored, pd.DataFrame(), None, ["RV", "MYO", "LV"], tmp_path / "again.png")
