@@ -52,8 +52,7 @@ def _load(spec_path: Path):
 def validate(spec: Path) -> None:
     """Check SPEC (a sweep YAML) without running anything; lists every problem, each naming its field."""
     parsed = _load(spec)
-    n_configs = len(parsed.grid()) if parsed.search.mode == "grid" else parsed.search.budget
-    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {n_configs} configurations x "
+    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
                f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)")
 
 

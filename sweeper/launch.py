@@ -229,7 +229,7 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
     if not copies:
         return
     done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
-    remaining = max(planned_folds(spec) - done, 0)
+    remaining = max(spec.planned_fold_trials() - done, 0)
     try:
         largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
                                     classes=len(spec.data.channel_classes))
@@ -251,28 +251,6 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
                 f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
                 f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
                 "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")
-
-
-def planned_folds(spec: SweepSpec) -> int:
-    """Returns the number of fold trials the spec asks for at most (configurations x folds)."""
-    configurations = len(spec.grid()) if spec.search.mode == "grid" else spec.search.budget
-    return configurations * len(spec.data.folds_to_run)
-
-
-def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
-    """Returns the keys every fold trial shares: data settings, model weights option, training settings."""
-    training = spec.training.model_dump()
-    return {
-        "cache_dir": str(Path(cache_dir).resolve()),
-        "classes": spec.data.channel_classes,
-        "activation": "softmax" if spec.data.label_mode == "multiclass" else "sigmoid",
-        "context": spec.data.context,
-        "augmentation": spec.data.augmentation,
-        "image_size": spec.data.image_size,
-        "encoder_weights": spec.model.encoder_weights,
-        "cpus_per_trial": spec.resources.cpus_per_trial,
-        **training,
-    }
 
 
 #: environment variable naming the temp folder of a local Ray started by the driver (its sockets,
@@ -474,6 +452,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     from sweeper.leaderboard import LeaderboardWriter
     from sweeper.progress import ProgressPrinter
     from sweeper.search import FoldSearcher
+    from sweeper.trial_config import trial_settings
     from sweeper.tracking import MlflowTracker, TrackingUnreachableError, check_tracking_server
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -509,7 +488,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                 tuner._local_tuner._run_config.callbacks = [*(tuner._local_tuner._run_config.callbacks or []),
                                                             *callbacks]
         else:
-            searcher = FoldSearcher(spec, paths.optuna_storage, base_trial_config(spec, cache_dir))
+            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
             tracker = MlflowTracker(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
@@ -517,7 +496,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
-                    callbacks=[tracker, LeaderboardWriter(paths.sweep), ProgressPrinter(planned_folds(spec)),
+                    callbacks=[tracker, LeaderboardWriter(paths.sweep), ProgressPrinter(spec.planned_fold_trials()),
                                *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
