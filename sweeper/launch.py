@@ -141,8 +141,10 @@ class SweepPaths:
 
 def trial_name(trial) -> str:
     """Returns ``<loss>-<config_id>-fold<k>-<trial id>``: readable in Tune's output and a short folder name."""
-    config = trial.config
-    return f"{config['loss']}-{config['config_id']}-fold{config['fold']}-{trial.trial_id}"
+    from trainables.contract import TrialConfig
+
+    config = TrialConfig.from_dict(trial.config)
+    return f"{config.loss}-{config.config_id}-fold{config.fold}-{trial.trial_id}"
 
 
 def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
@@ -449,11 +451,10 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                                       cache_via=cache_via)
     from ray import tune
 
-    from sweeper.leaderboard import LeaderboardWriter
-    from sweeper.progress import ProgressPrinter
+    from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
     from sweeper.search import FoldSearcher
+    from sweeper.tracking import TrackingUnreachableError, check_tracking_server
     from sweeper.trial_config import trial_settings
-    from sweeper.tracking import MlflowTracker, TrackingUnreachableError, check_tracking_server
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     paths = SweepPaths.of(spec, results, storage)
@@ -489,18 +490,18 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                                                             *callbacks]
         else:
             searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
-            tracker = MlflowTracker(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
+            tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune_config(spec, searcher),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
-                    callbacks=[tracker, LeaderboardWriter(paths.sweep), ProgressPrinter(spec.planned_fold_trials()),
+                    callbacks=[tracker, LeaderboardCallback(paths.sweep), ProgressCallback(spec.planned_fold_trials()),
                                *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    verbose=0,  # ProgressPrinter prints one line per ended trial instead of Tune's tables
+                    verbose=0,  # ProgressCallback prints one line per ended trial instead of Tune's tables
                 ),
             )
         unwritten = None

@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sweeper.leaderboard import FAILED, FINISHED, compare_configs, read_configs, read_trials
+from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, compare_configs, read_configs, read_trials
 from sweeper.pareto import FRONT, WITHIN_NOISE, pareto_table, plot_front
 from sweeper.spec import SweepSpec, parse_spec
+from trainables.contract import TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -176,21 +177,20 @@ def load_histories(sweep_dir: Path, tracking_uri: str | None = None, experiment:
     tune_dir = Path(sweep_dir) / "ray" / "tune"
     for params_file in sorted(tune_dir.glob("*/params.json")) if tune_dir.is_dir() else []:
         folder = params_file.parent
-        params = json.loads(params_file.read_text())
+        config = TrialConfig.from_dict(json.loads(params_file.read_text()))
         frame = _read_trial_history(folder)
         if frame is None or frame.empty or "epoch" not in frame:
             continue
         keep = [c for c in frame.columns if c in HISTORY_COLUMNS or c.startswith("dice.")]
-        frames.append(frame[keep].assign(config_id=params["config_id"], fold=int(params["fold"]),
-                                         loss=params.get("loss")))
+        frames.append(frame[keep].assign(**{CONFIG_ID: config.config_id, FOLD: config.fold, LOSS: config.loss}))
     if not frames and tracking_uri and experiment:
         frames = _mlflow_histories(tracking_uri, experiment)
     if not frames:
-        return pd.DataFrame(columns=["config_id", "fold", "epoch"])
+        return pd.DataFrame(columns=[CONFIG_ID, FOLD, "epoch"])
     history = pd.concat(frames, ignore_index=True)
     # a trial restored into a new folder repeats epochs: keep the last report of each epoch
-    return history.drop_duplicates(["config_id", "fold", "epoch"], keep="last").sort_values(
-        ["config_id", "fold", "epoch"]).reset_index(drop=True)
+    return history.drop_duplicates([CONFIG_ID, FOLD, "epoch"], keep="last").sort_values(
+        [CONFIG_ID, FOLD, "epoch"]).reset_index(drop=True)
 
 
 def _read_trial_history(folder: Path) -> pd.DataFrame | None:
@@ -233,8 +233,8 @@ def _mlflow_histories(tracking_uri: str, experiment: str) -> list[pd.DataFrame]:
                 per_epoch.setdefault(int(m.step), {})[key] = m.value
         if per_epoch:
             frame = pd.DataFrame([{"epoch": e, **v} for e, v in sorted(per_epoch.items())])
-            frames.append(frame.assign(config_id=run.data.tags.get(CONFIG_TAG), fold=int(run.data.tags.get(FOLD_TAG, 0)),
-                                       loss=run.data.params.get("loss")))
+            frames.append(frame.assign(**{CONFIG_ID: run.data.tags.get(CONFIG_TAG), FOLD: int(run.data.tags.get(FOLD_TAG, 0)),
+                                          LOSS: run.data.params.get("loss")}))
     return frames
 
 
