@@ -52,8 +52,7 @@ def _load(spec_path: Path):
 def validate(spec: Path) -> None:
     """Check SPEC (a sweep YAML) without running anything; lists every problem, each naming its field."""
     parsed = _load(spec)
-    n_configs = len(parsed.grid()) if parsed.search.mode == "grid" else parsed.search.budget
-    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {n_configs} configurations x "
+    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
                f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)")
 
 
@@ -132,14 +131,16 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     """Returns the leaderboard as text: identity columns and main metrics as mean +- std."""
     import pandas as pd
 
+    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, FOLD, LOSS, LOSS_PARAMS, N_FOLDS, STATUS
+
     metrics = ["dice", "iou", "sensitivity", "precision", "specificity"]
-    shown = pd.DataFrame({"config_id": table["config_id"], "loss": table["loss"],
-                          "model": table["arch"] + "/" + table["encoder"], "loss_params": table["loss_params"]})
+    shown = pd.DataFrame({"config_id": table[CONFIG_ID], "loss": table[LOSS],
+                          "model": table[ARCH] + "/" + table[ENCODER], "loss_params": table[LOSS_PARAMS]})
     if per_fold:
-        shown.insert(1, "fold", table["fold"])
-        shown["status"] = table["status"]
+        shown.insert(1, "fold", table[FOLD])
+        shown["status"] = table[STATUS]
     else:
-        shown["folds"] = table["n_folds"]
+        shown["folds"] = table[N_FOLDS]
     for name in metrics:
         if name not in table:
             continue
@@ -168,7 +169,7 @@ def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensit
     With --min-sensitivity or --min-precision, print the best configuration under that floor
     instead (and say so clearly when none meets it).
     """
-    from sweeper.leaderboard import read_configs
+    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, LOSS, LOSS_PARAMS, N_FOLDS, read_configs
     from sweeper.pareto import axis_columns, export_pareto, operating_point
 
     try:
@@ -182,12 +183,12 @@ def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensit
                                            f"(the best reaches {point.best_available:.4f})")
             x, y = axis_columns(class_name)
             row = point.row
-            click.echo(f"best under {point.constraint}: config {row['config_id']} ({row['loss']} "
-                       f"{row['loss_params']}, {row['arch']}/{row['encoder']})")
+            click.echo(f"best under {point.constraint}: config {row[CONFIG_ID]} ({row[LOSS]} "
+                       f"{row[LOSS_PARAMS]}, {row[ARCH]}/{row[ENCODER]})")
             for name in (x, y, "dice"):
                 std = row.get(f"{name}_std", float("nan"))
                 click.echo(f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} "
-                           f"over {int(row['n_folds'])} folds")
+                           f"over {int(row[N_FOLDS])} folds")
             return
         csv_path, png_path, front = export_pareto(sweep_dir, class_name, out)
     except (FileNotFoundError, KeyError) as err:

@@ -141,8 +141,10 @@ class SweepPaths:
 
 def trial_name(trial) -> str:
     """Returns ``<loss>-<config_id>-fold<k>-<trial id>``: readable in Tune's output and a short folder name."""
-    config = trial.config
-    return f"{config['loss']}-{config['config_id']}-fold{config['fold']}-{trial.trial_id}"
+    from trainables.contract import TrialConfig
+
+    config = TrialConfig.from_dict(trial.config)
+    return f"{config.loss}-{config.config_id}-fold{config.fold}-{trial.trial_id}"
 
 
 def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
@@ -229,7 +231,7 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
     if not copies:
         return
     done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
-    remaining = max(planned_folds(spec) - done, 0)
+    remaining = max(spec.planned_fold_trials() - done, 0)
     try:
         largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
                                     classes=len(spec.data.channel_classes))
@@ -251,28 +253,6 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
                 f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
                 f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
                 "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")
-
-
-def planned_folds(spec: SweepSpec) -> int:
-    """Returns the number of fold trials the spec asks for at most (configurations x folds)."""
-    configurations = len(spec.grid()) if spec.search.mode == "grid" else spec.search.budget
-    return configurations * len(spec.data.folds_to_run)
-
-
-def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
-    """Returns the keys every fold trial shares: data settings, model weights option, training settings."""
-    training = spec.training.model_dump()
-    return {
-        "cache_dir": str(Path(cache_dir).resolve()),
-        "classes": spec.data.channel_classes,
-        "activation": "softmax" if spec.data.label_mode == "multiclass" else "sigmoid",
-        "context": spec.data.context,
-        "augmentation": spec.data.augmentation,
-        "image_size": spec.data.image_size,
-        "encoder_weights": spec.model.encoder_weights,
-        "cpus_per_trial": spec.resources.cpus_per_trial,
-        **training,
-    }
 
 
 #: environment variable naming the temp folder of a local Ray started by the driver (its sockets,
@@ -471,10 +451,10 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                                       cache_via=cache_via)
     from ray import tune
 
-    from sweeper.leaderboard import LeaderboardWriter
-    from sweeper.progress import ProgressPrinter
+    from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
     from sweeper.search import FoldSearcher
-    from sweeper.tracking import MlflowTracker, TrackingUnreachableError, check_tracking_server
+    from sweeper.tracking import TrackingUnreachableError, check_tracking_server
+    from sweeper.trial_config import trial_settings
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     paths = SweepPaths.of(spec, results, storage)
@@ -509,19 +489,19 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                 tuner._local_tuner._run_config.callbacks = [*(tuner._local_tuner._run_config.callbacks or []),
                                                             *callbacks]
         else:
-            searcher = FoldSearcher(spec, paths.optuna_storage, base_trial_config(spec, cache_dir))
-            tracker = MlflowTracker(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
+            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
+            tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune_config(spec, searcher),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
-                    callbacks=[tracker, LeaderboardWriter(paths.sweep), ProgressPrinter(planned_folds(spec)),
+                    callbacks=[tracker, LeaderboardCallback(paths.sweep), ProgressCallback(spec.planned_fold_trials()),
                                *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    verbose=0,  # ProgressPrinter prints one line per ended trial instead of Tune's tables
+                    verbose=0,  # ProgressCallback prints one line per ended trial instead of Tune's tables
                 ),
             )
         unwritten = None

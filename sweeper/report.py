@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sweeper.leaderboard import FAILED, FINISHED, compare_configs, read_configs, read_trials
+from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, compare_configs, read_configs, read_trials
 from sweeper.pareto import FRONT, WITHIN_NOISE, pareto_table, plot_front
 from sweeper.spec import SweepSpec, parse_spec
+from trainables.contract import BEST_WEIGHTS_FILE, TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -177,21 +178,20 @@ def load_histories(sweep_dir: Path, tracking_uri: str | None = None, experiment:
     tune_dir = Path(sweep_dir) / "ray" / "tune"
     for params_file in sorted(tune_dir.glob("*/params.json")) if tune_dir.is_dir() else []:
         folder = params_file.parent
-        params = json.loads(params_file.read_text())
+        config = TrialConfig.from_dict(json.loads(params_file.read_text()))
         frame = _read_trial_history(folder)
         if frame is None or frame.empty or "epoch" not in frame:
             continue
         keep = [c for c in frame.columns if c in HISTORY_COLUMNS or c.startswith("dice.")]
-        frames.append(frame[keep].assign(config_id=params["config_id"], fold=int(params["fold"]),
-                                         loss=params.get("loss")))
+        frames.append(frame[keep].assign(**{CONFIG_ID: config.config_id, FOLD: config.fold, LOSS: config.loss}))
     if not frames and tracking_uri and experiment:
         frames = _mlflow_histories(tracking_uri, experiment)
     if not frames:
-        return pd.DataFrame(columns=["config_id", "fold", "epoch"])
+        return pd.DataFrame(columns=[CONFIG_ID, FOLD, "epoch"])
     history = pd.concat(frames, ignore_index=True)
     # a trial restored into a new folder repeats epochs: keep the last report of each epoch
-    return history.drop_duplicates(["config_id", "fold", "epoch"], keep="last").sort_values(
-        ["config_id", "fold", "epoch"]).reset_index(drop=True)
+    return history.drop_duplicates([CONFIG_ID, FOLD, "epoch"], keep="last").sort_values(
+        [CONFIG_ID, FOLD, "epoch"]).reset_index(drop=True)
 
 
 def _read_trial_history(folder: Path) -> pd.DataFrame | None:
@@ -234,8 +234,8 @@ def _mlflow_histories(tracking_uri: str, experiment: str) -> list[pd.DataFrame]:
                 per_epoch.setdefault(int(m.step), {})[key] = m.value
         if per_epoch:
             frame = pd.DataFrame([{"epoch": e, **v} for e, v in sorted(per_epoch.items())])
-            frames.append(frame.assign(config_id=run.data.tags.get(CONFIG_TAG), fold=int(run.data.tags.get(FOLD_TAG, 0)),
-                                       loss=run.data.params.get("loss")))
+            frames.append(frame.assign(**{CONFIG_ID: run.data.tags.get(CONFIG_TAG), FOLD: int(run.data.tags.get(FOLD_TAG, 0)),
+                                          LOSS: run.data.params.get("loss")}))
     return frames
 
 
@@ -382,37 +382,27 @@ class QualitativeUnavailable(RuntimeError):
 QUALITATIVE_SLICES_FILE = "fig9_qualitative_slices.csv"
 
 
-def trial_settings(params: dict[str, Any]):
-    """Returns the settings a fold trial ran with (its ``TrialConfig``) from its Tune ``params.json``."""
-    from trainables.train import TrialConfig
-
-    return TrialConfig.from_dict(params)
-
-
-def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, Any]:
+def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, TrialConfig]:
     """Returns (fold, best_model.pt path, trial settings) of the lowest fold of ``config_id`` with saved weights.
 
     The settings are the trial's own (its Tune ``params.json`` as a ``TrialConfig``): the classes,
     activation, context and threshold it trained and was scored with.
     """
-    from trainables.train import BEST_WEIGHTS_FILE
-
     tune_dir = Path(sweep_dir) / "ray" / "tune"
     candidates = []
     for params_file in tune_dir.glob("*/params.json"):
-        params = json.loads(params_file.read_text())
-        if params.get("config_id") != config_id:
+        cfg = TrialConfig.from_dict(json.loads(params_file.read_text()))
+        if cfg.config_id != config_id:
             continue
         weights = sorted(params_file.parent.glob(f"checkpoint_*/{BEST_WEIGHTS_FILE}"))
         if weights:
-            candidates.append((int(params["fold"]), weights[-1], params))
+            candidates.append((cfg.fold, weights[-1], cfg))
     if not candidates:
         raise QualitativeUnavailable(f"no {BEST_WEIGHTS_FILE} of configuration {config_id} under {tune_dir}/*/checkpoint_*")
-    fold, weights, params = min(candidates, key=lambda c: c[0])
-    return fold, weights, trial_settings(params)
+    return min(candidates, key=lambda c: c[0])
 
 
-def trial_cache_dir(sweep_dir: Path, cfg: Any) -> Path:
+def trial_cache_dir(sweep_dir: Path, cfg: TrialConfig) -> Path:
     """Returns the prepared cache to read a trial's slices from: the sweep's own ``cache/``, else the
     folder the trial read (``cfg.cache_dir``, e.g. a copy on a worker node).
 

@@ -20,19 +20,19 @@ from click.testing import CliRunner
 from sweeper.cli import main
 from sweeper.leaderboard import read_trials
 from sweeper.report import QUALITATIVE_SLICES_FILE, REPORT_FILE
+from trainables.contract import BEST_WEIGHTS_FILE, TrialConfig
 from trainables.data import SliceDataset
 from trainables.inference import load_network, predict_slices, validation_slices
 from trainables.metrics import SegmentationMetrics
 from trainables.models import build_model
-from trainables.train import TrialConfig
 
 
-def trial_folder(sweep_dir: Path, config_id: str, fold: int) -> tuple[dict, Path]:
-    """Returns (params, best weights) of one fold trial of a sweep."""
+def trial_folder(sweep_dir: Path, config_id: str, fold: int) -> tuple[TrialConfig, Path]:
+    """Returns (settings, best weights) of one fold trial of a sweep."""
     for params_file in (sweep_dir / "ray" / "tune").glob("*/params.json"):
-        params = json.loads(params_file.read_text())
-        if params["config_id"] == config_id and int(params["fold"]) == fold:
-            return params, sorted(params_file.parent.glob("checkpoint_*/best_model.pt"))[-1]
+        trial = TrialConfig.from_dict(json.loads(params_file.read_text()))
+        if trial.config_id == config_id and trial.fold == fold:
+            return trial, sorted(params_file.parent.glob(f"checkpoint_*/{BEST_WEIGHTS_FILE}"))[-1]
     raise AssertionError(f"no trial folder of {config_id} fold {fold}")
 
 
@@ -49,21 +49,20 @@ def check_report_predicts_as_the_trial(sweep_dir: Path, out: Path, reported: lis
     assert len(shown) >= 2 and set(shown["kind"]) <= {"typical", "hardest"} and "hardest" in set(shown["kind"])
     assert [c.removeprefix("dice.") for c in shown.columns if c.startswith("dice.")] == reported
     [config_id], [fold] = shown["config_id"].unique(), shown["fold"].unique()
-    params, weights = trial_folder(sweep_dir, config_id, int(fold))
+    trial, weights = trial_folder(sweep_dir, config_id, int(fold))
 
     # the trial's network, rebuilt from the settings it recorded, scored slice by slice by the trial's metrics
-    classes, context = params["classes"], params["context"]
-    model = build_model(params["arch"], params["encoder"], in_channels=2 * context + 1, classes=len(classes))
+    classes, context = trial.classes, trial.context
+    model = build_model(trial.arch, trial.encoder, in_channels=2 * context + 1, classes=len(classes))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
-    dataset = SliceDataset(params["cache_dir"], [int(fold)], context=context)
+    dataset = SliceDataset(trial.cache_dir, [trial.fold], context=context)
     position = {slice_id: i for i, slice_id in enumerate(dataset.index["id"])}
     with torch.inference_mode():
         for _, row in shown.iterrows():
             image, mask = dataset[position[row["id"]]]
-            metrics = SegmentationMetrics(classes, threshold=params["threshold"], boundary=False,
-                                          activation=params["activation"],
-                                          include_background=params["include_background"])
+            metrics = SegmentationMetrics(classes, threshold=trial.threshold, boundary=False,
+                                          activation=trial.activation, include_background=trial.include_background)
             metrics.update(model(image[None]), mask[None])
             scores = metrics.compute()
             assert row["dice"] == pytest.approx(scores["dice"], abs=1e-6), row["id"]
@@ -71,8 +70,7 @@ def check_report_predicts_as_the_trial(sweep_dir: Path, out: Path, reported: lis
                 assert row[f"dice.{name}"] == pytest.approx(scores[f"dice.{name}"], abs=1e-6), (row["id"], name)
 
     # the report's inference over the whole validation fold gives back what the trial recorded
-    cfg = TrialConfig.from_dict(params)
-    everything = predict_slices(cfg, load_network(cfg, weights), validation_slices(cfg))
+    everything = predict_slices(trial, load_network(trial, weights), validation_slices(trial))
     trials = read_trials(sweep_dir).set_index(["config_id", "fold"])
     recorded = trials.loc[(config_id, int(fold))]
     means = everything.dice.mean(axis=0)

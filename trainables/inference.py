@@ -15,9 +15,8 @@ functions, so what the report shows is what the trial scored:
   predicted masks as the trial's metrics define them (``p >= threshold`` under sigmoid, the one-hot
   argmax under softmax) and each slice's dice as the trial's metrics compute it.
 
-``cfg`` is the trial's settings (``TrialConfig``); only its attributes are read: ``arch``,
-``encoder``, ``encoder_weights``, ``classes``, ``activation``, ``context``, ``threshold``,
-``include_background``, ``cache_dir``, ``fold``, ``batch_size``.
+``cfg`` is the trial's settings, a :class:`trainables.contract.TrialConfig` (the report reads it from
+the trial's Tune ``params.json``).
 """
 
 from __future__ import annotations
@@ -25,12 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trainables.contract import TrialConfig
 from trainables.data import SliceDataset
 from trainables.losses._functional import activate
 from trainables.metrics import SegmentationMetrics, confusion_counts, per_image_scores
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 
-def build_network(cfg: Any, *, pretrained: bool = True) -> nn.Module:
+def build_network(cfg: TrialConfig, *, pretrained: bool = True) -> nn.Module:
     """Returns the trial's network (logits, no activation), as the trial trains it.
 
     ``pretrained=False`` builds it without the encoder's pretrained weights (nothing downloaded):
@@ -63,7 +63,7 @@ def build_network(cfg: Any, *, pretrained: bool = True) -> nn.Module:
                        encoder_weights=cfg.encoder_weights if pretrained else None)
 
 
-def validation_slices(cfg: Any, cache_dir: str | Path | None = None) -> SliceDataset:
+def validation_slices(cfg: TrialConfig, cache_dir: str | Path | None = None) -> SliceDataset:
     """Returns the trial's validation slices (fold ``cfg.fold``, the trial's context, no augmentation).
 
     ``cache_dir``: the prepared cache, when it is no longer where the trial read it (default
@@ -72,7 +72,7 @@ def validation_slices(cfg: Any, cache_dir: str | Path | None = None) -> SliceDat
     return SliceDataset(cache_dir or cfg.cache_dir, [cfg.fold], context=cfg.context)
 
 
-def load_network(cfg: Any, weights: str | Path) -> nn.Module:
+def load_network(cfg: TrialConfig, weights: str | Path) -> nn.Module:
     """Returns the trial's network holding the weights saved at ``weights`` (a state dict), on the
     CPU in evaluation mode.
 
@@ -97,7 +97,7 @@ def predicted_masks(probs: Tensor, threshold: float, activation: str) -> Tensor:
     return probability_planes(probs, threshold, activation, torch.float32)[:, :, 1] != 0
 
 
-def reported_channels(cfg: Any) -> slice:
+def reported_channels(cfg: TrialConfig) -> slice:
     """Returns the channels the trial's metrics report: all, or all but background channel 0 under
     softmax without ``include_background`` (``SegmentationMetrics.reported_classes``)."""
     metrics = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=False, activation=cfg.activation,
@@ -105,7 +105,7 @@ def reported_channels(cfg: Any) -> slice:
     return slice(len(cfg.classes) - len(metrics.reported_classes), None)
 
 
-def organ_channels(cfg: Any) -> slice:
+def organ_channels(cfg: TrialConfig) -> slice:
     """Returns the channels that are organs (drawn in an overlay): all under sigmoid; under softmax
     all but background channel 0, whatever the metrics report."""
     return slice(1, None) if cfg.activation == "softmax" else slice(0, None)
@@ -142,7 +142,7 @@ class SlicePredictions:
 
 
 @torch.inference_mode()
-def predict_slices(cfg: Any, model: nn.Module, dataset: SliceDataset, positions: Sequence[int] | None = None,
+def predict_slices(cfg: TrialConfig, model: nn.Module, dataset: SliceDataset, positions: Sequence[int] | None = None,
                    batch_size: int | None = None) -> SlicePredictions:
     """Returns the predictions of ``model`` on the slices at ``positions`` of ``dataset`` (default all).
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.contract import TrialConfig
 from trainables.data import generate_uwmgi, prepare_cache, prepare_dataset_cache
 from trainables.inference import (
     SlicePredictions,
@@ -27,7 +28,6 @@ from trainables.inference import (
 )
 from trainables.losses import build_loss
 from trainables.metrics import SegmentationMetrics
-from trainables.train import TrialConfig
 
 ACDC = ["RV", "MYO", "LV"]
 
@@ -97,15 +97,9 @@ def test_probabilities_are_the_losses_activation(activation):
 def test_channels_reported_and_drawn(multilabel, multiclass):
     assert reported_channels(multilabel) == slice(0, None) and organ_channels(multilabel) == slice(0, None)
     assert reported_channels(multiclass) == slice(1, None) and organ_channels(multiclass) == slice(1, None)
-    with_background = multiclass.__class__.from_dict({**_as_dict(multiclass), "include_background": True})
+    with_background = multiclass.model_copy(update={"include_background": True})
     assert reported_channels(with_background) == slice(0, None)  # reported, yet never drawn as an organ
     assert organ_channels(with_background) == slice(1, None)
-
-
-def _as_dict(cfg) -> dict:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(cfg) if is_dataclass(cfg) else cfg.model_dump()
 
 
 def test_slice_dice_is_the_mean_over_defined_classes_by_hand():
