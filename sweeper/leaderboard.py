@@ -24,20 +24,15 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from sweeper.paths import SweepPaths
 from sweeper.stats import t_interval
 from trainables.train import BEST_PREFIX
 
-TRIALS_FILE = "trials.parquet"
-CONFIGS_FILE = "configs.parquet"
 IDENTITY_COLUMNS = ["config_id", "fold", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail",
                     "status", "best_epoch", "epochs_done", "error"]
 CONFIG_IDENTITY = ["config_id", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail"]
 FINISHED, FAILED = "finished", "failed"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
-
-
-def leaderboard_dir(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / "leaderboard"
 
 
 def trial_row(config: dict[str, Any], result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
@@ -128,21 +123,21 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     """Writes trials.parquet and configs.parquet atomically."""
-    out = leaderboard_dir(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = SweepPaths.at(sweep_dir)
+    paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values(["config_id", "fold"], kind="stable").reset_index(drop=True)
-    _write_atomic(trials, out / TRIALS_FILE)
-    _write_atomic(aggregate(trials), out / CONFIGS_FILE)
+    _write_atomic(trials, paths.trials_table)
+    _write_atomic(aggregate(trials), paths.configs_table)
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns trials.parquet of a sweep; FileNotFoundError says what to run when it is missing."""
-    return _read(leaderboard_dir(sweep_dir) / TRIALS_FILE)
+    return _read(SweepPaths.at(sweep_dir).trials_table)
 
 
 def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns configs.parquet of a sweep."""
-    return _read(leaderboard_dir(sweep_dir) / CONFIGS_FILE)
+    return _read(SweepPaths.at(sweep_dir).configs_table)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -159,7 +154,7 @@ class LeaderboardWriter(Callback):
         self.sweep_dir = str(sweep_dir)
 
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
-        path = leaderboard_dir(self.sweep_dir) / TRIALS_FILE
+        path = SweepPaths.at(self.sweep_dir).trials_table
         if not path.is_file():
             return {}
         return {(r["config_id"], int(r["fold"])): r for r in pd.read_parquet(path).to_dict("records")}
