@@ -33,13 +33,12 @@ import yaml
 
 from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, compare_configs, read_configs, read_trials
 from sweeper.pareto import FRONT, WITHIN_NOISE, pareto_table, plot_front
+from sweeper.paths import REPORT_DIR, REPORT_FILE, SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
 from trainables.contract import BEST_WEIGHTS_FILE, TrialConfig
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
-REPORT_FILE = "report.html"
 OVERALL_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision")
 #: configurations drawn in the crowded figures (curves, grouped bars): best per loss, then by dice
 MAX_FEATURED = 10
@@ -78,7 +77,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
         FileNotFoundError: no leaderboard (no trial of the sweep ended yet).
     """
     sweep_dir = Path(sweep_dir).resolve()
-    out = Path(out_dir) if out_dir else sweep_dir / REPORT_DIR
+    paths = SweepPaths.at(sweep_dir)
+    out = Path(out_dir) if out_dir else paths.report
     out.mkdir(parents=True, exist_ok=True)
     trials, configs = read_trials(sweep_dir), read_configs(sweep_dir)
     spec = load_sweep_spec(sweep_dir)
@@ -87,7 +87,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
     if uri is None:
         from sweeper.tracking import default_tracking_uri
 
-        uri = default_tracking_uri(sweep_dir.parent)
+        uri = default_tracking_uri(paths.results)
     name = spec.name if spec else sweep_dir.name
 
     labels = config_labels(configs)
@@ -131,7 +131,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
 # -- inputs --------------------------------------------------------------------------------------------
 def load_sweep_spec(sweep_dir: Path) -> SweepSpec | None:
     """Returns the sweep's frozen spec (``spec.yaml``), or None when the folder has none."""
-    path = Path(sweep_dir) / "spec.yaml"
+    path = SweepPaths.at(sweep_dir).spec_file
     if not path.is_file():
         return None
     return parse_spec(yaml.safe_load(path.read_text()), str(path))
@@ -175,7 +175,7 @@ def load_histories(sweep_dir: Path, tracking_uri: str | None = None, experiment:
     none and a tracking URI is given, from the metric history of the MLflow fold runs.
     """
     frames = []
-    tune_dir = Path(sweep_dir) / "ray" / "tune"
+    tune_dir = SweepPaths.at(sweep_dir).tune_dir
     for params_file in sorted(tune_dir.glob("*/params.json")) if tune_dir.is_dir() else []:
         folder = params_file.parent
         config = TrialConfig.from_dict(json.loads(params_file.read_text()))
@@ -388,7 +388,7 @@ def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, Trial
     The settings are the trial's own (its Tune ``params.json`` as a ``TrialConfig``): the classes,
     activation, context and threshold it trained and was scored with.
     """
-    tune_dir = Path(sweep_dir) / "ray" / "tune"
+    tune_dir = SweepPaths.at(sweep_dir).tune_dir
     candidates = []
     for params_file in tune_dir.glob("*/params.json"):
         cfg = TrialConfig.from_dict(json.loads(params_file.read_text()))
@@ -409,10 +409,11 @@ def trial_cache_dir(sweep_dir: Path, cfg: TrialConfig) -> Path:
     Raises:
         QualitativeUnavailable: neither holds a prepared cache.
     """
-    for folder in (Path(sweep_dir) / "cache", Path(cfg.cache_dir)):
+    own = SweepPaths.at(sweep_dir).cache
+    for folder in (own, Path(cfg.cache_dir)):
         if (folder / "index.parquet").is_file():
             return folder
-    raise QualitativeUnavailable(f"no prepared cache at {Path(sweep_dir) / 'cache'} or {cfg.cache_dir}")
+    raise QualitativeUnavailable(f"no prepared cache at {own} or {cfg.cache_dir}")
 
 
 def predict_best_fold(sweep_dir: Path, config_id: str, max_slices: int):
