@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from sweeper.cli import main
 from sweeper.leaderboard import read_trials
-from sweeper.report import QUALITATIVE_SLICES_FILE, REPORT_FILE
+from sweeper.paths import REPORT_FILE, SweepPaths
+from sweeper.report import QUALITATIVE_SLICES_FILE
 from trainables.contract import BEST_WEIGHTS_FILE, TrialConfig
 from trainables.data import SliceDataset
 from trainables.inference import load_network, predict_slices, validation_slices
@@ -29,10 +30,10 @@ from trainables.models import build_model
 
 def trial_folder(sweep_dir: Path, config_id: str, fold: int) -> tuple[TrialConfig, Path]:
     """Returns (settings, best weights) of one fold trial of a sweep."""
-    for params_file in (sweep_dir / "ray" / "tune").glob("*/params.json"):
+    for params_file in SweepPaths.at(sweep_dir).tune_dir.glob("*/params.json"):
         trial = TrialConfig.from_dict(json.loads(params_file.read_text()))
         if trial.config_id == config_id and trial.fold == fold:
-            return trial, sorted(params_file.parent.glob(f"checkpoint_*/{BEST_WEIGHTS_FILE}"))[-1]
+            return trial, max(params_file.parent.glob(f"checkpoint_*/{BEST_WEIGHTS_FILE}"))
     raise AssertionError(f"no trial folder of {config_id} fold {fold}")
 
 
