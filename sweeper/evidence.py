@@ -1,0 +1,1455 @@
+"""Patient-level evidence from out-of-fold case records: intervals, paired tests, fronts, thresholds.
+
+Every validation patient is validated exactly once across the folds of a configuration, so the
+out-of-fold case records (:mod:`sweeper.cases`) hold one prediction per patient: the patient, not
+the fold, is the unit that is replicated. Everything here resamples patients (a cluster bootstrap:
+slices of one patient are correlated and travel together) and keeps the statistic the leaderboard
+shows, a ratio over the resampled patients' images:
+
+- a per-image metric (dice, iou, sensitivity, specificity, precision, accuracy, nsd, hd95,
+  boundary_f1, object_sensitivity, object_precision) is ``sum of per-image scores / number of
+  scored images`` over the patients drawn (each patient as often as it is drawn), per class;
+- a pooled metric (``pooled_<m>``) is the formula applied to counts summed over those patients;
+- the overall value is the mean over classes of the per-class values (README "Metrics").
+
+Resampling patients with the same weights for every configuration ("shared resamples") is what
+makes the joint statements possible: the probability of being on the front, the rank
+distribution, the paired differences and the precision at matched sensitivity all come from one
+set of resampled patient populations. That is why the bootstrap is written here, on per-patient
+sums (one matrix product gives every configuration's resampled totals), rather than through
+``scipy.stats.bootstrap``, which draws its own resamples per call; the tests check it against
+``scipy.stats.bootstrap`` on the same statistic.
+
+Layout: metric formulas (numpy mirrors of ``trainables.metrics``), per-patient sums
+(:func:`patient_sums`), the bootstrap and its intervals, the fold-level fallback (Nadeau-Bengio),
+paired comparisons, front and rank probabilities, threshold curves and calibration, then the
+DataFrame functions the leaderboard, ``compare``, ``pareto`` and the report call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy import sparse, special, stats
+
+from sweeper.cases import COUNT_COLUMNS, OBJECT_COLUMNS, as_cases_table
+
+__all__ = [
+    "EvidenceSettings",
+    "PER_IMAGE_METRICS",
+    "POOLED_METRICS",
+    "METRICS",
+    "LOWER_IS_BETTER",
+    "OVERALL",
+    "confusion_scores",
+    "object_scores",
+    "PatientSums",
+    "patient_sums",
+    "resample_weights",
+    "bootstrap_interval",
+    "holm",
+    "MetricBootstrap",
+    "bootstrap_metrics",
+    "patient_scores",
+    "corrected_t_interval",
+    "corrected_paired_t",
+    "patient_intervals",
+    "fold_intervals",
+    "compare_pair",
+    "compare_all",
+    "front_probability",
+    "rank_distribution",
+    "average_precision",
+    "expected_calibration_error",
+    "CurveBootstrap",
+    "bootstrap_curves",
+    "threshold_curves",
+    "curve_summary",
+    "reliability_curves",
+    "matched_precision",
+    "OperatingPoint",
+    "operating_point",
+]
+
+EmptyRule = Literal["one", "zero", "skip"]
+_FILL = {"one": 1.0, "zero": 0.0, "skip": math.nan}
+
+#: overall value = mean over classes; the name used in the ``class`` column of the tables
+OVERALL = "overall"
+CONFUSION_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "accuracy")
+BOUNDARY_METRICS = ("nsd", "hd95", "boundary_f1")
+OBJECT_METRICS = ("object_sensitivity", "object_precision")
+#: per-image metrics: averaged over the scored images of the patients drawn
+PER_IMAGE_METRICS = (*CONFUSION_METRICS, *BOUNDARY_METRICS, *OBJECT_METRICS)
+#: summed counts of a patient and class, in this order
+POOLED_COUNTS = ("tp", "fp", "fn", "tn", "objects_true", "objects_found", "objects_pred", "objects_correct")
+#: pooled metrics: the formula on counts summed over the patients drawn
+POOLED_METRICS = (*(f"pooled_{m}" for m in CONFUSION_METRICS), *(f"pooled_{m}" for m in OBJECT_METRICS))
+METRICS = (*PER_IMAGE_METRICS, *POOLED_METRICS)
+#: smaller is better (mirrors trainables.metrics.LOWER_IS_BETTER for the metrics computed here)
+LOWER_IS_BETTER = frozenset({"hd95"})
+#: metrics about the organ: an empty ground truth takes the empty rule's value (trainables' FOREGROUND_METRICS)
+_ORGAN_METRICS = frozenset({"dice", "iou", "sensitivity", "precision", *OBJECT_METRICS})
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """Return the (lowest, highest) value ``metric`` can take: [0, inf) mm for hd95, [0, 1] otherwise."""
+    return (0.0, math.inf) if metric == "hd95" else (0.0, 1.0)
+
+
+class EvidenceSettings(BaseModel):
+    """How the patient-level statistics are computed (the sweep spec's ``evidence:`` section).
+
+    Defaults:
+        resamples 2000: Monte Carlo error of a bootstrap 2.5% quantile falls as 1/sqrt(B); 1000 to
+            2000 resamples are the usual recommendation for 95% intervals (Efron & Tibshirani, An
+            Introduction to the Bootstrap, 1993, ch. 19; Carpenter & Bithell, Bootstrap confidence
+            intervals: when, which, what?, Statistics in Medicine 19(9), 2000, DOI
+            10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs the
+            upper end of that range.
+        method "bca": bias-corrected and accelerated percentile interval (Efron, Better bootstrap
+            confidence intervals, JASA 82(397), 1987, DOI 10.1080/01621459.1987.10478410):
+            second-order accurate, unlike the percentile interval, and like it stays inside the
+            metric's range; it corrects the skew of ratio estimators near 1 (Dice of a good model).
+            The simulation tests check both methods' coverage at the data sizes of the seeds.
+        min_patients 50: below about 50 cases the coverage of intervals for a mean can fail (André
+            et al., Some hidden traps of confidence intervals in medical image segmentation:
+            coverage issues, MICCAI 2025 workshops (BRIDGE), LNCS, pp. 15-24); fewer patients are
+            flagged (``few_patients``), not refused.
+        paired_test "wilcoxon": continuous p-values (normal approximation above 50 patients, exact
+            below), so that Holm's correction over all pairs of a large sweep can still reject;
+            a permutation p-value cannot fall below 1 / (resamples + 1).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    resamples: int = Field(2000, ge=100, le=200_000, description="patient resamples (bootstrap and permutation)")
+    method: Literal["bca", "percentile"] = Field("bca", description="bootstrap interval method")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level; 1 - confidence is the tests' alpha")
+    threshold_bins: int = Field(20, ge=20, le=100, description="probability histogram bins: thresholds k / bins")
+    min_patients: int = Field(50, ge=2, description="fewer validated patients than this are flagged")
+    seed: int = Field(0, description="seed of the patient resamples")
+    paired_test: Literal["wilcoxon", "permutation"] = Field(
+        "wilcoxon", description="test of a paired comparison on patient-level scores")
+    matched_sensitivity: tuple[float, ...] = Field(
+        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations")
+
+    @field_validator("matched_sensitivity")
+    @classmethod
+    def _in_unit_interval(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise ValueError(f"matched sensitivities must be in (0, 1] but got {bad}")
+        return values
+
+    @property
+    def alpha(self) -> float:
+        """Significance level of the tests, 1 - confidence."""
+        return 1.0 - self.confidence
+
+
+# --------------------------------------------------------------------------------------------------
+# Metric formulas: numpy mirrors of trainables.metrics (equal on the same counts, tested)
+
+
+def _check_empty(empty: str) -> None:
+    if empty not in _FILL:
+        raise ValueError(f"empty must be one of {tuple(_FILL)} but got {empty!r}")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, smooth: float, target_empty: np.ndarray | None,
+           empty: str) -> np.ndarray:
+    """``(num + s) / (den + s)``; a 0/0, and under "zero"/"skip" an empty target, take the rule's value."""
+    num = num + smooth
+    den = den + smooth
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.divide(num, den, out=num)
+    undefined = den == 0 if smooth <= 0 else None  # with s > 0 the denominator is never 0
+    if target_empty is not None and empty != "one":
+        undefined = target_empty if undefined is None else undefined | target_empty
+    if undefined is not None:
+        out[np.broadcast_to(undefined, out.shape)] = _FILL[empty]
+    return out
+
+
+def confusion_scores(tp, fp, fn, tn, smooth: float = 1.0, empty: EmptyRule = "one",
+                     names: Iterable[str] = CONFUSION_METRICS) -> dict[str, np.ndarray]:
+    """Return each confusion metric of the counts, shaped like ``tp`` (float64).
+
+    The formulas and empty rule of ``trainables.metrics.per_image_scores`` (paper 000 eqs 4-8 and
+    paper 002's accuracy), smoothing ``s`` added to numerator and denominator::
+
+        dice        = (2 tp + s) / (2 tp + fp + fn + s)      iou       = (tp + s) / (tp + fp + fn + s)
+        sensitivity = (tp + s) / (tp + fn + s)               precision = (tp + s) / (tp + fp + s)
+        specificity = (tn + s) / (tn + fp + s)               accuracy  = (tp + tn + s) / (tp + fp + fn + tn + s)
+
+    ``empty``: a 0/0 (only with s = 0) scores 1 ("one"), 0 ("zero") or NaN ("skip"); under "zero"
+    and "skip" an empty target (tp + fn = 0) also takes that value on dice, iou, sensitivity and
+    precision. With ``s = 0`` on summed counts these are the pooled metrics.
+    """
+    _check_empty(empty)
+    tp, fp, fn, tn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn, tn))
+    pairs = {  # (numerator, denominator), built only for the metrics asked for
+        "dice": lambda: (2 * tp, 2 * tp + fp + fn),
+        "iou": lambda: (tp, tp + fp + fn),
+        "sensitivity": lambda: (tp, tp + fn),
+        "specificity": lambda: (tn, tn + fp),
+        "precision": lambda: (tp, tp + fp),
+        "accuracy": lambda: (tp + tn, tp + fp + fn + tn),
+    }
+    target_empty = (tp + fn) == 0 if empty != "one" else None
+    return {m: _ratio(*pairs[m](), smooth, target_empty if m in _ORGAN_METRICS else None, empty) for m in names}
+
+
+def object_scores(objects_true, objects_found, objects_pred, objects_correct, area,
+                  empty: EmptyRule = "one") -> dict[str, np.ndarray]:
+    """Return object_sensitivity = found / true and object_precision = correct / pred (unsmoothed).
+
+    Objects are connected components (CASES_SCHEMA: a true object is found when the prediction
+    covers at least ``object_min_overlap`` of it; a predicted one is correct when the truth covers
+    that share of it). Counts of a few objects are not smoothed (s = 1 would make one missed
+    object of one score 0.5). A 0/0 (no true object, resp. no predicted object) takes the empty
+    rule's value, as does an empty target (``area`` 0) under "zero"/"skip". On summed counts these
+    are the pooled object metrics (Metrics Reloaded's detection sensitivity and PPV: Maier-Hein et
+    al., Metrics reloaded: recommendations for image analysis validation, Nature Methods 21, 2024,
+    DOI 10.1038/s41592-023-02151-z).
+    """
+    _check_empty(empty)
+    true, found, pred, correct = (np.asarray(x, dtype=np.float64) for x in
+                                  (objects_true, objects_found, objects_pred, objects_correct))
+    target_empty = np.asarray(area) == 0
+    return {
+        "object_sensitivity": _ratio(found, true, 0.0, target_empty, empty),
+        "object_precision": _ratio(correct, pred, 0.0, target_empty, empty),
+    }
+
+
+def _pooled_values(counts: np.ndarray, empty: str) -> np.ndarray:
+    """Pooled metrics of summed counts ``(..., 8)`` (:data:`POOLED_COUNTS`): ``(..., len(POOLED_METRICS))``."""
+    tp, fp, fn, tn, o_true, o_found, o_pred, o_correct = np.moveaxis(counts, -1, 0)
+    conf = confusion_scores(tp, fp, fn, tn, smooth=0.0, empty=empty)
+    objects = object_scores(o_true, o_found, o_pred, o_correct, tp + fn, empty=empty)
+    return np.stack([*(conf[m] for m in CONFUSION_METRICS), *(objects[m] for m in OBJECT_METRICS)], axis=-1)
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over the defined values (NaN where none is), without numpy's empty-slice warning."""
+    defined = ~np.isnan(x)
+    count = defined.sum(axis=axis)
+    total = np.where(defined, x, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-patient sums: everything a statistic needs, linear in the patients
+
+
+@dataclass(frozen=True)
+class PatientSums:
+    """Sums over each patient's images of every configuration, the bootstrap's sufficient statistics.
+
+    Shapes: C configurations, P patients (the union over configurations), K classes, M
+    :data:`PER_IMAGE_METRICS`, n histogram bins, T = n + 1 thresholds (k / n for k < n, and a last
+    point where no pixel is predicted). A configuration that did not validate a patient has zeros
+    there (``validated`` False).
+    """
+
+    config_ids: tuple[str, ...]
+    patients: tuple[str, ...]
+    classes: tuple[str, ...]
+    smooth: float
+    empty: str
+    fold: np.ndarray  # (C, P) int, -1 where not validated
+    images: np.ndarray  # (C, P) images of the patient
+    score_sum: np.ndarray  # (C, P, K, M) sum of the per-image scores that are defined
+    score_count: np.ndarray  # (C, P, K, M) number of images with a defined score
+    counts: np.ndarray  # (C, P, K, 8) summed POOLED_COUNTS
+    hist_fg: np.ndarray  # (C, P, K, n) summed histogram over true-foreground pixels
+    hist_bg: np.ndarray  # (C, P, K, n) summed histogram over true-background pixels
+    prob_sum: np.ndarray | None  # (C, P, K, n) summed probability per bin, None when not recorded
+    curve_sum: np.ndarray  # (C, P, K, T, 2) per-image sensitivity, precision at each threshold: sums
+    curve_count: np.ndarray  # (C, P, K, T, 2) and numbers of images scored
+
+    @property
+    def validated(self) -> np.ndarray:
+        """(C, P) bool: the configuration holds records of the patient."""
+        return self.images > 0
+
+    @property
+    def n_bins(self) -> int:
+        return self.hist_fg.shape[-1]
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The n grid thresholds k / n (k = 0 .. n - 1) where counts are exact."""
+        return np.arange(self.n_bins) / self.n_bins
+
+    def index(self, config_id: str) -> int:
+        """Position of ``config_id`` (a unique prefix is enough)."""
+        if config_id in self.config_ids:
+            return self.config_ids.index(config_id)
+        matches = [i for i, c in enumerate(self.config_ids) if c.startswith(config_id)]
+        if len(matches) != 1:
+            raise KeyError(f"{config_id!r} matches {len(matches)} configurations with case records")
+        return matches[0]
+
+
+def _string_codes(column: pa.ChunkedArray, order: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer code of each value of a string column and the values in code order (``order`` or sorted)."""
+    array = column.combine_chunks()
+    if not pa.types.is_dictionary(array.type):
+        array = array.cast(pa.string()).dictionary_encode()
+    values = array.dictionary.to_pylist()
+    indices = array.indices.to_numpy(zero_copy_only=False)
+    used = sorted(set(values[i] for i in np.unique(indices)))
+    names = tuple(order) if order is not None else tuple(used)
+    position = {name: i for i, name in enumerate(names)}
+    missing = [v for v in used if v not in position]
+    if missing:
+        raise ValueError(f"records hold {missing} not in {list(names)}")
+    lookup = np.array([position.get(v, -1) for v in values], dtype=np.int64)
+    return lookup[indices], names
+
+
+def _list_matrix(column: pa.ChunkedArray, rows: np.ndarray, n_bins: int) -> np.ndarray:
+    array = column.take(pa.array(rows)).combine_chunks()
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, n_bins)
+
+
+def _reverse_cumsum(hist: np.ndarray) -> np.ndarray:
+    """Counts at or above each threshold, (..., n + 1): ``out[k] = sum_{b >= k} hist[b]``, the last 0."""
+    out = np.zeros((*hist.shape[:-1], hist.shape[-1] + 1))
+    out[..., :-1] = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
+    return out
+
+
+def _curve_sums(fg: np.ndarray, bg: np.ndarray, per_group, smooth: float, empty: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per (patient, class) sums and counts of the per-image sensitivity and precision at every
+    threshold k / n and at "nothing predicted": each (P, K, n + 1, 2).
+
+    From the histograms (CASES_SCHEMA) tp(k) = sum_{b >= k} hist_fg[b], fp(k) = sum_{b >= k} hist_bg[b],
+    with :func:`confusion_scores`' formulas and empty rule. Sensitivity (tp(k) + s) / (area + s) is
+    linear in the histogram for a fixed image, so its sum is the cumulated sum of histograms
+    weighted by 1 / (area + s): no (images x thresholds) array. Precision is not, and is computed
+    per image.
+    """
+    fill = _FILL[empty]
+    area = fg.sum(axis=1)
+    target_empty = area == 0
+    undefined = (area + smooth == 0) | (target_empty if empty != "one" else False)
+    weight = np.where(undefined, 0.0, 1.0 / np.where(undefined, 1.0, area + smooth))
+    defined = (~undefined).astype(np.float64)
+    sens_sum = _reverse_cumsum(per_group(weight[:, None] * fg)) + smooth * per_group(weight)[..., None]
+    sens_count = np.repeat(per_group(defined)[..., None], fg.shape[1] + 1, axis=-1)
+    if not math.isnan(fill):
+        filled = per_group(undefined.astype(np.float64))[..., None]
+        sens_sum = sens_sum + fill * filled
+        sens_count = sens_count + filled
+
+    tp = _reverse_cumsum(fg)
+    den = _reverse_cumsum(bg)
+    den += tp
+    den += smooth
+    tp += smooth
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.divide(tp, den, out=tp)
+    bad = den == 0 if smooth <= 0 else np.zeros(den.shape, dtype=bool)
+    if empty != "one":
+        bad |= target_empty[:, None]
+    counted = np.ones(den.shape)
+    if bad.any():
+        precision[bad] = 0.0 if math.isnan(fill) else fill
+        if math.isnan(fill):
+            counted[bad] = 0.0
+    prec_sum, prec_count = per_group(precision), per_group(counted)
+    return np.stack([sens_sum, prec_sum], axis=-1), np.stack([sens_count, prec_count], axis=-1)
+
+
+def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: EmptyRule = "one",
+                 config_ids: Sequence[str] | None = None, classes: Sequence[str] | None = None) -> PatientSums:
+    """Return the per-patient sums of the case records of every configuration (or of ``config_ids``).
+
+    Per-image scores are computed from each record's counts with :func:`confusion_scores` and
+    :func:`object_scores` (``smooth``, ``empty`` as the trials used: README "Metrics"); the
+    boundary metrics are taken as recorded (NaN = not scored). Patients are the union over the
+    configurations; configurations are processed one at a time so memory stays that of one.
+
+    Raises:
+        ValueError: a patient validated in two folds of one configuration (records that are not
+            out-of-fold), or a configuration of ``config_ids`` without records.
+    """
+    _check_empty(empty)
+    table = cases if isinstance(cases, pa.Table) else as_cases_table(cases, check=False)
+    config_code, config_names = _string_codes(table.column("config_id"), config_ids)
+    patient_code, patients = _string_codes(table.column("patient"), None)
+    class_code, class_names = _string_codes(table.column("class"), classes)
+    n_configs, n_patients, n_classes = len(config_names), len(patients), len(class_names)
+    n_bins = table.schema.field("hist_fg").type.list_size
+    n_metrics, thresholds = len(PER_IMAGE_METRICS), n_bins + 1
+    prob = "hist_prob_sum" in table.column_names
+
+    shape = (n_configs, n_patients, n_classes)
+    out = {
+        "fold": np.full((n_configs, n_patients), -1, dtype=np.int64),
+        "images": np.zeros((n_configs, n_patients), dtype=np.int64),
+        "score_sum": np.zeros((*shape, n_metrics)),
+        "score_count": np.zeros((*shape, n_metrics)),
+        "counts": np.zeros((*shape, len(POOLED_COUNTS))),
+        "hist_fg": np.zeros((*shape, n_bins)),
+        "hist_bg": np.zeros((*shape, n_bins)),
+        "prob_sum": np.zeros((*shape, n_bins)) if prob else None,
+        "curve_sum": np.zeros((*shape, thresholds, 2)),
+        "curve_count": np.zeros((*shape, thresholds, 2)),
+    }
+    order = np.argsort(config_code, kind="stable")
+    bounds = np.searchsorted(config_code[order], np.arange(n_configs + 1))
+    fold_column = table.column("fold").to_numpy()
+    for c in range(n_configs):
+        rows = order[bounds[c]:bounds[c + 1]]
+        if len(rows) == 0:
+            raise ValueError(f"no case records of configuration {config_names[c]!r}")
+        p, k = patient_code[rows], class_code[rows]
+        group = p * n_classes + k
+        # one indicator matrix sums any per-record block per (patient, class) in one sparse product
+        indicator = sparse.csr_matrix((np.ones(len(rows)), (group, np.arange(len(rows)))),
+                                      shape=(n_patients * n_classes, len(rows)))
+
+        def per_group(block: np.ndarray) -> np.ndarray:
+            return np.asarray(indicator @ block.reshape(len(rows), -1)).reshape(n_patients, n_classes, *block.shape[1:])
+
+        col = {name: table.column(name).take(pa.array(rows)).to_numpy() for name in
+               (*COUNT_COLUMNS, *OBJECT_COLUMNS, "nsd", "hd95", "boundary_f1")}
+        conf = confusion_scores(col["tp"], col["fp"], col["fn"], col["tn"], smooth, empty)
+        objects = object_scores(*(col[n] for n in OBJECT_COLUMNS), col["area"], empty)
+        scores = np.stack([*(conf[m] for m in CONFUSION_METRICS),
+                           *(col[m].astype(np.float64) for m in BOUNDARY_METRICS),
+                           *(objects[m] for m in OBJECT_METRICS)], axis=1)
+        defined = ~np.isnan(scores)
+        out["score_sum"][c] = per_group(np.where(defined, scores, 0.0))
+        out["score_count"][c] = per_group(defined.astype(np.float64))
+        out["counts"][c] = per_group(np.stack([col[n].astype(np.float64) for n in POOLED_COUNTS], axis=1))
+        fg = _list_matrix(table.column("hist_fg"), rows, n_bins).astype(np.float64)
+        bg = _list_matrix(table.column("hist_bg"), rows, n_bins).astype(np.float64)
+        out["hist_fg"][c] = per_group(fg)
+        out["hist_bg"][c] = per_group(bg)
+        if prob:
+            out["prob_sum"][c] = per_group(_list_matrix(table.column("hist_prob_sum"), rows, n_bins).astype(np.float64))
+        out["curve_sum"][c], out["curve_count"][c] = _curve_sums(fg, bg, per_group, smooth, empty)
+
+        folds = fold_column[rows]
+        first = np.full(n_patients, -1, dtype=np.int64)
+        first[p[::-1]] = folds[::-1]  # fold of each patient's first record
+        if np.any(first[p] != folds):
+            bad = patients[int(p[np.flatnonzero(first[p] != folds)[0]])]
+            raise ValueError(f"patient {bad!r} is validated in more than one fold of configuration "
+                             f"{config_names[c]!r}: case records must be out-of-fold")
+        out["fold"][c] = first
+        per_class_images = np.bincount(group, minlength=n_patients * n_classes).reshape(n_patients, n_classes)
+        out["images"][c] = per_class_images.max(axis=1)
+    return PatientSums(config_ids=config_names, patients=patients, classes=class_names, smooth=smooth,
+                       empty=empty, **out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The bootstrap: shared patient resamples and intervals
+
+
+def resample_weights(n_patients: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """Return (resamples, n_patients) int weights: how often each patient is drawn in each resample.
+
+    Each row draws ``n_patients`` patients with replacement (a multinomial with equal
+    probabilities), the nonparametric bootstrap of the patients; a statistic that sums over
+    patients becomes one matrix product with these rows.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
+
+
+def _weighted_totals(block: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_p weights[b, p] block[c, p, ...]`` for every resample b: (B, C, ...), one matrix product."""
+    n_configs, n_patients = block.shape[:2]
+    flat = np.moveaxis(block, 1, 0).reshape(n_patients, -1)
+    return (weights @ flat).reshape(weights.shape[0], n_configs, *block.shape[2:])
+
+
+def _leave_one_out_totals(block: np.ndarray) -> np.ndarray:
+    """Totals without patient p, for every p: (P, C, ...) (the jackknife of the patients)."""
+    return block.sum(axis=1)[None] - np.moveaxis(block, 1, 0)
+
+
+def _quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Quantile of ``values`` along axis 0 at a level per entry, NaNs left out (numpy's "linear" rule)."""
+    ordered = np.sort(values, axis=0)  # NaN sort last
+    count = (~np.isnan(values)).sum(axis=0)
+    position = np.clip(levels, 0.0, 1.0) * np.maximum(count - 1, 0)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, np.maximum(count - 1, 0))
+    low = np.take_along_axis(ordered, below[None], axis=0)[0]
+    high = np.take_along_axis(ordered, above[None], axis=0)[0]
+    result = low + (high - low) * (position - below)
+    return np.where(count > 0, result, np.nan)
+
+
+def bootstrap_interval(estimate: np.ndarray, boot: np.ndarray, jack: np.ndarray | None = None,
+                       jack_mask: np.ndarray | None = None, method: str = "bca",
+                       confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (low, high) bootstrap interval of every entry of ``estimate``.
+
+    Args:
+        estimate: the statistic on the data, any shape S.
+        boot: (B, *S) the statistic on each resample (NaN resamples are left out).
+        jack: (P, *S) the statistic without each patient (needed by "bca").
+        jack_mask: (P, *S) or broadcastable: which leave-one-out values count (a configuration's
+            own patients); all when None.
+        method: "percentile": quantiles alpha/2 and 1 - alpha/2 of ``boot``; "bca": Efron's (1987)
+            bias-corrected and accelerated levels
+            ``Phi(z0 + (z0 + z) / (1 - a (z0 + z)))`` for z = Phi^-1(alpha/2), Phi^-1(1 - alpha/2), with
+            ``z0 = Phi^-1(share of resamples below the estimate, ties counted half)`` and the
+            acceleration ``a = sum d^3 / (6 (sum d^2)^1.5)``, d = jackknife mean - jackknife value
+            (as ``scipy.stats.bootstrap``). Where every resample lies on one side of the estimate
+            (z0 infinite) the percentile interval is returned for that entry.
+
+    Both are quantiles of the resampled statistic, so they stay inside its range.
+    """
+    estimate = np.asarray(estimate, dtype=np.float64)
+    boot = np.asarray(boot, dtype=np.float64)
+    alpha = 1.0 - confidence
+    levels = np.array([alpha / 2, 1 - alpha / 2])
+    shape = (2, *estimate.shape)
+    if method == "percentile":
+        adjusted = np.broadcast_to(levels.reshape(2, *([1] * estimate.ndim)), shape)
+    elif method == "bca":
+        if jack is None:
+            raise ValueError("method 'bca' needs the jackknife values (jack)")
+        adjusted = _bca_levels(estimate, boot, np.asarray(jack, dtype=np.float64), jack_mask, levels)
+    else:
+        raise ValueError(f"method must be 'bca' or 'percentile' but got {method!r}")
+    low = _quantiles(boot, adjusted[0])
+    high = _quantiles(boot, adjusted[1])
+    undefined = np.isnan(estimate)
+    return np.where(undefined, np.nan, low), np.where(undefined, np.nan, high)
+
+
+def _bca_levels(estimate, boot, jack, jack_mask, levels) -> np.ndarray:
+    """(2, *S) BCa quantile levels; the percentile levels where the bias correction is infinite."""
+    valid = ~np.isnan(boot)
+    n_valid = valid.sum(axis=0)
+    below = (np.where(valid, boot < estimate, False).sum(axis=0)
+             + 0.5 * np.where(valid, boot == estimate, False).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = below / n_valid
+        z0 = special.ndtri(share)
+        mask = ~np.isnan(jack) if jack_mask is None else (np.broadcast_to(jack_mask, jack.shape) & ~np.isnan(jack))
+        n_jack = mask.sum(axis=0)
+        mean = np.where(mask, jack, 0.0).sum(axis=0) / n_jack
+        d = np.where(mask, mean - jack, 0.0)
+        spread = (d ** 2).sum(axis=0)
+        accel = np.where(spread > 0, (d ** 3).sum(axis=0) / (6.0 * spread ** 1.5), 0.0)
+        z = special.ndtri(levels).reshape(2, *([1] * estimate.ndim))
+        adjusted = special.ndtr(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+    percentile = np.broadcast_to(levels.reshape(2, *([1] * estimate.ndim)), adjusted.shape)
+    return np.where(np.isfinite(z0) & np.isfinite(adjusted), adjusted, percentile)
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Return Holm's step-down adjusted p-values (Holm, A simple sequentially rejective multiple
+    test procedure, Scandinavian Journal of Statistics 6(2), 1979).
+
+    With the m p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j + 1) p(j))``;
+    rejecting where ``p_adj <= alpha`` keeps the family-wise error at most alpha under any
+    dependence. NaN p-values are left out of the family and stay NaN.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    if len(defined) == 0:
+        return out
+    order = defined[np.argsort(p[defined], kind="stable")]
+    m = len(order)
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Metric values of totals, and the shared bootstrap of every configuration
+
+
+def _metric_values(score_sum: np.ndarray, score_count: np.ndarray, counts: np.ndarray, empty: str,
+                   metrics: Sequence[str]) -> np.ndarray:
+    """(..., len(metrics), 1 + K) values: overall (mean over classes) then each class, from totals
+    ``score_sum``/``score_count`` (..., K, M) and ``counts`` (..., K, 8)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_image = np.where(score_count > 0, score_sum / np.where(score_count > 0, score_count, 1), np.nan)
+    pooled = _pooled_values(counts, empty)
+    columns = []
+    for metric in metrics:
+        if metric in PER_IMAGE_METRICS:
+            columns.append(per_image[..., PER_IMAGE_METRICS.index(metric)])
+        elif metric in POOLED_METRICS:
+            columns.append(pooled[..., POOLED_METRICS.index(metric)])
+        else:
+            raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    per_class = np.stack(columns, axis=-2)  # (..., metrics, K)
+    return np.concatenate([_nanmean(per_class, axis=-1)[..., None], per_class], axis=-1)
+
+
+def _check_metrics(metrics: Iterable[str] | None) -> tuple[str, ...]:
+    metrics = METRICS if metrics is None else tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+    return metrics
+
+
+@dataclass(frozen=True)
+class MetricBootstrap:
+    """Every configuration's metric values on the data, on shared patient resamples and leaving
+    each patient out. Value arrays are indexed [..., configuration, metric, group], group 0 the
+    overall value and 1 + k class k."""
+
+    sums: PatientSums
+    metrics: tuple[str, ...]
+    weights: np.ndarray  # (B, P)
+    estimate: np.ndarray  # (C, metrics, 1 + K)
+    boot: np.ndarray  # (B, C, metrics, 1 + K)
+    jack: np.ndarray  # (P, C, metrics, 1 + K)
+    settings: EvidenceSettings = field(default_factory=EvidenceSettings)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (OVERALL, *self.sums.classes)
+
+    def interval(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high), each (C, metrics, 1 + K), by ``settings.method``."""
+        mask = self.sums.validated.T[:, :, None, None]
+        return bootstrap_interval(self.estimate, self.boot, self.jack, mask, self.settings.method,
+                                  self.settings.confidence)
+
+
+def bootstrap_metrics(sums: PatientSums, settings: EvidenceSettings | None = None,
+                      metrics: Iterable[str] | None = None, weights: np.ndarray | None = None) -> MetricBootstrap:
+    """Return every configuration's ``metrics`` on the data and on ``settings.resamples`` shared
+    patient resamples (one weight matrix for all configurations), and their jackknife values.
+
+    Each resample draws the patients of the union with replacement; a configuration's value on it
+    is its ratio estimator over the drawn patients it validated (its point estimate's statistic).
+    """
+    settings = settings or EvidenceSettings()
+    metrics = _check_metrics(metrics)
+    if weights is None:
+        weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
+    blocks = (sums.score_sum, sums.score_count, sums.counts)
+    totals = [b.sum(axis=1) for b in blocks]
+    estimate = _metric_values(*totals, sums.empty, metrics)
+    boot = _metric_values(*(_weighted_totals(b, weights) for b in blocks), sums.empty, metrics)
+    jack = _metric_values(*(_leave_one_out_totals(b) for b in blocks), sums.empty, metrics)
+    return MetricBootstrap(sums, metrics, weights, estimate, boot, jack, settings)
+
+
+def patient_scores(sums: PatientSums, metrics: Iterable[str] | None = None) -> np.ndarray:
+    """Return each patient's own value of each metric: (C, P, metrics, 1 + K), NaN where not validated.
+
+    A per-image metric: the mean over the patient's scored images; a pooled one: the formula on
+    the patient's summed counts; overall: the mean over classes. These are the paired tests' units.
+    """
+    values = _metric_values(sums.score_sum, sums.score_count, sums.counts, sums.empty, _check_metrics(metrics))
+    return np.where(sums.validated[:, :, None, None], values, np.nan)
+
+
+# --------------------------------------------------------------------------------------------------
+# The fold-level fallback (no case records): Nadeau and Bengio's corrected resampled t
+
+
+def _test_train_ratio(k: int, test_train_ratio: float | None) -> float:
+    return 1.0 / (k - 1) if test_train_ratio is None else float(test_train_ratio)
+
+
+def corrected_t_interval(values: Sequence[float] | np.ndarray, test_train_ratio: float | None = None,
+                         confidence: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+                         ) -> tuple[float, float]:
+    """Return the corrected resampled t interval of a mean over k folds, clipped to ``bounds``.
+
+    Nadeau & Bengio (Inference for the generalization error, Machine Learning 52, 2003, DOI
+    10.1023/A:1024068626366): fold results share training data, so their variance understates the
+    mean's; the corrected variance is ``(1/k + n_test/n_train) s^2``, s^2 the fold values' sample
+    variance, with Student-t quantiles on k - 1 degrees of freedom:
+    ``mean -+ t_{(1+c)/2, k-1} sqrt((1/k + n_test/n_train) s^2)``. ``test_train_ratio`` is
+    n_test/n_train (default 1/(k - 1), k-fold with equal folds). NaN with fewer than 2 finite values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    k = len(values)
+    if k < 2:
+        return math.nan, math.nan
+    variance = (1.0 / k + _test_train_ratio(k, test_train_ratio)) * values.var(ddof=1)
+    half = stats.t.ppf((1 + confidence) / 2, k - 1) * math.sqrt(variance)
+    mean = values.mean()
+    return float(max(mean - half, bounds[0])), float(min(mean + half, bounds[1]))
+
+
+def corrected_paired_t(a: Sequence[float], b: Sequence[float], test_train_ratio: float | None = None,
+                       confidence: float = 0.95) -> dict[str, float]:
+    """Return the corrected resampled paired t-test of two configurations on the same k folds.
+
+    Differences d_j = a_j - b_j; ``t = mean(d) / sqrt((1/k + n_test/n_train) s_d^2)`` on k - 1
+    degrees of freedom (Nadeau & Bengio 2003), two-sided p-value, and the matching interval of the
+    mean difference. Keys: n_folds, difference, ci_low, ci_high, statistic, p_value.
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    k = len(d)
+    out = {"n_folds": k, "difference": float(d.mean()) if k else math.nan}
+    low, high = corrected_t_interval(d, test_train_ratio, confidence)
+    out.update(ci_low=low, ci_high=high)
+    if k < 2:
+        return {**out, "statistic": math.nan, "p_value": math.nan}
+    se = math.sqrt((1.0 / k + _test_train_ratio(k, test_train_ratio)) * d.var(ddof=1))
+    if se == 0:
+        statistic = 0.0 if d.mean() == 0 else math.copysign(math.inf, d.mean())
+    else:
+        statistic = d.mean() / se
+    p_value = 1.0 if statistic == 0 else float(2 * stats.t.sf(abs(statistic), k - 1))
+    return {**out, "statistic": float(statistic), "p_value": p_value}
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables: intervals per configuration (patient bootstrap, or the fold fallback)
+
+
+def _keys(boot: MetricBootstrap, keys: Iterable[str]) -> list[tuple[str, int, int]]:
+    """(key, metric index, group index) of leaderboard-style keys: ``dice`` (overall) or ``dice.stomach``."""
+    out = []
+    for key in keys:
+        metric, _, cls = key.partition(".")
+        if metric not in boot.metrics:
+            raise KeyError(f"unknown metric {metric!r}; known: {', '.join(boot.metrics)}")
+        if cls and cls not in boot.sums.classes:
+            raise KeyError(f"unknown class {cls!r} in {key!r}; classes: {', '.join(boot.sums.classes)}")
+        out.append((key, boot.metrics.index(metric), 1 + boot.sums.classes.index(cls) if cls else 0))
+    return out
+
+
+def _all_keys(boot: MetricBootstrap) -> list[str]:
+    return [m for m in boot.metrics] + [f"{m}.{c}" for m in boot.metrics for c in boot.sums.classes]
+
+
+def patient_intervals(boot: MetricBootstrap) -> pd.DataFrame:
+    """Return one row per configuration: its out-of-fold value of every metric and class with the
+    patient-bootstrap interval.
+
+    Columns: ``config_id, n_patients, n_images, few_patients`` (fewer validated patients than
+    ``min_patients``), ``interval_method`` (``patient_bca`` or ``patient_percentile``), then per
+    key (``dice``, ``dice.stomach``, ...) the value, ``<key>_ci_low`` and ``<key>_ci_high``. The
+    value is the ratio estimator over all out-of-fold images (for a per-image metric, the mean over
+    every validated image; it equals the mean of the fold means when folds hold equal numbers of
+    images); the interval is the range of that statistic over patient resamples (``settings``).
+    """
+    sums, settings = boot.sums, boot.settings
+    low, high = boot.interval()
+    n_patients = sums.validated.sum(axis=1)
+    frame = {
+        "config_id": list(sums.config_ids),
+        "n_patients": n_patients,
+        "n_images": sums.images.sum(axis=1),
+        "few_patients": n_patients < settings.min_patients,
+        "interval_method": f"patient_{settings.method}",
+    }
+    for key, m, g in _keys(boot, _all_keys(boot)):
+        frame[key] = boot.estimate[:, m, g]
+        frame[f"{key}_ci_low"] = low[:, m, g]
+        frame[f"{key}_ci_high"] = high[:, m, g]
+    return pd.DataFrame(frame)
+
+
+def fold_intervals(trials: pd.DataFrame, metrics: Iterable[str], *, n_folds: int | None = None,
+                   test_train_ratio: float | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """Return the fold-level fallback interval of each configuration without case records.
+
+    Per configuration of ``trials`` (one row per fold trial, as trials.parquet; rows with a
+    ``status`` other than "finished" are left out) and metric column: the fold mean and the
+    Nadeau-Bengio corrected t interval (:func:`corrected_t_interval`), clipped to the metric's
+    range. ``test_train_ratio`` defaults to 1 / (n_folds - 1), ``n_folds`` the sweep's number of
+    folds (default: the number of distinct folds in ``trials``). Columns: ``config_id, n_folds,
+    interval_method`` ("fold_corrected_t"), then ``<metric>, <metric>_ci_low, <metric>_ci_high``.
+    """
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    split = n_folds if n_folds is not None else max(int(trials["fold"].nunique()), 2)
+    ratio = _test_train_ratio(split, test_train_ratio)
+    rows = []
+    for cid, group in done.groupby("config_id", sort=False):
+        row = {"config_id": cid, "n_folds": len(group), "interval_method": "fold_corrected_t"}
+        for key in metrics:
+            values = group[key].dropna().to_numpy(dtype=np.float64)
+            row[key] = float(values.mean()) if len(values) else math.nan
+            low, high = corrected_t_interval(values, ratio, confidence, metric_range(key.partition(".")[0]))
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired comparisons on the same patients
+
+
+def _pair_sums(sums: PatientSums, a: int, b: int, keep: np.ndarray | None = None) -> PatientSums:
+    """Configurations a and b of ``sums`` (in that order), with only the ``keep`` patients' records."""
+    def part(x):
+        if x is None:
+            return None
+        x = x[[a, b]]
+        return x if keep is None else x * keep.reshape(1, -1, *([1] * (x.ndim - 2)))
+
+    return PatientSums(
+        config_ids=(sums.config_ids[a], sums.config_ids[b]), patients=sums.patients, classes=sums.classes,
+        smooth=sums.smooth, empty=sums.empty,
+        fold=sums.fold[[a, b]] if keep is None else np.where(keep, sums.fold[[a, b]], -1),
+        images=part(sums.images), score_sum=part(sums.score_sum), score_count=part(sums.score_count),
+        counts=part(sums.counts), hist_fg=part(sums.hist_fg), hist_bg=part(sums.hist_bg),
+        prob_sum=part(sums.prob_sum), curve_sum=part(sums.curve_sum), curve_count=part(sums.curve_count))
+
+
+def _restricted(boot: MetricBootstrap, a: int, b: int) -> tuple[MetricBootstrap, np.ndarray]:
+    """The bootstrap of configurations a and b (in that order) on the patients both validated, on
+    the same resamples as ``boot``, and that patient mask."""
+    sums = boot.sums
+    common = sums.validated[a] & sums.validated[b]
+    if np.array_equal(common, sums.validated[a]) and np.array_equal(common, sums.validated[b]):
+        pick = [a, b]
+        return MetricBootstrap(_pair_sums(sums, a, b), boot.metrics, boot.weights, boot.estimate[pick],
+                               boot.boot[:, pick], boot.jack[:, pick], boot.settings), common
+    pair = _pair_sums(sums, a, b, common.astype(np.float64))
+    return bootstrap_metrics(pair, boot.settings, boot.metrics, boot.weights), common
+
+
+def _difference_interval(pair: MetricBootstrap, common: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Estimate and (low, high) of value(a) - value(b), (metrics, 1 + K), on the pair's resamples."""
+    estimate = pair.estimate[0] - pair.estimate[1]
+    boot = pair.boot[:, 0] - pair.boot[:, 1]
+    jack = pair.jack[:, 0] - pair.jack[:, 1]
+    low, high = bootstrap_interval(estimate, boot, jack, common[:, None, None], pair.settings.method,
+                                   pair.settings.confidence)
+    return estimate, low, high
+
+
+def _wilcoxon(d: np.ndarray) -> np.ndarray:
+    """Two-sided Wilcoxon signed-rank p-values of ``d`` (..., P) along the last axis, NaNs left out.
+
+    ``scipy.stats.wilcoxon`` (zero differences dropped, Wilcoxon's rule; exact distribution up to
+    50 pairs without ties, normal approximation above). Identical configurations (every
+    difference 0) get p = 1; fewer than one defined difference, NaN.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    flat = d.reshape(-1, d.shape[-1])
+    p = np.full(flat.shape[0], np.nan)
+    nonzero = (np.nan_to_num(flat) != 0).sum(axis=1)
+    defined = (~np.isnan(flat)).sum(axis=1)
+    p[(defined > 0) & (nonzero == 0)] = 1.0
+    test = np.flatnonzero(nonzero > 0)
+    if len(test):
+        complete = test[~np.isnan(flat[test]).any(axis=1)]
+        partial = test[np.isnan(flat[test]).any(axis=1)]
+        if len(complete):  # one vectorised call
+            p[complete] = stats.wilcoxon(flat[complete], axis=1).pvalue
+        for row in partial:  # NaNs differ per row: scipy would loop anyway
+            values = flat[row][~np.isnan(flat[row])]
+            p[row] = stats.wilcoxon(values).pvalue
+    return p.reshape(d.shape[:-1])
+
+
+def _sign_flips(n_patients: int, resamples: int, seed: int) -> tuple[np.ndarray, bool]:
+    """(R, P) 0/1 swap indicators and whether they enumerate every assignment (exact test)."""
+    if 2 ** n_patients <= resamples:
+        grid = (np.arange(2 ** n_patients)[:, None] >> np.arange(n_patients)[None]) & 1
+        return grid.astype(np.float64), True
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2, size=(resamples, n_patients)).astype(np.float64), False
+
+
+def _permutation(pair: MetricBootstrap, common: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Two-sided sign-flip permutation p-values (metrics, 1 + K) of value(a) - value(b).
+
+    Under the null hypothesis that a and b are exchangeable on each patient, swapping the two
+    configurations' records of any set of patients leaves the distribution unchanged. Each
+    permutation swaps a random set (or, with 2^P <= resamples, every set) and recomputes the same
+    ratio statistic as the interval; written by hand because the statistic needs both configurations'
+    per-patient sums swapped together (``scipy.stats.permutation_test``'s paired mode swaps single
+    values). p = (1 + #{|T*| >= |T|}) / (R + 1) for random swaps (Phipson & Smyth, Permutation
+    p-values should never be zero, Statistical Applications in Genetics and Molecular Biology 9(1),
+    2010, DOI 10.2202/1544-6115.1585); #{|T*| >= |T|} / 2^P when exact.
+    """
+    sums, settings = pair.sums, pair.settings
+    idx = np.flatnonzero(common)
+    blocks = [block[:, idx] for block in (sums.score_sum, sums.score_count, sums.counts)]
+    flips, exact = _sign_flips(len(idx), settings.resamples, settings.seed + 1)
+    totals_a, totals_b = [], []
+    for block in blocks:
+        delta = block[1] - block[0]  # (P, ...): what a gains when patient p is swapped
+        shift = (flips @ delta.reshape(len(idx), -1)).reshape(flips.shape[0], *delta.shape[1:])
+        totals_a.append(block[0].sum(axis=0) + shift)
+        totals_b.append(block[1].sum(axis=0) - shift)
+    null = (_metric_values(*totals_a, sums.empty, pair.metrics)
+            - _metric_values(*totals_b, sums.empty, pair.metrics))
+    tolerance = 1e-12 * np.maximum(np.abs(observed), 1e-300)
+    extreme = (np.abs(null) >= np.abs(observed) - tolerance).sum(axis=0)
+    if exact:
+        return extreme / flips.shape[0]
+    return (1.0 + extreme) / (flips.shape[0] + 1.0)
+
+
+def _pair_table(boot: MetricBootstrap, a: int, b: int, keys: list[tuple[str, int, int]],
+                scores: np.ndarray) -> list[dict]:
+    """Rows (one per key) of the paired comparison of configurations a and b."""
+    settings = boot.settings
+    pair, common = _restricted(boot, a, b)
+    difference, low, high = _difference_interval(pair, common)
+    if settings.paired_test == "wilcoxon":
+        d = (scores[a] - scores[b])[common]  # (P_common, metrics, 1 + K)
+        p = _wilcoxon(np.moveaxis(d, 0, -1))
+    else:
+        p = _permutation(pair, common, difference)
+    n = int(common.sum())
+    rows = []
+    for key, m, g in keys:
+        rows.append({
+            "metric": key, "config_a": boot.sums.config_ids[a], "config_b": boot.sums.config_ids[b],
+            "n_patients": n, "value_a": pair.estimate[0, m, g], "value_b": pair.estimate[1, m, g],
+            "difference": difference[m, g], "ci_low": low[m, g], "ci_high": high[m, g],
+            "test": settings.paired_test, "p_value": p[m, g], "few_patients": n < settings.min_patients,
+        })
+    return rows
+
+
+def compare_pair(boot: MetricBootstrap, a: str, b: str, keys: Iterable[str] = ("dice",)) -> pd.DataFrame:
+    """Return the paired comparison of configurations ``a`` and ``b`` (ids or unique prefixes), one
+    row per key (``dice``, ``sensitivity.stomach``, ...), on the patients both validated.
+
+    Columns: ``metric, config_a, config_b, n_patients, value_a, value_b, difference`` (a - b, the
+    leaderboard statistic on the common patients), ``ci_low, ci_high`` (patient-bootstrap interval
+    of the difference: both configurations on the same resampled patients), ``test`` and
+    ``p_value`` (``settings.paired_test``: Wilcoxon signed-rank on the patients' own scores, or the
+    sign-flip permutation test of the difference), ``few_patients``.
+    """
+    i, j = boot.sums.index(a), boot.sums.index(b)
+    scores = patient_scores(boot.sums, boot.metrics)
+    return pd.DataFrame(_pair_table(boot, i, j, _keys(boot, keys), scores))
+
+
+def compare_all(boot: MetricBootstrap, keys: Iterable[str] = ("dice",)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return every pair's comparison with Holm-adjusted p-values, and the configurations not
+    distinguishable from the best.
+
+    First table: :func:`compare_pair`'s columns for every pair (a before b in the order of the
+    configurations) and ``p_holm``: Holm's adjustment over all pairs of one key (one family per
+    metric). Second table, per key and configuration: ``value``, ``rank`` (1 = best; hd95 lower is
+    better), ``best``, ``p_holm_vs_best`` and ``indistinguishable`` (the best itself, and every
+    configuration whose adjusted p-value against the best exceeds 1 - confidence).
+    """
+    keys = _keys(boot, keys)
+    scores = patient_scores(boot.sums, boot.metrics)
+    n = len(boot.sums.config_ids)
+    pairs = list(itertools.combinations(range(n), 2))
+    shared = [(a, b) for a, b in pairs if np.array_equal(boot.sums.validated[a], boot.sums.validated[b])]
+    rows = []
+    if boot.settings.paired_test == "wilcoxon" and shared:
+        rows += _shared_wilcoxon_rows(boot, shared, keys, scores)
+        pairs = [pair for pair in pairs if pair not in set(shared)]
+    for a, b in pairs:
+        rows += _pair_table(boot, a, b, keys, scores)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table, pd.DataFrame()
+    table["p_holm"] = np.nan
+    for key, _, _ in keys:
+        mask = table["metric"] == key
+        table.loc[mask, "p_holm"] = holm(table.loc[mask, "p_value"].to_numpy())
+    key_rank = {k: i for i, (k, _, _) in enumerate(keys)}
+    position = {c: i for i, c in enumerate(boot.sums.config_ids)}
+    table = (table.assign(_k=table["metric"].map(key_rank), _a=table["config_a"].map(position),
+                          _b=table["config_b"].map(position))
+             .sort_values(["_k", "_a", "_b"], kind="stable").drop(columns=["_k", "_a", "_b"]).reset_index(drop=True))
+    return table, _indistinguishable(boot, keys, table)
+
+
+def _shared_wilcoxon_rows(boot: MetricBootstrap, pairs: list[tuple[int, int]], keys, scores) -> list[dict]:
+    """Rows of the pairs validated on the same patients, all at once: the differences' intervals
+    from the shared resamples and one vectorised Wilcoxon call."""
+    settings = boot.settings
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    m_idx = np.array([m for _, m, _ in keys])
+    g_idx = np.array([g for _, _, g in keys])
+    estimate = boot.estimate[a][:, m_idx, g_idx] - boot.estimate[b][:, m_idx, g_idx]  # (pairs, keys)
+    diff_boot = boot.boot[:, a][:, :, m_idx, g_idx] - boot.boot[:, b][:, :, m_idx, g_idx]
+    diff_jack = boot.jack[:, a][:, :, m_idx, g_idx] - boot.jack[:, b][:, :, m_idx, g_idx]
+    validated = boot.sums.validated[a].T[:, :, None]  # (P, pairs, 1): a and b validated the same patients
+    low, high = bootstrap_interval(estimate, diff_boot, diff_jack, validated, settings.method, settings.confidence)
+    d = scores[a][:, :, m_idx, g_idx] - scores[b][:, :, m_idx, g_idx]  # (pairs, P, keys)
+    d = np.where(boot.sums.validated[a][:, :, None], d, np.nan)
+    p = _wilcoxon(np.moveaxis(d, 1, -1))  # (pairs, keys)
+    n = boot.sums.validated[a].sum(axis=1)
+    rows = []
+    for i, (ia, ib) in enumerate(pairs):
+        for j, (key, m, g) in enumerate(keys):
+            rows.append({
+                "metric": key, "config_a": boot.sums.config_ids[ia], "config_b": boot.sums.config_ids[ib],
+                "n_patients": int(n[i]), "value_a": boot.estimate[ia, m, g], "value_b": boot.estimate[ib, m, g],
+                "difference": estimate[i, j], "ci_low": low[i, j], "ci_high": high[i, j], "test": "wilcoxon",
+                "p_value": p[i, j], "few_patients": bool(n[i] < settings.min_patients),
+            })
+    return rows
+
+
+def _rank(values: np.ndarray, metric: str, axis: int) -> np.ndarray:
+    """Competition ranks (1 = best, ties share the best rank) along ``axis``; NaN values rank NaN."""
+    signed = values if metric in LOWER_IS_BETTER else -values
+    return stats.rankdata(signed, method="min", axis=axis, nan_policy="omit")
+
+
+def _indistinguishable(boot: MetricBootstrap, keys, table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    ids = boot.sums.config_ids
+    for key, m, g in keys:
+        values = boot.estimate[:, m, g]
+        if np.all(np.isnan(values)):
+            continue
+        ranks = _rank(values, boot.metrics[m], axis=0)
+        best = ids[int(np.nanargmin(ranks))]
+        part = table[(table["metric"] == key) & ((table["config_a"] == best) | (table["config_b"] == best))]
+        vs_best = {(r.config_b if r.config_a == best else r.config_a): r.p_holm for r in part.itertuples()}
+        for i, cid in enumerate(ids):
+            p = 1.0 if cid == best else vs_best.get(cid, math.nan)
+            rows.append({"metric": key, "config_id": cid, "value": values[i], "rank": ranks[i], "best": cid == best,
+                         "p_holm_vs_best": np.nan if cid == best else p,
+                         "indistinguishable": bool(cid == best or p > boot.settings.alpha)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Uncertainty of the front and of the ranking, from the shared resamples
+
+
+def _non_dominated(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-dominated mask along the last axis (both maximised): no other point at least as good on
+    both and better on one. Undefined (NaN) points are never on the front and dominate nothing."""
+    xi, yi = x[..., :, None], y[..., :, None]
+    xj, yj = x[..., None, :], y[..., None, :]
+    dominated = ((xj >= xi) & (yj >= yi) & ((xj > xi) | (yj > yi))).any(axis=-1)
+    return ~dominated & ~np.isnan(x) & ~np.isnan(y)
+
+
+def front_probability(boot: MetricBootstrap, x: str = "sensitivity", y: str = "precision") -> pd.DataFrame:
+    """Return, per configuration and group (overall and each class), the probability of being on
+    the front of (x, y): the share of the shared patient resamples in which no other configuration
+    is at least as good on both and better on one.
+
+    Columns: ``config_id, class, <x>, <y>`` (out-of-fold values), ``on_front`` (on the front of
+    the values) and ``front_probability``. Lower-is-better metrics are negated before comparing.
+    """
+    for name in (x, y):
+        if name not in boot.metrics:
+            raise KeyError(f"metric {name!r} is not in the bootstrap ({', '.join(boot.metrics)})")
+    mx, my = boot.metrics.index(x), boot.metrics.index(y)
+    sx = -1.0 if x in LOWER_IS_BETTER else 1.0
+    sy = -1.0 if y in LOWER_IS_BETTER else 1.0
+    # (B, G, C): each resample and group, the configurations' points
+    bx = np.moveaxis(sx * boot.boot[:, :, mx, :], 1, 2)
+    by = np.moveaxis(sy * boot.boot[:, :, my, :], 1, 2)
+    probability = _non_dominated(bx, by).mean(axis=0)  # (G, C)
+    on_front = _non_dominated(sx * boot.estimate[:, mx, :].T, sy * boot.estimate[:, my, :].T)
+    rows = []
+    for g, group in enumerate(boot.groups):
+        for c, cid in enumerate(boot.sums.config_ids):
+            rows.append({"config_id": cid, "class": group, x: boot.estimate[c, mx, g], y: boot.estimate[c, my, g],
+                         "on_front": bool(on_front[g, c]), "front_probability": probability[g, c]})
+    return pd.DataFrame(rows)
+
+
+def rank_distribution(boot: MetricBootstrap, keys: Iterable[str] = ("dice",)) -> pd.DataFrame:
+    """Return the bootstrap distribution of each configuration's rank per key (challengeR's blob
+    plot: Wiesenfarth et al., Methods and open-source toolkit for analyzing and visualizing
+    challenge results, Scientific Reports 11, 2021, DOI 10.1038/s41598-021-82017-6).
+
+    Long table: ``metric, config_id, rank, probability`` (share of resamples in which the
+    configuration has that rank, 1 = best, ties sharing the best rank) for every rank that occurs,
+    with ``point_rank`` (rank of the out-of-fold values) and ``mean_rank``.
+    """
+    rows = []
+    ids = boot.sums.config_ids
+    for key, m, g in _keys(boot, keys):
+        metric = boot.metrics[m]
+        ranks = _rank(boot.boot[:, :, m, g], metric, axis=1)  # (B, C)
+        point = _rank(boot.estimate[:, m, g], metric, axis=0)
+        n = len(ids)
+        for c, cid in enumerate(ids):
+            r = ranks[:, c]
+            r = r[~np.isnan(r)].astype(np.int64)
+            if len(r) == 0:
+                continue
+            share = np.bincount(r, minlength=n + 1) / len(r)
+            for rank in np.flatnonzero(share):
+                rows.append({"metric": key, "config_id": cid, "rank": int(rank), "probability": share[rank],
+                             "point_rank": point[c], "mean_rank": r.mean()})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Threshold curves, average precision, calibration, matched operating points
+
+#: the two kinds of curve: per-image means (the leaderboard's sensitivity and precision) and pooled pixel counts
+CURVES = ("per_image", "pooled")
+_CURVE_COLUMNS = {"per_image": ("sensitivity", "precision"), "pooled": ("pooled_sensitivity", "pooled_precision")}
+
+
+def average_precision(sensitivity: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Return the average precision of curves over ascending thresholds, along the last axis.
+
+    The last point is "nothing predicted" (sensitivity 0 for pooled counts). Non-interpolated, as
+    scikit-learn's ``average_precision_score``: ``AP = sum_t (R_t - R_{t+1}) P_t``, each recall step
+    weighted by the precision at the threshold that reaches it (linear interpolation between PR
+    points overstates the area: Davis & Goadrich, The relationship between precision-recall and
+    ROC curves, ICML 2006, DOI 10.1145/1143844.1143874). On a threshold grid this is the AP of the
+    grid's operating points, a lower bound of the per-pixel AP's step area.
+    """
+    sensitivity = np.asarray(sensitivity, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    steps = sensitivity[..., :-1] - sensitivity[..., 1:]
+    return (steps * np.nan_to_num(precision[..., :-1])).sum(axis=-1)
+
+
+def expected_calibration_error(hist_fg: np.ndarray, hist_bg: np.ndarray, prob_sum: np.ndarray | None = None
+                               ) -> np.ndarray:
+    """Return the expected calibration error of binned probabilities, along the last axis (bins).
+
+    ``ECE = sum_b (n_b / N) |o_b - c_b|`` with n_b the pixels of bin b, o_b the share of them that
+    are foreground and c_b their mean predicted probability (Naeini, Cooper & Hauskrecht, Obtaining
+    well calibrated probabilities using Bayesian binning, AAAI 2015; Guo et al., On calibration of
+    modern neural networks, ICML 2017), i.e. ``sum_b |fg_b - sum of p in b| / N``. Without the
+    per-bin probability sums the bin midpoint stands for c_b, which can be off by half a bin width
+    (most background pixels sit far below the midpoint of bin 0): the tables say which was used.
+    Over all pixels of an image ECE is dominated by the background; read it with the reliability
+    curve (Mehrtash et al., Confidence calibration and predictive uncertainty estimation for deep
+    medical image segmentation, IEEE TMI 39(12), 2020, DOI 10.1109/TMI.2020.3006437).
+    """
+    fg = np.asarray(hist_fg, dtype=np.float64)
+    bg = np.asarray(hist_bg, dtype=np.float64)
+    pixels = fg + bg
+    if prob_sum is None:
+        n_bins = fg.shape[-1]
+        prob_sum = pixels * (np.arange(n_bins) + 0.5) / n_bins
+    total = pixels.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.abs(fg - prob_sum).sum(axis=-1) / np.where(total > 0, total, 1), np.nan)
+
+
+def _with_overall(per_class: np.ndarray, class_axis: int) -> np.ndarray:
+    """Prepend the mean over classes (NaN-aware) along ``class_axis``: groups = (overall, *classes)."""
+    overall = np.expand_dims(_nanmean(per_class, axis=class_axis), class_axis)
+    return np.concatenate([overall, per_class], axis=class_axis)
+
+
+def _curve_values(curve_sum, curve_count, fg, bg, prob, empty: str) -> dict[str, np.ndarray]:
+    """Curves (..., 1 + K, T) and summaries (..., 1 + K) from totals: ``curve_sum``/``curve_count``
+    (..., K, T, 2), histograms ``fg``/``bg``/``prob`` (..., K, n) (``prob`` may be None)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_image = np.where(curve_count > 0, curve_sum / np.where(curve_count > 0, curve_count, 1), np.nan)
+    zero = np.zeros((*fg.shape[:-1], 1))
+    tp = np.concatenate([np.cumsum(fg[..., ::-1], axis=-1)[..., ::-1], zero], axis=-1)
+    fp = np.concatenate([np.cumsum(bg[..., ::-1], axis=-1)[..., ::-1], zero], axis=-1)
+    pooled = confusion_scores(tp, fp, tp[..., :1] - tp, fp[..., :1] - fp, 0.0, empty,
+                              names=("sensitivity", "precision"))
+    area = fg.sum(axis=-1)
+    ap = np.where(area > 0, average_precision(pooled["sensitivity"], pooled["precision"]), np.nan)
+    ece = expected_calibration_error(fg, bg, prob)
+    k_axis = fg.ndim - 2
+    return {
+        "sensitivity": _with_overall(per_image[..., 0], k_axis),
+        "precision": _with_overall(per_image[..., 1], k_axis),
+        "pooled_sensitivity": _with_overall(pooled["sensitivity"], k_axis),
+        "pooled_precision": _with_overall(pooled["precision"], k_axis),
+        "average_precision": _with_overall(ap, k_axis),
+        "calibration_error": _with_overall(ece, k_axis),
+    }
+
+
+def _matched(sensitivity: np.ndarray, precision: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision at each target sensitivity and the threshold index giving it: (S, ...) each.
+
+    Among the grid thresholds (the last, "nothing predicted" point excluded) whose sensitivity
+    reaches the target, the most precise one (the higher threshold on ties): an operating point a
+    user can set, where interpolating between grid points would not be one (Davis & Goadrich 2006).
+    """
+    sens = sensitivity[..., :-1]
+    prec = np.nan_to_num(precision[..., :-1], nan=-np.inf)
+    reach = sens[None] >= np.asarray(targets).reshape(-1, *([1] * sens.ndim)) - 1e-12
+    candidate = np.where(reach, prec[None], -np.inf)
+    # argmax of the reversed axis: the last (highest) threshold among equal maxima
+    last = candidate.shape[-1] - 1 - np.argmax(candidate[..., ::-1], axis=-1)
+    value = np.take_along_axis(candidate, last[..., None], axis=-1)[..., 0]
+    found = np.isfinite(value)
+    return np.where(found, value, np.nan), np.where(found, last, -1)
+
+
+@dataclass(frozen=True)
+class CurveBootstrap:
+    """Threshold curves, AP, calibration error and precision at matched sensitivity of every
+    configuration, with patient-bootstrap intervals (the same resamples as :class:`MetricBootstrap`
+    when given the same weights). Curves are (C, 1 + K, T) with T = bins + 1 (the last point:
+    nothing predicted); summaries (C, 1 + K); matched precision (C, targets, 1 + K)."""
+
+    sums: PatientSums
+    settings: EvidenceSettings
+    estimate: dict[str, np.ndarray]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    targets: np.ndarray
+    matched: dict[str, dict[str, np.ndarray]]  # curve -> estimate, threshold, boot (B, ...), jack (P, ...)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (OVERALL, *self.sums.classes)
+
+
+def bootstrap_curves(sums: PatientSums, settings: EvidenceSettings | None = None,
+                     weights: np.ndarray | None = None) -> CurveBootstrap:
+    """Return every configuration's threshold curves and their summaries with intervals.
+
+    One configuration at a time (its resampled histograms are the memory-heavy part), on the shared
+    patient resamples ``weights`` (default: :func:`resample_weights` of ``settings``, the same as
+    :func:`bootstrap_metrics` draws). Overall curves are the mean over classes at each threshold
+    (one threshold for every class, as a deployed model would use).
+    """
+    settings = settings or EvidenceSettings()
+    if weights is None:
+        weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
+    targets = np.asarray(settings.matched_sensitivity, dtype=np.float64)
+    names = ("sensitivity", "precision", "pooled_sensitivity", "pooled_precision", "average_precision",
+             "calibration_error")
+    estimate = {n: [] for n in names}
+    low = {n: [] for n in names}
+    high = {n: [] for n in names}
+    matched = {curve: {"estimate": [], "threshold": [], "boot": [], "jack": []} for curve in CURVES}
+    for c in range(len(sums.config_ids)):
+        blocks = [sums.curve_sum[c], sums.curve_count[c], sums.hist_fg[c], sums.hist_bg[c],
+                  None if sums.prob_sum is None else sums.prob_sum[c]]
+        total = [None if b is None else b.sum(axis=0) for b in blocks]
+        boot_total = [None if b is None else _weighted_totals(b[None], weights)[:, 0] for b in blocks]
+        jack_total = [None if b is None else _leave_one_out_totals(b[None])[:, 0] for b in blocks]
+        est = _curve_values(*total, sums.empty)
+        bv = _curve_values(*boot_total, sums.empty)
+        jv = _curve_values(*jack_total, sums.empty)
+        mask = sums.validated[c]
+        for name in names:
+            lo, hi = bootstrap_interval(est[name], bv[name], jv[name], mask.reshape(-1, *([1] * est[name].ndim)),
+                                        settings.method, settings.confidence)
+            estimate[name].append(est[name])
+            low[name].append(lo)
+            high[name].append(hi)
+        for curve, (xs, ys) in _CURVE_COLUMNS.items():
+            value, threshold = _matched(est[xs], est[ys], targets)
+            matched[curve]["estimate"].append(value)
+            matched[curve]["threshold"].append(threshold)
+            matched[curve]["boot"].append(_matched(bv[xs], bv[ys], targets)[0])
+            matched[curve]["jack"].append(_matched(jv[xs], jv[ys], targets)[0])
+    stack = {n: np.stack(v) for n, v in estimate.items()}
+    return CurveBootstrap(
+        sums=sums, settings=settings, estimate=stack, low={n: np.stack(v) for n, v in low.items()},
+        high={n: np.stack(v) for n, v in high.items()}, targets=targets,
+        matched={curve: {"estimate": np.stack(d["estimate"]), "threshold": np.stack(d["threshold"]),
+                         "boot": np.stack(d["boot"], axis=2), "jack": np.stack(d["jack"], axis=2)}
+                 for curve, d in matched.items()})  # matched boot (S, B, C, G), jack (S, P, C, G)
+
+
+def threshold_curves(curves: CurveBootstrap) -> pd.DataFrame:
+    """Return the sensitivity-precision curves: one row per configuration, group and grid threshold.
+
+    Columns: ``config_id, class, threshold``, then ``sensitivity, precision`` (per-image means, the
+    leaderboard's metrics, at that threshold) and ``pooled_sensitivity, pooled_precision`` (pixel
+    counts summed), each with ``_ci_low``/``_ci_high`` (patient bootstrap). Counts at grid
+    thresholds k / bins are exact (CASES_SCHEMA).
+    """
+    sums = curves.sums
+    thresholds = sums.thresholds
+    frames = []
+    for c, cid in enumerate(sums.config_ids):
+        for g, group in enumerate(curves.groups):
+            part = {"config_id": cid, "class": group, "threshold": thresholds}
+            for name in ("sensitivity", "precision", "pooled_sensitivity", "pooled_precision"):
+                part[name] = curves.estimate[name][c, g, :-1]
+                part[f"{name}_ci_low"] = curves.low[name][c, g, :-1]
+                part[f"{name}_ci_high"] = curves.high[name][c, g, :-1]
+            frames.append(pd.DataFrame(part))
+    return pd.concat(frames, ignore_index=True)
+
+
+def curve_summary(curves: CurveBootstrap) -> pd.DataFrame:
+    """Return per configuration and group the average precision (pooled pixel counts on the
+    threshold grid, :func:`average_precision`) and the expected calibration error
+    (:func:`expected_calibration_error`), each with its patient-bootstrap interval. Overall values
+    are the mean over classes. ``calibration_bins`` says whether the ECE used the recorded mean
+    probability of each bin ("bin means") or the bin midpoints."""
+    sums = curves.sums
+    rows = []
+    for c, cid in enumerate(sums.config_ids):
+        for g, group in enumerate(curves.groups):
+            row = {"config_id": cid, "class": group}
+            for name in ("average_precision", "calibration_error"):
+                row[name] = curves.estimate[name][c, g]
+                row[f"{name}_ci_low"] = curves.low[name][c, g]
+                row[f"{name}_ci_high"] = curves.high[name][c, g]
+            row["calibration_bins"] = "bin means" if sums.prob_sum is not None else "bin midpoints"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reliability_curves(sums: PatientSums) -> pd.DataFrame:
+    """Return the reliability curve of every configuration and group: one row per probability bin.
+
+    Columns: ``config_id, class, bin, bin_low, bin_high, confidence`` (mean predicted probability
+    of the bin's pixels, or the bin midpoint when the records hold no probability sums),
+    ``observed`` (share of the bin's pixels that are foreground) and ``pixels``. The overall curve
+    pools the classes' pixels.
+    """
+    n_bins = sums.n_bins
+    fg = sums.hist_fg.sum(axis=1)  # (C, K, n)
+    bg = sums.hist_bg.sum(axis=1)
+    prob = None if sums.prob_sum is None else sums.prob_sum.sum(axis=1)
+    fg = np.concatenate([fg.sum(axis=1, keepdims=True), fg], axis=1)
+    bg = np.concatenate([bg.sum(axis=1, keepdims=True), bg], axis=1)
+    if prob is not None:
+        prob = np.concatenate([prob.sum(axis=1, keepdims=True), prob], axis=1)
+    pixels = fg + bg
+    midpoint = (np.arange(n_bins) + 0.5) / n_bins
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed = np.where(pixels > 0, fg / np.where(pixels > 0, pixels, 1), np.nan)
+        confidence = (np.broadcast_to(midpoint, pixels.shape) if prob is None
+                      else np.where(pixels > 0, prob / np.where(pixels > 0, pixels, 1), np.nan))
+    frames = []
+    groups = (OVERALL, *sums.classes)
+    for c, cid in enumerate(sums.config_ids):
+        for g, group in enumerate(groups):
+            frames.append(pd.DataFrame({
+                "config_id": cid, "class": group, "bin": np.arange(n_bins), "bin_low": np.arange(n_bins) / n_bins,
+                "bin_high": (np.arange(n_bins) + 1) / n_bins, "confidence": confidence[c, g],
+                "observed": observed[c, g], "pixels": pixels[c, g].astype(np.int64)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def matched_precision(curves: CurveBootstrap, curve: str = "per_image") -> pd.DataFrame:
+    """Return each configuration's precision at matched sensitivity, with intervals and the
+    difference to the most precise configuration.
+
+    For each target sensitivity of ``settings.matched_sensitivity`` and group: the most precise
+    grid threshold whose sensitivity reaches the target (:func:`_matched`; re-chosen on every
+    resample, so the interval includes the choice of the threshold), its precision with the
+    patient-bootstrap interval, and ``difference`` = this precision - the best configuration's, with
+    the paired interval on the same resamples. A difference interval that excludes 0 says the
+    loss changes precision beyond what moving the threshold does. ``curve``: "per_image" (the
+    leaderboard's sensitivity and precision) or "pooled".
+    """
+    if curve not in CURVES:
+        raise ValueError(f"curve must be one of {CURVES} but got {curve!r}")
+    sums, settings = curves.sums, curves.settings
+    d = curves.matched[curve]
+    est, thr, boot, jack = d["estimate"], d["threshold"], d["boot"], d["jack"]  # est (C, S, G); boot (S, B, C, G)
+    boot = np.moveaxis(boot, 0, 2)  # (B, C, S, G)
+    jack = np.moveaxis(jack, 0, 2)  # (P, C, S, G)
+    validated = sums.validated.T[:, :, None, None]  # (P, C, 1, 1)
+    low, high = bootstrap_interval(est, boot, jack, validated, settings.method, settings.confidence)
+    best = np.argmax(np.nan_to_num(est, nan=-np.inf), axis=0)  # (S, G)
+    s_idx, g_idx = np.indices(best.shape)
+    diff_est = est - est[best, s_idx, g_idx][None]
+    diff_boot = boot - boot[:, best, s_idx, g_idx][:, None]
+    diff_jack = jack - jack[:, best, s_idx, g_idx][:, None]
+    both = validated & sums.validated.T[:, best][:, None]  # (P, C, S, G)
+    dlow, dhigh = bootstrap_interval(diff_est, diff_boot, diff_jack, both, settings.method, settings.confidence)
+    x_name, y_name = _CURVE_COLUMNS[curve]
+    thresholds = sums.thresholds
+    rows = []
+    for c, cid in enumerate(sums.config_ids):
+        for s, target in enumerate(curves.targets):
+            for g, group in enumerate(curves.groups):
+                t = thr[c, s, g]
+                rows.append({
+                    "config_id": cid, "class": group, "curve": curve, "target_sensitivity": target,
+                    "threshold": thresholds[t] if t >= 0 else np.nan,
+                    x_name: curves.estimate[x_name][c, g, t] if t >= 0 else np.nan,
+                    y_name: est[c, s, g], f"{y_name}_ci_low": low[c, s, g], f"{y_name}_ci_high": high[c, s, g],
+                    "best": bool(best[s, g] == c), "difference": diff_est[c, s, g],
+                    "difference_ci_low": dlow[c, s, g], "difference_ci_high": dhigh[c, s, g],
+                })
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A (configuration, threshold) pair chosen under a floor, or ``found`` False with the reason."""
+
+    found: bool
+    reason: str
+    config_id: str | None = None
+    group: str = OVERALL
+    curve: str = "per_image"
+    threshold: float = math.nan
+    sensitivity: float = math.nan
+    sensitivity_ci_low: float = math.nan
+    sensitivity_ci_high: float = math.nan
+    precision: float = math.nan
+    precision_ci_low: float = math.nan
+    precision_ci_high: float = math.nan
+
+
+def operating_point(curves: CurveBootstrap, *, min_sensitivity: float | None = None,
+                    min_precision: float | None = None, group: str = OVERALL, curve: str = "per_image"
+                    ) -> OperatingPoint:
+    """Return the best (configuration, threshold) pair whose interval clears a floor, or why none does.
+
+    With ``min_sensitivity``: among all configurations and grid thresholds whose sensitivity's
+    lower interval bound reaches the floor, the most precise (point estimate; ties: the more
+    sensitive, then the higher threshold). With ``min_precision``: the reverse (the most sensitive
+    pair whose precision's lower bound reaches the floor). The lower bound is that of the
+    two-sided ``confidence`` interval, so the floor holds with one-sided confidence
+    (1 + confidence) / 2 for the chosen pair; choosing among many pairs is not corrected for.
+    """
+    if (min_sensitivity is None) == (min_precision is None):
+        raise ValueError("give exactly one of min_sensitivity and min_precision")
+    if curve not in CURVES:
+        raise ValueError(f"curve must be one of {CURVES} but got {curve!r}")
+    if group not in curves.groups:
+        raise KeyError(f"unknown class {group!r}; known: {', '.join(curves.groups)}")
+    g = curves.groups.index(group)
+    x_name, y_name = _CURVE_COLUMNS[curve]
+    sens, prec = curves.estimate[x_name][:, g, :-1], curves.estimate[y_name][:, g, :-1]  # (C, n)
+    sens_low, prec_low = curves.low[x_name][:, g, :-1], curves.low[y_name][:, g, :-1]
+    if min_sensitivity is not None:
+        floor, bound, goal, other, what = min_sensitivity, sens_low, prec, sens, "sensitivity"
+    else:
+        floor, bound, goal, other, what = min_precision, prec_low, sens, prec, "precision"
+    feasible = np.nan_to_num(bound, nan=-np.inf) >= floor
+    if not feasible.any():
+        c, t = np.unravel_index(np.argmax(np.nan_to_num(bound, nan=-np.inf)), bound.shape)
+        reason = (f"no configuration and threshold has a {what} lower bound >= {floor:g}; the highest is "
+                  f"{bound[c, t]:.4f} ({curves.sums.config_ids[c]} at threshold {curves.sums.thresholds[t]:g})")
+        return OperatingPoint(found=False, reason=reason, group=group, curve=curve)
+    thresholds = np.broadcast_to(curves.sums.thresholds, goal.shape)
+    # lexicographic: goal, then the other metric, then the threshold; infeasible pairs last
+    order = np.lexsort((thresholds[feasible], np.nan_to_num(other[feasible], nan=-np.inf),
+                        np.nan_to_num(goal[feasible], nan=-np.inf)))
+    c, t = (idx[order[-1]] for idx in np.nonzero(feasible))
+    return OperatingPoint(
+        found=True, reason=f"most {'precise' if what == 'sensitivity' else 'sensitive'} pair with {what} "
+        f"lower bound >= {floor:g}", config_id=curves.sums.config_ids[c], group=group, curve=curve,
+        threshold=float(curves.sums.thresholds[t]), sensitivity=float(sens[c, t]),
+        sensitivity_ci_low=float(sens_low[c, t]), sensitivity_ci_high=float(curves.high[x_name][c, g, t]),
+        precision=float(prec[c, t]), precision_ci_low=float(prec_low[c, t]),
+        precision_ci_high=float(curves.high[y_name][c, g, t]))
