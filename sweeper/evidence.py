@@ -232,12 +232,15 @@ def object_scores(objects_true, objects_found, objects_pred, objects_correct, ar
     }
 
 
-def _pooled_values(counts: np.ndarray, empty: str) -> np.ndarray:
-    """Pooled metrics of summed counts ``(..., 8)`` (:data:`POOLED_COUNTS`): ``(..., len(POOLED_METRICS))``."""
+def _pooled_values(counts: np.ndarray, empty: str, names: Sequence[str] = POOLED_METRICS) -> dict[str, np.ndarray]:
+    """Pooled metrics ``names`` of summed counts ``(..., 8)`` (:data:`POOLED_COUNTS`), each ``(...)``."""
     tp, fp, fn, tn, o_true, o_found, o_pred, o_correct = np.moveaxis(counts, -1, 0)
-    conf = confusion_scores(tp, fp, fn, tn, smooth=0.0, empty=empty)
-    objects = object_scores(o_true, o_found, o_pred, o_correct, tp + fn, empty=empty)
-    return np.stack([*(conf[m] for m in CONFUSION_METRICS), *(objects[m] for m in OBJECT_METRICS)], axis=-1)
+    confusion = [n.removeprefix("pooled_") for n in names if n.removeprefix("pooled_") in CONFUSION_METRICS]
+    out = {f"pooled_{m}": v for m, v in confusion_scores(tp, fp, fn, tn, 0.0, empty, names=confusion).items()}
+    if any(n.removeprefix("pooled_") in OBJECT_METRICS for n in names):
+        objects = object_scores(o_true, o_found, o_pred, o_correct, tp + fn, empty=empty)
+        out.update({f"pooled_{m}": v for m, v in objects.items()})
+    return out
 
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
@@ -465,21 +468,22 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
 
 
 def resample_weights(n_patients: int, resamples: int, seed: int = 0) -> np.ndarray:
-    """Return (resamples, n_patients) int weights: how often each patient is drawn in each resample.
+    """Return (resamples, n_patients) weights: how often each patient is drawn in each resample.
 
     Each row draws ``n_patients`` patients with replacement (a multinomial with equal
     probabilities), the nonparametric bootstrap of the patients; a statistic that sums over
     patients becomes one matrix product with these rows.
     """
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
+    counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
+    return counts.astype(np.float64)  # float: the products with the sums run in BLAS
 
 
 def _weighted_totals(block: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``sum_p weights[b, p] block[c, p, ...]`` for every resample b: (B, C, ...), one matrix product."""
     n_configs, n_patients = block.shape[:2]
     flat = np.moveaxis(block, 1, 0).reshape(n_patients, -1)
-    return (weights @ flat).reshape(weights.shape[0], n_configs, *block.shape[2:])
+    return (np.asarray(weights, dtype=np.float64) @ flat).reshape(weights.shape[0], n_configs, *block.shape[2:])
 
 
 def _leave_one_out_totals(block: np.ndarray) -> np.ndarray:
@@ -589,17 +593,19 @@ def _metric_values(score_sum: np.ndarray, score_count: np.ndarray, counts: np.nd
                    metrics: Sequence[str]) -> np.ndarray:
     """(..., len(metrics), 1 + K) values: overall (mean over classes) then each class, from totals
     ``score_sum``/``score_count`` (..., K, M) and ``counts`` (..., K, 8)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_image = np.where(score_count > 0, score_sum / np.where(score_count > 0, score_count, 1), np.nan)
-    pooled = _pooled_values(counts, empty)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+    pooled = _pooled_values(counts, empty, [m for m in metrics if m in POOLED_METRICS])
     columns = []
     for metric in metrics:
-        if metric in PER_IMAGE_METRICS:
-            columns.append(per_image[..., PER_IMAGE_METRICS.index(metric)])
-        elif metric in POOLED_METRICS:
-            columns.append(pooled[..., POOLED_METRICS.index(metric)])
-        else:
-            raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        if metric in pooled:
+            columns.append(pooled[metric])
+            continue
+        i = PER_IMAGE_METRICS.index(metric)
+        total, count = score_sum[..., i], score_count[..., i]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            columns.append(np.where(count > 0, total / np.where(count > 0, count, 1), np.nan))
     per_class = np.stack(columns, axis=-2)  # (..., metrics, K)
     return np.concatenate([_nanmean(per_class, axis=-1)[..., None], per_class], axis=-1)
 
@@ -698,29 +704,38 @@ def corrected_t_interval(values: Sequence[float] | np.ndarray, test_train_ratio:
     return float(max(mean - half, bounds[0])), float(min(mean + half, bounds[1]))
 
 
-def corrected_paired_t(a: Sequence[float], b: Sequence[float], test_train_ratio: float | None = None,
-                       confidence: float = 0.95) -> dict[str, float]:
+def corrected_paired_t(a, b, test_train_ratio: float | None = None, confidence: float = 0.95
+                       ) -> dict[str, float | np.ndarray]:
     """Return the corrected resampled paired t-test of two configurations on the same k folds.
 
     Differences d_j = a_j - b_j; ``t = mean(d) / sqrt((1/k + n_test/n_train) s_d^2)`` on k - 1
     degrees of freedom (Nadeau & Bengio 2003), two-sided p-value, and the matching interval of the
-    mean difference. Keys: n_folds, difference, ci_low, ci_high, statistic, p_value.
+    mean difference. ``a``, ``b``: (..., k) fold values, folds on the last axis (NaN: fold
+    missing); the results have the leading shape (floats for 1-D input). Keys: n_folds,
+    difference, ci_low, ci_high, statistic, p_value. Zero variance gives t = 0 (p = 1) when the
+    mean difference is 0, else an infinite t (p = 0); fewer than 2 folds, NaN.
     """
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    k = len(d)
-    out = {"n_folds": k, "difference": float(d.mean()) if k else math.nan}
-    low, high = corrected_t_interval(d, test_train_ratio, confidence)
-    out.update(ci_low=low, ci_high=high)
-    if k < 2:
-        return {**out, "statistic": math.nan, "p_value": math.nan}
-    se = math.sqrt((1.0 / k + _test_train_ratio(k, test_train_ratio)) * d.var(ddof=1))
-    if se == 0:
-        statistic = 0.0 if d.mean() == 0 else math.copysign(math.inf, d.mean())
-    else:
-        statistic = d.mean() / se
-    p_value = 1.0 if statistic == 0 else float(2 * stats.t.sf(abs(statistic), k - 1))
-    return {**out, "statistic": float(statistic), "p_value": p_value}
+    defined = np.isfinite(d)
+    k = defined.sum(axis=-1)
+    d0 = np.where(defined, d, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = d0.sum(axis=-1) / k
+        variance = (np.where(defined, d - mean[..., None], 0.0) ** 2).sum(axis=-1) / (k - 1)
+        ratio = 1.0 / (k - 1) if test_train_ratio is None else float(test_train_ratio)
+        se = np.sqrt((1.0 / k + ratio) * variance)
+        statistic = np.where(se > 0, mean / np.where(se > 0, se, 1.0),
+                             np.where(mean == 0, 0.0, np.copysign(np.inf, mean)))
+        df = np.maximum(k - 1, 1)
+        p_value = np.where(statistic == 0, 1.0, 2 * stats.t.sf(np.abs(statistic), df))
+        half = stats.t.ppf((1 + confidence) / 2, df) * se
+    few = k < 2
+    out = {"n_folds": k, "difference": np.where(k > 0, mean, np.nan), "ci_low": np.where(few, np.nan, mean - half),
+           "ci_high": np.where(few, np.nan, mean + half), "statistic": np.where(few, np.nan, statistic),
+           "p_value": np.where(few, np.nan, p_value)}
+    if d.ndim == 1:
+        return {key: (int(v) if key == "n_folds" else float(v)) for key, v in out.items()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -842,28 +857,81 @@ def _difference_interval(pair: MetricBootstrap, common: np.ndarray) -> tuple[np.
     return estimate, low, high
 
 
+#: up to this many nonzero differences with ties, the signed-rank null is enumerated (2^n sign sets)
+_ENUMERATE_UP_TO = 13
+
+
+def _signed_rank_enumerated(x: np.ndarray) -> np.ndarray:
+    """Exact two-sided signed-rank p-values of rows ``x`` (rows, n), ties and zeros allowed.
+
+    Zeros are dropped (Wilcoxon's rule), tied |d| share their mean rank, and every one of the 2^n
+    sign assignments is enumerated: p = 2 min(P(T+ >= t), P(T+ <= t)), capped at 1. This is the
+    test ``scipy.stats.wilcoxon`` runs for n <= 13 with ties, where it calls
+    ``permutation_test`` row by row (seconds per pair); here one matrix product per row.
+    """
+    p = np.ones(x.shape[0])
+    for i, row in enumerate(x):
+        row = row[row != 0]
+        n = len(row)
+        if n == 0:
+            continue
+        ranks = stats.rankdata(np.abs(row))
+        observed = ranks[row > 0].sum()
+        signs = (np.arange(2 ** n)[:, None] >> np.arange(n)[None]) & 1
+        null = signs @ ranks
+        tolerance = 1e-9 * ranks.sum()
+        upper = np.mean(null >= observed - tolerance)
+        lower = np.mean(null <= observed + tolerance)
+        p[i] = min(1.0, 2 * min(upper, lower))
+    return p
+
+
+def _wilcoxon_rows(x: np.ndarray) -> np.ndarray:
+    """Two-sided signed-rank p-values of complete rows ``x`` (rows, n), each with a nonzero value.
+
+    ``scipy.stats.wilcoxon``'s choice made per row (its "auto" decides once for the whole array):
+    the normal approximation above 50 patients; the exact null distribution up to 50 without ties
+    or zeros; with ties or zeros the normal approximation above 13 and
+    :func:`_signed_rank_enumerated` up to 13.
+    """
+    n = x.shape[1]
+    if n > 50:
+        return stats.wilcoxon(x, axis=1, method="asymptotic").pvalue
+    magnitude = np.sort(np.abs(x), axis=1)
+    tied = (x == 0).any(axis=1) | ((np.diff(magnitude, axis=1) == 0) & (magnitude[:, 1:] > 0)).any(axis=1)
+    p = np.empty(x.shape[0])
+    if (~tied).any():
+        p[~tied] = stats.wilcoxon(x[~tied], axis=1, method="exact").pvalue
+    if tied.any():
+        small = np.count_nonzero(x[tied], axis=1) <= _ENUMERATE_UP_TO
+        rows = np.flatnonzero(tied)
+        if small.any():
+            p[rows[small]] = _signed_rank_enumerated(x[rows[small]])
+        if (~small).any():
+            p[rows[~small]] = stats.wilcoxon(x[rows[~small]], axis=1, method="asymptotic").pvalue
+    return p
+
+
 def _wilcoxon(d: np.ndarray) -> np.ndarray:
     """Two-sided Wilcoxon signed-rank p-values of ``d`` (..., P) along the last axis, NaNs left out.
 
-    ``scipy.stats.wilcoxon`` (zero differences dropped, Wilcoxon's rule; exact distribution up to
-    50 pairs without ties, normal approximation above). Identical configurations (every
-    difference 0) get p = 1; fewer than one defined difference, NaN.
+    Zero differences are dropped (Wilcoxon's rule, ``scipy.stats.wilcoxon``'s default); the method
+    per row as :func:`_wilcoxon_rows`. Identical configurations (every difference 0) get p = 1; a
+    row without a defined difference, NaN.
     """
     d = np.asarray(d, dtype=np.float64)
     flat = d.reshape(-1, d.shape[-1])
     p = np.full(flat.shape[0], np.nan)
-    nonzero = (np.nan_to_num(flat) != 0).sum(axis=1)
-    defined = (~np.isnan(flat)).sum(axis=1)
-    p[(defined > 0) & (nonzero == 0)] = 1.0
-    test = np.flatnonzero(nonzero > 0)
-    if len(test):
-        complete = test[~np.isnan(flat[test]).any(axis=1)]
-        partial = test[np.isnan(flat[test]).any(axis=1)]
-        if len(complete):  # one vectorised call
-            p[complete] = stats.wilcoxon(flat[complete], axis=1).pvalue
-        for row in partial:  # NaNs differ per row: scipy would loop anyway
-            values = flat[row][~np.isnan(flat[row])]
-            p[row] = stats.wilcoxon(values).pvalue
+    defined = ~np.isnan(flat)
+    nonzero = (defined & (flat != 0)).sum(axis=1)
+    p[(defined.sum(axis=1) > 0) & (nonzero == 0)] = 1.0
+    test = nonzero > 0
+    complete = test & defined.all(axis=1)
+    if complete.any():
+        p[complete] = _wilcoxon_rows(flat[complete])
+    for row in np.flatnonzero(test & ~complete):  # rows with NaNs: each its own length
+        values = flat[row][defined[row]]
+        p[row] = _wilcoxon_rows(values[None])[0]
     return p.reshape(d.shape[:-1])
 
 
@@ -907,27 +975,67 @@ def _permutation(pair: MetricBootstrap, common: np.ndarray, observed: np.ndarray
     return (1.0 + extreme) / (flips.shape[0] + 1.0)
 
 
-def _pair_table(boot: MetricBootstrap, a: int, b: int, keys: list[tuple[str, int, int]],
-                scores: np.ndarray) -> list[dict]:
-    """Rows (one per key) of the paired comparison of configurations a and b."""
+_PAIR_COLUMNS = ("metric", "config_a", "config_b", "n_patients", "value_a", "value_b", "difference", "ci_low",
+                 "ci_high", "test", "p_value", "few_patients")
+
+
+def _pair_columns(boot: MetricBootstrap, a: int, b: int, keys: list[tuple[str, int, int]],
+                  scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns (one entry per key) of the paired comparison of configurations a and b, plus the
+    positions ``_key``, ``_a``, ``_b`` used to order and group the rows. ``scores``: the two
+    configurations' patient scores (2, P, metrics, 1 + K)."""
     settings = boot.settings
     pair, common = _restricted(boot, a, b)
     difference, low, high = _difference_interval(pair, common)
     if settings.paired_test == "wilcoxon":
-        d = (scores[a] - scores[b])[common]  # (P_common, metrics, 1 + K)
+        d = (scores[0] - scores[1])[common]  # (P_common, metrics, 1 + K)
         p = _wilcoxon(np.moveaxis(d, 0, -1))
     else:
         p = _permutation(pair, common, difference)
+    m = np.array([k[1] for k in keys])
+    g = np.array([k[2] for k in keys])
     n = int(common.sum())
-    rows = []
-    for key, m, g in keys:
-        rows.append({
-            "metric": key, "config_a": boot.sums.config_ids[a], "config_b": boot.sums.config_ids[b],
-            "n_patients": n, "value_a": pair.estimate[0, m, g], "value_b": pair.estimate[1, m, g],
-            "difference": difference[m, g], "ci_low": low[m, g], "ci_high": high[m, g],
-            "test": settings.paired_test, "p_value": p[m, g], "few_patients": n < settings.min_patients,
-        })
-    return rows
+    return {"_key": np.arange(len(keys)), "_a": np.full(len(keys), a), "_b": np.full(len(keys), b),
+            "n_patients": np.full(len(keys), n), "value_a": pair.estimate[0, m, g], "value_b": pair.estimate[1, m, g],
+            "difference": difference[m, g], "ci_low": low[m, g], "ci_high": high[m, g], "p_value": p[m, g]}
+
+
+def _shared_pair_columns(boot: MetricBootstrap, pairs: list[tuple[int, int]], keys, scores) -> dict[str, np.ndarray]:
+    """:func:`_pair_columns` of every pair validated on the same patients at once: the differences'
+    intervals from the shared resamples and one vectorised Wilcoxon call. Entries pair-major."""
+    settings = boot.settings
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    m = np.array([k[1] for k in keys])
+    g = np.array([k[2] for k in keys])
+    estimate = boot.estimate[a][:, m, g] - boot.estimate[b][:, m, g]  # (pairs, keys)
+    diff_boot = boot.boot[:, a][:, :, m, g] - boot.boot[:, b][:, :, m, g]
+    diff_jack = boot.jack[:, a][:, :, m, g] - boot.jack[:, b][:, :, m, g]
+    validated = boot.sums.validated[a].T[:, :, None]  # (P, pairs, 1): a and b validated the same patients
+    low, high = bootstrap_interval(estimate, diff_boot, diff_jack, validated, settings.method, settings.confidence)
+    d = scores[a][:, :, m, g] - scores[b][:, :, m, g]  # (pairs, P, keys)
+    d = np.where(boot.sums.validated[a][:, :, None], d, np.nan)
+    p = _wilcoxon(np.moveaxis(d, 1, -1))  # (pairs, keys)
+    n_keys = len(keys)
+    return {"_key": np.tile(np.arange(n_keys), len(pairs)), "_a": np.repeat(a, n_keys), "_b": np.repeat(b, n_keys),
+            "n_patients": np.repeat(boot.sums.validated[a].sum(axis=1), n_keys),
+            "value_a": boot.estimate[a][:, m, g].ravel(), "value_b": boot.estimate[b][:, m, g].ravel(),
+            "difference": estimate.ravel(), "ci_low": low.ravel(), "ci_high": high.ravel(), "p_value": p.ravel()}
+
+
+def _pairs_frame(boot: MetricBootstrap, keys, blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """The comparison table of concatenated column blocks, ordered by key, then a, then b."""
+    columns = {name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]}
+    order = np.lexsort((columns["_b"], columns["_a"], columns["_key"]))
+    columns = {name: values[order] for name, values in columns.items()}
+    ids = np.array(boot.sums.config_ids, dtype=object)
+    names = np.array([k[0] for k in keys], dtype=object)
+    frame = pd.DataFrame({
+        "metric": names[columns["_key"]], "config_a": ids[columns["_a"]], "config_b": ids[columns["_b"]],
+        **{c: columns[c] for c in _PAIR_COLUMNS if c in columns},
+        "test": boot.settings.paired_test, "few_patients": columns["n_patients"] < boot.settings.min_patients,
+    })
+    return frame[list(_PAIR_COLUMNS)]
 
 
 def compare_pair(boot: MetricBootstrap, a: str, b: str, keys: Iterable[str] = ("dice",)) -> pd.DataFrame:
@@ -940,9 +1048,10 @@ def compare_pair(boot: MetricBootstrap, a: str, b: str, keys: Iterable[str] = ("
     ``p_value`` (``settings.paired_test``: Wilcoxon signed-rank on the patients' own scores, or the
     sign-flip permutation test of the difference), ``few_patients``.
     """
+    keys = _keys(boot, keys)
     i, j = boot.sums.index(a), boot.sums.index(b)
-    scores = patient_scores(boot.sums, boot.metrics)
-    return pd.DataFrame(_pair_table(boot, i, j, _keys(boot, keys), scores))
+    scores = patient_scores(_pair_sums(boot.sums, i, j), boot.metrics)
+    return _pairs_frame(boot, keys, [_pair_columns(boot, i, j, keys, scores)])
 
 
 def compare_all(boot: MetricBootstrap, keys: Iterable[str] = ("dice",)) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -957,57 +1066,25 @@ def compare_all(boot: MetricBootstrap, keys: Iterable[str] = ("dice",)) -> tuple
     """
     keys = _keys(boot, keys)
     scores = patient_scores(boot.sums, boot.metrics)
-    n = len(boot.sums.config_ids)
-    pairs = list(itertools.combinations(range(n), 2))
-    shared = [(a, b) for a, b in pairs if np.array_equal(boot.sums.validated[a], boot.sums.validated[b])]
-    rows = []
+    pairs = list(itertools.combinations(range(len(boot.sums.config_ids)), 2))
+    if not pairs:
+        return pd.DataFrame(columns=[*_PAIR_COLUMNS, "p_holm"]), _indistinguishable(boot, keys, None)
+    validated = boot.sums.validated
+    shared = [(a, b) for a, b in pairs if np.array_equal(validated[a], validated[b])]
+    blocks = []
     if boot.settings.paired_test == "wilcoxon" and shared:
-        rows += _shared_wilcoxon_rows(boot, shared, keys, scores)
-        pairs = [pair for pair in pairs if pair not in set(shared)]
-    for a, b in pairs:
-        rows += _pair_table(boot, a, b, keys, scores)
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table, pd.DataFrame()
-    table["p_holm"] = np.nan
+        blocks.append(_shared_pair_columns(boot, shared, keys, scores))
+        shared_set = set(shared)
+        pairs = [pair for pair in pairs if pair not in shared_set]
+    blocks += [_pair_columns(boot, a, b, keys, scores[[a, b]]) for a, b in pairs]
+    table = _pairs_frame(boot, keys, blocks)
+    p_holm = np.empty(len(table))
+    key_of_row = table["metric"].to_numpy()
     for key, _, _ in keys:
-        mask = table["metric"] == key
-        table.loc[mask, "p_holm"] = holm(table.loc[mask, "p_value"].to_numpy())
-    key_rank = {k: i for i, (k, _, _) in enumerate(keys)}
-    position = {c: i for i, c in enumerate(boot.sums.config_ids)}
-    table = (table.assign(_k=table["metric"].map(key_rank), _a=table["config_a"].map(position),
-                          _b=table["config_b"].map(position))
-             .sort_values(["_k", "_a", "_b"], kind="stable").drop(columns=["_k", "_a", "_b"]).reset_index(drop=True))
+        rows = np.flatnonzero(key_of_row == key)
+        p_holm[rows] = holm(table["p_value"].to_numpy()[rows])
+    table["p_holm"] = p_holm
     return table, _indistinguishable(boot, keys, table)
-
-
-def _shared_wilcoxon_rows(boot: MetricBootstrap, pairs: list[tuple[int, int]], keys, scores) -> list[dict]:
-    """Rows of the pairs validated on the same patients, all at once: the differences' intervals
-    from the shared resamples and one vectorised Wilcoxon call."""
-    settings = boot.settings
-    a = np.array([p[0] for p in pairs])
-    b = np.array([p[1] for p in pairs])
-    m_idx = np.array([m for _, m, _ in keys])
-    g_idx = np.array([g for _, _, g in keys])
-    estimate = boot.estimate[a][:, m_idx, g_idx] - boot.estimate[b][:, m_idx, g_idx]  # (pairs, keys)
-    diff_boot = boot.boot[:, a][:, :, m_idx, g_idx] - boot.boot[:, b][:, :, m_idx, g_idx]
-    diff_jack = boot.jack[:, a][:, :, m_idx, g_idx] - boot.jack[:, b][:, :, m_idx, g_idx]
-    validated = boot.sums.validated[a].T[:, :, None]  # (P, pairs, 1): a and b validated the same patients
-    low, high = bootstrap_interval(estimate, diff_boot, diff_jack, validated, settings.method, settings.confidence)
-    d = scores[a][:, :, m_idx, g_idx] - scores[b][:, :, m_idx, g_idx]  # (pairs, P, keys)
-    d = np.where(boot.sums.validated[a][:, :, None], d, np.nan)
-    p = _wilcoxon(np.moveaxis(d, 1, -1))  # (pairs, keys)
-    n = boot.sums.validated[a].sum(axis=1)
-    rows = []
-    for i, (ia, ib) in enumerate(pairs):
-        for j, (key, m, g) in enumerate(keys):
-            rows.append({
-                "metric": key, "config_a": boot.sums.config_ids[ia], "config_b": boot.sums.config_ids[ib],
-                "n_patients": int(n[i]), "value_a": boot.estimate[ia, m, g], "value_b": boot.estimate[ib, m, g],
-                "difference": estimate[i, j], "ci_low": low[i, j], "ci_high": high[i, j], "test": "wilcoxon",
-                "p_value": p[i, j], "few_patients": bool(n[i] < settings.min_patients),
-            })
-    return rows
 
 
 def _rank(values: np.ndarray, metric: str, axis: int) -> np.ndarray:
@@ -1016,23 +1093,30 @@ def _rank(values: np.ndarray, metric: str, axis: int) -> np.ndarray:
     return stats.rankdata(signed, method="min", axis=axis, nan_policy="omit")
 
 
-def _indistinguishable(boot: MetricBootstrap, keys, table: pd.DataFrame) -> pd.DataFrame:
-    rows = []
+def _indistinguishable(boot: MetricBootstrap, keys, table: pd.DataFrame | None) -> pd.DataFrame:
+    """Per key and configuration: value, rank, best, Holm p-value against the best, indistinguishable."""
     ids = boot.sums.config_ids
+    position = {cid: i for i, cid in enumerate(ids)}
+    frames = []
     for key, m, g in keys:
         values = boot.estimate[:, m, g]
         if np.all(np.isnan(values)):
             continue
         ranks = _rank(values, boot.metrics[m], axis=0)
-        best = ids[int(np.nanargmin(ranks))]
-        part = table[(table["metric"] == key) & ((table["config_a"] == best) | (table["config_b"] == best))]
-        vs_best = {(r.config_b if r.config_a == best else r.config_a): r.p_holm for r in part.itertuples()}
-        for i, cid in enumerate(ids):
-            p = 1.0 if cid == best else vs_best.get(cid, math.nan)
-            rows.append({"metric": key, "config_id": cid, "value": values[i], "rank": ranks[i], "best": cid == best,
-                         "p_holm_vs_best": np.nan if cid == best else p,
-                         "indistinguishable": bool(cid == best or p > boot.settings.alpha)})
-    return pd.DataFrame(rows)
+        best = int(np.nanargmin(ranks))
+        vs_best = np.full(len(ids), np.nan)
+        if table is not None:
+            part = table[table["metric"] == key]
+            a = part["config_a"].map(position).to_numpy()
+            b = part["config_b"].map(position).to_numpy()
+            with_best = (a == best) | (b == best)
+            vs_best[np.where(a == best, b, a)[with_best]] = part["p_holm"].to_numpy()[with_best]
+        is_best = np.arange(len(ids)) == best
+        frames.append(pd.DataFrame({
+            "metric": key, "config_id": list(ids), "value": values, "rank": ranks, "best": is_best,
+            "p_holm_vs_best": np.where(is_best, np.nan, vs_best),
+            "indistinguishable": is_best | (vs_best > boot.settings.alpha)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------------------------------
