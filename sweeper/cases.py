@@ -62,10 +62,13 @@ CASE_COLUMNS = ("config_id", "fold", "patient", "scan", "slice", "class")
 COUNT_COLUMNS = ("area", "tp", "fp", "fn", "tn")
 BOUNDARY_COLUMNS = ("nsd", "hd95", "boundary_f1")
 OBJECT_COLUMNS = ("objects_true", "objects_found", "objects_pred", "objects_correct")
-#: fixed-size lists of n_bins counts; ``hist_prob_sum`` (optional) is the sum of the predicted
-#: probability over the pixels of each bin, both truths together (exact calibration bin means)
+#: fixed-size lists of n_bins counts
 HISTOGRAM_COLUMNS = ("hist_fg", "hist_bg")
-OPTIONAL_COLUMNS = ("hist_prob_sum",)
+#: optional float32: the sum of the predicted probability over the pixels of bin 0 (p < 1/n_bins),
+#: both truths together. Most pixels of a segmentation sit there, far below the bin's midpoint, so
+#: this one number per record makes the expected calibration error exact where it matters; the other
+#: bins use their midpoints (their per-bin sums would double the file for little: measured)
+OPTIONAL_COLUMNS = ("prob_sum_low",)
 DEFAULT_BINS = 20
 MIN_BINS, MAX_BINS = 2, 1000
 
@@ -73,7 +76,7 @@ _STRING = pa.dictionary(pa.int32(), pa.string())
 _PART = re.compile(r"^(?P<config>.+)\.fold(?P<fold>-?\d+)\.parquet$")
 
 
-def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum: bool = False) -> pa.Schema:
+def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum_low: bool = False) -> pa.Schema:
     """Return the Arrow schema of the case records with ``n_bins`` histogram bins.
 
     Columns (CASES_SCHEMA of the evidence issue): ``config_id, patient, scan, class`` dictionary
@@ -82,7 +85,7 @@ def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum: bool = False) -> pa.Sc
     ``objects_true, objects_found, objects_pred, objects_correct`` int16; ``hist_fg, hist_bg``
     fixed-size lists of ``n_bins`` int32: bin b counts the pixels whose predicted probability is in
     [b/n, (b+1)/n) (the last bin includes 1), over true-foreground resp. true-background pixels;
-    with ``prob_sum``, ``hist_prob_sum``: n_bins float32 sums of the probability per bin.
+    with ``prob_sum_low``, that float32 column: the sum of the probability over bin 0's pixels.
     """
     if not MIN_BINS <= n_bins <= MAX_BINS:
         raise ValueError(f"n_bins must be in [{MIN_BINS}, {MAX_BINS}] but got {n_bins}")
@@ -98,8 +101,8 @@ def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum: bool = False) -> pa.Sc
         *(pa.field(c, pa.int16(), nullable=False) for c in OBJECT_COLUMNS),
         *(pa.field(c, pa.list_(pa.int32(), n_bins), nullable=False) for c in HISTOGRAM_COLUMNS),
     ]
-    if prob_sum:
-        fields.append(pa.field("hist_prob_sum", pa.list_(pa.float32(), n_bins)))
+    if prob_sum_low:
+        fields.append(pa.field("prob_sum_low", pa.float32()))
     return pa.schema(fields)
 
 
@@ -146,12 +149,11 @@ def as_cases_table(records: pd.DataFrame | pa.Table, config_id: str | None = Non
     if missing:
         raise ValueError(f"case records lack column(s) {missing}; see sweeper.cases.cases_schema")
     n_bins = _histogram_bins(table.column("hist_fg"), "hist_fg")
-    prob_sum = "hist_prob_sum" in table.column_names
-    schema = cases_schema(n_bins, prob_sum=prob_sum)
+    schema = cases_schema(n_bins, prob_sum_low="prob_sum_low" in table.column_names)
     columns = []
     for field in schema:
         column = table.column(field.name)
-        if field.name in (*HISTOGRAM_COLUMNS, *OPTIONAL_COLUMNS):
+        if field.name in HISTOGRAM_COLUMNS:
             bins = _histogram_bins(column, field.name)
             if bins != n_bins:
                 raise ValueError(f"{field.name} has {bins} bins but hist_fg has {n_bins}")
@@ -236,9 +238,8 @@ def cases_present(path: str | Path) -> set[tuple[str, int]]:
 def _write_part(table: pa.Table, target: Path) -> None:
     """Write ``table`` to ``target`` through a temporary file in the same folder and ``os.replace``."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    numeric = [*COUNT_COLUMNS, *BOUNDARY_COLUMNS, *(f"{c}.list.element" for c in HISTOGRAM_COLUMNS)]
-    if "hist_prob_sum" in table.column_names:
-        numeric.append("hist_prob_sum.list.element")
+    numeric = [*COUNT_COLUMNS, *BOUNDARY_COLUMNS, *(f"{c}.list.element" for c in HISTOGRAM_COLUMNS),
+               *(c for c in OPTIONAL_COLUMNS if c in table.column_names)]
     try:
         pq.write_table(
             table, tmp, compression="zstd",

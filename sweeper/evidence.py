@@ -40,7 +40,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import sparse, special, stats
 
-from sweeper.cases import COUNT_COLUMNS, OBJECT_COLUMNS, as_cases_table
+from sweeper.cases import COUNT_COLUMNS, OBJECT_COLUMNS, as_cases_table, cases_present, read_cases
 
 __all__ = [
     "EvidenceSettings",
@@ -53,6 +53,8 @@ __all__ = [
     "object_scores",
     "PatientSums",
     "patient_sums",
+    "concat_sums",
+    "load_patient_sums",
     "resample_weights",
     "bootstrap_interval",
     "holm",
@@ -69,6 +71,7 @@ __all__ = [
     "rank_distribution",
     "average_precision",
     "expected_calibration_error",
+    "calibration_error_bound",
     "CurveBootstrap",
     "bootstrap_curves",
     "threshold_curves",
@@ -278,9 +281,10 @@ class PatientSums:
     counts: np.ndarray  # (C, P, K, 8) summed POOLED_COUNTS
     hist_fg: np.ndarray  # (C, P, K, n) summed histogram over true-foreground pixels
     hist_bg: np.ndarray  # (C, P, K, n) summed histogram over true-background pixels
-    prob_sum: np.ndarray | None  # (C, P, K, n) summed probability per bin, None when not recorded
+    prob_sum: np.ndarray  # (C, P, K, n) summed probability per bin: bin midpoint x pixels, bin 0 as recorded
     curve_sum: np.ndarray  # (C, P, K, T, 2) per-image sensitivity, precision at each threshold: sums
     curve_count: np.ndarray  # (C, P, K, T, 2) and numbers of images scored
+    low_bin_exact: bool = False  # prob_sum's bin 0 is the recorded sum (records with prob_sum_low)
 
     @property
     def validated(self) -> np.ndarray:
@@ -399,7 +403,7 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
     n_configs, n_patients, n_classes = len(config_names), len(patients), len(class_names)
     n_bins = table.schema.field("hist_fg").type.list_size
     n_metrics, thresholds = len(PER_IMAGE_METRICS), n_bins + 1
-    prob = "hist_prob_sum" in table.column_names
+    low_exact = "prob_sum_low" in table.column_names
 
     shape = (n_configs, n_patients, n_classes)
     out = {
@@ -410,7 +414,7 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
         "counts": np.zeros((*shape, len(POOLED_COUNTS))),
         "hist_fg": np.zeros((*shape, n_bins)),
         "hist_bg": np.zeros((*shape, n_bins)),
-        "prob_sum": np.zeros((*shape, n_bins)) if prob else None,
+        "prob_sum": np.zeros((*shape, n_bins)),
         "curve_sum": np.zeros((*shape, thresholds, 2)),
         "curve_count": np.zeros((*shape, thresholds, 2)),
     }
@@ -445,8 +449,12 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
         bg = _list_matrix(table.column("hist_bg"), rows, n_bins).astype(np.float64)
         out["hist_fg"][c] = per_group(fg)
         out["hist_bg"][c] = per_group(bg)
-        if prob:
-            out["prob_sum"][c] = per_group(_list_matrix(table.column("hist_prob_sum"), rows, n_bins).astype(np.float64))
+        # probability sums per bin: the midpoints, bin 0's recorded sum where the records hold it
+        midpoint = (np.arange(n_bins) + 0.5) / n_bins
+        out["prob_sum"][c] = (out["hist_fg"][c] + out["hist_bg"][c]) * midpoint
+        if low_exact:
+            low = table.column("prob_sum_low").take(pa.array(rows)).to_numpy(zero_copy_only=False)
+            out["prob_sum"][c][..., 0] = per_group(np.nan_to_num(low.astype(np.float64))[:, None])[..., 0]
         out["curve_sum"][c], out["curve_count"][c] = _curve_sums(fg, bg, per_group, smooth, empty)
 
         folds = fold_column[rows]
@@ -460,7 +468,57 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
         per_class_images = np.bincount(group, minlength=n_patients * n_classes).reshape(n_patients, n_classes)
         out["images"][c] = per_class_images.max(axis=1)
     return PatientSums(config_ids=config_names, patients=patients, classes=class_names, smooth=smooth,
-                       empty=empty, **out)
+                       empty=empty, low_bin_exact=low_exact, **out)
+
+
+def concat_sums(parts: Sequence[PatientSums]) -> PatientSums:
+    """Return the sums of several configurations' :class:`PatientSums` as one (patients: the union).
+
+    Lets the records be read and summed one configuration at a time (the full UW-Madison set is
+    about 115,000 records per configuration) and the statistics run on all of them together.
+    """
+    if not parts:
+        raise ValueError("no per-patient sums to concatenate")
+    first = parts[0]
+    for part in parts[1:]:
+        if (part.classes, part.smooth, part.empty, part.n_bins) != (first.classes, first.smooth, first.empty,
+                                                                    first.n_bins):
+            raise ValueError("per-patient sums differ in classes, smoothing, empty rule or histogram bins")
+    patients = tuple(sorted(set().union(*(p.patients for p in parts))))
+    position = {name: i for i, name in enumerate(patients)}
+
+    def gather(name: str, fill: float = 0.0) -> np.ndarray:
+        blocks = []
+        for part in parts:
+            block = getattr(part, name)
+            out = np.full((block.shape[0], len(patients), *block.shape[2:]), fill, dtype=block.dtype)
+            out[:, [position[p] for p in part.patients]] = block
+            blocks.append(out)
+        return np.concatenate(blocks)
+
+    return PatientSums(
+        config_ids=tuple(c for p in parts for c in p.config_ids), patients=patients, classes=first.classes,
+        smooth=first.smooth, empty=first.empty, fold=gather("fold", -1), images=gather("images"),
+        score_sum=gather("score_sum"), score_count=gather("score_count"), counts=gather("counts"),
+        hist_fg=gather("hist_fg"), hist_bg=gather("hist_bg"), prob_sum=gather("prob_sum"),
+        curve_sum=gather("curve_sum"), curve_count=gather("curve_count"),
+        low_bin_exact=all(p.low_bin_exact for p in parts))
+
+
+def load_patient_sums(path, *, smooth: float = 1.0, empty: EmptyRule = "one",
+                      config_ids: Sequence[str] | None = None, classes: Sequence[str] | None = None) -> PatientSums:
+    """Return the per-patient sums of the case records under ``path`` (``leaderboard/cases.parquet``),
+    read and summed one configuration at a time (all configurations, or ``config_ids``)."""
+    present = sorted({cid for cid, _ in cases_present(path)})
+    wanted = present if config_ids is None else [c for c in config_ids if c in present]
+    if not wanted:
+        raise ValueError(f"no case records under {path}" + ("" if config_ids is None else f" for {list(config_ids)}"))
+    parts = []
+    for cid in wanted:
+        table = read_cases(path, config_ids=[cid])
+        parts.append(patient_sums(table, smooth=smooth, empty=empty, config_ids=[cid], classes=classes))
+        classes = parts[0].classes  # one class order for every configuration
+    return concat_sums(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -831,7 +889,8 @@ def _pair_sums(sums: PatientSums, a: int, b: int, keep: np.ndarray | None = None
         fold=sums.fold[[a, b]] if keep is None else np.where(keep, sums.fold[[a, b]], -1),
         images=part(sums.images), score_sum=part(sums.score_sum), score_count=part(sums.score_count),
         counts=part(sums.counts), hist_fg=part(sums.hist_fg), hist_bg=part(sums.hist_bg),
-        prob_sum=part(sums.prob_sum), curve_sum=part(sums.curve_sum), curve_count=part(sums.curve_count))
+        prob_sum=part(sums.prob_sum), curve_sum=part(sums.curve_sum), curve_count=part(sums.curve_count),
+        low_bin_exact=sums.low_bin_exact)
 
 
 def _restricted(boot: MetricBootstrap, a: int, b: int) -> tuple[MetricBootstrap, np.ndarray]:
@@ -1218,12 +1277,12 @@ def expected_calibration_error(hist_fg: np.ndarray, hist_bg: np.ndarray, prob_su
     ``ECE = sum_b (n_b / N) |o_b - c_b|`` with n_b the pixels of bin b, o_b the share of them that
     are foreground and c_b their mean predicted probability (Naeini, Cooper & Hauskrecht, Obtaining
     well calibrated probabilities using Bayesian binning, AAAI 2015; Guo et al., On calibration of
-    modern neural networks, ICML 2017), i.e. ``sum_b |fg_b - sum of p in b| / N``. Without the
-    per-bin probability sums the bin midpoint stands for c_b, which can be off by half a bin width
-    (most background pixels sit far below the midpoint of bin 0): the tables say which was used.
-    Over all pixels of an image ECE is dominated by the background; read it with the reliability
-    curve (Mehrtash et al., Confidence calibration and predictive uncertainty estimation for deep
-    medical image segmentation, IEEE TMI 39(12), 2020, DOI 10.1109/TMI.2020.3006437).
+    modern neural networks, ICML 2017), i.e. ``sum_b |fg_b - sum of p in b| / N``. ``prob_sum``:
+    the per-bin sums of p (default: the bin midpoints times the pixels, see
+    :func:`calibration_error_bound`). Over all pixels of an image ECE is dominated by the
+    background; read it with the reliability curve (Mehrtash et al., Confidence calibration and
+    predictive uncertainty estimation for deep medical image segmentation, IEEE TMI 39(12), 2020,
+    DOI 10.1109/TMI.2020.3006437).
     """
     fg = np.asarray(hist_fg, dtype=np.float64)
     bg = np.asarray(hist_bg, dtype=np.float64)
@@ -1234,6 +1293,23 @@ def expected_calibration_error(hist_fg: np.ndarray, hist_bg: np.ndarray, prob_su
     total = pixels.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, np.abs(fg - prob_sum).sum(axis=-1) / np.where(total > 0, total, 1), np.nan)
+
+
+def calibration_error_bound(hist_fg: np.ndarray, hist_bg: np.ndarray, low_bin_exact: bool) -> np.ndarray:
+    """Return how far :func:`expected_calibration_error` can be from the ECE of the exact bin means.
+
+    A bin whose mean probability is taken as its midpoint is off by at most half a bin width, so
+    the ECE by at most ``sum over those bins of n_b / (2 n N)``. With the recorded sum of bin 0
+    (``prob_sum_low``) only bins 1..n-1 count, which hold few pixels in a segmentation; without it
+    the bound is 1 / (2 n) (0.025 at 20 bins), about the size of a typical pixel ECE.
+    """
+    fg = np.asarray(hist_fg, dtype=np.float64)
+    pixels = fg + np.asarray(hist_bg, dtype=np.float64)
+    approximate = pixels[..., 1:] if low_bin_exact else pixels
+    total = pixels.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = approximate.sum(axis=-1) / np.where(total > 0, total, 1)
+    return np.where(total > 0, share / (2 * fg.shape[-1]), np.nan)
 
 
 def _with_overall(per_class: np.ndarray, class_axis: int) -> np.ndarray:
@@ -1324,11 +1400,10 @@ def bootstrap_curves(sums: PatientSums, settings: EvidenceSettings | None = None
     high = {n: [] for n in names}
     matched = {curve: {"estimate": [], "threshold": [], "boot": [], "jack": []} for curve in CURVES}
     for c in range(len(sums.config_ids)):
-        blocks = [sums.curve_sum[c], sums.curve_count[c], sums.hist_fg[c], sums.hist_bg[c],
-                  None if sums.prob_sum is None else sums.prob_sum[c]]
-        total = [None if b is None else b.sum(axis=0) for b in blocks]
-        boot_total = [None if b is None else _weighted_totals(b[None], weights)[:, 0] for b in blocks]
-        jack_total = [None if b is None else _leave_one_out_totals(b[None])[:, 0] for b in blocks]
+        blocks = [sums.curve_sum[c], sums.curve_count[c], sums.hist_fg[c], sums.hist_bg[c], sums.prob_sum[c]]
+        total = [b.sum(axis=0) for b in blocks]
+        boot_total = [_weighted_totals(b[None], weights)[:, 0] for b in blocks]
+        jack_total = [_leave_one_out_totals(b[None])[:, 0] for b in blocks]
         est = _curve_values(*total, sums.empty)
         bv = _curve_values(*boot_total, sums.empty)
         jv = _curve_values(*jack_total, sums.empty)
@@ -1379,10 +1454,12 @@ def threshold_curves(curves: CurveBootstrap) -> pd.DataFrame:
 def curve_summary(curves: CurveBootstrap) -> pd.DataFrame:
     """Return per configuration and group the average precision (pooled pixel counts on the
     threshold grid, :func:`average_precision`) and the expected calibration error
-    (:func:`expected_calibration_error`), each with its patient-bootstrap interval. Overall values
-    are the mean over classes. ``calibration_bins`` says whether the ECE used the recorded mean
-    probability of each bin ("bin means") or the bin midpoints."""
+    (:func:`expected_calibration_error`), each with its patient-bootstrap interval, and
+    ``calibration_error_bound`` (:func:`calibration_error_bound`: how far the ECE can be from the
+    exact bin means' ECE). Overall values are the mean over classes."""
     sums = curves.sums
+    fg, bg = sums.hist_fg.sum(axis=1), sums.hist_bg.sum(axis=1)  # (C, K, n)
+    bound = _with_overall(calibration_error_bound(fg, bg, sums.low_bin_exact), 1)
     rows = []
     for c, cid in enumerate(sums.config_ids):
         for g, group in enumerate(curves.groups):
@@ -1391,7 +1468,7 @@ def curve_summary(curves: CurveBootstrap) -> pd.DataFrame:
                 row[name] = curves.estimate[name][c, g]
                 row[f"{name}_ci_low"] = curves.low[name][c, g]
                 row[f"{name}_ci_high"] = curves.high[name][c, g]
-            row["calibration_bins"] = "bin means" if sums.prob_sum is not None else "bin midpoints"
+            row["calibration_error_bound"] = bound[c, g]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -1400,24 +1477,22 @@ def reliability_curves(sums: PatientSums) -> pd.DataFrame:
     """Return the reliability curve of every configuration and group: one row per probability bin.
 
     Columns: ``config_id, class, bin, bin_low, bin_high, confidence`` (mean predicted probability
-    of the bin's pixels, or the bin midpoint when the records hold no probability sums),
-    ``observed`` (share of the bin's pixels that are foreground) and ``pixels``. The overall curve
-    pools the classes' pixels.
+    of the bin's pixels: the bin midpoint, and for bin 0 the recorded mean where the records hold
+    ``prob_sum_low``), ``observed`` (share of the bin's pixels that are foreground) and
+    ``pixels``. The overall curve pools the classes' pixels.
     """
     n_bins = sums.n_bins
-    fg = sums.hist_fg.sum(axis=1)  # (C, K, n)
-    bg = sums.hist_bg.sum(axis=1)
-    prob = None if sums.prob_sum is None else sums.prob_sum.sum(axis=1)
-    fg = np.concatenate([fg.sum(axis=1, keepdims=True), fg], axis=1)
-    bg = np.concatenate([bg.sum(axis=1, keepdims=True), bg], axis=1)
-    if prob is not None:
-        prob = np.concatenate([prob.sum(axis=1, keepdims=True), prob], axis=1)
+
+    def with_pooled(block):  # (C, P, K, n) -> (C, 1 + K, n): all classes' pixels, then each class
+        per_class = block.sum(axis=1)
+        return np.concatenate([per_class.sum(axis=1, keepdims=True), per_class], axis=1)
+
+    fg, bg, prob = with_pooled(sums.hist_fg), with_pooled(sums.hist_bg), with_pooled(sums.prob_sum)
     pixels = fg + bg
-    midpoint = (np.arange(n_bins) + 0.5) / n_bins
+    midpoint = np.broadcast_to((np.arange(n_bins) + 0.5) / n_bins, pixels.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         observed = np.where(pixels > 0, fg / np.where(pixels > 0, pixels, 1), np.nan)
-        confidence = (np.broadcast_to(midpoint, pixels.shape) if prob is None
-                      else np.where(pixels > 0, prob / np.where(pixels > 0, pixels, 1), np.nan))
+        confidence = np.where(pixels > 0, prob / np.where(pixels > 0, pixels, 1), midpoint)
     frames = []
     groups = (OVERALL, *sums.classes)
     for c, cid in enumerate(sums.config_ids):

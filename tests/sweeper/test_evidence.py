@@ -20,6 +20,7 @@ from sweeper.evidence import (
     bootstrap_curves,
     bootstrap_interval,
     bootstrap_metrics,
+    calibration_error_bound,
     compare_all,
     compare_pair,
     confusion_scores,
@@ -92,7 +93,7 @@ def sums_from_scores(score_sum, score_count, n_bins=2):
         config_ids=tuple(f"c{i}" for i in range(n_configs)), patients=tuple(f"p{i}" for i in range(n_patients)),
         classes=("organ",), smooth=1.0, empty="one", fold=np.zeros((n_configs, n_patients), dtype=int),
         images=np.asarray(score_count, dtype=int), score_sum=summed, score_count=counted, counts=zeros(8),
-        hist_fg=zeros(n_bins), hist_bg=zeros(n_bins), prob_sum=None, curve_sum=zeros(n_bins + 1, 2),
+        hist_fg=zeros(n_bins), hist_bg=zeros(n_bins), prob_sum=zeros(n_bins), curve_sum=zeros(n_bins + 1, 2),
         curve_count=zeros(n_bins + 1, 2))
 
 
@@ -363,13 +364,13 @@ def test_rank_distribution_by_hand():
 # curves, AP, ECE, matched precision, operating point (hand-computed)
 
 
-def one_image(prob_sum=None):
+def one_image(prob_sum_low=None):
     """One patient, one image, one class: 4 bins, hist_fg [1, 1, 0, 2], hist_bg [5, 1, 1, 0]."""
     frame = pd.DataFrame([{
         "config_id": "cfg", "fold": 0, "patient": "p", "scan": "s", "slice": 0, "class": "organ", "area": 4,
         "tp": 2, "fp": 1, "fn": 2, "tn": 6, "nsd": 1.0, "hd95": 0.0, "boundary_f1": 1.0, "objects_true": 1,
         "objects_found": 1, "objects_pred": 1, "objects_correct": 1, "hist_fg": [1, 1, 0, 2], "hist_bg": [5, 1, 1, 0],
-        **({} if prob_sum is None else {"hist_prob_sum": prob_sum})}])
+        **({} if prob_sum_low is None else {"prob_sum_low": prob_sum_low})}])
     return patient_sums(as_cases_table(frame))
 
 
@@ -392,17 +393,21 @@ def test_threshold_curves_and_average_precision_by_hand():
 
 def test_expected_calibration_error_by_hand():
     fg, bg = np.array([1, 1, 0, 2]), np.array([5, 1, 1, 0])
-    # with the recorded probability sums per bin: sum |fg_b - sum p| / pixels
+    # with the probability sums per bin: sum |fg_b - sum p| / pixels
     assert expected_calibration_error(fg, bg, np.array([0.6, 0.7, 0.6, 1.8])) == pytest.approx(1.5 / 11)
-    # without: bin midpoints 1/8, 3/8, 5/8, 7/8 stand for the mean probability
+    # without: bin midpoints 1/8, 3/8, 5/8, 7/8 stand for the mean probability, within half a bin
     assert expected_calibration_error(fg, bg) == pytest.approx((0.25 + 0.25 + 0.625 + 0.25) / 11)
-    curves = bootstrap_curves(one_image(prob_sum=[0.6, 0.7, 0.6, 1.8]), EvidenceSettings(resamples=100))
+    assert calibration_error_bound(fg, bg, low_bin_exact=False) == pytest.approx(1 / 8)
+    assert calibration_error_bound(fg, bg, low_bin_exact=True) == pytest.approx(5 / 11 / 8)
+    # records with bin 0's probability sum (0.6 over its 6 pixels): exact there, midpoints elsewhere
+    curves = bootstrap_curves(one_image(prob_sum_low=0.6), EvidenceSettings(resamples=100))
     row = curve_summary(curves).set_index("class").loc["organ"]
-    assert row["calibration_error"] == pytest.approx(1.5 / 11) and row["calibration_bins"] == "bin means"
+    assert row["calibration_error"] == pytest.approx((0.4 + 0.25 + 0.625 + 0.25) / 11)
+    assert row["calibration_error_bound"] == pytest.approx(5 / 11 / 8)
     reliability = reliability_curves(curves.sums)
     organ = reliability[reliability["class"] == "organ"]
     np.testing.assert_allclose(organ["observed"], [1 / 6, 1 / 2, 0, 1])
-    np.testing.assert_allclose(organ["confidence"], [0.1, 0.35, 0.6, 0.9])
+    np.testing.assert_allclose(organ["confidence"], [0.1, 0.375, 0.625, 0.875])
     assert organ["pixels"].tolist() == [6, 2, 1, 2]
 
 
