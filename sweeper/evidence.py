@@ -80,6 +80,11 @@ __all__ = [
     "matched_precision",
     "OperatingPoint",
     "operating_point",
+    "interval_table",
+    "comparison_table",
+    "comparison_all_tables",
+    "pareto_tables",
+    "report_tables",
 ]
 
 EmptyRule = Literal["one", "zero", "skip"]
@@ -875,22 +880,27 @@ def fold_intervals(trials: pd.DataFrame, metrics: Iterable[str], *, n_folds: int
 # Paired comparisons on the same patients
 
 
-def _pair_sums(sums: PatientSums, a: int, b: int, keep: np.ndarray | None = None) -> PatientSums:
-    """Configurations a and b of ``sums`` (in that order), with only the ``keep`` patients' records."""
+def _select(sums: PatientSums, picks: Sequence[int], keep: np.ndarray | None = None) -> PatientSums:
+    """The configurations ``picks`` of ``sums`` (in that order), with only the ``keep`` patients' records."""
+    picks = list(picks)
+
     def part(x):
-        if x is None:
-            return None
-        x = x[[a, b]]
+        x = x[picks]
         return x if keep is None else x * keep.reshape(1, -1, *([1] * (x.ndim - 2)))
 
     return PatientSums(
-        config_ids=(sums.config_ids[a], sums.config_ids[b]), patients=sums.patients, classes=sums.classes,
+        config_ids=tuple(sums.config_ids[i] for i in picks), patients=sums.patients, classes=sums.classes,
         smooth=sums.smooth, empty=sums.empty,
-        fold=sums.fold[[a, b]] if keep is None else np.where(keep, sums.fold[[a, b]], -1),
+        fold=sums.fold[picks] if keep is None else np.where(keep, sums.fold[picks], -1),
         images=part(sums.images), score_sum=part(sums.score_sum), score_count=part(sums.score_count),
         counts=part(sums.counts), hist_fg=part(sums.hist_fg), hist_bg=part(sums.hist_bg),
         prob_sum=part(sums.prob_sum), curve_sum=part(sums.curve_sum), curve_count=part(sums.curve_count),
         low_bin_exact=sums.low_bin_exact)
+
+
+def _pair_sums(sums: PatientSums, a: int, b: int, keep: np.ndarray | None = None) -> PatientSums:
+    """Configurations a and b of ``sums`` (in that order), with only the ``keep`` patients' records."""
+    return _select(sums, [a, b], keep)
 
 
 def _restricted(boot: MetricBootstrap, a: int, b: int) -> tuple[MetricBootstrap, np.ndarray]:
@@ -1612,3 +1622,164 @@ def operating_point(curves: CurveBootstrap, *, min_sensitivity: float | None = N
         sensitivity_ci_low=float(sens_low[c, t]), sensitivity_ci_high=float(curves.high[x_name][c, g, t]),
         precision=float(prec[c, t]), precision_ci_low=float(prec_low[c, t]),
         precision_ci_high=float(curves.high[y_name][c, g, t]))
+
+
+# --------------------------------------------------------------------------------------------------
+# One call per consumer: the leaderboard, `sweeper compare`, `sweeper pareto` and the report
+
+def _as_sums(cases, smooth: float, empty: str, config_ids: Sequence[str] | None = None) -> PatientSums:
+    """Per-patient sums of ``cases``: a ``cases.parquet`` path, records (Arrow or pandas) or sums."""
+    if isinstance(cases, PatientSums):
+        return cases
+    if isinstance(cases, (pa.Table, pd.DataFrame)):
+        return patient_sums(cases, smooth=smooth, empty=empty, config_ids=config_ids)
+    return load_patient_sums(cases, smooth=smooth, empty=empty, config_ids=config_ids)
+
+
+def _covered(sums: PatientSums, trials: pd.DataFrame | None) -> list[str]:
+    """Configurations whose case records cover every finished fold trial (all, without ``trials``)."""
+    if trials is None:
+        return list(sums.config_ids)
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    covered = []
+    for c, cid in enumerate(sums.config_ids):
+        folds = set(done.loc[done["config_id"] == cid, "fold"].astype(int))
+        if folds <= set(int(f) for f in np.unique(sums.fold[c]) if f >= 0):
+            covered.append(cid)
+    return covered
+
+
+def interval_table(cases, settings: EvidenceSettings | None = None, *, trials: pd.DataFrame | None = None,
+                   metrics: Iterable[str] | None = None, n_folds: int | None = None, smooth: float = 1.0,
+                   empty: EmptyRule = "one") -> pd.DataFrame:
+    """Return every configuration's value and interval of every metric, saying which interval it is.
+
+    Configurations whose case records cover all their finished folds get the patient bootstrap
+    (:func:`patient_intervals`, ``interval_method`` ``patient_bca`` / ``patient_percentile``);
+    the others of ``trials`` (one row per fold trial, as trials.parquet) get the fold-level
+    Nadeau-Bengio interval of the metric columns they have (:func:`fold_intervals`,
+    ``fold_corrected_t``). ``cases``: the ``cases.parquet`` path, records, or per-patient sums
+    (None: no records at all).
+    """
+    settings = settings or EvidenceSettings()
+    frames = []
+    covered: list[str] = []
+    if cases is not None:
+        sums = _as_sums(cases, smooth, empty)
+        covered = _covered(sums, trials)
+        if covered:
+            sub = sums if len(covered) == len(sums.config_ids) else _select(sums, [sums.index(c) for c in covered])
+            frames.append(patient_intervals(bootstrap_metrics(sub, settings, metrics)))
+    if trials is not None:
+        rest = trials[~trials["config_id"].isin(covered)]
+        if len(rest):
+            keys = [c for c in rest.columns if c.partition(".")[0] in METRICS and not c.endswith(("_std", "_ci_low", "_ci_high"))]
+            if metrics is not None:
+                keys = [k for k in keys if k.partition(".")[0] in set(metrics)]
+            frames.append(fold_intervals(rest, keys, n_folds=n_folds, confidence=settings.confidence))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _resolve(names: Sequence[str], key: str) -> str:
+    matches = [n for n in names if n == key] or [n for n in names if n.startswith(key)]
+    if len(matches) != 1:
+        raise KeyError(f"{key!r} matches {len(matches)} configurations")
+    return matches[0]
+
+
+def _fold_comparison(trials: pd.DataFrame, a: str, b: str, keys: Sequence[str], n_folds: int | None,
+                     confidence: float) -> pd.DataFrame:
+    """The fold-level fallback of a paired comparison: Nadeau-Bengio's corrected paired t on the
+    folds both configurations finished."""
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    left = done[done["config_id"] == a].set_index("fold")
+    right = done[done["config_id"] == b].set_index("fold")
+    folds = sorted(set(left.index) & set(right.index))
+    split = n_folds if n_folds is not None else max(int(trials["fold"].nunique()), 2)
+    rows = []
+    for key in keys:
+        va, vb = left.loc[folds, key].to_numpy(float), right.loc[folds, key].to_numpy(float)
+        test = corrected_paired_t(va, vb, 1.0 / (split - 1), confidence)
+        rows.append({"metric": key, "config_a": a, "config_b": b, "n_patients": np.nan,
+                     "value_a": float(np.nanmean(va)) if len(va) else np.nan,
+                     "value_b": float(np.nanmean(vb)) if len(vb) else np.nan, "difference": test["difference"],
+                     "ci_low": test["ci_low"], "ci_high": test["ci_high"], "test": "fold_corrected_t",
+                     "p_value": test["p_value"], "few_patients": False, "n_folds": len(folds)})
+    return pd.DataFrame(rows)
+
+
+def comparison_table(cases, a: str, b: str, keys: Iterable[str] = ("dice",),
+                     settings: EvidenceSettings | None = None, *, trials: pd.DataFrame | None = None,
+                     n_folds: int | None = None, smooth: float = 1.0, empty: EmptyRule = "one") -> pd.DataFrame:
+    """Return ``sweeper compare SWEEP A B``'s table: the patient-level paired comparison
+    (:func:`compare_pair`) when both configurations' case records cover their finished folds, else
+    the fold-level fallback (``test`` "fold_corrected_t": Nadeau-Bengio's corrected paired t on the
+    common finished folds of ``trials``)."""
+    settings = settings or EvidenceSettings()
+    keys = list(keys)
+    if cases is not None:
+        sums = _as_sums(cases, smooth, empty)
+        covered = _covered(sums, trials)
+        try:
+            ia, ib = _resolve(sums.config_ids, a), _resolve(sums.config_ids, b)
+        except KeyError:  # a configuration without records: the fold fallback below
+            ia = ib = None
+        if ia in covered and ib in covered:
+            picked = _select(sums, [sums.index(ia), sums.index(ib)])
+            metrics = sorted({k.partition(".")[0] for k in keys})
+            return compare_pair(bootstrap_metrics(picked, settings, metrics), ia, ib, keys)
+    if trials is None:
+        raise ValueError(f"no case records of {a!r} and {b!r} and no fold table to fall back on")
+    ids = sorted(set(trials["config_id"]))
+    return _fold_comparison(trials, _resolve(ids, a), _resolve(ids, b), keys, n_folds, settings.confidence)
+
+
+def comparison_all_tables(cases, keys: Iterable[str] = ("dice",), settings: EvidenceSettings | None = None, *,
+                          smooth: float = 1.0, empty: EmptyRule = "one") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return ``sweeper compare SWEEP --all``'s tables (:func:`compare_all`) over the configurations
+    with case records: every pair with Holm-adjusted p-values, and the set not distinguishable
+    from the best."""
+    keys = list(keys)
+    metrics = sorted({k.partition(".")[0] for k in keys})
+    return compare_all(bootstrap_metrics(_as_sums(cases, smooth, empty), settings, metrics), keys)
+
+
+def pareto_tables(cases, settings: EvidenceSettings | None = None, *, x: str = "sensitivity",
+                  y: str = "precision", min_sensitivity: float | None = None, min_precision: float | None = None,
+                  group: str = OVERALL, smooth: float = 1.0, empty: EmptyRule = "one"
+                  ) -> tuple[pd.DataFrame, OperatingPoint | None]:
+    """Return ``sweeper pareto``'s evidence: the front probabilities (:func:`front_probability`)
+    and, with a floor, the operating point (:func:`operating_point`; curves of the per-image
+    metrics, or of the pooled ones when x is ``pooled_sensitivity``)."""
+    settings = settings or EvidenceSettings()
+    sums = _as_sums(cases, smooth, empty)
+    weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
+    front = front_probability(bootstrap_metrics(sums, settings, [x, y], weights), x, y)
+    if min_sensitivity is None and min_precision is None:
+        return front, None
+    curve = "pooled" if x.startswith("pooled_") else "per_image"
+    point = operating_point(bootstrap_curves(sums, settings, weights), min_sensitivity=min_sensitivity,
+                            min_precision=min_precision, group=group, curve=curve)
+    return front, point
+
+
+def report_tables(cases, settings: EvidenceSettings | None = None, *, keys: Iterable[str] = ("dice",),
+                  x: str = "sensitivity", y: str = "precision", smooth: float = 1.0,
+                  empty: EmptyRule = "one") -> dict[str, pd.DataFrame]:
+    """Return every table the report draws, all from one set of patient resamples: ``intervals``,
+    ``front``, ``ranks`` (of ``keys``), ``comparisons`` and ``indistinguishable`` (compare-all of
+    ``keys``), ``curves``, ``curve_summary``, ``reliability``, ``matched`` (per-image and pooled)."""
+    settings = settings or EvidenceSettings()
+    sums = _as_sums(cases, smooth, empty)
+    weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
+    boot = bootstrap_metrics(sums, settings, weights=weights)
+    curves = bootstrap_curves(sums, settings, weights)
+    keys = list(keys)
+    comparisons, indistinguishable = compare_all(boot, keys)
+    return {
+        "intervals": patient_intervals(boot), "front": front_probability(boot, x, y),
+        "ranks": rank_distribution(boot, keys), "comparisons": comparisons, "indistinguishable": indistinguishable,
+        "curves": threshold_curves(curves), "curve_summary": curve_summary(curves),
+        "reliability": reliability_curves(sums),
+        "matched": pd.concat([matched_precision(curves, c) for c in CURVES], ignore_index=True),
+    }

@@ -539,3 +539,34 @@ def test_resample_weights_draw_every_patient_population_of_the_same_size():
     weights = resample_weights(85, 500, seed=1)
     assert weights.shape == (500, 85) and (weights.sum(axis=1) == 85).all()
     assert weights.mean() == pytest.approx(1.0, abs=0.01)
+
+
+# ------------------------------------------------------------------------------------------------
+# one call per consumer
+
+
+def test_interval_table_uses_patients_where_records_cover_the_folds_and_the_fold_fallback_elsewhere(tmp_path):
+    from sweeper.cases import append_cases
+    from sweeper.evidence import comparison_table, interval_table, pareto_tables, report_tables
+
+    path = tmp_path / "cases.parquet"
+    append_cases(path, random_cases(seed=15, configs=("cfg_a", "cfg_b")))
+    trials = pd.DataFrame([{"config_id": cid, "fold": f, "status": "finished", "dice": 0.7 + 0.01 * f, "dice.stomach": 0.6}
+                           for cid in ("cfg_a", "cfg_b", "cfg_c") for f in range(3)])
+    settings = EvidenceSettings(resamples=200)
+    table = interval_table(path, settings, trials=trials, metrics=["dice"]).set_index("config_id")
+    assert table.loc["cfg_a", "interval_method"] == "patient_bca"
+    assert table.loc["cfg_c", "interval_method"] == "fold_corrected_t"
+    assert table.loc["cfg_c", "dice_ci_low"] == pytest.approx(
+        corrected_t_interval([0.70, 0.71, 0.72], 1 / 2, bounds=(0, 1))[0])
+    assert {"dice.stomach_ci_low", "n_patients", "few_patients"} <= set(table.columns)
+    patient = comparison_table(path, "cfg_a", "cfg_b", ["dice"], settings, trials=trials)
+    assert patient.loc[0, "test"] == "wilcoxon" and patient.loc[0, "n_patients"] == 12
+    folds = comparison_table(path, "cfg_a", "cfg_c", ["dice"], settings, trials=trials)
+    assert folds.loc[0, "test"] == "fold_corrected_t" and folds.loc[0, "difference"] == pytest.approx(0.0)
+    front, point = pareto_tables(path, settings, min_sensitivity=0.5)
+    assert set(front["class"]) == {OVERALL, *CLASSES} and point.found
+    tables = report_tables(path, settings, keys=["dice", "sensitivity"])
+    assert set(tables) == {"intervals", "front", "ranks", "comparisons", "indistinguishable", "curves",
+                           "curve_summary", "reliability", "matched"}
+    assert set(tables["matched"]["curve"]) == {"per_image", "pooled"}
