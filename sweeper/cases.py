@@ -82,7 +82,8 @@ def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum_low: bool = False) -> p
     Columns (CASES_SCHEMA of the evidence issue): ``config_id, patient, scan, class`` dictionary
     strings; ``fold`` int16; ``slice`` int32; ``area, tp, fp, fn, tn`` int32 (counts at the spec's
     threshold); ``nsd, hd95, boundary_f1`` float32 (NaN when the sweep skips boundary metrics);
-    ``objects_true, objects_found, objects_pred, objects_correct`` int16; ``hist_fg, hist_bg``
+    ``objects_true, objects_found, objects_pred, objects_correct`` int16 (null when not counted:
+    zeros would read as "no object", which scores 1); ``hist_fg, hist_bg``
     fixed-size lists of ``n_bins`` int32: bin b counts the pixels whose predicted probability is in
     [b/n, (b+1)/n) (the last bin includes 1), over true-foreground resp. true-background pixels;
     with ``prob_sum_low``, that float32 column: the sum of the probability over bin 0's pixels.
@@ -98,7 +99,7 @@ def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum_low: bool = False) -> p
         pa.field("class", _STRING, nullable=False),
         *(pa.field(c, pa.int32(), nullable=False) for c in COUNT_COLUMNS),
         *(pa.field(c, pa.float32()) for c in BOUNDARY_COLUMNS),
-        *(pa.field(c, pa.int16(), nullable=False) for c in OBJECT_COLUMNS),
+        *(pa.field(c, pa.int16()) for c in OBJECT_COLUMNS),  # null: not counted
         *(pa.field(c, pa.list_(pa.int32(), n_bins), nullable=False) for c in HISTOGRAM_COLUMNS),
     ]
     if prob_sum_low:

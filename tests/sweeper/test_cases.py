@@ -105,3 +105,16 @@ def test_records_of_another_grid_are_refused(tmp_path):
     other["hist_bg"] = [[0, 0, *h] for h in other["hist_bg"]]
     with pytest.raises(ValueError, match="6 histogram bins but .* 4"):
         append_cases(path, other)
+
+
+def test_object_counts_not_recorded_are_null_and_leave_the_object_metrics_undefined():
+    from sweeper.evidence import EvidenceSettings, bootstrap_metrics, patient_sums
+
+    frame = records()
+    for column in ("objects_true", "objects_found", "objects_pred", "objects_correct"):
+        frame[column] = pd.array([None] * len(frame), dtype="Int16")
+    table = as_cases_table(frame)
+    assert table.column("objects_true").null_count == len(frame)
+    boot = bootstrap_metrics(patient_sums(table), EvidenceSettings(resamples=100),
+                             metrics=("object_sensitivity", "pooled_object_precision", "dice"))
+    assert np.isnan(boot.estimate[0, :2]).all() and not np.isnan(boot.estimate[0, 2]).any()
