@@ -28,18 +28,18 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import numpy as np
+import pyarrow as pa
 
-from sweeper.cases import append_cases  # noqa: E402
-from sweeper.evidence import (  # noqa: E402
+from sweeper.cases import append_cases
+from sweeper.evidence import (
     EvidenceSettings,
     bootstrap_curves,
     bootstrap_metrics,
@@ -185,7 +185,8 @@ def main() -> None:
     timed("front probability, overall and per class", times, front_probability, boot)
     pairs, best = timed("compare-all: dice, sensitivity, precision (Holm)", times, compare_all, boot,
                         ["dice", "sensitivity", "precision"])
-    target = sum(times[k] for k in list(times)[1:])
+    reading = next(iter(times))
+    target = sum(value for key, value in times.items() if key != reading)
     curves = timed("threshold curves, AP, ECE, matched precision (bootstrap)", times, bootstrap_curves, sums,
                    settings, weights)
     timed("curve tables, matched precision, operating point", times, lambda: (
@@ -194,7 +195,7 @@ def main() -> None:
     timed("rank distributions of dice, sensitivity, precision", times, rank_distribution, boot,
           ["dice", "sensitivity", "precision"])
     print(f"intervals + front + compare-all: {target:.1f} s (target < 30 s); "
-          f"with reading: {target + times[list(times)[0]]:.1f} s; everything: {sum(times.values()):.1f} s")
+          f"with reading: {target + times[reading]:.1f} s; everything: {sum(times.values()):.1f} s")
     print(f"compare-all: {len(pairs):,} rows; not distinguishable from the best dice: "
           f"{int(best[best['metric'] == 'dice']['indistinguishable'].sum())} configuration(s)")
     if args.keep is None:

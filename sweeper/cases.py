@@ -37,19 +37,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = [
+    "BOUNDARY_COLUMNS",
     "CASES_FILE",
-    "KEY_COLUMNS",
     "CASE_COLUMNS",
     "COUNT_COLUMNS",
-    "BOUNDARY_COLUMNS",
-    "OBJECT_COLUMNS",
-    "HISTOGRAM_COLUMNS",
     "DEFAULT_BINS",
-    "cases_schema",
-    "as_cases_table",
+    "HISTOGRAM_COLUMNS",
+    "KEY_COLUMNS",
+    "OBJECT_COLUMNS",
     "append_cases",
-    "read_cases",
+    "as_cases_table",
     "cases_present",
+    "cases_schema",
+    "read_cases",
     "rebuild_cases",
 ]
 

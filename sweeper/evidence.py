@@ -43,48 +43,48 @@ from scipy import sparse, special, stats
 from sweeper.cases import COUNT_COLUMNS, OBJECT_COLUMNS, as_cases_table, cases_present, read_cases
 
 __all__ = [
-    "EvidenceSettings",
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "OVERALL",
     "PER_IMAGE_METRICS",
     "POOLED_METRICS",
-    "METRICS",
-    "LOWER_IS_BETTER",
-    "OVERALL",
-    "confusion_scores",
-    "object_scores",
-    "PatientSums",
-    "patient_sums",
-    "concat_sums",
-    "load_patient_sums",
-    "resample_weights",
-    "bootstrap_interval",
-    "holm",
-    "MetricBootstrap",
-    "bootstrap_metrics",
-    "patient_scores",
-    "corrected_t_interval",
-    "corrected_paired_t",
-    "patient_intervals",
-    "fold_intervals",
-    "compare_pair",
-    "compare_all",
-    "front_probability",
-    "rank_distribution",
-    "average_precision",
-    "expected_calibration_error",
-    "calibration_error_bound",
     "CurveBootstrap",
-    "bootstrap_curves",
-    "threshold_curves",
-    "curve_summary",
-    "reliability_curves",
-    "matched_precision",
+    "EvidenceSettings",
+    "MetricBootstrap",
     "OperatingPoint",
-    "operating_point",
-    "interval_table",
-    "comparison_table",
+    "PatientSums",
+    "average_precision",
+    "bootstrap_curves",
+    "bootstrap_interval",
+    "bootstrap_metrics",
+    "calibration_error_bound",
+    "compare_all",
+    "compare_pair",
     "comparison_all_tables",
+    "comparison_table",
+    "concat_sums",
+    "confusion_scores",
+    "corrected_paired_t",
+    "corrected_t_interval",
+    "curve_summary",
+    "expected_calibration_error",
+    "fold_intervals",
+    "front_probability",
+    "holm",
+    "interval_table",
+    "load_patient_sums",
+    "matched_precision",
+    "object_scores",
+    "operating_point",
     "pareto_tables",
+    "patient_intervals",
+    "patient_scores",
+    "patient_sums",
+    "rank_distribution",
+    "reliability_curves",
     "report_tables",
+    "resample_weights",
+    "threshold_curves",
 ]
 
 EmptyRule = Literal["one", "zero", "skip"]
@@ -119,10 +119,10 @@ class EvidenceSettings(BaseModel):
     Defaults:
         resamples 2000: Monte Carlo error of a bootstrap 2.5% quantile falls as 1/sqrt(B); 1000 to
             2000 resamples are the usual recommendation for 95% intervals (Efron & Tibshirani, An
-            Introduction to the Bootstrap, 1993, ch. 19; Carpenter & Bithell, Bootstrap confidence
-            intervals: when, which, what?, Statistics in Medicine 19(9), 2000, DOI
-            10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs the
-            upper end of that range.
+            Introduction to the Bootstrap, Chapman & Hall, 1993; Carpenter & Bithell, Bootstrap
+            confidence intervals: when, which, what?, Statistics in Medicine 19(9):1141-1164, 2000,
+            DOI 10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs
+            the upper end of that range.
         method "bca": bias-corrected and accelerated percentile interval (Efron, Better bootstrap
             confidence intervals, JASA 82(397), 1987, DOI 10.1080/01621459.1987.10478410):
             second-order accurate, unlike the percentile interval, and like it stays inside the
@@ -322,7 +322,7 @@ def _string_codes(column: pa.ChunkedArray, order: Sequence[str] | None) -> tuple
         array = array.cast(pa.string()).dictionary_encode()
     values = array.dictionary.to_pylist()
     indices = array.indices.to_numpy(zero_copy_only=False)
-    used = sorted(set(values[i] for i in np.unique(indices)))
+    used = sorted({values[i] for i in np.unique(indices)})
     names = tuple(order) if order is not None else tuple(used)
     position = {name: i for i, name in enumerate(names)}
     missing = [v for v in used if v not in position]
@@ -387,6 +387,20 @@ def _curve_sums(fg: np.ndarray, bg: np.ndarray, per_group, smooth: float, empty:
     return np.stack([sens_sum, prec_sum], axis=-1), np.stack([sens_count, prec_count], axis=-1)
 
 
+class _GroupSum:
+    """Sums any per-record block (rows, ...) per (patient, class): (P, K, ...), one sparse product
+    with the records' indicator matrix."""
+
+    def __init__(self, group: np.ndarray, n_patients: int, n_classes: int):
+        self.shape = (n_patients, n_classes)
+        self.indicator = sparse.csr_matrix((np.ones(len(group)), (group, np.arange(len(group)))),
+                                           shape=(n_patients * n_classes, len(group)))
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        flat = block.reshape(block.shape[0], -1)
+        return np.asarray(self.indicator @ flat).reshape(*self.shape, *block.shape[1:])
+
+
 def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: EmptyRule = "one",
                  config_ids: Sequence[str] | None = None, classes: Sequence[str] | None = None) -> PatientSums:
     """Return the per-patient sums of the case records of every configuration (or of ``config_ids``).
@@ -432,12 +446,7 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
             raise ValueError(f"no case records of configuration {config_names[c]!r}")
         p, k = patient_code[rows], class_code[rows]
         group = p * n_classes + k
-        # one indicator matrix sums any per-record block per (patient, class) in one sparse product
-        indicator = sparse.csr_matrix((np.ones(len(rows)), (group, np.arange(len(rows)))),
-                                      shape=(n_patients * n_classes, len(rows)))
-
-        def per_group(block: np.ndarray) -> np.ndarray:
-            return np.asarray(indicator @ block.reshape(len(rows), -1)).reshape(n_patients, n_classes, *block.shape[1:])
+        per_group = _GroupSum(group, n_patients, n_classes)
 
         col = {name: table.column(name).take(pa.array(rows)).to_numpy() for name in
                (*COUNT_COLUMNS, *OBJECT_COLUMNS, "nsd", "hd95", "boundary_f1")}
@@ -464,7 +473,7 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
 
         folds = fold_column[rows]
         first = np.full(n_patients, -1, dtype=np.int64)
-        first[p[::-1]] = folds[::-1]  # fold of each patient's first record
+        first[p] = folds  # one of each patient's folds: any record with another one is an error
         if np.any(first[p] != folds):
             bad = patients[int(p[np.flatnonzero(first[p] != folds)[0]])]
             raise ValueError(f"patient {bad!r} is validated in more than one fold of configuration "
@@ -1644,7 +1653,7 @@ def _covered(sums: PatientSums, trials: pd.DataFrame | None) -> list[str]:
     covered = []
     for c, cid in enumerate(sums.config_ids):
         folds = set(done.loc[done["config_id"] == cid, "fold"].astype(int))
-        if folds <= set(int(f) for f in np.unique(sums.fold[c]) if f >= 0):
+        if folds <= {int(f) for f in np.unique(sums.fold[c]) if f >= 0}:
             covered.append(cid)
     return covered
 

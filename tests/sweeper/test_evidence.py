@@ -327,7 +327,7 @@ def test_indistinguishable_set_holds_the_best_and_the_close_ones():
     shifts = np.array([0.0, -0.001, -0.05])  # the second is as good as the best, the third clearly worse
     noise = 0.01 * rng.standard_normal((3, 85))
     sums = sums_from_scores((base + shifts[:, None] + noise) * images[0], np.repeat(images, 3, axis=0))
-    pairs, best = compare_all(bootstrap_metrics(sums, EvidenceSettings(resamples=200), metrics=("dice",)))
+    _, best = compare_all(bootstrap_metrics(sums, EvidenceSettings(resamples=200), metrics=("dice",)))
     best = best.set_index("config_id")
     assert best.loc["c0", "best"] or best.loc["c1", "best"]
     assert best.loc["c0", "indistinguishable"] and best.loc["c1", "indistinguishable"]
