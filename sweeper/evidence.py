@@ -1668,7 +1668,8 @@ def interval_table(cases, settings: EvidenceSettings | None = None, *, trials: p
     the others of ``trials`` (one row per fold trial, as trials.parquet) get the fold-level
     Nadeau-Bengio interval of the metric columns they have (:func:`fold_intervals`,
     ``fold_corrected_t``). ``cases``: the ``cases.parquet`` path, records, or per-patient sums
-    (None: no records at all).
+    (None: no records at all). The value column ``<key>`` is the out-of-fold value on patient rows
+    and the fold mean on fallback rows, each the centre its interval is about.
     """
     settings = settings or EvidenceSettings()
     frames = []

@@ -486,12 +486,12 @@ def test_paired_tests_under_the_null_reject_at_most_6_percent():
     rng = np.random.default_rng(12)
     repetitions = 500
     sums = null_pairs(rng, repetitions)
-    for test in ("wilcoxon", "permutation"):
-        boot = bootstrap_metrics(sums, EvidenceSettings(resamples=200, paired_test=test), metrics=("dice",))
+    for test, resamples in (("wilcoxon", 2000), ("permutation", 200)):
+        boot = bootstrap_metrics(sums, EvidenceSettings(resamples=resamples, paired_test=test), metrics=("dice",))
         rows = pd.concat([compare_pair(boot, f"c{2 * r}", f"c{2 * r + 1}", ["dice"]) for r in range(repetitions)])
         assert (rows["p_value"] < 0.05).mean() <= 0.06, test
-    excluded_zero = ~((rows["ci_low"] <= 0) & (0 <= rows["ci_high"]))
-    assert excluded_zero.mean() <= 0.08
+        if test == "wilcoxon":  # the paired interval of the difference: about 5.5-6% at 85 patients (measured)
+            assert (~((rows["ci_low"] <= 0) & (0 <= rows["ci_high"]))).mean() <= 0.08
 
 
 def test_holm_keeps_the_family_wise_error_over_10_null_configurations():
