@@ -570,3 +570,18 @@ def test_interval_table_uses_patients_where_records_cover_the_folds_and_the_fold
     assert set(tables) == {"intervals", "front", "ranks", "comparisons", "indistinguishable", "curves",
                            "curve_summary", "reliability", "matched"}
     assert set(tables["matched"]["curve"]) == {"per_image", "pooled"}
+
+
+def test_sums_read_one_configuration_at_a_time_equal_the_sums_of_all_records(tmp_path):
+    from sweeper.cases import append_cases
+    from sweeper.evidence import load_patient_sums
+
+    table = random_cases(seed=16, configs=("cfg_a", "cfg_b")).to_pandas()
+    table = table[~((table["config_id"] == "cfg_b") & (table["patient"] == "case03"))]  # cfg_b lacks one patient
+    append_cases(tmp_path / "cases.parquet", table)
+    whole = patient_sums(as_cases_table(table), classes=CLASSES)
+    streamed = load_patient_sums(tmp_path / "cases.parquet", classes=CLASSES)
+    assert streamed.config_ids == whole.config_ids and streamed.patients == whole.patients
+    for name in ("score_sum", "score_count", "counts", "hist_fg", "curve_sum", "fold", "images"):
+        np.testing.assert_allclose(getattr(streamed, name), getattr(whole, name), err_msg=name)
+    assert not streamed.validated[1, streamed.patients.index("case03")]
