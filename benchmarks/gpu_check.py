@@ -33,7 +33,6 @@ import contextlib
 import importlib
 import importlib.util
 import math
-import os
 import platform
 import queue
 import subprocess
@@ -73,11 +72,11 @@ PAPER_SLICES, PAPER_FOLDS = 38_496, 5
 
 BOUNDARY_OPTIONS = (
     "compute them on fewer epochs: every k-th epoch and the last (the selection metric, dice, needs none);",
-    "on the GPU: NSD and boundary F1 only ask whether a boundary pixel lies within the tolerance, a "
-    "dilation by a disk (max-pooling or a convolution on the device); HD95 needs exact distances "
-    "(a GPU distance transform, e.g. CuPy);",
-    "in parallel on the machine's cores: each image's distance transforms are independent (a process "
-    "pool over images, fed the thresholded masks the validation pass already copies to the CPU);",
+    ("on the GPU: NSD and boundary F1 only ask whether a boundary pixel lies within the tolerance, a "
+     "dilation by a disk (max-pooling or a convolution on the device); HD95 needs exact distances "
+     "(a GPU distance transform, e.g. CuPy);"),
+    ("in parallel on the machine's cores: each image's distance transforms are independent (a process "
+     "pool over images, fed the thresholded masks the validation pass already copies to the CPU);"),
     "overlapped with training: hand the masks to that pool and read its result one epoch later.",
 )
 
@@ -95,6 +94,7 @@ class Sizes:
     rounds: int                # alternating rounds per step comparison
     block_s: float             # seconds per timed block
     warmup: int                # warm-up steps per variant
+    calibrate: int             # timed steps that size a variant's blocks
     loader_seconds: float
     metric_batches: int
     metric_batch_size: int
@@ -105,13 +105,13 @@ class Sizes:
 
 
 FULL = Sizes(image_size=224, batches=(16, 32), models=("unet/resnet34", "unet/mit_b2"), source_size=288, cases=12,
-             slices=80, rounds=3, block_s=1.0, warmup=3, loader_seconds=5.0, metric_batches=20, metric_batch_size=16,
+             slices=80, rounds=3, block_s=1.0, warmup=3, calibrate=2, loader_seconds=5.0, metric_batches=20, metric_batch_size=16,
              metric_rounds=5, epochs=3, packing_seconds=10.0,
              budget={"setup": 25, "step": 90, "compile": 130, "data": 35, "metrics": 30, "epoch": 55, "packing": 75})
 TINY = Sizes(image_size=32, batches=(2, 4), models=("unet/resnet34", "unet/mit_b2"), source_size=48, cases=4,
-             slices=16, rounds=1, block_s=0.1, warmup=1, loader_seconds=1.0, metric_batches=2, metric_batch_size=4,
-             metric_rounds=1, epochs=1, packing_seconds=2.0,
-             budget={"setup": 15, "step": 60, "compile": 25, "data": 15, "metrics": 10, "epoch": 25, "packing": 30})
+             slices=8, rounds=1, block_s=0.1, warmup=1, calibrate=1, loader_seconds=1.0, metric_batches=2,
+             metric_batch_size=4, metric_rounds=1, epochs=1, packing_seconds=1.0,
+             budget={"setup": 15, "step": 70, "compile": 20, "data": 10, "metrics": 10, "epoch": 25, "packing": 40})
 
 
 class Budget:
@@ -203,13 +203,17 @@ class Findings:
     lines: list[str] = field(default_factory=list)  # the summary
 
     def best_step(self, model: str, batch: int) -> tuple[float, str] | None:
-        """The fastest measured step of ``model`` at ``batch`` and how it was set."""
-        eager, compiled = self.step.get((model, batch)), self.compiled.get((model, batch))
-        if eager is None and compiled is None:
+        """The fastest measured step of ``model`` at ``batch`` (else at its largest measured batch)
+        and how it was set."""
+        measured = sorted(b for m, b in {*self.step, *self.compiled} if m == model)
+        if not measured:
             return None
+        if batch not in measured:
+            batch = measured[-1]
+        eager, compiled = self.step.get((model, batch)), self.compiled.get((model, batch))
         if compiled is not None and (eager is None or compiled > eager):
-            return compiled, "AMP + channels-last + compile"
-        return eager, "AMP + channels-last"
+            return compiled, f"b{batch}, AMP + channels-last + compile"
+        return eager, f"b{batch}, AMP + channels-last"
 
 
 def step_section(sec: Section, device, sizes: Sizes, found: Findings, compile_backend: str) -> None:
@@ -226,7 +230,8 @@ def step_section(sec: Section, device, sizes: Sizes, found: Findings, compile_ba
             begun = time.monotonic()
             variants, results = ts.precision_matrix(spec, batch, sizes.image_size, device, rounds=sizes.rounds,
                                                     block_s=sizes.block_s, warmup=sizes.warmup,
-                                                    compile_backend=compile_backend, deadline=sec.deadline)
+                                                    calibrate=sizes.calibrate, compile_backend=compile_backend,
+                                                    deadline=sec.deadline)
             ts.print_matrix(variants, results, "fp32 contiguous", device)
             cost = max(cost or 0, time.monotonic() - begun)
             found.step[(spec, batch)] = results["amp cl"].rate
@@ -259,7 +264,8 @@ def compile_section(sec: Section, device, sizes: Sizes, found: Findings, compile
             try:
                 variants, results = ts.compile_pair(spec, batch, sizes.image_size, device, rounds=sizes.rounds,
                                                     block_s=sizes.block_s, warmup=sizes.warmup,
-                                                    compile_backend=compile_backend, deadline=sec.deadline)
+                                                    calibrate=sizes.calibrate, compile_backend=compile_backend,
+                                                    deadline=sec.deadline)
             except Exception as error:  # noqa: BLE001 - one failure says it for every model
                 print(f"  torch.compile failed on {spec} batch {batch}: {type(error).__name__}: "
                       f"{str(error).splitlines()[0] if str(error) else ''}")
@@ -319,14 +325,14 @@ def data_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pat
         if True in rates:
             per_worker = rates[True] / max(workers, 1)
             verdict = "keeps the GPU fed" if rates[True] >= step else "STARVES the GPU"
-            line = (f"{spec} b{batch} ({how}, {step:.0f} img/s): CPU augmentation delivers {rates[True] / step:.2f}x "
+            line = (f"{spec} ({how}, {step:.0f} img/s): CPU augmentation delivers {rates[True] / step:.2f}x "
                     f"the step's need, {verdict}; workers to feed it ~{math.ceil(step / per_worker)}")
             print(f"  {line}")
             found.lines.append(f"data path: {line}")
         if False in rates and augment:
             consumed = 1 / (1 / step + 1 / augment)  # the warp runs on the same GPU, in series with the step
             verdict = "keeps the GPU fed" if rates[False] >= consumed else "STARVES the GPU"
-            line = (f"{spec} b{batch} with gpu_augmentation: step + warp {consumed:.0f} img/s, intensity-only loader "
+            line = (f"{spec} ({how}) with gpu_augmentation: step + warp {consumed:.0f} img/s, intensity-only loader "
                     f"{rates[False] / consumed:.2f}x that, {verdict}")
             print(f"  {line}")
             found.lines.append(f"data path: {line}")
@@ -344,15 +350,20 @@ def metrics_section(sec: Section, device, sizes: Sizes, found: Findings) -> None
                        f"{result['boundary_ms']:.2f} ms/image")
 
 
-def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Path, workers: int,
-                  compile_backend: str) -> None:
+def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Path, workers: int) -> None:
     import torch
 
     from trainables.data.gpu_augment import BatchGeometricAugment
     from trainables.losses import build_loss
     from trainables.metrics import SegmentationMetrics
     from trainables.models import build_model
-    from trainables.train import TrainStep, TrialConfig, _amp_dtype, _evaluate, make_loaders
+    from trainables.train import (
+        TrainStep,
+        TrialConfig,
+        _amp_dtype,
+        _evaluate,
+        make_loaders,
+    )
 
     spec, batch = sizes.models[0], sizes.batches[0]
     arch, encoder = spec.split("/")
@@ -414,7 +425,6 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
         cost = max(cost, (time.monotonic() - begun) / (sizes.epochs + 1))
         rates[name] = max(measured)
         print(f"  {name:40s} {rates[name]:9.0f} slices/s", flush=True)
-    del loaders
     train_key, val_key, bnd_key = ("training pass, CPU augmentation", "validation pass, no boundary metrics",
                                    "validation pass, boundary metrics")
     if not {train_key, val_key} <= rates.keys():
@@ -422,10 +432,10 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
     per_fold = PAPER_SLICES / PAPER_FOLDS
     train_s, val_s = (PAPER_SLICES - per_fold) / rates[train_key], per_fold / rates[val_key]
     line = (f"at paper 000's scale ({PAPER_SLICES - per_fold:,.0f} training + {per_fold:,.0f} validation slices a "
-            f"fold): training {train_s:.1f} s, validation {val_s:.1f} s")
+            f"fold): training {train_s:.1f} s, validation {val_s:.1f} s ({val_s / train_s:.2f}x training)")
     if bnd_key in rates:
         bnd_s = per_fold / rates[bnd_key]
-        line += f", {bnd_s:.1f} s with boundary metrics (validation / training {val_s / train_s:.2f} -> {bnd_s / train_s:.2f})"
+        line += f", with boundary metrics {bnd_s:.1f} s ({bnd_s / train_s:.2f}x training)"
     print(f"  {line}")
     found.lines.append(f"epoch {spec} b{batch}: {line}")
     if bnd_key in rates and per_fold / rates[bnd_key] > train_s:
@@ -446,12 +456,19 @@ def _start_worker(spec: str, batch: int, sizes: Sizes, device, compile_backend: 
     return process, lines
 
 
-def _expect(lines: queue.Queue, deadline: float, what: str) -> str:
+def _expect(worker: tuple[subprocess.Popen, queue.Queue], deadline: float, what: str) -> str:
+    """Returns the worker's next line that is ``what`` (or a JSON report); raises when the worker
+    ended or ``deadline`` passed first."""
+    process, lines = worker
     while True:
         try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty as error:
-            raise TimeoutError(f"no {what} from a packing worker in time") from error
+            line = lines.get(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            if process.poll() is not None and lines.empty():
+                raise RuntimeError(f"a packing worker ended (exit status {process.returncode}) before {what!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what!r} from a packing worker in time") from None
+            continue
         if line == what or line.startswith("{"):
             return line
 
@@ -472,17 +489,18 @@ def packing_section(sec: Section, device, sizes: Sizes, found: Findings, compile
         begun = time.monotonic()
         logs = [Path(tempfile.gettempdir()) / f"sweeper-gpu-check-packing-{k}.log" for k in range(3)]
         workers = [_start_worker(spec, batch, sizes, device, compile_backend, log) for log in logs]
+        failed = True
         try:
-            for _, lines in workers:  # all three warm up together, then wait
-                _expect(lines, sec.deadline, "ready")
+            for worker in workers:  # all three warm up together, then wait
+                _expect(worker, sec.deadline, "ready")
             totals, utilisation = {}, {}
             for label, group in (("one process", workers[:1]), ("two processes", workers[1:])):
                 with ts.UtilisationSampler(device) as sampler:
                     for process, _ in group:
                         process.stdin.write("go\n")
                         process.stdin.flush()
-                    reports = [json.loads(_expect(lines, time.monotonic() + 3 * sizes.packing_seconds + 30, "{"))
-                               for _, lines in group]
+                    reports = [json.loads(_expect(worker, time.monotonic() + 3 * sizes.packing_seconds + 30, "{"))
+                               for worker in group]
                 totals[label] = sum(r["images"] / r["seconds"] for r in reports)
                 utilisation[label] = sampler.mean()
                 print(f"  {spec:16s} {label:14s} {totals[label]:9.1f} img/s in total, GPU "
@@ -491,6 +509,7 @@ def packing_section(sec: Section, device, sizes: Sizes, found: Findings, compile
             print(f"  {spec:16s} two / one      {gain:9.2f}x")
             found.lines.append(f"packing {spec} b{batch}: two processes give {gain:.2f}x one "
                                f"({totals['one process']:.0f} -> {totals['two processes']:.0f} img/s)")
+            failed = False
         except Exception:
             for log in logs:
                 tail = log.read_text().strip().splitlines()[-5:] if log.exists() else []
@@ -499,7 +518,7 @@ def packing_section(sec: Section, device, sizes: Sizes, found: Findings, compile
             raise
         finally:
             for process, _ in workers:
-                _stop(process)
+                _stop(process, at_once=failed)
             for log in logs:
                 log.unlink(missing_ok=True)
         cost = time.monotonic() - begun
@@ -507,10 +526,13 @@ def packing_section(sec: Section, device, sizes: Sizes, found: Findings, compile
             torch.cuda.empty_cache()
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Ends a packing worker: its stdin closes (a waiting worker then exits), else it is killed after 10 s."""
+def _stop(process: subprocess.Popen, at_once: bool) -> None:
+    """Ends a packing worker (by its own handle): its stdin closes (a waiting worker then exits);
+    killed ``at_once`` (after a failure) or when still running 10 s later."""
     with contextlib.suppress(Exception):
         process.stdin.close()
+    if at_once and process.poll() is None:
+        process.kill()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -535,8 +557,11 @@ def main(argv: list[str] | None = None) -> int:
                         "needs minutes per model)")
     parser.add_argument("--sections", default="step,compile,data,metrics,epoch,packing",
                         help="comma-separated subset of the sections to run")
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="multiplies every section's seconds (a dry run on a busy machine: 2-3)")
     args = parser.parse_args(argv)
     sizes = TINY if args.tiny else FULL
+    sizes = replace(sizes, budget={k: v * args.budget_scale for k, v in sizes.budget.items()})
     budget = Budget(sizes.budget)
     sections = set(args.sections.split(","))
 
@@ -580,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
              lambda sec: data_section(sec, device, sizes, found, cache, workers)),
             ("metrics", "4. metrics: batched vs per-image loops", lambda sec: metrics_section(sec, device, sizes, found)),
             ("epoch", "5. epoch: training pass vs validation pass, without and with boundary metrics",
-             lambda sec: epoch_section(sec, device, sizes, found, cache, workers, compile_backend)),
+             lambda sec: epoch_section(sec, device, sizes, found, cache, workers)),
             ("packing", "6. packing: two training processes on one GPU vs one",
              lambda sec: packing_section(sec, device, sizes, found, compile_backend))]
     for key, title, run in runs:

@@ -271,14 +271,14 @@ class VariantResult:
 
 
 def measure_variants(steps: dict[str, SyntheticStep], device: torch.device, *, rounds: int = 3,
-                     block_s: float = 1.0, deadline: float | None = None,
+                     block_s: float = 1.0, deadline: float | None = None, calibrate: int = 2,
                      clock=time.perf_counter) -> dict[str, VariantResult]:
     """Returns images/s of each warmed-up step in alternating rounds (at least one round; no new
     round once ``time.monotonic()`` passes ``deadline``). Each block runs about ``block_s`` seconds
-    (steps calibrated on two timed steps), long enough for the utilisation sampler."""
+    (steps calibrated on ``calibrate`` timed steps), long enough for the utilisation sampler."""
     per_block = {}
     for name, s in steps.items():
-        t = _block(s, 2, device, clock) / 2
+        t = _block(s, calibrate, device, clock) / calibrate
         per_block[name] = max(1, min(500, round(block_s / max(t, 1e-6))))
     results = {name: VariantResult(peak_bytes=s.peak_bytes, first_step_s=s.first_step_s) for name, s in steps.items()}
     for r in range(rounds):
