@@ -53,8 +53,8 @@ for tag in manylinux_2_17 manylinux2014 manylinux_2_24 manylinux_2_27 manylinux_
   platforms+=(--platform "${tag}_x86_64")
 done
 
-rm -rf "$dest"
 mkdir -p "$dest"
+rm -f "$dest"/*.whl  # one version of each: two stop the install
 specs=()
 for p in "${packages[@]}"; do specs+=("$(pin "$p")"); done
 echo "downloading for CPython $py_version, Linux x86_64: ${specs[*]}"
