@@ -23,6 +23,15 @@ round times a block of ``--block`` slices of every variant, in a shuffled order;
 medians over rounds of ratios taken within a round (robust to a shared machine's drifting load).
 Afterwards a profile gives each transform's expected cost per slice (cost when applied x its
 probability), stock vs ours. Exit status 1 when a target is missed.
+
+Two throughputs for a GPU machine (``benchmarks/gpu_check.py`` calls the same functions):
+
+- ``--workers N``: slices/s the trial's DataLoader (``loader_settings``: N worker processes, pinned
+  memory on CUDA, persistent workers, prefetch) delivers with seed000's full augmentation and with
+  the intensity transforms only (what is left on the CPU with ``training.gpu_augmentation``);
+  wall clock, for ``--seconds`` after two warm-up batches;
+- ``--device cuda``: slices/s of :class:`~trainables.data.gpu_augment.BatchGeometricAugment`
+  (seed000's flips, affine and warp as one ``grid_sample``) on batches already on the device.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
+import itertools  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
@@ -61,6 +72,7 @@ from trainables.data import (  # noqa: E402
     rle_decode,
 )
 from trainables.data.augment import SEED000_GEOMETRY, SEED000_INTENSITY, seed_transform  # noqa: E402
+from trainables.data.gpu_augment import BatchGeometricAugment  # noqa: E402
 
 TARGET_PLAIN = 10.0      # ours / naive without augmentation
 TARGET_AUGMENTED = 2.5   # ours / naive with augmentation
@@ -170,6 +182,50 @@ def _profile(image_size: int, repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def pipeline_rate(dataset: Dataset, *, workers: int, batch: int, seconds: float, device: torch.device,
+                  warmup_batches: int = 2) -> float:
+    """Returns slices/s (wall clock) that a trial's training DataLoader over ``dataset`` delivers:
+    Sweeper's ``loader_settings`` with ``workers`` processes, shuffled, whole batches, epochs
+    repeating, timed for ``seconds`` after ``warmup_batches`` (worker start-up not counted)."""
+    from trainables.train import TrialConfig, loader_settings
+
+    cfg = TrialConfig(cache_dir="", fold=0, arch="unet", encoder="resnet34", loss="dice", batch_size=batch,
+                      num_workers=workers)
+    loader = DataLoader(dataset, shuffle=True, drop_last=len(dataset) > batch, **loader_settings(cfg, device))
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    for _ in range(warmup_batches):
+        next(batches)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        n += len(next(batches)[0])
+    rate = n / (time.perf_counter() - start)
+    del batches, loader  # stops the persistent workers
+    gc.collect()
+    return rate
+
+
+def device_augment_rate(batch: int, image_size: int, device: torch.device, seconds: float) -> float:
+    """Returns slices/s of ``BatchGeometricAugment("seed000")`` on (batch, 3, size, size) images and
+    masks already on ``device`` (parameters drawn on the device too), device-synchronised."""
+    augment = BatchGeometricAugment("seed000", seed=0, device=device)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, image_size, image_size, generator=generator).to(device)
+    masks = (torch.rand(batch, 3, image_size, image_size, generator=generator) > 0.8).float().to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    augment(images, masks)  # warm-up: the elastic basis, kernels
+    sync()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        augment(images, masks)
+        n += batch
+    sync()
+    return n / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source-size", type=int, default=288, help="side of the generated PNGs (resized to --image-size)")
@@ -179,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block", type=int, default=96, help="slices per variant per round")
     parser.add_argument("--data", type=Path, default=None, help="folder for the data set and cache (default: a temp folder)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="also the trial DataLoader's slices/s with this many worker processes")
+    parser.add_argument("--device", default=None, help="also on-device augmentation slices/s here (cuda, cpu)")
+    parser.add_argument("--batch", type=int, default=32, help="batch of --workers and --device")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds of --workers and --device")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -250,6 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, stock_ms, ours_ms in rows:
         print(f"{name:28s} {stock_ms:7.3f} {ours_ms:7.3f}")
     print(f"{'sum':28s} {sum(r[1] for r in rows):7.3f} {sum(r[2] for r in rows):7.3f}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.workers is not None:
+        print(f"\ntrial DataLoader, {args.workers} workers, batch {args.batch}, {args.seconds:.0f} s wall each")
+        for name, geometric in (("augmented (seed000)", True), ("intensity only", False)):
+            dataset = ours(build_augmentation(args.image_size, geometric=geometric, seed=0))
+            rate = pipeline_rate(dataset, workers=args.workers, batch=args.batch, seconds=args.seconds, device=device)
+            print(f"  {name:26s} {rate:9.0f} slices/s")
+    if args.device is not None:
+        rate = device_augment_rate(args.batch, args.image_size, device, args.seconds)
+        print(f"\non-device geometric augmentation ({device.type}, batch {args.batch}): {rate:.0f} slices/s")
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 

@@ -1,7 +1,8 @@
 """Speed of the metrics: batched confusion metrics vs per-image reference loops; boundary cost.
 
 Run: ``.venv/bin/python benchmarks/metrics.py [--batches 20] [--rounds 5] [--threads N]
-[--clock wall|cpu] [--device cpu|cuda]``. Prints, on the same 16 x 3 x 224 x 224 masks:
+[--clock wall|cpu] [--device cpu|cuda] [--batch-size 16] [--image-size 224]``. Prints, on the
+same 16 x 3 x 224 x 224 masks (``--batch-size`` x 3 x ``--image-size``^2):
 
 - images/s of ``SegmentationMetrics(boundary=False).update`` over all batches + ``compute``
   (from logits: sigmoid, threshold, confusion counts, dice, iou, sensitivity, specificity,
@@ -26,13 +27,17 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import segmentation_models_pytorch.metrics as smp_metrics
 import torch
 
-from trainables.metrics import SegmentationMetrics, compute_boundary_metrics, compute_gi_score
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainables.metrics import SegmentationMetrics, compute_boundary_metrics, compute_gi_score  # noqa: E402
 
 CLASSES = ("large_bowel", "small_bowel", "stomach")
 
@@ -72,7 +77,9 @@ def timed(fn, device: torch.device, clock) -> float:
     return clock() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Prints the comparison; returns images/s (``ours``, ``smp``, ``numpy``, ``sigmoid``), the
+    ratios ``ours/smp`` and ``ours/numpy``, and ``boundary_ms`` (boundary metrics, ms per image)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of every variant (after a warm-up)")
@@ -80,12 +87,14 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or process CPU time (per core with --threads 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    parser.add_argument("--image-size", type=int, default=224, help="side of the square masks")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     device = torch.device(args.device)
-    batches = [(x.to(device), t.to(device)) for x, t in make_batches(args.batches)]
+    batches = [(x.to(device), t.to(device)) for x, t in make_batches(args.batches, args.batch_size, args.image_size)]
     images = sum(x.shape[0] for x, _ in batches)
     print(f"device {device} ({platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"{os.cpu_count()} cores), torch {torch.__version__}, "
@@ -190,6 +199,8 @@ def main() -> None:
     with_boundary.compute()
     t_b = time.perf_counter() - start
     print(f"SegmentationMetrics(boundary=True): {n_bnd * batches[0][0].shape[0] / t_b:.0f} images/s")
+    return {**rate, "ours/smp": statistics.median(ratio["smp"]), "ours/numpy": statistics.median(ratio["numpy"]),
+            "boundary_ms": per_image * 1e3}
 
 
 if __name__ == "__main__":
