@@ -83,18 +83,21 @@ def probability_histograms(probs: Tensor, target: Tensor, n_bins: int = DEFAULT_
     n, c = probs.shape[:2]
     edges = torch.arange(1, n_bins, dtype=torch.float64, device=probs.device).div_(n_bins).to(probs.dtype)
     # one int32 key per pixel: its bin, + n if foreground, + 2n per (image, class) cell before it
-    key = torch.bucketize(probs, edges, right=True, out_int32=True)
+    key = torch.bucketize(probs.contiguous(), edges, right=True, out_int32=True)
     key.add_((target != 0).to(torch.int32), alpha=n_bins)
     cell = torch.arange(n * c, dtype=torch.int32, device=probs.device).mul_(2 * n_bins)
     key.add_(cell.view(n, c, *([1] * (probs.dim() - 2))))
-    size = n * c * 2 * n_bins
-    key = key.flatten()
-    if key.device.type == "cpu":
-        hist = torch.bincount(key, minlength=size)
-    else:  # CUDA's bincount reads the largest key back to size its output: a host sync
-        hist = torch.zeros(size, dtype=torch.int64, device=key.device)
-        hist.index_add_(0, key, torch.ones(1, dtype=torch.int64, device=key.device).expand(key.numel()))
-    return hist.view(n, c, 2, n_bins)
+    return _count_keys(key.flatten(), n * c * 2 * n_bins, key.device.type == "cpu").view(n, c, 2, n_bins)
+
+
+def _count_keys(key: Tensor, size: int, bincount: bool) -> Tensor:
+    """How often each of ``0..size-1`` occurs in ``key``, (size,) int64: ``bincount`` (the CPU's
+    fastest), or ``index_add_`` (CUDA's bincount reads the largest key back to size its output,
+    a host synchronisation; ``index_add_`` into a tensor of known size needs none)."""
+    if bincount:
+        return torch.bincount(key, minlength=size)
+    hist = torch.zeros(size, dtype=torch.int64, device=key.device)
+    return hist.index_add_(0, key, torch.ones(1, dtype=torch.int64, device=key.device).expand(key.numel()))
 
 
 def grid_counts(hist_fg: Any, hist_bg: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -130,10 +133,10 @@ def case_frame(
         objects: (4, N, C) rows of :data:`~trainables.metrics.objects.OBJECT_COUNTS`, or None (null).
 
     Types: ``fold`` int16, ``slice`` int32, ``class`` categorical, counts and ``area`` int32,
-    boundary metrics float32, object counts nullable Int16, histograms Arrow ``list<int32>``.
+    boundary metrics float32, object counts nullable Int16, histograms one int32 array per row
+    (Parquet ``list<int32>``).
     """
     import pandas as pd
-    import pyarrow as pa
 
     classes = list(class_names)
     counts = np.asarray(counts)
@@ -162,11 +165,10 @@ def case_frame(
         values = np.zeros(rows, np.int16) if objects is None else np.asarray(objects[i]).reshape(rows).astype(np.int16)
         frame[name] = pd.arrays.IntegerArray(values, np.full(rows, objects is None))
     hist = np.asarray(histograms).astype(np.int32, copy=False)
-    bins = hist.shape[-1]
     for side, name in ((1, "hist_fg"), (0, "hist_bg")):
-        values = pa.array(np.ascontiguousarray(hist[:, :, side]).reshape(-1))
-        offsets = pa.array(np.arange(0, rows * bins + 1, bins, dtype=np.int32))
-        frame[name] = pd.Series(pa.ListArray.from_arrays(offsets, values), dtype=pd.ArrowDtype(pa.list_(pa.int32())))
+        column = np.empty(rows, dtype=object)
+        column[:] = list(np.ascontiguousarray(hist[:, :, side]).reshape(rows, -1))  # row views of one block
+        frame[name] = column
     return pd.DataFrame(frame, columns=list(CASE_COLUMNS))
 
 
