@@ -79,14 +79,14 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     failed = int(configs["n_failed"].sum())
     click.echo("")
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
-    click.echo(f"  leaderboard : {paths.sweep / 'leaderboard'}   (sweeper leaderboard {paths.sweep})")
-    click.echo(f"  pareto front: {paths.sweep / 'pareto' / 'pareto.csv'}   (+ .parquet, .png, .svg; one per class)")
+    click.echo(f"  leaderboard : {paths.leaderboard}   (sweeper leaderboard {paths.sweep})")
+    click.echo(f"  pareto front: {paths.pareto_file()}   (+ .parquet, .png, .svg; one per class)")
     where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
     click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
                f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}")
     if failed:
         raise click.ClickException(f"{failed} fold trial(s) failed; see the `error` column of "
-                                   f"{paths.sweep / 'leaderboard' / 'trials.parquet'} or MLflow")
+                                   f"{paths.trials_table} or MLflow")
 
 
 @main.command()
@@ -261,7 +261,8 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     """Prepare (or reuse) SPEC's data cache and show what the adapter found: patients, scans, slices, image
     sizes, spacings, class prevalence, empty slices, folds and CALF statistics; a data problem names its file."""
     from sweeper.inspect_data import format_inspection, inspect_dataset
-    from sweeper.launch import SweepPaths, prepare_data
+    from sweeper.launch import prepare_data
+    from sweeper.paths import SweepPaths
 
     parsed = _load(spec)
     try:
@@ -280,14 +281,15 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
 @click.option("--port", default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
     """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
+    from sweeper.paths import mlflow_db
     from sweeper.tracking import artifact_root, default_tracking_uri
 
     if host not in LOOPBACK_HOSTS:
         click.echo(f"warning: --host {host} exposes the MLflow UI, with every run, checkpoint and artifact and no "
                    f"login, to anyone who can reach port {port}; keep the default 127.0.0.1 and tunnel with "
                    f"`ssh -L {port}:127.0.0.1:{port} HOST` instead", err=True)
-    if not (results / "mlflow.db").is_file():
-        raise click.ClickException(f"{results / 'mlflow.db'} not found: run a sweep first (sweeper demo) "
+    if not mlflow_db(results).is_file():
+        raise click.ClickException(f"{mlflow_db(results)} not found: run a sweep first (sweeper demo) "
                                    "or pass --results pointing at its results folder")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(results),
                "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port),

@@ -1,22 +1,10 @@
 """Running a sweep: prepare the data once, then a Ray Tune experiment driven by :class:`FoldSearcher`.
 
-Folder of a sweep (``SWEEP_DIR = RESULTS/<spec.name>``)::
-
-    spec.yaml        frozen copy of the spec
-    data/            the generated data set (synthetic format only)
-    cache/           prepared arrays + index.parquet that trials read
-    optuna.db        the Optuna study (SQLite)
-    ray/tune/        Ray Tune's experiment folder (state, trial checkpoints)
-    leaderboard/     trials.parquet, configs.parquet
-    pareto/          pareto.csv (+ per class), PNGs
-
-MLflow lives one level up, shared by the sweeps of a results root: ``RESULTS/mlflow.db`` and
-``RESULTS/mlartifacts/`` (unless ``tracking.uri`` -- or, when it is unset, ``$MLFLOW_TRACKING_URI`` --
-names a server).
+The folders and files of a sweep are named in :mod:`sweeper.paths`.
 
 Storage (``--storage`` or the spec's ``storage``; README "Running on a cluster"):
 
-- unset: everything above lives under ``RESULTS/<name>``;
+- unset: the sweep folder is ``RESULTS/<name>``;
 - a local or NFS path ``P``: the sweep folder is ``P/<name>`` (Tune's storage, the data cache, the
   leaderboard, the Optuna study); only the MLflow store stays under ``RESULTS``;
 - an object-store URI (``s3://bucket/prefix``, ``gs://...``; anything pyarrow's filesystems read):
@@ -42,101 +30,19 @@ import os
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sweeper.spec import SweepSpec, dump_spec, is_uri, storage_problem
+from sweeper.paths import TUNE_NAME, SweepPaths
+from sweeper.preflight import BadInputError, check_writable
+from sweeper.spec import SweepSpec, dump_spec, is_uri
 from trainables import usable_cpus
 
-TUNE_NAME = "tune"
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
 class SweepExistsError(RuntimeError):
     """The sweep folder already holds a sweep and neither resume nor a new name was asked for."""
-
-
-class BadInputError(ValueError):
-    """The data set, the folders or the machine cannot run the sweep; raised before Ray starts, naming the file,
-    folder or field and the fix (README "Bad input")."""
-
-
-def _local_path(location: str | os.PathLike) -> Path:
-    text = str(location)
-    return Path(text.removeprefix("file://")).expanduser().resolve()
-
-
-@dataclass(frozen=True)
-class SweepPaths:
-    """The folders of one sweep. ``storage_uri`` is set when Tune's storage is an object store."""
-
-    results: Path
-    sweep: Path
-    storage_uri: str | None = None
-
-    @classmethod
-    def of(cls, spec: SweepSpec, results: str | Path, storage: str | None = None) -> SweepPaths:
-        """``storage`` (else ``spec.storage``): None, a local/NFS path, or an object-store URI."""
-        results = Path(results).expanduser().resolve()
-        storage = storage if storage is not None else getattr(spec, "storage", None)
-        problem = storage_problem(storage)
-        if problem:
-            raise BadInputError(f"storage (--storage or the spec's storage): {problem}")
-        if storage and is_uri(storage):
-            return cls(results, results / spec.name, f"{str(storage).rstrip('/')}/{spec.name}")
-        root = _local_path(storage) if storage else results
-        return cls(results, root / spec.name)
-
-    @property
-    def spec_file(self) -> Path:
-        return self.sweep / "spec.yaml"
-
-    @property
-    def cache(self) -> Path:
-        return self.sweep / "cache"
-
-    @property
-    def tune_storage(self) -> str:
-        """Tune's ``storage_path``: ``SWEEP_DIR/ray`` or ``URI/<name>/ray``."""
-        return f"{self.storage_uri}/ray" if self.storage_uri else str(self.sweep / "ray")
-
-    @property
-    def tune_path(self) -> str:
-        """The Tune experiment folder (path or URI) that ``Tuner.restore`` reads."""
-        return f"{self.tune_storage}/{TUNE_NAME}"
-
-    @property
-    def tune_dir(self) -> Path:
-        """The local Tune experiment folder (meaningful when Tune's storage is not an object store)."""
-        return self.sweep / "ray" / TUNE_NAME
-
-    @property
-    def optuna_storage(self) -> str:
-        return f"sqlite:///{self.sweep / 'optuna.db'}"
-
-    def check_writable(self) -> None:
-        """Raises BadInputError unless the results folder and the (local) sweep folder can be created and written."""
-        for what, folder in (("results folder (--results)", self.results),
-                             ("sweep folder (--storage / the spec's storage, then name)", self.sweep)):
-            if folder == self.sweep and self.storage_uri:
-                continue
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeper-write-test-"):
-                    pass
-            except OSError as err:
-                raise BadInputError(f"{what} {folder} is not a writable folder ({err.strerror or err}); "
-                                    "pass a folder you can write to, or fix its permissions") from None
-
-    def tune_started(self) -> bool:
-        """True when Tune's experiment folder exists (a sweep ran here before)."""
-        if not self.storage_uri:
-            return self.tune_dir.exists()
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(self.tune_path)
-        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
 def trial_name(trial) -> str:
@@ -153,7 +59,7 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
     from trainables.data import prepare_dataset_cache
 
     data = spec.data
-    root = Path(data.root) if data.root else paths.sweep / "data"
+    root = Path(data.root) if data.root else paths.data
     return prepare_dataset_cache(
         data.format, root, paths.cache, image_size=data.image_size, n_folds=data.folds, fold_seed=data.fold_seed,
         classes=tuple(data.classes), label_mode=data.label_mode, options=data.format_options(),
@@ -459,7 +365,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     paths = SweepPaths.of(spec, results, storage)
     check_local_resources(spec, address)
-    paths.check_writable()
+    check_writable(paths)
     started = paths.tune_started()
     if started and not resume:
         raise SweepExistsError(
@@ -476,7 +382,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     try:
         cache_dir = prepare_data(spec, paths)
     except (OSError, ValueError, KeyError) as err:  # a data set problem, named by the reader: before Ray starts
-        raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.sweep / 'data'}): "
+        raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.data}): "
                             f"{str(err).strip(chr(34))}") from err
     folds = spec.data.folds_to_run
     started_ray = _init_ray(address)
@@ -531,10 +437,10 @@ def _launch_on_head(spec: SweepSpec, results: str, resume: bool, storage: str | 
     the bytes of the leaderboard and Pareto files, for a client whose disk does not hold them."""
     paths = launch(spec, results, resume=resume, storage=storage, cache_via=cache_via)
     files = {}
-    for folder in ("leaderboard", "pareto"):
-        for path in sorted((paths.sweep / folder).glob("*")):
+    for folder in (paths.leaderboard, paths.pareto):
+        for path in sorted(folder.glob("*")):
             if path.is_file():
-                files[f"{folder}/{path.name}"] = path.read_bytes()
+                files[path.relative_to(paths.sweep).as_posix()] = path.read_bytes()
     return paths, files
 
 

@@ -24,11 +24,10 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.paths import SweepPaths
 from sweeper.stats import t_interval
 from trainables.contract import BEST_PREFIX, TrialConfig
 
-TRIALS_FILE = "trials.parquet"
-CONFIGS_FILE = "configs.parquet"
 #: identity columns of the tables, each named once: a configuration's identity (TrialConfig's), then the fold
 #: trial's bookkeeping; configs.parquet adds the fold counts
 CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
@@ -40,10 +39,6 @@ IDENTITY_COLUMNS = [CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO
 CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
-
-
-def leaderboard_dir(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / "leaderboard"
 
 
 def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
@@ -134,21 +129,21 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     """Writes trials.parquet and configs.parquet atomically."""
-    out = leaderboard_dir(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = SweepPaths.at(sweep_dir)
+    paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
-    _write_atomic(trials, out / TRIALS_FILE)
-    _write_atomic(aggregate(trials), out / CONFIGS_FILE)
+    _write_atomic(trials, paths.trials_table)
+    _write_atomic(aggregate(trials), paths.configs_table)
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns trials.parquet of a sweep; FileNotFoundError says what to run when it is missing."""
-    return _read(leaderboard_dir(sweep_dir) / TRIALS_FILE)
+    return _read(SweepPaths.at(sweep_dir).trials_table)
 
 
 def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns configs.parquet of a sweep."""
-    return _read(leaderboard_dir(sweep_dir) / CONFIGS_FILE)
+    return _read(SweepPaths.at(sweep_dir).configs_table)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -167,7 +162,7 @@ class LeaderboardWriter:
         self.sweep_dir = str(sweep_dir)
 
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
-        path = leaderboard_dir(self.sweep_dir) / TRIALS_FILE
+        path = SweepPaths.at(self.sweep_dir).trials_table
         if not path.is_file():
             return {}
         return {(r[CONFIG_ID], int(r[FOLD])): r for r in pd.read_parquet(path).to_dict("records")}

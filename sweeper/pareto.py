@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sweeper.leaderboard import CONFIG_IDENTITY, LOSS, N_FOLDS, read_configs
+from sweeper.paths import SweepPaths
 from sweeper.stats import hypervolume_2d
 
 X_METRIC, Y_METRIC = "sensitivity", "precision"
@@ -135,8 +136,7 @@ def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str
     beside the CSV with the same stem.
     """
     table = pareto_table(read_configs(sweep_dir), class_name)
-    csv_path = Path(out) if out else Path(sweep_dir) / "pareto" / (f"pareto_{class_name}.csv" if class_name
-                                                                     else "pareto.csv")
+    csv_path = Path(out) if out else SweepPaths.at(sweep_dir).pareto_file(class_name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     front = table[table["on_front"]].drop(columns="on_front")
     front.to_csv(csv_path, index=False)

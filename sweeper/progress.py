@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sweeper.leaderboard import (CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, N_FOLDS, STATUS, read_configs,
                                  read_trials)
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
+from sweeper.paths import SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
 from trainables.contract import BEST_PREFIX, TrialConfig
 
@@ -105,8 +106,8 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     """
     sweep_dir = Path(sweep_dir)
     now = time.time() if now is None else now
-    tune_dir = sweep_dir / "ray" / "tune"
-    spec_file = sweep_dir / "spec.yaml"
+    paths = SweepPaths.at(sweep_dir)
+    tune_dir, spec_file = paths.tune_dir, paths.spec_file
     if not spec_file.is_file() and not tune_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} holds no spec.yaml and no ray/tune folder: is it a sweep folder "
                                 "(RESULTS/<sweep name>) of `sweeper launch`?")
@@ -332,7 +333,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def _fronts_written_after(sweep_dir: Path, last_result: float | None) -> bool:
     """True when the sweep's end-of-run export (pareto/pareto.json) is newer than its last result."""
-    summary = sweep_dir / "pareto" / "pareto.json"
+    summary = SweepPaths.at(sweep_dir).pareto_file(suffix=".json")
     return last_result is not None and summary.is_file() and summary.stat().st_mtime >= last_result
 
 

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
 from sweeper.leaderboard import trial_error_text
+from sweeper.paths import SweepPaths, mlflow_artifacts, mlflow_db
 from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
 LEVEL_TAG = "sweeper.level"
@@ -42,12 +43,12 @@ _NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s
 
 def default_tracking_uri(results_dir: Path) -> str:
     """Returns the embedded store: ``sqlite:///RESULTS/mlflow.db``."""
-    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{mlflow_db(results_dir)}"
 
 
 def artifact_root(results_dir: Path) -> str:
     """Returns the artifact folder beside the embedded store: ``RESULTS/mlartifacts``."""
-    return (Path(results_dir).resolve() / "mlartifacts").as_uri()
+    return mlflow_artifacts(results_dir).as_uri()
 
 
 #: the TrialConfig fields logged as MLflow params of a fold run (its configuration run: all but the fold),
@@ -111,7 +112,6 @@ def check_tracking_server(uri: str | None, timeout: float = 5.0) -> None:
 #: (MLflow's defaults, 7 retries with backoff, would block the Tune driver for minutes per call)
 _FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-PENDING_FILE = "mlflow_pending.pkl"
 
 
 @contextlib.contextmanager
@@ -182,7 +182,7 @@ class MlflowTracker:
 
     @property
     def pending_file(self) -> Path:
-        return Path(self.spec_file).parent / PENDING_FILE
+        return SweepPaths.at(Path(self.spec_file).parent).mlflow_pending
 
     # -- Tune hooks: each queues one event and flushes ------------------------------------------
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:

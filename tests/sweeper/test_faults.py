@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sweeper.launch import RAY_TEMP_DIR_ENV, SweepPaths, launch
+from sweeper.launch import RAY_TEMP_DIR_ENV, launch
 from sweeper.leaderboard import read_trials
+from sweeper.paths import SweepPaths
 from sweeper.spec import dump_spec
 from sweeper.tracking import CONFIG_TAG, FOLD_TAG, LEVEL_TAG, default_tracking_uri
 

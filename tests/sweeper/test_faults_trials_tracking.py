@@ -28,12 +28,12 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune import Callback
 
-from sweeper.launch import SweepPaths, launch
+from sweeper.launch import launch
 from sweeper.leaderboard import read_trials
+from sweeper.paths import PENDING_FILE, SweepPaths
 from sweeper.spec import parse_spec
 from sweeper.tracking import (
-    CONFIG_TAG, ERROR_TAG, LEVEL_TAG, PENDING_FILE, MlflowTracker, TrackingUnreachableError, artifact_root,
-    default_tracking_uri,
+    CONFIG_TAG, ERROR_TAG, LEVEL_TAG, MlflowTracker, TrackingUnreachableError, artifact_root, default_tracking_uri,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -12,7 +12,8 @@ import torch
 from mlflow import MlflowClient
 
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
-from sweeper.report import REPORT_FILE, pick_slices, write_report
+from sweeper.paths import REPORT_FILE
+from sweeper.report import pick_slices, write_report
 from sweeper.spec import dump_spec, parse_spec
 from sweeper.tracking import LEVEL_TAG, SWEEP_LEVEL, default_tracking_uri, ensure_experiment
 from trainables.contract import TrialConfig
