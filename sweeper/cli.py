@@ -52,8 +52,7 @@ def _load(spec_path: Path):
 def validate(spec: Path) -> None:
     """Check SPEC (a sweep YAML) without running anything; lists every problem, each naming its field."""
     parsed = _load(spec)
-    n_configs = len(parsed.grid()) if parsed.search.mode == "grid" else parsed.search.budget
-    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {n_configs} configurations x "
+    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
                f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)")
 
 
@@ -80,14 +79,14 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     failed = int(configs["n_failed"].sum())
     click.echo("")
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
-    click.echo(f"  leaderboard : {paths.sweep / 'leaderboard'}   (sweeper leaderboard {paths.sweep})")
-    click.echo(f"  pareto front: {paths.sweep / 'pareto' / 'pareto.csv'}   (+ .parquet, .png, .svg; one per class)")
+    click.echo(f"  leaderboard : {paths.leaderboard}   (sweeper leaderboard {paths.sweep})")
+    click.echo(f"  pareto front: {paths.pareto_file()}   (+ .parquet, .png, .svg; one per class)")
     where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
     click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
                f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}")
     if failed:
         raise click.ClickException(f"{failed} fold trial(s) failed; see the `error` column of "
-                                   f"{paths.sweep / 'leaderboard' / 'trials.parquet'} or MLflow")
+                                   f"{paths.trials_table} or MLflow")
 
 
 @main.command()
@@ -132,14 +131,16 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     """Returns the leaderboard as text: identity columns and main metrics as mean +- std."""
     import pandas as pd
 
+    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, FOLD, LOSS, LOSS_PARAMS, N_FOLDS, STATUS
+
     metrics = ["dice", "iou", "sensitivity", "precision", "specificity"]
-    shown = pd.DataFrame({"config_id": table["config_id"], "loss": table["loss"],
-                          "model": table["arch"] + "/" + table["encoder"], "loss_params": table["loss_params"]})
+    shown = pd.DataFrame({"config_id": table[CONFIG_ID], "loss": table[LOSS],
+                          "model": table[ARCH] + "/" + table[ENCODER], "loss_params": table[LOSS_PARAMS]})
     if per_fold:
-        shown.insert(1, "fold", table["fold"])
-        shown["status"] = table["status"]
+        shown.insert(1, "fold", table[FOLD])
+        shown["status"] = table[STATUS]
     else:
-        shown["folds"] = table["n_folds"]
+        shown["folds"] = table[N_FOLDS]
     for name in metrics:
         if name not in table:
             continue
@@ -168,7 +169,7 @@ def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensit
     With --min-sensitivity or --min-precision, print the best configuration under that floor
     instead (and say so clearly when none meets it).
     """
-    from sweeper.leaderboard import read_configs
+    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, LOSS, LOSS_PARAMS, N_FOLDS, read_configs
     from sweeper.pareto import axis_columns, export_pareto, operating_point
 
     try:
@@ -182,12 +183,12 @@ def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensit
                                            f"(the best reaches {point.best_available:.4f})")
             x, y = axis_columns(class_name)
             row = point.row
-            click.echo(f"best under {point.constraint}: config {row['config_id']} ({row['loss']} "
-                       f"{row['loss_params']}, {row['arch']}/{row['encoder']})")
+            click.echo(f"best under {point.constraint}: config {row[CONFIG_ID]} ({row[LOSS]} "
+                       f"{row[LOSS_PARAMS]}, {row[ARCH]}/{row[ENCODER]})")
             for name in (x, y, "dice"):
                 std = row.get(f"{name}_std", float("nan"))
                 click.echo(f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} "
-                           f"over {int(row['n_folds'])} folds")
+                           f"over {int(row[N_FOLDS])} folds")
             return
         csv_path, png_path, front = export_pareto(sweep_dir, class_name, out)
     except (FileNotFoundError, KeyError) as err:
@@ -260,7 +261,8 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     """Prepare (or reuse) SPEC's data cache and show what the adapter found: patients, scans, slices, image
     sizes, spacings, class prevalence, empty slices, folds and CALF statistics; a data problem names its file."""
     from sweeper.inspect_data import format_inspection, inspect_dataset
-    from sweeper.launch import SweepPaths, prepare_data
+    from sweeper.launch import prepare_data
+    from sweeper.paths import SweepPaths
 
     parsed = _load(spec)
     try:
@@ -279,14 +281,15 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
 @click.option("--port", default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
     """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
+    from sweeper.paths import mlflow_db
     from sweeper.tracking import artifact_root, default_tracking_uri
 
     if host not in LOOPBACK_HOSTS:
         click.echo(f"warning: --host {host} exposes the MLflow UI, with every run, checkpoint and artifact and no "
                    f"login, to anyone who can reach port {port}; keep the default 127.0.0.1 and tunnel with "
                    f"`ssh -L {port}:127.0.0.1:{port} HOST` instead", err=True)
-    if not (results / "mlflow.db").is_file():
-        raise click.ClickException(f"{results / 'mlflow.db'} not found: run a sweep first (sweeper demo) "
+    if not mlflow_db(results).is_file():
+        raise click.ClickException(f"{mlflow_db(results)} not found: run a sweep first (sweeper demo) "
                                    "or pass --results pointing at its results folder")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(results),
                "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port),

@@ -1,22 +1,10 @@
 """Running a sweep: prepare the data once, then a Ray Tune experiment driven by :class:`FoldSearcher`.
 
-Folder of a sweep (``SWEEP_DIR = RESULTS/<spec.name>``)::
-
-    spec.yaml        frozen copy of the spec
-    data/            the generated data set (synthetic format only)
-    cache/           prepared arrays + index.parquet that trials read
-    optuna.db        the Optuna study (SQLite)
-    ray/tune/        Ray Tune's experiment folder (state, trial checkpoints)
-    leaderboard/     trials.parquet, configs.parquet
-    pareto/          pareto.csv (+ per class), PNGs
-
-MLflow lives one level up, shared by the sweeps of a results root: ``RESULTS/mlflow.db`` and
-``RESULTS/mlartifacts/`` (unless ``tracking.uri`` -- or, when it is unset, ``$MLFLOW_TRACKING_URI`` --
-names a server).
+The folders and files of a sweep are named in :mod:`sweeper.paths`.
 
 Storage (``--storage`` or the spec's ``storage``; README "Running on a cluster"):
 
-- unset: everything above lives under ``RESULTS/<name>``;
+- unset: the sweep folder is ``RESULTS/<name>``;
 - a local or NFS path ``P``: the sweep folder is ``P/<name>`` (Tune's storage, the data cache, the
   leaderboard, the Optuna study); only the MLflow store stays under ``RESULTS``;
 - an object-store URI (``s3://bucket/prefix``, ``gs://...``; anything pyarrow's filesystems read):
@@ -42,14 +30,14 @@ import os
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sweeper.spec import SweepSpec, dump_spec, is_uri, storage_problem
+from sweeper.paths import TUNE_NAME, SweepPaths
+from sweeper.preflight import BadInputError, check_writable
+from sweeper.spec import SweepSpec, dump_spec, is_uri
 from trainables import usable_cpus
 
-TUNE_NAME = "tune"
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
@@ -57,92 +45,12 @@ class SweepExistsError(RuntimeError):
     """The sweep folder already holds a sweep and neither resume nor a new name was asked for."""
 
 
-class BadInputError(ValueError):
-    """The data set, the folders or the machine cannot run the sweep; raised before Ray starts, naming the file,
-    folder or field and the fix (README "Bad input")."""
-
-
-def _local_path(location: str | os.PathLike) -> Path:
-    text = str(location)
-    return Path(text.removeprefix("file://")).expanduser().resolve()
-
-
-@dataclass(frozen=True)
-class SweepPaths:
-    """The folders of one sweep. ``storage_uri`` is set when Tune's storage is an object store."""
-
-    results: Path
-    sweep: Path
-    storage_uri: str | None = None
-
-    @classmethod
-    def of(cls, spec: SweepSpec, results: str | Path, storage: str | None = None) -> SweepPaths:
-        """``storage`` (else ``spec.storage``): None, a local/NFS path, or an object-store URI."""
-        results = Path(results).expanduser().resolve()
-        storage = storage if storage is not None else getattr(spec, "storage", None)
-        problem = storage_problem(storage)
-        if problem:
-            raise BadInputError(f"storage (--storage or the spec's storage): {problem}")
-        if storage and is_uri(storage):
-            return cls(results, results / spec.name, f"{str(storage).rstrip('/')}/{spec.name}")
-        root = _local_path(storage) if storage else results
-        return cls(results, root / spec.name)
-
-    @property
-    def spec_file(self) -> Path:
-        return self.sweep / "spec.yaml"
-
-    @property
-    def cache(self) -> Path:
-        return self.sweep / "cache"
-
-    @property
-    def tune_storage(self) -> str:
-        """Tune's ``storage_path``: ``SWEEP_DIR/ray`` or ``URI/<name>/ray``."""
-        return f"{self.storage_uri}/ray" if self.storage_uri else str(self.sweep / "ray")
-
-    @property
-    def tune_path(self) -> str:
-        """The Tune experiment folder (path or URI) that ``Tuner.restore`` reads."""
-        return f"{self.tune_storage}/{TUNE_NAME}"
-
-    @property
-    def tune_dir(self) -> Path:
-        """The local Tune experiment folder (meaningful when Tune's storage is not an object store)."""
-        return self.sweep / "ray" / TUNE_NAME
-
-    @property
-    def optuna_storage(self) -> str:
-        return f"sqlite:///{self.sweep / 'optuna.db'}"
-
-    def check_writable(self) -> None:
-        """Raises BadInputError unless the results folder and the (local) sweep folder can be created and written."""
-        for what, folder in (("results folder (--results)", self.results),
-                             ("sweep folder (--storage / the spec's storage, then name)", self.sweep)):
-            if folder == self.sweep and self.storage_uri:
-                continue
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeper-write-test-"):
-                    pass
-            except OSError as err:
-                raise BadInputError(f"{what} {folder} is not a writable folder ({err.strerror or err}); "
-                                    "pass a folder you can write to, or fix its permissions") from None
-
-    def tune_started(self) -> bool:
-        """True when Tune's experiment folder exists (a sweep ran here before)."""
-        if not self.storage_uri:
-            return self.tune_dir.exists()
-        import pyarrow.fs
-
-        fs, path = pyarrow.fs.FileSystem.from_uri(self.tune_path)
-        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-
-
 def trial_name(trial) -> str:
     """Returns ``<loss>-<config_id>-fold<k>-<trial id>``: readable in Tune's output and a short folder name."""
-    config = trial.config
-    return f"{config['loss']}-{config['config_id']}-fold{config['fold']}-{trial.trial_id}"
+    from trainables.contract import TrialConfig
+
+    config = TrialConfig.from_dict(trial.config)
+    return f"{config.loss}-{config.config_id}-fold{config.fold}-{trial.trial_id}"
 
 
 def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
@@ -151,7 +59,7 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
     from trainables.data import prepare_dataset_cache
 
     data = spec.data
-    root = Path(data.root) if data.root else paths.sweep / "data"
+    root = Path(data.root) if data.root else paths.data
     return prepare_dataset_cache(
         data.format, root, paths.cache, image_size=data.image_size, n_folds=data.folds, fold_seed=data.fold_seed,
         classes=tuple(data.classes), label_mode=data.label_mode, options=data.format_options(),
@@ -229,7 +137,7 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
     if not copies:
         return
     done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
-    remaining = max(planned_folds(spec) - done, 0)
+    remaining = max(spec.planned_fold_trials() - done, 0)
     try:
         largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
                                     classes=len(spec.data.channel_classes))
@@ -251,28 +159,6 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
                 f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
                 f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
                 "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")
-
-
-def planned_folds(spec: SweepSpec) -> int:
-    """Returns the number of fold trials the spec asks for at most (configurations x folds)."""
-    configurations = len(spec.grid()) if spec.search.mode == "grid" else spec.search.budget
-    return configurations * len(spec.data.folds_to_run)
-
-
-def base_trial_config(spec: SweepSpec, cache_dir: Path) -> dict[str, Any]:
-    """Returns the keys every fold trial shares: data settings, model weights option, training settings."""
-    training = spec.training.model_dump()
-    return {
-        "cache_dir": str(Path(cache_dir).resolve()),
-        "classes": spec.data.channel_classes,
-        "activation": "softmax" if spec.data.label_mode == "multiclass" else "sigmoid",
-        "context": spec.data.context,
-        "augmentation": spec.data.augmentation,
-        "image_size": spec.data.image_size,
-        "encoder_weights": spec.model.encoder_weights,
-        "cpus_per_trial": spec.resources.cpus_per_trial,
-        **training,
-    }
 
 
 #: environment variable naming the temp folder of a local Ray started by the driver (its sockets,
@@ -471,15 +357,15 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                                       cache_via=cache_via)
     from ray import tune
 
-    from sweeper.leaderboard import LeaderboardWriter
-    from sweeper.progress import ProgressPrinter
+    from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
     from sweeper.search import FoldSearcher
-    from sweeper.tracking import MlflowTracker, TrackingUnreachableError, check_tracking_server
+    from sweeper.tracking import TrackingUnreachableError, check_tracking_server
+    from sweeper.trial_config import trial_settings
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     paths = SweepPaths.of(spec, results, storage)
     check_local_resources(spec, address)
-    paths.check_writable()
+    check_writable(paths)
     started = paths.tune_started()
     if started and not resume:
         raise SweepExistsError(
@@ -496,7 +382,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     try:
         cache_dir = prepare_data(spec, paths)
     except (OSError, ValueError, KeyError) as err:  # a data set problem, named by the reader: before Ray starts
-        raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.sweep / 'data'}): "
+        raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.data}): "
                             f"{str(err).strip(chr(34))}") from err
     folds = spec.data.folds_to_run
     started_ray = _init_ray(address)
@@ -509,19 +395,19 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                 tuner._local_tuner._run_config.callbacks = [*(tuner._local_tuner._run_config.callbacks or []),
                                                             *callbacks]
         else:
-            searcher = FoldSearcher(spec, paths.optuna_storage, base_trial_config(spec, cache_dir))
-            tracker = MlflowTracker(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
+            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
+            tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune_config(spec, searcher),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
-                    callbacks=[tracker, LeaderboardWriter(paths.sweep), ProgressPrinter(planned_folds(spec)),
+                    callbacks=[tracker, LeaderboardCallback(paths.sweep), ProgressCallback(spec.planned_fold_trials()),
                                *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    verbose=0,  # ProgressPrinter prints one line per ended trial instead of Tune's tables
+                    verbose=0,  # ProgressCallback prints one line per ended trial instead of Tune's tables
                 ),
             )
         unwritten = None
@@ -551,10 +437,10 @@ def _launch_on_head(spec: SweepSpec, results: str, resume: bool, storage: str | 
     the bytes of the leaderboard and Pareto files, for a client whose disk does not hold them."""
     paths = launch(spec, results, resume=resume, storage=storage, cache_via=cache_via)
     files = {}
-    for folder in ("leaderboard", "pareto"):
-        for path in sorted((paths.sweep / folder).glob("*")):
+    for folder in (paths.leaderboard, paths.pareto):
+        for path in sorted(folder.glob("*")):
             if path.is_file():
-                files[f"{folder}/{path.name}"] = path.read_bytes()
+                files[path.relative_to(paths.sweep).as_posix()] = path.read_bytes()
     return paths, files
 
 

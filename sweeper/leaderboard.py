@@ -11,7 +11,8 @@ identity columns, each metric's fold mean under its plain name, its sample stand
 and ``n_failed``.
 
 Both are rewritten atomically (temp file + rename) after every ended trial by
-:class:`LeaderboardWriter`, a Tune callback in the driver.
+:class:`LeaderboardWriter`, whose hooks run as a Tune callback in the driver
+(:class:`sweeper.callbacks.LeaderboardCallback`). This module imports neither torch nor Ray.
 """
 
 from __future__ import annotations
@@ -22,40 +23,40 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ray.tune import Callback
 
+from sweeper.paths import SweepPaths
 from sweeper.stats import t_interval
-from trainables.train import BEST_PREFIX
+from trainables.contract import BEST_PREFIX, TrialConfig
 
-TRIALS_FILE = "trials.parquet"
-CONFIGS_FILE = "configs.parquet"
-IDENTITY_COLUMNS = ["config_id", "fold", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail",
-                    "status", "best_epoch", "epochs_done", "error"]
-CONFIG_IDENTITY = ["config_id", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail"]
+#: identity columns of the tables, each named once: a configuration's identity (TrialConfig's), then the fold
+#: trial's bookkeeping; configs.parquet adds the fold counts
+CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
+    "config_id", "fold", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail")
+STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
+N_FOLDS, N_FAILED = "n_folds", "n_failed"
+IDENTITY_COLUMNS = [CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL,
+                    STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR]
+CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
 
 
-def leaderboard_dir(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / "leaderboard"
-
-
-def trial_row(config: dict[str, Any], result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
+def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
     """Returns one trials.parquet row: identity + the best-epoch metrics of ``result`` under plain names."""
     result = result or {}
     row = {
-        "config_id": config["config_id"],
-        "fold": int(config["fold"]),
-        "arch": config["arch"],
-        "encoder": config["encoder"],
-        "loss": config["loss"],
-        "loss_params": json.dumps(config.get("loss_params", {}), sort_keys=True),
-        "roi_ratio": float("nan") if config.get("roi_ratio") is None else float(config["roi_ratio"]),
-        "loss_detail": str(result.get("loss_detail", "")),
-        "status": status,
-        "best_epoch": int(result.get("best_epoch", 0)),
-        "epochs_done": int(result.get("epoch", 0)),
-        "error": error,
+        CONFIG_ID: config.config_id,
+        FOLD: config.fold,
+        ARCH: config.arch,
+        ENCODER: config.encoder,
+        LOSS: config.loss,
+        LOSS_PARAMS: json.dumps(config.loss_params, sort_keys=True),
+        ROI_RATIO: float("nan") if config.roi_ratio is None else float(config.roi_ratio),
+        LOSS_DETAIL: str(result.get("loss_detail", "")),
+        STATUS: status,
+        BEST_EPOCH: int(result.get("best_epoch", 0)),
+        EPOCHS_DONE: int(result.get("epoch", 0)),
+        ERROR: error,
     }
     row.update({k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)})
     return row
@@ -70,19 +71,19 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first."""
     metrics = metric_columns(trials)
     rows = []
-    for cid, group in trials.groupby("config_id", sort=False):
-        done = group[group["status"] == FINISHED]
+    for cid, group in trials.groupby(CONFIG_ID, sort=False):
+        done = group[group[STATUS] == FINISHED]
         row = group.iloc[0][CONFIG_IDENTITY].to_dict()
-        row["loss_detail"] = ";".join(sorted(set(group["loss_detail"]) - {""}))  # CALF may choose per fold
-        row["n_folds"] = len(done)
-        row["n_failed"] = int((group["status"] == FAILED).sum())
+        row[LOSS_DETAIL] = ";".join(sorted(set(group[LOSS_DETAIL]) - {""}))  # CALF may choose per fold
+        row[N_FOLDS] = len(done)
+        row[N_FAILED] = int((group[STATUS] == FAILED).sum())
         for name in metrics:
             values = done[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
             row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(values.to_numpy())
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=CONFIG_IDENTITY + ["n_folds", "n_failed"]
+    frame = pd.DataFrame(rows, columns=CONFIG_IDENTITY + [N_FOLDS, N_FAILED]
                          + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))])
     if "dice" in frame:
         frame = frame.sort_values("dice", ascending=False, na_position="last", kind="stable")
@@ -91,7 +92,7 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
 
 def resolve_config(trials: pd.DataFrame, key: str) -> str:
     """Returns the config_id that ``key`` (a config_id or a unique prefix of one) names."""
-    ids = sorted(set(trials["config_id"]))
+    ids = sorted(set(trials[CONFIG_ID]))
     matches = [c for c in ids if c.startswith(key)]
     if len(matches) != 1:
         raise KeyError(f"{key!r} matches {len(matches)} configurations; give a config_id from "
@@ -106,9 +107,9 @@ def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) ->
     from sweeper.stats import paired_comparison
 
     a, b = resolve_config(trials, a), resolve_config(trials, b)
-    done = trials[trials["status"] == FINISHED]
-    left = done[done["config_id"] == a].set_index("fold")
-    right = done[done["config_id"] == b].set_index("fold")
+    done = trials[trials[STATUS] == FINISHED]
+    left = done[done[CONFIG_ID] == a].set_index(FOLD)
+    right = done[done[CONFIG_ID] == b].set_index(FOLD)
     folds = sorted(set(left.index) & set(right.index))
     if len(folds) < 2:
         raise ValueError(f"{a} and {b} share {len(folds)} finished fold(s); a paired comparison needs 2 or more")
@@ -128,21 +129,21 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     """Writes trials.parquet and configs.parquet atomically."""
-    out = leaderboard_dir(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    trials = trials.sort_values(["config_id", "fold"], kind="stable").reset_index(drop=True)
-    _write_atomic(trials, out / TRIALS_FILE)
-    _write_atomic(aggregate(trials), out / CONFIGS_FILE)
+    paths = SweepPaths.at(sweep_dir)
+    paths.leaderboard.mkdir(parents=True, exist_ok=True)
+    trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
+    _write_atomic(trials, paths.trials_table)
+    _write_atomic(aggregate(trials), paths.configs_table)
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns trials.parquet of a sweep; FileNotFoundError says what to run when it is missing."""
-    return _read(leaderboard_dir(sweep_dir) / TRIALS_FILE)
+    return _read(SweepPaths.at(sweep_dir).trials_table)
 
 
 def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns configs.parquet of a sweep."""
-    return _read(leaderboard_dir(sweep_dir) / CONFIGS_FILE)
+    return _read(SweepPaths.at(sweep_dir).configs_table)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -152,28 +153,31 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-class LeaderboardWriter(Callback):
-    """Tune callback: upserts the ended trial's row by (config_id, fold) and rewrites both tables."""
+class LeaderboardWriter:
+    """Tune callback hooks: upserts the ended trial's row by (config_id, fold) and rewrites both tables.
+
+    Ray-free; :class:`sweeper.callbacks.LeaderboardCallback` registers it with Tune."""
 
     def __init__(self, sweep_dir: str | Path):
         self.sweep_dir = str(sweep_dir)
 
     def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
-        path = leaderboard_dir(self.sweep_dir) / TRIALS_FILE
+        path = SweepPaths.at(self.sweep_dir).trials_table
         if not path.is_file():
             return {}
-        return {(r["config_id"], int(r["fold"])): r for r in pd.read_parquet(path).to_dict("records")}
+        return {(r[CONFIG_ID], int(r[FOLD])): r for r in pd.read_parquet(path).to_dict("records")}
 
     def _record(self, row: dict[str, Any]) -> None:
         rows = self._rows()
-        rows[(row["config_id"], row["fold"])] = row
+        rows[(row[CONFIG_ID], row[FOLD])] = row
         write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._record(trial_row(trial.config, trial.last_result, FINISHED))
+        self._record(trial_row(TrialConfig.from_dict(trial.config), trial.last_result, FINISHED))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._record(trial_row(trial.config, trial.last_result, FAILED, error=trial_error_text(trial)[-2000:]))
+        self._record(trial_row(TrialConfig.from_dict(trial.config), trial.last_result, FAILED,
+                               error=trial_error_text(trial)[-2000:]))
 
 
 def trial_error_text(trial) -> str:

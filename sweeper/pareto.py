@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper.leaderboard import CONFIG_IDENTITY, read_configs
+from sweeper.leaderboard import CONFIG_IDENTITY, LOSS, N_FOLDS, read_configs
+from sweeper.paths import SweepPaths
 from sweeper.stats import hypervolume_2d
 
 X_METRIC, Y_METRIC = "sensitivity", "precision"
@@ -67,7 +68,7 @@ def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.Dat
         raise KeyError(f"the leaderboard has no column {missing}; classes in this sweep: {_classes(configs)}")
     extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high")
              if c in configs.columns]
-    extra += [c for c in ("dice", "n_folds") if c in configs.columns and c not in (x, y)]
+    extra += [c for c in ("dice", N_FOLDS) if c in configs.columns and c not in (x, y)]
     identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
     table = configs[identity + [x, y] + extra].copy()
     points = table[[x, y]].to_numpy(dtype=float)
@@ -135,8 +136,7 @@ def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str
     beside the CSV with the same stem.
     """
     table = pareto_table(read_configs(sweep_dir), class_name)
-    csv_path = Path(out) if out else Path(sweep_dir) / "pareto" / (f"pareto_{class_name}.csv" if class_name
-                                                                     else "pareto.csv")
+    csv_path = Path(out) if out else SweepPaths.at(sweep_dir).pareto_file(class_name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     front = table[table["on_front"]].drop(columns="on_front")
     front.to_csv(csv_path, index=False)
@@ -161,7 +161,7 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
 
     x, y = axis_columns(class_name)
     fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=120)
-    for loss, group in table.groupby("loss"):
+    for loss, group in table.groupby(LOSS):
         xerr = _errors(group, x)
         yerr = _errors(group, y)
         marker_face = ["none" if s == DOMINATED else None for s in group["front_status"]]

@@ -4,7 +4,10 @@
 it died): the leaderboard (``trials.parquet``, ended trials), Ray Tune's newest
 ``experiment_state-*.json`` (trial statuses) and each trial folder's ``result.json`` (per-epoch
 timestamps), plus ``spec.yaml`` for what was planned. :class:`ProgressPrinter` is the live
-counterpart: a Tune callback printing one line per ended trial in the driver.
+counterpart: Tune callback hooks printing one line per ended trial in the driver
+(:class:`sweeper.callbacks.ProgressCallback` registers them). This module imports neither torch nor Ray:
+trial settings are read through :class:`trainables.contract.TrialConfig`, the frozen spec without the
+loss registry.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from ray.tune import Callback
+from pydantic import ValidationError
 
-from sweeper.leaderboard import FAILED, FINISHED, read_configs, read_trials
+from sweeper.leaderboard import (CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, N_FOLDS, STATUS, read_configs,
+                                 read_trials)
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
-from trainables.train import BEST_PREFIX
+from sweeper.paths import SweepPaths
+from sweeper.spec import SweepSpec, parse_spec
+from trainables.contract import BEST_PREFIX, TrialConfig
 
 TUNE_STATE_GLOB = "experiment_state-*.json"
 RUNNING, PENDING, TERMINATED, ERROR = "RUNNING", "PENDING", "TERMINATED", "ERROR"
@@ -100,20 +106,23 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     """
     sweep_dir = Path(sweep_dir)
     now = time.time() if now is None else now
-    tune_dir = sweep_dir / "ray" / "tune"
-    spec_file = sweep_dir / "spec.yaml"
+    paths = SweepPaths.at(sweep_dir)
+    tune_dir, spec_file = paths.tune_dir, paths.spec_file
     if not spec_file.is_file() and not tune_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} holds no spec.yaml and no ray/tune folder: is it a sweep folder "
                                 "(RESULTS/<sweep name>) of `sweeper launch`?")
-    plan = _plan(spec_file)
+    spec = _frozen_spec(spec_file)
+    folds_per_config = len(spec.data.folds_to_run) if spec else 1
+    planned_configs = spec.planned_configurations() if spec else None
+    planned_folds = spec.planned_fold_trials() if spec else None
     folders = _trial_folders(tune_dir)
     states = _tune_states(tune_dir)
 
     try:
         ended = read_trials(sweep_dir)
     except FileNotFoundError:
-        ended = pd.DataFrame(columns=["config_id", "fold", "status", "loss"])
-    ended_keys = {(r.config_id, int(r.fold)): r.status for r in ended.itertuples()}
+        ended = pd.DataFrame(columns=[CONFIG_ID, FOLD, STATUS, LOSS])
+    ended_keys = {(cid, int(fold)): status for cid, fold, status in zip(ended[CONFIG_ID], ended[FOLD], ended[STATUS])}
     finished = sum(s == FINISHED for s in ended_keys.values())
     failed = sum(s == FAILED for s in ended_keys.values())
 
@@ -152,7 +161,6 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     activity = [info["end"] for info in folders.values() if info.get("end") is not None]
     last_result = max(activity) if activity else None
 
-    planned_folds = plan["configs"] * plan["folds"] if plan["configs"] is not None else None
     done = not running and not pending and (
         (planned_folds is not None and finished + failed >= planned_folds) or _fronts_written_after(sweep_dir, last_result)
     )
@@ -171,17 +179,17 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     configs_seen = configs_done = configs_failed = 0
     front, best = None, None
     if len(ended):
-        by_config = ended.groupby("config_id")["status"]
+        by_config = ended.groupby(CONFIG_ID)[STATUS]
         configs_failed = int(by_config.apply(lambda s: (s == FAILED).any()).sum())
-        configs_done = int((by_config.size() >= plan["folds"]).sum())
-        configs_seen = len(set(ended["config_id"]) | {k[0] for k in running_keys})
+        configs_done = int((by_config.size() >= folds_per_config).sum())
+        configs_seen = len(set(ended[CONFIG_ID]) | {k[0] for k in running_keys})
         front, best = _front_and_best(sweep_dir)
     else:
         configs_seen = len({k[0] for k in running_keys})
 
     return SweepStatus(
-        name=plan["name"] or sweep_dir.name, sweep_dir=sweep_dir, search_mode=plan["mode"],
-        folds_per_config=plan["folds"], planned_configs=plan["configs"], planned_folds=planned_folds,
+        name=spec.name if spec else sweep_dir.name, sweep_dir=sweep_dir, search_mode=spec.search.mode if spec else "?",
+        folds_per_config=folds_per_config, planned_configs=planned_configs, planned_folds=planned_folds,
         folds_finished=finished, folds_failed=failed, folds_running=len(running), folds_pending=pending,
         configs_seen=configs_seen, configs_done=configs_done, configs_with_failures=configs_failed,
         elapsed_s=max(end - begin, 0.0), mean_fold_s=mean_fold, parallel=parallel, eta_s=eta,
@@ -240,16 +248,19 @@ def format_duration(seconds: float | None) -> str:
 
 
 # -- reading the folder ------------------------------------------------------------------------------
-def _plan(spec_file: Path) -> dict[str, Any]:
-    plan = {"name": None, "mode": "?", "configs": None, "folds": 1, "epochs": None}
+def _frozen_spec(spec_file: Path) -> SweepSpec | None:
+    """Returns the sweep's frozen spec (validated at launch, so re-read without the loss registry), or None."""
     if not spec_file.is_file():
-        return plan
-    from sweeper.spec import parse_spec
+        return None
+    return parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file), registry=False)
 
-    spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file))
-    configs = len(spec.grid()) if spec.search.mode == "grid" else spec.search.budget
-    return {"name": spec.name, "mode": spec.search.mode, "configs": configs, "folds": len(spec.data.folds_to_run),
-            "epochs": spec.training.epochs}
+
+def _trial_config(config: Any) -> TrialConfig | None:
+    """Returns the TrialConfig Tune recorded for a trial, or None for what is not one (a foreign folder)."""
+    try:
+        return TrialConfig.from_dict(config)
+    except (ValidationError, TypeError):
+        return None
 
 
 def _tune_states(tune_dir: Path) -> dict[tuple[str, int], str]:
@@ -264,9 +275,9 @@ def _tune_states(tune_dir: Path) -> dict[tuple[str, int], str]:
     statuses = {}
     for entry in state.get("trial_data", []):
         trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-        config = trial.get("config", {})
-        if "config_id" in config and "fold" in config:
-            statuses[(config["config_id"], int(config["fold"]))] = trial.get("status", "?")
+        config = _trial_config(trial.get("config", {}))
+        if config is not None:
+            statuses[(config.config_id, config.fold)] = trial.get("status", "?")
     return statuses
 
 
@@ -277,11 +288,13 @@ def _trial_folders(tune_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
         return out
     for folder in sorted(p for p in tune_dir.iterdir() if (p / "params.json").is_file()):
         try:
-            params = json.loads((folder / "params.json").read_text())
+            config = _trial_config(json.loads((folder / "params.json").read_text()))
         except (OSError, ValueError):
             continue
+        if config is None:
+            continue
         results = _read_results(folder / "result.json")
-        info: dict[str, Any] = {"loss": params.get("loss", "?"), "epochs": params.get("epochs"),
+        info: dict[str, Any] = {"loss": config.loss, "epochs": config.epochs,
                                 "results": len(results), "epoch": 0, "start": None, "end": None, "duration_s": None}
         if results:
             first, last = results[0], results[-1]
@@ -291,7 +304,7 @@ def _trial_folders(tune_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
             info["start"] = float(first.get("timestamp", info["end"])) - float(first.get("time_this_iter_s", 0.0))
         else:
             info["start"] = folder.stat().st_mtime
-        key = (params.get("config_id", folder.name), int(params.get("fold", 0)))
+        key = (config.config_id, config.fold)
         if key not in out or info["results"] >= out[key]["results"]:  # a rerun folder of the same trial
             out[key] = info
     return out
@@ -320,7 +333,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def _fronts_written_after(sweep_dir: Path, last_result: float | None) -> bool:
     """True when the sweep's end-of-run export (pareto/pareto.json) is newer than its last result."""
-    summary = sweep_dir / "pareto" / "pareto.json"
+    summary = SweepPaths.at(sweep_dir).pareto_file(suffix=".json")
     return last_result is not None and summary.is_file() and summary.stat().st_mtime >= last_result
 
 
@@ -336,8 +349,8 @@ def _front_and_best(sweep_dir: Path) -> tuple[int | None, dict[str, Any] | None]
     best = None
     if "dice" in scored:
         row = scored.sort_values("dice", ascending=False, kind="stable").iloc[0]
-        best = {"config_id": row["config_id"], "loss": row["loss"], "dice": float(row["dice"]),
-                "n_folds": int(row["n_folds"])}
+        best = {"config_id": row[CONFIG_ID], "loss": row[LOSS], "dice": float(row["dice"]),
+                "n_folds": int(row[N_FOLDS])}
     return front, best
 
 
@@ -355,8 +368,9 @@ def progress_line(*, ended: int, planned: int | None, loss: str, config_id: str,
             f"{what} | {running} running, {failed} failed | {format_duration(elapsed_s)} elapsed{left}{front_part}")
 
 
-class ProgressPrinter(Callback):
-    """Tune callback: prints one compact line per ended fold trial in the driver.
+class ProgressPrinter:
+    """Tune callback hooks: print one compact line per ended fold trial in the driver (Ray-free;
+    :class:`sweeper.callbacks.ProgressCallback` registers them with Tune).
 
     Keeps only plain numbers and strings, so it pickles with the experiment (Tune saves callbacks
     for ``--resume``) and its counts carry over a resume through :meth:`get_state`.
@@ -394,14 +408,14 @@ class ProgressPrinter(Callback):
     def _ended(self, trials, trial, outcome: str) -> None:
         if self.started_at is None:
             self.started_at = time.time()
-        config, result = trial.config, trial.last_result or {}
-        key = f"{config.get('config_id')}/{config.get('fold')}"
+        config, result = TrialConfig.from_dict(trial.config), trial.last_result or {}
+        key = f"{config.config_id}/{config.fold}"
         if key not in self.ended:
             self.ended.append(key)
         metrics = {k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)}
         if outcome == "finished":
             if X_METRIC in metrics and Y_METRIC in metrics:
-                self.scores.setdefault(config["config_id"], {})[int(config["fold"])] = (
+                self.scores.setdefault(config.config_id, {})[config.fold] = (
                     metrics[X_METRIC], metrics[Y_METRIC])
         else:
             self.failed += 1
@@ -410,8 +424,8 @@ class ProgressPrinter(Callback):
         eta = None
         if self.planned_folds is not None:  # throughput so far: includes parallel slots and trial start-up
             eta = max(self.planned_folds - len(self.ended), 0) * elapsed / len(self.ended)
-        line = progress_line(ended=len(self.ended), planned=self.planned_folds, loss=config.get("loss", "?"),
-                             config_id=str(config.get("config_id", "?")), fold=int(config.get("fold", -1)),
+        line = progress_line(ended=len(self.ended), planned=self.planned_folds, loss=config.loss,
+                             config_id=config.config_id, fold=config.fold,
                              outcome=outcome, metrics=metrics, running=running, failed=self.failed,
                              elapsed_s=elapsed, eta_s=eta, front=self.front_size())
         self.emit(line)

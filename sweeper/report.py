@@ -30,14 +30,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sweeper.leaderboard import FAILED, FINISHED, compare_configs, read_configs, read_trials
+from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, compare_configs, read_configs, read_trials
 from sweeper.pareto import FRONT, WITHIN_NOISE, pareto_table, plot_front
+from sweeper.paths import REPORT_DIR, REPORT_FILE, SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
+from trainables.contract import TrialConfig
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
-REPORT_FILE = "report.html"
 OVERALL_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision")
 #: configurations drawn in the crowded figures (curves, grouped bars): best per loss, then by dice
 MAX_FEATURED = 10
@@ -76,7 +76,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
         FileNotFoundError: no leaderboard (no trial of the sweep ended yet).
     """
     sweep_dir = Path(sweep_dir).resolve()
-    out = Path(out_dir) if out_dir else sweep_dir / REPORT_DIR
+    paths = SweepPaths.at(sweep_dir)
+    out = Path(out_dir) if out_dir else paths.report
     out.mkdir(parents=True, exist_ok=True)
     trials, configs = read_trials(sweep_dir), read_configs(sweep_dir)
     spec = load_sweep_spec(sweep_dir)
@@ -85,7 +86,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
     if uri is None:
         from sweeper.tracking import default_tracking_uri
 
-        uri = default_tracking_uri(sweep_dir.parent)
+        uri = default_tracking_uri(paths.results)
     name = spec.name if spec else sweep_dir.name
 
     labels = config_labels(configs)
@@ -129,7 +130,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
 # -- inputs --------------------------------------------------------------------------------------------
 def load_sweep_spec(sweep_dir: Path) -> SweepSpec | None:
     """Returns the sweep's frozen spec (``spec.yaml``), or None when the folder has none."""
-    path = Path(sweep_dir) / "spec.yaml"
+    path = SweepPaths.at(sweep_dir).spec_file
     if not path.is_file():
         return None
     return parse_spec(yaml.safe_load(path.read_text()), str(path))
@@ -173,24 +174,23 @@ def load_histories(sweep_dir: Path, tracking_uri: str | None = None, experiment:
     none and a tracking URI is given, from the metric history of the MLflow fold runs.
     """
     frames = []
-    tune_dir = Path(sweep_dir) / "ray" / "tune"
+    tune_dir = SweepPaths.at(sweep_dir).tune_dir
     for params_file in sorted(tune_dir.glob("*/params.json")) if tune_dir.is_dir() else []:
         folder = params_file.parent
-        params = json.loads(params_file.read_text())
+        config = TrialConfig.from_dict(json.loads(params_file.read_text()))
         frame = _read_trial_history(folder)
         if frame is None or frame.empty or "epoch" not in frame:
             continue
         keep = [c for c in frame.columns if c in HISTORY_COLUMNS or c.startswith("dice.")]
-        frames.append(frame[keep].assign(config_id=params["config_id"], fold=int(params["fold"]),
-                                         loss=params.get("loss")))
+        frames.append(frame[keep].assign(**{CONFIG_ID: config.config_id, FOLD: config.fold, LOSS: config.loss}))
     if not frames and tracking_uri and experiment:
         frames = _mlflow_histories(tracking_uri, experiment)
     if not frames:
-        return pd.DataFrame(columns=["config_id", "fold", "epoch"])
+        return pd.DataFrame(columns=[CONFIG_ID, FOLD, "epoch"])
     history = pd.concat(frames, ignore_index=True)
     # a trial restored into a new folder repeats epochs: keep the last report of each epoch
-    return history.drop_duplicates(["config_id", "fold", "epoch"], keep="last").sort_values(
-        ["config_id", "fold", "epoch"]).reset_index(drop=True)
+    return history.drop_duplicates([CONFIG_ID, FOLD, "epoch"], keep="last").sort_values(
+        [CONFIG_ID, FOLD, "epoch"]).reset_index(drop=True)
 
 
 def _read_trial_history(folder: Path) -> pd.DataFrame | None:
@@ -233,8 +233,8 @@ def _mlflow_histories(tracking_uri: str, experiment: str) -> list[pd.DataFrame]:
                 per_epoch.setdefault(int(m.step), {})[key] = m.value
         if per_epoch:
             frame = pd.DataFrame([{"epoch": e, **v} for e, v in sorted(per_epoch.items())])
-            frames.append(frame.assign(config_id=run.data.tags.get(CONFIG_TAG), fold=int(run.data.tags.get(FOLD_TAG, 0)),
-                                       loss=run.data.params.get("loss")))
+            frames.append(frame.assign(**{CONFIG_ID: run.data.tags.get(CONFIG_TAG), FOLD: int(run.data.tags.get(FOLD_TAG, 0)),
+                                          LOSS: run.data.params.get("loss")}))
     return frames
 
 
@@ -381,7 +381,7 @@ def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, dict[
     """Returns (fold, best_model.pt path, trial params) of the lowest fold of ``config_id`` with saved weights."""
     from trainables.train import BEST_WEIGHTS_FILE
 
-    tune_dir = Path(sweep_dir) / "ray" / "tune"
+    tune_dir = SweepPaths.at(sweep_dir).tune_dir
     candidates = []
     for params_file in tune_dir.glob("*/params.json"):
         params = json.loads(params_file.read_text())
@@ -467,11 +467,11 @@ def plot_qualitative(sweep_dir: Path, scored: pd.DataFrame, trials: pd.DataFrame
     """Fig. 9: best configuration's prediction vs ground truth on typical and on the hardest validation slices."""
     best = scored.iloc[0]
     fold, weights, params = find_best_weights(sweep_dir, best["config_id"])
-    cache_dir = Path(sweep_dir) / "cache"
+    cache_dir = SweepPaths.at(sweep_dir).cache
     if not (cache_dir / "index.parquet").is_file():
         cache_dir = Path(params.get("cache_dir", cache_dir))
     if not (cache_dir / "index.parquet").is_file():
-        raise QualitativeUnavailable(f"no prepared cache at {Path(sweep_dir) / 'cache'} or {cache_dir}")
+        raise QualitativeUnavailable(f"no prepared cache at {SweepPaths.at(sweep_dir).cache} or {cache_dir}")
     data = predict_fold(weights, params, cache_dir, fold, classes, max_slices)
     typical, hardest = pick_slices(data["dice"])
     picks = [("typical", i) for i in typical] + [("hardest", i) for i in hardest]

@@ -26,8 +26,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from sweeper.spec import SweepSpec
-
-from trainables.train import BEST_PREFIX
+from trainables.contract import BEST_PREFIX, Configuration, TrialConfig, TrialSettings
 
 #: consecutive proposals of already-known configurations after which the search space counts as used up
 MAX_DUPLICATES_IN_ROW = 100
@@ -39,21 +38,21 @@ SAMPLERS = {
 }
 
 
-def config_id(configuration: dict[str, Any]) -> str:
+def config_id(configuration: Configuration) -> str:
     """Returns a short stable hash of what defines a configuration (everything except the fold)."""
     canonical = {
-        "arch": configuration["arch"],
-        "encoder": configuration["encoder"],
-        "loss": configuration["loss"],
-        "loss_params": {k: float(f"{v:.10g}") for k, v in sorted(configuration["loss_params"].items())},
+        "arch": configuration.arch,
+        "encoder": configuration.encoder,
+        "loss": configuration.loss,
+        "loss_params": {k: float(f"{v:.10g}") for k, v in sorted(configuration.loss_params.items())},
     }
-    if configuration.get("roi_ratio") is not None:  # absent from ids of sweeps that do not vary it
-        canonical["roi_ratio"] = float(configuration["roi_ratio"])
+    if configuration.roi_ratio is not None:  # absent from ids of sweeps that do not vary it
+        canonical["roi_ratio"] = float(configuration.roi_ratio)
     digest = hashlib.sha1(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
 
-def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
     """Returns one configuration drawn through ``trial``; loss knobs are named ``<loss>.<knob>``."""
     arch = trial.suggest_categorical("arch", spec.model.architectures)
     encoder = trial.suggest_categorical("encoder", spec.model.encoders)
@@ -66,8 +65,8 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]
         params[knob_name] = trial.suggest_float(f"{loss_name}.{knob_name}", knob.low, knob.high, log=knob.log)
     ratios = spec.data.roi_ratios
     roi_ratio = trial.suggest_categorical("roi_ratio", ratios) if ratios else None
-    return {"arch": arch, "encoder": encoder, "loss": loss_name, "loss_params": dict(sorted(params.items())),
-            "roi_ratio": roi_ratio}
+    return Configuration(arch=arch, encoder=encoder, loss=loss_name, loss_params=dict(sorted(params.items())),
+                         roi_ratio=roi_ratio)
 
 
 def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
@@ -85,7 +84,7 @@ def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
 
 @dataclass
 class _Configuration:
-    configuration: dict[str, Any]
+    configuration: Configuration
     optuna_numbers: list[int]
     folds: list[int]
     results: dict[int, list[float] | None] = field(default_factory=dict)
@@ -102,20 +101,20 @@ class FoldSearcher(Searcher):
     Args:
         spec: the sweep spec (search space, objectives, budget, folds).
         storage: Optuna storage URL, e.g. ``sqlite:////abs/sweep/optuna.db``.
-        base_config: keys shared by every trial (cache path, training settings), merged into each
-            fold's config.
+        settings: what every trial shares (:func:`sweeper.trial_config.trial_settings`), completed per
+            configuration and fold into the :class:`~trainables.contract.TrialConfig` Tune is handed.
     """
 
-    def __init__(self, spec: SweepSpec, storage: str, base_config: dict[str, Any]):
+    def __init__(self, spec: SweepSpec, storage: str, settings: TrialSettings):
         super().__init__(metric=None, mode=None)
         self._spec = spec
         self._storage = storage
-        self._base = dict(base_config)
+        self._settings = settings
         self._folds = spec.data.folds_to_run
         self._objectives = [BEST_PREFIX + obj.metric for obj in spec.search.objectives]
         grid = spec.grid() if spec.search.mode == "grid" else None
-        self._budget = len(grid) if grid is not None else spec.search.budget
-        self._queue: deque[dict[str, Any]] = deque()
+        self._budget = spec.planned_configurations()
+        self._queue: deque[TrialConfig] = deque()
         self._configurations: dict[str, _Configuration] = {}
         self._trial_folds: dict[str, tuple[str, int]] = {}
         self._asked = 0           # distinct configurations asked (the budget counts these)
@@ -138,8 +137,8 @@ class FoldSearcher(Searcher):
             self._ask()
         if self._queue:
             fold_config = self._queue.popleft()
-            self._trial_folds[trial_id] = (fold_config["config_id"], fold_config["fold"])
-            return fold_config
+            self._trial_folds[trial_id] = (fold_config.config_id, fold_config.fold)
+            return fold_config.to_dict()
         if any(not c.told for c in self._configurations.values()):
             return None  # folds still running; Tune asks again later
         return Searcher.FINISHED
@@ -192,7 +191,7 @@ class FoldSearcher(Searcher):
         configuration = sample_configuration(trial, self._spec)
         cid = config_id(configuration)
         trial.set_user_attr("config_id", cid)
-        for key, value in configuration["loss_params"].items():
+        for key, value in configuration.loss_params.items():
             trial.set_user_attr(f"loss_params.{key}", value)
         entry = self._configurations.get(cid)
         if entry is not None:
@@ -206,7 +205,7 @@ class FoldSearcher(Searcher):
         self._duplicates_in_row = 0
         self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds))
         for fold in self._folds:
-            self._queue.append({**self._base, **configuration, "config_id": cid, "fold": fold})
+            self._queue.append(self._settings.for_fold(configuration, config_id=cid, fold=fold))
 
     def _adopt_orphan(self) -> optuna.Trial | None:
         """Returns a RUNNING Optuna trial that no configuration of this searcher holds, else None.

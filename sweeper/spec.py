@@ -4,6 +4,11 @@ A YAML file is parsed into :class:`SweepSpec` (pydantic). Structural and range e
 collected at once by pydantic; :func:`preflight` adds the checks that need the file system (data
 root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
 listing every problem, each naming the field and the fix, before Ray starts.
+
+The checks against the loss and model registries import torch (the registries are torch modules), so
+they happen inside the validators: importing this module costs no torch, and ``parse_spec(...,
+registry=False)`` re-reads a spec a launch already validated (the sweep's frozen ``spec.yaml``) without
+them, as the read-only commands do.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ import os
 import re
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from trainables.data import GI_CLASSES
-from trainables.losses import Knob, compound_terms, configured_knob_space, is_compound, loss_constraints
-from trainables.models import ARCHITECTURES, known_encoders
+from trainables.contract import GI_CLASSES, TrainingSettings
+
+if TYPE_CHECKING:
+    from trainables.losses import Knob
 
 SEARCH = "search"
 
@@ -191,7 +197,11 @@ class ModelSpec(_Strict):
 
     @field_validator("architectures")
     @classmethod
-    def _known_architectures(cls, value: list[str]) -> list[str]:
+    def _known_architectures(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if not _registry_checks(info):
+            return [a.lower() for a in value]
+        from trainables.models import ARCHITECTURES
+
         unknown = [a for a in value if a.lower() not in ARCHITECTURES]
         if unknown:
             raise ValueError(f"unknown architecture(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
@@ -199,7 +209,11 @@ class ModelSpec(_Strict):
 
     @field_validator("encoders")
     @classmethod
-    def _known_encoders(cls, value: list[str]) -> list[str]:
+    def _known_encoders(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if not _registry_checks(info):
+            return value
+        from trainables.models import known_encoders
+
         known = known_encoders()
         unknown = [e for e in value if e not in known]
         if unknown:
@@ -243,8 +257,10 @@ class LossSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_loss_and_knobs(self, info: ValidationInfo) -> LossSpec:
+        if not _registry_checks(info):
+            return self
         try:
-            configured_knob_space(self.name, ("class",))
+            self.space(("class",))
         except (KeyError, ValueError) as err:
             raise ValueError(f"{str(err).strip(chr(34))} (see `sweeper losses`)") from None
         classes = (info.context or {}).get("classes", GI_CLASSES)
@@ -255,6 +271,8 @@ class LossSpec(_Strict):
 
     def space(self, classes: Sequence[str]) -> dict[str, Knob]:
         """Returns the loss's flat knob space for these output classes."""
+        from trainables.losses import configured_knob_space
+
         return configured_knob_space(self.name, classes)
 
     def _expand(self, classes: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
@@ -320,6 +338,8 @@ class LossSpec(_Strict):
 
     def searched_params(self, classes: Sequence[str]) -> dict[str, Knob]:
         """Knobs to search, each as a :class:`Knob` carrying the range to search."""
+        from trainables.losses import Knob
+
         space = self.space(classes)
         out = {}
         for key, value in self.expanded_params(classes).items():
@@ -339,6 +359,8 @@ class LossSpec(_Strict):
 
 def _derived_knobs(name: str) -> dict[str, tuple[str, float]]:
     """Returns flat key of each knob a constraint derives -> (the knob to set instead, the constraint's total)."""
+    from trainables.losses import compound_terms, is_compound, loss_constraints
+
     try:
         terms = [(f"{term}.", term) for _, term in compound_terms(name)] if is_compound(name) else [("", name)]
         return {f"{prefix}{c.knobs[-1]}": (f"{prefix}{c.knobs[0]}", c.total)
@@ -347,32 +369,11 @@ def _derived_knobs(name: str) -> dict[str, tuple[str, float]]:
         return {}
 
 
-class TrainingSpec(_Strict):
-    """Optimisation settings shared by every trial (seed 000 defaults)."""
+class TrainingSpec(TrainingSettings):
+    """Optimisation settings shared by every trial (seed 000 defaults).
 
-    epochs: int = Field(18, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    min_lr: float = Field(1e-6, ge=0, description="floor of the cosine schedule")
-    seed: int = 42
-    threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the metrics")
-    amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
-    num_workers: int | None = Field(
-        None, ge=0, description="DataLoader worker processes per trial; null: from resources.cpus_per_trial "
-        "(on a GPU one per CPU but one, at least one; on CPU none: the training step uses the cores)")
-    channels_last: bool = Field(True, description="channels-last tensors and weights; only ever used on CUDA")
-    compile: bool = Field(False, description="torch.compile the model (minutes of compiling per trial first)")
-    gpu_augmentation: bool = Field(
-        False, description="flips, affine and warps batched on the training device; the DataLoader workers "
-        "then do only intensity jitter (for trials short of CPU cores)")
-    select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
-    max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
-    boundary_metrics: bool = Field(True, description="nsd, hd95, boundary_f1, gi_score (CPU cost per image)")
-    include_background: bool = Field(False, description="multiclass only: report the background class in metrics")
-    loss_include_background: bool = Field(
-        True, description="multiclass only: region losses score the background channel (False: paper 003's diceBK)")
-    nsd_tolerance_mm: float = Field(2.0, gt=0, description="tolerance of the normalised surface distance")
+    Declared once, in :class:`trainables.contract.TrainingSettings`: the trial reads the same fields
+    with the same defaults from its :class:`~trainables.contract.TrialConfig`."""
 
 
 class Objective(_Strict):
@@ -474,9 +475,10 @@ class SweepSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> SweepSpec:
+    def _cross_checks(self, info: ValidationInfo) -> SweepSpec:
         problems = []
         classes = self.data.classes
+        registry = _registry_checks(info)
         entries = [(loss.name, repr(sorted(loss.params.items()))) for loss in self.losses]
         if len(set(entries)) != len(entries):
             problems.append("losses: the same loss with the same params is listed twice; list it once")
@@ -486,12 +488,21 @@ class SweepSpec(_Strict):
                             "(several fixed settings of one loss are for search.mode grid)")
         if self.search.mode == "grid":
             searched = [f"losses.{i}.params.{k}" for i, l in enumerate(self.losses)
-                        for k in l.searched_params(classes)]
+                        for k in l.searched_params(classes)] if registry else []
             if searched:
                 problems.append(f"search.mode grid needs fixed knob values, but {searched} are ranges; "
                                 "give numbers or use search.mode optuna")
         elif self.search.budget is None:
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
+        if registry:
+            problems.extend(self._metric_problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _metric_problems(self) -> list[str]:
+        """Returns the objectives and select_metric that name no reported metric (needs trainables.metrics)."""
+        problems = []
         reported = ("background", *self.data.classes) if (
             self.data.label_mode == "multiclass" and self.training.include_background) else self.data.classes
         valid = metric_names(reported, boundary=self.training.boundary_metrics)
@@ -502,15 +513,26 @@ class SweepSpec(_Strict):
         if self.training.select_metric not in valid:
             problems.append(f"training.select_metric: unknown metric {self.training.select_metric!r}; "
                             f"choose from {sorted(valid)}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
     def loss_labels(self) -> dict[str, LossSpec]:
         """Returns label -> loss entry: the loss name, or ``name[i]`` when a loss is listed several times."""
         names = [loss.name for loss in self.losses]
         return {(name if names.count(name) == 1 else f"{name}[{i}]"): loss
                 for i, (name, loss) in enumerate(zip(names, self.losses))}
+
+    def planned_configurations(self) -> int:
+        """Returns how many configurations the sweep plans: the grid's size (architectures x encoders x
+        loss entries x ROI ratios), or the Optuna budget (an upper bound: a configuration proposed twice is
+        trained once). Needs no loss registry, so read-only commands can ask it."""
+        if self.search.mode == "grid":
+            return (len(self.model.architectures) * len(self.model.encoders) * len(self.losses)
+                    * len(self.data.roi_ratios or [None]))
+        return int(self.search.budget)
+
+    def planned_fold_trials(self) -> int:
+        """Returns how many fold trials the sweep plans at most: configurations x folds to run."""
+        return self.planned_configurations() * len(self.data.folds_to_run)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every fixed configuration (grid mode): architecture x encoder x loss."""
@@ -520,6 +542,11 @@ class SweepSpec(_Strict):
             for arch, enc, (label, loss), ratio in itertools.product(
                 self.model.architectures, self.model.encoders, self.loss_labels().items(), self.data.roi_ratios or [None])
         ]
+
+
+def _registry_checks(info: ValidationInfo) -> bool:
+    """False when the spec is parsed with ``registry=False`` (no loss/model registry checks, no torch)."""
+    return (info.context or {}).get("registry", True)
 
 
 def metric_names(classes: tuple[str, ...], boundary: bool = True) -> set[str]:
@@ -569,14 +596,17 @@ def _format_pydantic(error: ValidationError) -> list[str]:
     return lines
 
 
-def parse_spec(raw: dict[str, Any], source: str = "spec") -> SweepSpec:
-    """Returns the typed spec for a parsed YAML mapping; raises SpecError listing every structural problem."""
+def parse_spec(raw: dict[str, Any], source: str = "spec", *, registry: bool = True) -> SweepSpec:
+    """Returns the typed spec for a parsed YAML mapping; raises SpecError listing every structural problem.
+
+    ``registry=False`` skips the checks against the loss, model and metric registries (they import
+    torch): for re-reading a spec that a launch already validated, such as a sweep's ``spec.yaml``."""
     if not isinstance(raw, dict):
         raise SpecError(["the file must hold a YAML mapping with name, data, losses, ..."], source)
     try:
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         classes = data.get("classes") or GI_CLASSES
-        return SweepSpec.model_validate(raw, context={"classes": tuple(classes)})
+        return SweepSpec.model_validate(raw, context={"classes": tuple(classes), "registry": registry})
     except ValidationError as err:
         raise SpecError(_format_pydantic(err), source) from None
 

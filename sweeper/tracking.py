@@ -1,7 +1,9 @@
 """MLflow tracking from the driver: experiment = sweep, runs nested sweep > configuration > fold.
 
-A Ray Tune ``Callback`` (:class:`MlflowTracker`) runs in the driver process, so workers need no
-access to the tracking server and the store has one writer. Runs nest through the
+Tune callback hooks (:class:`MlflowTracker`, registered with Tune as
+:class:`sweeper.callbacks.MlflowCallback`) run in the driver process, so workers need no access to the
+tracking server and the store has one writer. This module imports no Ray; it reads each trial's
+settings through :class:`trainables.contract.TrialConfig`. Runs nest through the
 ``mlflow.parentRunId`` tag (Ray's ``MLflowLoggerCallback`` has no nesting) and carry
 ``sweeper.level`` = ``sweep`` | ``config`` | ``fold``. Runs are found again by their tags, so a
 resumed sweep reuses its runs instead of duplicating them. A tracking server that goes away
@@ -21,10 +23,10 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
-from ray.tune import Callback
 
 from sweeper.leaderboard import trial_error_text
-from trainables.train import BEST_PREFIX, BEST_WEIGHTS_FILE
+from sweeper.paths import SweepPaths, mlflow_artifacts, mlflow_db
+from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
 LEVEL_TAG = "sweeper.level"
 PARENT_TAG = "mlflow.parentRunId"
@@ -41,21 +43,26 @@ _NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s
 
 def default_tracking_uri(results_dir: Path) -> str:
     """Returns the embedded store: ``sqlite:///RESULTS/mlflow.db``."""
-    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{mlflow_db(results_dir)}"
 
 
 def artifact_root(results_dir: Path) -> str:
     """Returns the artifact folder beside the embedded store: ``RESULTS/mlartifacts``."""
-    return (Path(results_dir).resolve() / "mlartifacts").as_uri()
+    return mlflow_artifacts(results_dir).as_uri()
 
 
-def trial_params(config: dict[str, Any]) -> dict[str, str]:
-    """Returns the MLflow params of a fold trial: identity, loss knobs (``loss.<knob>``), training settings."""
-    identity = ("config_id", "fold", "arch", "encoder", "encoder_weights", "loss", "roi_ratio")
-    training = ("epochs", "batch_size", "lr", "weight_decay", "min_lr", "seed", "image_size", "context",
+#: the TrialConfig fields logged as MLflow params of a fold run (its configuration run: all but the fold),
+#: identity first, then the training settings a reader compares runs by
+PARAM_FIELDS = ("config_id", "fold", "arch", "encoder", "encoder_weights", "loss", "roi_ratio",
+                "epochs", "batch_size", "lr", "weight_decay", "min_lr", "seed", "image_size", "context",
                 "augmentation", "threshold", "select_metric")
-    params = {key: config.get(key) for key in identity + training if config.get(key) is not None}
-    params.update({f"loss.{k}": v for k, v in config.get("loss_params", {}).items()})
+
+
+def trial_params(config: TrialConfig) -> dict[str, str]:
+    """Returns the MLflow params of a fold trial: identity, loss knobs (``loss.<knob>``), training settings."""
+    values = config.model_dump(include=set(PARAM_FIELDS))
+    params = {key: values[key] for key in PARAM_FIELDS if values[key] is not None}
+    params.update({f"loss.{k}": v for k, v in config.loss_params.items()})
     return {k: str(v) for k, v in params.items()}
 
 
@@ -105,7 +112,6 @@ def check_tracking_server(uri: str | None, timeout: float = 5.0) -> None:
 #: (MLflow's defaults, 7 retries with backoff, would block the Tune driver for minutes per call)
 _FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-PENDING_FILE = "mlflow_pending.pkl"
 
 
 @contextlib.contextmanager
@@ -120,8 +126,9 @@ def _fast_fail():
             os.environ.pop(key, None)
 
 
-class MlflowTracker(Callback):
-    """Writes the sweep to MLflow from the Tune driver.
+class MlflowTracker:
+    """Writes the sweep to MLflow from the Tune driver (Tune callback hooks, Ray-free;
+    :class:`sweeper.callbacks.MlflowCallback` registers them with Tune).
 
     Every Tune event becomes a write *event* (plain data: configs, metrics with their timestamps
     and steps) queued in order and flushed at once. When the tracking server is unreachable (a
@@ -175,7 +182,7 @@ class MlflowTracker(Callback):
 
     @property
     def pending_file(self) -> Path:
-        return Path(self.spec_file).parent / PENDING_FILE
+        return SweepPaths.at(Path(self.spec_file).parent).mlflow_pending
 
     # -- Tune hooks: each queues one event and flushes ------------------------------------------
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
@@ -186,11 +193,12 @@ class MlflowTracker(Callback):
         self._push(("setup",))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._push(("start", dict(trial.config)))
+        self._push(("start", TrialConfig.from_dict(trial.config)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self._push(("result", dict(trial.config), step, numeric_metrics(result), int(time.time() * 1000)))
+        config = TrialConfig.from_dict(trial.config)
+        self._push(("result", config, step, numeric_metrics(result), int(time.time() * 1000)))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         detail = (trial.last_result or {}).get("loss_detail")
@@ -198,11 +206,13 @@ class MlflowTracker(Callback):
         if trial.checkpoint is not None:
             path = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
             best = str(path) if path.is_file() else None
-        self._push(("complete", dict(trial.config), detail, best, self._config_summary(trials, trial, False)))
+        summary = self._config_summary(trials, trial, False)
+        self._push(("complete", TrialConfig.from_dict(trial.config), detail, best, summary))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = trial_error_text(trial)[-4000:]
-        self._push(("error", dict(trial.config), reason, self._config_summary(trials, trial, True)))
+        summary = self._config_summary(trials, trial, True)
+        self._push(("error", TrialConfig.from_dict(trial.config), reason, summary))
 
     def on_experiment_end(self, trials, **info) -> None:
         self._push(("end", sum(t.status == "ERROR" for t in trials)))
@@ -259,14 +269,14 @@ class MlflowTracker(Callback):
             self.client.log_artifact(self._sweep_run, self.spec_file)
         self.client.update_run(self._sweep_run, status="RUNNING")
 
-    def _write_start(self, config: dict[str, Any]) -> None:
+    def _write_start(self, config: TrialConfig) -> None:
         self.client.update_run(self._fold_run(config), status="RUNNING")
 
-    def _write_result(self, config: dict[str, Any], step: int, values: dict[str, float], now: int) -> None:
+    def _write_result(self, config: TrialConfig, step: int, values: dict[str, float], now: int) -> None:
         metrics = [Metric(k, v, now, step) for k, v in values.items()]
         self.client.log_batch(self._fold_run(config), metrics=metrics, synchronous=True)
 
-    def _write_complete(self, config: dict[str, Any], detail: str | None, best: str | None, summary) -> None:
+    def _write_complete(self, config: TrialConfig, detail: str | None, best: str | None, summary) -> None:
         run_id = self._fold_run(config)
         if detail:
             self.client.set_tag(run_id, "sweeper.loss_detail", detail)
@@ -275,7 +285,7 @@ class MlflowTracker(Callback):
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         self._close_config(config, summary)
 
-    def _write_error(self, config: dict[str, Any], reason: str, summary) -> None:
+    def _write_error(self, config: TrialConfig, reason: str, summary) -> None:
         run_id = self._fold_run(config)
         self.client.set_tag(run_id, ERROR_TAG, reason)
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
@@ -303,31 +313,31 @@ class MlflowTracker(Callback):
         self._run_ids[key] = run_id
         return run_id
 
-    def _config_run(self, config: dict[str, Any]) -> str:
-        cid = config["config_id"]
+    def _config_run(self, config: TrialConfig) -> str:
+        cid = config.config_id
         params = {k: v for k, v in trial_params(config).items() if k != "fold"}
         return self._find_or_create(
             (CONFIG_LEVEL, cid),
             {LEVEL_TAG: CONFIG_LEVEL, CONFIG_TAG: cid, PARENT_TAG: self._sweep_run},
-            run_name=f"{config['loss']}-{config['arch']}-{config['encoder']}-{cid}",
+            run_name=f"{config.loss}-{config.arch}-{config.encoder}-{cid}",
             params=params,
         )
 
-    def _fold_run(self, config: dict[str, Any]) -> str:
-        cid, fold = config["config_id"], int(config["fold"])
+    def _fold_run(self, config: TrialConfig) -> str:
+        cid, fold = config.config_id, config.fold
         parent = self._config_run(config)
         return self._find_or_create(
             (FOLD_LEVEL, cid, fold),
             {LEVEL_TAG: FOLD_LEVEL, CONFIG_TAG: cid, FOLD_TAG: str(fold), PARENT_TAG: parent},
-            run_name=f"{config['loss']}-{cid}-fold{fold}",
+            run_name=f"{config.loss}-{cid}-fold{fold}",
             params=trial_params(config),
         )
 
     def _config_summary(self, trials, trial, failed: bool) -> tuple[list[tuple[str, float]], str, int] | None:
         """Returns (fold means of the ``best.*`` metrics, status, timestamp) of the trial's configuration
         once all its folds have ended, else None; taken when the event happens, written with it."""
-        cid = trial.config["config_id"]
-        others = [t for t in trials if t.config.get("config_id") == cid and t is not trial]
+        cid = TrialConfig.from_dict(trial.config).config_id
+        others = [t for t in trials if t is not trial and TrialConfig.from_dict(t.config).config_id == cid]
         ended = [t for t in others if t.status in ("TERMINATED", "ERROR")] + [trial]
         if len(ended) < self.n_folds:
             return None
@@ -340,7 +350,7 @@ class MlflowTracker(Callback):
                 means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
         return means, "FINISHED" if len(finished) == len(ended) else "FAILED", int(time.time() * 1000)
 
-    def _close_config(self, config: dict[str, Any], summary) -> None:
+    def _close_config(self, config: TrialConfig, summary) -> None:
         """Logs the fold means on the configuration run and closes it (when all its folds have ended)."""
         if summary is None:
             return

@@ -1,7 +1,7 @@
 """The trial: train one (architecture, encoder, loss + knobs, fold) and report each epoch.
 
 :func:`train_fold` is the Ray Tune function trainable. Everything it needs is in its ``config``
-(see :class:`TrialConfig`); it reads the prepared cache, never the raw PNGs. Each epoch it reports a
+(see :class:`trainables.contract.TrialConfig`); it reads the prepared cache, never the raw PNGs. Each epoch it reports a
 flat dict -- ``train_loss``, ``val_loss``, every validation metric (``dice``, ``dice.small_bowel``,
 ...), ``best_epoch`` and the same metrics at the best epoch under ``best.`` -- together with a
 checkpoint holding the training state and the best weights, and resumes from
@@ -16,7 +16,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,72 +24,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from trainables.data import GI_CLASSES, SliceDataset, build_augmentation, load_index, roi_ratio_subset
+from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, STATE_FILE, TrialConfig
+from trainables.data import SliceDataset, build_augmentation, load_index, roi_ratio_subset
 from trainables.data.augment import seed_transform
 from trainables.data.gpu_augment import BatchGeometricAugment
 from trainables.losses import build_configured_loss
 from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
 from trainables.models import build_model
 
-STATE_FILE = "state.pt"
-BEST_WEIGHTS_FILE = "best_model.pt"
-BEST_PREFIX = "best."
-
 Report = Callable[[dict[str, Any], "Path | None"], None]
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the trial stops with this reason."""
-
-
-@dataclass
-class TrialConfig:
-    """Everything one fold trial needs; built by the sweep driver, passed through Ray as a dict."""
-
-    cache_dir: str
-    fold: int
-    arch: str
-    encoder: str
-    loss: str
-    loss_params: dict[str, float] = field(default_factory=dict)
-    config_id: str = ""
-    encoder_weights: str | None = None
-    classes: tuple[str, ...] = GI_CLASSES
-    context: int = 1
-    augmentation: str = "seed000"
-    image_size: int = 224
-    epochs: int = 18
-    batch_size: int = 16
-    lr: float = 2e-4
-    weight_decay: float = 1e-2
-    min_lr: float = 1e-6
-    seed: int = 42
-    threshold: float = 0.5
-    amp: bool = True
-    num_workers: int | None = None
-    channels_last: bool = True
-    compile: bool = False
-    gpu_augmentation: bool = False
-    cpus_per_trial: float | None = None
-    select_metric: str = "dice"
-    max_train_batches: int | None = None
-    roi_ratio: float | None = None
-    boundary_metrics: bool = True
-    nsd_tolerance_mm: float = 2.0
-    activation: str = "sigmoid"
-    include_background: bool = False
-    loss_include_background: bool = True
-
-    @property
-    def foreground_classes(self) -> tuple[str, ...]:
-        """The classes with index columns (``has_<class>``, ``area_<class>``): all but softmax's background."""
-        return self.classes[1:] if self.activation == "softmax" else self.classes
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
-        known = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
-        known["classes"] = tuple(known.get("classes", GI_CLASSES))
-        return cls(**known)
 
 
 def seed_everything(seed: int) -> None:
@@ -278,19 +224,19 @@ def checkpoint_scratch(name: str | None = None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None = None, *,
+def run_fold(config: TrialConfig | Mapping[str, Any], report: Report, checkpoint_dir: Path | None = None, *,
              scratch_name: str | None = None) -> dict[str, Any]:
     """Trains one fold and returns the last reported metrics.
 
     Args:
-        config: a :class:`TrialConfig` as a dict.
+        config: a :class:`TrialConfig`, or one as a dict (:meth:`TrialConfig.to_dict`).
         report: called each epoch as ``report(metrics, checkpoint_dir)``; the directory is temporary
             and only valid during the call (the caller copies it).
         checkpoint_dir: a directory written by an earlier call to resume from, or ``None``.
         scratch_name: names the temp folder each epoch's checkpoint is written to before ``report``
             (see :func:`checkpoint_scratch`); ``None``: a fresh temp folder each epoch.
     """
-    cfg = TrialConfig.from_dict(config)
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     seed_everything(cfg.seed + cfg.fold)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_amp = cfg.amp and device.type == "cuda"
@@ -375,7 +321,7 @@ def run_fold(config: dict[str, Any], report: Report, checkpoint_dir: Path | None
                     "epoch": epoch + 1,
                     "best_value": best_value,
                     "best_metrics": best_metrics,
-                    "config": asdict(cfg),
+                    "config": cfg.to_dict(),
                 },
                 tmp / STATE_FILE,
             )
@@ -412,18 +358,19 @@ def train_fold(config: dict[str, Any]) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    if config.get("cpus_per_trial") is None:  # size the DataLoader from the CPUs Ray gave this trial
+    cfg = TrialConfig.from_dict(config)
+    if cfg.cpus_per_trial is None:  # size the DataLoader from the CPUs Ray gave this trial
         try:
             import ray
 
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-            config = {**config, "cpus_per_trial": cpus} if cpus else config
+            cfg = cfg.model_copy(update={"cpus_per_trial": float(cpus)}) if cpus else cfg
         except Exception:  # noqa: BLE001 - outside a Ray worker: keep the default
             pass
     scratch = tune.get_context().get_trial_id()  # kept across the trial's retries
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        run_fold(config, report, scratch_name=scratch)
+        run_fold(cfg, report, scratch_name=scratch)
         return
     with checkpoint.as_directory() as directory:
-        run_fold(config, report, Path(directory), scratch_name=scratch)
+        run_fold(cfg, report, Path(directory), scratch_name=scratch)

@@ -1,5 +1,6 @@
 """The command line: help a newcomer reads, validation output, the loss listing."""
 
+import pytest
 from click.testing import CliRunner
 
 from sweeper.cli import main
@@ -60,3 +61,81 @@ def test_ui_warns_before_exposing_mlflow_beyond_loopback(tmp_path):
     local = runner.invoke(main, ["ui", "--results", str(tmp_path)])
     assert "warning" not in local.output
     assert local.exit_code != 0 and "mlflow.db not found" in local.output  # no store here: nothing served
+
+
+#: run a CLI command in a fresh interpreter, then print which of torch and Ray it imported
+IMPORT_PROBE = """
+import json, sys
+from sweeper.cli import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+finally:
+    print("HEAVY " + json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {"torch", "ray"})))
+"""
+
+
+def heavy_imports(*args: str) -> list[str]:
+    """Returns the heavy packages (torch, ray) that ``sweeper ARGS`` imported; fails when the command fails."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.rsplit("HEAVY ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """A sweep folder as a launch leaves it: frozen spec, leaderboard of 2 configurations x 2 folds, Tune folders."""
+    import json
+
+    import pandas as pd
+
+    from sweeper.leaderboard import FINISHED, trial_row, write_leaderboard
+    from sweeper.spec import dump_spec, parse_spec
+    from sweeper.trial_config import trial_settings
+    from trainables.contract import Configuration
+
+    sweep = tmp_path_factory.mktemp("results") / "small"
+    spec = parse_spec({"name": "small", "data": {"format": "synthetic", "folds": 2},
+                       "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
+                       "training": {"epochs": 2}, "search": {"budget": 2}})
+    sweep.mkdir()
+    (sweep / "spec.yaml").write_text(dump_spec(spec))
+    settings = trial_settings(spec, sweep / "cache")
+    rows = []
+    for cid, loss, score in (("aaaa111111", "dice", 0.8), ("bbbb222222", "tversky", 0.6)):
+        for fold in (0, 1):
+            config = settings.for_fold(Configuration(arch="unet", encoder="mit_b2", loss=loss), config_id=cid, fold=fold)
+            result = {"epoch": 2, "best_epoch": 2, "time_total_s": 5.0, "timestamp": 1_700_000_000 + 10 * fold,
+                      **{f"best.{m}": score + fold / 100 for m in ("dice", "sensitivity", "precision")}}
+            rows.append(trial_row(config, result, FINISHED))
+            folder = sweep / "ray" / "tune" / f"{loss}-{cid}-fold{fold}-x"
+            folder.mkdir(parents=True)
+            (folder / "params.json").write_text(json.dumps(config.to_dict()))
+            (folder / "result.json").write_text(json.dumps(result) + "\n")
+    write_leaderboard(pd.DataFrame(rows), sweep)
+    return sweep
+
+
+def test_read_only_commands_import_neither_torch_nor_ray(small_sweep):
+    """status, leaderboard, pareto and compare read files: a user waits for neither torch nor Ray."""
+    for args in (["status", str(small_sweep)], ["leaderboard", str(small_sweep)],
+                 ["leaderboard", str(small_sweep), "--folds"], ["pareto", str(small_sweep)],
+                 ["pareto", str(small_sweep), "--min-sensitivity", "0.5"],
+                 ["compare", str(small_sweep), "aaaa", "bbbb"]):
+        assert heavy_imports(*args) == [], args
+
+
+def test_validate_imports_no_ray():
+    assert "ray" not in heavy_imports("validate", str(SEARCH_SPACES / "demo.yaml"))
+
+
+def test_read_only_modules_import_neither_torch_nor_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, sweeper.leaderboard, sweeper.pareto, sweeper.stats, sweeper.progress; "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray'}); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

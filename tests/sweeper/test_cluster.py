@@ -335,7 +335,7 @@ def client_head(tmp_path):
 
 @pytest.mark.slow
 def test_sweeper_launch_through_ray_client_runs_on_the_head_and_returns_the_results(client_head, tmp_path):
-    from sweeper.launch import SweepPaths
+    from sweeper.paths import SweepPaths
     from sweeper.spec import dump_spec
 
     head, client = client_head, tmp_path / "client"

@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sweeper.launch import RAY_TEMP_DIR_ENV, SweepPaths, launch
+from sweeper.launch import RAY_TEMP_DIR_ENV, launch
 from sweeper.leaderboard import read_trials
+from sweeper.paths import SweepPaths
 from sweeper.spec import dump_spec
 from sweeper.tracking import CONFIG_TAG, FOLD_TAG, LEVEL_TAG, default_tracking_uri
 
@@ -195,14 +196,15 @@ def test_resumed_searcher_adopts_the_optuna_trial_a_killed_driver_left_running(t
     trial no saved state knows. A searcher on the same study trains that configuration (same
     config_id, so the same MLflow runs and leaderboard rows) instead of leaving it RUNNING forever."""
     from sweeper.search import FoldSearcher
+    from trainables.contract import TrialSettings
 
     spec = tiny_spec("orphan", budget=2)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    first = FoldSearcher(spec, storage, {"cache_dir": "/x"})
+    first = FoldSearcher(spec, storage, TrialSettings(cache_dir="/x"))
     asked = first.suggest("t0")
     assert [t.state for t in first.study.trials] == [optuna.trial.TrialState.RUNNING]
     # the driver is killed here; the resumed run's searcher never saw `first`'s state
-    second = FoldSearcher(spec, storage, {"cache_dir": "/x"})
+    second = FoldSearcher(spec, storage, TrialSettings(cache_dir="/x"))
     again = [second.suggest(f"r{i}") for i in range(2)]
     assert [(c["config_id"], c["fold"]) for c in again] == [(asked["config_id"], 0), (asked["config_id"], 1)]
     assert len(second.study.trials) == 1  # adopted, not asked anew

@@ -28,12 +28,12 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune import Callback
 
-from sweeper.launch import SweepPaths, launch
+from sweeper.launch import launch
 from sweeper.leaderboard import read_trials
+from sweeper.paths import PENDING_FILE, SweepPaths
 from sweeper.spec import parse_spec
 from sweeper.tracking import (
-    CONFIG_TAG, ERROR_TAG, LEVEL_TAG, PENDING_FILE, MlflowTracker, TrackingUnreachableError, artifact_root,
-    default_tracking_uri,
+    CONFIG_TAG, ERROR_TAG, LEVEL_TAG, MlflowTracker, TrackingUnreachableError, artifact_root, default_tracking_uri,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -240,7 +240,7 @@ def test_tracker_keeps_writes_through_a_long_outage_and_a_resume_writes_them(tmp
     spec_file.parent.mkdir()
     spec_file.write_text("name: s\n")
     config = {"config_id": "c1", "fold": 0, "arch": "unet", "encoder": "resnet18", "loss": "dice",
-              "loss_params": {"smooth": 1.0}, "epochs": 1}
+              "loss_params": {"smooth": 1.0}, "epochs": 1, "cache_dir": "cache"}
     result = {"epoch": 1, "train_loss": 0.5, "dice": 0.25, "best.dice": 0.25, "best_epoch": 1}
     down = f"http://127.0.0.1:{free_port()}"
     tracker = MlflowTracker(down, "s", artifact_root(tmp_path), spec_file, n_folds=1, max_wait_s=0.5,

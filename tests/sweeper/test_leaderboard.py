@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 
 from sweeper.leaderboard import aggregate, read_configs, read_trials, trial_row, write_leaderboard
+from trainables.contract import TrialConfig
 
 
 def config(cid, fold, loss="dice"):
-    return {"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18", "loss": loss,
-            "loss_params": {"smooth": 1.0}}
+    return TrialConfig.from_dict({"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18",
+                                  "loss": loss, "loss_params": {"smooth": 1.0}, "cache_dir": "cache"})
 
 
 def result(dice, sens):

@@ -11,6 +11,7 @@ import pytest
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
 from sweeper.progress import ProgressPrinter, format_duration, format_status, progress_line, read_status
 from sweeper.spec import dump_spec, parse_spec
+from trainables.contract import TrialConfig
 
 T0 = 1_700_000_000.0  # spec.yaml written at T0; fold trials take 30 s, two at a time
 FOLD_SECONDS = 30.0
@@ -30,7 +31,11 @@ def spec(mode="optuna"):
 
 def config(cid, fold, loss="dice"):
     return {"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18", "loss": loss,
-            "loss_params": {}, "epochs": 3}
+            "loss_params": {}, "epochs": 3, "cache_dir": "cache"}
+
+
+def fold_config(cid, fold, loss="dice"):
+    return TrialConfig.from_dict(config(cid, fold, loss))
 
 
 def result(dice, sensitivity, precision):
@@ -70,10 +75,10 @@ def mid_sweep(tmp_path):
     """Budget 4 x 2 folds = 8 planned: a and b done (b's fold 1 failed), c fold 0 running, c fold 1 queued."""
     sweep, tune_dir = new_sweep(tmp_path)
     rows = [
-        trial_row(config("a", 0), result(0.80, 0.85, 0.75), FINISHED),
-        trial_row(config("a", 1), result(0.82, 0.83, 0.79), FINISHED),
-        trial_row(config("b", 0, "tversky"), result(0.70, 0.95, 0.60), FINISHED),
-        trial_row(config("b", 1, "tversky"), {"epoch": 1}, FAILED, error="boom"),
+        trial_row(fold_config("a", 0), result(0.80, 0.85, 0.75), FINISHED),
+        trial_row(fold_config("a", 1), result(0.82, 0.83, 0.79), FINISHED),
+        trial_row(fold_config("b", 0, "tversky"), result(0.70, 0.95, 0.60), FINISHED),
+        trial_row(fold_config("b", 1, "tversky"), {"epoch": 1}, FAILED, error="boom"),
     ]
     write_leaderboard(pd.DataFrame(rows), sweep)
     trial_folder(tune_dir, config("a", 0), T0 + 5, 3)       # 5 .. 35
@@ -121,7 +126,7 @@ def test_status_of_a_finished_grid_sweep_stops_the_clock(tmp_path):
     rows, states = [], []
     for cid, loss in (("a", "dice"), ("b", "tversky")):
         for fold in (0, 1):
-            rows.append(trial_row(config(cid, fold, loss), result(0.8, 0.8, 0.8), FINISHED))
+            rows.append(trial_row(fold_config(cid, fold, loss), result(0.8, 0.8, 0.8), FINISHED))
             trial_folder(tune_dir, config(cid, fold, loss), T0, 3)
             states.append((config(cid, fold, loss), "TERMINATED"))
     write_leaderboard(pd.DataFrame(rows), sweep)

@@ -12,9 +12,11 @@ import torch
 from mlflow import MlflowClient
 
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
-from sweeper.report import REPORT_FILE, pick_slices, write_report
+from sweeper.paths import REPORT_FILE
+from sweeper.report import pick_slices, write_report
 from sweeper.spec import dump_spec, parse_spec
 from sweeper.tracking import LEVEL_TAG, SWEEP_LEVEL, default_tracking_uri, ensure_experiment
+from trainables.contract import TrialConfig
 from trainables.data import generate_uwmgi, prepare_cache
 from trainables.models import build_model
 
@@ -83,10 +85,10 @@ def sweep(tmp_path_factory):
                       "loss_params": knobs, "context": 1, "classes": CLASSES, "epochs": 3, "threshold": 0.5,
                       "cache_dir": str(sweep_dir / "cache")}
             if dice is None:
-                rows.append(trial_row(config, {"epoch": 1}, FAILED, error="Traceback ...\nRuntimeError: boom"))
+                rows.append(trial_row(TrialConfig.from_dict(config), {"epoch": 1}, FAILED, error="Traceback ...\nRuntimeError: boom"))
                 write_trial_folder(tune_dir, config, 1, 0.3, 1000.0)
                 continue
-            rows.append(trial_row(config, fold_result(dice, loss), FINISHED))
+            rows.append(trial_row(TrialConfig.from_dict(config), fold_result(dice, loss), FINISHED))
             folder = write_trial_folder(tune_dir, config, 3, dice, 1000.0 + 40 * fold)
             if cid == "aaaa111111" and fold == 0:  # the best configuration's weights, from a real network
                 (folder / "checkpoint_000002").mkdir()

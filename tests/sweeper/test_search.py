@@ -8,6 +8,10 @@ from ray.tune.search import Searcher
 
 from sweeper.search import FoldSearcher, config_id
 from sweeper.spec import parse_spec
+from trainables.contract import TrialConfig, TrialSettings
+
+
+SETTINGS = TrialSettings(cache_dir="/c")
 
 
 def make_spec(**search):
@@ -34,13 +38,13 @@ def drain(searcher, prefix="t"):
 
 
 def test_fan_out_over_folds_and_tell_fold_means(tmp_path):
-    searcher = FoldSearcher(make_spec(), f"sqlite:///{tmp_path}/o.db", {"cache_dir": "/c", "epochs": 1})
+    searcher = FoldSearcher(make_spec(), f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=1))
     configs, last = drain(searcher)
     assert last is None  # waits: folds are running
     ids = {c["config_id"] for c in configs}
     # each distinct configuration exactly once per fold to run
     assert sorted((c["config_id"], c["fold"]) for c in configs) == sorted((i, f) for i in ids for f in (0, 2))
-    assert all(c["cache_dir"] == "/c" and c["config_id"] == config_id(c) for c in configs)
+    assert all(c["cache_dir"] == "/c" and c["config_id"] == config_id(TrialConfig.from_dict(c)) for c in configs)
     for i, c in enumerate(configs):
         searcher.on_trial_complete(f"t{i}", fake_result(0.5 + c["fold"] / 10, 0.8))
     assert searcher.suggest("next") == Searcher.FINISHED
@@ -55,7 +59,7 @@ def test_fan_out_over_folds_and_tell_fold_means(tmp_path):
 def test_failed_fold_tells_fail_never_a_score(tmp_path):
     spec = parse_spec({"name": "f", "data": {"format": "synthetic", "folds": 2},
                        "losses": [{"name": "dice"}], "search": {"mode": "grid"}})
-    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", SETTINGS)
     configs, _ = drain(searcher)
     assert len(configs) == 2
     searcher.on_trial_complete("t0", fake_result(0.9, 0.9))
@@ -67,7 +71,7 @@ def test_failed_fold_tells_fail_never_a_score(tmp_path):
 def test_duplicate_configuration_is_not_retrained_nor_counted(tmp_path):
     spec = parse_spec({"name": "d", "data": {"format": "synthetic", "folds": 2},
                        "losses": [{"name": "dice"}, {"name": "soft_bce"}], "search": {"budget": 3}})
-    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", SETTINGS)
     configs, _ = drain(searcher)
     # only two distinct configurations exist: each trained once per fold, the space is then used up
     assert len(configs) == 4 and len({c["config_id"] for c in configs}) == 2
@@ -85,7 +89,7 @@ def test_grid_mode_enqueues_every_fixed_configuration(tmp_path):
                        "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
                        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": 0.3, "beta": 0.7}}],
                        "search": {"mode": "grid"}})
-    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", {})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", SETTINGS)
     configs, _ = drain(searcher)
     seen = {(c["arch"], c["loss"], tuple(sorted(c["loss_params"].items()))) for c in configs}
     assert len(configs) == 8 and len(seen) == 4
@@ -95,7 +99,7 @@ def test_grid_mode_enqueues_every_fixed_configuration(tmp_path):
 
 def test_save_restore_continues_where_it_stopped(tmp_path):
     storage = f"sqlite:///{tmp_path}/o.db"
-    searcher = FoldSearcher(make_spec(), storage, {})
+    searcher = FoldSearcher(make_spec(), storage, SETTINGS)
     configs, _ = drain(searcher)
     searcher.on_trial_complete("t0", fake_result(0.5, 0.5))
     searcher.save(str(tmp_path / "state.pkl"))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeper.spec import SpecError, load_spec, parse_spec
+from sweeper.spec import SpecError, dump_spec, load_spec, parse_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -140,3 +140,19 @@ def test_shipped_format_specs_parse(name):
     assert spec.data.format in {"nifti", "dicom", "image_folder"}
     if spec.data.label_mode == "multiclass":
         assert spec.data.channel_classes[0] == "background"
+
+
+def test_planned_configurations_count_the_grid_or_the_budget():
+    raw = {"name": "p", "data": {"format": "synthetic", "folds": 4, "run_folds": [0, 2, 3], "roi_ratios": [0.4, 0.1]},
+           "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
+           "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": 0.3}},
+                      {"name": "tversky", "params": {"alpha": 0.7}}],
+           "search": {"mode": "grid"}}
+    grid = parse_spec(raw)
+    assert grid.planned_configurations() == len(grid.grid()) == 2 * 3 * 2
+    assert grid.planned_fold_trials() == 12 * 3
+    optuna = parse_spec({**raw, "losses": raw["losses"][:2], "search": {"budget": 5}})
+    assert (optuna.planned_configurations(), optuna.planned_fold_trials()) == (5, 15)
+    # a sweep's frozen spec re-read without the registries (no torch) plans the same
+    again = parse_spec(yaml.safe_load(dump_spec(grid)), registry=False)
+    assert (again.planned_configurations(), again.planned_fold_trials()) == (12, 36)

@@ -7,6 +7,7 @@ from scipy import stats
 
 from sweeper.leaderboard import aggregate, compare_configs, trial_row
 from sweeper.stats import hypervolume_2d, paired_comparison, t_interval
+from trainables.contract import TrialConfig
 
 
 def test_t_interval_matches_scipy():
@@ -30,7 +31,7 @@ def test_paired_comparison_matches_scipy_ttest_rel():
 
 def test_compare_configs_on_a_fold_table():
     def row(cid, fold, dice):
-        return trial_row({"config_id": cid, "fold": fold, "arch": "unet", "encoder": "r", "loss": "dice"},
+        return trial_row(TrialConfig(config_id=cid, fold=fold, arch="unet", encoder="r", loss="dice", cache_dir="c"),
                          {"best.dice": dice}, "finished")
 
     trials = pd.DataFrame([row("aaa1", f, 0.8 + f / 100) for f in range(3)]
@@ -43,7 +44,7 @@ def test_compare_configs_on_a_fold_table():
 
 
 def test_configs_table_carries_t_intervals():
-    rows = [trial_row({"config_id": "a", "fold": f, "arch": "u", "encoder": "e", "loss": "dice"},
+    rows = [trial_row(TrialConfig(config_id="a", fold=f, arch="u", encoder="e", loss="dice", cache_dir="c"),
                       {"best.dice": v}, "finished") for f, v in enumerate([0.7, 0.8, 0.9])]
     configs = aggregate(pd.DataFrame(rows))
     assert (configs.loc[0, "dice_ci_low"], configs.loc[0, "dice_ci_high"]) == pytest.approx(

@@ -94,7 +94,7 @@ def test_trial_config_takes_the_training_spec_fields():
 
     fields = TrainingSpec().model_dump()
     for name in ("num_workers", "channels_last", "compile", "gpu_augmentation"):
-        assert name in fields and name in TrialConfig.__dataclass_fields__
+        assert name in fields and name in TrialConfig.model_fields
     cfg = TrialConfig.from_dict({"cache_dir": "x", "fold": 0, "arch": "unet", "encoder": "resnet18",
                                  "loss": "dice", "cpus_per_trial": 4, **fields})
     assert cfg.num_workers is None and cfg.cpus_per_trial == 4

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from trainables.contract import GI_CLASSES
 from trainables.data._base import DataAdapter, ScanSource, ScanVolume
 from trainables.data.rle import rle_decode
 
 __all__ = ["GI_CLASSES", "SliceRecord", "UwmgiAdapter", "read_uwmgi", "png_size", "uwmgi_digest"]
 
-GI_CLASSES: tuple[str, ...] = ("large_bowel", "small_bowel", "stomach")
 
 _ID_RE = re.compile(r"^case(\d+)_day(\d+)_slice_(\d{4})$")
 _PNG_RE = re.compile(r"^slice_(\d{4})_(\d+)_(\d+)_(\d+(?:\.\d+)?)_(\d+(?:\.\d+)?)\.png$")
