@@ -19,8 +19,8 @@ object sensitivity 1, and object precision 1 when nothing is predicted, 0 otherw
 and ``"skip"`` give such an image 0 or NaN. Pooled scores divide counts summed over the images.
 
 Everything runs on the CPU (numpy + scipy) on masks already thresholded, beside the boundary
-metrics; a whole batch is labelled in one ``ndimage.label`` call with a structure that connects
-pixels within an image plane only.
+metrics; the non-empty planes of a batch are labelled in one ``ndimage.label`` call with a
+structure that connects pixels within an image plane only.
 """
 
 from __future__ import annotations
@@ -54,14 +54,29 @@ _FILL = {"one": 1.0, "zero": 0.0, "skip": float("nan")}
 def _as_bool(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor
         x = x.detach().cpu().numpy()
-    return np.asarray(x) != 0
+    x = np.asarray(x)
+    return x if x.dtype == bool else x != 0
 
 
-def _plane_structure(ndim: int) -> np.ndarray:
-    """A connectivity structure of rank ``ndim`` joining the 8 neighbours within the last two axes only."""
-    structure = np.zeros((3,) * ndim, dtype=bool)
-    structure[(1,) * (ndim - 2)] = True
-    return structure
+#: 8-connectivity within each (H, W) plane of a (planes, H, W) stack, none across planes
+_PLANE_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
+_PLANE_STRUCTURE[1] = True
+
+
+def _label_planes(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Label the objects of a (P, H, W) bool stack in one ``ndimage.label`` call, empty planes skipped.
+
+    Returns ``(labels, plane, kept, pixels)``: ``labels`` (Q, H, W) of the Q non-empty planes
+    ``kept`` (Q,) (indices into P), 0 for background and 1..K for the objects; ``plane`` (K + 1,)
+    the index in P of each label's plane (``plane[0] = -1``); ``pixels`` the flat indices of the
+    labelled pixels in ``labels``."""
+    kept = np.flatnonzero(planes.reshape(len(planes), -1).any(axis=1))
+    labels, n = ndimage.label(planes[kept], structure=_PLANE_STRUCTURE)
+    flat = labels.ravel()
+    pixels = flat.nonzero()[0]
+    plane = np.full(n + 1, -1, dtype=np.int64)
+    plane[flat[pixels]] = kept[pixels // (planes.shape[1] * planes.shape[2])]  # a label lies in one plane
+    return labels, plane, kept, pixels
 
 
 def label_objects(masks: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -78,25 +93,24 @@ def label_objects(masks: Any) -> tuple[np.ndarray, np.ndarray]:
     masks = _as_bool(masks)
     if masks.ndim < 2:
         raise ValueError(f"expected (..., H, W) masks, got shape {masks.shape}")
-    labels, n = ndimage.label(masks, structure=_plane_structure(masks.ndim))
-    flat = labels.ravel()
-    pixels = flat.nonzero()[0]
-    plane = np.full(n + 1, -1, dtype=np.int64)
-    plane[flat[pixels]] = pixels // (masks.shape[-2] * masks.shape[-1])  # every pixel of a label: one plane
-    return labels, plane
+    planes = masks.reshape(-1, *masks.shape[-2:])
+    kept_labels, plane, kept, _ = _label_planes(planes)
+    labels = np.zeros(planes.shape, dtype=kept_labels.dtype)
+    labels[kept] = kept_labels
+    return labels.reshape(masks.shape), plane
 
 
-def _hits(labels: np.ndarray, plane: np.ndarray, other: np.ndarray, planes: int, min_overlap: float
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """(objects, objects covered by ``other`` to at least ``min_overlap``) per plane, each (planes,)."""
+def _hits(masks: np.ndarray, other: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """(objects of ``masks``, those ``other`` covers to at least ``min_overlap``) per plane of
+    (P, H, W) stacks, each (P,)."""
+    labels, plane, kept, inside = _label_planes(masks)
     flat = labels.ravel()
-    inside = flat.nonzero()[0]
     n = len(plane)
     size = np.bincount(flat[inside], minlength=n)
-    covered = np.bincount(flat[inside[other.ravel()[inside]]], minlength=n)
+    covered = np.bincount(flat[inside[other[kept].ravel()[inside]]], minlength=n)
     hit = covered[1:] >= min_overlap * size[1:]
-    return (np.bincount(plane[1:], minlength=planes),
-            np.bincount(plane[1:][hit], minlength=planes))
+    return (np.bincount(plane[1:], minlength=len(masks)),
+            np.bincount(plane[1:][hit], minlength=len(masks)))
 
 
 def object_counts(pred: Any, target: Any, *, min_overlap: float = DEFAULT_MIN_OVERLAP) -> np.ndarray:
@@ -113,10 +127,11 @@ def object_counts(pred: Any, target: Any, *, min_overlap: float = DEFAULT_MIN_OV
     pred, target = _as_bool(pred), _as_bool(target)
     if pred.shape != target.shape or pred.ndim != 4:
         raise ValueError(f"expected pred and target (N, C, H, W) of one shape; got {pred.shape} and {target.shape}")
-    planes = pred.shape[0] * pred.shape[1]
-    true, found = _hits(*label_objects(target), pred, planes, min_overlap)
-    predicted, correct = _hits(*label_objects(pred), target, planes, min_overlap)
-    return np.stack([true, found, predicted, correct]).reshape(4, *pred.shape[:2])
+    shape = pred.shape[:2]
+    pred, target = pred.reshape(-1, *pred.shape[2:]), target.reshape(-1, *target.shape[2:])
+    true, found = _hits(target, pred, min_overlap)
+    predicted, correct = _hits(pred, target, min_overlap)
+    return np.stack([true, found, predicted, correct]).reshape(4, *shape)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, target_empty: np.ndarray, empty: str) -> np.ndarray:
