@@ -16,6 +16,7 @@ from trainables.metrics import (
     compute_boundary_metrics,
     confusion_counts,
     grid_counts,
+    low_bin_sums,
     object_counts,
     probability_histograms,
 )
@@ -75,6 +76,13 @@ def test_both_ways_of_counting_keys_agree():
     assert _count_keys(key, 60, False)[50:].sum() == 0
 
 
+def test_low_bin_sums_by_hand():
+    probs = torch.tensor([0.01, 0.049, 0.05, 0.5, 0.02, 0.9], dtype=torch.float32).view(1, 2, 1, 3)
+    sums = low_bin_sums(probs, 20)  # bin 0 of 20 is p < 0.05
+    assert sums.shape == (1, 2) and sums.dtype == torch.float32
+    torch.testing.assert_close(sums, torch.tensor([[0.059, 0.02]]), atol=1e-7, rtol=0)
+
+
 def test_grid_counts_by_hand():
     tp, fp, fn, tn = grid_counts([[1, 0, 2, 3]], [[5, 1, 0, 0]])  # 4 bins
     assert tp.tolist() == [[6, 5, 5, 3, 0]] and fn.tolist() == [[0, 1, 1, 3, 6]]
@@ -119,6 +127,8 @@ def test_records_equal_the_functional_metrics_and_the_keys():
     fg, bg = np.stack(frame["hist_fg"].to_list()), np.stack(frame["hist_bg"].to_list())
     assert (fg[:, 8:].sum(1) == tp).all() and (bg[:, 8:].sum(1) == fp).all()
     assert ((fg.sum(1) + bg.sum(1)) == 12 * 12).all()
+    low = torch.where(probs < 1 / 20, probs, 0).sum((2, 3)).view(-1)
+    np.testing.assert_allclose(frame["prob_sum_low"].to_numpy(), low.numpy(), rtol=1e-5)
 
 
 def test_record_types_and_parquet_round_trip(tmp_path):

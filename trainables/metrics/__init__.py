@@ -43,6 +43,7 @@ from trainables.metrics.cases import (
     case_frame,
     case_records,
     grid_counts,
+    low_bin_sums,
     probability_histograms,
 )
 from trainables.metrics.confusion import (
@@ -99,6 +100,7 @@ __all__ = [
     "object_scores",
     "pooled_object_scores",
     "probability_histograms",
+    "low_bin_sums",
     "grid_counts",
     "case_frame",
     "case_records",

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from trainables.metrics.boundary import BOUNDARY_METRICS, compute_boundary_metrics, compute_gi_score
-from trainables.metrics.cases import CaseRecords, probability_histograms
+from trainables.metrics.cases import CaseRecords, low_bin_sums, probability_histograms
 from trainables.metrics.confusion import (
     CONFUSION_METRICS,
     EXACT_FLOAT32,
@@ -234,16 +234,16 @@ class SegmentationMetrics:
         return planes
 
     def _batch_sums(self, scores: Tensor, target: Tensor, from_logits: bool
-                    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """:func:`pixel_sums` (N, C, 5) of the reported classes, the bool predictions when
-        ``boundary`` and the case histograms when ``case_bins``. On CPU a few images at a time
-        (about 4 MiB of float32 planes per thread), so the planes stay in cache from one pass to
-        the next; on other devices the whole batch."""
+        ``boundary``, and the case histograms and low-bin sums when ``case_bins``. On CPU a few
+        images at a time (about 4 MiB of float32 planes per thread), so the planes stay in cache
+        from one pass to the next; on other devices the whole batch."""
         n = scores.shape[0]
         step = n
         if scores.device.type == "cpu":
             step = max(1, _CPU_CHUNK_BYTES * torch.get_num_threads() // (8 * scores[0].numel()))
-        sums, preds, hists = [], [], []
+        sums, preds, hists, lows = [], [], [], []
         for i in range(0, n, step):
             planes, chunk = self._planes(scores[i:i + step], from_logits), target[i:i + step]
             if self._first:  # background left out after the argmax, which needed it
@@ -252,14 +252,15 @@ class SegmentationMetrics:
             if self.boundary:
                 preds.append(planes[:, :, 1] != 0)
             if self.cases is not None:
-                skip = self._case_skip
-                hists.append(probability_histograms(planes[:, skip:, 0], chunk[:, skip:], self.cases.n_bins))
+                probs = planes[:, self._case_skip:, 0]
+                hists.append(probability_histograms(probs, chunk[:, self._case_skip:], self.cases.n_bins))
+                lows.append(low_bin_sums(probs, self.cases.n_bins))
             sums.append(pixel_sums(planes, chunk))
 
         def joined(parts: list[Tensor]) -> Tensor | None:
             return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
 
-        return joined(sums), joined(preds), joined(hists)
+        return joined(sums), joined(preds), joined(hists), joined(lows)
 
     def _one_hot(self, scores: Tensor, target: Tensor) -> Tensor:
         """A softmax label map (N, H, W) as one-hot (N, C, H, W); any other target unchanged."""
@@ -287,7 +288,7 @@ class SegmentationMetrics:
 
     def _add(self, scores: Tensor, target: Tensor, from_logits: bool, spacing: Any, scan_ids, positions) -> None:
         """Accumulate one checked batch of logits (``from_logits``) or probabilities."""
-        sums, pred, hists = self._batch_sums(scores, target, from_logits)
+        sums, pred, hists, lows = self._batch_sums(scores, target, from_logits)
         n, c = sums.shape[:2]
         if self._sums is None:
             dtype = torch.float32 if sums.device.type == "mps" else torch.float64
@@ -318,7 +319,7 @@ class SegmentationMetrics:
             skip = self._case_skip
             counts = torch.stack([tp, fp, fn, tn], dim=-1)[:, skip:]
             self.cases.add(counts, hists, None if boundary is None else boundary[:, :, skip:],
-                           None if objects is None else objects[:, :, skip:])
+                           None if objects is None else objects[:, :, skip:], lows)
 
     def _update_boundary(self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions
                          ) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,10 @@ the thresholded counts exactly::
     FP(k/n) = sum_{b >= k} hist_bg[b]    TN(k/n) = sum_{b < k} hist_bg[b]
 
 Under softmax the probability is the class's own softmax channel (the counts at the metrics'
-threshold are then those of the argmax prediction).
+threshold are then those of the argmax prediction). ``prob_sum_low`` is the sum of the probability
+over bin 0's pixels (both truths): most pixels of a segmentation sit there, far below the bin's
+midpoint, so this one number makes a calibration error computed from the histograms exact where
+most of the mass is.
 
 The columns (:data:`CASE_COLUMNS`) follow the sweep's shared case schema; the driver adds
 ``config_id``. :class:`CaseRecords` keeps a validation pass's records on the device (no host
@@ -40,15 +43,16 @@ __all__ = [
     "CASE_KEYS",
     "DEFAULT_BINS",
     "CaseRecords",
-    "probability_histograms",
-    "grid_counts",
     "case_frame",
     "case_records",
+    "grid_counts",
+    "low_bin_sums",
+    "probability_histograms",
 ]
 
 #: record columns in order (the driver prepends ``config_id``)
 CASE_COLUMNS = ("fold", "patient", "scan", "slice", "class", "area", "tp", "fp", "fn", "tn",
-                *BOUNDARY_METRICS, *OBJECT_COUNTS, "hist_fg", "hist_bg")
+                *BOUNDARY_METRICS, *OBJECT_COUNTS, "hist_fg", "hist_bg", "prob_sum_low")
 #: case key column -> the cache index column it is read from
 CASE_KEYS = {"fold": "fold", "patient": "patient", "scan": "scan", "slice": "slice_number"}
 #: histogram bins by default (``training.threshold_bins``)
@@ -90,6 +94,15 @@ def probability_histograms(probs: Tensor, target: Tensor, n_bins: int = DEFAULT_
     return _count_keys(key.flatten(), n * c * 2 * n_bins, key.device.type == "cpu").view(n, c, 2, n_bins)
 
 
+def low_bin_sums(probs: Tensor, n_bins: int = DEFAULT_BINS) -> Tensor:
+    """Return per image and class the sum of ``probs`` over the pixels of the first bin (``p < 1/n``), (N, C) float32.
+
+    The same edge as :func:`probability_histograms`' (``1/n`` in ``probs``' dtype); on the device."""
+    n_bins = _check_bins(n_bins)
+    edge = torch.tensor(1 / n_bins, dtype=probs.dtype, device=probs.device)
+    return torch.where(probs < edge, probs, 0).flatten(2).sum(-1, dtype=torch.float64).float()
+
+
 def _count_keys(key: Tensor, size: int, bincount: bool) -> Tensor:
     """How often each of ``0..size-1`` occurs in ``key``, (size,) int64: ``bincount`` (the CPU's
     fastest), or ``index_add_`` (CUDA's bincount reads the largest key back to size its output,
@@ -120,6 +133,7 @@ def case_frame(
     histograms: np.ndarray,
     boundary: np.ndarray | None = None,
     objects: np.ndarray | None = None,
+    low_sums: np.ndarray | None = None,
 ):
     """Return the case records as a pandas DataFrame with :data:`CASE_COLUMNS`, image by image then class.
 
@@ -131,10 +145,11 @@ def case_frame(
         histograms: (N, C, 2, n) from :func:`probability_histograms`.
         boundary: (3, N, C) ``nsd, hd95, boundary_f1``, or None (NaN columns).
         objects: (4, N, C) rows of :data:`~trainables.metrics.objects.OBJECT_COUNTS`, or None (null).
+        low_sums: (N, C) from :func:`low_bin_sums`, or None (NaN).
 
     Types: ``fold`` int16, ``slice`` int32, ``class`` categorical, counts and ``area`` int32,
-    boundary metrics float32, object counts nullable Int16, histograms one int32 array per row
-    (Parquet ``list<int32>``).
+    boundary metrics and ``prob_sum_low`` float32, object counts nullable Int16, histograms one
+    int32 array per row (Parquet ``list<int32>``).
     """
     import pandas as pd
 
@@ -169,6 +184,8 @@ def case_frame(
         column = np.empty(rows, dtype=object)
         column[:] = list(np.ascontiguousarray(hist[:, :, side]).reshape(rows, -1))  # row views of one block
         frame[name] = column
+    frame["prob_sum_low"] = (np.full(rows, np.nan, dtype=np.float32) if low_sums is None
+                             else np.asarray(low_sums, dtype=np.float32).reshape(rows))
     return pd.DataFrame(frame, columns=list(CASE_COLUMNS))
 
 
@@ -195,6 +212,7 @@ class CaseRecords:
         self._histograms: list[Tensor] = []
         self._boundary: list[np.ndarray | None] = []
         self._objects: list[np.ndarray | None] = []
+        self._low_sums: list[Tensor | None] = []
 
     @property
     def num_images(self) -> int:
@@ -202,9 +220,9 @@ class CaseRecords:
         return sum(len(c) for c in self._counts)
 
     def add(self, counts: Tensor, histograms: Tensor, boundary: np.ndarray | None = None,
-            objects: np.ndarray | None = None) -> None:
+            objects: np.ndarray | None = None, low_sums: Tensor | None = None) -> None:
         """Keep one batch: ``counts`` (N, C, 4) ``tp, fp, fn, tn``; ``histograms`` (N, C, 2, n);
-        ``boundary`` (3, N, C) and ``objects`` (4, N, C) or None."""
+        ``boundary`` (3, N, C), ``objects`` (4, N, C) and ``low_sums`` (N, C) or None."""
         n, c = counts.shape[:2]
         if c != len(self.class_names) or histograms.shape != (n, c, 2, self.n_bins):
             raise ValueError(f"expected counts (N, {len(self.class_names)}, 4) and histograms (N, C, 2, "
@@ -213,6 +231,7 @@ class CaseRecords:
         self._histograms.append(histograms.to(torch.int32))
         self._boundary.append(boundary)
         self._objects.append(objects)
+        self._low_sums.append(low_sums)
 
     def frame(self, keys: Any):
         """Return the records of every batch added as a DataFrame (:func:`case_frame`).
@@ -228,7 +247,9 @@ class CaseRecords:
         def joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
             return None if any(p is None for p in parts) else np.concatenate(parts, axis=1)
 
-        return case_frame(keys, self.class_names, counts, histograms, joined(self._boundary), joined(self._objects))
+        low_sums = None if any(s is None for s in self._low_sums) else torch.cat(self._low_sums).cpu().numpy()
+        return case_frame(keys, self.class_names, counts, histograms, joined(self._boundary), joined(self._objects),
+                          low_sums)
 
 
 def case_records(probs: Tensor, target: Tensor, class_names: Sequence[str], keys: Any, *,

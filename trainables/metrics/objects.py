@@ -33,9 +33,9 @@ from scipy import ndimage
 from trainables.metrics.confusion import EmptyRule, check_empty_rule
 
 __all__ = [
-    "OBJECT_METRICS",
-    "OBJECT_COUNTS",
     "DEFAULT_MIN_OVERLAP",
+    "OBJECT_COUNTS",
+    "OBJECT_METRICS",
     "label_objects",
     "object_counts",
     "object_scores",
