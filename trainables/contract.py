@@ -78,7 +78,14 @@ class TrainingSettings(BaseModel):
         "then do only intensity jitter (for trials short of CPU cores)")
     select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
-    boundary_metrics: bool = Field(True, description="nsd, hd95, boundary_f1, gi_score (CPU cost per image)")
+    boundary_metrics: bool = Field(
+        True, description="nsd, hd95, boundary_f1, gi_score and the object metrics (CPU cost per image)")
+    object_min_overlap: float = Field(
+        0.5, gt=0, le=1, description="share of an object's pixels the other mask must cover for the object "
+        "to count as found (true object) or correct (predicted object)")
+    threshold_bins: int = Field(
+        20, ge=20, le=100, description="bins of the case records' probability histograms: counts follow "
+        "exactly at every threshold k / threshold_bins")
     include_background: bool = Field(False, description="multiclass only: report the background class in metrics")
     loss_include_background: bool = Field(
         True, description="multiclass only: region losses score the background channel (False: paper 003's diceBK)")

@@ -108,3 +108,71 @@ def test_named_checkpoint_scratch_clears_what_a_killed_attempt_left_and_is_remov
     with checkpoint_scratch() as unnamed:
         assert unnamed.name.startswith("sweeper-ckpt-") and unnamed.is_dir()
     assert not unnamed.exists()
+
+
+class CaseRecorder(Recorder):
+    """Also reads the case records each checkpoint holds."""
+
+    def __init__(self, keep=None):
+        super().__init__(keep)
+        self.cases = []
+
+    def __call__(self, metrics, checkpoint_dir):
+        import pandas as pd
+
+        from trainables.contract import CASES_FILE
+
+        super().__call__(metrics, checkpoint_dir)
+        self.cases.append(pd.read_parquet(checkpoint_dir / CASES_FILE))
+
+
+def test_checkpoints_hold_the_best_epochs_case_records_consistent_with_its_metrics(cache):
+    import numpy as np
+    import pandas as pd
+
+    from trainables.data import load_index
+    from trainables.metrics import CASE_COLUMNS
+
+    recorder = CaseRecorder()
+    run_fold(config(cache, epochs=2, threshold_bins=20), recorder)
+    last = recorder.results[-1]
+    frame = recorder.cases[-1]
+    pd.testing.assert_frame_equal(frame, recorder.cases[last["best_epoch"] - 1])  # the best epoch's records
+    index = load_index(cache)
+    val = index[index["fold"] == 0]
+    classes = ("large_bowel", "small_bowel", "stomach")
+    assert list(frame.columns) == list(CASE_COLUMNS) and len(frame) == len(val) * len(classes)
+    assert set(frame["fold"]) == {0} and set(frame["patient"]) == set(val["patient"])
+    assert sorted(set(zip(frame["scan"], frame["slice"]))) == sorted(zip(val["scan"], val["slice_number"]))
+    for cls in classes:
+        rows = frame[frame["class"] == cls]
+        assert len(rows) == len(val) and rows["area"].sum() == val[f"area_{cls}"].sum()
+        tp, fp, fn = (rows[k].to_numpy(dtype=float) for k in ("tp", "fp", "fn"))
+        pooled = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()) if tp.sum() + fp.sum() + fn.sum() else 1.0
+        assert last[f"best.pooled_dice.{cls}"] == pytest.approx(pooled, abs=1e-9)
+        assert last[f"best.dice.{cls}"] == pytest.approx(np.mean((2 * tp + 1) / (2 * tp + fp + fn + 1)), abs=1e-9)
+        assert last[f"best.nsd.{cls}"] == pytest.approx(rows["nsd"].mean(), abs=1e-6)
+        true, found = rows["objects_true"].sum(), rows["objects_found"].sum()
+        assert last[f"best.pooled_object_sensitivity.{cls}"] == pytest.approx(found / true if true else 1.0)
+        fg, bg = np.stack(rows["hist_fg"].to_list()), np.stack(rows["hist_bg"].to_list())
+        assert (fg[:, 10:].sum(1) == tp).all() and (bg[:, 10:].sum(1) == fp).all()  # 0.5 = bin 10 of 20
+        assert (fg.sum(1) + bg.sum(1) == 32 * 32).all()
+
+
+
+def test_a_resumed_trial_keeps_the_case_records_of_its_earlier_best_epoch(cache, tmp_path, monkeypatch):
+    import pandas as pd
+
+    first = CaseRecorder(keep=tmp_path / "ckpt")
+    run_fold(config(cache, epochs=1), first)
+    evaluate = train_module._evaluate
+
+    def worse(*args, **kwargs):  # epoch 2 never beats epoch 1: its records must come from the checkpoint
+        val_loss, scores = evaluate(*args, **kwargs)
+        return val_loss, {**scores, "dice": -1.0}
+
+    monkeypatch.setattr(train_module, "_evaluate", worse)
+    resumed = CaseRecorder()
+    run_fold(config(cache, epochs=2), resumed, checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.results[0]["best_epoch"] == 1
+    pd.testing.assert_frame_equal(resumed.cases[0], first.cases[0])

@@ -1,9 +1,11 @@
 """Segmentation metrics: pure functions on tensors/arrays and the :class:`SegmentationMetrics` accumulator.
 
 Follows MONAI's split: functional ``confusion_counts`` / ``per_image_scores`` / ``pooled_scores`` /
-``mean_absolute_error`` (torch, on any device) and ``compute_boundary_metrics`` / ``compute_nsd`` /
-``compute_hd95`` / ``compute_boundary_f1`` / ``compute_gi_score`` (numpy + scipy, CPU), plus
-:func:`compute_metrics`, which scores whole masks at once with the same keys as the accumulator.
+``mean_absolute_error`` (torch, on any device), ``compute_boundary_metrics`` / ``compute_nsd`` /
+``compute_hd95`` / ``compute_boundary_f1`` / ``compute_gi_score`` and ``object_counts`` /
+``object_scores`` (numpy + scipy, CPU), plus :func:`compute_metrics`, which scores whole masks at
+once with the same keys as the accumulator. :mod:`trainables.metrics.cases` builds the
+out-of-fold case records (per image and class) a trial writes at its best epoch.
 
 Conventions (paper 000 eqs 4-8 and its per-image averaging, ``/work/shared/papers/000_*``):
 predictions are ``sigmoid(logits) >= threshold`` (multi-label) or, under ``activation="softmax"``
@@ -35,6 +37,15 @@ from trainables.metrics.boundary import (
     normalized_hausdorff_3d,
     surface_distances,
 )
+from trainables.metrics.cases import (
+    CASE_COLUMNS,
+    CaseRecords,
+    case_frame,
+    case_records,
+    grid_counts,
+    low_bin_sums,
+    probability_histograms,
+)
 from trainables.metrics.confusion import (
     CONFUSION_METRICS,
     EMPTY_RULES,
@@ -44,6 +55,15 @@ from trainables.metrics.confusion import (
     per_image_scores,
     pooled_scores,
 )
+from trainables.metrics.objects import (
+    DEFAULT_MIN_OVERLAP,
+    OBJECT_COUNTS,
+    OBJECT_METRICS,
+    label_objects,
+    object_counts,
+    object_scores,
+    pooled_object_scores,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -51,7 +71,12 @@ __all__ = [
     "METRIC_NAMES",
     "CONFUSION_METRICS",
     "BOUNDARY_METRICS",
+    "OBJECT_METRICS",
+    "OBJECT_COUNTS",
+    "DEFAULT_MIN_OVERLAP",
     "POOLED_METRIC_NAMES",
+    "POOLED_OBJECT_METRIC_NAMES",
+    "CASE_COLUMNS",
     "GI_SCORE",
     "LOWER_IS_BETTER",
     "EMPTY_RULES",
@@ -70,14 +95,26 @@ __all__ = [
     "compute_boundary_f1",
     "normalized_hausdorff_3d",
     "compute_gi_score",
+    "label_objects",
+    "object_counts",
+    "object_scores",
+    "pooled_object_scores",
+    "probability_histograms",
+    "low_bin_sums",
+    "grid_counts",
+    "case_frame",
+    "case_records",
+    "CaseRecords",
     "compute_metrics",
     "SegmentationMetrics",
 ]
 
 #: overall per-image-averaged metric names, in report order
-METRIC_NAMES = (*CONFUSION_METRICS, "mae", *BOUNDARY_METRICS)
+METRIC_NAMES = (*CONFUSION_METRICS, "mae", *BOUNDARY_METRICS, *OBJECT_METRICS)
 #: overall data-set pooled names
 POOLED_METRIC_NAMES = tuple(f"pooled_{m}" for m in (*CONFUSION_METRICS, "mae"))
+#: overall data-set pooled object names (with the boundary metrics: both need the masks on the host)
+POOLED_OBJECT_METRIC_NAMES = tuple(f"pooled_{m}" for m in OBJECT_METRICS)
 GI_SCORE = "gi_score"
 #: metrics where smaller is better (every other one: larger is better)
 LOWER_IS_BETTER = frozenset({"mae", "hd95", "pooled_mae"})
@@ -88,8 +125,10 @@ def metric_keys(class_names: Sequence[str], *, boundary: bool = True, gi_score: 
 
     ``class_names`` are the reported classes (:attr:`SegmentationMetrics.reported_classes`: under
     softmax without background, the channel names after ``background``)."""
-    names = [m for m in METRIC_NAMES if boundary or m not in BOUNDARY_METRICS]
-    names += list(POOLED_METRIC_NAMES) + ([GI_SCORE] if boundary and gi_score else [])
+    host = (*BOUNDARY_METRICS, *OBJECT_METRICS)  # computed on the host masks: only with ``boundary``
+    names = [m for m in METRIC_NAMES if boundary or m not in host]
+    names += list(POOLED_METRIC_NAMES) + (list(POOLED_OBJECT_METRIC_NAMES) if boundary else [])
+    names += [GI_SCORE] if boundary and gi_score else []
     return names + [f"{m}.{c}" for m in names for c in class_names]
 
 
@@ -108,6 +147,7 @@ def compute_metrics(
     positions: Sequence[Any] | None = None,
     activation: Activation = "sigmoid",
     include_background: bool = False,
+    object_min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> dict[str, float]:
     """Return every metric of a set of masks at once, with the keys of :class:`SegmentationMetrics`.
 
@@ -116,12 +156,13 @@ def compute_metrics(
             the argmax channel; ``mae`` uses them as they are) or hard 0/1 / bool masks.
         target: 0/1 masks of the same shape (softmax: or an (N, H, W) label map).
         class_names, threshold, smooth, empty, spacing, nsd_tolerance_mm, boundary, activation,
-            include_background: as for :class:`SegmentationMetrics` (``spacing`` may also be (N, 2)
-            per image).
+            include_background, object_min_overlap: as for :class:`SegmentationMetrics`
+            (``spacing`` may also be (N, 2) per image).
         scan_ids, positions: scan and slice order of each image, for ``gi_score``.
     """
     metrics = SegmentationMetrics(class_names, threshold, smooth, empty, None, nsd_tolerance_mm, boundary,
-                                  activation=activation, include_background=include_background)
+                                  activation=activation, include_background=include_background,
+                                  object_min_overlap=object_min_overlap)
     metrics.update_probs(torch.as_tensor(probs), torch.as_tensor(target), spacing=spacing, scan_ids=scan_ids,
                          positions=positions)
     return metrics.compute()

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from trainables.metrics.boundary import BOUNDARY_METRICS, compute_boundary_metrics, compute_gi_score
+from trainables.metrics.cases import CaseRecords, low_bin_sums, probability_histograms
 from trainables.metrics.confusion import (
     CONFUSION_METRICS,
     EXACT_FLOAT32,
@@ -21,6 +22,13 @@ from trainables.metrics.confusion import (
     probability_planes,
     sigmoid_planes,
     stacked_scores,
+)
+from trainables.metrics.objects import (
+    DEFAULT_MIN_OVERLAP,
+    OBJECT_METRICS,
+    object_counts,
+    object_scores,
+    pooled_object_scores,
 )
 
 __all__ = ["ACTIVATIONS", "Activation", "SegmentationMetrics"]
@@ -45,17 +53,22 @@ class SegmentationMetrics:
     :func:`~trainables.metrics.confusion.probability_planes`), :func:`~trainables.metrics.confusion.pixel_sums`
     and :func:`~trainables.metrics.confusion.stacked_scores`; on CPU it runs a few images at a time
     in a reused workspace (see :meth:`_batch_sums`).
-    Boundary metrics (``boundary=True``) need the thresholded masks on the CPU, one transfer
-    per batch; ``boundary=False`` skips them (and ``gi_score``) for speed.
+    Boundary and object metrics (``boundary=True``) need the thresholded masks on the CPU, one
+    transfer per batch; ``boundary=False`` skips them (and ``gi_score``) for speed.
+    With ``case_bins`` it also keeps the case records of every image and class in :attr:`cases`
+    (:mod:`trainables.metrics.cases`): the counts it computes anyway plus probability histograms
+    made on the device from the same probabilities.
 
     Keys of :meth:`compute` (``<class>`` is each of :attr:`reported_classes`: every channel under
     sigmoid, where each channel is an organ; under softmax all but background channel 0 unless
     ``include_background``; overall = mean over those classes, NaN classes left out):
 
     - per-image averaged, smoothed: ``dice iou sensitivity specificity precision accuracy mae``
-      and, with ``boundary``, ``nsd hd95 boundary_f1``; each also as ``<name>.<class>``;
+      and, with ``boundary``, ``nsd hd95 boundary_f1`` and ``object_sensitivity object_precision``
+      (unsmoothed, :mod:`trainables.metrics.objects`); each also as ``<name>.<class>``;
     - pooled over the data set (counts summed, unsmoothed): ``pooled_<name>`` and
-      ``pooled_<name>.<class>`` for the confusion metrics and ``mae``;
+      ``pooled_<name>.<class>`` for the confusion metrics and ``mae`` and, with ``boundary``,
+      the object metrics;
     - ``gi_score`` and ``gi_score.<class>`` when ``boundary`` and scans were identified in
       :meth:`update` (mean over scans of :func:`~trainables.metrics.compute_gi_score`).
 
@@ -77,6 +90,10 @@ class SegmentationMetrics:
             prediction is the argmax one-hot; targets one-hot (N, C, H, W) or label maps (N, H, W)).
         include_background: under softmax, also report channel 0 (default False, as paper 003's
             diceBK and the usual multi-class convention); ignored under sigmoid.
+        object_min_overlap: share of an object's pixels the other mask must cover for it to be
+            found / correct (default 0.5; :func:`~trainables.metrics.object_counts`).
+        case_bins: keep case records with this many histogram bins in :attr:`cases`
+            (default None: no records). Case records never include softmax's background.
     """
 
     def __init__(
@@ -90,6 +107,8 @@ class SegmentationMetrics:
         boundary: bool = True,
         activation: Activation = "sigmoid",
         include_background: bool = False,
+        object_min_overlap: float = DEFAULT_MIN_OVERLAP,
+        case_bins: int | None = None,
     ):
         names = tuple(class_names)
         if activation not in ACTIVATIONS:
@@ -107,6 +126,8 @@ class SegmentationMetrics:
             raise ValueError(f"nsd_tolerance_mm must be >= 0, got {nsd_tolerance_mm}")
         if spacing is not None and (len(spacing) != 2 or min(spacing) <= 0):
             raise ValueError(f"spacing must be a positive (sy, sx) in mm, got {spacing!r}")
+        if not 0.0 < object_min_overlap <= 1.0:
+            raise ValueError(f"object_min_overlap must be in (0, 1], got {object_min_overlap}")
         self.class_names = names
         self.threshold = float(threshold)
         self.smooth = float(smooth)
@@ -116,9 +137,15 @@ class SegmentationMetrics:
         self.boundary = bool(boundary)
         self.activation = activation
         self.include_background = bool(include_background)
+        self.object_min_overlap = float(object_min_overlap)
         # channels kept after the prediction: all, or all but background under softmax
         self._first = 1 if activation == "softmax" and not self.include_background else 0
+        # reported channels the case records skip: softmax's background when it is reported
+        self._case_skip = 1 if activation == "softmax" and self.include_background else 0
         self._workspace: Tensor | None = None  # CPU planes buffer reused across batches (and resets)
+        #: the case records of the batches since :meth:`reset` (None without ``case_bins``)
+        self.cases = (None if case_bins is None
+                      else CaseRecords(self.reported_classes[self._case_skip:], case_bins))
         self.reset()
 
     @property
@@ -136,6 +163,11 @@ class SegmentationMetrics:
         c = len(self.reported_classes)
         self._boundary_sums = np.zeros((len(BOUNDARY_METRICS), c))
         self._boundary_counts = np.zeros((len(BOUNDARY_METRICS), c))
+        self._object_sums = np.zeros((len(OBJECT_METRICS), c))
+        self._object_counts = np.zeros((len(OBJECT_METRICS), c))
+        self._object_totals = np.zeros((4, c), dtype=np.int64)  # objects true, found, pred, correct
+        if self.cases is not None:
+            self.cases.reset()
         self._scans: dict[Hashable, dict[Any, tuple[np.ndarray, np.ndarray] | None]] = {}
         self._scan_shape: dict[Hashable, tuple[int, ...]] = {}
 
@@ -201,25 +233,34 @@ class SegmentationMetrics:
             self._workspace = planes
         return planes
 
-    def _batch_sums(self, scores: Tensor, target: Tensor, from_logits: bool) -> tuple[Tensor, Tensor | None]:
-        """:func:`pixel_sums` (N, C, 5) of the reported classes, and the bool predictions when
-        ``boundary``. On CPU a few images at a time (about 4 MiB of float32 planes per thread), so
-        the planes stay in cache from one pass to the next; on other devices the whole batch."""
+    def _batch_sums(self, scores: Tensor, target: Tensor, from_logits: bool
+                    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        """:func:`pixel_sums` (N, C, 5) of the reported classes, the bool predictions when
+        ``boundary``, and the case histograms and low-bin sums when ``case_bins``. On CPU a few
+        images at a time (about 4 MiB of float32 planes per thread), so the planes stay in cache
+        from one pass to the next; on other devices the whole batch."""
         n = scores.shape[0]
         step = n
         if scores.device.type == "cpu":
             step = max(1, _CPU_CHUNK_BYTES * torch.get_num_threads() // (8 * scores[0].numel()))
-        sums, preds = [], []
+        sums, preds, hists, lows = [], [], [], []
         for i in range(0, n, step):
             planes, chunk = self._planes(scores[i:i + step], from_logits), target[i:i + step]
             if self._first:  # background left out after the argmax, which needed it
                 planes, chunk = planes[:, self._first:], chunk[:, self._first:]
-            if self.boundary:  # before pixel_sums overwrites the planes
+            # both before pixel_sums overwrites the planes
+            if self.boundary:
                 preds.append(planes[:, :, 1] != 0)
+            if self.cases is not None:
+                probs = planes[:, self._case_skip:, 0]
+                hists.append(probability_histograms(probs, chunk[:, self._case_skip:], self.cases.n_bins))
+                lows.append(low_bin_sums(probs, self.cases.n_bins))
             sums.append(pixel_sums(planes, chunk))
-        if len(sums) == 1:
-            return sums[0], preds[0] if preds else None
-        return torch.cat(sums), torch.cat(preds) if preds else None
+
+        def joined(parts: list[Tensor]) -> Tensor | None:
+            return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        return joined(sums), joined(preds), joined(hists), joined(lows)
 
     def _one_hot(self, scores: Tensor, target: Tensor) -> Tensor:
         """A softmax label map (N, H, W) as one-hot (N, C, H, W); any other target unchanged."""
@@ -247,7 +288,7 @@ class SegmentationMetrics:
 
     def _add(self, scores: Tensor, target: Tensor, from_logits: bool, spacing: Any, scan_ids, positions) -> None:
         """Accumulate one checked batch of logits (``from_logits``) or probabilities."""
-        sums, pred = self._batch_sums(scores, target, from_logits)
+        sums, pred, hists, lows = self._batch_sums(scores, target, from_logits)
         n, c = sums.shape[:2]
         if self._sums is None:
             dtype = torch.float32 if sums.device.type == "mps" else torch.float64
@@ -271,10 +312,19 @@ class SegmentationMetrics:
         self._pixels += n * pixels
         self._num_images += n
 
+        boundary = objects = None
         if self.boundary:
-            self._update_boundary(pred, target[:, self._first:], spacing, scan_ids, positions)
+            boundary, objects = self._update_boundary(pred, target[:, self._first:], spacing, scan_ids, positions)
+        if self.cases is not None:
+            skip = self._case_skip
+            counts = torch.stack([tp, fp, fn, tn], dim=-1)[:, skip:]
+            self.cases.add(counts, hists, None if boundary is None else boundary[:, :, skip:],
+                           None if objects is None else objects[:, :, skip:], lows)
 
-    def _update_boundary(self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions) -> None:
+    def _update_boundary(self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Adds the metrics of the masks on the host (boundary, objects, scans for gi_score);
+        returns the boundary metrics (3, N, C) and object counts (4, N, C) of the batch."""
         pred_np = pred.cpu().numpy()  # the host sync boundary metrics need
         target_np = (target != 0).cpu().numpy()
         found = compute_boundary_metrics(
@@ -284,8 +334,18 @@ class SegmentationMetrics:
         values = np.stack([found[m] for m in BOUNDARY_METRICS])  # (3, N, C)
         self._boundary_sums += np.nansum(values, axis=1)
         self._boundary_counts += (~np.isnan(values)).sum(axis=1)
-        if scan_ids is None:
-            return
+        objects = object_counts(pred_np, target_np, min_overlap=self.object_min_overlap)
+        scores = object_scores(objects, self.empty)
+        per_image = np.stack([scores[m] for m in OBJECT_METRICS])  # (2, N, C)
+        self._object_sums += np.nansum(per_image, axis=1)
+        self._object_counts += (~np.isnan(per_image)).sum(axis=1)
+        self._object_totals += objects.sum(axis=1)
+        if scan_ids is not None:
+            self._keep_scans(pred_np, target_np, scan_ids, positions)
+        return values, objects
+
+    def _keep_scans(self, pred_np: np.ndarray, target_np: np.ndarray, scan_ids, positions) -> None:
+        """Stores each slice's masks (bit-packed) under its scan and position, for ``gi_score``."""
         if isinstance(positions, Tensor):
             positions = positions.tolist()
         for i, (scan, position) in enumerate(zip(scan_ids, positions)):
@@ -341,10 +401,15 @@ class SegmentationMetrics:
             if self.boundary:
                 for name, s, k in zip(BOUNDARY_METRICS, self._boundary_sums, self._boundary_counts):
                     put(name, np.where(k > 0, s / np.maximum(k, 1), np.nan))
+                for name, s, k in zip(OBJECT_METRICS, self._object_sums, self._object_counts):
+                    put(name, np.where(k > 0, s / np.maximum(k, 1), np.nan))
         totals = per_image_scores(*(x[None] for x in pooled[:4]), smooth=0.0, empty=self.empty)
         for name in CONFUSION_METRICS:
             put(f"pooled_{name}", totals[name][0].tolist())
         put("pooled_mae", (pooled[4] / self._pixels).tolist())
+        if self.boundary:
+            for name, values in pooled_object_scores(self._object_totals[:, None], self.empty).items():
+                put(f"pooled_{name}", values)
         if self.boundary and self._scans:
             put("gi_score", self._gi_scores().mean(axis=0))
         return result
