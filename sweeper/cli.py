@@ -328,7 +328,7 @@ def run_server_group(command: list[str], grace_s: float = 10.0) -> int:
 
 @main.command()
 def losses() -> None:
-    """List every registered loss: knobs (default, range), constraints and source.
+    """List every registered loss: its module, knobs (default, range), constraints and source.
 
     A spec names a loss by its registered name or as a weighted sum such as
     "0.5*focal + 0.5*dice"; knobs of a sum are prefixed by the term (focal.gamma).
@@ -337,10 +337,11 @@ def losses() -> None:
 
     for entry in describe_losses():
         click.echo(f"{entry['name']}: {entry['summary']}")
+        click.echo(f"    module: {entry['module']} ({entry['class']})")
         click.echo(f"    source: {entry.get('source', '')}")
         for knob, info in entry["knobs"].items():
             scale = ", log" if info.get("log") else ""
-            per_class = "  (one per class: gamma.<class>)" if info.get("per_class") else ""
+            per_class = f"  (one per class: {knob}.<class>)" if info.get("per_class") else ""
             click.echo(f"    {knob} = {info['default']:g}  in [{info['low']:g}, {info['high']:g}{scale}]"
                        f"  {info.get('help', '')}{per_class}")
         for constraint in entry.get("constraints", []):

@@ -51,6 +51,8 @@ def test_losses_lists_every_loss_with_knobs_and_source():
     assert set(ISSUE_LOSSES) <= names
     assert "constraint: alpha + beta = 2" in out.output and "one per class" in out.output
     assert out.output.count("source:") == len(names)
+    assert out.output.count("module: trainables.losses.") == len(names)
+    assert "module: trainables.losses.tversky (TverskyLoss)" in out.output
 
 
 def test_ui_warns_before_exposing_mlflow_beyond_loopback(tmp_path):

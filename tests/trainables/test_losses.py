@@ -1185,6 +1185,7 @@ def test_describe_losses_lists_every_loss_with_knob_ranges():
     assert [r["name"] for r in rows] == sorted(LOSSES)
     tversky = next(r for r in rows if r["name"] == "tversky")
     assert tversky["summary"].startswith("Soft Tversky loss")
+    assert (tversky["module"], tversky["class"]) == ("trainables.losses.tversky", "TverskyLoss")
     assert tversky["knobs"]["alpha"] == {
         "default": 0.3, "low": 0.0, "high": 1.0, "log": False, "help": "weight of false positives", "per_class": False
     }
