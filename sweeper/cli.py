@@ -1,4 +1,11 @@
-"""The ``sweeper`` command line."""
+"""The ``sweeper`` command line.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+"""
 
 from __future__ import annotations
 
@@ -225,7 +232,12 @@ def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, .
               help="Folder for report.html and its PNGs (default SWEEP_DIR/report).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the report on the sweep's MLflow run.")
 def report(sweep_dir: Path, out: Path | None, no_mlflow: bool) -> None:
-    """Write one self-contained HTML report of SWEEP_DIR (paper 000's figures and tables) and log it to MLflow."""
+    """Write one self-contained HTML report of SWEEP_DIR and log it to MLflow.
+
+    Its figures and tables are those of Hassan et al. 2026, "Loss function analysis for
+    class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI"
+    (doi:10.5281/zenodo.20729853), computed for this sweep.
+    """
     from sweeper.report import write_report
 
     try:

@@ -1,6 +1,6 @@
 """The search: an Optuna study behind a Ray Tune ``Searcher`` that fans each configuration out over folds.
 
-Why our own searcher (DESIGN.md, Data flow 3): Ray Tune's ``OptunaSearch`` scores each trial
+Why our own searcher (README, "Decisions worth knowing"): Ray Tune's ``OptunaSearch`` scores each trial
 alone and cannot be combined with folds in multi-objective mode. Here one Optuna trial is one
 *configuration* (architecture, encoder, loss, loss knobs); it becomes one Tune trial per fold, and
 Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any

@@ -4,6 +4,18 @@ A YAML file is parsed into :class:`SweepSpec` (pydantic). Structural and range e
 collected at once by pydantic; :func:`preflight` adds the checks that need the file system (data
 root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
 listing every problem, each naming the field and the fix, before Ray starts.
+
+References (defaults marked "seed 000" are paper 000's setup):
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
 """
 
 from __future__ import annotations
