@@ -9,8 +9,8 @@ The data set is generated in the UW-Madison GI format (``generate_uwmgi``) with 
 
 - **naive**: per 2.5D slice, decode the three PNGs (``cv2.IMREAD_UNCHANGED``), min-max each,
   resize each to ``--image-size`` (as ``prepare_cache``), decode the three class RLEs of the target
-  slice from train.csv's strings and resize them (nearest); augmentation is the stock
-  Albumentations seed000 pipeline (the transforms as they were before issue 8).
+  slice from train.csv's strings and resize them (nearest); augmentation is the seed000
+  pipeline built from stock Albumentations transforms (as first shipped, before the cheaper one).
 - **ours**: ``SliceDataset`` over the float16 cache read through memory maps, with
   ``build_augmentation`` (same parameter distributions, cheaper elastic field and intensity maths).
 - **ours, stock aug** isolates the I/O gain; **ours, intensity only** is the CPU share when
@@ -80,7 +80,7 @@ TARGET_RATE = 500.0      # ours, augmented, slices/s per core
 
 
 def stock_seed000() -> A.Compose:
-    """Returns seed000 as shipped before issue 8: stock Albumentations transforms, same ranges."""
+    """Returns seed000 as first shipped: stock Albumentations transforms, same ranges."""
     g, i = SEED000_GEOMETRY, SEED000_INTENSITY
     return A.Compose([
         A.HorizontalFlip(p=g.hflip_p),

@@ -11,7 +11,7 @@ same 16 x 3 x 224 x 224 masks (``--batch-size`` x 3 x ``--image-size``^2):
   probabilities ready-made) and of numpy (counts, six metrics and MAE per image);
 - the ratios ours / smp and ours / numpy, each the median over rounds of the ratio taken within a
   round (every round times them all in a shuffled order, so a shared machine's drifting load
-  cancels out), and the issue's target (ours >= 10x the smp loop);
+  cancels out), and the target (ours >= 10x the smp loop);
 - the rate of ``torch.sigmoid`` alone on the same logits: MAE needs every probability, so no path
   from logits is faster, and smp / that is the ceiling of the ours / smp ratio;
 - the boundary metrics' cost per image (nsd, hd95, boundary_f1 together) and gi_score's per scan.

@@ -1,4 +1,11 @@
-"""The ``sweeper`` command line."""
+"""The ``sweeper`` command line.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+"""
 
 from __future__ import annotations
 
@@ -226,7 +233,12 @@ def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, .
               help="Folder for report.html and its PNGs (default SWEEP_DIR/report).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the report on the sweep's MLflow run.")
 def report(sweep_dir: Path, out: Path | None, no_mlflow: bool) -> None:
-    """Write one self-contained HTML report of SWEEP_DIR (paper 000's figures and tables) and log it to MLflow."""
+    """Write one self-contained HTML report of SWEEP_DIR and log it to MLflow.
+
+    Its figures and tables are those of Hassan et al. 2026, "Loss function analysis for
+    class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI"
+    (doi:10.5281/zenodo.20729853), computed for this sweep.
+    """
     from sweeper.report import write_report
 
     try:
@@ -331,7 +343,7 @@ def run_server_group(command: list[str], grace_s: float = 10.0) -> int:
 
 @main.command()
 def losses() -> None:
-    """List every registered loss: knobs (default, range), constraints and source.
+    """List every registered loss: its module, knobs (default, range), constraints and source.
 
     A spec names a loss by its registered name or as a weighted sum such as
     "0.5*focal + 0.5*dice"; knobs of a sum are prefixed by the term (focal.gamma).
@@ -340,10 +352,11 @@ def losses() -> None:
 
     for entry in describe_losses():
         click.echo(f"{entry['name']}: {entry['summary']}")
+        click.echo(f"    module: {entry['module']} ({entry['class']})")
         click.echo(f"    source: {entry.get('source', '')}")
         for knob, info in entry["knobs"].items():
             scale = ", log" if info.get("log") else ""
-            per_class = "  (one per class: gamma.<class>)" if info.get("per_class") else ""
+            per_class = f"  (one per class: {knob}.<class>)" if info.get("per_class") else ""
             click.echo(f"    {knob} = {info['default']:g}  in [{info['low']:g}, {info['high']:g}{scale}]"
                        f"  {info.get('help', '')}{per_class}")
         for constraint in entry.get("constraints", []):

@@ -14,6 +14,12 @@ typical and hardest validation slices (Fig. 9; predicted through the trial's own
 and per-image dice, :mod:`trainables.inference`, with the settings the trial recorded). Tables: overall metrics (Table 1), per-organ Dice
 (Table 2), per-organ sensitivity / precision (Table 3), the best configuration's full per-organ
 metrics, 95% fold intervals, paired comparisons of the best configuration with each other one.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The search: an Optuna study behind a Ray Tune ``Searcher`` that fans each configuration out over folds.
 
-Why our own searcher (DESIGN.md, Data flow 3): Ray Tune's ``OptunaSearch`` scores each trial
+Why our own searcher (README, "Decisions worth knowing"): Ray Tune's ``OptunaSearch`` scores each trial
 alone and cannot be combined with folds in multi-objective mode. Here one Optuna trial is one
 *configuration* (architecture, encoder, loss, loss knobs); it becomes one Tune trial per fold, and
 Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any
@@ -53,19 +53,22 @@ def config_id(configuration: Configuration) -> str:
 
 
 def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
-    """Returns one configuration drawn through ``trial``; loss knobs are named ``<loss>.<knob>``."""
+    """Returns one configuration drawn through ``trial``; loss knobs are named ``<loss>.<knob>``.
+
+    The loss's fixed knob values and its Optuna dimensions come from
+    :func:`trainables.losses.knobs.plan_knobs`; this only asks Optuna for each dimension.
+    """
     arch = trial.suggest_categorical("arch", spec.model.architectures)
     encoder = trial.suggest_categorical("encoder", spec.model.encoders)
     labels = spec.loss_labels()
     loss = labels[trial.suggest_categorical("loss", list(labels))]
-    loss_name = loss.name
-    classes = spec.data.classes
-    params = loss.fixed_params(classes)
-    for knob_name, knob in loss.searched_params(classes).items():
-        params[knob_name] = trial.suggest_float(f"{loss_name}.{knob_name}", knob.low, knob.high, log=knob.log)
+    plan = loss.knob_plan(spec.data.classes)
+    params = dict(plan.fixed)
+    for dimension in plan.dimensions:
+        params[dimension.knob] = trial.suggest_float(dimension.name, dimension.low, dimension.high, log=dimension.log)
     ratios = spec.data.roi_ratios
     roi_ratio = trial.suggest_categorical("roi_ratio", ratios) if ratios else None
-    return Configuration(arch=arch, encoder=encoder, loss=loss_name, loss_params=dict(sorted(params.items())),
+    return Configuration(arch=arch, encoder=encoder, loss=loss.name, loss_params=dict(sorted(params.items())),
                          roi_ratio=roi_ratio)
 
 

@@ -9,6 +9,18 @@ The checks against the loss and model registries import torch (the registries ar
 they happen inside the validators: importing this module costs no torch, and ``parse_spec(...,
 registry=False)`` re-reads a spec a launch already validated (the sweep's frozen ``spec.yaml``) without
 them, as the read-only commands do.
+
+References (defaults marked "seed 000" are paper 000's setup):
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
 """
 
 from __future__ import annotations
@@ -26,9 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from trainables.contract import GI_CLASSES, TrainingSettings
 
 if TYPE_CHECKING:
-    from trainables.losses import Knob
-
-SEARCH = "search"
+    from trainables.losses import Knob, KnobPlan
 
 
 class SpecError(ValueError):
@@ -275,98 +285,35 @@ class LossSpec(_Strict):
 
         return configured_knob_space(self.name, classes)
 
-    def _expand(self, classes: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-        space = self.space(classes)
-        out: dict[str, Any] = {}
-        problems: list[str] = []
-        for key, value in self.params.items():
-            if key in space:
-                if isinstance(value, list):
-                    problems.append(f"params.{key}: a list is only for per-class knobs; give one number")
-                else:
-                    out[key] = value
-                continue
-            per_class = [f"{key}.{c}" for c in classes]
-            if all(k in space for k in per_class):
-                values = value if isinstance(value, list) else [value] * len(classes)
-                if len(values) != len(classes):
-                    problems.append(f"params.{key}: {len(values)} values for {len(classes)} classes "
-                                    f"{list(classes)}; give one per class, in that order")
-                else:
-                    out.update(zip(per_class, values))
-                continue
-            derived = _derived_knobs(self.name).get(key)
-            if derived is not None:
-                first, total = derived
-                problems.append(f"params.{key}: {self.name} derives {key} from {first} (constraint: they sum to "
-                                f"{total:g}); set only {first}, e.g. {first}: {total / 2:g}, and leave {key} out")
-                continue
-            problems.append(f"params.{key}: {self.name} has no knob {key!r}; its knobs are {sorted(space)}")
-        return out, problems
-
     def expanded_params(self, classes: Sequence[str]) -> dict[str, Any]:
         """Returns ``params`` with per-class shorthands (``gamma: 2`` or ``gamma: [1, 2, 3]``) expanded
         to one entry per class (``gamma.<class>``); raises ValueError naming a bad key."""
-        out, problems = self._expand(classes)
+        from trainables.losses import expand_params
+
+        out, problems = expand_params(self.name, self.params, classes)
         if problems:
             raise ValueError("; ".join(problems))
         return out
 
     def check(self, classes: Sequence[str]) -> list[str]:
         """Returns the problems of ``params`` against the knob space (each naming ``params.<knob>``)."""
-        params, problems = self._expand(classes)
-        space = self.space(classes)
-        for key, value in params.items():
-            knob = space[key]
-            bounds = (value,) if isinstance(value, (int, float)) else (
-                (value.low, value.high) if isinstance(value, KnobRange) else ())
-            for bound in bounds:
-                if not knob.low <= bound <= knob.high:
-                    problems.append(f"params.{key}: {bound} is outside [{knob.low}, {knob.high}]; "
-                                    "give a value in that range")
-            if isinstance(value, KnobRange) and (value.log or (value.log is None and knob.log)) and value.low <= 0:
-                problems.append(f"params.{key}: a log-scale range needs low > 0")
-        return problems
+        from trainables.losses import check_params
+
+        return check_params(self.name, self.params, classes)
+
+    def knob_plan(self, classes: Sequence[str]) -> KnobPlan:
+        """Returns the fixed knob values and the searched ranges (with their Optuna dimensions)."""
+        from trainables.losses import plan_knobs
+
+        return plan_knobs(self.name, self.params, classes)
 
     def fixed_params(self, classes: Sequence[str]) -> dict[str, float]:
         """Knob values that are not searched: the spec's numbers, else the loss's defaults."""
-        params = self.expanded_params(classes)
-        searched = self.searched_params(classes)
-        out = {k: knob.default for k, knob in self.space(classes).items() if k not in searched}
-        out.update({k: float(v) for k, v in params.items() if isinstance(v, (int, float)) and k not in searched})
-        return out
+        return self.knob_plan(classes).fixed
 
     def searched_params(self, classes: Sequence[str]) -> dict[str, Knob]:
         """Knobs to search, each as a :class:`Knob` carrying the range to search."""
-        from trainables.losses import Knob
-
-        space = self.space(classes)
-        out = {}
-        for key, value in self.expanded_params(classes).items():
-            knob = space[key]
-            if value == SEARCH:
-                out[key] = knob
-            elif isinstance(value, KnobRange):
-                out[key] = Knob(
-                    default=min(max(knob.default, value.low), value.high),
-                    low=value.low,
-                    high=value.high,
-                    log=knob.log if value.log is None else value.log,
-                    help=knob.help,
-                )
-        return out
-
-
-def _derived_knobs(name: str) -> dict[str, tuple[str, float]]:
-    """Returns flat key of each knob a constraint derives -> (the knob to set instead, the constraint's total)."""
-    from trainables.losses import compound_terms, is_compound, loss_constraints
-
-    try:
-        terms = [(f"{term}.", term) for _, term in compound_terms(name)] if is_compound(name) else [("", name)]
-        return {f"{prefix}{c.knobs[-1]}": (f"{prefix}{c.knobs[0]}", c.total)
-                for prefix, term in terms for c in loss_constraints(term) if len(c.knobs) == 2}
-    except (KeyError, ValueError):
-        return {}
+        return self.knob_plan(classes).searched
 
 
 class TrainingSpec(TrainingSettings):

@@ -1,4 +1,11 @@
-"""Segmentation networks from segmentation-models-pytorch, found by lowercase architecture name."""
+"""Segmentation networks from segmentation-models-pytorch, found by lowercase architecture name.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+"""
 
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ def build_model(
 
     Args:
         arch: lowercase architecture name, a key of :data:`ARCHITECTURES` (``unet``, ``fpn``, ...).
-        encoder: smp encoder name, e.g. ``resnet34`` or ``mit_b2`` (seed 000's SegFormer MiT-B2).
+        encoder: smp encoder name, e.g. ``resnet34`` or ``mit_b2`` (paper 000's SegFormer MiT-B2).
         in_channels: input channels; 2.5D input with one neighbour each side gives 3.
         classes: output channels, one per organ (multi-label, sigmoid applied by losses/metrics).
         encoder_weights: ``None`` (default: random init, nothing downloaded) or e.g. ``"imagenet"``,

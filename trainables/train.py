@@ -7,6 +7,15 @@ flat dict -- ``train_loss``, ``val_loss``, every validation metric (``dice``, ``
 checkpoint holding the training state, the best weights and the best epoch's out-of-fold case
 records (``cases.parquet``: per validation image and class, :mod:`trainables.metrics.cases`), and
 resumes from ``tune.get_checkpoint()`` after a failure.
+
+References:
+
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fast paths of a trial (issue 8): reproducible loaders, the cheaper CPU augmentation, the
+"""The fast paths of a trial: reproducible loaders, the cheaper CPU augmentation, the
 batched on-device augmentation (same parameter distributions as Albumentations), the training
 step's channels-last / compile switches, and DataLoader sizing from the trial's CPUs."""
 

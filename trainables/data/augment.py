@@ -18,6 +18,12 @@ Three changes against stock Albumentations, all keeping the sampled parameters' 
 - :func:`seed_transform` gives the whole pipeline ONE random stream: ``A.Compose(seed=k)`` seeds
   every transform with the same ``k``, so horizontal and vertical flips (and every other p-draw)
   would fire together.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
 """
 
 from __future__ import annotations

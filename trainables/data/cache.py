@@ -11,6 +11,12 @@ Layout of ``cache_dir`` (the same for every data format, so nothing downstream k
 Preprocessing defaults follow paper 000 (section 2.3): per-slice min-max to [0, 1] and resizing to a
 square ``image_size`` (224 in the paper). Folds are grouped by patient (000: "grouped five-fold split
 kept each patient wholly within one set"), or read from a split file.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""2.5D slices from the prepared cache, as tensors for a DataLoader."""
+"""2.5D slices from the prepared cache, as tensors for a DataLoader.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
+"""
 
 from __future__ import annotations
 

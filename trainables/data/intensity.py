@@ -13,6 +13,12 @@ expects and the cache stores as float16:
 
 ``clip_percentiles=(lo, hi)`` first clips to those percentiles of the same scope (slice or volume),
 for MRI with a few very bright voxels.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
 """
 
 from __future__ import annotations

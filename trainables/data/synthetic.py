@@ -5,6 +5,12 @@ It copies what matters to a loss sweep (paper 000, section 2.1): about 57% of sl
 organ; organ slice prevalence near large bowel 37%, small bowel 29%, stomach 22%; organs on
 contiguous runs of slices; a thin winding small bowel, a blob-like stomach, a thick arc of large
 bowel; overlapping (multi-label) masks; 16-bit grey images with MRI-like values up to a few thousand.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
 """
 
 from __future__ import annotations

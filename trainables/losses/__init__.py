@@ -4,28 +4,43 @@ Every registered loss maps ``(logits, target)`` of shape (N, C, H, W) (raw logit
 of the same shape) to a scalar float32 tensor. By default outputs are multi-label sigmoid (one
 channel per organ, organs may overlap); ``activation="softmax"`` reads them as multi-class with
 the background as channel 0 and a one-hot target. Build them by name with :func:`build_loss`,
-weighted sums with :func:`build_compound` / :func:`parse_compound`; search spaces read
-:func:`loss_knobs`, :func:`flat_knob_space` and :func:`assemble_knobs`.
+weighted sums with :func:`build_compound` / :func:`parse_compound`. How a sweep spec's ``params``
+become flat knobs, Optuna dimensions and finally a built loss lives in one module,
+:mod:`trainables.losses.knobs` (:func:`plan_knobs`, :func:`build_configured_loss`).
 """
 
 from ._base import RegionLoss, SegmentationLoss
 from .bce import SoftBCELoss
 from .calf import CALF_TRANSFORMS, CalfLoss, calf_statistics, select_calf_transform
 from .ce import CrossEntropyLoss, TopKCrossEntropyLoss, WeightedCrossEntropyLoss
-from .configured import build_configured_loss, compound_terms, configured_knob_space, is_compound
 from .compound import DiceSoftBCELoss, FocalPlusDiceLoss, WeightedSum, build_compound, parse_compound
 from .dice import DiceLoss, FocalDiceLoss, GeneralizedDiceLoss, LogDiceLoss, TopKDiceLoss
 from .focal import FocalLoss
+from .knobs import (
+    SEARCH,
+    Dimension,
+    KnobPlan,
+    SearchRange,
+    assemble_knobs,
+    build_configured_loss,
+    check_params,
+    compound_terms,
+    configured_knob_space,
+    derived_knobs,
+    expand_params,
+    flat_knob_space,
+    is_compound,
+    plan_knobs,
+    term_knobs,
+)
 from .pm_dice import PMDiceLoss
 from .registry import (
     CONTEXT_OPTIONS,
     LOSSES,
     Knob,
     SumConstraint,
-    assemble_knobs,
     build_loss,
     describe_losses,
-    flat_knob_space,
     loss_constraints,
     loss_knobs,
     register_loss,
@@ -33,10 +48,19 @@ from .registry import (
 from .tversky import FocalTverskyLoss, IoUxyLoss, TverskyLoss
 
 __all__ = [
+    "SEARCH",
+    "SearchRange",
+    "Dimension",
+    "KnobPlan",
     "build_configured_loss",
+    "check_params",
     "compound_terms",
     "configured_knob_space",
+    "derived_knobs",
+    "expand_params",
     "is_compound",
+    "plan_knobs",
+    "term_knobs",
     "LOSSES",
     "CONTEXT_OPTIONS",
     "Knob",

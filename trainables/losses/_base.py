@@ -1,4 +1,17 @@
-"""Base classes: the output convention (sigmoid / softmax, background) shared by every loss."""
+"""Base classes: the output convention (sigmoid / softmax, background) shared by every loss.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,13 @@ Conventions shared by every function here:
   paper 000 eq. 1); a tuple of dims keeps the others, e.g. ``dims=(0, 2, 3)`` gives one value
   per channel.
 - Nothing here casts or checks shapes; :func:`prepare` does that once at the top of a loss.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- Lin T.-Y., Goyal P., Girshick R., He K., Dollar P. "Focal loss for dense object detection." ICCV 2017.
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""Soft binary cross-entropy with logits (paper 000 eq. 2)."""
+"""Soft binary cross-entropy with logits (paper 000 eq. 2).
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+"""
 
 from __future__ import annotations
 
@@ -18,8 +25,8 @@ class SoftBCELoss(SegmentationLoss):
     """Mean binary cross-entropy with logits over all pixels and organ channels, label-smoothed.
 
     ``L = -mean[t log p + (1 - t) log(1 - p)]``, ``p = sigmoid(logits)``,
-    ``t = g (1 - s) + 0.5 s`` with ``s`` = ``smoothing`` (paper 000 eq. 2,
-    ``/work/shared/papers/000_8aabc29040759981.txt``; ``s = 0`` gives the paper's plain BCE).
+    ``t = g (1 - s) + 0.5 s`` with ``s`` = ``smoothing`` (paper 000 eq. 2; ``s = 0``
+    gives the paper's plain BCE).
 
     Conventions: ``s`` is standard two-class label smoothing (1 -> 1 - s/2, 0 -> s/2). smp's
     ``SoftBCEWithLogitsLoss(smooth_factor=f)`` maps 1 -> 1 - f, 0 -> f, i.e. equals this loss
@@ -38,7 +45,7 @@ class SoftBCELoss(SegmentationLoss):
     knobs: ClassVar[dict[str, Knob]] = {
         "smoothing": Knob(0.0, 0.0, 0.2, help="label smoothing: targets g(1-s) + s/2"),
     }
-    source: ClassVar[str] = "papers/000 eq. 2"
+    source: ClassVar[str] = "paper 000 eq. 2 (Hassan et al. 2026, doi:10.5281/zenodo.20729853)"
 
     def __init__(
         self, smoothing: float = 0.0, *, activation: Activation = "sigmoid", include_background: bool = True

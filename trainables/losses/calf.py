@@ -1,4 +1,10 @@
-"""CALF: a loss chosen from the skewness and kurtosis of the training foreground areas (paper 002)."""
+"""CALF: a loss chosen from the skewness and kurtosis of the training foreground areas (paper 002).
+
+References:
+
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
+"""
 
 from __future__ import annotations
 
@@ -88,9 +94,9 @@ def select_calf_transform(skewness: float, kurtosis: float) -> str:
 class CalfLoss(SegmentationLoss):
     """CALF: one of six pixel losses, chosen once from the training fold's foreground-area statistics.
 
-    Paper 002 (``/work/shared/papers/002_27cb8d17f37751b8.txt``, Tables 1-2): the skewness and
-    excess kurtosis of the per-image foreground areas of the TRAINING fold (computed by the
-    caller, never on validation data) pick, through :func:`select_calf_transform`:
+    Paper 002 (Tables 1-2): the skewness and excess kurtosis of the per-image foreground areas of
+    the TRAINING fold (computed by the caller, never on validation data) pick, through
+    :func:`select_calf_transform`:
 
     - ``fisher``: ``-E[y 0.5 ln((1+p)/(1-p)) + (1-y) 0.5 ln((2-p)/p)]``
     - ``logit``: ``-E[y ln(p/(1-p)) + (1-y) ln((1-p)/p)]``
@@ -121,7 +127,7 @@ class CalfLoss(SegmentationLoss):
     """
 
     knobs: ClassVar[dict[str, Knob]] = {}
-    source: ClassVar[str] = "papers/002 Tables 1-2 (CALF)"
+    source: ClassVar[str] = "paper 002 Tables 1-2 (CALF, anonymised MICCAI submission)"
 
     def __init__(
         self,

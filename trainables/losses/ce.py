@@ -1,4 +1,14 @@
-"""Cross-entropy losses: CE, class-weighted CE (paper 003), TopK CE (paper 004 eq. 2)."""
+"""Cross-entropy losses: CE, class-weighted CE (paper 003), TopK CE (paper 004 eq. 2).
+
+References:
+
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
+"""
 
 from __future__ import annotations
 
@@ -34,9 +44,8 @@ def pixel_cross_entropy(logits: Tensor, target: Tensor, activation: str, include
 class CrossEntropyLoss(SegmentationLoss):
     """Cross-entropy: softmax CE over classes, or BCE per channel for multi-label sigmoid outputs.
 
-    Softmax: ``L = -(1/N) sum_i sum_c g_ic log p_ic`` (paper 004 eq. 1,
-    ``/work/shared/papers/004_cc163e29e81d9397.txt``), N pixels, one-hot ``g``; equals
-    ``torch.nn.functional.cross_entropy(logits, target.argmax(1))``. Sigmoid (the GI organs,
+    Softmax: ``L = -(1/N) sum_i sum_c g_ic log p_ic`` (paper 004 eq. 1), N pixels, one-hot ``g``;
+    equals ``torch.nn.functional.cross_entropy(logits, target.argmax(1))``. Sigmoid (the GI organs,
     default): multi-label outputs have no softmax CE; each channel is a binary problem and
     ``L = -mean[g log p + (1 - g) log(1 - p)]`` over all elements, i.e. ``soft_bce`` without
     smoothing.
@@ -47,7 +56,11 @@ class CrossEntropyLoss(SegmentationLoss):
     """
 
     knobs: ClassVar[dict[str, Knob]] = {}
-    source: ClassVar[str] = "papers/004 eq. 1; papers/003 (crossE, unweighted)"
+    source: ClassVar[str] = (
+        "paper 004 eq. 1 (Hosseini 2025, arXiv:2506.15744); "
+        "paper 003, crossE unweighted (Furtado, undated manuscript; "
+        "cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
+    )
 
     def __init__(self, *, activation: Activation = "sigmoid", include_background: bool = True) -> None:
         super().__init__(activation=activation, include_background=include_background)
@@ -65,11 +78,10 @@ class CrossEntropyLoss(SegmentationLoss):
 class WeightedCrossEntropyLoss(SegmentationLoss):
     """Class-weighted cross-entropy with inverse class-frequency weights from the training fold.
 
-    Softmax: ``L = -(1/N) sum_i sum_c w_c g_ic log p_ic`` with ``w_c = 1 / (C f_c)``, ``f_c``
-    the share of training-fold pixels of class c (normalised to sum 1), so uniform
-    frequencies give plain CE and ``sum_c f_c w_c = 1`` (paper 003 "crossE",
-    ``/work/shared/papers/003_4561899ee7020963.txt``: "a class frequency inverse weight [applied]
-    to the value for each pixel"). Sigmoid (multi-label): each channel c is its own binary
+    Softmax: ``L = -(1/N) sum_i sum_c w_c g_ic log p_ic`` with ``w_c = 1 / (C f_c)``, ``f_c`` the
+    share of training-fold pixels of class c (normalised to sum 1), so uniform frequencies give
+    plain CE and ``sum_c f_c w_c = 1`` (paper 003 "crossE": "a class frequency inverse weight
+    [applied] to the value for each pixel"). Sigmoid (multi-label): each channel c is its own binary
     problem with ``f_c`` its positive share; positives weigh ``1 / (2 f_c)``, negatives
     ``1 / (2 (1 - f_c))``, ``L = -mean[w+ g log p + w- (1 - g) log(1 - p)]``.
 
@@ -85,7 +97,10 @@ class WeightedCrossEntropyLoss(SegmentationLoss):
     """
 
     knobs: ClassVar[dict[str, Knob]] = {}
-    source: ClassVar[str] = "papers/003 (crossE)"
+    source: ClassVar[str] = (
+        "paper 003, crossE (Furtado, undated manuscript; "
+        "cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
+    )
 
     def __init__(
         self,
@@ -134,10 +149,10 @@ class WeightedCrossEntropyLoss(SegmentationLoss):
 class TopKCrossEntropyLoss(SegmentationLoss):
     """TopK cross-entropy: the mean CE of the K% hardest pixels of the batch.
 
-    ``L = mean_{i in top K%} CE_i`` (paper 004 eq. 2, ``/work/shared/papers/004_cc163e29e81d9397.txt``;
-    Wu et al. 2016, nnU-Net's TopK loss) with ``CE_i`` the per-pixel cross-entropy of
-    :class:`CrossEntropyLoss` (softmax: one value per pixel; sigmoid: one per pixel and
-    channel). ``k = 100`` gives ``ce``.
+    ``L = mean_{i in top K%} CE_i`` (paper 004 eq. 2; Wu Z., Shen C., van den Hengel A. "Bridging
+    category-level and instance-level semantic image segmentation." arXiv:1605.06885, 2016;
+    nnU-Net's TopK loss) with ``CE_i`` the per-pixel cross-entropy of :class:`CrossEntropyLoss`
+    (softmax: one value per pixel; sigmoid: one per pixel and channel). ``k = 100`` gives ``ce``.
 
     Conventions: as nnU-Net, the K% is taken over the whole batch pooled (not per image), and
     the mean divides by the number kept (paper 004's eq. 2 writes 1/N, a constant factor
@@ -152,7 +167,11 @@ class TopKCrossEntropyLoss(SegmentationLoss):
     knobs: ClassVar[dict[str, Knob]] = {
         "k": Knob(10.0, 1.0, 100.0, help="percent of pixels kept (hardest first)"),
     }
-    source: ClassVar[str] = "papers/004 eq. 2 (Wu et al. 2016; nnU-Net TopK)"
+    source: ClassVar[str] = (
+        "paper 004 eq. 2 (Hosseini 2025, arXiv:2506.15744); "
+        "Wu et al. 2016, arXiv:1605.06885; "
+        "nnU-Net TopK"
+    )
 
     def __init__(
         self, k: float = 10.0, *, activation: Activation = "sigmoid", include_background: bool = True

@@ -1,4 +1,13 @@
-"""Weighted sums of losses: any compound from a spec, and paper 000's two registered compounds."""
+"""Weighted sums of losses: any compound from a spec, and paper 000's two registered compounds.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
+"""
 
 from __future__ import annotations
 
@@ -120,10 +129,9 @@ def build_compound(
 class DiceSoftBCELoss(WeightedSum):
     """Dice + SoftBCE: ``w Dice + (1 - w) SoftBCE`` with ``w`` = ``dice_weight``.
 
-    Paper 000 (``/work/shared/papers/000_8aabc29040759981.txt``) uses ``0.5 L_Dice + 0.5 L_SoftBCE``,
-    the default. The terms keep their own defaults: Dice ``smooth = 1`` (pooled over pixels and
-    organ channels) and SoftBCE ``smoothing = 0``. ``activation`` and ``include_background`` are
-    passed to both terms.
+    Paper 000 uses ``0.5 L_Dice + 0.5 L_SoftBCE``, the default. The terms keep their own defaults:
+    Dice ``smooth = 1`` (pooled over pixels and organ channels) and SoftBCE ``smoothing = 0``.
+    ``activation`` and ``include_background`` are passed to both terms.
 
     Args:
         dice_weight: weight ``w`` of the Dice term; SoftBCE gets ``1 - w`` (default 0.5).
@@ -132,7 +140,7 @@ class DiceSoftBCELoss(WeightedSum):
     knobs: ClassVar[dict[str, Knob]] = {
         "dice_weight": Knob(0.5, 0.0, 1.0, help="weight of Dice; SoftBCE gets 1 - dice_weight"),
     }
-    source: ClassVar[str] = "papers/000"
+    source: ClassVar[str] = "paper 000 (Hassan et al. 2026, doi:10.5281/zenodo.20729853)"
 
     def __init__(
         self, dice_weight: float = 0.5, *, activation: Activation = "sigmoid", include_background: bool = True
@@ -146,12 +154,12 @@ class DiceSoftBCELoss(WeightedSum):
 class FocalPlusDiceLoss(WeightedSum):
     """Focal + Dice: ``(1 - w) Focal(gamma) + w Dice`` with ``w`` = ``dice_weight`` (paper 000's compound).
 
-    Paper 000 (``/work/shared/papers/000_8aabc29040759981.txt``) uses equal weights and gamma = 2,
-    the defaults. Focal is the standard ``-(1 - p_t)^gamma log p_t`` without alpha weighting,
-    averaged over all elements (:class:`~trainables.losses.focal.FocalLoss`); Dice keeps
-    ``smooth = 1`` (pooled over pixels and organ channels). Registered as ``focal_dice`` before
-    this version; ``focal_dice`` is now the Focal Dice loss of paper 004's baselines. The same
-    sum is ``build_compound([(0.5, "focal", {}), (0.5, "dice", {})])``.
+    Paper 000 uses equal weights and gamma = 2, the defaults. Focal is the standard
+    ``-(1 - p_t)^gamma log p_t`` without alpha weighting, averaged over all elements
+    (:class:`~trainables.losses.focal.FocalLoss`); Dice keeps ``smooth = 1`` (pooled over pixels and
+    organ channels). Registered as ``focal_dice`` before this version; ``focal_dice`` is now the
+    Focal Dice loss of paper 004's baselines. The same sum is
+    ``build_compound([(0.5, "focal", {}), (0.5, "dice", {})])``.
 
     Args:
         gamma: focal exponent (default 2.0).
@@ -162,7 +170,7 @@ class FocalPlusDiceLoss(WeightedSum):
         "gamma": Knob(2.0, 0.0, 5.0, help="focal focusing exponent; 0 gives BCE"),
         "dice_weight": Knob(0.5, 0.0, 1.0, help="weight of Dice; Focal gets 1 - dice_weight"),
     }
-    source: ClassVar[str] = "papers/000"
+    source: ClassVar[str] = "paper 000 (Hassan et al. 2026, doi:10.5281/zenodo.20729853)"
 
     def __init__(
         self,

@@ -1,4 +1,24 @@
-"""Dice-family losses: Dice (diceBK), Log Dice, Generalized Dice, Focal Dice, TopK Dice."""
+"""Dice-family losses: Dice (diceBK), Log Dice, Generalized Dice, Focal Dice, TopK Dice.
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
+- Milletari F., Navab N., Ahmadi S.-A. "V-Net: fully convolutional neural networks for volumetric
+  medical image segmentation." 3DV 2016.
+- Sudre C. H., Li W., Vercauteren T., Ourselin S., Cardoso M. J. "Generalised Dice overlap as a deep
+  learning loss function for highly unbalanced segmentations." DLMIA (MICCAI workshop) 2017.
+- Zhao R. et al. "Rethinking Dice loss for medical image segmentation." ICDM 2020.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +41,8 @@ class DiceLoss(RegionLoss):
     """Soft Dice loss, by default pooled over the batch's pixels and all organ channels.
 
     ``L = 1 - (2 sum p g + s) / (sum p + sum g + s)`` with ``p`` the probabilities,
-    ``g`` the 0/1 target and ``s`` = ``smooth`` (paper 000 eq. 1,
-    ``/work/shared/papers/000_8aabc29040759981.txt``). Variants as options: ``per_class=True``
-    averages one Dice per class (papers 003, 004 eq. 4); ``squared=True`` uses
+    ``g`` the 0/1 target and ``s`` = ``smooth`` (paper 000 eq. 1). Variants as options:
+    ``per_class=True`` averages one Dice per class (papers 003, 004 eq. 4); ``squared=True`` uses
     ``sum p^2 + sum g^2`` in the denominator (paper 004 eq. 4, after Milletari et al.);
     ``batch=False`` computes one Dice per image and averages the images;
     ``include_background=False`` with ``activation="softmax"`` is paper 003's diceBK.
@@ -48,7 +67,12 @@ class DiceLoss(RegionLoss):
     """
 
     knobs: ClassVar[dict[str, Knob]] = {"smooth": _SMOOTH}
-    source: ClassVar[str] = "papers/000 eq. 1; 004 eq. 4 (class mean, squared); 003 (diceBK)"
+    source: ClassVar[str] = (
+        "paper 000 eq. 1 (Hassan et al. 2026, doi:10.5281/zenodo.20729853); "
+        "paper 004 eq. 4, class mean, squared (Hosseini 2025, arXiv:2506.15744); "
+        "paper 003, diceBK (Furtado, undated manuscript; "
+        "cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
+    )
 
     def __init__(
         self,
@@ -82,8 +106,9 @@ class LogDiceLoss(DiceLoss):
     """Logarithmic Dice loss: the mean over classes of ``(-ln Dice_c)^gamma``.
 
     ``L = mean_c (-ln D_c)^gamma``, ``D_c = (2 sum p g + s) / (sum p + sum g + s)`` per class,
-    batch-summed (Wong et al. 2018, "exponential logarithmic loss", its Dice term; a baseline of
-    paper 004, ``/work/shared/papers/004_cc163e29e81d9397.txt`` ref. [38]). ``gamma = 1``
+    batch-summed (Wong K. C. L., Moradi M., Tang H., Syeda-Mahmood T. "3D segmentation with exponential
+    logarithmic loss for highly unbalanced object sizes." MICCAI 2018; its Dice term; a baseline of
+    paper 004, ref. [38]). ``gamma = 1``
     (default) is the plain log Dice; Wong et al. use ``gamma = 0.3``. The log makes classes
     with a low Dice weigh more than in the linear Dice.
 
@@ -100,7 +125,10 @@ class LogDiceLoss(DiceLoss):
         "gamma": Knob(1.0, 0.1, 3.0, help="exponent of -ln Dice; Wong et al. use 0.3"),
         "smooth": _SMOOTH,
     }
-    source: ClassVar[str] = "Wong et al. 2018 (MICCAI); papers/004 ref. [38]"
+    source: ClassVar[str] = (
+        "Wong et al. 2018, MICCAI; "
+        "a baseline of paper 004 (Hosseini 2025, arXiv:2506.15744)"
+    )
 
     def __init__(
         self,
@@ -149,7 +177,10 @@ class GeneralizedDiceLoss(RegionLoss):
     knobs: ClassVar[dict[str, Knob]] = {
         "smooth": Knob(1e-5, 1e-8, 1.0, log=True, help="additive smoothing of the weighted ratio"),
     }
-    source: ClassVar[str] = "Sudre et al. 2017 (DLMIA); papers/002 ref. [3]"
+    source: ClassVar[str] = (
+        "Sudre et al. 2017, DLMIA (MICCAI workshop); "
+        "paper 002 ref. [3] (CALF, anonymised MICCAI submission)"
+    )
 
     def __init__(
         self,
@@ -193,11 +224,12 @@ class FocalDiceLoss(DiceLoss):
     """Focal Dice loss: the mean over classes of ``1 - Dice_c^(1/beta)`` (Wang & Chung 2018).
 
     ``L = mean_c (1 - D_c^(1/beta))``, ``D_c = (2 sum p g + s) / (sum p + sum g + s)`` per class,
-    batch-summed. Paper 004 (``/work/shared/papers/004_cc163e29e81d9397.txt``, ref. [39]:
-    "the root squared version of Dice score of each class") lists it as a baseline; ``beta = 2``
-    (default) is that square root, ``beta = 1`` gives the class-mean Dice loss. Since
-    ``d D^(1/beta) / dD = D^(1/beta - 1) / beta`` grows as ``D`` falls, classes with a low Dice
-    get the larger gradient: the focusing is per class, not per pixel.
+    batch-summed. Paper 004 (ref. [39]: Wang P., Chung A. C. S. "Focal dice loss and image
+    dilation for brain tumor segmentation." DLMIA 2018: "the root squared version of Dice score of
+    each class") lists it as a baseline; ``beta = 2`` (default) is that square root, ``beta = 1``
+    gives the class-mean Dice loss. Since ``d D^(1/beta) / dD = D^(1/beta - 1) / beta`` grows as
+    ``D`` falls, classes with a low Dice get the larger gradient: the focusing is per class, not
+    per pixel.
 
     Conventions: the mean over classes (Wang & Chung sum them; the mean keeps the loss in
     [0, 1] and makes ``beta = 1`` equal ``DiceLoss(per_class=True)``). Zhao et al. 2020's
@@ -215,7 +247,10 @@ class FocalDiceLoss(DiceLoss):
         "beta": Knob(2.0, 1.0, 5.0, help="Dice_c^(1/beta); 1 gives the class-mean Dice"),
         "smooth": _SMOOTH,
     }
-    source: ClassVar[str] = "Wang & Chung 2018 (DLMIA); papers/004 ref. [39]"
+    source: ClassVar[str] = (
+        "Wang & Chung 2018, DLMIA (MICCAI workshop); "
+        "a baseline of paper 004 (Hosseini 2025, arXiv:2506.15744)"
+    )
 
     def __init__(
         self,
@@ -246,8 +281,8 @@ class TopKDiceLoss(DiceLoss):
     For each image and class, the foreground pixels (``g = 1``: true positives and false
     negatives) are ranked by their error ``1 - p`` and only the ``ceil(K% x count)`` largest are
     kept; every ``g = 0`` pixel is kept. Then the class-mean, batch-summed soft Dice of
-    :class:`DiceLoss` runs on the kept pixels (Hosseini, BMVC 2024, as summarised by paper 004,
-    ``/work/shared/papers/004_cc163e29e81d9397.txt`` ref. [42]: "false negatives and true
+    :class:`DiceLoss` runs on the kept pixels (Hosseini S. M. "TopK Dice loss for medical image
+    segmentation." BMVC 2024, as summarised by paper 004, ref. [42]: "false negatives and true
     positives are ranked based on their error values and the ones that are not in top K% are
     ignored"). ``k = 100`` is the class-mean Dice.
 
@@ -265,7 +300,7 @@ class TopKDiceLoss(DiceLoss):
         "k": Knob(10.0, 1.0, 100.0, help="percent of foreground pixels kept (hardest first)"),
         "smooth": _SMOOTH,
     }
-    source: ClassVar[str] = "Hosseini 2024 (BMVC); papers/004 ref. [42]"
+    source: ClassVar[str] = "Hosseini 2024, BMVC; as summarised by paper 004 (Hosseini 2025, arXiv:2506.15744)"
 
     def __init__(
         self,

@@ -1,4 +1,17 @@
-"""Focal loss (Lin et al. 2017; paper 000's focal term, papers 001 and 004)."""
+"""Focal loss (Lin et al. 2017; paper 000's focal term, papers 001 and 004).
+
+References:
+
+- Lin T.-Y., Goyal P., Girshick R., He K., Dollar P. "Focal loss for dense object detection." ICCV 2017.
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 001: Oshah A. A., Rgibi A. E., Alarbish A., Amin H. H. "Accurate segmentation of imbalanced
+  medical images: a comparative study." 2025. doi:10.26629/jtr.2025.57
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
+"""
 
 from __future__ import annotations
 
@@ -22,9 +35,9 @@ class FocalLoss(SegmentationLoss):
     ``1 - p`` where ``g = 0``, mean over (N, C, H, W). Softmax: ``p_t`` is the softmax
     probability of the pixel's true class, ``-log p_t`` its CE, mean over pixels (paper 004
     eq. 3). Lin et al. 2017; paper 000 uses gamma = 2 inside its focal + Dice compound (its text
-    writes the factor as ``(1 - p^gamma)``; the standard ``(1 - p_t)^gamma`` is meant, see
-    ``/work/shared/LITERATURE.md``); paper 001 (``/work/shared/papers/001_21677596bee193d4.txt``)
-    tunes alpha in [0, 1].
+    writes the factor as ``(1 - p^gamma)``; the standard ``(1 - p_t)^gamma`` is meant: with
+    ``(1 - p^gamma)`` the loss would not fall to 0 on a confident correct pixel); paper 001 tunes
+    alpha in [0, 1].
 
     Conventions: ``a_t = 2 [alpha g + (1 - alpha)(1 - g)]`` under sigmoid, and
     ``2 alpha`` for a foreground pixel / ``2 (1 - alpha)`` for a background (channel 0) pixel
@@ -49,7 +62,12 @@ class FocalLoss(SegmentationLoss):
         "gamma": Knob(2.0, 0.0, 5.0, help="focusing exponent; 0 gives BCE/CE"),
         "alpha": Knob(0.5, 0.0, 1.0, help="foreground weight 2*alpha, background 2*(1-alpha); 0.5 = none"),
     }
-    source: ClassVar[str] = "Lin et al. 2017; papers/000, 001, 004 eq. 3"
+    source: ClassVar[str] = (
+        "Lin et al. 2017, ICCV; "
+        "paper 000 (Hassan et al. 2026, doi:10.5281/zenodo.20729853); "
+        "paper 001 (Oshah et al. 2025, doi:10.26629/jtr.2025.57); "
+        "paper 004 eq. 3 (Hosseini 2025, arXiv:2506.15744)"
+    )
 
     def __init__(
         self,

@@ -1,4 +1,10 @@
-"""Pixel-wise Modulated Dice loss (paper 004 eq. 5)."""
+"""Pixel-wise Modulated Dice loss (paper 004 eq. 5).
+
+References:
+
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
+"""
 
 from __future__ import annotations
 
@@ -19,10 +25,9 @@ class PMDiceLoss(SegmentationLoss):
     """PM Dice loss: class-mean squared Dice with each pixel weighted by its detached error^gamma_c.
 
     ``L = 1 - (1/C) sum_c (2 sum_i m_ic y_ic p_ic + eps) / (sum_i m_ic (y_ic^2 + p_ic^2) + eps)``,
-    ``m_ic = |y_ic - stopgrad(p_ic)|^gamma_c``, ``eps = 1e-6`` (paper 004 eq. 5,
-    ``/work/shared/papers/004_cc163e29e81d9397.txt``). No gradient flows through ``m`` (the
-    paper's "key condition"): it is recomputed from the detached prediction at every call.
-    ``gamma_c = 0`` gives ``m = 1``, the squared-denominator class-mean Dice of eq. 4;
+    ``m_ic = |y_ic - stopgrad(p_ic)|^gamma_c``, ``eps = 1e-6`` (paper 004 eq. 5). No gradient flows
+    through ``m`` (the paper's "key condition"): it is recomputed from the detached prediction at
+    every call. ``gamma_c = 0`` gives ``m = 1``, the squared-denominator class-mean Dice of eq. 4;
     ``gamma = 1`` (default) is the paper's default; its MSSEG run uses gamma_FG = 2, gamma_BG = 1.
 
     Conventions: one ``gamma`` per output channel (background first under softmax), a scalar
@@ -46,7 +51,7 @@ class PMDiceLoss(SegmentationLoss):
     knobs: ClassVar[dict[str, Knob]] = {
         "gamma": Knob(1.0, 0.0, 5.0, help="focusing exponent of |y - p|; 0 gives squared Dice", per_class=True),
     }
-    source: ClassVar[str] = "papers/004 eq. 5"
+    source: ClassVar[str] = "paper 004 eq. 5 (Hosseini 2025, arXiv:2506.15744)"
     eps: ClassVar[float] = 1e-6
 
     def __init__(

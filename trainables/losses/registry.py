@@ -8,10 +8,11 @@ attributes
   channel (a list, or a scalar broadcast to every channel).
 - ``constraints: ClassVar[tuple[SumConstraint, ...]]`` (optional): equalities between knobs,
   e.g. IoU_xy's ``alpha + beta = 2``.
-- ``source: ClassVar[str]`` (optional): the paper file or reference the formula comes from.
+- ``source: ClassVar[str]`` (optional): the paper the formula comes from (authors, year, venue).
 
 Register it with ``@register_loss("name")``; the Optuna search space, the CLI listing and the
-trainable all read the registry, never the classes. Besides knobs, :func:`build_loss` passes
+trainable all read the registry, never the classes (how a spec's ``params`` become knob values:
+:mod:`trainables.losses.knobs`). Besides knobs, :func:`build_loss` passes
 the run's context options (``activation``, ``include_background``, ``class_frequencies``,
 ``foreground_areas``, ``n_classes``) to the constructor of every loss that accepts them by
 name; a loss that does not take one simply does not get it.
@@ -35,8 +36,6 @@ __all__ = [
     "build_loss",
     "loss_knobs",
     "loss_constraints",
-    "flat_knob_space",
-    "assemble_knobs",
     "describe_losses",
 ]
 
@@ -51,7 +50,8 @@ class Knob:
         log: sample on a log scale in searches (requires ``low > 0``).
         help: one line for the CLI listing.
         per_class: one value per output channel (``build_loss`` takes a list or a scalar that
-            is broadcast; :func:`flat_knob_space` expands it to ``<knob>.<class>`` entries).
+            is broadcast; :func:`~trainables.losses.knobs.flat_knob_space` expands it to
+            ``<knob>.<class>`` entries).
     """
 
     default: float
@@ -254,74 +254,12 @@ def build_loss(
     return cls(**kwargs)
 
 
-def flat_knob_space(name: str, class_names: Sequence[str]) -> dict[str, Knob]:
-    """Return the knobs a search samples for loss ``name``, every entry a scalar :class:`Knob`.
-
-    A per-class knob ``gamma`` becomes ``gamma.<class>`` for each of ``class_names`` (the
-    output channels in order, ``"background"`` first under softmax). For a
-    :class:`SumConstraint` only the searched knobs appear (the derived one is computed by
-    :func:`assemble_knobs`), their range narrowed so the derived knob stays in its own range.
-    """
-    declared = loss_knobs(name)
-    derived = {c.derived: c for c in loss_constraints(name)}
-    flat: dict[str, Knob] = {}
-    for knob_name, knob in declared.items():
-        if knob_name in derived:
-            continue
-        if knob.per_class:
-            if not class_names:
-                raise ValueError(f"loss {name!r}: per-class knob {knob_name!r} needs class_names")
-            for class_name in class_names:
-                flat[f"{knob_name}.{class_name}"] = Knob(
-                    knob.default, knob.low, knob.high, knob.log, f"{knob.help} ({class_name})"
-                )
-            continue
-        low, high = knob.low, knob.high
-        for constraint in loss_constraints(name):
-            if knob_name in constraint.knobs and len(constraint.knobs) == 2:
-                other = declared[constraint.derived]
-                low, high = max(low, constraint.total - other.high), min(high, constraint.total - other.low)
-        default = min(max(knob.default, low), high)
-        flat[knob_name] = Knob(default, low, high, knob.log and low > 0, knob.help)
-    return flat
-
-
-def assemble_knobs(name: str, flat: dict[str, float], class_names: Sequence[str]) -> dict[str, Any]:
-    """Return ``build_loss`` knob kwargs from a flat sample of :func:`flat_knob_space`.
-
-    Gathers ``gamma.<class>`` entries into a list in ``class_names`` order (a missing class
-    takes the knob's default), derives constrained knobs (``beta = total - alpha``), and keeps
-    scalar knobs as they are. Knobs absent from ``flat`` are left out (``build_loss`` fills
-    their defaults). Raises ``ValueError`` for an entry that is not a knob of the loss.
-    """
-    declared = loss_knobs(name)
-    out: dict[str, Any] = {}
-    per_class: dict[str, dict[str, float]] = {}
-    for key, value in flat.items():
-        base, _, class_name = key.partition(".")
-        knob = declared.get(base)
-        if knob is None or bool(class_name) != knob.per_class:
-            raise ValueError(f"loss {name!r}: {key!r} is not an entry of its flat knob space")
-        if class_name:
-            if class_name not in class_names:
-                raise ValueError(f"loss {name!r}: {key!r} names a class not in {list(class_names)}")
-            per_class.setdefault(base, {})[class_name] = float(value)
-        else:
-            out[base] = float(value)
-    for base, by_class in per_class.items():
-        out[base] = [by_class.get(c, declared[base].default) for c in class_names]
-    for constraint in loss_constraints(name):
-        others = [k for k in constraint.knobs if k != constraint.derived]
-        if all(k in out for k in others):
-            out[constraint.derived] = constraint.total - sum(out[k] for k in others)
-    return out
-
-
 def describe_losses() -> list[dict[str, Any]]:
     """Return one dict per registered loss, sorted by name, for a CLI listing.
 
-    Each dict: ``name``, ``summary`` (first docstring line), ``source`` (paper file or
-    reference, ``""`` if undeclared), ``knobs`` (knob name -> ``{"default", "low", "high",
+    Each dict: ``name``, ``summary`` (first docstring line), ``module`` and ``class`` (where the
+    loss is defined, e.g. ``trainables.losses.tversky`` and ``TverskyLoss``), ``source`` (the
+    paper, ``""`` if undeclared), ``knobs`` (knob name -> ``{"default", "low", "high",
     "log", "help", "per_class"}``) and ``constraints`` (e.g. ``"alpha + beta = 2.0"``).
     """
     rows = []
@@ -332,6 +270,8 @@ def describe_losses() -> list[dict[str, Any]]:
             {
                 "name": name,
                 "summary": doc.splitlines()[0] if doc else "",
+                "module": cls.__module__,
+                "class": cls.__qualname__,
                 "source": getattr(cls, "source", ""),
                 "knobs": {k: asdict(knob) for k, knob in cls.knobs.items()},
                 "constraints": [

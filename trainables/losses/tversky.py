@@ -1,4 +1,17 @@
-"""Tversky-family losses: Tversky (paper 000), Focal-Tversky (paper 001), IoU_xy (paper 003)."""
+"""Tversky-family losses: Tversky (paper 000), Focal-Tversky (paper 001), IoU_xy (paper 003).
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 001: Oshah A. A., Rgibi A. E., Alarbish A., Amin H. H. "Accurate segmentation of imbalanced
+  medical images: a comparative study." 2025. doi:10.26629/jtr.2025.57
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
+"""
 
 from __future__ import annotations
 
@@ -18,9 +31,11 @@ class TverskyLoss(RegionLoss):
     """Soft Tversky loss: Dice with separate weights on false positives and false negatives.
 
     ``L = 1 - (sum p g + s) / (sum p g + alpha sum (1 - g) p + beta sum g (1 - p) + s)``
-    with ``p`` the probabilities (paper 000 eq. 3, ``/work/shared/papers/000_8aabc29040759981.txt``;
-    Salehi et al. 2017). ``alpha`` weights FALSE POSITIVES, ``beta`` FALSE NEGATIVES; the paper's
-    alpha = 0.3, beta = 0.7 penalises missed organ more than over-segmentation (recall-leaning).
+    with ``p`` the probabilities (paper 000 eq. 3; Salehi S. S. M., Erdogmus D., Gholipour A.
+    "Tversky loss function for image segmentation using 3D fully convolutional deep networks."
+    MLMI workshop, MICCAI 2017). ``alpha`` weights FALSE POSITIVES, ``beta`` FALSE NEGATIVES; the
+    paper's alpha = 0.3, beta = 0.7 penalises missed organ more than over-segmentation
+    (recall-leaning).
 
     Conventions: by default sums pooled over the batch's pixels and all organ channels, as in
     :class:`~trainables.losses.dice.DiceLoss` (``per_class``/``batch`` options as there). The
@@ -46,7 +61,10 @@ class TverskyLoss(RegionLoss):
         "beta": Knob(0.7, 0.0, 1.0, help="weight of false negatives"),
         "smooth": Knob(1.0, 0.0, 10.0, help="additive smoothing s of the Tversky ratio"),
     }
-    source: ClassVar[str] = "papers/000 eq. 3 (Salehi et al. 2017)"
+    source: ClassVar[str] = (
+        "paper 000 eq. 3 (Hassan et al. 2026, doi:10.5281/zenodo.20729853); "
+        "Salehi et al. 2017, MLMI (MICCAI workshop)"
+    )
 
     def __init__(
         self,
@@ -80,10 +98,11 @@ class FocalTverskyLoss(TverskyLoss):
     """Focal-Tversky loss: the Tversky loss raised to ``1/gamma``.
 
     ``L = (L_T)^(1/gamma)`` with ``L_T = 1 - TI`` the Tversky loss of :class:`TverskyLoss`
-    (Abraham & Khan 2019; paper 001, ``/work/shared/papers/001_21677596bee193d4.txt``:
-    ``L_FT = sum_c (L_T^c)^(1/gamma)``, gamma in [1, 3], ``gamma = 1`` gives Tversky). For
-    ``gamma > 1`` the exponent is below 1, which raises the loss and gradient of a nearly
-    solved (small ``L_T``) region less than of a hard one relative to Tversky.
+    (Abraham N., Khan N. M. "A novel focal Tversky loss function with improved attention U-Net
+    for lesion segmentation." ISBI 2019; paper 001: ``L_FT = sum_c (L_T^c)^(1/gamma)``, gamma in
+    [1, 3], ``gamma = 1`` gives Tversky). For ``gamma > 1`` the exponent is below 1, which raises
+    the loss and gradient of a nearly solved (small ``L_T``) region less than of a hard one
+    relative to Tversky.
 
     Conventions: ``per_class=False`` (default) pools the classes into one ``L_T`` as Abraham &
     Khan's original code does (it flattens all channels), so ``gamma = 1`` is exactly
@@ -106,7 +125,10 @@ class FocalTverskyLoss(TverskyLoss):
         "gamma": Knob(4.0 / 3.0, 1.0, 3.0, help="focal exponent: loss^(1/gamma); 1 gives Tversky"),
         "smooth": Knob(1.0, 0.0, 10.0, help="additive smoothing s of the Tversky ratio"),
     }
-    source: ClassVar[str] = "papers/001 (Abraham & Khan 2019)"
+    source: ClassVar[str] = (
+        "paper 001 (Oshah et al. 2025, doi:10.26629/jtr.2025.57); "
+        "Abraham & Khan 2019, ISBI"
+    )
 
     def __init__(
         self,
@@ -138,10 +160,9 @@ class FocalTverskyLoss(TverskyLoss):
 class IoUxyLoss(TverskyLoss):
     """IoU_xy loss: 1 minus the class-mean IoU with weights on false positives and negatives.
 
-    ``L = 1 - mean_c (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s)`` with soft
-    ``TP = sum p g``, ``FP = sum p (1 - g)``, ``FN = sum (1 - p) g`` (paper 003,
-    ``/work/shared/papers/003_4561899ee7020963.txt``: ``alpha + beta = 2``, alpha, beta >= 0;
-    IoU11 = Jaccard, IoU1505, and the best IoU0515 which weighs false negatives 3:1).
+    ``L = 1 - mean_c (TP_c + s) / (TP_c + alpha FP_c + beta FN_c + s)`` with soft ``TP = sum p g``,
+    ``FP = sum p (1 - g)``, ``FN = sum (1 - p) g`` (paper 003: ``alpha + beta = 2``,
+    alpha, beta >= 0; IoU11 = Jaccard, IoU1505, and the best IoU0515 which weighs false negatives 3:1).
 
     Conventions: per class and batch-summed by default (the paper averages classes);
     ``alpha + beta = 2`` is declared as a :class:`SumConstraint`, so searches sample ``alpha``
@@ -163,7 +184,10 @@ class IoUxyLoss(TverskyLoss):
         "smooth": Knob(1.0, 0.0, 10.0, help="additive smoothing s of the IoU ratio"),
     }
     constraints: ClassVar[tuple[SumConstraint, ...]] = (SumConstraint(knobs=("alpha", "beta"), total=2.0),)
-    source: ClassVar[str] = "papers/003 (IoU_xy)"
+    source: ClassVar[str] = (
+        "paper 003, IoU_xy (Furtado, undated manuscript; "
+        "cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
+    )
 
     def __init__(
         self,

@@ -7,13 +7,19 @@ Follows MONAI's split: functional ``confusion_counts`` / ``per_image_scores`` / 
 once with the same keys as the accumulator. :mod:`trainables.metrics.cases` builds the
 out-of-fold case records (per image and class) a trial writes at its best epoch.
 
-Conventions (paper 000 eqs 4-8 and its per-image averaging, ``/work/shared/papers/000_*``):
+Conventions (paper 000 eqs 4-8 and its per-image averaging):
 predictions are ``sigmoid(logits) >= threshold`` (multi-label) or, under ``activation="softmax"``
 (multi-class, channel 0 background, left out of the reported classes unless
 ``include_background``), the one-hot argmax; per-image metrics use a unit smoothing term so
 a slice that is empty and predicted empty scores 1, then are averaged over images per class;
 the overall value is the mean over classes. ``pooled_*`` keys are data-set pooled (global)
 counts instead. The empty-ground-truth rule is the ``empty`` argument (default ``"one"``).
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
 """
 
 from __future__ import annotations

@@ -1,4 +1,15 @@
-"""SegmentationMetrics: the stateful accumulator the trainer uses (reset / update / compute)."""
+"""SegmentationMetrics: the stateful accumulator the trainer uses (reset / update / compute).
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Boundary metrics on hard masks (CPU, scipy): NSD, HD95, BF score, GI score.
 
-- NSD: paper 004 eq. 6 (``/work/shared/papers/004_cc163e29e81d9397.txt``), tolerance in mm.
+- NSD: paper 004 eq. 6, tolerance in mm.
 - HD95: 95th percentile of the symmetric boundary-to-boundary distances in mm (MONAI's
   ``compute_hausdorff_distance(percentile=95)`` convention).
 - Boundary F1 (BF score): paper 003, match distance 0.75% of the image diagonal.
@@ -11,6 +11,15 @@ erosion by a cross; the image edge counts as outside), as in MONAI's ``get_mask_
 Distances are exact Euclidean distances between pixel centres scaled by the pixel spacing
 (nearest neighbours with scipy's cKDTree, as MONAI does on the CPU).
 Functions accept numpy arrays or torch tensors (moved to the CPU) and return numpy.
+
+References:
+
+- paper 003: Furtado P. "Investigation of loss functions for improving deep segmentation of
+  abdominal organs from MRI." University of Coimbra, undated manuscript; related published study:
+  Furtado P. "Testing segmentation popular loss and variations in three multiclass medical imaging
+  problems." J. Imaging 7(2):16, 2021. doi:10.3390/jimaging7020016
+- paper 004: Hosseini S. M. "Pixel-wise modulated Dice loss for medical image segmentation." 2025.
+  arXiv:2506.15744
 """
 
 from __future__ import annotations

@@ -1,12 +1,20 @@
 """Confusion-count metrics: per-image counts, per-image (smoothed) and pooled scores, MAE.
 
-Formulas are paper 000 eqs 4-8 (``/work/shared/papers/000_8aabc29040759981.txt``) plus pixel
-accuracy of paper 002; the per-image unit smoothing is 000's empty-slice convention.
+Formulas are paper 000 eqs 4-8 plus pixel accuracy of paper 002; the per-image unit smoothing is
+000's empty-slice convention.
 
 The batched path of :class:`~trainables.metrics.SegmentationMetrics` is :func:`sigmoid_planes` /
 :func:`probability_planes` (probability and 0/1 prediction side by side, each written once) then
 :func:`pixel_sums` (three reductions give every count and the absolute error) then
 :func:`stacked_scores` (the six scores of all images and classes in a few small kernels).
+
+References:
+
+- paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
+  class-imbalanced multi-organ segmentation of the gastrointestinal tract in MRI." 2026.
+  doi:10.5281/zenodo.20729853
+- paper 002: "CALF: a conditionally adaptive loss function to mitigate class-imbalanced
+  segmentation." Anonymised MICCAI submission (authors and year not given).
 """
 
 from __future__ import annotations
