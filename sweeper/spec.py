@@ -113,35 +113,6 @@ class DataSpec(_Strict):
         """Returns ``{format: its options model}``: the ``data.<format>`` sections a spec may hold."""
         return {name: adapter.Options for name, adapter in ADAPTERS.items()}
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _format_sections(cls, raw: Any, handler: ModelWrapValidatorHandler[DataSpec]) -> DataSpec:
-        """Validates each ``data.<format>`` section with its adapter's options model, together with the other
-        fields (every problem at once, each at its own location); an unknown key is an unknown field."""
-        if not isinstance(raw, dict):
-            return handler(raw)
-        sections, errors = {}, []
-        models = cls.section_models()
-        for key, value in raw.items():
-            if key in cls.model_fields:
-                continue
-            if key not in models:
-                errors.append({"type": "extra_forbidden", "loc": (key,), "input": value})
-                continue
-            try:
-                sections[key] = models[key].model_validate({} if value is None else value)
-            except ValidationError as err:
-                errors.extend({**e, "loc": (key, *e["loc"])} for e in err.errors())
-        try:
-            spec = handler({k: v for k, v in raw.items() if k in cls.model_fields})
-        except ValidationError as err:
-            errors = [*err.errors(), *errors]
-        if errors:
-            raise ValidationError.from_exception_data(cls.__name__, errors)
-        sections.setdefault(spec.format, models[spec.format]())
-        spec.__pydantic_extra__ = sections
-        return spec
-
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
@@ -167,6 +138,36 @@ class DataSpec(_Strict):
             if len(set(self.run_folds)) != len(self.run_folds):
                 raise ValueError("data.run_folds lists a fold twice; list each fold once")
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _format_sections(cls, raw: Any, handler: ModelWrapValidatorHandler[DataSpec]) -> DataSpec:
+        """Validates each ``data.<format>`` section with its adapter's options model, together with the other
+        fields (every problem at once, each at its own location); an unknown key is an unknown field.
+        Declared after ``_check`` so that ``handler`` runs it too."""
+        if not isinstance(raw, dict):
+            return handler(raw)
+        sections, errors = {}, []
+        models = cls.section_models()
+        for key, value in raw.items():
+            if key in cls.model_fields:
+                continue
+            if key not in models:
+                errors.append({"type": "extra_forbidden", "loc": (key,), "input": value})
+                continue
+            try:
+                sections[key] = models[key].model_validate({} if value is None else value)
+            except ValidationError as err:
+                errors.extend({**e, "loc": (key, *e["loc"])} for e in err.errors())
+        try:
+            spec = handler({k: v for k, v in raw.items() if k in cls.model_fields})
+        except ValidationError as err:
+            errors = [*err.errors(), *errors]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        sections.setdefault(spec.format, models[spec.format]())
+        spec.__pydantic_extra__ = sections
+        return spec
 
     @property
     def options(self) -> FormatOptions:
@@ -571,7 +572,8 @@ def _format_pydantic(error: ValidationError) -> list[str]:
         return tuple(str(p) for p in item["loc"] if not str(p).startswith(("function-after", "union")))
 
     explained = {where(item) for item in items if item["type"] == "value_error"}
-    items = [item for item in items if item["type"] == "value_error" or where(item)[:-1] not in explained]
+    items = [item for item in items if item["type"] in ("value_error", "extra_forbidden")  # an unknown key: never
+             or where(item)[:-1] not in explained]                                      # a union member's miss
     for item in items:
         loc = ".".join(where(item))
         msg = item["msg"].removeprefix("Value error, ")

@@ -97,3 +97,12 @@ def test_unknown_data_key_lists_the_format_sections():
     (problem,) = info.value.problems
     assert problem.startswith("data.nifty: unknown field; remove it or fix its spelling (fields here: ")
     assert all(name in problem for name in ADAPTERS)
+
+
+def test_format_section_problems_come_with_the_other_data_problems():
+    with pytest.raises(SpecError) as info:
+        parse_spec(_spec({"format": "synthetic", "roi_ratios": [-1], "synthetic": {"cases": 0}, "nifty": {}}))
+    text = "\n".join(info.value.problems)
+    assert "data.roi_ratios: give positive ratios" in text
+    assert "data.synthetic.cases: Input should be greater than or equal to 1" in text
+    assert "data.nifty: unknown field" in text
