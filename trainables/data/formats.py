@@ -4,7 +4,7 @@ Adding a format = one module with a :class:`~trainables.data._base.DataAdapter` 
 ``Options`` model + one line in :data:`ADAPTERS` + its rows in ``tests/trainables/test_formats.py``
 + a row in the README's "Data formats" table. The sweep spec reads this registry: ``data.format``
 accepts its names, ``data.<format>`` is validated by the adapter's ``Options`` (defaults included)
-and the spec's preflight calls the adapter's ``preflight``; nothing in ``sweeper`` names a format.
+and the spec's preflight calls the adapter's ``preflight``: a new format needs no edit in ``sweeper``.
 
 Importing this module is cheap (no torch, OpenCV, nibabel, pydicom or pandas): the adapters import
 their readers when they read.
