@@ -33,9 +33,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trainables.contract import GI_CLASSES, TrainingSettings
+from trainables.data.formats import ADAPTERS, FormatOptions
 
 if TYPE_CHECKING:
     from trainables.losses import Knob, KnobPlan
@@ -52,54 +62,6 @@ class SpecError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class SyntheticDataSpec(_Strict):
-    """Size of the generated UW-Madison-GI-format data set (``data.format: synthetic``)."""
-
-    cases: int = Field(6, ge=1, description="patients; folds are grouped by patient")
-    days_per_case: int = Field(1, ge=1, description="scans (days) per patient")
-    slices_per_scan: int = Field(24, ge=3)
-    image_size: int = Field(96, ge=16, description="side of the generated PNGs in pixels")
-    seed: int = 0
-
-
-class NiftiDataSpec(_Strict):
-    """Where the NIfTI volumes are (``data.format: nifti``); see trainables.data.nifti for layouts."""
-
-    images: str = Field("imagesTr/*.nii.gz", description="glob of the image volumes, relative to data.root")
-    labels: str = Field("labelsTr/{name}", description="each image's label volume, relative to data.root; "
-                        "fields {dir} {name} {stem} {case} ({case}: what the first * of the glob matched)")
-    patient_pattern: str | None = Field(None, description="regex on the relative image path, group 1 = patient "
-                                        "id (default: {case}, or the image's folder when the glob has no *)")
-    channel: int | None = Field(None, description="index on the 4th axis of 4D images (the modality to use)")
-    canonical: bool = Field(True, description="reorient image and label to RAS+ before slicing along the last axis")
-
-
-class DicomDataSpec(_Strict):
-    """Where the DICOM series and PNG masks are (``data.format: dicom``; defaults: CHAOS MR T1-DUAL in-phase)."""
-
-    patients: str = Field("*", description="glob of the patient folders under data.root")
-    series: str = Field("T1DUAL/DICOM_anon/InPhase", description="glob of the series folders in a patient folder")
-    ground: str = Field("T1DUAL/Ground", description="folder of the per-slice PNG masks in a patient folder; "
-                        "{series} = the series folder's name")
-    files: str = Field("*.dcm", description="glob of the DICOM files in a series folder")
-    ground_match: Literal["auto", "name", "order"] = Field(
-        "auto", description="pair masks with slices by file name, by order, or by name when every slice has one")
-    grey_tolerance: int = Field(0, ge=0, le=127, description="a mask grey level this close to a listed one counts as it")
-
-
-class ImageFolderDataSpec(_Strict):
-    """Where the 2D images and masks are (``data.format: image_folder``; defaults: Kvasir-SEG)."""
-
-    images: str = Field("images/*", description="glob of the images, relative to data.root")
-    masks: str = Field("masks/{stem}.*", description="each image's mask, relative to data.root; fields {dir} "
-                       "{name} {stem}; may end in a glob matching one file")
-    mask_threshold: int = Field(128, ge=1, description="binary masks: grey >= this is foreground (unused with label_values)")
-    grey_tolerance: int = Field(0, ge=0, description="with label_values: grey levels this close count as the listed one")
-    patient_pattern: str | None = Field(None, description="regex on the relative image path grouping images by "
-                                        "patient (default: every image its own group)")
-    pixel_spacing: tuple[float, float] = Field((1.0, 1.0), description="(row, column) mm per original pixel")
 
 
 class IntensitySpec(_Strict):
@@ -126,17 +88,20 @@ class IntensitySpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Where the images come from and how they are prepared (seed 000 defaults)."""
+    """Where the images come from and how they are prepared (seed 000 defaults).
 
-    format: Literal["uwmgi", "synthetic", "nifti", "dicom", "image_folder"] = Field(
-        "uwmgi", description="uwmgi: UW-Madison GI folder; synthetic: generate one; nifti: image + label volumes; "
-        "dicom: DICOM series + PNG masks (CHAOS); image_folder: 2D images + mask images (Kvasir)")
+    Each format's own options sit under ``data.<format>`` (``data.nifti: {images: ...}``). They are
+    declared once, by the format's adapter (its ``Options`` model, found through the registry
+    ``trainables.data.formats.ADAPTERS``): :meth:`_format_sections` validates each section given with
+    it and fills the section of ``data.format`` with the adapter's defaults when it is left out.
+    """
+
+    model_config = ConfigDict(extra="allow")  # the data.<format> sections, checked by _format_sections
+
+    format: str = Field("uwmgi", description="a registered data format (README 'Data formats'), e.g. uwmgi, "
+                        "synthetic, nifti")
     root: Path | None = Field(None, description="the data set folder as it comes from its source "
-                              "(synthetic: where to write, default SWEEP_DIR/data)")
-    synthetic: SyntheticDataSpec = Field(default_factory=SyntheticDataSpec)
-    nifti: NiftiDataSpec = Field(default_factory=NiftiDataSpec)
-    dicom: DicomDataSpec = Field(default_factory=DicomDataSpec)
-    image_folder: ImageFolderDataSpec = Field(default_factory=ImageFolderDataSpec)
+                              "(a generated format such as synthetic: where to write, default SWEEP_DIR/data)")
     label_mode: Literal["multilabel", "multiclass"] = Field(
         "multilabel", description="multilabel: one sigmoid channel per class, may overlap; multiclass: softmax "
         "with background channel 0 added before classes (classes lists the foreground only)")
@@ -159,11 +124,23 @@ class DataSpec(_Strict):
         None, description="sweep dimension (paper 002): ROI-present / ROI-absent training slices, e.g. [0.409, 0.1]"
     )
 
+    @classmethod
+    def section_models(cls) -> dict[str, type[FormatOptions]]:
+        """Returns ``{format: its options model}``: the ``data.<format>`` sections a spec may hold."""
+        return {name: adapter.Options for name, adapter in ADAPTERS.items()}
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ADAPTERS:
+            raise ValueError(f"unknown data format {value!r}; choose from {', '.join(map(repr, ADAPTERS))}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
         if self.roi_ratios is not None and (not self.roi_ratios or any(r <= 0 for r in self.roi_ratios)):
             raise ValueError("data.roi_ratios: give positive ratios, e.g. [0.409, 0.1], or leave it out")
-        if self.format != "synthetic" and self.root is None:
+        if self.root is None and not ADAPTERS[self.format].generates_data:
             raise ValueError(f"data.root is required for format {self.format}: give the data set folder "
                              "(for uwmgi the one holding train.csv)")
         if "background" in self.classes:
@@ -178,13 +155,44 @@ class DataSpec(_Strict):
                 raise ValueError("data.run_folds lists a fold twice; list each fold once")
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _format_sections(cls, raw: Any, handler: ModelWrapValidatorHandler[DataSpec]) -> DataSpec:
+        """Validates each ``data.<format>`` section with its adapter's options model, together with the other
+        fields (every problem at once, each at its own location); an unknown key is an unknown field.
+        Declared after ``_check`` so that ``handler`` runs it too."""
+        if not isinstance(raw, dict):
+            return handler(raw)
+        sections, errors = {}, []
+        models = cls.section_models()
+        for key, value in raw.items():
+            if key in cls.model_fields:
+                continue
+            if key not in models:
+                errors.append({"type": "extra_forbidden", "loc": (key,), "input": value})
+                continue
+            try:
+                sections[key] = models[key].model_validate({} if value is None else value)
+            except ValidationError as err:
+                errors.extend({**e, "loc": (key, *e["loc"])} for e in err.errors())
+        try:
+            spec = handler({k: v for k, v in raw.items() if k in cls.model_fields})
+        except ValidationError as err:
+            errors = [*err.errors(), *errors]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        sections.setdefault(spec.format, models[spec.format]())
+        spec.__pydantic_extra__ = sections
+        return spec
+
+    @property
+    def options(self) -> FormatOptions:
+        """The options of ``data.format`` (its ``data.<format>`` section, defaults filled in)."""
+        return self.__pydantic_extra__[self.format]
+
     def format_options(self) -> dict[str, Any]:
         """The options of data.format for trainables.data.prepare_dataset_cache."""
-        if self.format == "synthetic":
-            return self.synthetic.model_dump()
-        if self.format in ("nifti", "dicom", "image_folder"):
-            return getattr(self, self.format).model_dump()
-        return {}
+        return self.options.model_dump()
 
     @property
     def channel_classes(self) -> list[str]:
@@ -504,18 +512,29 @@ def metric_names(classes: tuple[str, ...], boundary: bool = True) -> set[str]:
 
 
 def _known_fields(loc: tuple) -> list[str]:
-    """Returns the field names of the spec section at ``loc`` (the parent of an unknown field), or []."""
+    """Returns the field names of the spec section at ``loc`` (the parent of an unknown field), or []
+    (a section with ``section_models``, such as ``data``, also holds the sections it names)."""
     model: Any = SweepSpec
     for part in loc:
         if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
-            return []
+            model = _sections(model).get(str(part))
+            if model is None:
+                return []
+            continue
         model = field.annotation
         while getattr(model, "__args__", None) and not (isinstance(model, type) and issubclass(model, BaseModel)):
             model = next((a for a in model.__args__ if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return sorted({*model.model_fields, *_sections(model)})
+
+
+def _sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Returns the named sub-sections a model takes besides its fields (``DataSpec``: one per data format)."""
+    return model.section_models() if hasattr(model, "section_models") else {}
 
 
 def _format_pydantic(error: ValidationError) -> list[str]:
@@ -527,7 +546,8 @@ def _format_pydantic(error: ValidationError) -> list[str]:
         return tuple(str(p) for p in item["loc"] if not str(p).startswith(("function-after", "union")))
 
     explained = {where(item) for item in items if item["type"] == "value_error"}
-    items = [item for item in items if item["type"] == "value_error" or where(item)[:-1] not in explained]
+    items = [item for item in items if item["type"] in ("value_error", "extra_forbidden")  # an unknown key: never
+             or where(item)[:-1] not in explained]                                      # a union member's miss
     for item in items:
         loc = ".".join(where(item))
         msg = item["msg"].removeprefix("Value error, ")
@@ -560,55 +580,33 @@ def parse_spec(raw: dict[str, Any], source: str = "spec", *, registry: bool = Tr
 
 def preflight(spec: SweepSpec) -> list[str]:
     """Returns the problems found by checks that need the file system (empty when the spec can run)."""
-    problems: list[str] = []
-    data = spec.data
-    if data.format == "uwmgi":
-        root = Path(data.root).expanduser()
-        if not (root / "train.csv").is_file():
-            problems.append(f"data.root: {root} has no train.csv; point it at the UW-Madison GI folder "
-                            "(the one holding train.csv and train/)")
-        elif not (root / "train").is_dir():
-            problems.append(f"data.root: {root} has no train/ folder of case PNGs")
-        else:
-            cases = _count_cases(root)
-            if cases < data.folds:
-                problems.append(f"data.folds: {data.folds} folds but only {cases} patients under {root}/train; "
-                                f"use at most {cases} folds")
-    elif data.format in ("nifti", "dicom", "image_folder"):
-        problems.extend(_check_adapter(data))
-    elif data.synthetic.cases < data.folds:
-        problems.append(f"data.folds: {data.folds} folds but data.synthetic.cases is {data.synthetic.cases}; "
-                        "generate at least as many patients as folds")
+    problems = _check_adapter(spec.data)
     if spec.tracking.uri:
         problems.extend(_check_server(spec.tracking.uri))
     return problems
 
 
 def _check_adapter(data: DataSpec) -> list[str]:
-    """Finds the scans of a NIfTI / DICOM / image-folder data set (names only, nothing decoded)."""
-    from trainables.data import discover_dataset, load_split
+    """Returns the problems the format's adapter finds (its ``preflight``: file names only, nothing decoded
+    or written) and those of the split file."""
+    from trainables.data import build_adapter, load_split
 
     problems = []
+    # a generated data set goes to the sweep's folder, not known yet; such an adapter's preflight reads no files
+    root = Path(data.root).expanduser() if data.root is not None else Path("data")
     try:
-        sources = discover_dataset(data.format, Path(data.root).expanduser(), data.format_options(),
-                                   classes=data.classes, label_values=data.label_values, label_mode=data.label_mode)
-    except (OSError, ValueError, KeyError) as err:
-        problems.append(f"data.root: {err}")
+        adapter = build_adapter(data.format, root, data.options, classes=data.classes,
+                                label_values=data.label_values, label_mode=data.label_mode)
+    except (ValueError, KeyError) as err:
+        problems.append(f"data: {err}")
     else:
-        n = len({s.patient for s in sources})
-        if data.split_file is None and n < data.folds:
-            problems.append(f"data.folds: {data.folds} folds but only {n} patients under {data.root}; "
-                            f"use at most {n} folds")
+        problems.extend(adapter.preflight(data.folds, fixed_split=data.split_file is not None))
     if data.split_file is not None:
         try:
             load_split(data.split_file)
         except (OSError, ValueError) as err:
             problems.append(f"data.split_file: {err}")
     return problems
-
-
-def _count_cases(root: Path) -> int:
-    return sum(1 for p in (root / "train").iterdir() if p.is_dir() and p.name.startswith("case"))
 
 
 def _check_server(uri: str) -> list[str]:

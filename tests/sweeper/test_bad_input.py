@@ -141,6 +141,8 @@ CASES = [
     Case("unknown_field", ("training.epoch", "unknown field", "fix its spelling", "epochs"), {"training": {"epoch": 3}}),
     Case("bad_sweep_name", ("name:", "letters, digits"), {"name": "my/sweep"}),
     Case("unknown_format", ("data.format", "'uwmgi'", "'nifti'"), {"data": {"format": "nrrd", "root": "/x", "folds": 2}}),
+    Case("unknown_format_option", ("data.synthetic.case", "unknown field", "fix its spelling", "cases, days_per_case"),
+         {"data": {"format": "synthetic", "folds": 2, "synthetic": {"case": 3}}}),
     Case("no_data_root", ("data.root is required", "the one holding train.csv"), {"data": {"format": "uwmgi", "folds": 2}}),
     Case("context_out_of_range", ("data.context", "less than or equal to 5"),
          {"data": {"format": "synthetic", "folds": 2, "context": 9}}),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -470,6 +472,8 @@ def test_unknown_format_option_and_label_values_fail_before_reading(tmp_path):
     with pytest.raises(ValueError, match=r"no label value maps to class\(es\) \['LV'\]"):
         build_adapter("nifti", tmp_path, classes=ACDC, label_values={1: "RV", 2: "MYO"})
     assert format_options("dicom")["series"] == "T1DUAL/DICOM_anon/InPhase"
+    with pytest.raises(ValueError, match=r"data\.dicom\.grey_tolerance: Input should be less than or equal to 127"):
+        build_adapter("dicom", tmp_path, {"grey_tolerance": 300}, classes=CHAOS)
     with pytest.raises(ValueError, match="'background' is added as channel 0"):
         build_adapter("nifti", tmp_path, classes=("background", "RV"))
 
@@ -550,3 +554,15 @@ def test_uwmgi_through_the_generic_entry_point_equals_prepare_cache(tmp_path):
                                       np.load(tmp_path / "b/scans" / f"{scan}_mask.npy"))
     with pytest.raises(ValueError, match="use label_mode multilabel"):
         build_adapter("uwmgi", root, classes=("stomach",), label_mode="multiclass")
+
+
+def test_the_format_registry_imports_no_reader_and_no_torch():
+    """The driver validates a spec against the registry; the readers (and the trial's torch) load when data are read."""
+    code = ("import sys, trainables.data.formats; "
+            "print(sorted(m for m in ('torch', 'cv2', 'nibabel', 'pydicom', 'pandas', 'albumentations') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_adapter_is_registered_under_its_own_name():
+    assert all(adapter.name == name for name, adapter in ADAPTERS.items())

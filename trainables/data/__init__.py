@@ -1,66 +1,44 @@
 """Data inside a trial: format adapters (UW-Madison GI, NIfTI, DICOM, image folders, the generator),
-the prepared cache, 2.5D slices."""
+the prepared cache, 2.5D slices.
 
-from trainables.data._base import BACKGROUND, LABEL_MODES, DataAdapter, ScanSource, ScanVolume, class_masks
-from trainables.data.augment import AUGMENTATIONS, build_augmentation
-from trainables.data.cache import (
-    assign_folds,
-    load_cache_info,
-    load_index,
-    load_split,
-    prepare_cache,
-    prepare_dataset_cache,
-    split_folds,
-)
-from trainables.data.dataset import SliceDataset, context_positions, roi_ratio_subset
-from trainables.data.dicom import DicomAdapter, DicomOptions
-from trainables.data.formats import ADAPTERS, FORMATS, build_adapter, discover_dataset, format_options
-from trainables.data.image_folder import ImageFolderAdapter, ImageFolderOptions
-from trainables.data.intensity import INTENSITY_MODES, normalise_intensity
-from trainables.data.nifti import NiftiAdapter, NiftiOptions
-from trainables.data.rle import rle_decode, rle_encode
-from trainables.data.synthetic import SyntheticAdapter, SyntheticOptions, generate_uwmgi
-from trainables.data.uwmgi import GI_CLASSES, SliceRecord, UwmgiAdapter, read_uwmgi
+The names below load their module on first use (PEP 562 ``__getattr__``), so the driver can read the
+format registry (:mod:`trainables.data.formats`) and the adapters' option models without the trial's
+imports (torch, Albumentations) that the dataset and augmentation modules need.
+"""
 
-__all__ = [
-    "ADAPTERS",
-    "AUGMENTATIONS",
-    "BACKGROUND",
-    "FORMATS",
-    "GI_CLASSES",
-    "INTENSITY_MODES",
-    "LABEL_MODES",
-    "DataAdapter",
-    "DicomAdapter",
-    "DicomOptions",
-    "ImageFolderAdapter",
-    "ImageFolderOptions",
-    "NiftiAdapter",
-    "NiftiOptions",
-    "ScanSource",
-    "ScanVolume",
-    "SliceDataset",
-    "SliceRecord",
-    "SyntheticAdapter",
-    "SyntheticOptions",
-    "UwmgiAdapter",
-    "assign_folds",
-    "build_adapter",
-    "build_augmentation",
-    "class_masks",
-    "context_positions",
-    "discover_dataset",
-    "format_options",
-    "generate_uwmgi",
-    "load_cache_info",
-    "load_index",
-    "load_split",
-    "normalise_intensity",
-    "prepare_cache",
-    "prepare_dataset_cache",
-    "read_uwmgi",
-    "rle_decode",
-    "rle_encode",
-    "roi_ratio_subset",
-    "split_folds",
-]
+from importlib import import_module
+from typing import Any
+
+#: public name -> the module that defines it
+_HOMES = {
+    "BACKGROUND": "_base", "LABEL_MODES": "_base", "DataAdapter": "_base", "FormatOptions": "_base",
+    "ScanSource": "_base", "ScanVolume": "_base", "class_masks": "_base",
+    "AUGMENTATIONS": "augment", "build_augmentation": "augment",
+    "assign_folds": "cache", "load_cache_info": "cache", "load_index": "cache", "load_split": "cache",
+    "prepare_cache": "cache", "prepare_dataset_cache": "cache", "split_folds": "cache",
+    "SliceDataset": "dataset", "context_positions": "dataset", "roi_ratio_subset": "dataset",
+    "DicomAdapter": "dicom", "DicomOptions": "dicom",
+    "ADAPTERS": "formats", "FORMATS": "formats", "build_adapter": "formats", "discover_dataset": "formats",
+    "format_options": "formats",
+    "ImageFolderAdapter": "image_folder", "ImageFolderOptions": "image_folder",
+    "INTENSITY_MODES": "intensity", "normalise_intensity": "intensity",
+    "NiftiAdapter": "nifti", "NiftiOptions": "nifti",
+    "rle_decode": "rle", "rle_encode": "rle",
+    "SyntheticAdapter": "synthetic", "SyntheticOptions": "synthetic", "generate_uwmgi": "synthetic",
+    "GI_CLASSES": "uwmgi", "SliceRecord": "uwmgi", "UwmgiAdapter": "uwmgi", "read_uwmgi": "uwmgi",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

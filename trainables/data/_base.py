@@ -9,7 +9,6 @@ index -- is format-independent and lives in :mod:`trainables.data.cache`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import re
@@ -20,12 +19,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "BACKGROUND",
     "LABEL_MODES",
     "LabelMode",
     "DataAdapter",
+    "FormatOptions",
     "ScanSource",
     "ScanVolume",
     "class_masks",
@@ -267,14 +268,23 @@ def files_digest(root: Path, files: Iterable[Path]) -> str:
     return hashlib.sha256("\n".join(sorted(set(entries))).encode()).hexdigest()
 
 
+class FormatOptions(BaseModel):
+    """The options of one data format, as a spec sets them under ``data.<format>`` (unknown keys are an
+    error). Each adapter declares its own subclass, once: the fields with their defaults, ranges and a
+    ``description`` a user reads; the sweep spec takes the ``data.<format>`` section from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class DataAdapter(ABC):
     """One on-disk format: lists scans (:meth:`discover`) and reads one (:meth:`load`).
 
-    Subclasses set ``name``, ``Options`` (a dataclass of the format's options with defaults, the
-    ones a spec sets under ``data.<format>``) and implement the two methods. Optional hooks:
-    :meth:`before_digest` (runs first; the synthetic adapter generates its data here) and
-    :meth:`digest` (a hash of the source files; default: path, size and mtime of every file listed
-    by :meth:`discover`).
+    Subclasses set ``name``, ``Options`` (a :class:`FormatOptions` model of the format's options
+    with their defaults: what a spec sets under ``data.<format>``) and implement the two methods.
+    Optional hooks: :meth:`preflight` (the problems a spec would meet, found before anything is
+    prepared; default: list the scans and count the patients), :meth:`before_digest` (runs first;
+    the synthetic adapter generates its data here) and :meth:`digest` (a hash of the source files;
+    default: path, size and mtime of every file listed by :meth:`discover`).
 
     Args:
         root: the data set folder as it comes from its source.
@@ -286,7 +296,9 @@ class DataAdapter(ABC):
     """
 
     name: ClassVar[str]
-    Options: ClassVar[type]
+    Options: ClassVar[type[FormatOptions]]
+    #: the adapter writes its data set itself, so ``data.root`` may be left out (default: the sweep's data folder)
+    generates_data: ClassVar[bool] = False
     #: the step of the default label values: 1 for label maps 1, 2, 3; 63 for CHAOS grey levels
     default_label_step: ClassVar[int] = 1
     #: grey levels may be off by this much and still match a listed value
@@ -307,13 +319,24 @@ class DataAdapter(ABC):
         self.value_classes = self.label_map(label_values)
 
     @classmethod
-    def parse_options(cls, options: Mapping[str, Any]) -> Any:
-        """Returns ``Options`` built from ``options``; unknown keys raise ValueError listing the known ones."""
-        known = {f.name for f in dataclasses.fields(cls.Options)}
-        unknown = sorted(set(options) - known)
+    def parse_options(cls, options: Mapping[str, Any] | FormatOptions) -> FormatOptions:
+        """Returns ``Options`` built from ``options``.
+
+        Raises:
+            ValueError: unknown keys (listing the known ones), or a value out of its range (naming
+                the option as ``data.<format>.<option>``).
+        """
+        if isinstance(options, cls.Options):
+            return options
+        known = sorted(cls.Options.model_fields)
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise ValueError(f"data.{cls.name}: unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls.Options(**dict(options))
+            raise ValueError(f"data.{cls.name}: unknown option(s) {unknown}; known: {known}")
+        try:
+            return cls.Options.model_validate(dict(options))
+        except ValidationError as err:
+            raise ValueError("; ".join(f"data.{cls.name}.{'.'.join(map(str, e['loc']))}: "
+                                       f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
 
     def label_map(self, label_values: Mapping[Any, Any] | None) -> dict[int, tuple[str, ...]]:
         """Returns the checked ``{value: classes}`` map (see :func:`normalise_label_values`)."""
@@ -323,6 +346,23 @@ class DataAdapter(ABC):
     def check_root(self) -> None:
         if not self.root.is_dir():
             raise FileNotFoundError(f"data root {self.root} not found; expected the {self.name} data set folder")
+
+    def preflight(self, folds: int, *, fixed_split: bool = False) -> list[str]:
+        """Returns the problems a sweep of ``folds`` folds would meet with this data set, each naming the
+        spec field and the fix (empty: none), from file names alone: nothing is decoded or written.
+
+        Default: :meth:`discover` the scans and count their patients, which must be at least
+        ``folds`` unless a split file (``fixed_split``) assigns the validation patients.
+        """
+        try:
+            sources = self.discover()
+        except (OSError, ValueError, KeyError) as err:
+            return [f"data.root: {err}"]
+        patients = len({s.patient for s in sources})
+        if not fixed_split and patients < folds:
+            return [f"data.folds: {folds} folds but only {patients} patients under {self.root}; "
+                    f"use at most {patients} folds"]
+        return []
 
     def before_digest(self) -> None:
         """Runs before anything is hashed or listed (default: nothing)."""

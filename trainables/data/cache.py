@@ -410,7 +410,7 @@ def _write_cache(
     params: dict[str, Any] = {
         "format_version": CACHE_FORMAT_VERSION,
         "format": adapter.name,
-        "options": json.loads(json.dumps(dataclasses.asdict(adapter.options), default=str)),
+        "options": adapter.options.model_dump(mode="json"),
         "image_size": image_size,
         "n_folds": int(n_folds),
         "fold_seed": int(fold_seed),

@@ -25,40 +25,31 @@ the modality LUT (RescaleSlope / RescaleIntercept: Hounsfield units for CT).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
-import pydicom
-from pydicom.pixels import apply_modality_lut
+from pydantic import Field
 
-from trainables.data._base import DataAdapter, ScanSource, ScanVolume, natural_key, unique_scan_names
+from trainables.data._base import DataAdapter, FormatOptions, ScanSource, ScanVolume, natural_key, unique_scan_names
 
 __all__ = ["DicomAdapter", "DicomOptions", "read_dicom_series", "read_mask_png"]
 
 
-@dataclass(frozen=True)
-class DicomOptions:
-    """Options of ``data.format: dicom`` (defaults: CHAOS MR T1-DUAL in-phase).
+class DicomOptions(FormatOptions):
+    """Options of ``data.format: dicom``: where the DICOM series and PNG masks are (defaults: CHAOS MR
+    T1-DUAL in-phase; module docstring: the layout and how masks pair with slices)."""
 
-    Args:
-        patients: glob of the patient folders under the data root.
-        series: glob of the series folders, relative to a patient folder (each match is a scan).
-        ground: folder of the per-slice mask PNGs, relative to the patient folder; ``{series}`` is
-            replaced by the series folder's name.
-        files: glob of the DICOM files in a series folder.
-        ground_match: ``auto`` | ``name`` | ``order`` (see the module docstring).
-        grey_tolerance: a grey level within this of a listed value counts as it (default 0: exact).
-    """
-
-    patients: str = "*"
-    series: str = "T1DUAL/DICOM_anon/InPhase"
-    ground: str = "T1DUAL/Ground"
-    files: str = "*.dcm"
-    ground_match: Literal["auto", "name", "order"] = "auto"
-    grey_tolerance: int = 0
+    patients: str = Field("*", description="glob of the patient folders under data.root")
+    series: str = Field("T1DUAL/DICOM_anon/InPhase", description="glob of the series folders in a patient "
+                        "folder (each match is a scan)")
+    ground: str = Field("T1DUAL/Ground", description="folder of the per-slice PNG masks in a patient folder; "
+                        "{series} = the series folder's name")
+    files: str = Field("*.dcm", description="glob of the DICOM files in a series folder")
+    ground_match: Literal["auto", "name", "order"] = Field(
+        "auto", description="pair masks with slices by file name, by order, or by name when every slice has one")
+    grey_tolerance: int = Field(0, ge=0, le=127, description="a mask grey level this close to a listed one counts "
+                                "as it (0: exact)")
 
 
 def read_mask_png(path: Path) -> np.ndarray:
@@ -67,6 +58,8 @@ def read_mask_png(path: Path) -> np.ndarray:
     Raises:
         ValueError: unreadable, or colour with differing channels.
     """
+    import cv2
+
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ValueError(f"{path}: cannot read it as an image")
@@ -94,6 +87,9 @@ def read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, tupl
         ValueError: an unreadable file, slices of different sizes or spacings, a duplicated
             InstanceNumber without positions, or a missing slice (a gap), each naming the file or folder.
     """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
     slices = []
     for path in files:
         try:
@@ -163,8 +159,6 @@ class DicomAdapter(DataAdapter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.label_tolerance = int(self.options.grey_tolerance)
-        if self.options.ground_match not in ("auto", "name", "order"):
-            raise ValueError(f"data.dicom.ground_match must be auto, name or order, got {self.options.ground_match!r}")
 
     def discover(self) -> list[ScanSource]:
         self.check_root()

@@ -1,24 +1,29 @@
 """The data adapters by ``data.format`` name: one registry, one factory, one cheap listing.
 
-Adding a format = one module with a :class:`~trainables.data._base.DataAdapter` subclass + one line
-in :data:`ADAPTERS` + its rows in ``tests/trainables/test_formats.py``.
+Adding a format = one module with a :class:`~trainables.data._base.DataAdapter` subclass and its
+``Options`` model + one line in :data:`ADAPTERS` + its rows in ``tests/trainables/test_formats.py``
++ a row in the README's "Data formats" table. The sweep spec reads this registry: ``data.format``
+accepts its names, ``data.<format>`` is validated by the adapter's ``Options`` (defaults included)
+and the spec's preflight calls the adapter's ``preflight``: a new format needs no edit in ``sweeper``.
+
+Importing this module is cheap (no torch, OpenCV, nibabel, pydicom or pandas): the adapters import
+their readers when they read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainables.data._base import DataAdapter, ScanSource
+from trainables.data._base import DataAdapter, FormatOptions, ScanSource
 from trainables.data.dicom import DicomAdapter
 from trainables.data.image_folder import ImageFolderAdapter
 from trainables.data.nifti import NiftiAdapter
 from trainables.data.synthetic import SyntheticAdapter
 from trainables.data.uwmgi import GI_CLASSES, UwmgiAdapter
 
-__all__ = ["ADAPTERS", "FORMATS", "build_adapter", "discover_dataset", "format_options"]
+__all__ = ["ADAPTERS", "FORMATS", "DataAdapter", "FormatOptions", "build_adapter", "discover_dataset", "format_options"]
 
 #: data.format -> adapter class
 ADAPTERS: dict[str, type[DataAdapter]] = {
@@ -55,7 +60,7 @@ def format_options(format: str) -> dict[str, Any]:
     """Returns the options of ``format`` with their defaults (what a spec may set under ``data.<format>``)."""
     if format not in ADAPTERS:
         raise KeyError(f"unknown data format {format!r}; choose from {sorted(ADAPTERS)}")
-    return {f.name: f.default for f in dataclasses.fields(ADAPTERS[format].Options)}
+    return ADAPTERS[format].Options().model_dump()
 
 
 def discover_dataset(format: str, data_root: str | Path, options: Mapping[str, Any] | None = None, *,

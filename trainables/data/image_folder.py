@@ -19,15 +19,15 @@ metrics.
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import cv2
 import numpy as np
+from pydantic import Field, PositiveFloat
 
 from trainables.data._base import (
     DataAdapter,
+    FormatOptions,
     ScanSource,
     ScanVolume,
     glob_files,
@@ -41,26 +41,21 @@ __all__ = ["ImageFolderAdapter", "ImageFolderOptions", "read_image"]
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 
-@dataclass(frozen=True)
-class ImageFolderOptions:
-    """Options of ``data.format: image_folder`` (defaults: Kvasir-SEG).
+class ImageFolderOptions(FormatOptions):
+    """Options of ``data.format: image_folder``: where the 2D images and masks are (defaults: Kvasir-SEG)."""
 
-    Args:
-        images: glob of the images, relative to the data root (non-image files are skipped).
-        masks: template of each image's mask path, relative to the root; may end in a glob.
-        mask_threshold: binary masks: grey >= this is foreground (default 128); unused with label_values.
-        grey_tolerance: with ``label_values``, a grey level within this of a listed one counts as it.
-        patient_pattern: regex on the relative image path grouping images by patient (default: each
-            image its own group).
-        pixel_spacing: ``(row, column)`` mm per pixel of the original images (default 1.0, 1.0).
-    """
-
-    images: str = "images/*"
-    masks: str = "masks/{stem}.*"
-    mask_threshold: int = 128
-    grey_tolerance: int = 0
-    patient_pattern: str | None = None
-    pixel_spacing: tuple[float, float] = (1.0, 1.0)
+    images: str = Field("images/*", description="glob of the images, relative to data.root (non-image files "
+                        "are skipped)")
+    masks: str = Field("masks/{stem}.*", description="each image's mask, relative to data.root; fields {dir} "
+                       "{name} {stem}; may end in a glob matching one file")
+    mask_threshold: int = Field(128, ge=1, description="binary masks: grey >= this is foreground (unused with "
+                                "label_values)")
+    grey_tolerance: int = Field(0, ge=0, description="with label_values: grey levels this close count as the "
+                                "listed one")
+    patient_pattern: str | None = Field(None, description="regex on the relative image path grouping images by "
+                                        "patient (default: every image its own group)")
+    pixel_spacing: tuple[PositiveFloat, PositiveFloat] = Field((1.0, 1.0), description="(row, column) mm per "
+                                                               "pixel of the original images")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -69,6 +64,8 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         ValueError: the file cannot be decoded.
     """
+    import cv2
+
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ValueError(f"{path}: cannot read it as an image")
@@ -87,9 +84,6 @@ class ImageFolderAdapter(DataAdapter):
         self._binary = kwargs.get("label_values") is None
         super().__init__(*args, **kwargs)
         self.label_tolerance = int(self.options.grey_tolerance)
-        if len(self.options.pixel_spacing) != 2 or min(self.options.pixel_spacing) <= 0:
-            raise ValueError(f"data.image_folder.pixel_spacing must be two positive mm values, "
-                             f"got {self.options.pixel_spacing!r}")
 
     def label_map(self, label_values: Mapping[Any, Any] | None) -> dict[int, tuple[str, ...]]:
         if label_values is None and len(self.classes) != 1:

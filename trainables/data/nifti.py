@@ -23,14 +23,15 @@ so every patient's slices face the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
+from pydantic import Field
 
 from trainables.data._base import (
     DataAdapter,
+    FormatOptions,
     ScanSource,
     ScanVolume,
     glob_capture,
@@ -40,34 +41,32 @@ from trainables.data._base import (
     unique_scan_names,
 )
 
+if TYPE_CHECKING:
+    import nibabel as nib
+
 __all__ = ["NiftiAdapter", "NiftiOptions", "read_nifti"]
 
 _SUFFIXES = (".nii.gz", ".nii")
 
 
-@dataclass(frozen=True)
-class NiftiOptions:
-    """Options of ``data.format: nifti`` (see the module docstring for examples).
+class NiftiOptions(FormatOptions):
+    """Options of ``data.format: nifti``: where the image and label volumes are (module docstring: layouts)."""
 
-    Args:
-        images: glob of the image volumes, relative to the data root.
-        labels: template of each image's label volume, relative to the data root.
-        patient_pattern: regex on the relative image path whose group 1 (or ``patient``) is the
-            patient id; default: ``{case}`` or the image's folder name.
-        channel: index along the 4th axis of 4D images (e.g. MSD BraTS's modalities); required
-            for 4D images, ignored for 3D.
-        canonical: reorient image and label to RAS+ before slicing (default True).
-    """
-
-    images: str = "imagesTr/*.nii.gz"
-    labels: str = "labelsTr/{name}"
-    patient_pattern: str | None = None
-    channel: int | None = None
-    canonical: bool = True
+    images: str = Field("imagesTr/*.nii.gz", description="glob of the image volumes, relative to data.root")
+    labels: str = Field("labelsTr/{name}", description="each image's label volume, relative to data.root; "
+                        "fields {dir} {name} {stem} {case} ({case}: what the first * of the glob matched)")
+    patient_pattern: str | None = Field(None, description="regex on the relative image path, group 1 (or "
+                                        "'patient') = patient id (default: {case}, or the image's folder when "
+                                        "the glob has no *)")
+    channel: int | None = Field(None, description="index on the 4th axis of 4D images (the modality to use); "
+                                "required for 4D images, ignored for 3D")
+    canonical: bool = Field(True, description="reorient image and label to RAS+ before slicing along the last axis")
 
 
 def read_nifti(path: Path, canonical: bool = True) -> nib.Nifti1Image:
     """Returns the NIfTI image at ``path`` (reoriented to RAS+ with ``canonical``); errors name the file."""
+    import nibabel as nib
+
     try:
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises several types for a damaged file

@@ -18,12 +18,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+from pydantic import Field
 
+from trainables.data._base import FormatOptions
 from trainables.data.rle import rle_encode
 from trainables.data.uwmgi import GI_CLASSES, UwmgiAdapter
 
@@ -65,6 +65,8 @@ def _runs(n_slices: int, rng: np.random.Generator) -> dict[str, tuple[int, int]]
 
 
 def _draw_stomach(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray) -> None:
+    import cv2
+
     h, w = mask.shape
     m = min(h, w)
     cy = h * (0.36 + 0.04 * u)
@@ -79,6 +81,8 @@ def _draw_stomach(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray
 
 
 def _draw_large_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray) -> None:
+    import cv2
+
     h, w = mask.shape
     m = min(h, w)
     center = (int(round(w * 0.5)), int(round(h * (0.53 + 0.02 * u))))
@@ -90,6 +94,8 @@ def _draw_large_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.nda
 
 
 def _draw_small_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray) -> None:
+    import cv2
+
     h, w = mask.shape
     m = min(h, w)
     s = np.linspace(-1.0, 1.0, 80)
@@ -110,6 +116,8 @@ def _scan(
     n_slices: int, height: int, width: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Return images (S, H, W) uint16 and per-class masks (S, H, W) uint8 of one scan."""
+    import cv2
+
     runs = _runs(n_slices, rng)
     shape_pars = {
         "stomach": np.array([rng.uniform(0.05, 0.2), rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.15)]),
@@ -166,6 +174,8 @@ def generate_uwmgi(
         ValueError: a count below 1 or ``image_size`` below 16.
         FileExistsError: ``root`` already holds ``train/`` or ``train.csv`` not written by this function.
     """
+    import cv2
+
     for name, value in (("cases", cases), ("days_per_case", days_per_case), ("slices_per_scan", slices_per_scan)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
@@ -222,15 +232,15 @@ def generate_uwmgi(
     return root
 
 
-@dataclass(frozen=True)
-class SyntheticOptions:
-    """Options of ``data.format: synthetic``: the arguments of :func:`generate_uwmgi`."""
+class SyntheticOptions(FormatOptions):
+    """Options of ``data.format: synthetic``: the size of the generated data set, the arguments of
+    :func:`generate_uwmgi`."""
 
-    cases: int = 6
-    days_per_case: int = 1
-    slices_per_scan: int = 24
-    image_size: int = 96
-    seed: int = 0
+    cases: int = Field(6, ge=1, description="patients; folds are grouped by patient")
+    days_per_case: int = Field(1, ge=1, description="scans (days) per patient")
+    slices_per_scan: int = Field(24, ge=3, description="slices per scan")
+    image_size: int = Field(96, ge=16, description="side of the generated PNGs in pixels")
+    seed: int = Field(0, description="the same seed and options write the same bytes")
 
 
 class SyntheticAdapter(UwmgiAdapter):
@@ -239,6 +249,14 @@ class SyntheticAdapter(UwmgiAdapter):
 
     name = "synthetic"
     Options = SyntheticOptions
+    generates_data = True
+
+    def preflight(self, folds: int, *, fixed_split: bool = False) -> list[str]:
+        """Returns a problem when fewer patients would be generated than there are folds (nothing is written)."""
+        if self.options.cases < folds:
+            return [f"data.folds: {folds} folds but data.synthetic.cases is {self.options.cases}; "
+                    "generate at least as many patients as folds"]
+        return []
 
     def before_digest(self) -> None:
         o: SyntheticOptions = self.options

@@ -19,14 +19,16 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import pandas as pd
 
 from trainables.contract import GI_CLASSES
-from trainables.data._base import DataAdapter, ScanSource, ScanVolume
+from trainables.data._base import DataAdapter, FormatOptions, ScanSource, ScanVolume
 from trainables.data.rle import rle_decode
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["GI_CLASSES", "SliceRecord", "UwmgiAdapter", "read_uwmgi", "png_size", "uwmgi_digest"]
 
@@ -82,6 +84,8 @@ def png_size(path: str | Path) -> tuple[int, int]:
 
 
 def _read_csv(csv_path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -233,8 +237,7 @@ def uwmgi_digest(root: str | Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class UwmgiOptions:
+class UwmgiOptions(FormatOptions):
     """``data.format: uwmgi`` has no options: the layout is fixed (module docstring)."""
 
 
@@ -266,6 +269,20 @@ class UwmgiAdapter(DataAdapter):
         if not (self.root / "train.csv").is_file() or not (self.root / "train").is_dir():
             self.reader(self.root, self.classes)  # raises the explanatory error
 
+    def preflight(self, folds: int, *, fixed_split: bool = False) -> list[str]:
+        """Returns the problems of the folder layout and the fold count; reads folder names only (not
+        ``train.csv``: its rows are checked when the cache is prepared)."""
+        if not (self.root / "train.csv").is_file():
+            return [f"data.root: {self.root} has no train.csv; point it at the UW-Madison GI folder "
+                    "(the one holding train.csv and train/)"]
+        if not (self.root / "train").is_dir():
+            return [f"data.root: {self.root} has no train/ folder of case PNGs"]
+        cases = sum(1 for p in (self.root / "train").iterdir() if p.is_dir() and p.name.startswith("case"))
+        if cases < folds:
+            return [f"data.folds: {folds} folds but only {cases} patients under {self.root}/train; "
+                    f"use at most {cases} folds"]
+        return []
+
     def digest(self) -> str:
         self.check_root()
         return uwmgi_digest(self.root)
@@ -289,6 +306,8 @@ class UwmgiAdapter(DataAdapter):
                 for scan, recs in scans.items()]
 
     def load(self, source: ScanSource) -> ScanVolume:
+        import cv2
+
         records: list[SliceRecord] = source.payload
         first = records[0]
         n, h, w = len(records), first.height, first.width
