@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweeper.paths import TUNE_NAME, SweepPaths
-from sweeper.preflight import BadInputError, check_writable
+from sweeper.preflight import BadInputError, check_disk_space, check_local_resources, check_writable
 from sweeper.spec import SweepSpec, dump_spec, is_uri
-from trainables import usable_cpus
 
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -65,98 +64,6 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
         clip_percentiles=data.intensity.clip_percentiles, target_spacing=data.target_spacing,
         split=data.split_file,
     )
-
-
-def check_local_resources(spec: SweepSpec, address: str | None) -> None:
-    """Raises BadInputError when a trial asks for more GPUs or CPUs than the one node of a private local Ray has
-    (Tune would wait for such a node forever). On a cluster (``address`` or ``RAY_ADDRESS``) nodes may still
-    join, so nothing is checked here."""
-    if address or os.environ.get("RAY_ADDRESS"):
-        return
-    res = spec.resources
-    cpus = usable_cpus()
-    if res.cpus_per_trial > cpus:
-        raise BadInputError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
-                            f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)")
-    if res.gpus_per_trial > 0:
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if res.gpus_per_trial > gpus:
-            raise BadInputError(f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs per trial but this machine "
-                                f"has {gpus}; give at most {gpus} (0 trains on the CPU), or launch on a cluster "
-                                "with GPU nodes (--address)")
-
-
-#: one fold trial's checkpoint bytes, in fp32 copies of its network: Tune keeps the trial's last checkpoint
-#: (weights + AdamW's two moments, plus the best epoch's weights: 4) and a local MLflow store logs the best
-#: weights once more (1)
-TUNE_CHECKPOINT_COPIES = 4
-MLFLOW_CHECKPOINT_COPIES = 1
-#: free space asked beyond the estimate (logs, tables, the report, Tune's state files)
-DISK_MARGIN = 1.2
-
-
-def network_bytes(arch: str, encoder: str, *, in_channels: int, classes: int) -> int:
-    """Returns the fp32 size of an smp network's parameters and buffers, built on the meta device (no memory,
-    no download) or, for encoders whose constructor reads tensor values (MiT), on the CPU without weights."""
-    import itertools
-
-    import torch
-
-    from trainables.models import build_model
-
-    try:
-        with torch.device("meta"):
-            model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
-    except RuntimeError:
-        model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
-    return sum(t.numel() * 4 for t in itertools.chain(model.parameters(), model.buffers()))
-
-
-def _free_bytes(folder: Path) -> tuple[Path, int]:
-    """Returns the nearest existing ancestor of ``folder`` and the bytes free on its file system."""
-    while not folder.exists():
-        folder = folder.parent
-    return folder, shutil.disk_usage(folder).free
-
-
-def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) -> None:
-    """Raises BadInputError when the checkpoints still to be written do not fit on the local disk(s) holding
-    Tune's storage and the MLflow store: a sweep that fills its disk fails trials mid-way with torch's
-    ``inline_container.cc ... unexpected pos`` instead. Object-store storage and a remote MLflow are not
-    counted. The estimate is the largest network of the spec times :data:`TUNE_CHECKPOINT_COPIES` (plus
-    :data:`MLFLOW_CHECKPOINT_COPIES`) per fold trial not yet in the Tune folder, times :data:`DISK_MARGIN`."""
-    copies = {}
-    if not paths.storage_uri:
-        copies[paths.sweep] = TUNE_CHECKPOINT_COPIES
-    if local_mlflow:
-        copies[paths.results] = copies.get(paths.results, 0) + MLFLOW_CHECKPOINT_COPIES
-    if not copies:
-        return
-    done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
-    remaining = max(planned_folds(spec) - done, 0)
-    try:
-        largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
-                                    classes=len(spec.data.channel_classes))
-                      for arch in spec.model.architectures for enc in spec.model.encoders)
-    except Exception as err:  # an estimate is never what stops a launch; the trial reports a real build error
-        logger.warning("disk space not checked: the network could not be sized (%s)", err)
-        return
-    per_disk: dict[int, tuple[Path, int, int]] = {}  # file system -> (folder, bytes free, network copies)
-    for folder, n_copies in copies.items():
-        where, free = _free_bytes(folder)
-        _, _, before = per_disk.get(where.stat().st_dev, (where, free, 0))
-        per_disk[where.stat().st_dev] = (where, free, before + n_copies)
-    for where, free, n_copies in per_disk.values():
-        needed = DISK_MARGIN * remaining * n_copies * largest
-        if needed > free:
-            gb = 1024**3
-            raise BadInputError(
-                f"disk space at {where}: the {remaining} fold trials still to run need about {needed / gb:.1f} GB "
-                f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
-                f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
-                "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")
 
 
 def planned_folds(spec: SweepSpec) -> int:

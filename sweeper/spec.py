@@ -1,8 +1,8 @@
 """The sweep spec: the one typed object through which configuration enters Sweeper.
 
 A YAML file is parsed into :class:`SweepSpec` (pydantic). Structural and range errors are all
-collected at once by pydantic; :func:`preflight` adds the checks that need the file system (data
-root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
+collected at once by pydantic; :func:`sweeper.preflight.spec_problems` adds the checks that need the
+file system (data root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
 listing every problem, each naming the field and the fix, before Ray starts.
 """
 
@@ -581,67 +581,6 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> SweepSpec:
         raise SpecError(_format_pydantic(err), source) from None
 
 
-def preflight(spec: SweepSpec) -> list[str]:
-    """Returns the problems found by checks that need the file system (empty when the spec can run)."""
-    problems: list[str] = []
-    data = spec.data
-    if data.format == "uwmgi":
-        root = Path(data.root).expanduser()
-        if not (root / "train.csv").is_file():
-            problems.append(f"data.root: {root} has no train.csv; point it at the UW-Madison GI folder "
-                            "(the one holding train.csv and train/)")
-        elif not (root / "train").is_dir():
-            problems.append(f"data.root: {root} has no train/ folder of case PNGs")
-        else:
-            cases = _count_cases(root)
-            if cases < data.folds:
-                problems.append(f"data.folds: {data.folds} folds but only {cases} patients under {root}/train; "
-                                f"use at most {cases} folds")
-    elif data.format in ("nifti", "dicom", "image_folder"):
-        problems.extend(_check_adapter(data))
-    elif data.synthetic.cases < data.folds:
-        problems.append(f"data.folds: {data.folds} folds but data.synthetic.cases is {data.synthetic.cases}; "
-                        "generate at least as many patients as folds")
-    if spec.tracking.uri:
-        problems.extend(_check_server(spec.tracking.uri))
-    return problems
-
-
-def _check_adapter(data: DataSpec) -> list[str]:
-    """Finds the scans of a NIfTI / DICOM / image-folder data set (names only, nothing decoded)."""
-    from trainables.data import discover_dataset, load_split
-
-    problems = []
-    try:
-        sources = discover_dataset(data.format, Path(data.root).expanduser(), data.format_options(),
-                                   classes=data.classes, label_values=data.label_values, label_mode=data.label_mode)
-    except (OSError, ValueError, KeyError) as err:
-        problems.append(f"data.root: {err}")
-    else:
-        n = len({s.patient for s in sources})
-        if data.split_file is None and n < data.folds:
-            problems.append(f"data.folds: {data.folds} folds but only {n} patients under {data.root}; "
-                            f"use at most {n} folds")
-    if data.split_file is not None:
-        try:
-            load_split(data.split_file)
-        except (OSError, ValueError) as err:
-            problems.append(f"data.split_file: {err}")
-    return problems
-
-
-def _count_cases(root: Path) -> int:
-    return sum(1 for p in (root / "train").iterdir() if p.is_dir() and p.name.startswith("case"))
-
-
-def _check_server(uri: str) -> list[str]:
-    """Probes a tracking server (``http(s)://``) as the launch does; sqlite/file stores need no probe."""
-    from sweeper.tracking import is_server_uri, server_reachable
-
-    why = server_reachable(uri) if is_server_uri(uri) else None
-    return [] if why is None else [f"tracking.uri: cannot reach MLflow server {uri} ({why}); start it or fix the address"]
-
-
 def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
     """Returns the validated spec in a YAML file; raises SpecError naming every problem and its fix."""
     path = Path(path)
@@ -657,7 +596,9 @@ def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
             value = getattr(spec.data, field)
             if value is not None and not Path(value).expanduser().is_absolute():
                 setattr(spec.data, field, (path.parent / value).resolve())
-        problems = preflight(spec)
+        from sweeper.preflight import spec_problems
+
+        problems = spec_problems(spec)
         if problems:
             raise SpecError(problems, str(path))
     return spec
