@@ -71,7 +71,8 @@ STORAGE_OPTION = click.option(
 
 
 def _run(parsed, results: Path, resume: bool, address: str | None, storage: str | None = None) -> None:
-    from sweeper.launch import BadInputError, SweepExistsError, launch
+    from sweeper.launch import SweepExistsError, launch
+    from sweeper.preflight import BadInputError
     from sweeper.leaderboard import read_configs
     from sweeper.tracking import TrackingUnreachableError
 

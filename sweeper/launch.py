@@ -1,6 +1,13 @@
 """Running a sweep: prepare the data once, then a Ray Tune experiment driven by :class:`FoldSearcher`.
 
-The folders and files of a sweep are named in :mod:`sweeper.paths`.
+:func:`launch` is the orchestration; each concern it calls has its own module:
+
+- :mod:`sweeper.paths`: every folder and file of the sweep (:class:`~sweeper.paths.SweepPaths`);
+- :mod:`sweeper.preflight`: every check before Ray starts, each raising ``BadInputError``;
+- :mod:`sweeper.ray_session`: starting or joining Ray, the Ray Client relay to the head
+  (``ray://``), the credential guard;
+- :mod:`sweeper.cache_transport`: how trials get the data cache (a shared path or Ray's object store);
+- :mod:`sweeper.pareto`: the fronts exported at the end (:func:`~sweeper.pareto.export_all_fronts`).
 
 Storage (``--storage`` or the spec's ``storage``; README "Running on a cluster"):
 
@@ -10,33 +17,21 @@ Storage (``--storage`` or the spec's ``storage``; README "Running on a cluster")
 - an object-store URI (``s3://bucket/prefix``, ``gs://...``; anything pyarrow's filesystems read):
   Tune's storage_path is ``URI/<name>/ray`` and the rest stays under ``RESULTS/<name>`` on the
   driver; the data cache is put once into Ray's object store and unpacked once per node
-  (:func:`train_fold_from_object_store`), because no path is shared by every worker.
-
-Ray: ``address`` None starts a private local Ray (never joins a cluster found in /tmp/ray, unless
-``RAY_ADDRESS`` is set, as inside ``ray job submit``); ``auto`` or ``HOST:6379`` connects as a
-driver; ``ray://HOST:10001`` (Ray Client) runs the whole launch as a task on the head node, so
-``--results``/``--storage`` name paths on the head, and the leaderboard and Pareto files are copied
-back under ``--results`` on the client (:func:`_launch_through_client`). The driver only
-disconnects from a cluster it did not start. ``SWEEPER_RAY_TEMP_DIR`` sets the temp folder of a
-local Ray the driver starts.
+  (:func:`sweeper.cache_transport.train_fold_from_object_store`), because no path is shared by every
+  worker.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
 import os
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from sweeper.cache_transport import CacheVia, fold_trainable, resolve_cache_via
 from sweeper.paths import TUNE_NAME, SweepPaths
-from sweeper.preflight import BadInputError, check_writable
-from sweeper.spec import SweepSpec, dump_spec, is_uri
-from trainables import usable_cpus
+from sweeper.preflight import BadInputError, check_disk_space, check_local_resources, check_writable
+from sweeper.ray_session import keep_credentials_out_of_ray_logs, launch_through_client, start_or_join_ray
+from sweeper.spec import SweepSpec, dump_spec
 
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -69,147 +64,6 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
     )
 
 
-def check_local_resources(spec: SweepSpec, address: str | None) -> None:
-    """Raises BadInputError when a trial asks for more GPUs or CPUs than the one node of a private local Ray has
-    (Tune would wait for such a node forever). On a cluster (``address`` or ``RAY_ADDRESS``) nodes may still
-    join, so nothing is checked here."""
-    if address or os.environ.get("RAY_ADDRESS"):
-        return
-    res = spec.resources
-    cpus = usable_cpus()
-    if res.cpus_per_trial > cpus:
-        raise BadInputError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
-                            f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)")
-    if res.gpus_per_trial > 0:
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if res.gpus_per_trial > gpus:
-            raise BadInputError(f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs per trial but this machine "
-                                f"has {gpus}; give at most {gpus} (0 trains on the CPU), or launch on a cluster "
-                                "with GPU nodes (--address)")
-
-
-#: one fold trial's checkpoint bytes, in fp32 copies of its network: Tune keeps the trial's last checkpoint
-#: (weights + AdamW's two moments, plus the best epoch's weights: 4) and a local MLflow store logs the best
-#: weights once more (1)
-TUNE_CHECKPOINT_COPIES = 4
-MLFLOW_CHECKPOINT_COPIES = 1
-#: free space asked beyond the estimate (logs, tables, the report, Tune's state files)
-DISK_MARGIN = 1.2
-
-
-def network_bytes(arch: str, encoder: str, *, in_channels: int, classes: int) -> int:
-    """Returns the fp32 size of an smp network's parameters and buffers, built on the meta device (no memory,
-    no download) or, for encoders whose constructor reads tensor values (MiT), on the CPU without weights."""
-    import itertools
-
-    import torch
-
-    from trainables.models import build_model
-
-    try:
-        with torch.device("meta"):
-            model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
-    except RuntimeError:
-        model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
-    return sum(t.numel() * 4 for t in itertools.chain(model.parameters(), model.buffers()))
-
-
-def _free_bytes(folder: Path) -> tuple[Path, int]:
-    """Returns the nearest existing ancestor of ``folder`` and the bytes free on its file system."""
-    while not folder.exists():
-        folder = folder.parent
-    return folder, shutil.disk_usage(folder).free
-
-
-def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) -> None:
-    """Raises BadInputError when the checkpoints still to be written do not fit on the local disk(s) holding
-    Tune's storage and the MLflow store: a sweep that fills its disk fails trials mid-way with torch's
-    ``inline_container.cc ... unexpected pos`` instead. Object-store storage and a remote MLflow are not
-    counted. The estimate is the largest network of the spec times :data:`TUNE_CHECKPOINT_COPIES` (plus
-    :data:`MLFLOW_CHECKPOINT_COPIES`) per fold trial not yet in the Tune folder, times :data:`DISK_MARGIN`."""
-    copies = {}
-    if not paths.storage_uri:
-        copies[paths.sweep] = TUNE_CHECKPOINT_COPIES
-    if local_mlflow:
-        copies[paths.results] = copies.get(paths.results, 0) + MLFLOW_CHECKPOINT_COPIES
-    if not copies:
-        return
-    done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
-    remaining = max(spec.planned_fold_trials() - done, 0)
-    try:
-        largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
-                                    classes=len(spec.data.channel_classes))
-                      for arch in spec.model.architectures for enc in spec.model.encoders)
-    except Exception as err:  # an estimate is never what stops a launch; the trial reports a real build error
-        logger.warning("disk space not checked: the network could not be sized (%s)", err)
-        return
-    per_disk: dict[int, tuple[Path, int, int]] = {}  # file system -> (folder, bytes free, network copies)
-    for folder, n_copies in copies.items():
-        where, free = _free_bytes(folder)
-        _, _, before = per_disk.get(where.stat().st_dev, (where, free, 0))
-        per_disk[where.stat().st_dev] = (where, free, before + n_copies)
-    for where, free, n_copies in per_disk.values():
-        needed = DISK_MARGIN * remaining * n_copies * largest
-        if needed > free:
-            gb = 1024**3
-            raise BadInputError(
-                f"disk space at {where}: the {remaining} fold trials still to run need about {needed / gb:.1f} GB "
-                f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
-                f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
-                "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")
-
-
-#: environment variable naming the temp folder of a local Ray started by the driver (its sockets,
-#: logs and session files); lets a supervisor find -- and end -- exactly that Ray's processes
-RAY_TEMP_DIR_ENV = "SWEEPER_RAY_TEMP_DIR"
-CacheVia = Literal["auto", "path", "object_store"]
-#: above this, the object-store route for the cache gets a warning (README: storage choices)
-OBJECT_STORE_CACHE_WARN_BYTES = 2 * 1024**3
-logger = logging.getLogger(__name__)
-
-
-def _init_ray(address: str | None) -> bool:
-    """Connects to ``address`` or starts a private local Ray; returns whether this call initialised Ray.
-
-    A driver that connected to an existing cluster only disconnects at the end (``ray.shutdown()``
-    in a connected driver never stops the cluster); a local Ray it started ends with it.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    env = {"NO_ALBUMENTATIONS_UPDATE": "1"}
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        _use_token_like_ray_start()
-        ray.init(address=address, runtime_env={"env_vars": env})
-    else:
-        # "local": start a new instance even when /tmp/ray names someone else's `ray start` cluster
-        temp_dir = os.environ.get(RAY_TEMP_DIR_ENV) or None
-        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
-                 _temp_dir=temp_dir)
-    return True
-
-
-def _use_token_like_ray_start() -> None:
-    """Sends this machine's Ray auth token when connecting, as `ray start` does.
-
-    Ray 2.60's `ray start` turns token authentication on by itself when a token exists
-    (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN[_PATH]``), but a driver connecting with
-    ``ray.init(address=...)`` only sends it when ``RAY_AUTH_MODE=token`` is set, and is refused
-    with "InvalidAuthToken". An explicit ``RAY_AUTH_MODE`` is left as it is.
-    """
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # another Ray version: nothing to mirror
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _tracking_uri(spec: SweepSpec, paths: SweepPaths) -> tuple[str, str | None]:
@@ -223,90 +77,12 @@ def _tracking_uri(spec: SweepSpec, paths: SweepPaths) -> tuple[str, str | None]:
     return default_tracking_uri(paths.results), f"{artifact_root(paths.results)}/{spec.name}"
 
 
-def _resolve_cache_via(cache_via: CacheVia, paths: SweepPaths) -> str:
-    if cache_via == "auto":
-        return "object_store" if paths.storage_uri else "path"
-    if cache_via not in ("path", "object_store"):
-        raise ValueError(f"cache_via must be auto, path or object_store, not {cache_via!r}")
-    return cache_via
-
-
-def pack_cache(cache_dir: Path) -> tuple[str, bytes]:
-    """Returns (key, tar bytes) of a prepared cache; the key changes when the cache does."""
-    cache_dir = Path(cache_dir)
-    key = hashlib.sha1((cache_dir / "cache.json").read_bytes()).hexdigest()[:16]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(cache_dir, arcname=".")
-    return key, buffer.getvalue()
-
-
-def unpack_cache(key: str, blob: bytes, root: str | Path | None = None) -> Path:
-    """Unpacks a :func:`pack_cache` blob once per node (``<tmp>/sweeper-cache/<key>``); returns the folder.
-
-    Concurrent trials on one node race safely: each unpacks to its own folder and renames it into
-    place; the loser discards its copy.
-    """
-    root = Path(root or tempfile.gettempdir()) / "sweeper-cache"
-    target = root / key
-    if (target / "cache.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-        tar.extractall(staging, filter="data")
-    try:
-        os.rename(staging, target)
-    except OSError:  # another trial on this node got there first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def train_fold_from_object_store(config: dict[str, Any], cache: tuple[str, bytes] | None = None) -> None:
-    """Tune trainable for storage without a shared path: unpacks the cache Ray's object store
-    delivered (``tune.with_parameters``) on this node, then runs :func:`trainables.train.train_fold`."""
-    from trainables.train import train_fold
-
-    key, blob = cache
-    train_fold({**config, "cache_dir": str(unpack_cache(key, blob))})
-
-
-#: Cloud credentials that Ray Tune copies from the driver's environment into every trial actor's
-#: runtime_env (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), where Ray's runtime-env
-#: agent writes them in clear to its log. Trial workers do not need the copy: on a local Ray they
-#: inherit the driver's environment through the raylet it started, and cluster nodes take theirs from
-#: the instance role (cluster.yaml).
-CREDENTIAL_ENV_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
-                                 "AWS_SESSION_TOKEN"})
-
-
-def _keep_credentials_out_of_ray_logs() -> None:
-    """Stops Ray Tune from putting :data:`CREDENTIAL_ENV_VARS` into trial runtime_envs (and so into
-    Ray's logs); a no-op where a Ray release no longer has that list."""
-    from ray.tune.execution import class_cache
-
-    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
-    if propagated is not None:
-        class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - CREDENTIAL_ENV_VARS
-
-
 def _trainable(spec: SweepSpec, cache_dir: Path, cache_via: str):
     """Returns the fold trainable with the spec's resources (CPUs, fractional GPUs) attached."""
     from ray import tune
 
-    from trainables.train import train_fold
-
-    _keep_credentials_out_of_ray_logs()
-
-    if cache_via == "object_store":
-        packed = pack_cache(cache_dir)
-        if len(packed[1]) > OBJECT_STORE_CACHE_WARN_BYTES:
-            logger.warning("the data cache is %.1f GB; through Ray's object store it is held in the driver's memory "
-                           "and copied to every node: a path every node mounts (NFS/EFS, --storage /mnt/...) "
-                           "serves a cache this size better", len(packed[1]) / 1e9)
-        fn = tune.with_parameters(train_fold_from_object_store, cache=packed)
-    else:
-        fn = train_fold
+    keep_credentials_out_of_ray_logs()
+    fn = fold_trainable(cache_dir, cache_via)
     return tune.with_resources(fn, {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
 
 
@@ -353,11 +129,12 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
             starts), or stayed down through the end of the sweep (README "When things break").
     """
     if address and address.startswith("ray://"):
-        return _launch_through_client(spec, results, resume=resume, address=address, storage=storage,
-                                      cache_via=cache_via)
+        return launch_through_client(spec, results, resume=resume, address=address, storage=storage,
+                                     cache_via=cache_via)
     from ray import tune
 
     from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
+    from sweeper.pareto import export_all_fronts
     from sweeper.search import FoldSearcher
     from sweeper.tracking import TrackingUnreachableError, check_tracking_server
     from sweeper.trial_config import trial_settings
@@ -385,9 +162,9 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
         raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.data}): "
                             f"{str(err).strip(chr(34))}") from err
     folds = spec.data.folds_to_run
-    started_ray = _init_ray(address)
+    started_ray = start_or_join_ray(address)
     try:
-        trainable = _trainable(spec, cache_dir, _resolve_cache_via(cache_via, paths))
+        trainable = _trainable(spec, cache_dir, resolve_cache_via(cache_via, paths))
         if started and tune.Tuner.can_restore(paths.tune_path):
             tuner = tune.Tuner.restore(paths.tune_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
@@ -420,78 +197,7 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
             import ray
 
             ray.shutdown()  # a connected driver only disconnects; a local Ray it started ends here
-    export_all_fronts(paths.sweep, spec)
+    export_all_fronts(paths.sweep, spec.data.classes)
     if unwritten is not None:
         raise unwritten
     return paths
-
-
-#: the resource only a Ray head node has (Ray's own HEAD_NODE_RESOURCE_NAME, whose private module
-#: moved between releases: ray._private.ray_constants, then ray._common.constants)
-HEAD_NODE_RESOURCE = "node:__internal_head__"
-
-
-def _launch_on_head(spec: SweepSpec, results: str, resume: bool, storage: str | None,
-                    cache_via: CacheVia) -> tuple[SweepPaths, dict[str, bytes]]:
-    """Runs :func:`launch` inside the cluster (a task on the head node); returns the paths there and
-    the bytes of the leaderboard and Pareto files, for a client whose disk does not hold them."""
-    paths = launch(spec, results, resume=resume, storage=storage, cache_via=cache_via)
-    files = {}
-    for folder in (paths.leaderboard, paths.pareto):
-        for path in sorted(folder.glob("*")):
-            if path.is_file():
-                files[path.relative_to(paths.sweep).as_posix()] = path.read_bytes()
-    return paths, files
-
-
-def _launch_through_client(spec: SweepSpec, results: str | Path, *, resume: bool, address: str,
-                           storage: str | None, cache_via: CacheVia) -> SweepPaths:
-    """Ray Client (``ray://``): the Tune driver, the data preparation and the MLflow/leaderboard
-    callbacks must run inside the cluster, where the paths are; so the whole launch runs as one task
-    on the head node (Sweeper must be installed there, as cluster.yaml does). ``results`` and
-    ``storage`` are paths on the head (relative ones from the folder `ray start` ran in there); the
-    Optuna study, Tune's state and MLflow stay there. The leaderboard and Pareto files are also
-    written under ``results`` as this machine resolves it, unless this machine already sees them
-    there (same machine, or a shared disk at the same path); the returned paths are those that hold
-    them here. The Ray auth token is sent as for ``HOST:6379`` (:func:`_use_token_like_ray_start`);
-    without it a token-auth cluster answers only "ray client connection timeout"."""
-    import ray
-
-    _use_token_like_ray_start()
-    ray.init(address=address, runtime_env={"env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1"}})
-    try:
-        remote = ray.remote(num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_retries=0)(_launch_on_head)
-        try:
-            head_paths, files = ray.get(remote.remote(spec, str(results), resume, storage, cache_via))
-        except ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, SweepExistsError):
-                raise err.cause from None  # the user's mistake, said as for a local launch, no remote traceback
-            raise
-    finally:
-        ray.shutdown()  # disconnects the client; the cluster keeps running
-    if SweepPaths.of(spec, results, storage).sweep == head_paths.sweep and all(
-            (head_paths.sweep / rel).is_file() and (head_paths.sweep / rel).read_bytes() == data
-            for rel, data in files.items()):
-        return head_paths  # this machine sees the head's sweep folder where it asked for it
-    local = SweepPaths.of(spec, results, storage if storage and is_uri(storage) else None)
-    for rel, data in files.items():
-        target = local.sweep / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return local
-
-
-def export_all_fronts(sweep_dir: Path, spec: SweepSpec) -> list[Path]:
-    """Writes the overall front and one per class; returns the CSV paths (none when no trial finished)."""
-    from sweeper.leaderboard import read_configs
-    from sweeper.pareto import X_METRIC, export_pareto
-
-    try:
-        configs = read_configs(sweep_dir)
-    except FileNotFoundError:
-        return []
-    if X_METRIC not in configs.columns or configs[X_METRIC].isna().all():
-        return []  # no fold trial finished: nothing to rank
-    written = [export_pareto(sweep_dir)[0]]
-    written += [export_pareto(sweep_dir, class_name=c)[0] for c in spec.data.classes]
-    return written

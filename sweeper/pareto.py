@@ -10,6 +10,7 @@ means but not distinguishable from the front with this many folds. The rest are 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +150,20 @@ def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str
     png_path = csv_path.with_suffix(".png")
     plot_front(table, class_name, png_path)
     return csv_path, png_path, front
+
+
+def export_all_fronts(sweep_dir: str | Path, classes: Sequence[str]) -> list[Path]:
+    """Writes the overall front and one per class (the end of a launch); returns the CSV paths (none when no
+    fold trial finished)."""
+    try:
+        configs = read_configs(sweep_dir)
+    except FileNotFoundError:
+        return []
+    if X_METRIC not in configs.columns or configs[X_METRIC].isna().all():
+        return []  # no fold trial finished: nothing to rank
+    written = [export_pareto(sweep_dir)[0]]
+    written += [export_pareto(sweep_dir, class_name=c)[0] for c in classes]
+    return written
 
 
 def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:

@@ -1,15 +1,35 @@
 """Every check that runs before Ray starts, and :class:`BadInputError`, the error each one raises.
 
-Filled in by the launch's order: the spec against the file system, the folders, the machine.
+In the order of ``sweeper launch``:
+
+1. :func:`spec_problems` (through :func:`sweeper.spec.load_spec`, also ``sweeper validate``): the data
+   set against its format and the folds, the MLflow server of ``tracking.uri``; each problem names
+   the spec field and the fix, and :class:`sweeper.spec.SpecError` lists them all at once.
+2. :func:`check_local_resources`: a trial's CPUs and GPUs against a private local Ray's one node.
+3. :func:`check_writable`: the results folder and the sweep folder.
+4. :func:`check_disk_space`: the checkpoints still to be written against the free disk.
+
+(The MLflow server named by ``$MLFLOW_TRACKING_URI`` is probed by
+:func:`sweeper.tracking.check_tracking_server` next; a data set the adapter cannot read is refused
+while the cache is prepared, still before Ray starts.) Each of 2-4 raises :class:`BadInputError`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from trainables import usable_cpus
 
 if TYPE_CHECKING:
     from sweeper.paths import SweepPaths
+    from sweeper.spec import DataSpec, SweepSpec
+
+logger = logging.getLogger(__name__)
 
 
 class BadInputError(ValueError):
@@ -17,6 +37,49 @@ class BadInputError(ValueError):
     folder or field and the fix (README "Bad input")."""
 
 
+# -- the spec against the files and the tracking server ----------------------------------------------
+def spec_problems(spec: SweepSpec) -> list[str]:
+    """Returns the problems of a parsed spec that only the file system or the network show: the data set
+    against its format and the folds (the format adapter's own ``preflight``), the split file, the MLflow
+    server (empty when the spec can run)."""
+    problems = _check_adapter(spec.data)
+    if spec.tracking.uri:
+        problems.extend(_check_server(spec.tracking.uri))
+    return problems
+
+
+def _check_adapter(data: DataSpec) -> list[str]:
+    """Returns the problems the format's adapter finds (its ``preflight``: file names only, nothing decoded
+    or written) and those of the split file."""
+    from trainables.data import build_adapter, load_split
+
+    problems = []
+    # a generated data set goes to the sweep's folder, not known yet; such an adapter's preflight reads no files
+    root = Path(data.root).expanduser() if data.root is not None else Path("data")
+    try:
+        adapter = build_adapter(data.format, root, data.options, classes=data.classes,
+                                label_values=data.label_values, label_mode=data.label_mode)
+    except (ValueError, KeyError) as err:
+        problems.append(f"data: {err}")
+    else:
+        problems.extend(adapter.preflight(data.folds, fixed_split=data.split_file is not None))
+    if data.split_file is not None:
+        try:
+            load_split(data.split_file)
+        except (OSError, ValueError) as err:
+            problems.append(f"data.split_file: {err}")
+    return problems
+
+
+def _check_server(uri: str) -> list[str]:
+    """Probes a tracking server (``http(s)://``) as the launch does; sqlite/file stores need no probe."""
+    from sweeper.tracking import is_server_uri, server_reachable
+
+    why = server_reachable(uri) if is_server_uri(uri) else None
+    return [] if why is None else [f"tracking.uri: cannot reach MLflow server {uri} ({why}); start it or fix the address"]
+
+
+# -- the folders, the disk and the machine -----------------------------------------------------------
 def check_writable(paths: SweepPaths) -> None:
     """Raises BadInputError unless the results folder and the (local) sweep folder can be created and written."""
     for what, folder in (("results folder (--results)", paths.results),
@@ -30,3 +93,96 @@ def check_writable(paths: SweepPaths) -> None:
         except OSError as err:
             raise BadInputError(f"{what} {folder} is not a writable folder ({err.strerror or err}); "
                                 "pass a folder you can write to, or fix its permissions") from None
+
+
+def check_local_resources(spec: SweepSpec, address: str | None) -> None:
+    """Raises BadInputError when a trial asks for more GPUs or CPUs than the one node of a private local Ray has
+    (Tune would wait for such a node forever). On a cluster (``address`` or ``RAY_ADDRESS``) nodes may still
+    join, so nothing is checked here."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    res = spec.resources
+    cpus = usable_cpus()
+    if res.cpus_per_trial > cpus:
+        raise BadInputError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
+                            f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)")
+    if res.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if res.gpus_per_trial > gpus:
+            raise BadInputError(f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs per trial but this machine "
+                                f"has {gpus}; give at most {gpus} (0 trains on the CPU), or launch on a cluster "
+                                "with GPU nodes (--address)")
+
+
+#: one fold trial's checkpoint bytes, in fp32 copies of its network: Tune keeps the trial's last checkpoint
+#: (weights + AdamW's two moments, plus the best epoch's weights: 4) and a local MLflow store logs the best
+#: weights once more (1)
+TUNE_CHECKPOINT_COPIES = 4
+MLFLOW_CHECKPOINT_COPIES = 1
+#: free space asked beyond the estimate (logs, tables, the report, Tune's state files)
+DISK_MARGIN = 1.2
+
+
+def network_bytes(arch: str, encoder: str, *, in_channels: int, classes: int) -> int:
+    """Returns the fp32 size of an smp network's parameters and buffers, built on the meta device (no memory,
+    no download) or, for encoders whose constructor reads tensor values (MiT), on the CPU without weights."""
+    import itertools
+
+    import torch
+
+    from trainables.models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
+    except RuntimeError:
+        model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
+    return sum(t.numel() * 4 for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _free_bytes(folder: Path) -> tuple[Path, int]:
+    """Returns the nearest existing ancestor of ``folder`` and the bytes free on its file system."""
+    while not folder.exists():
+        folder = folder.parent
+    return folder, shutil.disk_usage(folder).free
+
+
+def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) -> None:
+    """Raises BadInputError when the checkpoints still to be written do not fit on the local disk(s) holding
+    Tune's storage and the MLflow store: a sweep that fills its disk fails trials mid-way with torch's
+    ``inline_container.cc ... unexpected pos`` instead. Object-store storage and a remote MLflow are not
+    counted. The estimate is the largest network of the spec times :data:`TUNE_CHECKPOINT_COPIES` (plus
+    :data:`MLFLOW_CHECKPOINT_COPIES`) per fold trial not yet in the Tune folder, times :data:`DISK_MARGIN`."""
+    copies = {}
+    if not paths.storage_uri:
+        copies[paths.sweep] = TUNE_CHECKPOINT_COPIES
+    if local_mlflow:
+        copies[paths.results] = copies.get(paths.results, 0) + MLFLOW_CHECKPOINT_COPIES
+    if not copies:
+        return
+
+    done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
+    remaining = max(spec.planned_fold_trials() - done, 0)
+    try:
+        largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
+                                    classes=len(spec.data.channel_classes))
+                      for arch in spec.model.architectures for enc in spec.model.encoders)
+    except Exception as err:  # an estimate is never what stops a launch; the trial reports a real build error
+        logger.warning("disk space not checked: the network could not be sized (%s)", err)
+        return
+    per_disk: dict[int, tuple[Path, int, int]] = {}  # file system -> (folder, bytes free, network copies)
+    for folder, n_copies in copies.items():
+        where, free = _free_bytes(folder)
+        _, _, before = per_disk.get(where.stat().st_dev, (where, free, 0))
+        per_disk[where.stat().st_dev] = (where, free, before + n_copies)
+    for where, free, n_copies in per_disk.values():
+        needed = DISK_MARGIN * remaining * n_copies * largest
+        if needed > free:
+            gb = 1024**3
+            raise BadInputError(
+                f"disk space at {where}: the {remaining} fold trials still to run need about {needed / gb:.1f} GB "
+                f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
+                f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
+                "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")

@@ -30,9 +30,8 @@ from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
 from trainables.contract import BEST_PREFIX, TrialConfig
+from sweeper.tune_state import PENDING, RUNNING, read_tune_trials
 
-TUNE_STATE_GLOB = "experiment_state-*.json"
-RUNNING, PENDING, TERMINATED, ERROR = "RUNNING", "PENDING", "TERMINATED", "ERROR"
 
 
 @dataclass(frozen=True)
@@ -264,20 +263,12 @@ def _trial_config(config: Any) -> TrialConfig | None:
 
 
 def _tune_states(tune_dir: Path) -> dict[tuple[str, int], str]:
-    """Returns (config_id, fold) -> Tune status from the newest ``experiment_state-*.json``."""
-    files = sorted(tune_dir.glob(TUNE_STATE_GLOB), key=lambda p: (p.stat().st_mtime, p.name)) if tune_dir.is_dir() else []
-    if not files:
-        return {}
-    try:
-        state = json.loads(files[-1].read_text())
-    except (OSError, ValueError):  # caught mid-write (Tune writes it in place)
-        return {}
+    """Returns (config_id, fold) -> Tune status from the newest experiment state (:mod:`sweeper.tune_state`)."""
     statuses = {}
-    for entry in state.get("trial_data", []):
-        trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-        config = _trial_config(trial.get("config", {}))
+    for trial in read_tune_trials(tune_dir):
+        config = _trial_config(trial.config)
         if config is not None:
-            statuses[(config.config_id, config.fold)] = trial.get("status", "?")
+            statuses[(config.config_id, config.fold)] = trial.status
     return statuses
 
 

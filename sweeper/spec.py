@@ -1,8 +1,8 @@
 """The sweep spec: the one typed object through which configuration enters Sweeper.
 
 A YAML file is parsed into :class:`SweepSpec` (pydantic). Structural and range errors are all
-collected at once by pydantic; :func:`preflight` adds the checks that need the file system (data
-root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
+collected at once by pydantic; :func:`sweeper.preflight.spec_problems` adds the checks that need the
+file system (data root, number of patients vs folds). :func:`load_spec` runs both and raises :class:`SpecError`
 listing every problem, each naming the field and the fix, before Ray starts.
 
 The checks against the loss and model registries import torch (the registries are torch modules), so
@@ -578,45 +578,6 @@ def parse_spec(raw: dict[str, Any], source: str = "spec", *, registry: bool = Tr
         raise SpecError(_format_pydantic(err), source) from None
 
 
-def preflight(spec: SweepSpec) -> list[str]:
-    """Returns the problems found by checks that need the file system (empty when the spec can run)."""
-    problems = _check_adapter(spec.data)
-    if spec.tracking.uri:
-        problems.extend(_check_server(spec.tracking.uri))
-    return problems
-
-
-def _check_adapter(data: DataSpec) -> list[str]:
-    """Returns the problems the format's adapter finds (its ``preflight``: file names only, nothing decoded
-    or written) and those of the split file."""
-    from trainables.data import build_adapter, load_split
-
-    problems = []
-    # a generated data set goes to the sweep's folder, not known yet; such an adapter's preflight reads no files
-    root = Path(data.root).expanduser() if data.root is not None else Path("data")
-    try:
-        adapter = build_adapter(data.format, root, data.options, classes=data.classes,
-                                label_values=data.label_values, label_mode=data.label_mode)
-    except (ValueError, KeyError) as err:
-        problems.append(f"data: {err}")
-    else:
-        problems.extend(adapter.preflight(data.folds, fixed_split=data.split_file is not None))
-    if data.split_file is not None:
-        try:
-            load_split(data.split_file)
-        except (OSError, ValueError) as err:
-            problems.append(f"data.split_file: {err}")
-    return problems
-
-
-def _check_server(uri: str) -> list[str]:
-    """Probes a tracking server (``http(s)://``) as the launch does; sqlite/file stores need no probe."""
-    from sweeper.tracking import is_server_uri, server_reachable
-
-    why = server_reachable(uri) if is_server_uri(uri) else None
-    return [] if why is None else [f"tracking.uri: cannot reach MLflow server {uri} ({why}); start it or fix the address"]
-
-
 def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
     """Returns the validated spec in a YAML file; raises SpecError naming every problem and its fix."""
     path = Path(path)
@@ -632,7 +593,9 @@ def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
             value = getattr(spec.data, field)
             if value is not None and not Path(value).expanduser().is_absolute():
                 setattr(spec.data, field, (path.parent / value).resolve())
-        problems = preflight(spec)
+        from sweeper.preflight import spec_problems
+
+        problems = spec_problems(spec)
         if problems:
             raise SpecError(problems, str(path))
     return spec

@@ -23,7 +23,8 @@ import pytest
 import ray
 import yaml
 
-from sweeper.launch import BadInputError, launch
+from sweeper.launch import launch
+from sweeper.preflight import BadInputError
 from sweeper.spec import SpecError, load_spec
 
 # --- helpers --------------------------------------------------------------------------------------

@@ -168,9 +168,9 @@ def wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
     """Blocks until ``count`` nodes are alive in the cluster at ``address`` (connects, then disconnects)."""
     import ray
 
-    from sweeper.launch import _use_token_like_ray_start
+    from sweeper.ray_session import use_token_like_ray_start
 
-    _use_token_like_ray_start()  # the nodes use ~/.ray/auth_token when it exists, as `ray start` does
+    use_token_like_ray_start()  # the nodes use ~/.ray/auth_token when it exists, as `ray start` does
     ray.init(address=address, log_to_driver=False)
     try:
         deadline = time.monotonic() + timeout
@@ -292,7 +292,8 @@ def two_nodes():
 
 @pytest.mark.slow
 def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_path):
-    from sweeper.launch import launch, pack_cache
+    from sweeper.cache_transport import pack_cache
+    from sweeper.launch import launch
 
     head, worker = two_nodes
     placement: dict[str, set[str]] = {}

@@ -18,10 +18,10 @@ from mlflow import MlflowClient
 from report_checks import check_report_predicts_as_the_trial
 
 from sweeper.cli import MLFLOW_TRAINING_VIEW, main
-from sweeper.launch import (MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, SweepExistsError, launch,
-                            network_bytes)
+from sweeper.launch import SweepExistsError, launch
 from sweeper.leaderboard import read_configs, read_trials
 from sweeper.pareto import non_dominated
+from sweeper.preflight import MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, network_bytes
 from sweeper.spec import parse_spec
 from sweeper.tracking import CONFIG_LEVEL, LEVEL_TAG, PARENT_TAG, SWEEP_LEVEL, default_tracking_uri
 

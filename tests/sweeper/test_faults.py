@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sweeper.launch import RAY_TEMP_DIR_ENV, launch
+from sweeper.launch import launch
 from sweeper.leaderboard import read_trials
 from sweeper.paths import SweepPaths
+from sweeper.ray_session import RAY_TEMP_DIR_ENV
 from sweeper.spec import dump_spec
 from sweeper.tracking import CONFIG_TAG, FOLD_TAG, LEVEL_TAG, default_tracking_uri
 
