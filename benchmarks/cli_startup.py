@@ -54,19 +54,32 @@ def build_sweep(folder: Path) -> Path:
     from trainables.contract import Configuration
 
     sweep = folder / "small"
-    spec = parse_spec({"name": "small", "data": {"format": "synthetic", "folds": 2},
-                       "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
-                       "training": {"epochs": 2}, "search": {"budget": 2}}, registry=False)
+    spec = parse_spec(
+        {
+            "name": "small",
+            "data": {"format": "synthetic", "folds": 2},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
+            "training": {"epochs": 2},
+            "search": {"budget": 2},
+        },
+        registry=False,
+    )
     sweep.mkdir(parents=True)
     (sweep / "spec.yaml").write_text(dump_spec(spec))
     settings = trial_settings(spec, sweep / "cache")
     rows = []
     for cid, loss, score in (("aaaa111111", "dice", 0.8), ("bbbb222222", "tversky", 0.6)):
         for fold in (0, 1):
-            config = settings.for_fold(Configuration(arch="unet", encoder="mit_b2", loss=loss), config_id=cid,
-                                       fold=fold)
-            result = {"epoch": 2, "best_epoch": 2, "time_total_s": 5.0, "timestamp": 1_700_000_000 + 10 * fold,
-                      **{f"best.{m}": score + fold / 100 for m in ("dice", "sensitivity", "precision")}}
+            config = settings.for_fold(
+                Configuration(arch="unet", encoder="mit_b2", loss=loss), config_id=cid, fold=fold
+            )
+            result = {
+                "epoch": 2,
+                "best_epoch": 2,
+                "time_total_s": 5.0,
+                "timestamp": 1_700_000_000 + 10 * fold,
+                **{f"best.{m}": score + fold / 100 for m in ("dice", "sensitivity", "precision")},
+            }
             rows.append(trial_row(config, result, FINISHED))
             trial_dir = sweep / "ray" / "tune" / f"{loss}-{cid}-fold{fold}-x"
             trial_dir.mkdir(parents=True)
@@ -100,7 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", default=None, help="the 'before' git ref (default: merge-base of HEAD and main)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sweep", type=Path, default=None, help="a sweep folder to read (default: a small one built here)")
+    parser.add_argument(
+        "--sweep", type=Path, default=None, help="a sweep folder to read (default: a small one built here)"
+    )
     args = parser.parse_args()
     ref = args.ref or git("merge-base", "HEAD", "main")
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as tmp:
@@ -129,18 +144,24 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
 
-    print(f"before = {ref[:12]} (git worktree), after = working tree; median of {args.rounds} rounds, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    print(f"{'command':<12} {'before s':>9} {'after s':>8} {'after/before':>12}   {'before MiB':>10} {'after MiB':>9} "
-          f"{'after/before':>12}   imported before -> after")
+    print(
+        f"before = {ref[:12]} (git worktree), after = working tree; median of {args.rounds} rounds, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'command':<12} {'before s':>9} {'after s':>8} {'after/before':>12}   {'before MiB':>10} {'after MiB':>9} "
+        f"{'after/before':>12}   imported before -> after"
+    )
     for name in commands:
         b, a = runs[(name, "before")], runs[(name, "after")]
         time_ratio = statistics.median(ai[0] / bi[0] for ai, bi in zip(a, b))
         rss_ratio = statistics.median(ai[1] / bi[1] for ai, bi in zip(a, b))
-        print(f"{name:<12} {statistics.median(x[0] for x in b):>9.2f} {statistics.median(x[0] for x in a):>8.2f} "
-              f"{time_ratio:>11.2f}x   {statistics.median(x[1] for x in b):>10.0f} "
-              f"{statistics.median(x[1] for x in a):>9.0f} {rss_ratio:>11.2f}x   "
-              f"{','.join(heavy[(name, 'before')]) or '-'} -> {','.join(heavy[(name, 'after')]) or '-'}")
+        print(
+            f"{name:<12} {statistics.median(x[0] for x in b):>9.2f} {statistics.median(x[0] for x in a):>8.2f} "
+            f"{time_ratio:>11.2f}x   {statistics.median(x[1] for x in b):>10.0f} "
+            f"{statistics.median(x[1] for x in a):>9.0f} {rss_ratio:>11.2f}x   "
+            f"{','.join(heavy[(name, 'before')]) or '-'} -> {','.join(heavy[(name, 'after')]) or '-'}"
+        )
 
 
 if __name__ == "__main__":

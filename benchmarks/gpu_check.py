@@ -72,11 +72,15 @@ PAPER_SLICES, PAPER_FOLDS = 38_496, 5
 
 BOUNDARY_OPTIONS = (
     "compute them on fewer epochs: every k-th epoch and the last (the selection metric, dice, needs none);",
-    ("on the GPU: NSD and boundary F1 only ask whether a boundary pixel lies within the tolerance, a "
-     "dilation by a disk (max-pooling or a convolution on the device); HD95 needs exact distances "
-     "(a GPU distance transform, e.g. CuPy);"),
-    ("in parallel on the machine's cores: each image's distance transforms are independent (a process "
-     "pool over images, fed the thresholded masks the validation pass already copies to the CPU);"),
+    (
+        "on the GPU: NSD and boundary F1 only ask whether a boundary pixel lies within the tolerance, a "
+        "dilation by a disk (max-pooling or a convolution on the device); HD95 needs exact distances "
+        "(a GPU distance transform, e.g. CuPy);"
+    ),
+    (
+        "in parallel on the machine's cores: each image's distance transforms are independent (a process "
+        "pool over images, fed the thresholded masks the validation pass already copies to the CPU);"
+    ),
     "overlapped with training: hand the masks to that pool and read its result one epoch later.",
 )
 
@@ -88,31 +92,63 @@ class Sizes:
     image_size: int
     batches: tuple[int, ...]
     models: tuple[str, ...]
-    source_size: int           # side of the generated PNGs
+    source_size: int  # side of the generated PNGs
     cases: int
-    slices: int                # slices per scan
-    rounds: int                # alternating rounds per step comparison
-    block_s: float             # seconds per timed block
-    warmup: int                # warm-up steps per variant
-    calibrate: int             # timed steps that size a variant's blocks
+    slices: int  # slices per scan
+    rounds: int  # alternating rounds per step comparison
+    block_s: float  # seconds per timed block
+    warmup: int  # warm-up steps per variant
+    calibrate: int  # timed steps that size a variant's blocks
     loader_seconds: float
     metric_batches: int
     metric_batch_size: int
     metric_rounds: int
-    epochs: int                # timed epochs of the epoch section
+    epochs: int  # timed epochs of the epoch section
     train_batches: int | None  # batches of a training pass (None: the whole fold)
     packing_seconds: float
     budget: dict[str, float] = field(default_factory=dict)
 
 
-FULL = Sizes(image_size=224, batches=(16, 32), models=("unet/resnet34", "unet/mit_b2"), source_size=288, cases=12,
-             slices=80, rounds=3, block_s=1.0, warmup=3, calibrate=2, loader_seconds=5.0, metric_batches=20, metric_batch_size=16,
-             metric_rounds=5, epochs=3, train_batches=None, packing_seconds=10.0,
-             budget={"setup": 25, "step": 90, "compile": 130, "data": 35, "metrics": 30, "epoch": 55, "packing": 75})
-TINY = Sizes(image_size=32, batches=(2, 4), models=("unet/resnet34", "unet/mit_b2"), source_size=48, cases=4,
-             slices=8, rounds=1, block_s=0.1, warmup=1, calibrate=1, loader_seconds=1.0, metric_batches=2,
-             metric_batch_size=4, metric_rounds=1, epochs=1, train_batches=2, packing_seconds=1.0,
-             budget={"setup": 15, "step": 70, "compile": 20, "data": 10, "metrics": 10, "epoch": 25, "packing": 60})
+FULL = Sizes(
+    image_size=224,
+    batches=(16, 32),
+    models=("unet/resnet34", "unet/mit_b2"),
+    source_size=288,
+    cases=12,
+    slices=80,
+    rounds=3,
+    block_s=1.0,
+    warmup=3,
+    calibrate=2,
+    loader_seconds=5.0,
+    metric_batches=20,
+    metric_batch_size=16,
+    metric_rounds=5,
+    epochs=3,
+    train_batches=None,
+    packing_seconds=10.0,
+    budget={"setup": 25, "step": 90, "compile": 130, "data": 35, "metrics": 30, "epoch": 55, "packing": 75},
+)
+TINY = Sizes(
+    image_size=32,
+    batches=(2, 4),
+    models=("unet/resnet34", "unet/mit_b2"),
+    source_size=48,
+    cases=4,
+    slices=8,
+    rounds=1,
+    block_s=0.1,
+    warmup=1,
+    calibrate=1,
+    loader_seconds=1.0,
+    metric_batches=2,
+    metric_batch_size=4,
+    metric_rounds=1,
+    epochs=1,
+    train_batches=2,
+    packing_seconds=1.0,
+    budget={"setup": 15, "step": 70, "compile": 20, "data": 10, "metrics": 10, "epoch": 25, "packing": 60},
+)
 
 
 class Budget:
@@ -130,8 +166,10 @@ class Budget:
     def section(self, key: str, title: str):
         self.planned += self.shares[key]
         section = Section(self.start + self.planned, self.shares[key] if self.at_least_one else None)
-        print(f"\n== {title} (budget until {self.planned:.0f} s; at {time.monotonic() - self.start:.0f} s now)",
-              flush=True)
+        print(
+            f"\n== {title} (budget until {self.planned:.0f} s; at {time.monotonic() - self.start:.0f} s now)",
+            flush=True,
+        )
         begun = time.monotonic()
         try:
             yield section
@@ -191,18 +229,26 @@ def header(device, sizes: Sizes, tiny: bool, compile_backend: str) -> None:
 
             pynvml.nvmlInit()
             driver = f", driver {pynvml.nvmlSystemGetDriverVersion()}"
-        print(f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB, {props.multi_processor_count} SMs, "
-              f"compute capability {props.major}.{props.minor}{driver}")
-        print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; "
-              f"bf16 supported: {torch.cuda.is_bf16_supported()}; fp32 = torch's defaults: TF32 convolutions "
-              f"{torch.backends.cudnn.allow_tf32}, TF32 matmuls {torch.backends.cuda.matmul.allow_tf32}; "
-              f"cudnn.benchmark on")
+        print(
+            f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB, {props.multi_processor_count} SMs, "
+            f"compute capability {props.major}.{props.minor}{driver}"
+        )
+        print(
+            f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; "
+            f"bf16 supported: {torch.cuda.is_bf16_supported()}; fp32 = torch's defaults: TF32 convolutions "
+            f"{torch.backends.cudnn.allow_tf32}, TF32 matmuls {torch.backends.cuda.matmul.allow_tf32}; "
+            f"cudnn.benchmark on"
+        )
     else:
-        print(f"device: cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-              f"{torch.get_num_threads()} torch threads (a dry run: rates mean nothing here)")
-    print(f"host: {usable_cpus()} usable CPU cores, Python {platform.python_version()}; sizes: "
-          f"{'tiny' if tiny else 'full'} ({sizes.image_size} px, batches {', '.join(map(str, sizes.batches))}); "
-          f"compile backend {compile_backend}; budget {sum(sizes.budget.values()):.0f} s")
+        print(
+            f"device: cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads (a dry run: rates mean nothing here)"
+        )
+    print(
+        f"host: {usable_cpus()} usable CPU cores, Python {platform.python_version()}; sizes: "
+        f"{'tiny' if tiny else 'full'} ({sizes.image_size} px, batches {', '.join(map(str, sizes.batches))}); "
+        f"compile backend {compile_backend}; budget {sum(sizes.budget.values()):.0f} s"
+    )
     for module, loss in OPTIONAL.items():
         if device.type == "cuda" and importlib.util.find_spec(module) is None:
             print(f"note: {loss}")
@@ -212,8 +258,8 @@ def header(device, sizes: Sizes, tiny: bool, compile_backend: str) -> None:
 class Findings:
     """What later sections and the summary need from earlier ones."""
 
-    step: dict = field(default_factory=dict)        # (model, batch) -> images/s at AMP + channels-last, eager
-    compiled: dict = field(default_factory=dict)    # (model, batch) -> images/s compiled
+    step: dict = field(default_factory=dict)  # (model, batch) -> images/s at AMP + channels-last, eager
+    compiled: dict = field(default_factory=dict)  # (model, batch) -> images/s compiled
     lines: list[str] = field(default_factory=list)  # the summary
 
     def best_step(self, model: str, batch: int) -> tuple[float, str] | None:
@@ -233,8 +279,10 @@ class Findings:
 def step_section(sec: Section, device, sizes: Sizes, found: Findings, compile_backend: str) -> None:
     import train_step as ts
 
-    print("the step alone: one batch from pinned host memory, no loader; ratio = vs fp32 contiguous of the same "
-          f"model and batch; median of {sizes.rounds} rounds of ~{sizes.block_s} s blocks")
+    print(
+        "the step alone: one batch from pinned host memory, no loader; ratio = vs fp32 contiguous of the same "
+        f"model and batch; median of {sizes.rounds} rounds of ~{sizes.block_s} s blocks"
+    )
     print(ts.MATRIX_HEADER)
     cost = None
     for batch in sizes.batches:
@@ -242,10 +290,18 @@ def step_section(sec: Section, device, sizes: Sizes, found: Findings, compile_ba
             if not sec.fits(cost or 0, f"{spec} batch {batch}"):
                 continue
             begun = time.monotonic()
-            variants, results = ts.precision_matrix(spec, batch, sizes.image_size, device, rounds=sizes.rounds,
-                                                    block_s=sizes.block_s, warmup=sizes.warmup,
-                                                    calibrate=sizes.calibrate, compile_backend=compile_backend,
-                                                    deadline=sec.deadline)
+            variants, results = ts.precision_matrix(
+                spec,
+                batch,
+                sizes.image_size,
+                device,
+                rounds=sizes.rounds,
+                block_s=sizes.block_s,
+                warmup=sizes.warmup,
+                calibrate=sizes.calibrate,
+                compile_backend=compile_backend,
+                deadline=sec.deadline,
+            )
             ts.print_matrix(variants, results, "fp32 contiguous", device)
             cost = max(cost or 0, time.monotonic() - begun)
             found.step[(spec, batch)] = results["amp cl"].rate
@@ -255,7 +311,8 @@ def step_section(sec: Section, device, sizes: Sizes, found: Findings, compile_ba
                 f"{amp} / fp32 {ts.ratio(results, 'amp contiguous', 'fp32 contiguous'):.2f}x, channels-last "
                 f"under {amp} {ts.ratio(results, 'amp cl', 'amp contiguous'):.2f}x, both "
                 f"{ts.ratio(results, 'amp cl', 'fp32 contiguous'):.2f}x; GPU "
-                f"{_percent(results['amp cl'].gpu_percent)}, peak {_gib(results['amp cl'].peak_bytes)}")
+                f"{_percent(results['amp cl'].gpu_percent)}, peak {_gib(results['amp cl'].peak_bytes)}"
+            )
 
 
 def compile_section(sec: Section, device, sizes: Sizes, found: Findings, compile_backend: str) -> None:
@@ -264,8 +321,10 @@ def compile_section(sec: Section, device, sizes: Sizes, found: Findings, compile
     if device.type == "cuda" and compile_backend == "inductor" and importlib.util.find_spec("triton") is None:
         print("  skipped: triton is missing, torch.compile cannot build CUDA kernels")
         return
-    print(f"torch.compile (backend {compile_backend}) vs eager, both AMP + channels-last; ratio = vs eager; "
-          "first step = compile + first run")
+    print(
+        f"torch.compile (backend {compile_backend}) vs eager, both AMP + channels-last; ratio = vs eager; "
+        "first step = compile + first run"
+    )
     print(ts.MATRIX_HEADER + f" {'1st step s':>10s}")
     spent: dict[str, float] = {}
     for batch in sizes.batches:
@@ -276,13 +335,23 @@ def compile_section(sec: Section, device, sizes: Sizes, found: Findings, compile
                 continue
             begun = time.monotonic()
             try:
-                variants, results = ts.compile_pair(spec, batch, sizes.image_size, device, rounds=sizes.rounds,
-                                                    block_s=sizes.block_s, warmup=sizes.warmup,
-                                                    calibrate=sizes.calibrate, compile_backend=compile_backend,
-                                                    deadline=sec.deadline)
+                variants, results = ts.compile_pair(
+                    spec,
+                    batch,
+                    sizes.image_size,
+                    device,
+                    rounds=sizes.rounds,
+                    block_s=sizes.block_s,
+                    warmup=sizes.warmup,
+                    calibrate=sizes.calibrate,
+                    compile_backend=compile_backend,
+                    deadline=sec.deadline,
+                )
             except Exception as error:  # noqa: BLE001 - one failure says it for every model
-                print(f"  torch.compile failed on {spec} batch {batch}: {type(error).__name__}: "
-                      f"{str(error).splitlines()[0] if str(error) else ''}")
+                print(
+                    f"  torch.compile failed on {spec} batch {batch}: {type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}"
+                )
                 return
             spent[spec] = time.monotonic() - begun
             for name, v in variants.items():
@@ -291,7 +360,8 @@ def compile_section(sec: Section, device, sizes: Sizes, found: Findings, compile
             found.compiled[(spec, batch)] = results["compile"].rate
             found.lines.append(
                 f"compile {spec} b{batch}: {ts.ratio(results, 'compile', 'eager'):.2f}x eager "
-                f"({results['compile'].rate:.0f} img/s); first step {results['compile'].first_step_s:.0f} s")
+                f"({results['compile'].rate:.0f} img/s); first step {results['compile'].first_step_s:.0f} s"
+            )
 
 
 def make_data(sizes: Sizes) -> Path:
@@ -299,11 +369,14 @@ def make_data(sizes: Sizes) -> Path:
 
     work = Path(tempfile.gettempdir()) / f"sweeper-gpu-check-{sizes.source_size}-{sizes.cases}x{sizes.slices}"
     begun = time.monotonic()
-    root = generate_uwmgi(work / "data", cases=sizes.cases, slices_per_scan=sizes.slices, image_size=sizes.source_size,
-                          seed=0)
+    root = generate_uwmgi(
+        work / "data", cases=sizes.cases, slices_per_scan=sizes.slices, image_size=sizes.source_size, seed=0
+    )
     cache = prepare_cache(root, work / "cache", image_size=sizes.image_size, n_folds=2)
-    print(f"data: {sizes.cases} generated scans x {sizes.slices} slices of {sizes.source_size} px -> cache at "
-          f"{sizes.image_size} px, 2 folds ({time.monotonic() - begun:.1f} s)")
+    print(
+        f"data: {sizes.cases} generated scans x {sizes.slices} slices of {sizes.source_size} px -> cache at "
+        f"{sizes.image_size} px, 2 folds ({time.monotonic() - begun:.1f} s)"
+    )
     return cache
 
 
@@ -313,18 +386,24 @@ def data_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pat
     from trainables.data import SliceDataset, build_augmentation
 
     batch = max(sizes.batches)
-    print(f"the trial's DataLoader (loader_settings): {workers} worker processes, batch {batch}, pinned memory on "
-          f"CUDA; {sizes.loader_seconds:.0f} s wall each after 2 warm-up batches")
+    print(
+        f"the trial's DataLoader (loader_settings): {workers} worker processes, batch {batch}, pinned memory on "
+        f"CUDA; {sizes.loader_seconds:.0f} s wall each after 2 warm-up batches"
+    )
     rates = {}
     for name, geometric in (("augmented (seed000)", True), ("intensity only (gpu_augmentation)", False)):
         if not sec.fits(sizes.loader_seconds + 3, name):
             continue
-        dataset = SliceDataset(cache, [0, 1], transform=build_augmentation(sizes.image_size, geometric=geometric,
-                                                                           seed=0))
-        rates[geometric] = ld.pipeline_rate(dataset, workers=workers, batch=batch, seconds=sizes.loader_seconds,
-                                            device=device)
-        print(f"  {name:36s} {rates[geometric]:9.0f} slices/s = {rates[geometric] / max(workers, 1):.0f} per worker",
-              flush=True)
+        dataset = SliceDataset(
+            cache, [0, 1], transform=build_augmentation(sizes.image_size, geometric=geometric, seed=0)
+        )
+        rates[geometric] = ld.pipeline_rate(
+            dataset, workers=workers, batch=batch, seconds=sizes.loader_seconds, device=device
+        )
+        print(
+            f"  {name:36s} {rates[geometric]:9.0f} slices/s = {rates[geometric] / max(workers, 1):.0f} per worker",
+            flush=True,
+        )
     augment = None
     if sec.fits(2, "on-device augmentation"):
         augment = ld.device_augment_rate(batch, sizes.image_size, device, min(2.0, sizes.loader_seconds))
@@ -339,15 +418,19 @@ def data_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pat
         if True in rates:
             per_worker = rates[True] / max(workers, 1)
             verdict = "keeps the GPU fed" if rates[True] >= step else "STARVES the GPU"
-            line = (f"{spec} ({how}, {step:.0f} img/s): CPU augmentation delivers {rates[True] / step:.2f}x "
-                    f"the step's need, {verdict}; workers to feed it ~{math.ceil(step / per_worker)}")
+            line = (
+                f"{spec} ({how}, {step:.0f} img/s): CPU augmentation delivers {rates[True] / step:.2f}x "
+                f"the step's need, {verdict}; workers to feed it ~{math.ceil(step / per_worker)}"
+            )
             print(f"  {line}")
             found.lines.append(f"data path: {line}")
         if False in rates and augment:
             consumed = 1 / (1 / step + 1 / augment)  # the warp runs on the same GPU, in series with the step
             verdict = "keeps the GPU fed" if rates[False] >= consumed else "STARVES the GPU"
-            line = (f"{spec} ({how}) with gpu_augmentation: step + warp {consumed:.0f} img/s, intensity-only loader "
-                    f"{rates[False] / consumed:.2f}x that, {verdict}")
+            line = (
+                f"{spec} ({how}) with gpu_augmentation: step + warp {consumed:.0f} img/s, intensity-only loader "
+                f"{rates[False] / consumed:.2f}x that, {verdict}"
+            )
             print(f"  {line}")
             found.lines.append(f"data path: {line}")
 
@@ -355,13 +438,25 @@ def data_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pat
 def metrics_section(sec: Section, device, sizes: Sizes, found: Findings) -> None:
     import metrics as mt
 
-    argv = ["--device", device.type, "--batches", str(sizes.metric_batches), "--rounds", str(sizes.metric_rounds),
-            "--batch-size", str(sizes.metric_batch_size), "--image-size", str(sizes.image_size)]
+    argv = [
+        "--device",
+        device.type,
+        "--batches",
+        str(sizes.metric_batches),
+        "--rounds",
+        str(sizes.metric_rounds),
+        "--batch-size",
+        str(sizes.metric_batch_size),
+        "--image-size",
+        str(sizes.image_size),
+    ]
     print(f"python benchmarks/metrics.py {' '.join(argv)}", flush=True)
     result = mt.main(argv)
-    found.lines.append(f"metrics on {device.type}: batched {result['ours']:.0f} img/s = {result['ours/smp']:.1f}x the "
-                       f"smp per-image loop, {result['ours/numpy']:.1f}x numpy; boundary metrics (CPU) "
-                       f"{result['boundary_ms']:.2f} ms/image")
+    found.lines.append(
+        f"metrics on {device.type}: batched {result['ours']:.0f} img/s = {result['ours/smp']:.1f}x the "
+        f"smp per-image loop, {result['ours/numpy']:.1f}x numpy; boundary metrics (CPU) "
+        f"{result['boundary_ms']:.2f} ms/image"
+    )
 
 
 def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Path, workers: int) -> None:
@@ -382,8 +477,16 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
     spec, batch = sizes.models[0], sizes.batches[0]
     arch, encoder = spec.split("/")
     cuda = device.type == "cuda"
-    cfg = TrialConfig(cache_dir=str(cache), fold=0, arch=arch, encoder=encoder, loss="dice",
-                      image_size=sizes.image_size, batch_size=batch, num_workers=workers)
+    cfg = TrialConfig(
+        cache_dir=str(cache),
+        fold=0,
+        arch=arch,
+        encoder=encoder,
+        loss="dice",
+        image_size=sizes.image_size,
+        batch_size=batch,
+        num_workers=workers,
+    )
     amp_dtype = _amp_dtype(device) if cuda else torch.float32
     model = build_model(arch, encoder, in_channels=3, classes=3).to(device)
     criterion = build_loss("dice")
@@ -393,13 +496,18 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
     for gpu_augmentation in (False, True):
         trial = replace(cfg, gpu_augmentation=gpu_augmentation)
         loaders[gpu_augmentation] = make_loaders(trial, device)
-        augment = BatchGeometricAugment(trial.augmentation, seed=trial.seed, device=device) if gpu_augmentation else None
-        steps[gpu_augmentation] = TrainStep(model, criterion, optimizer, scaler, device=device, amp_dtype=amp_dtype,
-                                            channels_last=cuda, augment=augment)
+        augment = (
+            BatchGeometricAugment(trial.augmentation, seed=trial.seed, device=device) if gpu_augmentation else None
+        )
+        steps[gpu_augmentation] = TrainStep(
+            model, criterion, optimizer, scaler, device=device, amp_dtype=amp_dtype, channels_last=cuda, augment=augment
+        )
     val_loader = loaders[False][1]
     n_train, n_val = len(loaders[False][0].dataset), len(val_loader.dataset)
-    metrics = {False: SegmentationMetrics(cfg.classes, boundary=False),
-               True: SegmentationMetrics(cfg.classes, boundary=True, nsd_tolerance_mm=cfg.nsd_tolerance_mm)}
+    metrics = {
+        False: SegmentationMetrics(cfg.classes, boundary=False),
+        True: SegmentationMetrics(cfg.classes, boundary=True, nsd_tolerance_mm=cfg.nsd_tolerance_mm),
+    }
 
     def sync():
         if cuda:
@@ -423,13 +531,17 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
         _evaluate(steps[False], criterion, val_loader, metrics[boundary], device, cuda, amp_dtype)
         return n_val / (time.perf_counter() - begun)
 
-    passes = {"training pass, CPU augmentation": lambda: train_pass(False),
-              "training pass, gpu_augmentation": lambda: train_pass(True),
-              "validation pass, no boundary metrics": lambda: val_pass(False),
-              "validation pass, boundary metrics": lambda: val_pass(True)}
-    print(f"{spec}, batch {batch}, {'AMP ' + str(amp_dtype).removeprefix('torch.') + ' + channels-last' if cuda else 'fp32'}"
-          f", {workers} loader workers; fold 0: {n_train} training, {n_val} validation slices; slices/s per pass "
-          f"(Sweeper's make_loaders, TrainStep, _evaluate), best of {sizes.epochs} after a warm-up pass")
+    passes = {
+        "training pass, CPU augmentation": lambda: train_pass(False),
+        "training pass, gpu_augmentation": lambda: train_pass(True),
+        "validation pass, no boundary metrics": lambda: val_pass(False),
+        "validation pass, boundary metrics": lambda: val_pass(True),
+    }
+    print(
+        f"{spec}, batch {batch}, {'AMP ' + str(amp_dtype).removeprefix('torch.') + ' + channels-last' if cuda else 'fp32'}"
+        f", {workers} loader workers; fold 0: {n_train} training, {n_val} validation slices; slices/s per pass "
+        f"(Sweeper's make_loaders, TrainStep, _evaluate), best of {sizes.epochs} after a warm-up pass"
+    )
     rates: dict[str, float] = {}
     cost = 0.0
     for name, run in passes.items():
@@ -441,14 +553,19 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
         cost = max(cost, (time.monotonic() - begun) / (sizes.epochs + 1))
         rates[name] = max(measured)
         print(f"  {name:40s} {rates[name]:9.0f} slices/s", flush=True)
-    train_key, val_key, bnd_key = ("training pass, CPU augmentation", "validation pass, no boundary metrics",
-                                   "validation pass, boundary metrics")
+    train_key, val_key, bnd_key = (
+        "training pass, CPU augmentation",
+        "validation pass, no boundary metrics",
+        "validation pass, boundary metrics",
+    )
     if not {train_key, val_key} <= rates.keys():
         return
     per_fold = PAPER_SLICES / PAPER_FOLDS
     train_s, val_s = (PAPER_SLICES - per_fold) / rates[train_key], per_fold / rates[val_key]
-    line = (f"at paper 000's scale ({PAPER_SLICES - per_fold:,.0f} training + {per_fold:,.0f} validation slices a "
-            f"fold): training {train_s:.1f} s, validation {val_s:.1f} s ({val_s / train_s:.2f}x training)")
+    line = (
+        f"at paper 000's scale ({PAPER_SLICES - per_fold:,.0f} training + {per_fold:,.0f} validation slices a "
+        f"fold): training {train_s:.1f} s, validation {val_s:.1f} s ({val_s / train_s:.2f}x training)"
+    )
     if bnd_key in rates:
         bnd_s = per_fold / rates[bnd_key]
         line += f", with boundary metrics {bnd_s:.1f} s ({bnd_s / train_s:.2f}x training)"
@@ -462,11 +579,26 @@ def epoch_section(sec: Section, device, sizes: Sizes, found: Findings, cache: Pa
 
 
 def _start_worker(spec: str, batch: int, sizes: Sizes, device, compile_backend: str, log: Path):
-    command = [sys.executable, str(BENCHMARKS / "train_step.py"), "--packing-worker", "--device", device.type,
-               "--models", spec, "--batch", str(batch), "--image-size", str(sizes.image_size),
-               "--seconds", str(sizes.packing_seconds), "--compile-backend", compile_backend]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"),
-                               text=True, cwd=ROOT)
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "train_step.py"),
+        "--packing-worker",
+        "--device",
+        device.type,
+        "--models",
+        spec,
+        "--batch",
+        str(batch),
+        "--image-size",
+        str(sizes.image_size),
+        "--seconds",
+        str(sizes.packing_seconds),
+        "--compile-backend",
+        compile_backend,
+    ]
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, cwd=ROOT
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line.strip()) for line in process.stdout], daemon=True).start()
     return process, lines
@@ -481,7 +613,9 @@ def _expect(worker: tuple[subprocess.Popen, queue.Queue], deadline: float, what:
             line = lines.get(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         except queue.Empty:
             if process.poll() is not None and lines.empty():
-                raise RuntimeError(f"a packing worker ended (exit status {process.returncode}) before {what!r}")
+                raise RuntimeError(
+                    f"a packing worker ended (exit status {process.returncode}) before {what!r}"
+                ) from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what!r} from a packing worker in time") from None
             continue
@@ -496,8 +630,10 @@ def packing_section(sec: Section, device, sizes: Sizes, found: Findings, compile
     import train_step as ts
 
     batch = sizes.batches[0]
-    print(f"separate processes stepping for {sizes.packing_seconds:.0f} s each, AMP + channels-last, eager, batch "
-          f"{batch}: one alone, then two at once (as gpus_per_trial: 0.5); images/s in total")
+    print(
+        f"separate processes stepping for {sizes.packing_seconds:.0f} s each, AMP + channels-last, eager, batch "
+        f"{batch}: one alone, then two at once (as gpus_per_trial: 0.5); images/s in total"
+    )
     cost = None
     for spec in sizes.models:
         if not sec.fits(cost or 3 * sizes.packing_seconds, f"packing {spec}"):
@@ -515,16 +651,22 @@ def packing_section(sec: Section, device, sizes: Sizes, found: Findings, compile
                     for process, _ in group:
                         process.stdin.write("go\n")
                         process.stdin.flush()
-                    reports = [json.loads(_expect(worker, time.monotonic() + 3 * sizes.packing_seconds + 30, "{"))
-                               for worker in group]
+                    reports = [
+                        json.loads(_expect(worker, time.monotonic() + 3 * sizes.packing_seconds + 30, "{"))
+                        for worker in group
+                    ]
                 totals[label] = sum(r["images"] / r["seconds"] for r in reports)
                 utilisation[label] = sampler.mean()
-                print(f"  {spec:16s} {label:14s} {totals[label]:9.1f} img/s in total, GPU "
-                      f"{_percent(utilisation[label])}", flush=True)
+                print(
+                    f"  {spec:16s} {label:14s} {totals[label]:9.1f} img/s in total, GPU {_percent(utilisation[label])}",
+                    flush=True,
+                )
             gain = totals["two processes"] / totals["one process"]
             print(f"  {spec:16s} two / one      {gain:9.2f}x")
-            found.lines.append(f"packing {spec} b{batch}: two processes give {gain:.2f}x one "
-                               f"({totals['one process']:.0f} -> {totals['two processes']:.0f} img/s)")
+            found.lines.append(
+                f"packing {spec} b{batch}: two processes give {gain:.2f}x one "
+                f"({totals['one process']:.0f} -> {totals['two processes']:.0f} img/s)"
+            )
             failed = False
         except Exception:
             for log in logs:
@@ -568,13 +710,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes and budgets: a dry run of every section")
-    parser.add_argument("--compile-backend", default=None,
-                        help="torch.compile backend (default inductor; eager with --tiny on CPU, where inductor "
-                        "needs minutes per model)")
-    parser.add_argument("--sections", default="step,compile,data,metrics,epoch,packing",
-                        help="comma-separated subset of the sections to run")
-    parser.add_argument("--budget-scale", type=float, default=1.0,
-                        help="multiplies every section's seconds (a dry run on a busy machine: 2-3)")
+    parser.add_argument(
+        "--compile-backend",
+        default=None,
+        help="torch.compile backend (default inductor; eager with --tiny on CPU, where inductor "
+        "needs minutes per model)",
+    )
+    parser.add_argument(
+        "--sections",
+        default="step,compile,data,metrics,epoch,packing",
+        help="comma-separated subset of the sections to run",
+    )
+    parser.add_argument(
+        "--budget-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every section's seconds (a dry run on a busy machine: 2-3)",
+    )
     args = parser.parse_args(argv)
     sizes = TINY if args.tiny else FULL
     sizes = replace(sizes, budget={k: v * args.budget_scale for k, v in sizes.budget.items()})
@@ -585,14 +737,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in missing:
         print(line)
     if missing:
-        print("install them, or on a machine without package access run `bash benchmarks/gpu_wheels.sh` where pip "
-              "reaches PyPI and carry .gpu-wheels (benchmarks/README.md, GPU check)")
+        print(
+            "install them, or on a machine without package access run `bash benchmarks/gpu_wheels.sh` where pip "
+            "reaches PyPI and carry .gpu-wheels (benchmarks/README.md, GPU check)"
+        )
         return 2
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"no CUDA: torch {torch.__version__} sees no GPU (torch.version.cuda {torch.version.cuda}); "
-              "for a dry run use --device cpu --tiny")
+        print(
+            f"no CUDA: torch {torch.__version__} sees no GPU (torch.version.cuda {torch.version.cuda}); "
+            "for a dry run use --device cpu --tiny"
+        )
         return 2
     device = torch.device(args.device)
     compile_backend = args.compile_backend or ("eager" if device.type == "cpu" and args.tiny else "inductor")
@@ -614,16 +770,30 @@ def main(argv: list[str] | None = None) -> int:
     cache = None
     with budget.section("setup", "data set"):
         cache = make_data(sizes)
-    runs = [("step", "1. train step: precision x memory layout", lambda sec: step_section(
-                sec, device, sizes, found, compile_backend)),
-            ("compile", "2. torch.compile", lambda sec: compile_section(sec, device, sizes, found, compile_backend)),
-            ("data", "3. data path: loader vs the step's consumption; on-device augmentation",
-             lambda sec: data_section(sec, device, sizes, found, cache, workers)),
-            ("metrics", "4. metrics: batched vs per-image loops", lambda sec: metrics_section(sec, device, sizes, found)),
-            ("epoch", "5. epoch: training pass vs validation pass, without and with boundary metrics",
-             lambda sec: epoch_section(sec, device, sizes, found, cache, workers)),
-            ("packing", "6. packing: two training processes on one GPU vs one",
-             lambda sec: packing_section(sec, device, sizes, found, compile_backend))]
+    runs = [
+        (
+            "step",
+            "1. train step: precision x memory layout",
+            lambda sec: step_section(sec, device, sizes, found, compile_backend),
+        ),
+        ("compile", "2. torch.compile", lambda sec: compile_section(sec, device, sizes, found, compile_backend)),
+        (
+            "data",
+            "3. data path: loader vs the step's consumption; on-device augmentation",
+            lambda sec: data_section(sec, device, sizes, found, cache, workers),
+        ),
+        ("metrics", "4. metrics: batched vs per-image loops", lambda sec: metrics_section(sec, device, sizes, found)),
+        (
+            "epoch",
+            "5. epoch: training pass vs validation pass, without and with boundary metrics",
+            lambda sec: epoch_section(sec, device, sizes, found, cache, workers),
+        ),
+        (
+            "packing",
+            "6. packing: two training processes on one GPU vs one",
+            lambda sec: packing_section(sec, device, sizes, found, compile_backend),
+        ),
+    ]
     for key, title, run in runs:
         if key not in sections:
             continue

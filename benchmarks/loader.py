@@ -74,27 +74,40 @@ from trainables.data import (  # noqa: E402
 from trainables.data.augment import SEED000_GEOMETRY, SEED000_INTENSITY, seed_transform  # noqa: E402
 from trainables.data.gpu_augment import BatchGeometricAugment  # noqa: E402
 
-TARGET_PLAIN = 10.0      # ours / naive without augmentation
-TARGET_AUGMENTED = 2.5   # ours / naive with augmentation
-TARGET_RATE = 500.0      # ours, augmented, slices/s per core
+TARGET_PLAIN = 10.0  # ours / naive without augmentation
+TARGET_AUGMENTED = 2.5  # ours / naive with augmentation
+TARGET_RATE = 500.0  # ours, augmented, slices/s per core
 
 
 def stock_seed000() -> A.Compose:
     """Returns seed000 as first shipped: stock Albumentations transforms, same ranges."""
     g, i = SEED000_GEOMETRY, SEED000_INTENSITY
-    return A.Compose([
-        A.HorizontalFlip(p=g.hflip_p),
-        A.VerticalFlip(p=g.vflip_p),
-        A.Affine(scale=g.scale, translate_percent=g.translate, rotate=g.rotate,
-                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=g.affine_p),
-        A.OneOf([
-            A.ElasticTransform(alpha=g.elastic_alpha, sigma=g.elastic_sigma, p=1.0),
-            A.GridDistortion(num_steps=g.grid_steps, distort_limit=g.grid_distort, p=1.0),
-        ], p=g.warp_p),
-        A.RandomBrightnessContrast(brightness_limit=i.brightness, contrast_limit=i.contrast,
-                                   p=i.brightness_contrast_p),
-        A.RandomGamma(gamma_limit=i.gamma, p=i.gamma_p),
-    ])
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=g.hflip_p),
+            A.VerticalFlip(p=g.vflip_p),
+            A.Affine(
+                scale=g.scale,
+                translate_percent=g.translate,
+                rotate=g.rotate,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=g.affine_p,
+            ),
+            A.OneOf(
+                [
+                    A.ElasticTransform(alpha=g.elastic_alpha, sigma=g.elastic_sigma, p=1.0),
+                    A.GridDistortion(num_steps=g.grid_steps, distort_limit=g.grid_distort, p=1.0),
+                ],
+                p=g.warp_p,
+            ),
+            A.RandomBrightnessContrast(
+                brightness_limit=i.brightness, contrast_limit=i.contrast, p=i.brightness_contrast_p
+            ),
+            A.RandomGamma(gamma_limit=i.gamma, p=i.gamma_p),
+        ]
+    )
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
@@ -129,13 +142,17 @@ class NaivePngDataset(Dataset):
             channels.append(self._resize(_normalise(raw), cv2.INTER_AREA))
         image = np.stack(channels, axis=-1)
         rec = records[position]
-        mask = np.stack([self._resize(rle_decode(rec.rles[c], (rec.height, rec.width)), cv2.INTER_NEAREST)
-                         for c in GI_CLASSES], axis=-1)
+        mask = np.stack(
+            [self._resize(rle_decode(rec.rles[c], (rec.height, rec.width)), cv2.INTER_NEAREST) for c in GI_CLASSES],
+            axis=-1,
+        )
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                torch.from_numpy(np.ascontiguousarray(mask.transpose(2, 0, 1), dtype=np.float32)))
+        return (
+            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            torch.from_numpy(np.ascontiguousarray(mask.transpose(2, 0, 1), dtype=np.float32)),
+        )
 
 
 def _time_block(dataset: Dataset, indices: list[int]) -> float:
@@ -182,15 +199,17 @@ def _profile(image_size: int, repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def pipeline_rate(dataset: Dataset, *, workers: int, batch: int, seconds: float, device: torch.device,
-                  warmup_batches: int = 2) -> float:
+def pipeline_rate(
+    dataset: Dataset, *, workers: int, batch: int, seconds: float, device: torch.device, warmup_batches: int = 2
+) -> float:
     """Returns slices/s (wall clock) that a trial's training DataLoader over ``dataset`` delivers:
     Sweeper's ``loader_settings`` with ``workers`` processes, shuffled, whole batches, epochs
     repeating, timed for ``seconds`` after ``warmup_batches`` (worker start-up not counted)."""
     from trainables.train import TrialConfig, loader_settings
 
-    cfg = TrialConfig(cache_dir="", fold=0, arch="unet", encoder="resnet34", loss="dice", batch_size=batch,
-                      num_workers=workers)
+    cfg = TrialConfig(
+        cache_dir="", fold=0, arch="unet", encoder="resnet34", loss="dice", batch_size=batch, num_workers=workers
+    )
     loader = DataLoader(dataset, shuffle=True, drop_last=len(dataset) > batch, **loader_settings(cfg, device))
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
     for _ in range(warmup_batches):
@@ -228,15 +247,20 @@ def device_augment_rate(batch: int, image_size: int, device: torch.device, secon
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source-size", type=int, default=288, help="side of the generated PNGs (resized to --image-size)")
+    parser.add_argument(
+        "--source-size", type=int, default=288, help="side of the generated PNGs (resized to --image-size)"
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--slices", type=int, default=48, help="slices per scan")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block", type=int, default=96, help="slices per variant per round")
-    parser.add_argument("--data", type=Path, default=None, help="folder for the data set and cache (default: a temp folder)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="also the trial DataLoader's slices/s with this many worker processes")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="folder for the data set and cache (default: a temp folder)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="also the trial DataLoader's slices/s with this many worker processes"
+    )
     parser.add_argument("--device", default=None, help="also on-device augmentation slices/s here (cuda, cpu)")
     parser.add_argument("--batch", type=int, default=32, help="batch of --workers and --device")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds of --workers and --device")
@@ -244,12 +268,18 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    work = args.data or Path(tempfile.gettempdir()) / f"sweeper-bench-loader-{args.source_size}-{args.cases}x{args.slices}"
+    work = (
+        args.data or Path(tempfile.gettempdir()) / f"sweeper-bench-loader-{args.source_size}-{args.cases}x{args.slices}"
+    )
     start = time.perf_counter()
-    root = generate_uwmgi(work / "data", cases=args.cases, slices_per_scan=args.slices, image_size=args.source_size, seed=0)
+    root = generate_uwmgi(
+        work / "data", cases=args.cases, slices_per_scan=args.slices, image_size=args.source_size, seed=0
+    )
     cache = prepare_cache(root, work / "cache", image_size=args.image_size, n_folds=2)
-    print(f"data: {args.cases * args.slices} slices of {args.source_size}-{args.source_size + 16} px -> "
-          f"{args.image_size} ({time.perf_counter() - start:.1f} s to generate + cache)")
+    print(
+        f"data: {args.cases * args.slices} slices of {args.source_size}-{args.source_size + 16} px -> "
+        f"{args.image_size} ({time.perf_counter() - start:.1f} s to generate + cache)"
+    )
 
     def ours(transform):
         return SliceDataset(cache, [0, 1], transform=transform)
@@ -273,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         _time_block(dataset, list(range(min(32, n))))
     rates: dict[str, list[float]] = {k: [] for k in variants}
     ratios: dict[str, list[float]] = {"plain": [], "augmented": [], "io only (stock aug both)": []}
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         indices = [order.randrange(n) for _ in range(args.block)]
         names = list(variants)
         order.shuffle(names)
@@ -284,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         ratios["augmented"].append(got["ours + aug"] / got["naive + stock aug"])
         ratios["io only (stock aug both)"].append(got["ours + stock aug"] / got["naive + stock aug"])
 
-    print(f"\nslices per CPU-second (one core), median of {args.rounds} rounds x {args.block} slices "
-          f"(torch threads 1, cv2 threads 1), {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"\nslices per CPU-second (one core), median of {args.rounds} rounds x {args.block} slices "
+        f"(torch threads 1, cv2 threads 1), {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"{'variant':28s} {'slices/s':>9s} {'ms/slice':>9s}")
     for name, values in rates.items():
         m = statistics.median(values)
@@ -304,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     for text, ok, value in checks:
         print(f"  {'PASS' if ok else 'MISS'}  {text}: {value}")
 
-    print(f"\nwhere augmentation time goes: expected ms per slice (ms when applied x probability), "
-          f"{args.image_size} x {args.image_size} x 3")
+    print(
+        f"\nwhere augmentation time goes: expected ms per slice (ms when applied x probability), "
+        f"{args.image_size} x {args.image_size} x 3"
+    )
     rows = _profile(args.image_size, repeats=25)
     print(f"{'transform':28s} {'stock':>7s} {'ours':>7s}")
     for name, stock_ms, ours_ms in rows:

@@ -114,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(t) for name, t in times.items()}
     ratio = {name: statistics.median(r) for name, r in ratios.items()}
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"forward + backward on {tuple(shape)} float32, {device}{threads}, "
-          f"median of {args.repeats} paired repeats (warm-up {args.warmup})")
+    print(
+        f"forward + backward on {tuple(shape)} float32, {device}{threads}, "
+        f"median of {args.repeats} paired repeats (warm-up {args.warmup})"
+    )
     print(f"{'loss':<20} {'ms':>8} {'x dice':>7}  note")
     over = 0
     for name in sorted(cases, key=lambda n: ratio[n]):

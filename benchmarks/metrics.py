@@ -84,8 +84,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of every variant (after a warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall time, or process CPU time (per core with --threads 1)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or process CPU time (per core with --threads 1)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch")
     parser.add_argument("--image-size", type=int, default=224, help="side of the square masks")
@@ -96,10 +100,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = torch.device(args.device)
     batches = [(x.to(device), t.to(device)) for x, t in make_batches(args.batches, args.batch_size, args.image_size)]
     images = sum(x.shape[0] for x, _ in batches)
-    print(f"device {device} ({platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} cores), torch {torch.__version__}, "
-          f"{args.batches} batches of {tuple(batches[0][0].shape)} = {images} images, "
-          f"{args.clock} clock, median of {args.rounds} rounds")
+    print(
+        f"device {device} ({platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} cores), torch {torch.__version__}, "
+        f"{args.batches} batches of {tuple(batches[0][0].shape)} = {images} images, "
+        f"{args.clock} clock, median of {args.rounds} rounds"
+    )
 
     ours = SegmentationMetrics(CLASSES, boundary=False)
 
@@ -112,14 +118,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # the references get probabilities and long targets ready-made (their input conversions not timed)
     probs = [torch.sigmoid(x) for x, _ in batches]
     targets_long = [t.long() for _, t in batches]
-    smp_fns = (smp_metrics.f1_score, smp_metrics.iou_score, smp_metrics.recall, smp_metrics.specificity,
-               smp_metrics.precision, smp_metrics.accuracy)
+    smp_fns = (
+        smp_metrics.f1_score,
+        smp_metrics.iou_score,
+        smp_metrics.recall,
+        smp_metrics.specificity,
+        smp_metrics.precision,
+        smp_metrics.accuracy,
+    )
 
     def run_smp():
         sums = torch.zeros(len(smp_fns), len(CLASSES), dtype=torch.float64, device=device)
         for p, t in zip(probs, targets_long):
             for i in range(p.shape[0]):
-                stats = smp_metrics.get_stats(p[i:i + 1], t[i:i + 1], mode="multilabel", threshold=0.5)
+                stats = smp_metrics.get_stats(p[i : i + 1], t[i : i + 1], mode="multilabel", threshold=0.5)
                 sums += torch.cat([fn(*stats, reduction="none", zero_division=1.0) for fn in smp_fns]).double()
         return (sums / images).cpu()
 
@@ -131,12 +143,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for p, t in zip(probs_np, targets_np):
             for i in range(p.shape[0]):
                 pred, true = p[i] >= 0.5, t[i]
-                tp = (pred & true).sum(axis=(1, 2)); fp = (pred & ~true).sum(axis=(1, 2))
-                fn = (~pred & true).sum(axis=(1, 2)); tn = (~pred & ~true).sum(axis=(1, 2))
+                tp = (pred & true).sum(axis=(1, 2))
+                fp = (pred & ~true).sum(axis=(1, 2))
+                fn = (~pred & true).sum(axis=(1, 2))
+                tn = (~pred & ~true).sum(axis=(1, 2))
                 s = 1.0
-                sums += np.stack([(2 * tp + s) / (2 * tp + fp + fn + s), (tp + s) / (tp + fp + fn + s),
-                                  (tp + s) / (tp + fn + s), (tn + s) / (tn + fp + s), (tp + s) / (tp + fp + s),
-                                  (tp + tn + s) / (tp + fp + fn + tn + s), np.abs(p[i] - true).mean(axis=(1, 2))])
+                sums += np.stack(
+                    [
+                        (2 * tp + s) / (2 * tp + fp + fn + s),
+                        (tp + s) / (tp + fp + fn + s),
+                        (tp + s) / (tp + fn + s),
+                        (tn + s) / (tn + fp + s),
+                        (tp + s) / (tp + fp + s),
+                        (tp + tn + s) / (tp + fp + fn + tn + s),
+                        np.abs(p[i] - true).mean(axis=(1, 2)),
+                    ]
+                )
         return sums / images
 
     sigmoid_out = torch.empty_like(batches[0][0])
@@ -166,15 +188,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"  ours / smp     {statistics.median(ratio['smp']):6.2f}x   [{per_round['smp']}]")
     print(f"  ours / numpy   {statistics.median(ratio['numpy']):6.2f}x   [{per_round['numpy']}]")
     target = statistics.median(ratio["smp"])
-    print(f"  sigmoid alone of the same logits          {rate['sigmoid']:10.0f}   (ceiling of any path from "
-          f"logits: {statistics.median(ceiling):.1f}x smp)")
+    print(
+        f"  sigmoid alone of the same logits          {rate['sigmoid']:10.0f}   (ceiling of any path from "
+        f"logits: {statistics.median(ceiling):.1f}x smp)"
+    )
     print(f"target: {'PASS' if target >= 10 else 'MISS'}  ours / smp >= 10x: {target:.1f}x")
 
     result = run_ours()
     mean_dice = float(np.mean(run_numpy()[0]))
     print(f"  check: ours dice {result['dice']:.6f} vs numpy {mean_dice:.6f}")
-    smp_counts = sum(torch.stack(smp_metrics.get_stats(p, t, mode="multilabel", threshold=0.5)).sum(dim=1)
-                     for p, t in zip(probs, targets_long))
+    smp_counts = sum(
+        torch.stack(smp_metrics.get_stats(p, t, mode="multilabel", threshold=0.5)).sum(dim=1)
+        for p, t in zip(probs, targets_long)
+    )
     same = torch.equal(ours._pooled[:4].cpu(), smp_counts.cpu().double())
     print(f"  check: ours tp/fp/fn/tn per class equal smp get_stats: {same}")
 
@@ -184,14 +210,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for p, t in zip(pred_np[:n_bnd], targets_np[:n_bnd]):
         compute_boundary_metrics(p, t, spacing=(1.5, 1.5), nsd_tolerance_mm=2.0)
     per_image = (time.perf_counter() - start) / (n_bnd * pred_np[0].shape[0])
-    print(f"boundary metrics (nsd + hd95 + boundary_f1, {len(CLASSES)} classes, CPU): "
-          f"{per_image * 1e3:.2f} ms/image = {1 / per_image:.0f} images/s")
+    print(
+        f"boundary metrics (nsd + hd95 + boundary_f1, {len(CLASSES)} classes, CPU): "
+        f"{per_image * 1e3:.2f} ms/image = {1 / per_image:.0f} images/s"
+    )
     volume_p = np.concatenate(pred_np).transpose(1, 0, 2, 3)[:, :80]
     volume_t = np.concatenate(targets_np).transpose(1, 0, 2, 3)[:, :80]
     start = time.perf_counter()
     compute_gi_score(volume_p, volume_t)
-    print(f"gi_score of one {volume_p.shape[1]}-slice scan ({len(CLASSES)} classes, CPU): "
-          f"{(time.perf_counter() - start) * 1e3:.1f} ms")
+    print(
+        f"gi_score of one {volume_p.shape[1]}-slice scan ({len(CLASSES)} classes, CPU): "
+        f"{(time.perf_counter() - start) * 1e3:.1f} ms"
+    )
     with_boundary = SegmentationMetrics(CLASSES, boundary=True)
     start = time.perf_counter()
     for logits, target in batches[:n_bnd]:
@@ -199,8 +229,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with_boundary.compute()
     t_b = time.perf_counter() - start
     print(f"SegmentationMetrics(boundary=True): {n_bnd * batches[0][0].shape[0] / t_b:.0f} images/s")
-    return {**rate, "ours/smp": statistics.median(ratio["smp"]), "ours/numpy": statistics.median(ratio["numpy"]),
-            "boundary_ms": per_image * 1e3}
+    return {
+        **rate,
+        "ours/smp": statistics.median(ratio["smp"]),
+        "ours/numpy": statistics.median(ratio["numpy"]),
+        "boundary_ms": per_image * 1e3,
+    }
 
 
 if __name__ == "__main__":

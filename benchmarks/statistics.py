@@ -70,8 +70,13 @@ def layout(seed: int = 0) -> dict[str, np.ndarray]:
     fold_of_patient = rng.permutation(np.arange(PATIENTS) % FOLDS)
     scan = np.repeat(np.arange(SCANS), per_scan)
     patient = owner[scan]
-    return {"patient": patient, "scan": scan, "slice": np.concatenate([np.arange(n) for n in per_scan]),
-            "fold": fold_of_patient[patient], "per_scan": per_scan}
+    return {
+        "patient": patient,
+        "scan": scan,
+        "slice": np.concatenate([np.arange(n) for n in per_scan]),
+        "fold": fold_of_patient[patient],
+        "per_scan": per_scan,
+    }
 
 
 def synthetic_cases(config_id: str, seed: int, n_bins: int = 20, prob_sum: bool = True) -> pa.Table:
@@ -87,7 +92,7 @@ def synthetic_cases(config_id: str, seed: int, n_bins: int = 20, prob_sum: bool 
     offset = rng.normal(0, 0.05, (SCANS, k))[lay["scan"]]
     z = (position[:, None] - np.array([0.45, 0.5, 0.35]) - offset) / np.array([0.19, 0.15, 0.12])
     present = (np.abs(z) < 1).ravel()
-    area = np.where(np.abs(z) < 1, np.maximum(1, 3000 * (1 - z ** 2) * rng.lognormal(0, 0.3, (n, k))), 0)
+    area = np.where(np.abs(z) < 1, np.maximum(1, 3000 * (1 - z**2) * rng.lognormal(0, 0.3, (n, k))), 0)
     area = area.astype(np.int64).ravel()
     patient_effect = np.repeat(rng.normal(0, 0.5, PATIENTS)[lay["patient"]], k)
     sensitivity = 1 / (1 + np.exp(-(2.0 + skill + patient_effect + rng.normal(0, 0.7, rows))))
@@ -105,8 +110,9 @@ def synthetic_cases(config_id: str, seed: int, n_bins: int = 20, prob_sum: bool 
     fg[:, half:] = rng.multinomial(tp, high / high.sum())
     fg[:, :half] = rng.multinomial(fn, low_fg / low_fg.sum())
     bg[:, half:] = rng.multinomial(fp, high[:, ::-1] / high.sum())
-    band = np.minimum(tn, np.where(present, 6 * np.sqrt(area) * rng.lognormal(0, 0.5, rows),
-                                   rng.poisson(np.exp(shift) * 20, rows))).astype(np.int64)
+    band = np.minimum(
+        tn, np.where(present, 6 * np.sqrt(area) * rng.lognormal(0, 0.5, rows), rng.poisson(np.exp(shift) * 20, rows))
+    ).astype(np.int64)
     bg[:, 1:half] = rng.multinomial(band, low_bg / low_bg.sum())
     bg[:, 0] = tn - band
     dice = (2 * tp + 1) / (2 * tp + fp + fn + 1)
@@ -120,12 +126,16 @@ def synthetic_cases(config_id: str, seed: int, n_bins: int = 20, prob_sum: bool 
         "scan": pa.array(np.char.add("scan", np.repeat(lay["scan"], k).astype(str))).dictionary_encode(),
         "slice": np.repeat(lay["slice"], k).astype(np.int32),
         "class": pa.DictionaryArray.from_arrays(np.tile(np.arange(k, dtype=np.int32), n), list(CLASSES)),
-        "area": area.astype(np.int32), "tp": tp.astype(np.int32), "fp": fp.astype(np.int32),
-        "fn": fn.astype(np.int32), "tn": tn.astype(np.int32),
+        "area": area.astype(np.int32),
+        "tp": tp.astype(np.int32),
+        "fp": fp.astype(np.int32),
+        "fn": fn.astype(np.int32),
+        "tn": tn.astype(np.int32),
         "nsd": np.clip(dice + rng.normal(0, 0.05, rows), 0, 1).astype(np.float32),
         "hd95": np.where(present, rng.lognormal(1.5, 0.6, rows), np.where(fp > 0, 316.8, 0.0)).astype(np.float32),
         "boundary_f1": np.clip(dice + rng.normal(0, 0.05, rows), 0, 1).astype(np.float32),
-        "objects_true": objects_true.astype(np.int16), "objects_found": objects_found.astype(np.int16),
+        "objects_true": objects_true.astype(np.int16),
+        "objects_found": objects_found.astype(np.int16),
         "objects_pred": objects_pred.astype(np.int16),
         "objects_correct": np.minimum(objects_found, objects_pred).astype(np.int16),
         "hist_fg": pa.FixedSizeListArray.from_arrays(pa.array(fg.ravel().astype(np.int32)), n_bins),
@@ -158,10 +168,15 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="sweeper-statistics-"))
     path = root / "cases.parquet"
     ids = [f"cfg{i:03d}" for i in range(args.configs)]
-    print(f"{platform.machine()}, {os.cpu_count()} cores visible, affinity {sorted(os.sched_getaffinity(0))}, "
-          f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
-    print(f"writing synthetic records: {args.configs} configurations x {PATIENTS} patients x {SLICES} slices x "
-          f"{len(CLASSES)} classes, {args.bins} bins ...", flush=True)
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores visible, affinity {sorted(os.sched_getaffinity(0))}, "
+        f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}"
+    )
+    print(
+        f"writing synthetic records: {args.configs} configurations x {PATIENTS} patients x {SLICES} slices x "
+        f"{len(CLASSES)} classes, {args.bins} bins ...",
+        flush=True,
+    )
     start = time.perf_counter()
     rows = 0
     for i, cid in enumerate(ids):
@@ -171,33 +186,63 @@ def main() -> None:
     plain = root / "without_prob_sum"
     append_cases(plain, synthetic_cases(ids[0], seed=0, n_bins=args.bins, prob_sum=False))
     plain_size = folder_size(plain, ids[0]) / 1e6
-    print(f"cases.parquet per configuration: {sizes.mean():.2f} MB mean, {sizes.max():.2f} MB max "
-          f"(with prob_sum_low); {plain_size:.2f} MB without it; target <= 5 MB")
+    print(
+        f"cases.parquet per configuration: {sizes.mean():.2f} MB mean, {sizes.max():.2f} MB max "
+        f"(with prob_sum_low); {plain_size:.2f} MB without it; target <= 5 MB"
+    )
 
     settings = EvidenceSettings(threshold_bins=args.bins)
     times: dict[str, float] = {}
     print(f"timings ({settings.resamples} resamples, {settings.method}):")
     sums = timed("read records and sum per patient (one config at a time)", times, load_patient_sums, path)
     weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
-    boot = timed("bootstrap of every metric and class (shared resamples)", times, bootstrap_metrics, sums,
-                 settings, weights=weights)
+    boot = timed(
+        "bootstrap of every metric and class (shared resamples)",
+        times,
+        bootstrap_metrics,
+        sums,
+        settings,
+        weights=weights,
+    )
     timed("intervals table (patient_intervals)", times, patient_intervals, boot)
     timed("front probability, overall and per class", times, front_probability, boot)
-    pairs, best = timed("compare-all: dice, sensitivity, precision (Holm)", times, compare_all, boot,
-                        ["dice", "sensitivity", "precision"])
+    pairs, best = timed(
+        "compare-all: dice, sensitivity, precision (Holm)",
+        times,
+        compare_all,
+        boot,
+        ["dice", "sensitivity", "precision"],
+    )
     reading = next(iter(times))
     target = sum(value for key, value in times.items() if key != reading)
-    curves = timed("threshold curves, AP, ECE, matched precision (bootstrap)", times, bootstrap_curves, sums,
-                   settings, weights)
-    timed("curve tables, matched precision, operating point", times, lambda: (
-        threshold_curves(curves), curve_summary(curves), matched_precision(curves),
-        operating_point(curves, min_sensitivity=0.95)))
-    timed("rank distributions of dice, sensitivity, precision", times, rank_distribution, boot,
-          ["dice", "sensitivity", "precision"])
-    print(f"intervals + front + compare-all: {target:.1f} s (target < 30 s); "
-          f"with reading: {target + times[reading]:.1f} s; everything: {sum(times.values()):.1f} s")
-    print(f"compare-all: {len(pairs):,} rows; not distinguishable from the best dice: "
-          f"{int(best[best['metric'] == 'dice']['indistinguishable'].sum())} configuration(s)")
+    curves = timed(
+        "threshold curves, AP, ECE, matched precision (bootstrap)", times, bootstrap_curves, sums, settings, weights
+    )
+    timed(
+        "curve tables, matched precision, operating point",
+        times,
+        lambda: (
+            threshold_curves(curves),
+            curve_summary(curves),
+            matched_precision(curves),
+            operating_point(curves, min_sensitivity=0.95),
+        ),
+    )
+    timed(
+        "rank distributions of dice, sensitivity, precision",
+        times,
+        rank_distribution,
+        boot,
+        ["dice", "sensitivity", "precision"],
+    )
+    print(
+        f"intervals + front + compare-all: {target:.1f} s (target < 30 s); "
+        f"with reading: {target + times[reading]:.1f} s; everything: {sum(times.values()):.1f} s"
+    )
+    print(
+        f"compare-all: {len(pairs):,} rows; not distinguishable from the best dice: "
+        f"{int(best[best['metric'] == 'dice']['indistinguishable'].sum())} configuration(s)"
+    )
     if args.keep is None:
         shutil.rmtree(root)
 

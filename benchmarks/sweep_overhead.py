@@ -53,8 +53,9 @@ def sleeper(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "epoch").write_text(str(epoch + 1))
             (Path(tmp) / "state.pt").write_bytes(b"\0" * config["checkpoint_bytes"])
-            tune.report({"epoch": epoch + 1, "dice": 0.5 + 0.01 * epoch},
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
+            tune.report(
+                {"epoch": epoch + 1, "dice": 0.5 + 0.01 * epoch}, checkpoint=tune.Checkpoint.from_directory(tmp)
+            )
 
 
 def run_sweep(n: int, args, storage: Path, *, reuse_actors: bool, auto_loggers: bool, num_to_keep) -> float:
@@ -68,8 +69,12 @@ def run_sweep(n: int, args, storage: Path, *, reuse_actors: bool, auto_loggers: 
     trainable = tune.with_resources(sleeper, {"cpu": 1, "gpu": 0})
     tuner = tune.Tuner(
         trainable,
-        param_space={"epochs": args.epochs, "epoch_s": args.epoch_s, "checkpoint_bytes": args.checkpoint_kb * 1024,
-                     "trial": tune.grid_search(list(range(n)))},
+        param_space={
+            "epochs": args.epochs,
+            "epoch_s": args.epoch_s,
+            "checkpoint_bytes": args.checkpoint_kb * 1024,
+            "trial": tune.grid_search(list(range(n))),
+        },
         tune_config=tune.TuneConfig(num_samples=1, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(
             name=f"n{n}-{time.time_ns()}",
@@ -100,8 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
-    ray.init(address="local", num_cpus=args.slots, include_dashboard=False, log_to_driver=False,
-             configure_logging=True, logging_level="ERROR")
+    ray.init(
+        address="local",
+        num_cpus=args.slots,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level="ERROR",
+    )
     from sweeper.spec import ResourcesSpec
 
     launch_reuses = ResourcesSpec().reuse_actors  # what sweeper.launch.tune_config passes by default
@@ -123,17 +134,24 @@ def main(argv: list[str] | None = None) -> int:
                 for name, settings in configurations.items():
                     wall = run_sweep(n, args, Path(tmp), **settings)
                     rows.append((n, name, wall, ideal))
-                    print(f"  N={n:3d} {name:20s} wall {wall:6.1f} s  ideal {ideal:6.1f} s  {wall / ideal:5.2f}x",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  N={n:3d} {name:20s} wall {wall:6.1f} s  ideal {ideal:6.1f} s  {wall / ideal:5.2f}x",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         ray.shutdown()
 
-    print(f"\nsweep overhead: trials of {args.epochs} x {args.epoch_s:.1f} s (a report + {args.checkpoint_kb} KiB "
-          f"checkpoint per epoch), {args.slots} slots, ray {ray.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"\nsweep overhead: trials of {args.epochs} x {args.epoch_s:.1f} s (a report + {args.checkpoint_kb} KiB "
+        f"checkpoint per epoch), {args.slots} slots, ray {ray.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"{'N':>4s} {'settings':20s} {'wall s':>7s} {'ideal s':>8s} {'wall/ideal':>10s} {'s/trial over':>12s}")
     for n, name, wall, ideal in rows:
-        print(f"{n:4d} {name:20s} {wall:7.1f} {ideal:8.1f} {wall / ideal:9.2f}x {(wall - ideal) * args.slots / n:12.2f}")
+        print(
+            f"{n:4d} {name:20s} {wall:7.1f} {ideal:8.1f} {wall / ideal:9.2f}x {(wall - ideal) * args.slots / n:12.2f}"
+        )
     as_launched = {n: wall / ideal for n, name, wall, ideal in rows if name == "as launch.py"}
     print("\ntarget: wall within " + f"{TARGET}x of ideal, as launch.py runs a sweep")
     for n, ratio in sorted(as_launched.items()):

@@ -81,14 +81,25 @@ class UtilisationSampler:
             return float(torch.cuda.utilization(self.device))
         except Exception:  # noqa: BLE001 - no pynvml: ask nvidia-smi
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                      "-i", str(self.device.index or 0)], capture_output=True, text=True, timeout=5)
+                out = subprocess.run(
+                    [
+                        "nvidia-smi",
+                        "--query-gpu=utilization.gpu",
+                        "--format=csv,noheader,nounits",
+                        "-i",
+                        str(self.device.index or 0),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 return float(out.stdout.strip().splitlines()[0])
             except Exception:  # noqa: BLE001
                 return None
 
     def __enter__(self):
         if self.device.type == "cuda":
+
             def loop():
                 while not self._stop.is_set():
                     value = self._read()
@@ -130,8 +141,14 @@ class Plain:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=2e-4, foreach=False)
         transform = stock_seed000()
         seed_transform(transform, 0)
-        loader = DataLoader(NaivePngDataset(root, args.image_size, transform=transform), batch_size=args.batch,
-                            shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0)
+        loader = DataLoader(
+            NaivePngDataset(root, args.image_size, transform=transform),
+            batch_size=args.batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
         self.batches = itertools.chain.from_iterable(itertools.repeat(loader))
 
     def step(self) -> None:
@@ -149,15 +166,32 @@ class Ours:
 
     def __init__(self, arch, encoder, cache, args, device, workers):
         self.device = device
-        cfg = TrialConfig(cache_dir=str(cache), fold=0, arch=arch, encoder=encoder, loss="dice",
-                          image_size=args.image_size, batch_size=args.batch, num_workers=workers,
-                          cpus_per_trial=args.cpus, compile=args.compile)
+        cfg = TrialConfig(
+            cache_dir=str(cache),
+            fold=0,
+            arch=arch,
+            encoder=encoder,
+            loss="dice",
+            image_size=args.image_size,
+            batch_size=args.batch,
+            num_workers=workers,
+            cpus_per_trial=args.cpus,
+            compile=args.compile,
+        )
         model = build_model(arch, encoder, in_channels=3, classes=3).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, fused=device.type == "cuda")
         amp_dtype = _amp_dtype(device) if device.type == "cuda" else torch.float32
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.step_fn = TrainStep(model, build_loss("dice"), optimizer, scaler, device=device, amp_dtype=amp_dtype,
-                                 channels_last=device.type == "cuda", compile=args.compile)
+        self.step_fn = TrainStep(
+            model,
+            build_loss("dice"),
+            optimizer,
+            scaler,
+            device=device,
+            amp_dtype=amp_dtype,
+            channels_last=device.type == "cuda",
+            compile=args.compile,
+        )
         dataset = SliceDataset(cache, [0, 1], transform=build_augmentation(args.image_size, seed=0))
         loader = DataLoader(dataset, shuffle=True, drop_last=True, **loader_settings(cfg, device))
         self.batches = itertools.chain.from_iterable(itertools.repeat(loader))
@@ -224,8 +258,16 @@ class SyntheticStep:
         self.amp_dtype = amp_dtype
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         inductor = compile_backend == "inductor"
-        self.step_fn = TrainStep(model, build_loss("dice"), optimizer, scaler, device=device, amp_dtype=amp_dtype,
-                                 channels_last=variant.channels_last, compile=variant.compile and inductor)
+        self.step_fn = TrainStep(
+            model,
+            build_loss("dice"),
+            optimizer,
+            scaler,
+            device=device,
+            amp_dtype=amp_dtype,
+            channels_last=variant.channels_last,
+            compile=variant.compile and inductor,
+        )
         if variant.compile and not inductor:  # a cheaper backend for dry runs: same dynamo capture
             self.step_fn.forward = torch.compile(model, backend=compile_backend)
         generator = torch.Generator().manual_seed(0)
@@ -270,9 +312,16 @@ class VariantResult:
         return statistics.mean(self.utilisation) if self.utilisation else None
 
 
-def measure_variants(steps: dict[str, SyntheticStep], device: torch.device, *, rounds: int = 3,
-                     block_s: float = 1.0, deadline: float | None = None, calibrate: int = 2,
-                     clock=time.perf_counter) -> dict[str, VariantResult]:
+def measure_variants(
+    steps: dict[str, SyntheticStep],
+    device: torch.device,
+    *,
+    rounds: int = 3,
+    block_s: float = 1.0,
+    deadline: float | None = None,
+    calibrate: int = 2,
+    clock=time.perf_counter,
+) -> dict[str, VariantResult]:
     """Returns images/s of each warmed-up step in alternating rounds (at least one round; no new
     round once ``time.monotonic()`` passes ``deadline``). Each block runs about ``block_s`` seconds
     (steps calibrated on ``calibrate`` timed steps), long enough for the utilisation sampler."""
@@ -301,12 +350,16 @@ def ratio(results: dict[str, VariantResult], a: str, b: str) -> float:
 
 def variant_label(v: StepVariant, precision: str) -> str:
     """One table row's settings; ``precision`` names the AMP dtype (see :func:`amp_name`)."""
-    return (f"{v.model:16s} {v.batch:5d} {precision if v.amp else 'fp32':9s} "
-            f"{'channels-last' if v.channels_last else 'contiguous':13s} {'compile' if v.compile else 'eager':8s}")
+    return (
+        f"{v.model:16s} {v.batch:5d} {precision if v.amp else 'fp32':9s} "
+        f"{'channels-last' if v.channels_last else 'contiguous':13s} {'compile' if v.compile else 'eager':8s}"
+    )
 
 
-MATRIX_HEADER = (f"{'model':16s} {'batch':>5s} {'precision':9s} {'layout':13s} {'compile':8s} "
-                 f"{'img/s':>8s} {'GPU%':>5s} {'peak GiB':>8s} {'ratio':>7s}")
+MATRIX_HEADER = (
+    f"{'model':16s} {'batch':>5s} {'precision':9s} {'layout':13s} {'compile':8s} "
+    f"{'img/s':>8s} {'GPU%':>5s} {'peak GiB':>8s} {'ratio':>7s}"
+)
 
 
 def matrix_row(v: StepVariant, result: VariantResult, versus: float, precision: str) -> str:
@@ -316,18 +369,24 @@ def matrix_row(v: StepVariant, result: VariantResult, versus: float, precision: 
     return f"{variant_label(v, precision)} {result.rate:8.1f} {util} {peak} {versus:6.2f}x"
 
 
-def precision_matrix(spec: str, batch: int, image_size: int, device: torch.device, **measure) -> \
-        tuple[dict[str, StepVariant], dict[str, VariantResult]]:
+def precision_matrix(
+    spec: str, batch: int, image_size: int, device: torch.device, **measure
+) -> tuple[dict[str, StepVariant], dict[str, VariantResult]]:
     """Returns the variants (fp32 / AMP x contiguous / channels-last, eager) of one model and batch
     and their results, measured in alternating rounds."""
-    variants = {f"{'amp' if amp else 'fp32'} {'cl' if cl else 'contiguous'}":
-                StepVariant.parse(spec, batch, image_size, amp=amp, channels_last=cl)
-                for amp in (False, True) for cl in (False, True)}
+    variants = {
+        f"{'amp' if amp else 'fp32'} {'cl' if cl else 'contiguous'}": StepVariant.parse(
+            spec, batch, image_size, amp=amp, channels_last=cl
+        )
+        for amp in (False, True)
+        for cl in (False, True)
+    }
     return variants, _measure_built(variants, device, **measure)
 
 
-def compile_pair(spec: str, batch: int, image_size: int, device: torch.device, *, compile_backend: str = "inductor",
-                 **measure) -> tuple[dict[str, StepVariant], dict[str, VariantResult]]:
+def compile_pair(
+    spec: str, batch: int, image_size: int, device: torch.device, *, compile_backend: str = "inductor", **measure
+) -> tuple[dict[str, StepVariant], dict[str, VariantResult]]:
     """Returns eager vs ``torch.compile`` at AMP + channels-last for one model and batch, measured
     in alternating rounds (dynamo's caches cleared first, so the compiled graph is static)."""
     torch._dynamo.reset()
@@ -336,8 +395,14 @@ def compile_pair(spec: str, batch: int, image_size: int, device: torch.device, *
     return variants, _measure_built(variants, device, compile_backend=compile_backend, **measure)
 
 
-def _measure_built(variants: dict[str, StepVariant], device: torch.device, *, compile_backend: str = "inductor",
-                   warmup: int = 3, **measure) -> dict[str, VariantResult]:
+def _measure_built(
+    variants: dict[str, StepVariant],
+    device: torch.device,
+    *,
+    compile_backend: str = "inductor",
+    warmup: int = 3,
+    **measure,
+) -> dict[str, VariantResult]:
     steps = {}
     for name, v in variants.items():
         torch.manual_seed(0)
@@ -355,8 +420,9 @@ def amp_name(device: torch.device) -> str:
     return str(_amp_dtype(device)).removeprefix("torch.") if device.type == "cuda" else "bfloat16"
 
 
-def print_matrix(variants: dict[str, StepVariant], results: dict[str, VariantResult], baseline: str,
-                 device: torch.device) -> None:
+def print_matrix(
+    variants: dict[str, StepVariant], results: dict[str, VariantResult], baseline: str, device: torch.device
+) -> None:
     for name, v in variants.items():
         print(matrix_row(v, results[name], ratio(results, name, baseline), amp_name(device)), flush=True)
 
@@ -385,21 +451,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default="unet/mit_b2,unet/resnet34,fpn/resnet34")
-    parser.add_argument("--cpus", type=float, default=float(len(os.sched_getaffinity(0))),
-                        help="the trial's CPUs (sizes our loader's workers)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers of BOTH variants (default: ours from --cpus, plain the same)")
+    parser.add_argument(
+        "--cpus",
+        type=float,
+        default=float(len(os.sched_getaffinity(0))),
+        help="the trial's CPUs (sizes our loader's workers)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of BOTH variants (default: ours from --cpus, plain the same)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (not the plain one)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: 1 on CPU -- thread barriers stall on a shared machine -- "
-                        "torch's default on CUDA)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 on CPU -- thread barriers stall on a shared machine -- "
+        "torch's default on CUDA)",
+    )
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--matrix", action="store_true",
-                        help="the step alone: fp32 / AMP x contiguous / channels-last (+ compile with --compile)")
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="the step alone: fp32 / AMP x contiguous / channels-last (+ compile with --compile)",
+    )
     parser.add_argument("--block-s", type=float, default=1.0, help="--matrix: seconds per timed block")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend of --matrix and --packing-worker (eager: a fast dry run)")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of --matrix and --packing-worker (eager: a fast dry run)",
+    )
     parser.add_argument("--packing-worker", action="store_true", help="one process of a packing measurement")
     parser.add_argument("--seconds", type=float, default=10.0, help="--packing-worker: seconds of steps")
     args = parser.parse_args(argv)
@@ -413,16 +497,26 @@ def main(argv: list[str] | None = None) -> int:
         variant = StepVariant.parse(args.models.split(",")[0], args.batch, args.image_size, compile=args.compile)
         return packing_worker(variant, device, args.seconds, args.compile_backend)
     if args.matrix:
-        print(f"device: {device_name(device)}, torch {torch.__version__}; the step alone, one batch from pinned "
-              f"memory; {args.rounds} rounds of ~{args.block_s} s blocks per variant")
+        print(
+            f"device: {device_name(device)}, torch {torch.__version__}; the step alone, one batch from pinned "
+            f"memory; {args.rounds} rounds of ~{args.block_s} s blocks per variant"
+        )
         print(MATRIX_HEADER)
         for spec in args.models.split(","):
-            variants, results = precision_matrix(spec, args.batch, args.image_size, device, rounds=args.rounds,
-                                                 block_s=args.block_s)
+            variants, results = precision_matrix(
+                spec, args.batch, args.image_size, device, rounds=args.rounds, block_s=args.block_s
+            )
             print_matrix(variants, results, "fp32 contiguous", device)
             if args.compile:
-                variants, results = compile_pair(spec, args.batch, args.image_size, device, rounds=args.rounds,
-                                                 block_s=args.block_s, compile_backend=args.compile_backend)
+                variants, results = compile_pair(
+                    spec,
+                    args.batch,
+                    args.image_size,
+                    device,
+                    rounds=args.rounds,
+                    block_s=args.block_s,
+                    compile_backend=args.compile_backend,
+                )
                 print_matrix(variants, results, "eager", device)
         return 0
     source = args.image_size + 64
@@ -435,21 +529,27 @@ def main(argv: list[str] | None = None) -> int:
     # on CPU with in-process loading, this process's CPU time is the work (other sessions' load on a
     # shared machine does not count); with workers or a GPU, wall time
     clock = time.process_time if device.type == "cpu" and workers == 0 else time.perf_counter
-    print(f"device: {device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} cores; batch {args.batch} x 3 x {args.image_size}^2; loader workers {workers} (both); "
-          f"{args.rounds} rounds x {args.steps} steps; compile={args.compile}; "
-          f"clock: {'process CPU time' if clock is time.process_time else 'wall'}")
+    print(
+        f"device: {device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} cores; batch {args.batch} x 3 x {args.image_size}^2; loader workers {workers} (both); "
+        f"{args.rounds} rounds x {args.steps} steps; compile={args.compile}; "
+        f"clock: {'process CPU time' if clock is time.process_time else 'wall'}"
+    )
     if device.type == "cuda":
         print(f"ours: AMP {_amp_dtype(device)}, channels-last, fused AdamW, pinned memory, no per-step sync")
     else:
         print("ours on CPU: fp32 (AMP is CUDA-only), contiguous; the difference is the loader and no per-step sync")
-    print(f"\n{'model':18s} {'plain img/s':>11s} {'ours img/s':>11s} {'ours/plain':>10s} "
-          f"{'GPU% plain':>10s} {'GPU% ours':>9s}")
+    print(
+        f"\n{'model':18s} {'plain img/s':>11s} {'ours img/s':>11s} {'ours/plain':>10s} "
+        f"{'GPU% plain':>10s} {'GPU% ours':>9s}"
+    )
     for spec in args.models.split(","):
         arch, encoder = spec.split("/")
         torch.manual_seed(0)
-        variants = {"plain": Plain(arch, encoder, root, args, device, workers),
-                    "ours": Ours(arch, encoder, cache, args, device, workers)}
+        variants = {
+            "plain": Plain(arch, encoder, root, args, device, workers),
+            "ours": Ours(arch, encoder, cache, args, device, workers),
+        }
         for v in variants.values():  # warm-up: workers start, cudnn picks kernels, compile
             _block(v, 2, device)
         rates: dict[str, list[float]] = {k: [] for k in variants}
@@ -466,11 +566,14 @@ def main(argv: list[str] | None = None) -> int:
                 rates[n].append(got[n])
             ratios.append(got["ours"] / got["plain"])
 
-        def util(n):
+        def util(n, utilisation=utilisation):
             return f"{statistics.mean(utilisation[n]):9.0f}%" if utilisation[n] else f"{'-':>10s}"
 
-        print(f"{spec:18s} {statistics.median(rates['plain']):11.1f} {statistics.median(rates['ours']):11.1f} "
-              f"{statistics.median(ratios):9.2f}x {util('plain'):>10s} {util('ours'):>9s}", flush=True)
+        print(
+            f"{spec:18s} {statistics.median(rates['plain']):11.1f} {statistics.median(rates['ours']):11.1f} "
+            f"{statistics.median(ratios):9.2f}x {util('plain'):>10s} {util('ours'):>9s}",
+            flush=True,
+        )
         del variants
     return 0
 

@@ -95,7 +95,10 @@ def fold_trainable(cache_dir: Path, cache_via: str):
 
     packed = pack_cache(cache_dir)
     if len(packed[1]) > OBJECT_STORE_CACHE_WARN_BYTES:
-        logger.warning("the data cache is %.1f GB; through Ray's object store it is held in the driver's memory "
-                       "and copied to every node: a path every node mounts (NFS/EFS, --storage /mnt/...) "
-                       "serves a cache this size better", len(packed[1]) / 1e9)
+        logger.warning(
+            "the data cache is %.1f GB; through Ray's object store it is held in the driver's memory "
+            "and copied to every node: a path every node mounts (NFS/EFS, --storage /mnt/...) "
+            "serves a cache this size better",
+            len(packed[1]) / 1e9,
+        )
     return tune.with_parameters(train_fold_from_object_store, cache=packed)

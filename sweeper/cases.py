@@ -125,8 +125,7 @@ def _histogram_matrix(column: pa.ChunkedArray | pa.Array, n_bins: int) -> np.nda
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, n_bins)
 
 
-def as_cases_table(records: pd.DataFrame | pa.Table, config_id: str | None = None, *,
-                   check: bool = True) -> pa.Table:
+def as_cases_table(records: pd.DataFrame | pa.Table, config_id: str | None = None, *, check: bool = True) -> pa.Table:
     """Return ``records`` as an Arrow table of :func:`cases_schema`, sorted by the case columns.
 
     Args:
@@ -143,8 +142,11 @@ def as_cases_table(records: pd.DataFrame | pa.Table, config_id: str | None = Non
     table = records if isinstance(records, pa.Table) else pa.Table.from_pandas(records, preserve_index=False)
     if config_id is not None:
         values = pa.array([config_id] * table.num_rows, pa.string())
-        table = (table.set_column(table.schema.get_field_index("config_id"), "config_id", values)
-                 if "config_id" in table.column_names else table.append_column("config_id", values))
+        table = (
+            table.set_column(table.schema.get_field_index("config_id"), "config_id", values)
+            if "config_id" in table.column_names
+            else table.append_column("config_id", values)
+        )
     required = (*CASE_COLUMNS, *COUNT_COLUMNS, *BOUNDARY_COLUMNS, *OBJECT_COLUMNS, *HISTOGRAM_COLUMNS)
     missing = [c for c in required if c not in table.column_names]
     if missing:
@@ -192,12 +194,19 @@ def _check(table: pa.Table, n_bins: int) -> None:
     bg = _histogram_matrix(table.column("hist_bg"), n_bins)
     objects = {c: table.column(c).to_numpy() for c in OBJECT_COLUMNS}
     problems = [
-        ("a negative count", np.any([v < 0 for v in counts.values()], axis=0)
-         | np.any([v < 0 for v in objects.values()], axis=0) | (fg < 0).any(1) | (bg < 0).any(1)),
+        (
+            "a negative count",
+            np.any([v < 0 for v in counts.values()], axis=0)
+            | np.any([v < 0 for v in objects.values()], axis=0)
+            | (fg < 0).any(1)
+            | (bg < 0).any(1),
+        ),
         ("tp + fn != area", counts["tp"] + counts["fn"] != counts["area"]),
         ("sum(hist_fg) != area", fg.sum(1) != counts["area"]),
-        ("sum(hist_fg) + sum(hist_bg) != tp + fp + fn + tn",
-         fg.sum(1) + bg.sum(1) != sum(counts[c].astype(np.int64) for c in ("tp", "fp", "fn", "tn"))),
+        (
+            "sum(hist_fg) + sum(hist_bg) != tp + fp + fn + tn",
+            fg.sum(1) + bg.sum(1) != sum(counts[c].astype(np.int64) for c in ("tp", "fp", "fn", "tn")),
+        ),
         ("objects_found > objects_true", objects["objects_found"] > objects["objects_true"]),
         ("objects_correct > objects_pred", objects["objects_correct"] > objects["objects_pred"]),
     ]
@@ -209,8 +218,9 @@ def _check(table: pa.Table, n_bins: int) -> None:
     keys = table.select(list(CASE_COLUMNS)).to_pandas()
     duplicated = keys.duplicated()
     if duplicated.any():
-        raise ValueError(f"case records: {int(duplicated.sum())} duplicate case(s), first "
-                         f"{keys[duplicated].iloc[0].to_dict()}")
+        raise ValueError(
+            f"case records: {int(duplicated.sum())} duplicate case(s), first {keys[duplicated].iloc[0].to_dict()}"
+        )
 
 
 def _part_name(config_id: str, fold: int) -> str:
@@ -239,13 +249,22 @@ def cases_present(path: str | Path) -> set[tuple[str, int]]:
 def _write_part(table: pa.Table, target: Path) -> None:
     """Write ``table`` to ``target`` through a temporary file in the same folder and ``os.replace``."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    numeric = [*COUNT_COLUMNS, *BOUNDARY_COLUMNS, *(f"{c}.list.element" for c in HISTOGRAM_COLUMNS),
-               *(c for c in OPTIONAL_COLUMNS if c in table.column_names)]
+    numeric = [
+        *COUNT_COLUMNS,
+        *BOUNDARY_COLUMNS,
+        *(f"{c}.list.element" for c in HISTOGRAM_COLUMNS),
+        *(c for c in OPTIONAL_COLUMNS if c in table.column_names),
+    ]
     try:
         pq.write_table(
-            table, tmp, compression="zstd",
-            use_dictionary=[c for c in table.column_names if c not in (*COUNT_COLUMNS, *BOUNDARY_COLUMNS,
-                                                                    *HISTOGRAM_COLUMNS, *OPTIONAL_COLUMNS)],
+            table,
+            tmp,
+            compression="zstd",
+            use_dictionary=[
+                c
+                for c in table.column_names
+                if c not in (*COUNT_COLUMNS, *BOUNDARY_COLUMNS, *HISTOGRAM_COLUMNS, *OPTIONAL_COLUMNS)
+            ],
             column_encoding=dict.fromkeys(numeric, "BYTE_STREAM_SPLIT"),
         )
         os.replace(tmp, target)
@@ -285,8 +304,9 @@ def append_cases(path: str | Path, records: pd.DataFrame | pa.Table, config_id: 
     return added
 
 
-def read_cases(path: str | Path, config_ids: Iterable[str] | None = None,
-               columns: Iterable[str] | None = None) -> pa.Table:
+def read_cases(
+    path: str | Path, config_ids: Iterable[str] | None = None, columns: Iterable[str] | None = None
+) -> pa.Table:
     """Return the records of ``path`` (every fold trial, or those of ``config_ids``) as one Arrow table.
 
     An Arrow table rather than a DataFrame: the histograms stay (rows, bins) integer blocks, where

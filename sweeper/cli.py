@@ -25,7 +25,10 @@ MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 RESULTS_OPTION = click.option(
-    "--results", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
     help="Results root: each sweep gets RESULTS/<name>/, and the MLflow store is RESULTS/mlflow.db.",
 )
 
@@ -59,21 +62,24 @@ def _load(spec_path: Path):
 def validate(spec: Path) -> None:
     """Check SPEC (a sweep YAML) without running anything; lists every problem, each naming its field."""
     parsed = _load(spec)
-    click.echo(f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
-               f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)")
+    click.echo(
+        f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
+        f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)"
+    )
 
 
 STORAGE_OPTION = click.option(
-    "--storage", default=None,
+    "--storage",
+    default=None,
     help="Where trials' shared files go (overrides the spec's `storage`): a local or NFS path every node "
-         "mounts, or an object-store URI such as s3://bucket/prefix (see README, Running on a cluster).",
+    "mounts, or an object-store URI such as s3://bucket/prefix (see README, Running on a cluster).",
 )
 
 
 def _run(parsed, results: Path, resume: bool, address: str | None, storage: str | None = None) -> None:
     from sweeper.launch import SweepExistsError, launch
-    from sweeper.preflight import BadInputError
     from sweeper.leaderboard import read_configs
+    from sweeper.preflight import BadInputError
     from sweeper.tracking import TrackingUnreachableError
 
     try:
@@ -90,19 +96,25 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     click.echo(f"  leaderboard : {paths.leaderboard}   (sweeper leaderboard {paths.sweep})")
     click.echo(f"  pareto front: {paths.pareto_file()}   (+ .parquet, .png, .svg; one per class)")
     where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
-    click.echo(f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
-               f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}")
+    click.echo(
+        f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
+        f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}"
+    )
     if failed:
-        raise click.ClickException(f"{failed} fold trial(s) failed; see the `error` column of "
-                                   f"{paths.trials_table} or MLflow")
+        raise click.ClickException(
+            f"{failed} fold trial(s) failed; see the `error` column of {paths.trials_table} or MLflow"
+        )
 
 
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @RESULTS_OPTION
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep of the same name.")
-@click.option("--address", default=None,
-              help="Ray cluster to run on: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).")
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to run on: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).",
+)
 @STORAGE_OPTION
 def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None) -> None:
     """Run the sweep described by SPEC and write its leaderboard, Pareto fronts and MLflow runs."""
@@ -142,8 +154,14 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, FOLD, LOSS, LOSS_PARAMS, N_FOLDS, STATUS
 
     metrics = ["dice", "iou", "sensitivity", "precision", "specificity"]
-    shown = pd.DataFrame({"config_id": table[CONFIG_ID], "loss": table[LOSS],
-                          "model": table[ARCH] + "/" + table[ENCODER], "loss_params": table[LOSS_PARAMS]})
+    shown = pd.DataFrame(
+        {
+            "config_id": table[CONFIG_ID],
+            "loss": table[LOSS],
+            "model": table[ARCH] + "/" + table[ENCODER],
+            "loss_params": table[LOSS_PARAMS],
+        }
+    )
     if per_fold:
         shown.insert(1, "fold", table[FOLD])
         shown["status"] = table[STATUS]
@@ -163,15 +181,32 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--class", "class_name", default=None, help="One class (e.g. small_bowel) instead of the organ mean.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV file to write (default SWEEP_DIR/pareto/pareto[_CLASS].csv); .parquet, .png and .json "
-                   "are written beside it.")
-@click.option("--min-sensitivity", type=click.FloatRange(0, 1), default=None,
-              help="Operating point: the most precise configuration with sensitivity >= this.")
-@click.option("--min-precision", type=click.FloatRange(0, 1), default=None,
-              help="Operating point: the most sensitive configuration with precision >= this.")
-def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensitivity: float | None,
-           min_precision: float | None) -> None:
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV file to write (default SWEEP_DIR/pareto/pareto[_CLASS].csv); .parquet, .png and .json "
+    "are written beside it.",
+)
+@click.option(
+    "--min-sensitivity",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Operating point: the most precise configuration with sensitivity >= this.",
+)
+@click.option(
+    "--min-precision",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Operating point: the most sensitive configuration with precision >= this.",
+)
+def pareto(
+    sweep_dir: Path,
+    class_name: str | None,
+    out: Path | None,
+    min_sensitivity: float | None,
+    min_precision: float | None,
+) -> None:
     """Export the Pareto front of fold-mean sensitivity vs precision of SWEEP_DIR and print it.
 
     With --min-sensitivity or --min-precision, print the best configuration under that floor
@@ -184,27 +219,37 @@ def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensit
         if min_sensitivity is not None or min_precision is not None:
             if min_sensitivity is not None and min_precision is not None:
                 raise click.UsageError("give --min-sensitivity or --min-precision, not both")
-            point = operating_point(read_configs(sweep_dir), min_sensitivity=min_sensitivity,
-                                    min_precision=min_precision, class_name=class_name)
+            point = operating_point(
+                read_configs(sweep_dir),
+                min_sensitivity=min_sensitivity,
+                min_precision=min_precision,
+                class_name=class_name,
+            )
             if point.row is None:
-                raise click.ClickException(f"no configuration meets {point.constraint} "
-                                           f"(the best reaches {point.best_available:.4f})")
+                raise click.ClickException(
+                    f"no configuration meets {point.constraint} (the best reaches {point.best_available:.4f})"
+                )
             x, y = axis_columns(class_name)
             row = point.row
-            click.echo(f"best under {point.constraint}: config {row[CONFIG_ID]} ({row[LOSS]} "
-                       f"{row[LOSS_PARAMS]}, {row[ARCH]}/{row[ENCODER]})")
+            click.echo(
+                f"best under {point.constraint}: config {row[CONFIG_ID]} ({row[LOSS]} "
+                f"{row[LOSS_PARAMS]}, {row[ARCH]}/{row[ENCODER]})"
+            )
             for name in (x, y, "dice"):
                 std = row.get(f"{name}_std", float("nan"))
-                click.echo(f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} "
-                           f"over {int(row[N_FOLDS])} folds")
+                click.echo(
+                    f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} over {int(row[N_FOLDS])} folds"
+                )
             return
         csv_path, png_path, front = export_pareto(sweep_dir, class_name, out)
     except (FileNotFoundError, KeyError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(front.to_string(index=False))
     summary = json.loads(csv_path.with_suffix(".json").read_text())
-    click.echo(f"\nhypervolume {summary['hypervolume']:.4f} (reference point (0, 0)); "
-               f"{summary['n_within_noise']} more configuration(s) dominated only within the 95% fold interval")
+    click.echo(
+        f"\nhypervolume {summary['hypervolume']:.4f} (reference point (0, 0)); "
+        f"{summary['n_within_noise']} more configuration(s) dominated only within the 95% fold interval"
+    )
     click.echo(f"wrote {csv_path} (+ .parquet, .json) and {png_path}")
 
 
@@ -212,8 +257,14 @@ def pareto(sweep_dir: Path, class_name: str | None, out: Path | None, min_sensit
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("config_a")
 @click.argument("config_b")
-@click.option("--metric", "metrics", multiple=True, default=("dice", "sensitivity", "precision"), show_default=True,
-              help="Metric to compare (repeatable), e.g. --metric sensitivity.small_bowel.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    default=("dice", "sensitivity", "precision"),
+    show_default=True,
+    help="Metric to compare (repeatable), e.g. --metric sensitivity.small_bowel.",
+)
 def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, ...]) -> None:
     """Paired comparison of two configurations (config_id or a unique prefix) over the folds both finished.
 
@@ -230,8 +281,12 @@ def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, .
 
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for report.html and its PNGs (default SWEEP_DIR/report).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for report.html and its PNGs (default SWEEP_DIR/report).",
+)
 @click.option("--no-mlflow", is_flag=True, help="Do not log the report on the sweep's MLflow run.")
 def report(sweep_dir: Path, out: Path | None, no_mlflow: bool) -> None:
     """Write one self-contained HTML report of SWEEP_DIR and log it to MLflow.
@@ -288,9 +343,13 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
 
 @main.command()
 @RESULTS_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind. Anything but loopback exposes the UI without login (a warning says so); "
-                   "keep it local and tunnel with ssh.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind. Anything but loopback exposes the UI without login (a warning says so); "
+    "keep it local and tunnel with ssh.",
+)
 @click.option("--port", default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
     """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
@@ -298,15 +357,33 @@ def ui(results: Path, host: str, port: int) -> None:
     from sweeper.tracking import artifact_root, default_tracking_uri
 
     if host not in LOOPBACK_HOSTS:
-        click.echo(f"warning: --host {host} exposes the MLflow UI, with every run, checkpoint and artifact and no "
-                   f"login, to anyone who can reach port {port}; keep the default 127.0.0.1 and tunnel with "
-                   f"`ssh -L {port}:127.0.0.1:{port} HOST` instead", err=True)
+        click.echo(
+            f"warning: --host {host} exposes the MLflow UI, with every run, checkpoint and artifact and no "
+            f"login, to anyone who can reach port {port}; keep the default 127.0.0.1 and tunnel with "
+            f"`ssh -L {port}:127.0.0.1:{port} HOST` instead",
+            err=True,
+        )
     if not mlflow_db(results).is_file():
-        raise click.ClickException(f"{mlflow_db(results)} not found: run a sweep first (sweeper demo) "
-                                   "or pass --results pointing at its results folder")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(results),
-               "--default-artifact-root", artifact_root(results), "--host", host, "--port", str(port),
-               "--workers", "1"]
+        raise click.ClickException(
+            f"{mlflow_db(results)} not found: run a sweep first (sweeper demo) "
+            "or pass --results pointing at its results folder"
+        )
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        default_tracking_uri(results),
+        "--default-artifact-root",
+        artifact_root(results),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     click.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{MLFLOW_TRAINING_VIEW}  (Ctrl-C stops it)")
     raise SystemExit(run_server_group(command))
 
@@ -358,8 +435,10 @@ def losses() -> None:
         for knob, info in entry["knobs"].items():
             scale = ", log" if info.get("log") else ""
             per_class = f"  (one per class: {knob}.<class>)" if info.get("per_class") else ""
-            click.echo(f"    {knob} = {info['default']:g}  in [{info['low']:g}, {info['high']:g}{scale}]"
-                       f"  {info.get('help', '')}{per_class}")
+            click.echo(
+                f"    {knob} = {info['default']:g}  in [{info['low']:g}, {info['high']:g}{scale}]"
+                f"  {info.get('help', '')}{per_class}"
+            )
         for constraint in entry.get("constraints", []):
             click.echo(f"    constraint: {constraint} (the second knob is derived from the first)")
 

@@ -143,14 +143,20 @@ class EvidenceSettings(BaseModel):
     method: Literal["bca", "percentile"] = Field("bca", description="bootstrap interval method")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level; 1 - confidence is the tests' alpha")
     threshold_bins: int = Field(
-        20, ge=20, le=100, description="probability histogram bins the trials record (thresholds k / bins); the "
-        "statistics read the bins from the records. 20: 3.1 MB of records per configuration on UW-Madison, 100: 7.1 MB")
+        20,
+        ge=20,
+        le=100,
+        description="probability histogram bins the trials record (thresholds k / bins); the "
+        "statistics read the bins from the records. 20: 3.1 MB of records per configuration on UW-Madison, 100: 7.1 MB",
+    )
     min_patients: int = Field(50, ge=2, description="fewer validated patients than this are flagged")
     seed: int = Field(0, description="seed of the patient resamples")
     paired_test: Literal["wilcoxon", "permutation"] = Field(
-        "wilcoxon", description="test of a paired comparison on patient-level scores")
+        "wilcoxon", description="test of a paired comparison on patient-level scores"
+    )
     matched_sensitivity: tuple[float, ...] = Field(
-        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations")
+        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations"
+    )
 
     @field_validator("matched_sensitivity")
     @classmethod
@@ -175,8 +181,7 @@ def _check_empty(empty: str) -> None:
         raise ValueError(f"empty must be one of {tuple(_FILL)} but got {empty!r}")
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, smooth: float, target_empty: np.ndarray | None,
-           empty: str) -> np.ndarray:
+def _ratio(num: np.ndarray, den: np.ndarray, smooth: float, target_empty: np.ndarray | None, empty: str) -> np.ndarray:
     """``(num + s) / (den + s)``; a 0/0, and under "zero"/"skip" an empty target, take the rule's value."""
     num = num + smooth
     den = den + smooth
@@ -190,8 +195,9 @@ def _ratio(num: np.ndarray, den: np.ndarray, smooth: float, target_empty: np.nda
     return out
 
 
-def confusion_scores(tp, fp, fn, tn, smooth: float = 1.0, empty: EmptyRule = "one",
-                     names: Iterable[str] = CONFUSION_METRICS) -> dict[str, np.ndarray]:
+def confusion_scores(
+    tp, fp, fn, tn, smooth: float = 1.0, empty: EmptyRule = "one", names: Iterable[str] = CONFUSION_METRICS
+) -> dict[str, np.ndarray]:
     """Return each confusion metric of the counts, shaped like ``tp`` (float64).
 
     The formulas and empty rule of ``trainables.metrics.per_image_scores`` (paper 000 eqs 4-8 and
@@ -219,8 +225,9 @@ def confusion_scores(tp, fp, fn, tn, smooth: float = 1.0, empty: EmptyRule = "on
     return {m: _ratio(*pairs[m](), smooth, target_empty if m in _ORGAN_METRICS else None, empty) for m in names}
 
 
-def object_scores(objects_true, objects_found, objects_pred, objects_correct, area,
-                  empty: EmptyRule = "one") -> dict[str, np.ndarray]:
+def object_scores(
+    objects_true, objects_found, objects_pred, objects_correct, area, empty: EmptyRule = "one"
+) -> dict[str, np.ndarray]:
     """Return object_sensitivity = found / true and object_precision = correct / pred (unsmoothed).
 
     Objects are connected components (CASES_SCHEMA: a true object is found when the prediction
@@ -233,8 +240,9 @@ def object_scores(objects_true, objects_found, objects_pred, objects_correct, ar
     DOI 10.1038/s41592-023-02151-z).
     """
     _check_empty(empty)
-    true, found, pred, correct = (np.asarray(x, dtype=np.float64) for x in
-                                  (objects_true, objects_found, objects_pred, objects_correct))
+    true, found, pred, correct = (
+        np.asarray(x, dtype=np.float64) for x in (objects_true, objects_found, objects_pred, objects_correct)
+    )
     target_empty = np.asarray(area) == 0
     return {
         "object_sensitivity": _ratio(found, true, 0.0, target_empty, empty),
@@ -346,8 +354,7 @@ def _reverse_cumsum(hist: np.ndarray) -> np.ndarray:
     return out
 
 
-def _curve_sums(fg: np.ndarray, bg: np.ndarray, per_group, smooth: float, empty: str
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _curve_sums(fg: np.ndarray, bg: np.ndarray, per_group, smooth: float, empty: str) -> tuple[np.ndarray, np.ndarray]:
     """Per (patient, class) sums and counts of the per-image sensitivity and precision at every
     threshold k / n and at "nothing predicted": each (P, K, n + 1, 2).
 
@@ -395,16 +402,23 @@ class _GroupSum:
 
     def __init__(self, group: np.ndarray, n_patients: int, n_classes: int):
         self.shape = (n_patients, n_classes)
-        self.indicator = sparse.csr_matrix((np.ones(len(group)), (group, np.arange(len(group)))),
-                                           shape=(n_patients * n_classes, len(group)))
+        self.indicator = sparse.csr_matrix(
+            (np.ones(len(group)), (group, np.arange(len(group)))), shape=(n_patients * n_classes, len(group))
+        )
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         flat = block.reshape(block.shape[0], -1)
         return np.asarray(self.indicator @ flat).reshape(*self.shape, *block.shape[1:])
 
 
-def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: EmptyRule = "one",
-                 config_ids: Sequence[str] | None = None, classes: Sequence[str] | None = None) -> PatientSums:
+def patient_sums(
+    cases: pa.Table | pd.DataFrame,
+    *,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+    config_ids: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+) -> PatientSums:
     """Return the per-patient sums of the case records of every configuration (or of ``config_ids``).
 
     Per-image scores are computed from each record's counts with :func:`confusion_scores` and
@@ -443,20 +457,27 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
     bounds = np.searchsorted(config_code[order], np.arange(n_configs + 1))
     fold_column = table.column("fold").to_numpy()
     for c in range(n_configs):
-        rows = order[bounds[c]:bounds[c + 1]]
+        rows = order[bounds[c] : bounds[c + 1]]
         if len(rows) == 0:
             raise ValueError(f"no case records of configuration {config_names[c]!r}")
         p, k = patient_code[rows], class_code[rows]
         group = p * n_classes + k
         per_group = _GroupSum(group, n_patients, n_classes)
 
-        col = {name: table.column(name).take(pa.array(rows)).to_numpy() for name in
-               (*COUNT_COLUMNS, *OBJECT_COLUMNS, "nsd", "hd95", "boundary_f1")}
+        col = {
+            name: table.column(name).take(pa.array(rows)).to_numpy()
+            for name in (*COUNT_COLUMNS, *OBJECT_COLUMNS, "nsd", "hd95", "boundary_f1")
+        }
         conf = confusion_scores(col["tp"], col["fp"], col["fn"], col["tn"], smooth, empty)
         objects = object_scores(*(col[n] for n in OBJECT_COLUMNS), col["area"], empty)
-        scores = np.stack([*(conf[m] for m in CONFUSION_METRICS),
-                           *(col[m].astype(np.float64) for m in BOUNDARY_METRICS),
-                           *(objects[m] for m in OBJECT_METRICS)], axis=1)
+        scores = np.stack(
+            [
+                *(conf[m] for m in CONFUSION_METRICS),
+                *(col[m].astype(np.float64) for m in BOUNDARY_METRICS),
+                *(objects[m] for m in OBJECT_METRICS),
+            ],
+            axis=1,
+        )
         defined = ~np.isnan(scores)
         out["score_sum"][c] = per_group(np.where(defined, scores, 0.0))
         out["score_count"][c] = per_group(defined.astype(np.float64))
@@ -478,13 +499,22 @@ def patient_sums(cases: pa.Table | pd.DataFrame, *, smooth: float = 1.0, empty: 
         first[p] = folds  # one of each patient's folds: any record with another one is an error
         if np.any(first[p] != folds):
             bad = patients[int(p[np.flatnonzero(first[p] != folds)[0]])]
-            raise ValueError(f"patient {bad!r} is validated in more than one fold of configuration "
-                             f"{config_names[c]!r}: case records must be out-of-fold")
+            raise ValueError(
+                f"patient {bad!r} is validated in more than one fold of configuration "
+                f"{config_names[c]!r}: case records must be out-of-fold"
+            )
         out["fold"][c] = first
         per_class_images = np.bincount(group, minlength=n_patients * n_classes).reshape(n_patients, n_classes)
         out["images"][c] = per_class_images.max(axis=1)
-    return PatientSums(config_ids=config_names, patients=patients, classes=class_names, smooth=smooth,
-                       empty=empty, low_bin_exact=low_exact, **out)
+    return PatientSums(
+        config_ids=config_names,
+        patients=patients,
+        classes=class_names,
+        smooth=smooth,
+        empty=empty,
+        low_bin_exact=low_exact,
+        **out,
+    )
 
 
 def concat_sums(parts: Sequence[PatientSums]) -> PatientSums:
@@ -497,8 +527,12 @@ def concat_sums(parts: Sequence[PatientSums]) -> PatientSums:
         raise ValueError("no per-patient sums to concatenate")
     first = parts[0]
     for part in parts[1:]:
-        if (part.classes, part.smooth, part.empty, part.n_bins) != (first.classes, first.smooth, first.empty,
-                                                                    first.n_bins):
+        if (part.classes, part.smooth, part.empty, part.n_bins) != (
+            first.classes,
+            first.smooth,
+            first.empty,
+            first.n_bins,
+        ):
             raise ValueError("per-patient sums differ in classes, smoothing, empty rule or histogram bins")
     patients = tuple(sorted(set().union(*(p.patients for p in parts))))
     position = {name: i for i, name in enumerate(patients)}
@@ -513,16 +547,33 @@ def concat_sums(parts: Sequence[PatientSums]) -> PatientSums:
         return np.concatenate(blocks)
 
     return PatientSums(
-        config_ids=tuple(c for p in parts for c in p.config_ids), patients=patients, classes=first.classes,
-        smooth=first.smooth, empty=first.empty, fold=gather("fold", -1), images=gather("images"),
-        score_sum=gather("score_sum"), score_count=gather("score_count"), counts=gather("counts"),
-        hist_fg=gather("hist_fg"), hist_bg=gather("hist_bg"), prob_sum=gather("prob_sum"),
-        curve_sum=gather("curve_sum"), curve_count=gather("curve_count"),
-        low_bin_exact=all(p.low_bin_exact for p in parts))
+        config_ids=tuple(c for p in parts for c in p.config_ids),
+        patients=patients,
+        classes=first.classes,
+        smooth=first.smooth,
+        empty=first.empty,
+        fold=gather("fold", -1),
+        images=gather("images"),
+        score_sum=gather("score_sum"),
+        score_count=gather("score_count"),
+        counts=gather("counts"),
+        hist_fg=gather("hist_fg"),
+        hist_bg=gather("hist_bg"),
+        prob_sum=gather("prob_sum"),
+        curve_sum=gather("curve_sum"),
+        curve_count=gather("curve_count"),
+        low_bin_exact=all(p.low_bin_exact for p in parts),
+    )
 
 
-def load_patient_sums(path, *, smooth: float = 1.0, empty: EmptyRule = "one",
-                      config_ids: Sequence[str] | None = None, classes: Sequence[str] | None = None) -> PatientSums:
+def load_patient_sums(
+    path,
+    *,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+    config_ids: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+) -> PatientSums:
     """Return the per-patient sums of the case records under ``path`` (``leaderboard/cases.parquet``),
     read and summed one configuration at a time (all configurations, or ``config_ids``)."""
     present = sorted({cid for cid, _ in cases_present(path)})
@@ -578,9 +629,14 @@ def _quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.where(count > 0, result, np.nan)
 
 
-def bootstrap_interval(estimate: np.ndarray, boot: np.ndarray, jack: np.ndarray | None = None,
-                       jack_mask: np.ndarray | None = None, method: str = "bca",
-                       confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_interval(
+    estimate: np.ndarray,
+    boot: np.ndarray,
+    jack: np.ndarray | None = None,
+    jack_mask: np.ndarray | None = None,
+    method: str = "bca",
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the (low, high) bootstrap interval of every entry of ``estimate``.
 
     Args:
@@ -622,8 +678,9 @@ def _bca_levels(estimate, boot, jack, jack_mask, levels) -> np.ndarray:
     """(2, *S) BCa quantile levels; the percentile levels where the bias correction is infinite."""
     valid = ~np.isnan(boot)
     n_valid = valid.sum(axis=0)
-    below = (np.where(valid, boot < estimate, False).sum(axis=0)
-             + 0.5 * np.where(valid, boot == estimate, False).sum(axis=0))
+    below = np.where(valid, boot < estimate, False).sum(axis=0) + 0.5 * np.where(valid, boot == estimate, False).sum(
+        axis=0
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         share = below / n_valid
         z0 = special.ndtri(share)
@@ -631,8 +688,8 @@ def _bca_levels(estimate, boot, jack, jack_mask, levels) -> np.ndarray:
         n_jack = mask.sum(axis=0)
         mean = np.where(mask, jack, 0.0).sum(axis=0) / n_jack
         d = np.where(mask, mean - jack, 0.0)
-        spread = (d ** 2).sum(axis=0)
-        accel = np.where(spread > 0, (d ** 3).sum(axis=0) / (6.0 * spread ** 1.5), 0.0)
+        spread = (d**2).sum(axis=0)
+        accel = np.where(spread > 0, (d**3).sum(axis=0) / (6.0 * spread**1.5), 0.0)
         z = special.ndtri(levels).reshape(2, *([1] * estimate.ndim))
         adjusted = special.ndtr(z0 + (z0 + z) / (1 - accel * (z0 + z)))
     percentile = np.broadcast_to(levels.reshape(2, *([1] * estimate.ndim)), adjusted.shape)
@@ -663,8 +720,9 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 # Metric values of totals, and the shared bootstrap of every configuration
 
 
-def _metric_values(score_sum: np.ndarray, score_count: np.ndarray, counts: np.ndarray, empty: str,
-                   metrics: Sequence[str]) -> np.ndarray:
+def _metric_values(
+    score_sum: np.ndarray, score_count: np.ndarray, counts: np.ndarray, empty: str, metrics: Sequence[str]
+) -> np.ndarray:
     """(..., len(metrics), 1 + K) values: overall (mean over classes) then each class, from totals
     ``score_sum``/``score_count`` (..., K, M) and ``counts`` (..., K, 8)."""
     unknown = [m for m in metrics if m not in METRICS]
@@ -713,12 +771,17 @@ class MetricBootstrap:
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         """(low, high), each (C, metrics, 1 + K), by ``settings.method``."""
         mask = self.sums.validated.T[:, :, None, None]
-        return bootstrap_interval(self.estimate, self.boot, self.jack, mask, self.settings.method,
-                                  self.settings.confidence)
+        return bootstrap_interval(
+            self.estimate, self.boot, self.jack, mask, self.settings.method, self.settings.confidence
+        )
 
 
-def bootstrap_metrics(sums: PatientSums, settings: EvidenceSettings | None = None,
-                      metrics: Iterable[str] | None = None, weights: np.ndarray | None = None) -> MetricBootstrap:
+def bootstrap_metrics(
+    sums: PatientSums,
+    settings: EvidenceSettings | None = None,
+    metrics: Iterable[str] | None = None,
+    weights: np.ndarray | None = None,
+) -> MetricBootstrap:
     """Return every configuration's ``metrics`` on the data and on ``settings.resamples`` shared
     patient resamples (one weight matrix for all configurations), and their jackknife values.
 
@@ -755,9 +818,12 @@ def _test_train_ratio(k: int, test_train_ratio: float | None) -> float:
     return 1.0 / (k - 1) if test_train_ratio is None else float(test_train_ratio)
 
 
-def corrected_t_interval(values: Sequence[float] | np.ndarray, test_train_ratio: float | None = None,
-                         confidence: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
-                         ) -> tuple[float, float]:
+def corrected_t_interval(
+    values: Sequence[float] | np.ndarray,
+    test_train_ratio: float | None = None,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float]:
     """Return the corrected resampled t interval of a mean over k folds, clipped to ``bounds``.
 
     Nadeau & Bengio (Inference for the generalization error, Machine Learning 52, 2003, DOI
@@ -778,8 +844,9 @@ def corrected_t_interval(values: Sequence[float] | np.ndarray, test_train_ratio:
     return float(max(mean - half, bounds[0])), float(min(mean + half, bounds[1]))
 
 
-def corrected_paired_t(a, b, test_train_ratio: float | None = None, confidence: float = 0.95
-                       ) -> dict[str, float | np.ndarray]:
+def corrected_paired_t(
+    a, b, test_train_ratio: float | None = None, confidence: float = 0.95
+) -> dict[str, float | np.ndarray]:
     """Return the corrected resampled paired t-test of two configurations on the same k folds.
 
     Differences d_j = a_j - b_j; ``t = mean(d) / sqrt((1/k + n_test/n_train) s_d^2)`` on k - 1
@@ -798,15 +865,21 @@ def corrected_paired_t(a, b, test_train_ratio: float | None = None, confidence: 
         variance = (np.where(defined, d - mean[..., None], 0.0) ** 2).sum(axis=-1) / (k - 1)
         ratio = 1.0 / (k - 1) if test_train_ratio is None else float(test_train_ratio)
         se = np.sqrt((1.0 / k + ratio) * variance)
-        statistic = np.where(se > 0, mean / np.where(se > 0, se, 1.0),
-                             np.where(mean == 0, 0.0, np.copysign(np.inf, mean)))
+        statistic = np.where(
+            se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean == 0, 0.0, np.copysign(np.inf, mean))
+        )
         df = np.maximum(k - 1, 1)
         p_value = np.where(statistic == 0, 1.0, 2 * stats.t.sf(np.abs(statistic), df))
         half = stats.t.ppf((1 + confidence) / 2, df) * se
     few = k < 2
-    out = {"n_folds": k, "difference": np.where(k > 0, mean, np.nan), "ci_low": np.where(few, np.nan, mean - half),
-           "ci_high": np.where(few, np.nan, mean + half), "statistic": np.where(few, np.nan, statistic),
-           "p_value": np.where(few, np.nan, p_value)}
+    out = {
+        "n_folds": k,
+        "difference": np.where(k > 0, mean, np.nan),
+        "ci_low": np.where(few, np.nan, mean - half),
+        "ci_high": np.where(few, np.nan, mean + half),
+        "statistic": np.where(few, np.nan, statistic),
+        "p_value": np.where(few, np.nan, p_value),
+    }
     if d.ndim == 1:
         return {key: (int(v) if key == "n_folds" else float(v)) for key, v in out.items()}
     return out
@@ -861,8 +934,14 @@ def patient_intervals(boot: MetricBootstrap) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def fold_intervals(trials: pd.DataFrame, metrics: Iterable[str], *, n_folds: int | None = None,
-                   test_train_ratio: float | None = None, confidence: float = 0.95) -> pd.DataFrame:
+def fold_intervals(
+    trials: pd.DataFrame,
+    metrics: Iterable[str],
+    *,
+    n_folds: int | None = None,
+    test_train_ratio: float | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """Return the fold-level fallback interval of each configuration without case records.
 
     Per configuration of ``trials`` (one row per fold trial, as trials.parquet; rows with a
@@ -900,13 +979,23 @@ def _select(sums: PatientSums, picks: Sequence[int], keep: np.ndarray | None = N
         return x if keep is None else x * keep.reshape(1, -1, *([1] * (x.ndim - 2)))
 
     return PatientSums(
-        config_ids=tuple(sums.config_ids[i] for i in picks), patients=sums.patients, classes=sums.classes,
-        smooth=sums.smooth, empty=sums.empty,
+        config_ids=tuple(sums.config_ids[i] for i in picks),
+        patients=sums.patients,
+        classes=sums.classes,
+        smooth=sums.smooth,
+        empty=sums.empty,
         fold=sums.fold[picks] if keep is None else np.where(keep, sums.fold[picks], -1),
-        images=part(sums.images), score_sum=part(sums.score_sum), score_count=part(sums.score_count),
-        counts=part(sums.counts), hist_fg=part(sums.hist_fg), hist_bg=part(sums.hist_bg),
-        prob_sum=part(sums.prob_sum), curve_sum=part(sums.curve_sum), curve_count=part(sums.curve_count),
-        low_bin_exact=sums.low_bin_exact)
+        images=part(sums.images),
+        score_sum=part(sums.score_sum),
+        score_count=part(sums.score_count),
+        counts=part(sums.counts),
+        hist_fg=part(sums.hist_fg),
+        hist_bg=part(sums.hist_bg),
+        prob_sum=part(sums.prob_sum),
+        curve_sum=part(sums.curve_sum),
+        curve_count=part(sums.curve_count),
+        low_bin_exact=sums.low_bin_exact,
+    )
 
 
 def _pair_sums(sums: PatientSums, a: int, b: int, keep: np.ndarray | None = None) -> PatientSums:
@@ -921,8 +1010,15 @@ def _restricted(boot: MetricBootstrap, a: int, b: int) -> tuple[MetricBootstrap,
     common = sums.validated[a] & sums.validated[b]
     if np.array_equal(common, sums.validated[a]) and np.array_equal(common, sums.validated[b]):
         pick = [a, b]
-        return MetricBootstrap(_pair_sums(sums, a, b), boot.metrics, boot.weights, boot.estimate[pick],
-                               boot.boot[:, pick], boot.jack[:, pick], boot.settings), common
+        return MetricBootstrap(
+            _pair_sums(sums, a, b),
+            boot.metrics,
+            boot.weights,
+            boot.estimate[pick],
+            boot.boot[:, pick],
+            boot.jack[:, pick],
+            boot.settings,
+        ), common
     pair = _pair_sums(sums, a, b, common.astype(np.float64))
     return bootstrap_metrics(pair, boot.settings, boot.metrics, boot.weights), common
 
@@ -932,8 +1028,9 @@ def _difference_interval(pair: MetricBootstrap, common: np.ndarray) -> tuple[np.
     estimate = pair.estimate[0] - pair.estimate[1]
     boot = pair.boot[:, 0] - pair.boot[:, 1]
     jack = pair.jack[:, 0] - pair.jack[:, 1]
-    low, high = bootstrap_interval(estimate, boot, jack, common[:, None, None], pair.settings.method,
-                                   pair.settings.confidence)
+    low, high = bootstrap_interval(
+        estimate, boot, jack, common[:, None, None], pair.settings.method, pair.settings.confidence
+    )
     return estimate, low, high
 
 
@@ -957,7 +1054,7 @@ def _signed_rank_enumerated(x: np.ndarray) -> np.ndarray:
             continue
         ranks = stats.rankdata(np.abs(row))
         observed = ranks[row > 0].sum()
-        signs = (np.arange(2 ** n)[:, None] >> np.arange(n)[None]) & 1
+        signs = (np.arange(2**n)[:, None] >> np.arange(n)[None]) & 1
         null = signs @ ranks
         tolerance = 1e-9 * ranks.sum()
         upper = np.mean(null >= observed - tolerance)
@@ -1017,8 +1114,8 @@ def _wilcoxon(d: np.ndarray) -> np.ndarray:
 
 def _sign_flips(n_patients: int, resamples: int, seed: int) -> tuple[np.ndarray, bool]:
     """(R, P) 0/1 swap indicators and whether they enumerate every assignment (exact test)."""
-    if 2 ** n_patients <= resamples:
-        grid = (np.arange(2 ** n_patients)[:, None] >> np.arange(n_patients)[None]) & 1
+    if 2**n_patients <= resamples:
+        grid = (np.arange(2**n_patients)[:, None] >> np.arange(n_patients)[None]) & 1
         return grid.astype(np.float64), True
     rng = np.random.default_rng(seed)
     return rng.integers(0, 2, size=(resamples, n_patients)).astype(np.float64), False
@@ -1046,8 +1143,7 @@ def _permutation(pair: MetricBootstrap, common: np.ndarray, observed: np.ndarray
         shift = (flips @ delta.reshape(len(idx), -1)).reshape(flips.shape[0], *delta.shape[1:])
         totals_a.append(block[0].sum(axis=0) + shift)
         totals_b.append(block[1].sum(axis=0) - shift)
-    null = (_metric_values(*totals_a, sums.empty, pair.metrics)
-            - _metric_values(*totals_b, sums.empty, pair.metrics))
+    null = _metric_values(*totals_a, sums.empty, pair.metrics) - _metric_values(*totals_b, sums.empty, pair.metrics)
     tolerance = 1e-12 * np.maximum(np.abs(observed), 1e-300)
     extreme = (np.abs(null) >= np.abs(observed) - tolerance).sum(axis=0)
     if exact:
@@ -1055,12 +1151,25 @@ def _permutation(pair: MetricBootstrap, common: np.ndarray, observed: np.ndarray
     return (1.0 + extreme) / (flips.shape[0] + 1.0)
 
 
-_PAIR_COLUMNS = ("metric", "config_a", "config_b", "n_patients", "value_a", "value_b", "difference", "ci_low",
-                 "ci_high", "test", "p_value", "few_patients")
+_PAIR_COLUMNS = (
+    "metric",
+    "config_a",
+    "config_b",
+    "n_patients",
+    "value_a",
+    "value_b",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "test",
+    "p_value",
+    "few_patients",
+)
 
 
-def _pair_columns(boot: MetricBootstrap, a: int, b: int, keys: list[tuple[str, int, int]],
-                  scores: np.ndarray) -> dict[str, np.ndarray]:
+def _pair_columns(
+    boot: MetricBootstrap, a: int, b: int, keys: list[tuple[str, int, int]], scores: np.ndarray
+) -> dict[str, np.ndarray]:
     """Columns (one entry per key) of the paired comparison of configurations a and b, plus the
     positions ``_key``, ``_a``, ``_b`` used to order and group the rows. ``scores``: the two
     configurations' patient scores (2, P, metrics, 1 + K)."""
@@ -1075,9 +1184,18 @@ def _pair_columns(boot: MetricBootstrap, a: int, b: int, keys: list[tuple[str, i
     m = np.array([k[1] for k in keys])
     g = np.array([k[2] for k in keys])
     n = int(common.sum())
-    return {"_key": np.arange(len(keys)), "_a": np.full(len(keys), a), "_b": np.full(len(keys), b),
-            "n_patients": np.full(len(keys), n), "value_a": pair.estimate[0, m, g], "value_b": pair.estimate[1, m, g],
-            "difference": difference[m, g], "ci_low": low[m, g], "ci_high": high[m, g], "p_value": p[m, g]}
+    return {
+        "_key": np.arange(len(keys)),
+        "_a": np.full(len(keys), a),
+        "_b": np.full(len(keys), b),
+        "n_patients": np.full(len(keys), n),
+        "value_a": pair.estimate[0, m, g],
+        "value_b": pair.estimate[1, m, g],
+        "difference": difference[m, g],
+        "ci_low": low[m, g],
+        "ci_high": high[m, g],
+        "p_value": p[m, g],
+    }
 
 
 def _shared_pair_columns(boot: MetricBootstrap, pairs: list[tuple[int, int]], keys, scores) -> dict[str, np.ndarray]:
@@ -1097,10 +1215,18 @@ def _shared_pair_columns(boot: MetricBootstrap, pairs: list[tuple[int, int]], ke
     d = np.where(boot.sums.validated[a][:, :, None], d, np.nan)
     p = _wilcoxon(np.moveaxis(d, 1, -1))  # (pairs, keys)
     n_keys = len(keys)
-    return {"_key": np.tile(np.arange(n_keys), len(pairs)), "_a": np.repeat(a, n_keys), "_b": np.repeat(b, n_keys),
-            "n_patients": np.repeat(boot.sums.validated[a].sum(axis=1), n_keys),
-            "value_a": boot.estimate[a][:, m, g].ravel(), "value_b": boot.estimate[b][:, m, g].ravel(),
-            "difference": estimate.ravel(), "ci_low": low.ravel(), "ci_high": high.ravel(), "p_value": p.ravel()}
+    return {
+        "_key": np.tile(np.arange(n_keys), len(pairs)),
+        "_a": np.repeat(a, n_keys),
+        "_b": np.repeat(b, n_keys),
+        "n_patients": np.repeat(boot.sums.validated[a].sum(axis=1), n_keys),
+        "value_a": boot.estimate[a][:, m, g].ravel(),
+        "value_b": boot.estimate[b][:, m, g].ravel(),
+        "difference": estimate.ravel(),
+        "ci_low": low.ravel(),
+        "ci_high": high.ravel(),
+        "p_value": p.ravel(),
+    }
 
 
 def _pairs_frame(boot: MetricBootstrap, keys, blocks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -1110,11 +1236,16 @@ def _pairs_frame(boot: MetricBootstrap, keys, blocks: list[dict[str, np.ndarray]
     columns = {name: values[order] for name, values in columns.items()}
     ids = np.array(boot.sums.config_ids, dtype=object)
     names = np.array([k[0] for k in keys], dtype=object)
-    frame = pd.DataFrame({
-        "metric": names[columns["_key"]], "config_a": ids[columns["_a"]], "config_b": ids[columns["_b"]],
-        **{c: columns[c] for c in _PAIR_COLUMNS if c in columns},
-        "test": boot.settings.paired_test, "few_patients": columns["n_patients"] < boot.settings.min_patients,
-    })
+    frame = pd.DataFrame(
+        {
+            "metric": names[columns["_key"]],
+            "config_a": ids[columns["_a"]],
+            "config_b": ids[columns["_b"]],
+            **{c: columns[c] for c in _PAIR_COLUMNS if c in columns},
+            "test": boot.settings.paired_test,
+            "few_patients": columns["n_patients"] < boot.settings.min_patients,
+        }
+    )
     return frame[list(_PAIR_COLUMNS)]
 
 
@@ -1192,10 +1323,19 @@ def _indistinguishable(boot: MetricBootstrap, keys, table: pd.DataFrame | None) 
             with_best = (a == best) | (b == best)
             vs_best[np.where(a == best, b, a)[with_best]] = part["p_holm"].to_numpy()[with_best]
         is_best = np.arange(len(ids)) == best
-        frames.append(pd.DataFrame({
-            "metric": key, "config_id": list(ids), "value": values, "rank": ranks, "best": is_best,
-            "p_holm_vs_best": np.where(is_best, np.nan, vs_best),
-            "indistinguishable": is_best | (vs_best > boot.settings.alpha)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "metric": key,
+                    "config_id": list(ids),
+                    "value": values,
+                    "rank": ranks,
+                    "best": is_best,
+                    "p_holm_vs_best": np.where(is_best, np.nan, vs_best),
+                    "indistinguishable": is_best | (vs_best > boot.settings.alpha),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -1234,8 +1374,16 @@ def front_probability(boot: MetricBootstrap, x: str = "sensitivity", y: str = "p
     rows = []
     for g, group in enumerate(boot.groups):
         for c, cid in enumerate(boot.sums.config_ids):
-            rows.append({"config_id": cid, "class": group, x: boot.estimate[c, mx, g], y: boot.estimate[c, my, g],
-                         "on_front": bool(on_front[g, c]), "front_probability": probability[g, c]})
+            rows.append(
+                {
+                    "config_id": cid,
+                    "class": group,
+                    x: boot.estimate[c, mx, g],
+                    y: boot.estimate[c, my, g],
+                    "on_front": bool(on_front[g, c]),
+                    "front_probability": probability[g, c],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -1262,8 +1410,16 @@ def rank_distribution(boot: MetricBootstrap, keys: Iterable[str] = ("dice",)) ->
                 continue
             share = np.bincount(r, minlength=n + 1) / len(r)
             for rank in np.flatnonzero(share):
-                rows.append({"metric": key, "config_id": cid, "rank": int(rank), "probability": share[rank],
-                             "point_rank": point[c], "mean_rank": r.mean()})
+                rows.append(
+                    {
+                        "metric": key,
+                        "config_id": cid,
+                        "rank": int(rank),
+                        "probability": share[rank],
+                        "point_rank": point[c],
+                        "mean_rank": r.mean(),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -1291,8 +1447,9 @@ def average_precision(sensitivity: np.ndarray, precision: np.ndarray) -> np.ndar
     return (steps * np.nan_to_num(precision[..., :-1])).sum(axis=-1)
 
 
-def expected_calibration_error(hist_fg: np.ndarray, hist_bg: np.ndarray, prob_sum: np.ndarray | None = None
-                               ) -> np.ndarray:
+def expected_calibration_error(
+    hist_fg: np.ndarray, hist_bg: np.ndarray, prob_sum: np.ndarray | None = None
+) -> np.ndarray:
     """Return the expected calibration error of binned probabilities, along the last axis (bins).
 
     ``ECE = sum_b (n_b / N) |o_b - c_b|`` with n_b the pixels of bin b, o_b the share of them that
@@ -1347,8 +1504,9 @@ def _curve_values(curve_sum, curve_count, fg, bg, prob, empty: str) -> dict[str,
     zero = np.zeros((*fg.shape[:-1], 1))
     tp = np.concatenate([np.cumsum(fg[..., ::-1], axis=-1)[..., ::-1], zero], axis=-1)
     fp = np.concatenate([np.cumsum(bg[..., ::-1], axis=-1)[..., ::-1], zero], axis=-1)
-    pooled = confusion_scores(tp, fp, tp[..., :1] - tp, fp[..., :1] - fp, 0.0, empty,
-                              names=("sensitivity", "precision"))
+    pooled = confusion_scores(
+        tp, fp, tp[..., :1] - tp, fp[..., :1] - fp, 0.0, empty, names=("sensitivity", "precision")
+    )
     area = fg.sum(axis=-1)
     ap = np.where(area > 0, average_precision(pooled["sensitivity"], pooled["precision"]), np.nan)
     ece = expected_calibration_error(fg, bg, prob)
@@ -1401,8 +1559,9 @@ class CurveBootstrap:
         return (OVERALL, *self.sums.classes)
 
 
-def bootstrap_curves(sums: PatientSums, settings: EvidenceSettings | None = None,
-                     weights: np.ndarray | None = None) -> CurveBootstrap:
+def bootstrap_curves(
+    sums: PatientSums, settings: EvidenceSettings | None = None, weights: np.ndarray | None = None
+) -> CurveBootstrap:
     """Return every configuration's threshold curves and their summaries with intervals.
 
     One configuration at a time (its resampled histograms are the memory-heavy part), on the shared
@@ -1414,8 +1573,14 @@ def bootstrap_curves(sums: PatientSums, settings: EvidenceSettings | None = None
     if weights is None:
         weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
     targets = np.asarray(settings.matched_sensitivity, dtype=np.float64)
-    names = ("sensitivity", "precision", "pooled_sensitivity", "pooled_precision", "average_precision",
-             "calibration_error")
+    names = (
+        "sensitivity",
+        "precision",
+        "pooled_sensitivity",
+        "pooled_precision",
+        "average_precision",
+        "calibration_error",
+    )
     estimate = {n: [] for n in names}
     low = {n: [] for n in names}
     high = {n: [] for n in names}
@@ -1430,8 +1595,14 @@ def bootstrap_curves(sums: PatientSums, settings: EvidenceSettings | None = None
         jv = _curve_values(*jack_total, sums.empty)
         mask = sums.validated[c]
         for name in names:
-            lo, hi = bootstrap_interval(est[name], bv[name], jv[name], mask.reshape(-1, *([1] * est[name].ndim)),
-                                        settings.method, settings.confidence)
+            lo, hi = bootstrap_interval(
+                est[name],
+                bv[name],
+                jv[name],
+                mask.reshape(-1, *([1] * est[name].ndim)),
+                settings.method,
+                settings.confidence,
+            )
             estimate[name].append(est[name])
             low[name].append(lo)
             high[name].append(hi)
@@ -1443,11 +1614,22 @@ def bootstrap_curves(sums: PatientSums, settings: EvidenceSettings | None = None
             matched[curve]["jack"].append(_matched(jv[xs], jv[ys], targets)[0])
     stack = {n: np.stack(v) for n, v in estimate.items()}
     return CurveBootstrap(
-        sums=sums, settings=settings, estimate=stack, low={n: np.stack(v) for n, v in low.items()},
-        high={n: np.stack(v) for n, v in high.items()}, targets=targets,
-        matched={curve: {"estimate": np.stack(d["estimate"]), "threshold": np.stack(d["threshold"]),
-                         "boot": np.stack(d["boot"], axis=2), "jack": np.stack(d["jack"], axis=2)}
-                 for curve, d in matched.items()})  # matched boot (S, B, C, G), jack (S, P, C, G)
+        sums=sums,
+        settings=settings,
+        estimate=stack,
+        low={n: np.stack(v) for n, v in low.items()},
+        high={n: np.stack(v) for n, v in high.items()},
+        targets=targets,
+        matched={
+            curve: {
+                "estimate": np.stack(d["estimate"]),
+                "threshold": np.stack(d["threshold"]),
+                "boot": np.stack(d["boot"], axis=2),
+                "jack": np.stack(d["jack"], axis=2),
+            }
+            for curve, d in matched.items()
+        },
+    )  # matched boot (S, B, C, G), jack (S, P, C, G)
 
 
 def threshold_curves(curves: CurveBootstrap) -> pd.DataFrame:
@@ -1518,10 +1700,20 @@ def reliability_curves(sums: PatientSums) -> pd.DataFrame:
     groups = (OVERALL, *sums.classes)
     for c, cid in enumerate(sums.config_ids):
         for g, group in enumerate(groups):
-            frames.append(pd.DataFrame({
-                "config_id": cid, "class": group, "bin": np.arange(n_bins), "bin_low": np.arange(n_bins) / n_bins,
-                "bin_high": (np.arange(n_bins) + 1) / n_bins, "confidence": confidence[c, g],
-                "observed": observed[c, g], "pixels": pixels[c, g].astype(np.int64)}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "config_id": cid,
+                        "class": group,
+                        "bin": np.arange(n_bins),
+                        "bin_low": np.arange(n_bins) / n_bins,
+                        "bin_high": (np.arange(n_bins) + 1) / n_bins,
+                        "confidence": confidence[c, g],
+                        "observed": observed[c, g],
+                        "pixels": pixels[c, g].astype(np.int64),
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -1560,14 +1752,23 @@ def matched_precision(curves: CurveBootstrap, curve: str = "per_image") -> pd.Da
         for s, target in enumerate(curves.targets):
             for g, group in enumerate(curves.groups):
                 t = thr[c, s, g]
-                rows.append({
-                    "config_id": cid, "class": group, "curve": curve, "target_sensitivity": target,
-                    "threshold": thresholds[t] if t >= 0 else np.nan,
-                    x_name: curves.estimate[x_name][c, g, t] if t >= 0 else np.nan,
-                    y_name: est[c, s, g], f"{y_name}_ci_low": low[c, s, g], f"{y_name}_ci_high": high[c, s, g],
-                    "best": bool(best[s, g] == c), "difference": diff_est[c, s, g],
-                    "difference_ci_low": dlow[c, s, g], "difference_ci_high": dhigh[c, s, g],
-                })
+                rows.append(
+                    {
+                        "config_id": cid,
+                        "class": group,
+                        "curve": curve,
+                        "target_sensitivity": target,
+                        "threshold": thresholds[t] if t >= 0 else np.nan,
+                        x_name: curves.estimate[x_name][c, g, t] if t >= 0 else np.nan,
+                        y_name: est[c, s, g],
+                        f"{y_name}_ci_low": low[c, s, g],
+                        f"{y_name}_ci_high": high[c, s, g],
+                        "best": bool(best[s, g] == c),
+                        "difference": diff_est[c, s, g],
+                        "difference_ci_low": dlow[c, s, g],
+                        "difference_ci_high": dhigh[c, s, g],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -1589,9 +1790,14 @@ class OperatingPoint:
     precision_ci_high: float = math.nan
 
 
-def operating_point(curves: CurveBootstrap, *, min_sensitivity: float | None = None,
-                    min_precision: float | None = None, group: str = OVERALL, curve: str = "per_image"
-                    ) -> OperatingPoint:
+def operating_point(
+    curves: CurveBootstrap,
+    *,
+    min_sensitivity: float | None = None,
+    min_precision: float | None = None,
+    group: str = OVERALL,
+    curve: str = "per_image",
+) -> OperatingPoint:
     """Return the best (configuration, threshold) pair whose interval clears a floor, or why none does.
 
     With ``min_sensitivity``: among all configurations and grid thresholds whose sensitivity's
@@ -1618,25 +1824,36 @@ def operating_point(curves: CurveBootstrap, *, min_sensitivity: float | None = N
     feasible = np.nan_to_num(bound, nan=-np.inf) >= floor
     if not feasible.any():
         c, t = np.unravel_index(np.argmax(np.nan_to_num(bound, nan=-np.inf)), bound.shape)
-        reason = (f"no configuration and threshold has a {what} lower bound >= {floor:g}; the highest is "
-                  f"{bound[c, t]:.4f} ({curves.sums.config_ids[c]} at threshold {curves.sums.thresholds[t]:g})")
+        reason = (
+            f"no configuration and threshold has a {what} lower bound >= {floor:g}; the highest is "
+            f"{bound[c, t]:.4f} ({curves.sums.config_ids[c]} at threshold {curves.sums.thresholds[t]:g})"
+        )
         return OperatingPoint(found=False, reason=reason, group=group, curve=curve)
     thresholds = np.broadcast_to(curves.sums.thresholds, goal.shape)
     # lexicographic: goal, then the other metric, then the threshold; infeasible pairs last
-    order = np.lexsort((thresholds[feasible], np.nan_to_num(other[feasible], nan=-np.inf),
-                        np.nan_to_num(goal[feasible], nan=-np.inf)))
+    order = np.lexsort(
+        (thresholds[feasible], np.nan_to_num(other[feasible], nan=-np.inf), np.nan_to_num(goal[feasible], nan=-np.inf))
+    )
     c, t = (idx[order[-1]] for idx in np.nonzero(feasible))
     return OperatingPoint(
-        found=True, reason=f"most {'precise' if what == 'sensitivity' else 'sensitive'} pair with {what} "
-        f"lower bound >= {floor:g}", config_id=curves.sums.config_ids[c], group=group, curve=curve,
-        threshold=float(curves.sums.thresholds[t]), sensitivity=float(sens[c, t]),
-        sensitivity_ci_low=float(sens_low[c, t]), sensitivity_ci_high=float(curves.high[x_name][c, g, t]),
-        precision=float(prec[c, t]), precision_ci_low=float(prec_low[c, t]),
-        precision_ci_high=float(curves.high[y_name][c, g, t]))
+        found=True,
+        reason=f"most {'precise' if what == 'sensitivity' else 'sensitive'} pair with {what} lower bound >= {floor:g}",
+        config_id=curves.sums.config_ids[c],
+        group=group,
+        curve=curve,
+        threshold=float(curves.sums.thresholds[t]),
+        sensitivity=float(sens[c, t]),
+        sensitivity_ci_low=float(sens_low[c, t]),
+        sensitivity_ci_high=float(curves.high[x_name][c, g, t]),
+        precision=float(prec[c, t]),
+        precision_ci_low=float(prec_low[c, t]),
+        precision_ci_high=float(curves.high[y_name][c, g, t]),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # One call per consumer: the leaderboard, `sweeper compare`, `sweeper pareto` and the report
+
 
 def _as_sums(cases, smooth: float, empty: str, config_ids: Sequence[str] | None = None) -> PatientSums:
     """Per-patient sums of ``cases``: a ``cases.parquet`` path, records (Arrow or pandas) or sums."""
@@ -1660,9 +1877,16 @@ def _covered(sums: PatientSums, trials: pd.DataFrame | None) -> list[str]:
     return covered
 
 
-def interval_table(cases, settings: EvidenceSettings | None = None, *, trials: pd.DataFrame | None = None,
-                   metrics: Iterable[str] | None = None, n_folds: int | None = None, smooth: float = 1.0,
-                   empty: EmptyRule = "one") -> pd.DataFrame:
+def interval_table(
+    cases,
+    settings: EvidenceSettings | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    metrics: Iterable[str] | None = None,
+    n_folds: int | None = None,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+) -> pd.DataFrame:
     """Return every configuration's value and interval of every metric, saying which interval it is.
 
     Configurations whose case records cover all their finished folds get the patient bootstrap
@@ -1685,7 +1909,11 @@ def interval_table(cases, settings: EvidenceSettings | None = None, *, trials: p
     if trials is not None:
         rest = trials[~trials["config_id"].isin(covered)]
         if len(rest):
-            keys = [c for c in rest.columns if c.partition(".")[0] in METRICS and not c.endswith(("_std", "_ci_low", "_ci_high"))]
+            keys = [
+                c
+                for c in rest.columns
+                if c.partition(".")[0] in METRICS and not c.endswith(("_std", "_ci_low", "_ci_high"))
+            ]
             if metrics is not None:
                 keys = [k for k in keys if k.partition(".")[0] in set(metrics)]
             frames.append(fold_intervals(rest, keys, n_folds=n_folds, confidence=settings.confidence))
@@ -1699,8 +1927,9 @@ def _resolve(names: Sequence[str], key: str) -> str:
     return matches[0]
 
 
-def _fold_comparison(trials: pd.DataFrame, a: str, b: str, keys: Sequence[str], n_folds: int | None,
-                     confidence: float) -> pd.DataFrame:
+def _fold_comparison(
+    trials: pd.DataFrame, a: str, b: str, keys: Sequence[str], n_folds: int | None, confidence: float
+) -> pd.DataFrame:
     """The fold-level fallback of a paired comparison: Nadeau-Bengio's corrected paired t on the
     folds both configurations finished."""
     done = trials[trials["status"] == "finished"] if "status" in trials else trials
@@ -1712,17 +1941,38 @@ def _fold_comparison(trials: pd.DataFrame, a: str, b: str, keys: Sequence[str], 
     for key in keys:
         va, vb = left.loc[folds, key].to_numpy(float), right.loc[folds, key].to_numpy(float)
         test = corrected_paired_t(va, vb, 1.0 / (split - 1), confidence)
-        rows.append({"metric": key, "config_a": a, "config_b": b, "n_patients": np.nan,
-                     "value_a": float(np.nanmean(va)) if len(va) else np.nan,
-                     "value_b": float(np.nanmean(vb)) if len(vb) else np.nan, "difference": test["difference"],
-                     "ci_low": test["ci_low"], "ci_high": test["ci_high"], "test": "fold_corrected_t",
-                     "p_value": test["p_value"], "few_patients": False, "n_folds": len(folds)})
+        rows.append(
+            {
+                "metric": key,
+                "config_a": a,
+                "config_b": b,
+                "n_patients": np.nan,
+                "value_a": float(np.nanmean(va)) if len(va) else np.nan,
+                "value_b": float(np.nanmean(vb)) if len(vb) else np.nan,
+                "difference": test["difference"],
+                "ci_low": test["ci_low"],
+                "ci_high": test["ci_high"],
+                "test": "fold_corrected_t",
+                "p_value": test["p_value"],
+                "few_patients": False,
+                "n_folds": len(folds),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def comparison_table(cases, a: str, b: str, keys: Iterable[str] = ("dice",),
-                     settings: EvidenceSettings | None = None, *, trials: pd.DataFrame | None = None,
-                     n_folds: int | None = None, smooth: float = 1.0, empty: EmptyRule = "one") -> pd.DataFrame:
+def comparison_table(
+    cases,
+    a: str,
+    b: str,
+    keys: Iterable[str] = ("dice",),
+    settings: EvidenceSettings | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    n_folds: int | None = None,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+) -> pd.DataFrame:
     """Return ``sweeper compare SWEEP A B``'s table: the patient-level paired comparison
     (:func:`compare_pair`) when both configurations' case records cover their finished folds, else
     the fold-level fallback (``test`` "fold_corrected_t": Nadeau-Bengio's corrected paired t on the
@@ -1746,8 +1996,14 @@ def comparison_table(cases, a: str, b: str, keys: Iterable[str] = ("dice",),
     return _fold_comparison(trials, _resolve(ids, a), _resolve(ids, b), keys, n_folds, settings.confidence)
 
 
-def comparison_all_tables(cases, keys: Iterable[str] = ("dice",), settings: EvidenceSettings | None = None, *,
-                          smooth: float = 1.0, empty: EmptyRule = "one") -> tuple[pd.DataFrame, pd.DataFrame]:
+def comparison_all_tables(
+    cases,
+    keys: Iterable[str] = ("dice",),
+    settings: EvidenceSettings | None = None,
+    *,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``sweeper compare SWEEP --all``'s tables (:func:`compare_all`) over the configurations
     with case records: every pair with Holm-adjusted p-values, and the set not distinguishable
     from the best."""
@@ -1756,10 +2012,18 @@ def comparison_all_tables(cases, keys: Iterable[str] = ("dice",), settings: Evid
     return compare_all(bootstrap_metrics(_as_sums(cases, smooth, empty), settings, metrics), keys)
 
 
-def pareto_tables(cases, settings: EvidenceSettings | None = None, *, x: str = "sensitivity",
-                  y: str = "precision", min_sensitivity: float | None = None, min_precision: float | None = None,
-                  group: str = OVERALL, smooth: float = 1.0, empty: EmptyRule = "one"
-                  ) -> tuple[pd.DataFrame, OperatingPoint | None]:
+def pareto_tables(
+    cases,
+    settings: EvidenceSettings | None = None,
+    *,
+    x: str = "sensitivity",
+    y: str = "precision",
+    min_sensitivity: float | None = None,
+    min_precision: float | None = None,
+    group: str = OVERALL,
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+) -> tuple[pd.DataFrame, OperatingPoint | None]:
     """Return ``sweeper pareto``'s evidence: the front probabilities (:func:`front_probability`)
     and, with a floor, the operating point (:func:`operating_point`; curves of the per-image
     metrics, or of the pooled ones when x is ``pooled_sensitivity``)."""
@@ -1770,14 +2034,26 @@ def pareto_tables(cases, settings: EvidenceSettings | None = None, *, x: str = "
     if min_sensitivity is None and min_precision is None:
         return front, None
     curve = "pooled" if x.startswith("pooled_") else "per_image"
-    point = operating_point(bootstrap_curves(sums, settings, weights), min_sensitivity=min_sensitivity,
-                            min_precision=min_precision, group=group, curve=curve)
+    point = operating_point(
+        bootstrap_curves(sums, settings, weights),
+        min_sensitivity=min_sensitivity,
+        min_precision=min_precision,
+        group=group,
+        curve=curve,
+    )
     return front, point
 
 
-def report_tables(cases, settings: EvidenceSettings | None = None, *, keys: Iterable[str] = ("dice",),
-                  x: str = "sensitivity", y: str = "precision", smooth: float = 1.0,
-                  empty: EmptyRule = "one") -> dict[str, pd.DataFrame]:
+def report_tables(
+    cases,
+    settings: EvidenceSettings | None = None,
+    *,
+    keys: Iterable[str] = ("dice",),
+    x: str = "sensitivity",
+    y: str = "precision",
+    smooth: float = 1.0,
+    empty: EmptyRule = "one",
+) -> dict[str, pd.DataFrame]:
     """Return every table the report draws, all from one set of patient resamples: ``intervals``,
     ``front``, ``ranks`` (of ``keys``), ``comparisons`` and ``indistinguishable`` (compare-all of
     ``keys``), ``curves``, ``curve_summary``, ``reliability``, ``matched`` (per-image and pooled)."""
@@ -1789,9 +2065,13 @@ def report_tables(cases, settings: EvidenceSettings | None = None, *, keys: Iter
     keys = list(keys)
     comparisons, indistinguishable = compare_all(boot, keys)
     return {
-        "intervals": patient_intervals(boot), "front": front_probability(boot, x, y),
-        "ranks": rank_distribution(boot, keys), "comparisons": comparisons, "indistinguishable": indistinguishable,
-        "curves": threshold_curves(curves), "curve_summary": curve_summary(curves),
+        "intervals": patient_intervals(boot),
+        "front": front_probability(boot, x, y),
+        "ranks": rank_distribution(boot, keys),
+        "comparisons": comparisons,
+        "indistinguishable": indistinguishable,
+        "curves": threshold_curves(curves),
+        "curve_summary": curve_summary(curves),
         "reliability": reliability_curves(sums),
         "matched": pd.concat([matched_precision(curves, c) for c in CURVES], ignore_index=True),
     }

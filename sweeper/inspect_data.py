@@ -32,8 +32,12 @@ def _calf(areas: Sequence[float]) -> dict[str, Any]:
     if not positive:
         return {"n_slices": 0, "skewness": math.nan, "kurtosis": math.nan, "transform": None}
     skewness, kurtosis = calf_statistics(positive)
-    return {"n_slices": len(positive), "skewness": skewness, "kurtosis": kurtosis,
-            "transform": select_calf_transform(skewness, kurtosis)}
+    return {
+        "n_slices": len(positive),
+        "skewness": skewness,
+        "kurtosis": kurtosis,
+        "transform": select_calf_transform(skewness, kurtosis),
+    }
 
 
 def inspect_dataset(cache_dir: str | Path) -> dict[str, Any]:
@@ -62,15 +66,21 @@ def inspect_dataset(cache_dir: str | Path) -> dict[str, Any]:
     present = index[[f"has_{c}" for c in classes]].to_numpy(dtype=bool)
     scans = index.drop_duplicates("scan")
     sizes = (scans["height"].astype(str) + "x" + scans["width"].astype(str)).value_counts()
-    spacing_h = index["source_spacing_h"] if "source_spacing_h" in index else index["spacing_h"] * size / index["height"]
+    spacing_h = (
+        index["source_spacing_h"] if "source_spacing_h" in index else index["spacing_h"] * size / index["height"]
+    )
     spacing_w = index["source_spacing_w"] if "source_spacing_w" in index else index["spacing_w"] * size / index["width"]
     patient = index["patient"] if "patient" in index else "case" + index["case"].astype(str)
     train_only = info.get("train_only_fold")
     folds = {}
     for fold, rows in index.assign(patient=patient).groupby("fold"):
         ids = sorted(rows["patient"].unique().tolist())
-        folds[int(fold)] = {"patients": len(ids), "slices": len(rows), "patient_ids": ids,
-                            "train_only": train_only is not None and int(fold) == int(train_only)}
+        folds[int(fold)] = {
+            "patients": len(ids),
+            "slices": len(rows),
+            "patient_ids": ids,
+            "train_only": train_only is not None and int(fold) == int(train_only),
+        }
     return {
         "cache_dir": str(cache_dir),
         "format": info.get("format", "uwmgi"),
@@ -90,14 +100,18 @@ def inspect_dataset(cache_dir: str | Path) -> dict[str, Any]:
             "z": _summary(index["spacing_z"].to_numpy(dtype=np.float64)) if "spacing_z" in index else None,
         },
         "prevalence": {
-            c: {"slices": float(present[:, i].mean()) if n else 0.0,
-                "pixels": float(areas[:, i].sum() / (n * size * size)) if n else 0.0}
+            c: {
+                "slices": float(present[:, i].mean()) if n else 0.0,
+                "pixels": float(areas[:, i].sum() / (n * size * size)) if n else 0.0,
+            }
             for i, c in enumerate(classes)
         },
         "empty_slices": float((~present.any(axis=1)).mean()) if n else 0.0,
         "folds": folds,
-        "calf": {**{c: _calf(areas[:, i].tolist()) for i, c in enumerate(classes)},
-                 "all": _calf(areas.sum(axis=1).tolist())},
+        "calf": {
+            **{c: _calf(areas[:, i].tolist()) for i, c in enumerate(classes)},
+            "all": _calf(areas.sum(axis=1).tolist()),
+        },
     }
 
 
@@ -129,8 +143,10 @@ def format_inspection(d: dict[str, Any]) -> str:
         prev = d["prevalence"].get(name)
         slices = f"{100 * prev['slices']:9.2f}" if prev else f"{100 * (1 - d['empty_slices']):9.2f}"
         pixels = f"{100 * prev['pixels']:9.3f}" if prev else " " * 9
-        lines.append(f"{name:<20} {slices} {pixels} {calf['n_slices']:>7} {calf['skewness']:>8.3f} "
-                     f"{calf['kurtosis']:>8.3f}  {calf['transform'] or '-'}")
+        lines.append(
+            f"{name:<20} {slices} {pixels} {calf['n_slices']:>7} {calf['skewness']:>8.3f} "
+            f"{calf['kurtosis']:>8.3f}  {calf['transform'] or '-'}"
+        )
     lines += ["", "folds (patient-grouped):"]
     for fold, f in sorted(d["folds"].items()):
         shown = ", ".join(f["patient_ids"][:8]) + (" ..." if len(f["patient_ids"]) > 8 else "")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from sweeper.cache_transport import CacheVia, fold_trainable, resolve_cache_via
 from sweeper.paths import TUNE_NAME, SweepPaths
@@ -56,14 +55,22 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
     data = spec.data
     root = Path(data.root) if data.root else paths.data
     return prepare_dataset_cache(
-        data.format, root, paths.cache, image_size=data.image_size, n_folds=data.folds, fold_seed=data.fold_seed,
-        classes=tuple(data.classes), label_mode=data.label_mode, options=data.format_options(),
-        label_values=data.label_values, intensity=data.intensity.mode, window=data.intensity.window,
-        clip_percentiles=data.intensity.clip_percentiles, target_spacing=data.target_spacing,
+        data.format,
+        root,
+        paths.cache,
+        image_size=data.image_size,
+        n_folds=data.folds,
+        fold_seed=data.fold_seed,
+        classes=tuple(data.classes),
+        label_mode=data.label_mode,
+        options=data.format_options(),
+        label_values=data.label_values,
+        intensity=data.intensity.mode,
+        window=data.intensity.window,
+        clip_percentiles=data.intensity.clip_percentiles,
+        target_spacing=data.target_spacing,
         split=data.split_file,
     )
-
-
 
 
 def _tracking_uri(spec: SweepSpec, paths: SweepPaths) -> tuple[str, str | None]:
@@ -99,15 +106,26 @@ def tune_config(spec: SweepSpec, searcher):
     """
     from ray import tune
 
-    return tune.TuneConfig(search_alg=searcher, num_samples=-1,
-                           max_concurrent_trials=spec.resources.max_concurrent,
-                           reuse_actors=spec.resources.reuse_actors,
-                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+    return tune.TuneConfig(
+        search_alg=searcher,
+        num_samples=-1,
+        max_concurrent_trials=spec.resources.max_concurrent,
+        reuse_actors=spec.resources.reuse_actors,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_name,
+    )
 
 
-def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = False,
-           address: str | None = None, storage: str | None = None, cache_via: CacheVia = "auto",
-           callbacks: list | None = None) -> SweepPaths:
+def launch(
+    spec: SweepSpec,
+    results: str | Path = "results",
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    storage: str | None = None,
+    cache_via: CacheVia = "auto",
+    callbacks: list | None = None,
+) -> SweepPaths:
     """Runs (or resumes) the sweep to the end and exports its Pareto fronts; returns its folders.
 
     Args:
@@ -129,8 +147,9 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
             starts), or stayed down through the end of the sweep (README "When things break").
     """
     if address and address.startswith("ray://"):
-        return launch_through_client(spec, results, resume=resume, address=address, storage=storage,
-                                     cache_via=cache_via)
+        return launch_through_client(
+            spec, results, resume=resume, address=address, storage=storage, cache_via=cache_via
+        )
     from ray import tune
 
     from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
@@ -159,18 +178,26 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
     try:
         cache_dir = prepare_data(spec, paths)
     except (OSError, ValueError, KeyError) as err:  # a data set problem, named by the reader: before Ray starts
-        raise BadInputError(f"data ({spec.data.format} at {spec.data.root or paths.data}): "
-                            f"{str(err).strip(chr(34))}") from err
+        raise BadInputError(
+            f"data ({spec.data.format} at {spec.data.root or paths.data}): {str(err).strip(chr(34))}"
+        ) from err
     folds = spec.data.folds_to_run
     started_ray = start_or_join_ray(address)
     try:
         trainable = _trainable(spec, cache_dir, resolve_cache_via(cache_via, paths))
         if started and tune.Tuner.can_restore(paths.tune_path):
-            tuner = tune.Tuner.restore(paths.tune_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+            tuner = tune.Tuner.restore(
+                paths.tune_path,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+            )
             if callbacks:  # restored callbacks come from the saved experiment; add this run's extra ones
-                tuner._local_tuner._run_config.callbacks = [*(tuner._local_tuner._run_config.callbacks or []),
-                                                            *callbacks]
+                tuner._local_tuner._run_config.callbacks = [
+                    *(tuner._local_tuner._run_config.callbacks or []),
+                    *callbacks,
+                ]
         else:
             searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
             tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
@@ -180,8 +207,12 @@ def launch(spec: SweepSpec, results: str | Path = "results", *, resume: bool = F
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
-                    callbacks=[tracker, LeaderboardCallback(paths.sweep), ProgressCallback(spec.planned_fold_trials()),
-                               *(callbacks or [])],
+                    callbacks=[
+                        tracker,
+                        LeaderboardCallback(paths.sweep),
+                        ProgressCallback(spec.planned_fold_trials()),
+                        *(callbacks or []),
+                    ],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     verbose=0,  # ProgressCallback prints one line per ended trial instead of Tune's tables

@@ -31,11 +31,31 @@ from trainables.contract import BEST_PREFIX, TrialConfig
 #: identity columns of the tables, each named once: a configuration's identity (TrialConfig's), then the fold
 #: trial's bookkeeping; configs.parquet adds the fold counts
 CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
-    "config_id", "fold", "arch", "encoder", "loss", "loss_params", "roi_ratio", "loss_detail")
+    "config_id",
+    "fold",
+    "arch",
+    "encoder",
+    "loss",
+    "loss_params",
+    "roi_ratio",
+    "loss_detail",
+)
 STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
 N_FOLDS, N_FAILED = "n_folds", "n_failed"
-IDENTITY_COLUMNS = [CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL,
-                    STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR]
+IDENTITY_COLUMNS = [
+    CONFIG_ID,
+    FOLD,
+    ARCH,
+    ENCODER,
+    LOSS,
+    LOSS_PARAMS,
+    ROI_RATIO,
+    LOSS_DETAIL,
+    STATUS,
+    BEST_EPOCH,
+    EPOCHS_DONE,
+    ERROR,
+]
 CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
@@ -71,7 +91,7 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first."""
     metrics = metric_columns(trials)
     rows = []
-    for cid, group in trials.groupby(CONFIG_ID, sort=False):
+    for _, group in trials.groupby(CONFIG_ID, sort=False):
         done = group[group[STATUS] == FINISHED]
         row = group.iloc[0][CONFIG_IDENTITY].to_dict()
         row[LOSS_DETAIL] = ";".join(sorted(set(group[LOSS_DETAIL]) - {""}))  # CALF may choose per fold
@@ -83,8 +103,12 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(values.to_numpy())
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=CONFIG_IDENTITY + [N_FOLDS, N_FAILED]
-                         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))])
+    frame = pd.DataFrame(
+        rows,
+        columns=CONFIG_IDENTITY
+        + [N_FOLDS, N_FAILED]
+        + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))],
+    )
     if "dice" in frame:
         frame = frame.sort_values("dice", ascending=False, na_position="last", kind="stable")
     return frame.reset_index(drop=True)
@@ -95,8 +119,10 @@ def resolve_config(trials: pd.DataFrame, key: str) -> str:
     ids = sorted(set(trials[CONFIG_ID]))
     matches = [c for c in ids if c.startswith(key)]
     if len(matches) != 1:
-        raise KeyError(f"{key!r} matches {len(matches)} configurations; give a config_id from "
-                       f"`sweeper leaderboard` (known: {ids[:10]}{' ...' if len(ids) > 10 else ''})")
+        raise KeyError(
+            f"{key!r} matches {len(matches)} configurations; give a config_id from "
+            f"`sweeper leaderboard` (known: {ids[:10]}{' ...' if len(ids) > 10 else ''})"
+        )
     return matches[0]
 
 
@@ -116,8 +142,9 @@ def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) ->
     unknown = [m for m in metrics if m not in trials.columns]
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown}; columns of trials.parquet: {metric_columns(trials)}")
-    rows = [asdict(paired_comparison(m, left.loc[folds, m].to_numpy(), right.loc[folds, m].to_numpy()))
-            for m in metrics]
+    rows = [
+        asdict(paired_comparison(m, left.loc[folds, m].to_numpy(), right.loc[folds, m].to_numpy())) for m in metrics
+    ]
     return pd.DataFrame(rows)
 
 
@@ -148,8 +175,10 @@ def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
 
 def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {path.parent.parent} a sweep folder "
-                                "(results/<sweep name>) with at least one ended trial?")
+        raise FileNotFoundError(
+            f"{path} not found: is {path.parent.parent} a sweep folder "
+            "(results/<sweep name>) with at least one ended trial?"
+        )
     return pd.read_parquet(path)
 
 
@@ -176,8 +205,11 @@ class LeaderboardWriter:
         self._record(trial_row(TrialConfig.from_dict(trial.config), trial.last_result, FINISHED))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._record(trial_row(TrialConfig.from_dict(trial.config), trial.last_result, FAILED,
-                               error=trial_error_text(trial)[-2000:]))
+        self._record(
+            trial_row(
+                TrialConfig.from_dict(trial.config), trial.last_result, FAILED, error=trial_error_text(trial)[-2000:]
+            )
+        )
 
 
 def trial_error_text(trial) -> str:

@@ -54,8 +54,11 @@ def axis_columns(class_name: str | None) -> tuple[str, str]:
 
 def _classes(configs: pd.DataFrame) -> list[str]:
     prefix = X_METRIC + "."
-    return sorted(c[len(prefix):] for c in configs.columns
-                  if c.startswith(prefix) and not c.endswith(("_std", "_ci_low", "_ci_high")))
+    return sorted(
+        c[len(prefix) :]
+        for c in configs.columns
+        if c.startswith(prefix) and not c.endswith(("_std", "_ci_low", "_ci_high"))
+    )
 
 
 def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.DataFrame:
@@ -67,8 +70,7 @@ def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.Dat
     missing = [c for c in (x, y) if c not in configs.columns]
     if missing:
         raise KeyError(f"the leaderboard has no column {missing}; classes in this sweep: {_classes(configs)}")
-    extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high")
-             if c in configs.columns]
+    extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high") if c in configs.columns]
     extra += [c for c in ("dice", N_FOLDS) if c in configs.columns and c not in (x, y)]
     identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
     table = configs[identity + [x, y] + extra].copy()
@@ -108,8 +110,13 @@ class OperatingPoint:
     best_available: float
 
 
-def operating_point(configs: pd.DataFrame, *, min_sensitivity: float | None = None,
-                    min_precision: float | None = None, class_name: str | None = None) -> OperatingPoint:
+def operating_point(
+    configs: pd.DataFrame,
+    *,
+    min_sensitivity: float | None = None,
+    min_precision: float | None = None,
+    class_name: str | None = None,
+) -> OperatingPoint:
     """Returns the configuration with the highest precision among those with sensitivity >= floor
     (or the highest sensitivity under a precision floor), on fold means; ties broken by dice."""
     if (min_sensitivity is None) == (min_precision is None):
@@ -128,8 +135,9 @@ def operating_point(configs: pd.DataFrame, *, min_sensitivity: float | None = No
     return OperatingPoint(constraint, row, best_available)
 
 
-def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None
-                  ) -> tuple[Path, Path, pd.DataFrame]:
+def export_pareto(
+    sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None
+) -> tuple[Path, Path, pd.DataFrame]:
     """Writes the front as CSV and Parquet (front rows), a PNG and an SVG of all configurations with 95%
     interval error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
 
@@ -142,10 +150,15 @@ def export_pareto(sweep_dir: str | Path, class_name: str | None = None, out: str
     front = table[table["on_front"]].drop(columns="on_front")
     front.to_csv(csv_path, index=False)
     front.to_parquet(csv_path.with_suffix(".parquet"), index=False)
-    summary = {"class": class_name, "axes": list(axis_columns(class_name)),
-               "hypervolume": front_hypervolume(table, class_name), "reference_point": list(HYPERVOLUME_REFERENCE),
-               "n_configurations": len(table), "n_front": int(table["on_front"].sum()),
-               "n_within_noise": int((table["front_status"] == WITHIN_NOISE).sum())}
+    summary = {
+        "class": class_name,
+        "axes": list(axis_columns(class_name)),
+        "hypervolume": front_hypervolume(table, class_name),
+        "reference_point": list(HYPERVOLUME_REFERENCE),
+        "n_configurations": len(table),
+        "n_front": int(table["on_front"].sum()),
+        "n_within_noise": int((table["front_status"] == WITHIN_NOISE).sum()),
+    }
     csv_path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     png_path = csv_path.with_suffix(".png")
     plot_front(table, class_name, png_path)
@@ -180,8 +193,9 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
         xerr = _errors(group, x)
         yerr = _errors(group, y)
         marker_face = ["none" if s == DOMINATED else None for s in group["front_status"]]
-        points = ax.errorbar(group[x], group[y], xerr=xerr, yerr=yerr, fmt="o", ms=6, capsize=2, alpha=0.85,
-                             label=loss, elinewidth=0.8)
+        points = ax.errorbar(
+            group[x], group[y], xerr=xerr, yerr=yerr, fmt="o", ms=6, capsize=2, alpha=0.85, label=loss, elinewidth=0.8
+        )
         if any(face == "none" for face in marker_face):
             points[0].set_markerfacecolor("none")
     front = table[table["on_front"]].sort_values(x)

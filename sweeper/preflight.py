@@ -57,8 +57,14 @@ def _check_adapter(data: DataSpec) -> list[str]:
     # a generated data set goes to the sweep's folder, not known yet; such an adapter's preflight reads no files
     root = Path(data.root).expanduser() if data.root is not None else Path("data")
     try:
-        adapter = build_adapter(data.format, root, data.options, classes=data.classes,
-                                label_values=data.label_values, label_mode=data.label_mode)
+        adapter = build_adapter(
+            data.format,
+            root,
+            data.options,
+            classes=data.classes,
+            label_values=data.label_values,
+            label_mode=data.label_mode,
+        )
     except (ValueError, KeyError) as err:
         problems.append(f"data: {err}")
     else:
@@ -76,14 +82,18 @@ def _check_server(uri: str) -> list[str]:
     from sweeper.tracking import is_server_uri, server_reachable
 
     why = server_reachable(uri) if is_server_uri(uri) else None
-    return [] if why is None else [f"tracking.uri: cannot reach MLflow server {uri} ({why}); start it or fix the address"]
+    return (
+        [] if why is None else [f"tracking.uri: cannot reach MLflow server {uri} ({why}); start it or fix the address"]
+    )
 
 
 # -- the folders, the disk and the machine -----------------------------------------------------------
 def check_writable(paths: SweepPaths) -> None:
     """Raises BadInputError unless the results folder and the (local) sweep folder can be created and written."""
-    for what, folder in (("results folder (--results)", paths.results),
-                         ("sweep folder (--storage / the spec's storage, then name)", paths.sweep)):
+    for what, folder in (
+        ("results folder (--results)", paths.results),
+        ("sweep folder (--storage / the spec's storage, then name)", paths.sweep),
+    ):
         if folder == paths.sweep and paths.storage_uri:
             continue
         try:
@@ -91,8 +101,10 @@ def check_writable(paths: SweepPaths) -> None:
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweeper-write-test-"):
                 pass
         except OSError as err:
-            raise BadInputError(f"{what} {folder} is not a writable folder ({err.strerror or err}); "
-                                "pass a folder you can write to, or fix its permissions") from None
+            raise BadInputError(
+                f"{what} {folder} is not a writable folder ({err.strerror or err}); "
+                "pass a folder you can write to, or fix its permissions"
+            ) from None
 
 
 def check_local_resources(spec: SweepSpec, address: str | None) -> None:
@@ -104,16 +116,20 @@ def check_local_resources(spec: SweepSpec, address: str | None) -> None:
     res = spec.resources
     cpus = usable_cpus()
     if res.cpus_per_trial > cpus:
-        raise BadInputError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
-                            f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)")
+        raise BadInputError(
+            f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial but this machine "
+            f"has {cpus}; give at most {cpus}, or launch on a cluster (--address)"
+        )
     if res.gpus_per_trial > 0:
         import torch
 
         gpus = torch.cuda.device_count()
         if res.gpus_per_trial > gpus:
-            raise BadInputError(f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs per trial but this machine "
-                                f"has {gpus}; give at most {gpus} (0 trains on the CPU), or launch on a cluster "
-                                "with GPU nodes (--address)")
+            raise BadInputError(
+                f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs per trial but this machine "
+                f"has {gpus}; give at most {gpus} (0 trains on the CPU), or launch on a cluster "
+                "with GPU nodes (--address)"
+            )
 
 
 #: one fold trial's checkpoint bytes, in fp32 copies of its network: Tune keeps the trial's last checkpoint
@@ -166,9 +182,11 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
     done = sum(1 for p in paths.tune_dir.iterdir() if p.is_dir()) if paths.tune_dir.is_dir() else 0
     remaining = max(spec.planned_fold_trials() - done, 0)
     try:
-        largest = max(network_bytes(arch, enc, in_channels=2 * spec.data.context + 1,
-                                    classes=len(spec.data.channel_classes))
-                      for arch in spec.model.architectures for enc in spec.model.encoders)
+        largest = max(
+            network_bytes(arch, enc, in_channels=2 * spec.data.context + 1, classes=len(spec.data.channel_classes))
+            for arch in spec.model.architectures
+            for enc in spec.model.encoders
+        )
     except Exception as err:  # an estimate is never what stops a launch; the trial reports a real build error
         logger.warning("disk space not checked: the network could not be sized (%s)", err)
         return
@@ -183,6 +201,7 @@ def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) 
             gb = 1024**3
             raise BadInputError(
                 f"disk space at {where}: the {remaining} fold trials still to run need about {needed / gb:.1f} GB "
-                f"of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README \"Disk "
-                f"space\") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger "
-                "disk (or an object store), or run fewer trials (search.budget, data.run_folds)")
+                f'of checkpoints ({largest / 2**20:.0f} MB network x {n_copies} copies each, see README "Disk '
+                f'space") but {free / gb:.1f} GB is free; free space there, point --results/--storage at a larger '
+                "disk (or an object store), or run fewer trials (search.budget, data.run_folds)"
+            )

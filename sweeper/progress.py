@@ -24,14 +24,12 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from sweeper.leaderboard import (CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, N_FOLDS, STATUS, read_configs,
-                                 read_trials)
+from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, N_FOLDS, STATUS, read_configs, read_trials
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
-from trainables.contract import BEST_PREFIX, TrialConfig
 from sweeper.tune_state import PENDING, RUNNING, read_tune_trials
-
+from trainables.contract import BEST_PREFIX, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,10 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     paths = SweepPaths.at(sweep_dir)
     tune_dir, spec_file = paths.tune_dir, paths.spec_file
     if not spec_file.is_file() and not tune_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} holds no spec.yaml and no ray/tune folder: is it a sweep folder "
-                                "(RESULTS/<sweep name>) of `sweeper launch`?")
+        raise FileNotFoundError(
+            f"{sweep_dir} holds no spec.yaml and no ray/tune folder: is it a sweep folder "
+            "(RESULTS/<sweep name>) of `sweeper launch`?"
+        )
     spec = _frozen_spec(spec_file)
     folds_per_config = len(spec.data.folds_to_run) if spec else 1
     planned_configs = spec.planned_configurations() if spec else None
@@ -138,19 +138,30 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     if not states:
         running_keys = {key for key, info in folders.items() if key not in ended_keys and info["results"]}
 
-    durations = [info["duration_s"] for key, info in folders.items()
-                 if ended_keys.get(key) == FINISHED and info["duration_s"] is not None]
+    durations = [
+        info["duration_s"]
+        for key, info in folders.items()
+        if ended_keys.get(key) == FINISHED and info["duration_s"] is not None
+    ]
     mean_fold = float(np.mean(durations)) if durations else None
     running = []
     for key in sorted(running_keys):
         info = folders.get(key, {})
-        running.append(RunningTrial(
-            loss=info.get("loss", "?"), config_id=key[0], fold=key[1], epoch=info.get("epoch", 0),
-            epochs=info.get("epochs"),
-            elapsed_s=max(now - info["start"], 0.0) if info.get("start") is not None else 0.0,
-        ))
-    intervals = [(info["start"], now if key in running_keys else info["end"]) for key, info in folders.items()
-                 if info.get("start") is not None and info.get("end") is not None]
+        running.append(
+            RunningTrial(
+                loss=info.get("loss", "?"),
+                config_id=key[0],
+                fold=key[1],
+                epoch=info.get("epoch", 0),
+                epochs=info.get("epochs"),
+                elapsed_s=max(now - info["start"], 0.0) if info.get("start") is not None else 0.0,
+            )
+        )
+    intervals = [
+        (info["start"], now if key in running_keys else info["end"])
+        for key, info in folders.items()
+        if info.get("start") is not None and info.get("end") is not None
+    ]
     parallel = max(_max_overlap(intervals), len(running), 1)
 
     starts = [info["start"] for info in folders.values() if info.get("start") is not None]
@@ -160,8 +171,13 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     activity = [info["end"] for info in folders.values() if info.get("end") is not None]
     last_result = max(activity) if activity else None
 
-    done = not running and not pending and (
-        (planned_folds is not None and finished + failed >= planned_folds) or _fronts_written_after(sweep_dir, last_result)
+    done = (
+        not running
+        and not pending
+        and (
+            (planned_folds is not None and finished + failed >= planned_folds)
+            or _fronts_written_after(sweep_dir, last_result)
+        )
     )
     end = last_result if done and last_result is not None else now
 
@@ -187,13 +203,28 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
         configs_seen = len({k[0] for k in running_keys})
 
     return SweepStatus(
-        name=spec.name if spec else sweep_dir.name, sweep_dir=sweep_dir, search_mode=spec.search.mode if spec else "?",
-        folds_per_config=folds_per_config, planned_configs=planned_configs, planned_folds=planned_folds,
-        folds_finished=finished, folds_failed=failed, folds_running=len(running), folds_pending=pending,
-        configs_seen=configs_seen, configs_done=configs_done, configs_with_failures=configs_failed,
-        elapsed_s=max(end - begin, 0.0), mean_fold_s=mean_fold, parallel=parallel, eta_s=eta,
-        front_size=front, best=best, finished=done,
-        last_activity_s=None if last_result is None else max(now - last_result, 0.0), running=running,
+        name=spec.name if spec else sweep_dir.name,
+        sweep_dir=sweep_dir,
+        search_mode=spec.search.mode if spec else "?",
+        folds_per_config=folds_per_config,
+        planned_configs=planned_configs,
+        planned_folds=planned_folds,
+        folds_finished=finished,
+        folds_failed=failed,
+        folds_running=len(running),
+        folds_pending=pending,
+        configs_seen=configs_seen,
+        configs_done=configs_done,
+        configs_with_failures=configs_failed,
+        elapsed_s=max(end - begin, 0.0),
+        mean_fold_s=mean_fold,
+        parallel=parallel,
+        eta_s=eta,
+        front_size=front,
+        best=best,
+        finished=done,
+        last_activity_s=None if last_result is None else max(now - last_result, 0.0),
+        running=running,
     )
 
 
@@ -204,33 +235,46 @@ def format_status(status: SweepStatus) -> str:
     planned = "?" if s.planned_folds is None else str(s.planned_folds)
     bound = " at most" if s.search_mode == "optuna" and not s.finished else ""
     lines = [f"sweep {s.name!r} ({s.sweep_dir}): {state}"]
-    lines.append(f"  fold trials   : {s.folds_ended}/{planned} ended ({s.folds_finished} finished, "
-                 f"{s.folds_failed} failed), {s.folds_running} running, {s.folds_pending} queued"
-                 + (f"; {s.folds_left}{bound} to go" if s.folds_left is not None and not s.finished else ""))
+    lines.append(
+        f"  fold trials   : {s.folds_ended}/{planned} ended ({s.folds_finished} finished, "
+        f"{s.folds_failed} failed), {s.folds_running} running, {s.folds_pending} queued"
+        + (f"; {s.folds_left}{bound} to go" if s.folds_left is not None and not s.finished else "")
+    )
     configs_planned = "?" if s.planned_configs is None else str(s.planned_configs)
-    lines.append(f"  configurations: {s.configs_done}/{configs_planned} with every fold ended "
-                 f"({s.configs_with_failures} with a failed fold), {s.configs_seen} started; "
-                 f"{s.folds_per_config} fold(s) each, {s.search_mode} search")
+    lines.append(
+        f"  configurations: {s.configs_done}/{configs_planned} with every fold ended "
+        f"({s.configs_with_failures} with a failed fold), {s.configs_seen} started; "
+        f"{s.folds_per_config} fold(s) each, {s.search_mode} search"
+    )
     timing = f"  time          : {format_duration(s.elapsed_s)} elapsed"
     if not s.finished:
-        timing += (f", ~{format_duration(s.eta_s)} left" if s.eta_s is not None
-                   else ", time left unknown until a fold trial finishes")
+        timing += (
+            f", ~{format_duration(s.eta_s)} left"
+            if s.eta_s is not None
+            else ", time left unknown until a fold trial finishes"
+        )
     if s.mean_fold_s is not None:
         timing += f" (mean fold trial {format_duration(s.mean_fold_s)}, {s.parallel} in parallel)"
     lines.append(timing)
     if s.front_size is not None:
         best = ""
         if s.best:
-            best = (f"; best dice {s.best['dice']:.4f} ({s.best['loss']} {s.best['config_id']}, "
-                    f"{s.best['n_folds']} fold(s))")
+            best = (
+                f"; best dice {s.best['dice']:.4f} ({s.best['loss']} {s.best['config_id']}, "
+                f"{s.best['n_folds']} fold(s))"
+            )
         lines.append(f"  pareto front  : {s.front_size} configuration(s) on sensitivity vs precision{best}")
     for r in s.running:
         of = f"/{r.epochs}" if r.epochs else ""
-        lines.append(f"  running       : {r.loss} {r.config_id} fold {r.fold}, epoch {r.epoch}{of}, "
-                     f"{format_duration(r.elapsed_s)}")
+        lines.append(
+            f"  running       : {r.loss} {r.config_id} fold {r.fold}, epoch {r.epoch}{of}, "
+            f"{format_duration(r.elapsed_s)}"
+        )
     if not s.finished and not s.folds_running and s.last_activity_s is not None:
-        lines.append(f"  last result {format_duration(s.last_activity_s)} ago; if the driver stopped, continue with "
-                     "`sweeper launch SPEC --resume`")
+        lines.append(
+            f"  last result {format_duration(s.last_activity_s)} ago; if the driver stopped, continue with "
+            "`sweeper launch SPEC --resume`"
+        )
     return "\n".join(lines)
 
 
@@ -285,8 +329,15 @@ def _trial_folders(tune_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
         if config is None:
             continue
         results = _read_results(folder / "result.json")
-        info: dict[str, Any] = {"loss": config.loss, "epochs": config.epochs,
-                                "results": len(results), "epoch": 0, "start": None, "end": None, "duration_s": None}
+        info: dict[str, Any] = {
+            "loss": config.loss,
+            "epochs": config.epochs,
+            "results": len(results),
+            "epoch": 0,
+            "start": None,
+            "end": None,
+            "duration_s": None,
+        }
         if results:
             first, last = results[0], results[-1]
             info["epoch"] = int(last.get("epoch", last.get("training_iteration", 0)))
@@ -340,23 +391,44 @@ def _front_and_best(sweep_dir: Path) -> tuple[int | None, dict[str, Any] | None]
     best = None
     if "dice" in scored:
         row = scored.sort_values("dice", ascending=False, kind="stable").iloc[0]
-        best = {"config_id": row[CONFIG_ID], "loss": row[LOSS], "dice": float(row["dice"]),
-                "n_folds": int(row[N_FOLDS])}
+        best = {
+            "config_id": row[CONFIG_ID],
+            "loss": row[LOSS],
+            "dice": float(row["dice"]),
+            "n_folds": int(row[N_FOLDS]),
+        }
     return front, best
 
 
 # -- live printing --------------------------------------------------------------------------------------
-def progress_line(*, ended: int, planned: int | None, loss: str, config_id: str, fold: int, outcome: str,
-                  metrics: dict[str, float], running: int, failed: int, elapsed_s: float, eta_s: float | None,
-                  front: int | None) -> str:
+def progress_line(
+    *,
+    ended: int,
+    planned: int | None,
+    loss: str,
+    config_id: str,
+    fold: int,
+    outcome: str,
+    metrics: dict[str, float],
+    running: int,
+    failed: int,
+    elapsed_s: float,
+    eta_s: float | None,
+    front: int | None,
+) -> str:
     """Returns the one-line summary :class:`ProgressPrinter` prints for an ended fold trial."""
-    shown = " ".join(f"{short} {metrics[name]:.2f}" for name, short in
-                     (("dice", "dice"), ("sensitivity", "sens"), ("precision", "prec")) if name in metrics)
+    shown = " ".join(
+        f"{short} {metrics[name]:.2f}"
+        for name, short in (("dice", "dice"), ("sensitivity", "sens"), ("precision", "prec"))
+        if name in metrics
+    )
     what = f"{outcome}: {shown}" if shown and outcome == "finished" else outcome
     left = f", ~{format_duration(eta_s)} left" if eta_s is not None else ""
     front_part = f" | front: {front}" if front is not None else ""
-    return (f"[{ended}/{planned if planned is not None else '?'} folds] {loss} cfg {config_id[:4]}.. fold {fold} "
-            f"{what} | {running} running, {failed} failed | {format_duration(elapsed_s)} elapsed{left}{front_part}")
+    return (
+        f"[{ended}/{planned if planned is not None else '?'} folds] {loss} cfg {config_id[:4]}.. fold {fold} "
+        f"{what} | {running} running, {failed} failed | {format_duration(elapsed_s)} elapsed{left}{front_part}"
+    )
 
 
 class ProgressPrinter:
@@ -406,8 +478,7 @@ class ProgressPrinter:
         metrics = {k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)}
         if outcome == "finished":
             if X_METRIC in metrics and Y_METRIC in metrics:
-                self.scores.setdefault(config.config_id, {})[config.fold] = (
-                    metrics[X_METRIC], metrics[Y_METRIC])
+                self.scores.setdefault(config.config_id, {})[config.fold] = (metrics[X_METRIC], metrics[Y_METRIC])
         else:
             self.failed += 1
         running = sum(t.status == RUNNING and t is not trial for t in trials)
@@ -415,10 +486,20 @@ class ProgressPrinter:
         eta = None
         if self.planned_folds is not None:  # throughput so far: includes parallel slots and trial start-up
             eta = max(self.planned_folds - len(self.ended), 0) * elapsed / len(self.ended)
-        line = progress_line(ended=len(self.ended), planned=self.planned_folds, loss=config.loss,
-                             config_id=config.config_id, fold=config.fold,
-                             outcome=outcome, metrics=metrics, running=running, failed=self.failed,
-                             elapsed_s=elapsed, eta_s=eta, front=self.front_size())
+        line = progress_line(
+            ended=len(self.ended),
+            planned=self.planned_folds,
+            loss=config.loss,
+            config_id=config.config_id,
+            fold=config.fold,
+            outcome=outcome,
+            metrics=metrics,
+            running=running,
+            failed=self.failed,
+            elapsed_s=elapsed,
+            eta_s=eta,
+            front=self.front_size(),
+        )
         self.emit(line)
 
     def front_size(self) -> int | None:

@@ -34,8 +34,9 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 #: agent writes them in clear to its log. Trial workers do not need the copy: on a local Ray they
 #: inherit the driver's environment through the raylet it started, and cluster nodes take theirs from
 #: the instance role (cluster.yaml).
-CREDENTIAL_ENV_VARS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
-                                 "AWS_SESSION_TOKEN"})
+CREDENTIAL_ENV_VARS = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
+)
 
 
 def start_or_join_ray(address: str | None) -> bool:
@@ -55,8 +56,13 @@ def start_or_join_ray(address: str | None) -> bool:
     else:
         # "local": start a new instance even when /tmp/ray names someone else's `ray start` cluster
         temp_dir = os.environ.get(RAY_TEMP_DIR_ENV) or None
-        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": dict(WORKER_ENV)},
-                 log_to_driver=True, _temp_dir=temp_dir)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            runtime_env={"env_vars": dict(WORKER_ENV)},
+            log_to_driver=True,
+            _temp_dir=temp_dir,
+        )
     return True
 
 
@@ -89,8 +95,9 @@ def keep_credentials_out_of_ray_logs() -> None:
         class_cache.ENV_VARS_TO_PROPAGATE = set(propagated) - CREDENTIAL_ENV_VARS
 
 
-def launch_on_head(spec: SweepSpec, results: str, resume: bool, storage: str | None,
-                   cache_via: CacheVia) -> tuple[SweepPaths, dict[str, bytes]]:
+def launch_on_head(
+    spec: SweepSpec, results: str, resume: bool, storage: str | None, cache_via: CacheVia
+) -> tuple[SweepPaths, dict[str, bytes]]:
     """Runs :func:`sweeper.launch.launch` inside the cluster (a task on the head node); returns the paths
     there and the bytes of the leaderboard and Pareto files, for a client whose disk does not hold them."""
     from sweeper.launch import launch
@@ -104,8 +111,9 @@ def launch_on_head(spec: SweepSpec, results: str, resume: bool, storage: str | N
     return paths, files
 
 
-def launch_through_client(spec: SweepSpec, results: str | Path, *, resume: bool, address: str,
-                          storage: str | None, cache_via: CacheVia) -> SweepPaths:
+def launch_through_client(
+    spec: SweepSpec, results: str | Path, *, resume: bool, address: str, storage: str | None, cache_via: CacheVia
+) -> SweepPaths:
     """Ray Client (``ray://``): the Tune driver, the data preparation and the MLflow/leaderboard
     callbacks must run inside the cluster, where the paths are; so the whole launch runs as one task
     on the head node (Sweeper must be installed there, as cluster.yaml does). ``results`` and
@@ -133,8 +141,9 @@ def launch_through_client(spec: SweepSpec, results: str | Path, *, resume: bool,
     finally:
         ray.shutdown()  # disconnects the client; the cluster keeps running
     if SweepPaths.of(spec, results, storage).sweep == head_paths.sweep and all(
-            (head_paths.sweep / rel).is_file() and (head_paths.sweep / rel).read_bytes() == data
-            for rel, data in files.items()):
+        (head_paths.sweep / rel).is_file() and (head_paths.sweep / rel).read_bytes() == data
+        for rel, data in files.items()
+    ):
         return head_paths  # this machine sees the head's sweep folder where it asked for it
     local = SweepPaths.of(spec, results, storage if storage and is_uri(storage) else None)
     for rel, data in files.items():

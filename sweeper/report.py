@@ -64,8 +64,14 @@ class Figure:
     caption: str
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, tracking_uri: str | None = None, *,
-                 log_to_mlflow: bool = True, max_slices: int = 256) -> Path:
+def write_report(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    *,
+    log_to_mlflow: bool = True,
+    max_slices: int = 256,
+) -> Path:
     """Returns the path of the written ``report.html`` (default ``SWEEP_DIR/report/report.html``).
 
     Args:
@@ -115,18 +121,35 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, track
         if {"sensitivity", "precision"} <= set(scored.columns):
             path = out / "fig8_sensitivity_precision.png"
             plot_front(pareto_table(scored), None, path)
-            figures.append(Figure("fig8", path, "Figure 8. Sensitivity versus precision",
-                                  "Fold means with 95% fold intervals, one colour per loss; open markers are "
-                                  "dominated beyond fold noise; the dashed staircase is the Pareto front."))
+            figures.append(
+                Figure(
+                    "fig8",
+                    path,
+                    "Figure 8. Sensitivity versus precision",
+                    "Fold means with 95% fold intervals, one colour per loss; open markers are "
+                    "dominated beyond fold noise; the dashed staircase is the Pareto front.",
+                )
+            )
         try:
-            qualitative = plot_qualitative(sweep_dir, scored, trials, spec, classes, out / "fig9_qualitative.png",
-                                           max_slices=max_slices)
+            qualitative = plot_qualitative(
+                sweep_dir, scored, trials, spec, classes, out / "fig9_qualitative.png", max_slices=max_slices
+            )
             figures.append(qualitative)
         except QualitativeUnavailable as err:
             notes["fig9"] = str(err)
 
-    page = render_html(name=name, sweep_dir=sweep_dir, spec=spec, trials=trials, configs=configs, scored=scored,
-                       labels=labels, classes=classes, figures=figures, notes=notes)
+    page = render_html(
+        name=name,
+        sweep_dir=sweep_dir,
+        spec=spec,
+        trials=trials,
+        configs=configs,
+        scored=scored,
+        labels=labels,
+        classes=classes,
+        figures=figures,
+        notes=notes,
+    )
     html_path = out / REPORT_FILE
     html_path.write_text(page, encoding="utf-8")
     if log_to_mlflow:
@@ -145,8 +168,11 @@ def load_sweep_spec(sweep_dir: Path) -> SweepSpec | None:
 
 def organ_classes(configs: pd.DataFrame) -> list[str]:
     """Returns the class names found in ``dice.<class>`` columns."""
-    return sorted(c.split(".", 1)[1] for c in configs.columns
-                  if c.startswith("dice.") and not c.endswith(("_std", "_ci_low", "_ci_high")))
+    return sorted(
+        c.split(".", 1)[1]
+        for c in configs.columns
+        if c.startswith("dice.") and not c.endswith(("_std", "_ci_low", "_ci_high"))
+    )
 
 
 def config_labels(configs: pd.DataFrame) -> dict[str, str]:
@@ -196,8 +222,11 @@ def load_histories(sweep_dir: Path, tracking_uri: str | None = None, experiment:
         return pd.DataFrame(columns=[CONFIG_ID, FOLD, "epoch"])
     history = pd.concat(frames, ignore_index=True)
     # a trial restored into a new folder repeats epochs: keep the last report of each epoch
-    return history.drop_duplicates([CONFIG_ID, FOLD, "epoch"], keep="last").sort_values(
-        [CONFIG_ID, FOLD, "epoch"]).reset_index(drop=True)
+    return (
+        history.drop_duplicates([CONFIG_ID, FOLD, "epoch"], keep="last")
+        .sort_values([CONFIG_ID, FOLD, "epoch"])
+        .reset_index(drop=True)
+    )
 
 
 def _read_trial_history(folder: Path) -> pd.DataFrame | None:
@@ -231,8 +260,9 @@ def _mlflow_histories(tracking_uri: str, experiment: str) -> list[pd.DataFrame]:
     if exp is None:
         return []
     frames = []
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{LEVEL_TAG}` = '{FOLD_LEVEL}'",
-                              max_results=5000)
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{LEVEL_TAG}` = '{FOLD_LEVEL}'", max_results=5000
+    )
     for run in runs:
         per_epoch: dict[int, dict[str, float]] = {}
         for key in ("dice", "sensitivity", "precision", "val_loss"):
@@ -240,8 +270,15 @@ def _mlflow_histories(tracking_uri: str, experiment: str) -> list[pd.DataFrame]:
                 per_epoch.setdefault(int(m.step), {})[key] = m.value
         if per_epoch:
             frame = pd.DataFrame([{"epoch": e, **v} for e, v in sorted(per_epoch.items())])
-            frames.append(frame.assign(**{CONFIG_ID: run.data.tags.get(CONFIG_TAG), FOLD: int(run.data.tags.get(FOLD_TAG, 0)),
-                                          LOSS: run.data.params.get("loss")}))
+            frames.append(
+                frame.assign(
+                    **{
+                        CONFIG_ID: run.data.tags.get(CONFIG_TAG),
+                        FOLD: int(run.data.tags.get(FOLD_TAG, 0)),
+                        LOSS: run.data.params.get("loss"),
+                    }
+                )
+            )
     return frames
 
 
@@ -268,8 +305,9 @@ def loss_colours(losses) -> dict[str, Any]:
     return {loss: palette[i % len(palette)] for i, loss in enumerate(sorted(set(losses)))}
 
 
-def plot_curves(histories: pd.DataFrame, scored: pd.DataFrame, featured: list[str], labels: dict[str, str],
-                path: Path) -> Figure:
+def plot_curves(
+    histories: pd.DataFrame, scored: pd.DataFrame, featured: list[str], labels: dict[str, str], path: Path
+) -> Figure:
     """Fig. 4: validation Dice per epoch, mean over folds (band: fold min-max), one line per configuration."""
     plt = _plt()
     colours = loss_colours(scored["loss"])
@@ -294,11 +332,18 @@ def plot_curves(histories: pd.DataFrame, scored: pd.DataFrame, featured: list[st
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    shown = "every configuration" if len(featured) == len(scored) else (
-        f"{len(featured)} of {len(scored)} configurations (each loss's best, then the next best by dice)")
-    return Figure("fig4", path, "Figure 4. Validation Dice per epoch",
-                  f"Mean over folds with the fold range shaded; colour = loss, line style tells configurations of "
-                  f"the same loss apart; {shown}.")
+    shown = (
+        "every configuration"
+        if len(featured) == len(scored)
+        else (f"{len(featured)} of {len(scored)} configurations (each loss's best, then the next best by dice)")
+    )
+    return Figure(
+        "fig4",
+        path,
+        "Figure 4. Validation Dice per epoch",
+        f"Mean over folds with the fold range shaded; colour = loss, line style tells configurations of "
+        f"the same loss apart; {shown}.",
+    )
 
 
 def plot_overall_dice(scored: pd.DataFrame, labels: dict[str, str], path: Path) -> Figure:
@@ -310,7 +355,7 @@ def plot_overall_dice(scored: pd.DataFrame, labels: dict[str, str], path: Path) 
     fig, ax = plt.subplots(figsize=(7.5, height), dpi=120)
     y = np.arange(len(table))
     std = table["dice_std"].fillna(0.0)
-    ax.barh(y, table["dice"], xerr=std, color=[colours[l] for l in table["loss"]], capsize=3, alpha=0.9)
+    ax.barh(y, table["dice"], xerr=std, color=[colours[name] for name in table["loss"]], capsize=3, alpha=0.9)
     for yi, value, spread in zip(y, table["dice"], std):
         ax.text(value + spread, yi, f"  {value:.4f}", va="center", ha="left", fontsize=7)
     ax.set_yticks(y, [labels[c] for c in table["config_id"]], fontsize=7)
@@ -321,12 +366,17 @@ def plot_overall_dice(scored: pd.DataFrame, labels: dict[str, str], path: Path) 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return Figure("fig5", path, "Figure 5. Overall validation Dice per configuration",
-                  "Fold mean, error bar one fold standard deviation (none with a single fold); colour = loss.")
+    return Figure(
+        "fig5",
+        path,
+        "Figure 5. Overall validation Dice per configuration",
+        "Fold mean, error bar one fold standard deviation (none with a single fold); colour = loss.",
+    )
 
 
-def plot_organ_bars(scored: pd.DataFrame, featured: list[str], labels: dict[str, str], classes: list[str],
-                    path: Path) -> Figure:
+def plot_organ_bars(
+    scored: pd.DataFrame, featured: list[str], labels: dict[str, str], classes: list[str], path: Path
+) -> Figure:
     """Fig. 6: per-organ Dice grouped by organ, one bar per configuration (fold std as error bar)."""
     plt = _plt()
     table = scored.set_index("config_id").loc[featured]
@@ -341,8 +391,18 @@ def plot_organ_bars(scored: pd.DataFrame, featured: list[str], labels: dict[str,
         errors = [0.0 if pd.isna(row.get(f"dice.{c}_std")) else row[f"dice.{c}_std"] for c in classes]
         nth = seen_per_loss.get(row["loss"], 0)
         seen_per_loss[row["loss"]] = nth + 1
-        ax.bar(x - 0.4 + width * (i + 0.5), values, width, yerr=errors, capsize=2, color=colours[row["loss"]],
-               hatch=hatches[nth % len(hatches)], edgecolor="white", linewidth=0.5, label=labels[cid])
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            values,
+            width,
+            yerr=errors,
+            capsize=2,
+            color=colours[row["loss"]],
+            hatch=hatches[nth % len(hatches)],
+            edgecolor="white",
+            linewidth=0.5,
+            label=labels[cid],
+        )
     ax.set_xticks(x, [c.replace("_", " ") for c in classes])
     ax.set_ylabel("validation dice (fold mean)")
     ax.set_ylim(0, 1.05)
@@ -351,10 +411,18 @@ def plot_organ_bars(scored: pd.DataFrame, featured: list[str], labels: dict[str,
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return Figure("fig6", path, "Figure 6. Per-organ validation Dice grouped by organ",
-                  "Fold mean, error bar one fold standard deviation; colour = loss, hatching tells configurations of "
-                  "the same loss apart" + ("." if len(featured) == len(scored) else f"; {len(featured)} of {len(scored)} configurations "
-                     "(each loss's best, then the next best by dice)."))
+    return Figure(
+        "fig6",
+        path,
+        "Figure 6. Per-organ validation Dice grouped by organ",
+        "Fold mean, error bar one fold standard deviation; colour = loss, hatching tells configurations of "
+        "the same loss apart"
+        + (
+            "."
+            if len(featured) == len(scored)
+            else f"; {len(featured)} of {len(scored)} configurations (each loss's best, then the next best by dice)."
+        ),
+    )
 
 
 def plot_organ_heatmap(scored: pd.DataFrame, labels: dict[str, str], classes: list[str], path: Path) -> Figure:
@@ -368,16 +436,18 @@ def plot_organ_heatmap(scored: pd.DataFrame, labels: dict[str, str], classes: li
     middle = float(finite.mean()) if finite.size else 0.5
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.4f}", ha="center", va="center", fontsize=7,
-                    color="black" if value > middle else "white")
+            ax.text(
+                j, i, f"{value:.4f}", ha="center", va="center", fontsize=7, color="black" if value > middle else "white"
+            )
     ax.set_xticks(range(len(classes)), [c.replace("_", " ") for c in classes])
     ax.set_yticks(range(len(table)), [labels[c] for c in table["config_id"]], fontsize=7)
     fig.colorbar(image, ax=ax, label="dice")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return Figure("fig7", path, "Figure 7. Per-organ Dice of every configuration",
-                  "Fold means; rows ordered by overall dice.")
+    return Figure(
+        "fig7", path, "Figure 7. Per-organ Dice of every configuration", "Fold means; rows ordered by overall dice."
+    )
 
 
 class QualitativeUnavailable(RuntimeError):
@@ -404,7 +474,9 @@ def find_best_weights(sweep_dir: Path, config_id: str) -> tuple[int, Path, Trial
         if weights:
             candidates.append((cfg.fold, weights[-1], cfg))
     if not candidates:
-        raise QualitativeUnavailable(f"no {BEST_WEIGHTS_FILE} of configuration {config_id} under {tune_dir}/*/checkpoint_*")
+        raise QualitativeUnavailable(
+            f"no {BEST_WEIGHTS_FILE} of configuration {config_id} under {tune_dir}/*/checkpoint_*"
+        )
     return min(candidates, key=lambda c: c[0])
 
 
@@ -438,8 +510,10 @@ def predict_best_fold(sweep_dir: Path, config_id: str, max_slices: int):
         model = load_network(cfg, weights)
     except RuntimeError as err:  # weights of another network (e.g. a folder edited by hand)
         reason = str(err).strip().splitlines()[0]
-        raise QualitativeUnavailable(f"{weights} does not fit the trial's network {cfg.arch}/{cfg.encoder} with "
-                                     f"{len(cfg.classes)} output channels: {reason}") from err
+        raise QualitativeUnavailable(
+            f"{weights} does not fit the trial's network {cfg.arch}/{cfg.encoder} with "
+            f"{len(cfg.classes)} output channels: {reason}"
+        ) from err
     has_organ = dataset.index[[f"has_{c}" for c in cfg.foreground_classes]].any(axis=1).to_numpy()
     chosen = np.flatnonzero(has_organ) if has_organ.any() else np.arange(len(dataset))
     if len(chosen) > max_slices:
@@ -481,15 +555,30 @@ def slices_table(predictions, picks: list[tuple[str, int]], config_id: str, fold
     rows = []
     for kind, i in picks:
         row = predictions.rows.iloc[i]
-        rows.append({"config_id": config_id, "fold": fold, "kind": kind, "id": row["id"], "scan": row["scan"],
-                     "position": int(row["position"]),
-                     "dice": float(predictions.slice_dice[i]),
-                     **{f"dice.{c}": float(v) for c, v in zip(predictions.classes, predictions.dice[i])}})
+        rows.append(
+            {
+                "config_id": config_id,
+                "fold": fold,
+                "kind": kind,
+                "id": row["id"],
+                "scan": row["scan"],
+                "position": int(row["position"]),
+                "dice": float(predictions.slice_dice[i]),
+                **{f"dice.{c}": float(v) for c, v in zip(predictions.classes, predictions.dice[i])},
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def plot_qualitative(sweep_dir: Path, scored: pd.DataFrame, trials: pd.DataFrame, spec: SweepSpec | None,
-                     classes: list[str], path: Path, max_slices: int = 256) -> Figure:
+def plot_qualitative(
+    sweep_dir: Path,
+    scored: pd.DataFrame,
+    trials: pd.DataFrame,
+    spec: SweepSpec | None,
+    classes: list[str],
+    path: Path,
+    max_slices: int = 256,
+) -> Figure:
     """Fig. 9: best configuration's prediction vs ground truth on typical and on the hardest validation slices.
 
     The slices shown are also written beside the figure (:data:`QUALITATIVE_SLICES_FILE`).
@@ -509,9 +598,11 @@ def plot_qualitative(sweep_dir: Path, scored: pd.DataFrame, trials: pd.DataFrame
     fig, axes = plt.subplots(3, len(picks), figsize=(1.9 * len(picks) + 0.6, 6.6), dpi=120, squeeze=False)
     for col, (kind, i) in enumerate(picks):
         image = predictions.images[i]
-        panels = [np.repeat(((image - image.min()) / max(float(np.ptp(image)), 1e-6))[..., None], 3, axis=2),
-                  _overlay(image, predictions.truth[i][channels], organs),
-                  _overlay(image, predictions.pred[i][channels], organs)]
+        panels = [
+            np.repeat(((image - image.min()) / max(float(np.ptp(image)), 1e-6))[..., None], 3, axis=2),
+            _overlay(image, predictions.truth[i][channels], organs),
+            _overlay(image, predictions.pred[i][channels], organs),
+        ]
         for row, panel in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(panel, interpolation="nearest")
@@ -526,15 +617,22 @@ def plot_qualitative(sweep_dir: Path, scored: pd.DataFrame, trials: pd.DataFrame
     fig.savefig(path)
     plt.close(fig)
     label = f"{best['loss']} {best['config_id']}"
-    rule = ("the one-hot argmax of the softmax" if cfg.activation == "softmax"
-            else f"sigmoid >= {cfg.threshold:g} per organ")
-    return Figure("fig9", path, f"Figure 9. Qualitative results of the best configuration ({label})",
-                  f"Fold {fold} validation slices, predicted on CPU from the fold's best epoch "
-                  f"({weights.parent.name}/{weights.name}) with the trial's network and activation (prediction: "
-                  f"{rule}); {len(dice)} slices showing an organ scored, median per-slice dice "
-                  f"{np.nanmedian(dice):.3f}. Left: slices nearest the median; right: the lowest per-slice dice "
-                  f"(the trial's per-image dice, mean over {', '.join(predictions.classes)}; an organ absent in "
-                  f"truth and prediction scores 1). The shown slices are listed in {QUALITATIVE_SLICES_FILE}.")
+    rule = (
+        "the one-hot argmax of the softmax"
+        if cfg.activation == "softmax"
+        else f"sigmoid >= {cfg.threshold:g} per organ"
+    )
+    return Figure(
+        "fig9",
+        path,
+        f"Figure 9. Qualitative results of the best configuration ({label})",
+        f"Fold {fold} validation slices, predicted on CPU from the fold's best epoch "
+        f"({weights.parent.name}/{weights.name}) with the trial's network and activation (prediction: "
+        f"{rule}); {len(dice)} slices showing an organ scored, median per-slice dice "
+        f"{np.nanmedian(dice):.3f}. Left: slices nearest the median; right: the lowest per-slice dice "
+        f"(the trial's per-image dice, mean over {', '.join(predictions.classes)}; an organ absent in "
+        f"truth and prediction scores 1). The shown slices are listed in {QUALITATIVE_SLICES_FILE}.",
+    )
 
 
 # -- HTML ----------------------------------------------------------------------------------------------
@@ -577,81 +675,120 @@ def _organ(name: str) -> str:
     return html.escape(name.replace("_", " ").capitalize())
 
 
-def render_html(*, name: str, sweep_dir: Path, spec: SweepSpec | None, trials: pd.DataFrame, configs: pd.DataFrame,
-                scored: pd.DataFrame, labels: dict[str, str], classes: list[str], figures: list[Figure],
-                notes: dict[str, str]) -> str:
+def render_html(
+    *,
+    name: str,
+    sweep_dir: Path,
+    spec: SweepSpec | None,
+    trials: pd.DataFrame,
+    configs: pd.DataFrame,
+    scored: pd.DataFrame,
+    labels: dict[str, str],
+    classes: list[str],
+    figures: list[Figure],
+    notes: dict[str, str],
+) -> str:
     """Returns the report page (a full HTML document, no external references)."""
     esc = html.escape
     figs = {f.key: f for f in figures}
     best_id = scored["config_id"].iloc[0] if len(scored) else None
-    row_class = ["best" if c == best_id else ("failed" if n == 0 else "")
-                 for c, n in zip(configs["config_id"], configs["n_folds"])]
+    row_class = [
+        "best" if c == best_id else ("failed" if n == 0 else "")
+        for c, n in zip(configs["config_id"], configs["n_folds"])
+    ]
 
     def figure(key: str) -> str:
         if key in figs:
             f = figs[key]
-            return (f'<figure id="{key}">{_img(f.path)}<figcaption><b>{esc(f.title)}.</b> {esc(f.caption)}'
-                    f"</figcaption></figure>")
+            return (
+                f'<figure id="{key}">{_img(f.path)}<figcaption><b>{esc(f.title)}.</b> {esc(f.caption)}'
+                f"</figcaption></figure>"
+            )
         return f'<p class="note">{esc(notes.get(key, "Not available for this sweep."))}</p>' if key in notes else ""
 
     def ident(row) -> list[str]:
-        return [esc(labels[row["config_id"]]), str(int(row["n_folds"])) + (
-            f' <span style="color:#a33">({int(row["n_failed"])} failed)</span>' if row["n_failed"] else "")]
+        return [
+            esc(labels[row["config_id"]]),
+            str(int(row["n_folds"]))
+            + (f' <span style="color:#a33">({int(row["n_failed"])} failed)</span>' if row["n_failed"] else ""),
+        ]
 
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Sweep report: {esc(name)}</title>"
-             f"<style>{CSS}</style></head><body>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Sweep report: {esc(name)}</title>"
+        f"<style>{CSS}</style></head><body>"
+    ]
     parts.append(f"<h1>Sweep report: {esc(name)}</h1>")
     n_finished = int((trials["status"] == FINISHED).sum())
     n_failed = int((trials["status"] == FAILED).sum())
-    meta = [f"folder <code>{esc(str(sweep_dir))}</code>", f"written {time.strftime('%Y-%m-%d %H:%M')}",
-            f"{len(configs)} configurations, {n_finished} finished and {n_failed} failed fold trials"]
+    meta = [
+        f"folder <code>{esc(str(sweep_dir))}</code>",
+        f"written {time.strftime('%Y-%m-%d %H:%M')}",
+        f"{len(configs)} configurations, {n_finished} finished and {n_failed} failed fold trials",
+    ]
     if spec:
-        meta.append(f"models {esc(', '.join(f'{a}/{e}' for a in spec.model.architectures for e in spec.model.encoders))}; "
-                    f"losses {esc(', '.join(l.name for l in spec.losses))}; {spec.search.mode} search"
-                    + (f" (budget {spec.search.budget}, {spec.search.sampler})" if spec.search.mode == "optuna" else ""))
-        meta.append(f"folds {spec.data.folds_to_run} of {spec.data.folds} (patient-grouped); {spec.training.epochs} "
-                    f"epochs; image {spec.data.image_size}px, 2.5D context {spec.data.context}; best epoch by "
-                    f"validation {esc(spec.training.select_metric)}")
+        meta.append(
+            f"models {esc(', '.join(f'{a}/{e}' for a in spec.model.architectures for e in spec.model.encoders))}; "
+            f"losses {esc(', '.join(loss.name for loss in spec.losses))}; {spec.search.mode} search"
+            + (f" (budget {spec.search.budget}, {spec.search.sampler})" if spec.search.mode == "optuna" else "")
+        )
+        meta.append(
+            f"folds {spec.data.folds_to_run} of {spec.data.folds} (patient-grouped); {spec.training.epochs} "
+            f"epochs; image {spec.data.image_size}px, 2.5D context {spec.data.context}; best epoch by "
+            f"validation {esc(spec.training.select_metric)}"
+        )
     parts.append("<p class='meta'>" + "<br>".join(meta) + "</p>")
-    parts.append("<nav><a href='#overall'>Overall</a><a href='#organs'>Per organ</a><a href='#tradeoff'>"
-                 "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#stats'>Fold statistics</a>"
-                 "</nav>")
+    parts.append(
+        "<nav><a href='#overall'>Overall</a><a href='#organs'>Per organ</a><a href='#tradeoff'>"
+        "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#stats'>Fold statistics</a>"
+        "</nav>"
+    )
     if best_id is not None:
         b = scored.iloc[0]
-        parts.append(f"<p>Best configuration by fold-mean dice: <b>{esc(labels[best_id])}</b> "
-                     f"({esc(b['arch'])}/{esc(b['encoder'])}), dice {_pm(b['dice'], b.get('dice_std'))} over "
-                     f"{int(b['n_folds'])} fold(s).</p>")
+        parts.append(
+            f"<p>Best configuration by fold-mean dice: <b>{esc(labels[best_id])}</b> "
+            f"({esc(b['arch'])}/{esc(b['encoder'])}), dice {_pm(b['dice'], b.get('dice_std'))} over "
+            f"{int(b['n_folds'])} fold(s).</p>"
+        )
 
     # overall
     parts.append("<h2 id='overall'>Overall comparison</h2>")
     metrics = [m for m in OVERALL_METRICS if m in configs]
     rows = [ident(r) + [_pm(r[m], r.get(f"{m}_std")) for m in metrics] for _, r in configs.iterrows()]
-    parts.append("<p><b>Table 1.</b> Overall validation performance per configuration (mean over organs, then "
-                 "fold mean &plusmn; fold std), ordered by dice; best row highlighted.</p>")
+    parts.append(
+        "<p><b>Table 1.</b> Overall validation performance per configuration (mean over organs, then "
+        "fold mean &plusmn; fold std), ordered by dice; best row highlighted.</p>"
+    )
     parts.append(_table(["configuration", "folds"] + metrics, rows, left=1, classes=row_class))
     parts += [figure("fig4"), figure("fig5")]
 
     # per organ
     parts.append("<h2 id='organs'>Per-organ performance</h2>")
     if all(f"dice.{c}" in configs for c in classes):
-        rows = [ident(r)[:1] + [_pm(r[f"dice.{c}"], r.get(f"dice.{c}_std")) for c in classes]
-                for _, r in configs.iterrows()]
+        rows = [
+            ident(r)[:1] + [_pm(r[f"dice.{c}"], r.get(f"dice.{c}_std")) for c in classes] for _, r in configs.iterrows()
+        ]
         parts.append("<p><b>Table 2.</b> Per-organ validation dice per configuration (fold mean &plusmn; std).</p>")
         parts.append(_table(["configuration"] + [_organ(c) for c in classes], rows, classes=row_class))
     if all(f"{m}.{c}" in configs for m in ("sensitivity", "precision") for c in classes):
         header = ["configuration"] + [f"{_organ(c)}<br>{m}" for c in classes for m in ("sensitivity", "precision")]
-        rows = [ident(r)[:1] + [_pm(r[f"{m}.{c}"], r.get(f"{m}.{c}_std")) for c in classes
-                                for m in ("sensitivity", "precision")] for _, r in configs.iterrows()]
-        parts.append("<p><b>Table 3.</b> Per-organ sensitivity and precision per configuration (fold mean &plusmn; "
-                     "std).</p>")
+        rows = [
+            ident(r)[:1]
+            + [_pm(r[f"{m}.{c}"], r.get(f"{m}.{c}_std")) for c in classes for m in ("sensitivity", "precision")]
+            for _, r in configs.iterrows()
+        ]
+        parts.append(
+            "<p><b>Table 3.</b> Per-organ sensitivity and precision per configuration (fold mean &plusmn; std).</p>"
+        )
         parts.append(_table(header, rows, classes=row_class))
     if best_id is not None:
         b = scored.iloc[0]
         full = [m for m in OVERALL_METRICS if all(f"{m}.{c}" in configs for c in classes)]
         rows = [[_organ(c)] + [_pm(b[f"{m}.{c}"], b.get(f"{m}.{c}_std")) for m in full] for c in classes]
         rows.append(["<b>Overall</b>"] + [_pm(b[m], b.get(f"{m}_std")) for m in full])
-        parts.append(f"<p><b>Table 4.</b> Full per-organ and overall metrics of the best configuration "
-                     f"({esc(labels[best_id])}).</p>")
+        parts.append(
+            f"<p><b>Table 4.</b> Full per-organ and overall metrics of the best configuration "
+            f"({esc(labels[best_id])}).</p>"
+        )
         parts.append(_table(["class"] + full, rows))
     parts += [figure("fig6"), figure("fig7")]
 
@@ -661,14 +798,24 @@ def render_html(*, name: str, sweep_dir: Path, spec: SweepSpec | None, trials: p
         table = pareto_table(scored)
         rows, marks = [], []
         for _, r in table.iterrows():
-            status = {FRONT: "on the front", WITHIN_NOISE: "dominated within fold noise"}.get(r["front_status"],
-                                                                                               "dominated")
-            rows.append([esc(labels[r["config_id"]]), status, _pm(r["sensitivity"], r.get("sensitivity_std")),
-                         _pm(r["precision"], r.get("precision_std")), _pm(r.get("dice"), None)])
+            status = {FRONT: "on the front", WITHIN_NOISE: "dominated within fold noise"}.get(
+                r["front_status"], "dominated"
+            )
+            rows.append(
+                [
+                    esc(labels[r["config_id"]]),
+                    status,
+                    _pm(r["sensitivity"], r.get("sensitivity_std")),
+                    _pm(r["precision"], r.get("precision_std")),
+                    _pm(r.get("dice"), None),
+                ]
+            )
             marks.append("best" if r["front_status"] == FRONT else "")
-        parts.append("<p><b>Pareto front.</b> Configurations on fold-mean sensitivity vs precision (front rows "
-                     "highlighted). <i>Dominated within fold noise</i>: behind the front on the means, but the "
-                     "upper corner of its 95% fold interval is not.</p>")
+        parts.append(
+            "<p><b>Pareto front.</b> Configurations on fold-mean sensitivity vs precision (front rows "
+            "highlighted). <i>Dominated within fold noise</i>: behind the front on the means, but the "
+            "upper corner of its 95% fold interval is not.</p>"
+        )
         parts.append(_table(["configuration", "status", "sensitivity", "precision", "dice"], rows, classes=marks))
     parts.append(figure("fig8"))
 
@@ -679,13 +826,21 @@ def render_html(*, name: str, sweep_dir: Path, spec: SweepSpec | None, trials: p
     parts.append(_stats_section(configs, trials, labels, best_id))
     failed = trials[trials["status"] == FAILED]
     if len(failed):
-        rows = [[esc(labels.get(r["config_id"], r["config_id"])), str(int(r["fold"])),
-                 esc((str(r.get("error") or "").strip().splitlines() or ["?"])[-1][:160])] for _, r in failed.iterrows()]
+        rows = [
+            [
+                esc(labels.get(r["config_id"], r["config_id"])),
+                str(int(r["fold"])),
+                esc((str(r.get("error") or "").strip().splitlines() or ["?"])[-1][:160]),
+            ]
+            for _, r in failed.iterrows()
+        ]
         parts.append("<h2>Failed fold trials</h2>")
         parts.append(_table(["configuration", "fold", "last line of the error"], rows, left=3))
-    parts.append("<p class='meta'>Written by <code>sweeper report</code>. Metrics are per-slice with unit "
-                 "smoothing, averaged over validation slices per organ, overall = mean over organs; each "
-                 "fold trial is scored at its best epoch.</p></body></html>")
+    parts.append(
+        "<p class='meta'>Written by <code>sweeper report</code>. Metrics are per-slice with unit "
+        "smoothing, averaged over validation slices per organ, overall = mean over organs; each "
+        "fold trial is scored at its best epoch.</p></body></html>"
+    )
     return "\n".join(p for p in parts if p)
 
 
@@ -700,13 +855,22 @@ def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str
             return f"{r[m]:.4f} (one fold)" if not pd.isna(r[m]) else "-"
         return f"{r[m]:.4f} [{max(low, 0.0):.4f}, {min(high, 1.0):.4f}]"
 
-    rows = [[esc(labels[r["config_id"]]), str(int(r["n_folds"])), str(int(r["n_failed"]))]
-            + [interval(r, m) for m in shown] for _, r in configs.iterrows()]
-    out.append("<p><b>95% intervals over folds</b> (Student t on the fold values, shown clipped to the metric's "
-               "range [0, 1]; undefined with one fold). With few folds the intervals are wide: differences inside "
-               "them are not evidence.</p>")
-    out.append(_table(["configuration", "folds", "failed"] + [f"{m} [95% interval]" for m in shown], rows,
-                      classes=["best" if c == best_id else "" for c in configs["config_id"]]))
+    rows = [
+        [esc(labels[r["config_id"]]), str(int(r["n_folds"])), str(int(r["n_failed"]))] + [interval(r, m) for m in shown]
+        for _, r in configs.iterrows()
+    ]
+    out.append(
+        "<p><b>95% intervals over folds</b> (Student t on the fold values, shown clipped to the metric's "
+        "range [0, 1]; undefined with one fold). With few folds the intervals are wide: differences inside "
+        "them are not evidence.</p>"
+    )
+    out.append(
+        _table(
+            ["configuration", "folds", "failed"] + [f"{m} [95% interval]" for m in shown],
+            rows,
+            classes=["best" if c == best_id else "" for c in configs["config_id"]],
+        )
+    )
     if best_id is None:
         return "\n".join(out)
     rows = []
@@ -718,9 +882,14 @@ def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str
             comparison = compare_configs(trials, best_id, other, metrics)
         except ValueError:
             done = trials[trials["status"] == FINISHED]
-            common = set(done.loc[done["config_id"] == best_id, "fold"]) & set(done.loc[done["config_id"] == other, "fold"])
-            rows.append([esc(labels[other])] + [f"<i>{len(common)} common finished fold(s): no paired test</i>"]
-                        + [""] * (len(metrics) - 1))
+            common = set(done.loc[done["config_id"] == best_id, "fold"]) & set(
+                done.loc[done["config_id"] == other, "fold"]
+            )
+            rows.append(
+                [esc(labels[other])]
+                + [f"<i>{len(common)} common finished fold(s): no paired test</i>"]
+                + [""] * (len(metrics) - 1)
+            )
             continue
         cells = []
         for _, c in comparison.iterrows():
@@ -728,9 +897,11 @@ def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str
             text = f"{c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] p={c['p_value']:.3f}"
             cells.append(f"<span class='sig'>{text}</span>" if sig else text)
         rows.append([esc(labels[other]) + f" ({int(comparison['n_folds'].iloc[0])} folds)"] + cells)
-    out.append(f"<p><b>Paired comparison</b> of the best configuration ({esc(labels[best_id])}) with each other one on "
-               "the folds both finished: mean difference best &minus; other, 95% t-interval, paired t-test p "
-               "(green: p &lt; 0.05). A positive difference means the best configuration is higher.</p>")
+    out.append(
+        f"<p><b>Paired comparison</b> of the best configuration ({esc(labels[best_id])}) with each other one on "
+        "the folds both finished: mean difference best &minus; other, 95% t-interval, paired t-test p "
+        "(green: p &lt; 0.05). A positive difference means the best configuration is higher.</p>"
+    )
     out.append(_table(["other configuration"] + metrics, rows))
     return "\n".join(out)
 
@@ -751,8 +922,13 @@ def log_report(report_dir: Path, tracking_uri: str, experiment: str) -> str | No
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    runs = [] if exp is None else client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{LEVEL_TAG}` = '{SWEEP_LEVEL}'", max_results=1)
+    runs = (
+        []
+        if exp is None
+        else client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`{LEVEL_TAG}` = '{SWEEP_LEVEL}'", max_results=1
+        )
+    )
     if not runs:
         log.warning("no sweep run of experiment %r in %s; the report is not logged to MLflow", experiment, tracking_uri)
         return None

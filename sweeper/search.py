@@ -68,8 +68,9 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
         params[dimension.knob] = trial.suggest_float(dimension.name, dimension.low, dimension.high, log=dimension.log)
     ratios = spec.data.roi_ratios
     roi_ratio = trial.suggest_categorical("roi_ratio", ratios) if ratios else None
-    return Configuration(arch=arch, encoder=encoder, loss=loss.name, loss_params=dict(sorted(params.items())),
-                         roi_ratio=roi_ratio)
+    return Configuration(
+        arch=arch, encoder=encoder, loss=loss.name, loss_params=dict(sorted(params.items())), roi_ratio=roi_ratio
+    )
 
 
 def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
@@ -120,13 +121,16 @@ class FoldSearcher(Searcher):
         self._queue: deque[TrialConfig] = deque()
         self._configurations: dict[str, _Configuration] = {}
         self._trial_folds: dict[str, tuple[str, int]] = {}
-        self._asked = 0           # distinct configurations asked (the budget counts these)
+        self._asked = 0  # distinct configurations asked (the budget counts these)
         self._duplicates_in_row = 0
         self._study = create_study(spec, storage)
         if grid is not None and not self._study.trials:
             for configuration in grid:
-                fixed = {"arch": configuration["arch"], "encoder": configuration["encoder"],
-                         "loss": configuration["loss_label"]}
+                fixed = {
+                    "arch": configuration["arch"],
+                    "encoder": configuration["encoder"],
+                    "loss": configuration["loss_label"],
+                }
                 if configuration["roi_ratio"] is not None:
                     fixed["roi_ratio"] = configuration["roi_ratio"]
                 self._study.enqueue_trial(fixed)
@@ -160,8 +164,9 @@ class FoldSearcher(Searcher):
 
     # -- persistence (Tuner.restore) ------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        state = {k: getattr(self, k) for k in ("_queue", "_configurations", "_trial_folds", "_asked",
-                                                "_duplicates_in_row")}
+        state = {
+            k: getattr(self, k) for k in ("_queue", "_configurations", "_trial_folds", "_asked", "_duplicates_in_row")
+        }
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(state, fh)
 

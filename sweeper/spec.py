@@ -28,9 +28,9 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from pathlib import Path
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -68,14 +68,18 @@ class IntensitySpec(_Strict):
     """How raw intensities become [0, 1] (trainables.data.intensity)."""
 
     mode: Literal["slice_minmax", "volume_minmax", "slice_zscore", "volume_zscore", "window"] = Field(
-        "slice_minmax", description="slice_minmax (paper 000), volume_minmax, slice/volume_zscore "
-        "(clipped to +-3 sd, mapped to [0, 1]), window (CT: window_center/width in HU)")
+        "slice_minmax",
+        description="slice_minmax (paper 000), volume_minmax, slice/volume_zscore "
+        "(clipped to +-3 sd, mapped to [0, 1]), window (CT: window_center/width in HU)",
+    )
     window_center: float | None = Field(None, description="window mode: centre in HU, e.g. 40 (abdomen)")
     window_width: float | None = Field(None, gt=0, description="window mode: width in HU, e.g. 400")
-    clip_percentiles: tuple[float, float] | None = Field(None, description="clip to these percentiles first, e.g. [0.5, 99.5]")
+    clip_percentiles: tuple[float, float] | None = Field(
+        None, description="clip to these percentiles first, e.g. [0.5, 99.5]"
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "IntensitySpec":
+    def _check(self) -> IntensitySpec:
         if self.mode == "window" and (self.window_center is None or self.window_width is None):
             raise ValueError("data.intensity: mode window needs window_center and window_width, e.g. 40 and 400")
         if self.clip_percentiles is not None and not 0 <= self.clip_percentiles[0] < self.clip_percentiles[1] <= 100:
@@ -98,21 +102,35 @@ class DataSpec(_Strict):
 
     model_config = ConfigDict(extra="allow")  # the data.<format> sections, checked by _format_sections
 
-    format: str = Field("uwmgi", description="a registered data format (README 'Data formats'), e.g. uwmgi, "
-                        "synthetic, nifti")
-    root: Path | None = Field(None, description="the data set folder as it comes from its source "
-                              "(a generated format such as synthetic: where to write, default SWEEP_DIR/data)")
+    format: str = Field(
+        "uwmgi", description="a registered data format (README 'Data formats'), e.g. uwmgi, synthetic, nifti"
+    )
+    root: Path | None = Field(
+        None,
+        description="the data set folder as it comes from its source "
+        "(a generated format such as synthetic: where to write, default SWEEP_DIR/data)",
+    )
     label_mode: Literal["multilabel", "multiclass"] = Field(
-        "multilabel", description="multilabel: one sigmoid channel per class, may overlap; multiclass: softmax "
-        "with background channel 0 added before classes (classes lists the foreground only)")
+        "multilabel",
+        description="multilabel: one sigmoid channel per class, may overlap; multiclass: softmax "
+        "with background channel 0 added before classes (classes lists the foreground only)",
+    )
     label_values: dict[int, str | list[str]] | None = Field(
-        None, description="label value / grey level -> class (or list of classes, multilabel regions); "
-        "default nifti {1: classes[0], 2: ...}, dicom {63: classes[0], 126: ...}, image_folder: mask >= threshold")
+        None,
+        description="label value / grey level -> class (or list of classes, multilabel regions); "
+        "default nifti {1: classes[0], 2: ...}, dicom {63: classes[0], 126: ...}, image_folder: mask >= threshold",
+    )
     intensity: IntensitySpec = Field(default_factory=IntensitySpec)
-    target_spacing: list[float] | None = Field(None, min_length=2, max_length=3, description=
-        "resample to [row, column] or [slice, row, column] mm, then centre-crop/pad to image_size")
-    split_file: Path | None = Field(None, description="YAML/JSON {fold: [validation patient ids]} (paper splits); "
-                                    "unlisted patients train in every fold")
+    target_spacing: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=3,
+        description="resample to [row, column] or [slice, row, column] mm, then centre-crop/pad to image_size",
+    )
+    split_file: Path | None = Field(
+        None,
+        description="YAML/JSON {fold: [validation patient ids]} (paper splits); unlisted patients train in every fold",
+    )
     classes: tuple[str, ...] = GI_CLASSES
     image_size: int = Field(224, ge=16, le=2048, description="slices are resized to image_size x image_size")
     context: int = Field(1, ge=0, le=5, description="2.5D: neighbouring slices on each side (1 -> 3 channels)")
@@ -141,8 +159,10 @@ class DataSpec(_Strict):
         if self.roi_ratios is not None and (not self.roi_ratios or any(r <= 0 for r in self.roi_ratios)):
             raise ValueError("data.roi_ratios: give positive ratios, e.g. [0.409, 0.1], or leave it out")
         if self.root is None and not ADAPTERS[self.format].generates_data:
-            raise ValueError(f"data.root is required for format {self.format}: give the data set folder "
-                             "(for uwmgi the one holding train.csv)")
+            raise ValueError(
+                f"data.root is required for format {self.format}: give the data set folder "
+                "(for uwmgi the one holding train.csv)"
+            )
         if "background" in self.classes:
             raise ValueError("data.classes lists foreground classes; multiclass adds 'background' itself")
         if self.target_spacing is not None and min(self.target_spacing) <= 0:
@@ -236,10 +256,12 @@ class ModelSpec(_Strict):
         unknown = [e for e in value if e not in known]
         if unknown:
             close = sorted({k for e in unknown for k in known if k.startswith(e.rstrip("0123456789_-")[:4])})[:12]
-            raise ValueError(f"unknown encoder(s) {unknown}; use an smp encoder name such as mit_b2 or resnet34"
-                             + (f" (similar: {close})" if close else "")
-                             + " -- all names: python -c 'import segmentation_models_pytorch as smp; "
-                             "print(smp.encoders.get_encoder_names())'")
+            raise ValueError(
+                f"unknown encoder(s) {unknown}; use an smp encoder name such as mit_b2 or resnet34"
+                + (f" (similar: {close})" if close else "")
+                + " -- all names: python -c 'import segmentation_models_pytorch as smp; "
+                "print(smp.encoders.get_encoder_names())'"
+            )
         return value
 
 
@@ -257,7 +279,7 @@ class KnobRange(_Strict):
         return self
 
 
-KnobValue = Union[float, list[float], KnobRange, Literal["search"]]
+KnobValue = float | list[float] | KnobRange | Literal["search"]
 
 
 class LossSpec(_Strict):
@@ -356,15 +378,19 @@ class ResourcesSpec(_Strict):
     max_concurrent: int | None = Field(None, ge=1, description="cap on trials running at once")
     max_failures: int = Field(1, ge=0, description="retries of a failing trial from its last checkpoint")
     reuse_actors: bool = Field(
-        True, description="an ended trial's worker process runs the next trial with the same resources instead of "
-        "a new process starting (Ray Tune's reuse_actors); false: a fresh process per trial")
+        True,
+        description="an ended trial's worker process runs the next trial with the same resources instead of "
+        "a new process starting (Ray Tune's reuse_actors); false: a fresh process per trial",
+    )
 
     @field_validator("gpus_per_trial")
     @classmethod
     def _whole_above_one(cls, value: float) -> float:
         if value > 1 and value != int(value):
-            raise ValueError(f"{value} GPUs: Ray shares a GPU only in fractions below 1; give a fraction "
-                             f"(e.g. 0.5) or a whole number (e.g. {int(value)})")
+            raise ValueError(
+                f"{value} GPUs: Ray shares a GPU only in fractions below 1; give a fraction "
+                f"(e.g. 0.5) or a whole number (e.g. {int(value)})"
+            )
         return value
 
 
@@ -389,8 +415,10 @@ def storage_problem(storage: str | None) -> str | None:
     text = str(storage)
     scheme = text.split("://", 1)[0].lower()
     if scheme not in STORAGE_SCHEMES:
-        return (f"unknown URI scheme {scheme + '://'!r} in {text!r}; give a local or NFS path (e.g. /mnt/shared/sweeps) "
-                f"or an object-store URI Ray Tune can write to: {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+        return (
+            f"unknown URI scheme {scheme + '://'!r} in {text!r}; give a local or NFS path (e.g. /mnt/shared/sweeps) "
+            f"or an object-store URI Ray Tune can write to: {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+        )
     return None
 
 
@@ -409,7 +437,8 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: str | None = Field(
-        None, description="where trials' shared files go: a local or NFS path (Tune storage, data cache and "
+        None,
+        description="where trials' shared files go: a local or NFS path (Tune storage, data cache and "
         "leaderboard under STORAGE/<name>) or an object-store URI such as s3://bucket/prefix (Tune storage only; "
         "the data cache then travels through Ray's object store); default: the results folder",
     )
@@ -439,14 +468,21 @@ class SweepSpec(_Strict):
             problems.append("losses: the same loss with the same params is listed twice; list it once")
         names = [loss.name for loss in self.losses]
         if self.search.mode == "optuna" and len(set(names)) != len(names):
-            problems.append("losses: search.mode optuna lists each loss once; search its knobs instead "
-                            "(several fixed settings of one loss are for search.mode grid)")
+            problems.append(
+                "losses: search.mode optuna lists each loss once; search its knobs instead "
+                "(several fixed settings of one loss are for search.mode grid)"
+            )
         if self.search.mode == "grid":
-            searched = [f"losses.{i}.params.{k}" for i, l in enumerate(self.losses)
-                        for k in l.searched_params(classes)] if registry else []
+            searched = (
+                [f"losses.{i}.params.{k}" for i, loss in enumerate(self.losses) for k in loss.searched_params(classes)]
+                if registry
+                else []
+            )
             if searched:
-                problems.append(f"search.mode grid needs fixed knob values, but {searched} are ranges; "
-                                "give numbers or use search.mode optuna")
+                problems.append(
+                    f"search.mode grid needs fixed knob values, but {searched} are ranges; "
+                    "give numbers or use search.mode optuna"
+                )
         elif self.search.budget is None:
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
         if registry:
@@ -458,31 +494,42 @@ class SweepSpec(_Strict):
     def _metric_problems(self) -> list[str]:
         """Returns the objectives and select_metric that name no reported metric (needs trainables.metrics)."""
         problems = []
-        reported = ("background", *self.data.classes) if (
-            self.data.label_mode == "multiclass" and self.training.include_background) else self.data.classes
+        reported = (
+            ("background", *self.data.classes)
+            if (self.data.label_mode == "multiclass" and self.training.include_background)
+            else self.data.classes
+        )
         valid = metric_names(reported, boundary=self.training.boundary_metrics)
         for i, obj in enumerate(self.search.objectives):
             if obj.metric not in valid:
-                problems.append(f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; "
-                                f"choose from {sorted(valid)}")
+                problems.append(
+                    f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; choose from {sorted(valid)}"
+                )
         if self.training.select_metric not in valid:
-            problems.append(f"training.select_metric: unknown metric {self.training.select_metric!r}; "
-                            f"choose from {sorted(valid)}")
+            problems.append(
+                f"training.select_metric: unknown metric {self.training.select_metric!r}; choose from {sorted(valid)}"
+            )
         return problems
 
     def loss_labels(self) -> dict[str, LossSpec]:
         """Returns label -> loss entry: the loss name, or ``name[i]`` when a loss is listed several times."""
         names = [loss.name for loss in self.losses]
-        return {(name if names.count(name) == 1 else f"{name}[{i}]"): loss
-                for i, (name, loss) in enumerate(zip(names, self.losses))}
+        return {
+            (name if names.count(name) == 1 else f"{name}[{i}]"): loss
+            for i, (name, loss) in enumerate(zip(names, self.losses))
+        }
 
     def planned_configurations(self) -> int:
         """Returns how many configurations the sweep plans: the grid's size (architectures x encoders x
         loss entries x ROI ratios), or the Optuna budget (an upper bound: a configuration proposed twice is
         trained once). Needs no loss registry, so read-only commands can ask it."""
         if self.search.mode == "grid":
-            return (len(self.model.architectures) * len(self.model.encoders) * len(self.losses)
-                    * len(self.data.roi_ratios or [None]))
+            return (
+                len(self.model.architectures)
+                * len(self.model.encoders)
+                * len(self.losses)
+                * len(self.data.roi_ratios or [None])
+            )
         return int(self.search.budget)
 
     def planned_fold_trials(self) -> int:
@@ -492,10 +539,20 @@ class SweepSpec(_Strict):
     def grid(self) -> list[dict[str, Any]]:
         """Every fixed configuration (grid mode): architecture x encoder x loss."""
         return [
-            {"arch": arch, "encoder": enc, "loss": loss.name, "loss_params": loss.fixed_params(self.data.classes),
-             "roi_ratio": ratio, "loss_label": label}
+            {
+                "arch": arch,
+                "encoder": enc,
+                "loss": loss.name,
+                "loss_params": loss.fixed_params(self.data.classes),
+                "roi_ratio": ratio,
+                "loss_label": label,
+            }
             for arch, enc, (label, loss), ratio in itertools.product(
-                self.model.architectures, self.model.encoders, self.loss_labels().items(), self.data.roi_ratios or [None])
+                self.model.architectures,
+                self.model.encoders,
+                self.loss_labels().items(),
+                self.data.roi_ratios or [None],
+            )
         ]
 
 
@@ -540,21 +597,27 @@ def _sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
 def _format_pydantic(error: ValidationError) -> list[str]:
     lines = []
     items = error.errors()
+
     # a value that failed every member of a union: keep the member's own explanation (a value error,
     # e.g. a knob range with low above high) and drop "should be a number / a list / 'search'"
     def where(item: dict) -> tuple:
         return tuple(str(p) for p in item["loc"] if not str(p).startswith(("function-after", "union")))
 
     explained = {where(item) for item in items if item["type"] == "value_error"}
-    items = [item for item in items if item["type"] in ("value_error", "extra_forbidden")  # an unknown key: never
-             or where(item)[:-1] not in explained]                                      # a union member's miss
+    items = [
+        item
+        for item in items
+        if item["type"] in ("value_error", "extra_forbidden")  # an unknown key: never
+        or where(item)[:-1] not in explained
+    ]  # a union member's miss
     for item in items:
         loc = ".".join(where(item))
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             known = _known_fields(item["loc"][:-1])
-            msg = ("unknown field; remove it or fix its spelling"
-                   + (f" (fields here: {', '.join(known)})" if known else ""))
+            msg = "unknown field; remove it or fix its spelling" + (
+                f" (fields here: {', '.join(known)})" if known else ""
+            )
         parts = msg.split("\n")
         if loc and all(part.startswith("params.") for part in parts):  # knob problems of one loss
             lines.extend(f"{loc}.{part}" for part in parts)

@@ -62,8 +62,9 @@ def paired_comparison(metric: str, a: np.ndarray, b: np.ndarray, confidence: flo
         t_stat, p_value = (0.0, 1.0) if np.all(diff == 0) else (float("inf") * np.sign(diff[0]), 0.0)
     else:
         t_stat, p_value = float("nan"), float("nan")
-    return PairedComparison(metric, len(diff), float(a.mean()), float(b.mean()), float(diff.mean()),
-                            low, high, t_stat, p_value)
+    return PairedComparison(
+        metric, len(diff), float(a.mean()), float(b.mean()), float(diff.mean()), low, high, t_stat, p_value
+    )
 
 
 def hypervolume_2d(points: np.ndarray, reference: tuple[float, float] = (0.0, 0.0)) -> float:

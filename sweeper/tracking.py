@@ -37,8 +37,18 @@ SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
 logger = logging.getLogger(__name__)
 
 #: keys of a trial result that are bookkeeping, not metrics
-_NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done",
-                "time_since_restore", "iterations_since_restore", "checkpoint_dir_name"}
+_NOT_METRICS = {
+    "epoch",
+    "training_iteration",
+    "time_this_iter_s",
+    "time_total_s",
+    "timestamp",
+    "pid",
+    "done",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+}
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -53,9 +63,26 @@ def artifact_root(results_dir: Path) -> str:
 
 #: the TrialConfig fields logged as MLflow params of a fold run (its configuration run: all but the fold),
 #: identity first, then the training settings a reader compares runs by
-PARAM_FIELDS = ("config_id", "fold", "arch", "encoder", "encoder_weights", "loss", "roi_ratio",
-                "epochs", "batch_size", "lr", "weight_decay", "min_lr", "seed", "image_size", "context",
-                "augmentation", "threshold", "select_metric")
+PARAM_FIELDS = (
+    "config_id",
+    "fold",
+    "arch",
+    "encoder",
+    "encoder_weights",
+    "loss",
+    "roi_ratio",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "min_lr",
+    "seed",
+    "image_size",
+    "context",
+    "augmentation",
+    "threshold",
+    "select_metric",
+)
 
 
 def trial_params(config: TrialConfig) -> dict[str, str]:
@@ -69,7 +96,8 @@ def trial_params(config: TrialConfig) -> dict[str, str]:
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     """Returns the reportable metrics of a Tune result (numbers only, bookkeeping dropped)."""
     return {
-        k: float(v) for k, v in result.items()
+        k: float(v)
+        for k, v in result.items()
         if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
@@ -105,13 +133,17 @@ def check_tracking_server(uri: str | None, timeout: float = 5.0) -> None:
         raise TrackingUnreachableError(
             f"MLflow tracking server {uri} is unreachable ({why}); nothing was started. Start it "
             f"(mlflow server --host ... --port ...), or fix tracking.uri in the spec / $MLFLOW_TRACKING_URI "
-            "(leave both unset to log to RESULTS/mlflow.db), then launch again")
+            "(leave both unset to log to RESULTS/mlflow.db), then launch again"
+        )
 
 
 #: MLflow's HTTP retry settings while the tracker writes: fail fast, the tracker's own buffer retries
 #: (MLflow's defaults, 7 retries with backoff, would block the Tune driver for minutes per call)
-_FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_FAST_FAIL_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 @contextlib.contextmanager
@@ -152,8 +184,16 @@ class MlflowTracker:
         retry_every_s: the least time between two retries of queued events during an outage.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None, spec_file: Path,
-                 n_folds: int, max_wait_s: float = 300.0, retry_every_s: float = 2.0):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        artifact_location: str | None,
+        spec_file: Path,
+        n_folds: int,
+        max_wait_s: float = 300.0,
+        retry_every_s: float = 2.0,
+    ):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_location = artifact_location
@@ -239,8 +279,13 @@ class MlflowTracker:
                     raise  # the store answers: a real error, not an outage
                 self.buffered_max = max(self.buffered_max, len(self._pending))
                 self._retry_at = time.monotonic() + self.retry_every_s
-                logger.warning("MLflow server %s unreachable (%s; %s): %d write(s) kept and retried; the sweep "
-                               "goes on", self.tracking_uri, why, type(err).__name__, len(self._pending))
+                logger.warning(
+                    "MLflow server %s unreachable (%s; %s): %d write(s) kept and retried; the sweep goes on",
+                    self.tracking_uri,
+                    why,
+                    type(err).__name__,
+                    len(self._pending),
+                )
                 if time.monotonic() + self.retry_every_s > deadline:
                     return False
                 time.sleep(self.retry_every_s)
@@ -255,7 +300,8 @@ class MlflowTracker:
         raise TrackingUnreachableError(
             f"MLflow server {self.tracking_uri} stayed unreachable for {self.max_wait_s:.0f} s: {n} MLflow write(s) "
             f"(runs, metrics, statuses) are kept in {self.pending_file}. The leaderboard and the Optuna study are "
-            "complete. Once the server is back, run `sweeper launch SPEC --resume` (same --results) to write them")
+            "complete. Once the server is back, run `sweeper launch SPEC --resume` (same --results) to write them"
+        )
 
     def _apply(self, event: tuple) -> None:
         """Writes one queued event: ``(kind, *args)`` goes to ``_write_<kind>(*args)``."""
@@ -382,4 +428,3 @@ def runs_by_level(tracking_uri: str, experiment: str) -> dict[str, list]:
     for run in client.search_runs([exp.experiment_id], max_results=5000):
         grouped.setdefault(run.data.tags.get(LEVEL_TAG, "?"), []).append(run)
     return grouped
-

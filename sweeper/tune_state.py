@@ -62,5 +62,6 @@ def read_tune_trials(tune_dir: str | Path) -> list[TuneTrialState]:
 
 def _trial(raw: str | Mapping[str, Any]) -> TuneTrialState:
     trial = json.loads(raw) if isinstance(raw, str) else raw
-    return TuneTrialState(trial_id=str(trial.get("trial_id", "")), status=trial.get("status", UNKNOWN),
-                          config=trial.get("config", {}))
+    return TuneTrialState(
+        trial_id=str(trial.get("trial_id", "")), status=trial.get("status", UNKNOWN), config=trial.get("config", {})
+    )

@@ -20,9 +20,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("SWEEPER_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 # Flags for a closed network and a root user: no sandbox, no background calls to Google's hosts.
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 WINDOW = (1400, 1000)
 
 
@@ -42,8 +50,10 @@ class Browser:
 
         missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
         if missing:
-            raise RuntimeError(f"{', '.join(missing)} missing: run `bash scripts/bootstrap.sh --test` "
-                               "(installs Debian's chromium and chromium-driver)")
+            raise RuntimeError(
+                f"{', '.join(missing)} missing: run `bash scripts/bootstrap.sh --test` "
+                "(installs Debian's chromium and chromium-driver)"
+            )
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
         self.profile = tempfile.mkdtemp(prefix="sweeper-chromium-")
@@ -52,8 +62,9 @@ class Browser:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
-    def open(self, url: str, *, until_text: str | re.Pattern | None = None,
-             timeout_s: float = 60.0) -> list[ConsoleMessage]:
+    def open(
+        self, url: str, *, until_text: str | re.Pattern | None = None, timeout_s: float = 60.0
+    ) -> list[ConsoleMessage]:
         """Loads ``url``, waits for ``until_text`` (a string or a regex) in the page body (for single-page
         apps, which render after the load event), returns the console messages."""
         self.driver.get(url)
@@ -67,8 +78,10 @@ class Browser:
         deadline = time.monotonic() + timeout_s
         while not pattern.search(shown := self.text()):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern.pattern!r} did not appear on {self.driver.current_url} within "
-                                     f"{timeout_s} s; the page shows:\n{shown[-1500:]}")
+                raise AssertionError(
+                    f"{pattern.pattern!r} did not appear on {self.driver.current_url} within "
+                    f"{timeout_s} s; the page shows:\n{shown[-1500:]}"
+                )
             time.sleep(0.25)
         return shown
 
@@ -80,8 +93,7 @@ class Browser:
 
     def console(self) -> list[ConsoleMessage]:
         """Console messages since the last call (ChromeDriver hands each out once)."""
-        return [ConsoleMessage(m["level"], m.get("source", ""), m["message"])
-                for m in self.driver.get_log("browser")]
+        return [ConsoleMessage(m["level"], m.get("source", ""), m["message"]) for m in self.driver.get_log("browser")]
 
     def screenshot(self, name: str, *, full_page: bool = False) -> Path:
         """Saves a PNG under ARTIFACTS; ``full_page`` first grows the window to the page's height."""

@@ -14,4 +14,3 @@ def browser():
     session = Browser()
     yield session
     session.quit()
-

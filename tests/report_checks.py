@@ -62,8 +62,13 @@ def check_report_predicts_as_the_trial(sweep_dir: Path, out: Path, reported: lis
     with torch.inference_mode():
         for _, row in shown.iterrows():
             image, mask = dataset[position[row["id"]]]
-            metrics = SegmentationMetrics(classes, threshold=trial.threshold, boundary=False,
-                                          activation=trial.activation, include_background=trial.include_background)
+            metrics = SegmentationMetrics(
+                classes,
+                threshold=trial.threshold,
+                boundary=False,
+                activation=trial.activation,
+                include_background=trial.include_background,
+            )
             metrics.update(model(image[None]), mask[None])
             scores = metrics.compute()
             assert row["dice"] == pytest.approx(scores["dice"], abs=1e-6), row["id"]

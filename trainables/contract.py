@@ -69,26 +69,41 @@ class TrainingSettings(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the metrics")
     amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
     num_workers: int | None = Field(
-        None, ge=0, description="DataLoader worker processes per trial; null: from resources.cpus_per_trial "
-        "(on a GPU one per CPU but one, at least one; on CPU none: the training step uses the cores)")
+        None,
+        ge=0,
+        description="DataLoader worker processes per trial; null: from resources.cpus_per_trial "
+        "(on a GPU one per CPU but one, at least one; on CPU none: the training step uses the cores)",
+    )
     channels_last: bool = Field(True, description="channels-last tensors and weights; only ever used on CUDA")
     compile: bool = Field(False, description="torch.compile the model (minutes of compiling per trial first)")
     gpu_augmentation: bool = Field(
-        False, description="flips, affine and warps batched on the training device; the DataLoader workers "
-        "then do only intensity jitter (for trials short of CPU cores)")
+        False,
+        description="flips, affine and warps batched on the training device; the DataLoader workers "
+        "then do only intensity jitter (for trials short of CPU cores)",
+    )
     select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
     boundary_metrics: bool = Field(
-        True, description="nsd, hd95, boundary_f1, gi_score and the object metrics (CPU cost per image)")
+        True, description="nsd, hd95, boundary_f1, gi_score and the object metrics (CPU cost per image)"
+    )
     object_min_overlap: float = Field(
-        0.5, gt=0, le=1, description="share of an object's pixels the other mask must cover for the object "
-        "to count as found (true object) or correct (predicted object)")
+        0.5,
+        gt=0,
+        le=1,
+        description="share of an object's pixels the other mask must cover for the object "
+        "to count as found (true object) or correct (predicted object)",
+    )
     threshold_bins: int = Field(
-        20, ge=20, le=100, description="bins of the case records' probability histograms: counts follow "
-        "exactly at every threshold k / threshold_bins")
+        20,
+        ge=20,
+        le=100,
+        description="bins of the case records' probability histograms: counts follow "
+        "exactly at every threshold k / threshold_bins",
+    )
     include_background: bool = Field(False, description="multiclass only: report the background class in metrics")
     loss_include_background: bool = Field(
-        True, description="multiclass only: region losses score the background channel (False: paper 003's diceBK)")
+        True, description="multiclass only: region losses score the background channel (False: paper 003's diceBK)"
+    )
     nsd_tolerance_mm: float = Field(2.0, gt=0, description="tolerance of the normalised surface distance")
 
 
@@ -125,8 +140,9 @@ class TrialSettings(TrainingSettings):
 
     def for_fold(self, configuration: Configuration, *, config_id: str, fold: int) -> TrialConfig:
         """Returns the settings of one fold trial: these plus the configuration, its id and the fold."""
-        return TrialConfig.model_validate({**self.model_dump(), **configuration.model_dump(),
-                                           "config_id": config_id, "fold": fold})
+        return TrialConfig.model_validate(
+            {**self.model_dump(), **configuration.model_dump(), "config_id": config_id, "fold": fold}
+        )
 
 
 class Configuration(BaseModel):

@@ -59,8 +59,13 @@ def build_network(cfg: TrialConfig, *, pretrained: bool = True) -> nn.Module:
     ``pretrained=False`` builds it without the encoder's pretrained weights (nothing downloaded):
     for loading a trained trial's own weights over it.
     """
-    return build_model(cfg.arch, cfg.encoder, in_channels=2 * cfg.context + 1, classes=len(cfg.classes),
-                       encoder_weights=cfg.encoder_weights if pretrained else None)
+    return build_model(
+        cfg.arch,
+        cfg.encoder,
+        in_channels=2 * cfg.context + 1,
+        classes=len(cfg.classes),
+        encoder_weights=cfg.encoder_weights if pretrained else None,
+    )
 
 
 def validation_slices(cfg: TrialConfig, cache_dir: str | Path | None = None) -> SliceDataset:
@@ -100,8 +105,13 @@ def predicted_masks(probs: Tensor, threshold: float, activation: str) -> Tensor:
 def reported_channels(cfg: TrialConfig) -> slice:
     """Returns the channels the trial's metrics report: all, or all but background channel 0 under
     softmax without ``include_background`` (``SegmentationMetrics.reported_classes``)."""
-    metrics = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=False, activation=cfg.activation,
-                                  include_background=cfg.include_background)
+    metrics = SegmentationMetrics(
+        cfg.classes,
+        threshold=cfg.threshold,
+        boundary=False,
+        activation=cfg.activation,
+        include_background=cfg.include_background,
+    )
     return slice(len(cfg.classes) - len(metrics.reported_classes), None)
 
 
@@ -142,8 +152,13 @@ class SlicePredictions:
 
 
 @torch.inference_mode()
-def predict_slices(cfg: TrialConfig, model: nn.Module, dataset: SliceDataset, positions: Sequence[int] | None = None,
-                   batch_size: int | None = None) -> SlicePredictions:
+def predict_slices(
+    cfg: TrialConfig,
+    model: nn.Module,
+    dataset: SliceDataset,
+    positions: Sequence[int] | None = None,
+    batch_size: int | None = None,
+) -> SlicePredictions:
     """Returns the predictions of ``model`` on the slices at ``positions`` of ``dataset`` (default all).
 
     Runs in batches of ``batch_size`` (default the trial's ``cfg.batch_size``) on the model's device
@@ -155,7 +170,7 @@ def predict_slices(cfg: TrialConfig, model: nn.Module, dataset: SliceDataset, po
     reported = reported_channels(cfg)
     images, truths, preds, dice = [], [], [], []
     for start in range(0, len(chosen), step):
-        batch = [dataset[int(i)] for i in chosen[start:start + step]]
+        batch = [dataset[int(i)] for i in chosen[start : start + step]]
         x = torch.stack([b[0] for b in batch]).to(device)
         y = torch.stack([b[1] for b in batch]).to(device)
         pred = predicted_masks(probabilities(model(x), cfg.activation), cfg.threshold, cfg.activation)

@@ -26,10 +26,9 @@ import math
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +44,7 @@ from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the trial stops with this reason."""
 
@@ -52,7 +52,7 @@ class NonFiniteLossError(RuntimeError):
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy and torch (all devices)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 -- the legacy global generator is what Albumentations draws from
     torch.manual_seed(seed)
 
 
@@ -61,7 +61,7 @@ def _init_worker(worker_id: int) -> None:
     pipeline from the worker's torch seed (the loader generator's base seed + worker id, so the
     trial's seed fixes every batch)."""
     worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
+    np.random.seed(worker_seed)  # noqa: NPY002 -- the legacy global generator is what Albumentations draws from
     random.seed(worker_seed)
     info = torch.utils.data.get_worker_info()
     seed_transform(getattr(info.dataset, "transform", None), worker_seed)
@@ -89,7 +89,7 @@ def loader_settings(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",  # page-locked batches: the copy to the GPU is async
-        persistent_workers=workers > 0,    # no worker start-up (imports, mmaps) every epoch
+        persistent_workers=workers > 0,  # no worker start-up (imports, mmaps) every epoch
         worker_init_fn=_init_worker if workers > 0 else None,
     )
     if workers > 0:
@@ -115,12 +115,14 @@ def make_loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, Da
     """
     n_folds = int(load_index(cfg.cache_dir)["fold"].max()) + 1
     train_folds = [f for f in range(n_folds) if f != cfg.fold]
-    transform = build_augmentation(cfg.image_size, cfg.augmentation, geometric=not cfg.gpu_augmentation,
-                                   seed=cfg.seed + cfg.fold)
+    transform = build_augmentation(
+        cfg.image_size, cfg.augmentation, geometric=not cfg.gpu_augmentation, seed=cfg.seed + cfg.fold
+    )
     train_set = SliceDataset(cfg.cache_dir, train_folds, context=cfg.context, transform=transform)
     if cfg.roi_ratio is not None:
-        train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.foreground_classes,
-                                           seed=cfg.seed + cfg.fold)
+        train_set.index = roi_ratio_subset(
+            train_set.index, cfg.roi_ratio, cfg.foreground_classes, seed=cfg.seed + cfg.fold
+        )
     val_set = validation_slices(cfg)
     common = loader_settings(cfg, device)
     generator = torch.Generator().manual_seed(cfg.seed + cfg.fold)
@@ -140,10 +142,19 @@ class TrainStep:
     the same with or without ``torch.compile``).
     """
 
-    def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, *, device: torch.device, amp_dtype: torch.dtype = torch.float32,
-                 channels_last: bool = False, compile: bool = False,
-                 augment: BatchGeometricAugment | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        criterion: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        *,
+        device: torch.device,
+        amp_dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        compile: bool = False,
+        augment: BatchGeometricAugment | None = None,
+    ):
         self.model, self.criterion, self.optimizer, self.scaler = model, criterion, optimizer, scaler
         self.device, self.amp_dtype, self.augment = device, amp_dtype, augment
         self.use_amp = amp_dtype != torch.float32
@@ -210,7 +221,11 @@ def training_fold_statistics(index, cfg: TrialConfig) -> dict[str, Any]:
 
 def describe_loss_choice(criterion: torch.nn.Module) -> str:
     """Returns what a data-driven loss chose (CALF's transformation), '' for fixed losses."""
-    chosen = [f"{type(m).__name__}:{m.transform}" for m in criterion.modules() if isinstance(getattr(m, "transform", None), str)]
+    chosen = [
+        f"{type(m).__name__}:{m.transform}"
+        for m in criterion.modules()
+        if isinstance(getattr(m, "transform", None), str)
+    ]
     return ",".join(chosen)
 
 
@@ -235,8 +250,13 @@ def checkpoint_scratch(name: str | None = None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_fold(config: TrialConfig | Mapping[str, Any], report: Report, checkpoint_dir: Path | None = None, *,
-             scratch_name: str | None = None) -> dict[str, Any]:
+def run_fold(
+    config: TrialConfig | Mapping[str, Any],
+    report: Report,
+    checkpoint_dir: Path | None = None,
+    *,
+    scratch_name: str | None = None,
+) -> dict[str, Any]:
     """Trains one fold and returns the last reported metrics.
 
     Args:
@@ -256,22 +276,36 @@ def run_fold(config: TrialConfig | Mapping[str, Any], report: Report, checkpoint
 
     train_loader, val_loader = make_loaders(cfg, device)
     model = build_network(cfg).to(device)
-    criterion = build_configured_loss(cfg.loss, cfg.loss_params, cfg.classes,
-                                      **training_fold_statistics(train_loader.dataset.index, cfg))
+    criterion = build_configured_loss(
+        cfg.loss, cfg.loss_params, cfg.classes, **training_fold_statistics(train_loader.dataset.index, cfg)
+    )
     # fused AdamW on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on
     # the device (GradScaler.step would otherwise sync on it every step)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
     amp_dtype = _amp_dtype(device) if use_amp else torch.float32
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
-    augment = (BatchGeometricAugment(cfg.augmentation, seed=cfg.seed + cfg.fold, device=device,
-                                     one_hot=cfg.activation == "softmax")
-               if cfg.gpu_augmentation else None)
-    step_fn = TrainStep(model, criterion, optimizer, scaler, device=device, amp_dtype=amp_dtype,
-                        channels_last=cfg.channels_last and device.type == "cuda", compile=cfg.compile,
-                        augment=augment)
+    augment = (
+        BatchGeometricAugment(
+            cfg.augmentation, seed=cfg.seed + cfg.fold, device=device, one_hot=cfg.activation == "softmax"
+        )
+        if cfg.gpu_augmentation
+        else None
+    )
+    step_fn = TrainStep(
+        model,
+        criterion,
+        optimizer,
+        scaler,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=cfg.channels_last and device.type == "cuda",
+        compile=cfg.compile,
+        augment=augment,
+    )
 
     start_epoch, best_value, best_metrics, best_state = 0, -math.inf, {}, None
     best_cases: bytes | None = None  # the best epoch's case records as Parquet, copied into each checkpoint
@@ -287,10 +321,16 @@ def run_fold(config: TrialConfig | Mapping[str, Any], report: Report, checkpoint
         cases_file = Path(checkpoint_dir) / CASES_FILE
         best_cases = cases_file.read_bytes() if cases_file.is_file() else None
 
-    metrics = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=cfg.boundary_metrics,
-                                  nsd_tolerance_mm=cfg.nsd_tolerance_mm, activation=cfg.activation,
-                                  include_background=cfg.include_background,
-                                  object_min_overlap=cfg.object_min_overlap, case_bins=cfg.threshold_bins)
+    metrics = SegmentationMetrics(
+        cfg.classes,
+        threshold=cfg.threshold,
+        boundary=cfg.boundary_metrics,
+        nsd_tolerance_mm=cfg.nsd_tolerance_mm,
+        activation=cfg.activation,
+        include_background=cfg.include_background,
+        object_min_overlap=cfg.object_min_overlap,
+        case_bins=cfg.threshold_bins,
+    )
     sign = -1.0 if cfg.select_metric.split(".")[0] in LOWER_IS_BETTER else 1.0
     loss_detail = describe_loss_choice(criterion)
     result: dict[str, Any] = {}
@@ -363,15 +403,20 @@ def _evaluate(step: TrainStep, criterion, loader, metrics: SegmentationMetrics, 
     seen = 0
     index = loader.dataset.index  # the validation loader is not shuffled: batches follow the index
     for images, masks in loader:
-        rows = index.iloc[seen:seen + images.shape[0]]
+        rows = index.iloc[seen : seen + images.shape[0]]
         images = images.to(device, non_blocking=True).contiguous(memory_format=step.memory_format)
         masks = masks.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = step.forward(images)
         loss_sum += criterion(logits.float(), masks) * images.shape[0]
         seen += images.shape[0]
-        metrics.update(logits.float(), masks, spacing=rows[["spacing_h", "spacing_w"]].to_numpy(),
-                       scan_ids=rows["scan"].tolist(), positions=rows["position"].tolist())
+        metrics.update(
+            logits.float(),
+            masks,
+            spacing=rows[["spacing_h", "spacing_w"]].to_numpy(),
+            scan_ids=rows["scan"].tolist(),
+            positions=rows["position"].tolist(),
+        )
     return (loss_sum / max(seen, 1)).item(), metrics.compute()
 
 

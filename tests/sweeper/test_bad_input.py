@@ -73,8 +73,9 @@ def _resize_png(path: Path, rename: bool) -> None:
 def _one_slice_scan(root: Path) -> None:
     for number in (2, 3, 4):
         _png(root, number).unlink()
-    _write_rows(root, [r for r in _rows(root) if not r[0].startswith("case1_day1_slice_000") or
-                       r[0] == "case1_day1_slice_0001"])
+    _write_rows(
+        root, [r for r in _rows(root) if not r[0].startswith("case1_day1_slice_000") or r[0] == "case1_day1_slice_0001"]
+    )
 
 
 def _duplicate_row(root: Path) -> None:
@@ -120,102 +121,235 @@ def _loss(name: str, **params: Any) -> dict[str, Any]:
 CASES = [
     # --- the spec: pydantic, all problems at once -------------------------------------------------
     Case("unknown_loss", ("losses.0", "unknown loss 'nope'", "sweeper losses"), {"losses": [{"name": "nope"}]}),
-    Case("unknown_encoder", ("model.encoders", "resnet9000", "such as mit_b2"), {"model": {"encoders": ["resnet9000"]}}),
-    Case("unknown_architecture", ("model.architectures", "transformer9000", "choose from"),
-         {"model": {"architectures": ["transformer9000"]}}),
-    Case("knob_out_of_range", ("losses.0.params.alpha", "1.5 is outside [0.0, 1.0]", "give a value in that range"),
-         _loss("tversky", alpha=1.5)),
-    Case("knob_range_reversed", ("losses.0.params.alpha", "low (0.9) must be below high (0.1)", "low < high"),
-         _loss("tversky", alpha={"low": 0.9, "high": 0.1})),
+    Case(
+        "unknown_encoder", ("model.encoders", "resnet9000", "such as mit_b2"), {"model": {"encoders": ["resnet9000"]}}
+    ),
+    Case(
+        "unknown_architecture",
+        ("model.architectures", "transformer9000", "choose from"),
+        {"model": {"architectures": ["transformer9000"]}},
+    ),
+    Case(
+        "knob_out_of_range",
+        ("losses.0.params.alpha", "1.5 is outside [0.0, 1.0]", "give a value in that range"),
+        _loss("tversky", alpha=1.5),
+    ),
+    Case(
+        "knob_range_reversed",
+        ("losses.0.params.alpha", "low (0.9) must be below high (0.1)", "low < high"),
+        _loss("tversky", alpha={"low": 0.9, "high": 0.1}),
+    ),
     Case("unknown_knob", ("losses.0.params.gamma", "no knob 'gamma'", "its knobs are"), _loss("tversky", gamma=1.0)),
-    Case("constraint_derived_knob_given", ("losses.0.params.beta", "derives beta from alpha", "set only alpha"),
-         _loss("iou_xy", alpha=1.5, beta=1.0)),
-    Case("constraint_knob_out_of_range", ("losses.0.params.alpha", "2.5 is outside [0.0, 2.0]"),
-         _loss("iou_xy", alpha=2.5)),
-    Case("per_class_gamma_count", ("losses.0.params.gamma", "2 values for 3 classes", "give one per class"),
-         _loss("pm_dice", gamma=[1.0, 2.0])),
-    Case("list_for_scalar_knob", ("losses.0.params.alpha", "only for per-class knobs", "give one number"),
-         _loss("tversky", alpha=[0.3, 0.5])),
+    Case(
+        "constraint_derived_knob_given",
+        ("losses.0.params.beta", "derives beta from alpha", "set only alpha"),
+        _loss("iou_xy", alpha=1.5, beta=1.0),
+    ),
+    Case(
+        "constraint_knob_out_of_range",
+        ("losses.0.params.alpha", "2.5 is outside [0.0, 2.0]"),
+        _loss("iou_xy", alpha=2.5),
+    ),
+    Case(
+        "per_class_gamma_count",
+        ("losses.0.params.gamma", "2 values for 3 classes", "give one per class"),
+        _loss("pm_dice", gamma=[1.0, 2.0]),
+    ),
+    Case(
+        "list_for_scalar_knob",
+        ("losses.0.params.alpha", "only for per-class knobs", "give one number"),
+        _loss("tversky", alpha=[0.3, 0.5]),
+    ),
     Case("zero_batch_size", ("training.batch_size", "greater than or equal to 1"), {"training": {"batch_size": 0}}),
     Case("zero_epochs", ("training.epochs", "greater than or equal to 1"), {"training": {"epochs": 0}}),
     Case("negative_lr", ("training.lr", "greater than 0"), {"training": {"lr": -0.001}}),
-    Case("unknown_field", ("training.epoch", "unknown field", "fix its spelling", "epochs"), {"training": {"epoch": 3}}),
+    Case(
+        "unknown_field", ("training.epoch", "unknown field", "fix its spelling", "epochs"), {"training": {"epoch": 3}}
+    ),
     Case("bad_sweep_name", ("name:", "letters, digits"), {"name": "my/sweep"}),
-    Case("unknown_format", ("data.format", "'uwmgi'", "'nifti'"), {"data": {"format": "nrrd", "root": "/x", "folds": 2}}),
-    Case("unknown_format_option", ("data.synthetic.case", "unknown field", "fix its spelling", "cases, days_per_case"),
-         {"data": {"format": "synthetic", "folds": 2, "synthetic": {"case": 3}}}),
-    Case("no_data_root", ("data.root is required", "the one holding train.csv"), {"data": {"format": "uwmgi", "folds": 2}}),
-    Case("context_out_of_range", ("data.context", "less than or equal to 5"),
-         {"data": {"format": "synthetic", "folds": 2, "context": 9}}),
-    Case("run_fold_outside_folds", ("data.run_folds [3]", "list folds below data.folds"),
-         {"data": {"format": "synthetic", "folds": 2, "run_folds": [3]}}),
-    Case("grid_with_searched_knob", ("search.mode grid", "losses.0.params.alpha", "give numbers"),
-         {**_loss("tversky", alpha="search"), "search": {"mode": "grid"}}),
+    Case(
+        "unknown_format", ("data.format", "'uwmgi'", "'nifti'"), {"data": {"format": "nrrd", "root": "/x", "folds": 2}}
+    ),
+    Case(
+        "unknown_format_option",
+        ("data.synthetic.case", "unknown field", "fix its spelling", "cases, days_per_case"),
+        {"data": {"format": "synthetic", "folds": 2, "synthetic": {"case": 3}}},
+    ),
+    Case(
+        "no_data_root",
+        ("data.root is required", "the one holding train.csv"),
+        {"data": {"format": "uwmgi", "folds": 2}},
+    ),
+    Case(
+        "context_out_of_range",
+        ("data.context", "less than or equal to 5"),
+        {"data": {"format": "synthetic", "folds": 2, "context": 9}},
+    ),
+    Case(
+        "run_fold_outside_folds",
+        ("data.run_folds [3]", "list folds below data.folds"),
+        {"data": {"format": "synthetic", "folds": 2, "run_folds": [3]}},
+    ),
+    Case(
+        "grid_with_searched_knob",
+        ("search.mode grid", "losses.0.params.alpha", "give numbers"),
+        {**_loss("tversky", alpha="search"), "search": {"mode": "grid"}},
+    ),
     Case("optuna_without_budget", ("search.budget is required",), {"search": {"mode": "optuna"}}),
-    Case("unknown_objective", ("search.objectives.0.metric", "sensitivity.liver", "choose from"),
-         {"search": {"budget": 2, "objectives": [{"metric": "sensitivity.liver"}]}}),
-    Case("unknown_select_metric", ("training.select_metric", "'iou3d'", "choose from"),
-         {"training": {"select_metric": "iou3d"}}),
+    Case(
+        "unknown_objective",
+        ("search.objectives.0.metric", "sensitivity.liver", "choose from"),
+        {"search": {"budget": 2, "objectives": [{"metric": "sensitivity.liver"}]}},
+    ),
+    Case(
+        "unknown_select_metric",
+        ("training.select_metric", "'iou3d'", "choose from"),
+        {"training": {"select_metric": "iou3d"}},
+    ),
     Case("loss_listed_twice", ("losses:", "list it once"), {"losses": [{"name": "dice"}, {"name": "dice"}]}),
-    Case("fractional_gpus_above_one", ("resources.gpus_per_trial", "fractions below 1", "whole number"),
-         {"resources": {"gpus_per_trial": 1.5}}),
-    Case("zero_max_concurrent", ("resources.max_concurrent", "greater than or equal to 1"),
-         {"resources": {"max_concurrent": 0}}),
+    Case(
+        "fractional_gpus_above_one",
+        ("resources.gpus_per_trial", "fractions below 1", "whole number"),
+        {"resources": {"gpus_per_trial": 1.5}},
+    ),
+    Case(
+        "zero_max_concurrent",
+        ("resources.max_concurrent", "greater than or equal to 1"),
+        {"resources": {"max_concurrent": 0}},
+    ),
     Case("unknown_storage_scheme_in_spec", ("storage:", "'foo://'", "s3://"), {"storage": "foo://bucket"}),
     # --- the spec against the files and the machine (preflight, then launch before Ray) ---------------
-    Case("more_folds_than_patients", ("data.folds", "5 folds", "generate at least as many patients"),
-         {"data": {"format": "synthetic", "folds": 5, "synthetic": {"cases": 3}}}),
-    Case("more_folds_than_patients_gi", ("data.folds", "only 2 patients", "use at most 2 folds"),
-         {"data": {"folds": 3}}, corrupt=lambda root: None),
-    Case("data_root_without_train_csv", ("data.root", "has no train.csv", "point it at"),
-         corrupt=lambda root: (root / "train.csv").unlink()),
-    Case("gpus_per_trial_beyond_any_node", ("resources.gpus_per_trial", "64 GPUs per trial", "give at most"),
-         {"resources": {"gpus_per_trial": 64}}),
-    Case("cpus_per_trial_beyond_any_node", ("resources.cpus_per_trial", "100000 CPUs per trial", "give at most"),
-         {"resources": {"cpus_per_trial": 100000}}),
+    Case(
+        "more_folds_than_patients",
+        ("data.folds", "5 folds", "generate at least as many patients"),
+        {"data": {"format": "synthetic", "folds": 5, "synthetic": {"cases": 3}}},
+    ),
+    Case(
+        "more_folds_than_patients_gi",
+        ("data.folds", "only 2 patients", "use at most 2 folds"),
+        {"data": {"folds": 3}},
+        corrupt=lambda root: None,
+    ),
+    Case(
+        "data_root_without_train_csv",
+        ("data.root", "has no train.csv", "point it at"),
+        corrupt=lambda root: (root / "train.csv").unlink(),
+    ),
+    Case(
+        "gpus_per_trial_beyond_any_node",
+        ("resources.gpus_per_trial", "64 GPUs per trial", "give at most"),
+        {"resources": {"gpus_per_trial": 64}},
+    ),
+    Case(
+        "cpus_per_trial_beyond_any_node",
+        ("resources.cpus_per_trial", "100000 CPUs per trial", "give at most"),
+        {"resources": {"cpus_per_trial": 100000}},
+    ),
     # --- the data: a generated UW-Madison GI set, corrupted ----------------------------------------
-    Case("missing_png", ("slice_0002_W_H_PW_PH.png", "case1_day1_slice_0002", "restore the PNG"),
-         corrupt=lambda root: _png(root).unlink()),
-    Case("not_a_png", ("slice_0002_", "not a PNG file", "replace it"),
-         corrupt=lambda root: _png(root).write_bytes(b"this is not an image")),
+    Case(
+        "missing_png",
+        ("slice_0002_W_H_PW_PH.png", "case1_day1_slice_0002", "restore the PNG"),
+        corrupt=lambda root: _png(root).unlink(),
+    ),
+    Case(
+        "not_a_png",
+        ("slice_0002_", "not a PNG file", "replace it"),
+        corrupt=lambda root: _png(root).write_bytes(b"this is not an image"),
+    ),
     Case("truncated_png", ("slice_0002_", "cannot read it", "replace it"), corrupt=lambda root: _truncate(_png(root))),
-    Case("colour_png", ("slice_0002_", "single-channel (grey)", "replace it"), corrupt=lambda root: _colour(_png(root))),
-    Case("malformed_rle", ("train.csv", "case1_day1_slice_0001", "'stomach'", "must hold integers", "fix the segmentation"),
-         corrupt=lambda root: _set_rle(root, "12 x")),
-    Case("odd_rle", ("train.csv", "case1_day1_slice_0001", "odd count", "fix the segmentation"),
-         corrupt=lambda root: _set_rle(root, "1 2 3")),
-    Case("rle_past_the_image", ("train.csv", "case1_day1_slice_0001", "has only 1024 pixels", "runs inside the image"),
-         corrupt=lambda root: _set_rle(root, "1000 100")),
-    Case("rle_start_zero", ("train.csv", "case1_day1_slice_0001", ">= 1 (1-indexed)", "fix the segmentation"),
-         corrupt=lambda root: _set_rle(root, "0 5")),
-    Case("duplicate_id", ("train.csv, line", "duplicated row for id", "keep one row per (id, class)"),
-         corrupt=_duplicate_row),
-    Case("unknown_class", ("train.csv", "unknown class(es) ['liver']", "list the class in data.classes"),
-         corrupt=lambda root: _add_row(root, ["case1_day1_slice_0001", "liver", ""])),
-    Case("malformed_id", ("train.csv, line", "malformed id 'case1_slice_1'", "caseN_dayM_slice_XXXX"),
-         corrupt=lambda root: _add_row(root, ["case1_slice_1", "stomach", ""])),
-    Case("scan_with_one_slice", ("train.csv", "case1_day1 has only one slice", "restore its other slices"),
-         corrupt=_one_slice_scan),
-    Case("mixed_sizes_in_one_scan", ("slice_0002_48_48", "differs from the scan's first slice", "replace it"),
-         corrupt=lambda root: _resize_png(_png(root), rename=True)),
-    Case("png_size_not_its_name", ("slice_0002_32_32", "its name says", "with the PNG's own size"),
-         corrupt=lambda root: _resize_png(_png(root), rename=False)),
+    Case(
+        "colour_png", ("slice_0002_", "single-channel (grey)", "replace it"), corrupt=lambda root: _colour(_png(root))
+    ),
+    Case(
+        "malformed_rle",
+        ("train.csv", "case1_day1_slice_0001", "'stomach'", "must hold integers", "fix the segmentation"),
+        corrupt=lambda root: _set_rle(root, "12 x"),
+    ),
+    Case(
+        "odd_rle",
+        ("train.csv", "case1_day1_slice_0001", "odd count", "fix the segmentation"),
+        corrupt=lambda root: _set_rle(root, "1 2 3"),
+    ),
+    Case(
+        "rle_past_the_image",
+        ("train.csv", "case1_day1_slice_0001", "has only 1024 pixels", "runs inside the image"),
+        corrupt=lambda root: _set_rle(root, "1000 100"),
+    ),
+    Case(
+        "rle_start_zero",
+        ("train.csv", "case1_day1_slice_0001", ">= 1 (1-indexed)", "fix the segmentation"),
+        corrupt=lambda root: _set_rle(root, "0 5"),
+    ),
+    Case(
+        "duplicate_id",
+        ("train.csv, line", "duplicated row for id", "keep one row per (id, class)"),
+        corrupt=_duplicate_row,
+    ),
+    Case(
+        "unknown_class",
+        ("train.csv", "unknown class(es) ['liver']", "list the class in data.classes"),
+        corrupt=lambda root: _add_row(root, ["case1_day1_slice_0001", "liver", ""]),
+    ),
+    Case(
+        "malformed_id",
+        ("train.csv, line", "malformed id 'case1_slice_1'", "caseN_dayM_slice_XXXX"),
+        corrupt=lambda root: _add_row(root, ["case1_slice_1", "stomach", ""]),
+    ),
+    Case(
+        "scan_with_one_slice",
+        ("train.csv", "case1_day1 has only one slice", "restore its other slices"),
+        corrupt=_one_slice_scan,
+    ),
+    Case(
+        "mixed_sizes_in_one_scan",
+        ("slice_0002_48_48", "differs from the scan's first slice", "replace it"),
+        corrupt=lambda root: _resize_png(_png(root), rename=True),
+    ),
+    Case(
+        "png_size_not_its_name",
+        ("slice_0002_32_32", "its name says", "with the PNG's own size"),
+        corrupt=lambda root: _resize_png(_png(root), rename=False),
+    ),
     Case("empty_data_set", ("train.csv lists no slices", "point data.root at the full data set"), corrupt=_header_only),
-    Case("empty_train_csv_file", ("train.csv is empty", "restore the data set's train.csv"),
-         corrupt=lambda root: (root / "train.csv").write_text("")),
-    Case("train_csv_missing_column", ("train.csv", "missing column(s) ['segmentation']", "expected columns"),
-         corrupt=_drop_column),
+    Case(
+        "empty_train_csv_file",
+        ("train.csv is empty", "restore the data set's train.csv"),
+        corrupt=lambda root: (root / "train.csv").write_text(""),
+    ),
+    Case(
+        "train_csv_missing_column",
+        ("train.csv", "missing column(s) ['segmentation']", "expected columns"),
+        corrupt=_drop_column,
+    ),
     # --- the environment -----------------------------------------------------------------------------
-    Case("results_folder_is_a_file", ("results folder (--results)", "taken", "not a writable folder",
-                                      "pass a folder you can write to"), results=_a_file),
-    Case("results_folder_under_a_file", ("results folder (--results)", "taken/results", "pass a folder you can write to"),
-         results=lambda tmp: _a_file(tmp) / "results"),
-    Case("storage_path_is_a_file", ("sweep folder (--storage", "taken/bad", "pass a folder you can write to"),
-         storage="FILE"),
+    Case(
+        "results_folder_is_a_file",
+        ("results folder (--results)", "taken", "not a writable folder", "pass a folder you can write to"),
+        results=_a_file,
+    ),
+    Case(
+        "results_folder_under_a_file",
+        ("results folder (--results)", "taken/results", "pass a folder you can write to"),
+        results=lambda tmp: _a_file(tmp) / "results",
+    ),
+    Case(
+        "storage_path_is_a_file",
+        ("sweep folder (--storage", "taken/bad", "pass a folder you can write to"),
+        storage="FILE",
+    ),
     Case("unknown_storage_scheme_option", ("storage (--storage", "'foo://'", "s3://"), storage="foo://bucket"),
-    Case("disk_too_small_for_checkpoints", ("disk space at", "16 fold trials still to run need about", "GB is free",
-                                            "point --results/--storage at a larger disk", "search.budget"),
-         {"search": {"budget": 8}}, free_disk=1024**3),
+    Case(
+        "disk_too_small_for_checkpoints",
+        (
+            "disk space at",
+            "16 fold trials still to run need about",
+            "GB is free",
+            "point --results/--storage at a larger disk",
+            "search.budget",
+        ),
+        {"search": {"budget": 8}},
+        free_disk=1024**3,
+    ),
 ]
 
 
@@ -229,8 +363,12 @@ def gi_template(tmp_path_factory) -> Path:
 def _spec(case: Case, root: Path | None) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "name": "bad",
-        "data": {"format": "synthetic", "folds": 2, "image_size": 32,
-                 "synthetic": {"cases": 2, "slices_per_scan": 4, "image_size": 32}},
+        "data": {
+            "format": "synthetic",
+            "folds": 2,
+            "image_size": 32,
+            "synthetic": {"cases": 2, "slices_per_scan": 4, "image_size": 32},
+        },
         "losses": [{"name": "dice"}],
         "search": {"budget": 1},
         "training": {"epochs": 1},
@@ -239,8 +377,13 @@ def _spec(case: Case, root: Path | None) -> dict[str, Any]:
     if root is not None:
         raw["data"] = {"format": "uwmgi", "root": str(root), "folds": 2, "image_size": 32}
     for key, value in case.spec.items():
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in ("data", "training", "resources") \
-            and not ("format" in value and key == "data") else value
+        raw[key] = (
+            {**raw[key], **value}
+            if isinstance(value, dict)
+            and key in ("data", "training", "resources")
+            and not ("format" in value and key == "data")
+            else value
+        )
     return raw
 
 
@@ -250,8 +393,9 @@ def test_table_has_at_least_30_cases_with_unique_ids():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_rejected_before_ray_with_field_and_fix(case: Case, tmp_path: Path, gi_template: Path,
-                                                             monkeypatch: pytest.MonkeyPatch):
+def test_bad_input_is_rejected_before_ray_with_field_and_fix(
+    case: Case, tmp_path: Path, gi_template: Path, monkeypatch: pytest.MonkeyPatch
+):
     if case.free_disk is not None:
         real = shutil.disk_usage
         monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=case.free_disk))

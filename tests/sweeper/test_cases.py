@@ -19,11 +19,30 @@ def records(config_id="cfg_a", fold=0, patients=("p1", "p2"), n_bins=4, offset=0
                 bg = np.array([90 - fg.sum(), 3, 1, slice_])
                 tp, fn = int(fg[2:].sum()), int(fg[:2].sum())
                 fp, tn = int(bg[2:].sum()), int(bg[:2].sum())
-                rows.append({"config_id": config_id, "fold": fold, "patient": patient, "scan": f"{patient}_day1",
-                             "slice": slice_, "class": cls, "area": tp + fn, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-                             "nsd": 0.9, "hd95": 2.5, "boundary_f1": 0.8, "objects_true": 1, "objects_found": 1,
-                             "objects_pred": 1 + slice_, "objects_correct": 1,
-                             "hist_fg": fg.tolist(), "hist_bg": bg.tolist()})
+                rows.append(
+                    {
+                        "config_id": config_id,
+                        "fold": fold,
+                        "patient": patient,
+                        "scan": f"{patient}_day1",
+                        "slice": slice_,
+                        "class": cls,
+                        "area": tp + fn,
+                        "tp": tp,
+                        "fp": fp,
+                        "fn": fn,
+                        "tn": tn,
+                        "nsd": 0.9,
+                        "hd95": 2.5,
+                        "boundary_f1": 0.8,
+                        "objects_true": 1,
+                        "objects_found": 1,
+                        "objects_pred": 1 + slice_,
+                        "objects_correct": 1,
+                        "hist_fg": fg.tolist(),
+                        "hist_bg": bg.tolist(),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -85,13 +104,16 @@ def test_rebuild_from_per_trial_files_adds_only_what_is_missing(tmp_path):
     assert rebuild_cases(path, files) == 0
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda f: f.assign(tp=f["tp"] + 1), "tp \\+ fn != area"),
-    (lambda f: f.assign(hist_fg=[[h[0] + 1, *h[1:]] for h in f["hist_fg"]]), "sum\\(hist_fg\\) != area"),
-    (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate case"),
-    (lambda f: f.assign(hist_bg=[h[:3] for h in f["hist_bg"]]), "hist_bg has 3 bins"),
-    (lambda f: f.drop(columns="objects_pred"), "lack column"),
-])
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda f: f.assign(tp=f["tp"] + 1), "tp \\+ fn != area"),
+        (lambda f: f.assign(hist_fg=[[h[0] + 1, *h[1:]] for h in f["hist_fg"]]), "sum\\(hist_fg\\) != area"),
+        (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate case"),
+        (lambda f: f.assign(hist_bg=[h[:3] for h in f["hist_bg"]]), "hist_bg has 3 bins"),
+        (lambda f: f.drop(columns="objects_pred"), "lack column"),
+    ],
+)
 def test_inconsistent_records_are_refused_with_the_reason(break_it, message):
     with pytest.raises(ValueError, match=message):
         as_cases_table(break_it(records()))
@@ -115,6 +137,9 @@ def test_object_counts_not_recorded_are_null_and_leave_the_object_metrics_undefi
         frame[column] = pd.array([None] * len(frame), dtype="Int16")
     table = as_cases_table(frame)
     assert table.column("objects_true").null_count == len(frame)
-    boot = bootstrap_metrics(patient_sums(table), EvidenceSettings(resamples=100),
-                             metrics=("object_sensitivity", "pooled_object_precision", "dice"))
+    boot = bootstrap_metrics(
+        patient_sums(table),
+        EvidenceSettings(resamples=100),
+        metrics=("object_sensitivity", "pooled_object_precision", "dice"),
+    )
     assert np.isnan(boot.estimate[0, :2]).all() and not np.isnan(boot.estimate[0, 2]).any()

@@ -7,14 +7,40 @@ from sweeper.cli import main
 from sweeper.launch import SEARCH_SPACES
 
 # the losses the README lists as registered
-DOCUMENTED_LOSSES = ["dice", "soft_bce", "ce", "weighted_ce", "focal", "tversky", "focal_tversky", "iou_xy",
-                     "log_dice", "generalized_dice", "focal_dice", "topk_dice", "topk_ce", "pm_dice", "calf"]
+DOCUMENTED_LOSSES = [
+    "dice",
+    "soft_bce",
+    "ce",
+    "weighted_ce",
+    "focal",
+    "tversky",
+    "focal_tversky",
+    "iou_xy",
+    "log_dice",
+    "generalized_dice",
+    "focal_dice",
+    "topk_dice",
+    "topk_ce",
+    "pm_dice",
+    "calf",
+]
 
 
 def test_every_command_has_help():
     runner = CliRunner()
     out = runner.invoke(main, ["--help"])
-    for command in ["validate", "launch", "leaderboard", "pareto", "ui", "demo", "losses", "compare", "report", "status"]:
+    for command in [
+        "validate",
+        "launch",
+        "leaderboard",
+        "pareto",
+        "ui",
+        "demo",
+        "losses",
+        "compare",
+        "report",
+        "status",
+    ]:
         assert command in out.output
         sub = runner.invoke(main, [command, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.output and len(sub.output.splitlines()) > 3, command
@@ -25,8 +51,10 @@ def test_validate_ok_and_every_problem_listed(tmp_path):
     out = runner.invoke(main, ["validate", str(SEARCH_SPACES / "demo.yaml")])
     assert out.exit_code == 0 and "OK" in out.output and "6 configurations x 2 folds" in out.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ndata: {format: synthetic, folds: 2}\n"
-                   "losses: [{name: tversky, params: {alpha: 3, gama: 1}}]\nsearch: {budget: 0}\n")
+    bad.write_text(
+        "name: x\ndata: {format: synthetic, folds: 2}\n"
+        "losses: [{name: tversky, params: {alpha: 3, gama: 1}}]\nsearch: {budget: 0}\n"
+    )
     out = runner.invoke(main, ["validate", str(bad)])
     assert out.exit_code != 0
     for field in ["losses.0.params.gama", "losses.0.params.alpha", "search.budget"]:
@@ -36,14 +64,24 @@ def test_validate_ok_and_every_problem_listed(tmp_path):
 def test_validate_lists_every_bad_input_of_a_spec_at_once(tmp_path):
     """README "Bad input": one `sweeper validate` run names every spec problem, each with its field."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nstorage: foo://bucket\ndata: {format: synthetic, folds: 2}\n"
-                   "model: {encoders: [resnet9000], architectures: [transformer9000]}\n"
-                   "losses: [{name: pm_dice, params: {gamma: [1, 2]}}, {name: iou_xy, params: {beta: 1}}]\n"
-                   "training: {batch_size: 0, epoch: 3}\nresources: {gpus_per_trial: 1.5}\nsearch: {budget: 2}\n")
+    bad.write_text(
+        "name: x\nstorage: foo://bucket\ndata: {format: synthetic, folds: 2}\n"
+        "model: {encoders: [resnet9000], architectures: [transformer9000]}\n"
+        "losses: [{name: pm_dice, params: {gamma: [1, 2]}}, {name: iou_xy, params: {beta: 1}}]\n"
+        "training: {batch_size: 0, epoch: 3}\nresources: {gpus_per_trial: 1.5}\nsearch: {budget: 2}\n"
+    )
     out = CliRunner().invoke(main, ["validate", str(bad)])
     assert out.exit_code != 0 and "8 problem(s)" in out.output
-    for field in ["storage:", "model.encoders", "model.architectures", "losses.0.params.gamma",
-                  "losses.1.params.beta", "training.batch_size", "training.epoch", "resources.gpus_per_trial"]:
+    for field in [
+        "storage:",
+        "model.encoders",
+        "model.architectures",
+        "losses.0.params.gamma",
+        "losses.1.params.beta",
+        "training.batch_size",
+        "training.epoch",
+        "resources.gpus_per_trial",
+    ]:
         assert field in out.output
 
 
@@ -101,18 +139,31 @@ def small_sweep(tmp_path_factory):
     from trainables.contract import Configuration
 
     sweep = tmp_path_factory.mktemp("results") / "small"
-    spec = parse_spec({"name": "small", "data": {"format": "synthetic", "folds": 2},
-                       "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
-                       "training": {"epochs": 2}, "search": {"budget": 2}})
+    spec = parse_spec(
+        {
+            "name": "small",
+            "data": {"format": "synthetic", "folds": 2},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
+            "training": {"epochs": 2},
+            "search": {"budget": 2},
+        }
+    )
     sweep.mkdir()
     (sweep / "spec.yaml").write_text(dump_spec(spec))
     settings = trial_settings(spec, sweep / "cache")
     rows = []
     for cid, loss, score in (("aaaa111111", "dice", 0.8), ("bbbb222222", "tversky", 0.6)):
         for fold in (0, 1):
-            config = settings.for_fold(Configuration(arch="unet", encoder="mit_b2", loss=loss), config_id=cid, fold=fold)
-            result = {"epoch": 2, "best_epoch": 2, "time_total_s": 5.0, "timestamp": 1_700_000_000 + 10 * fold,
-                      **{f"best.{m}": score + fold / 100 for m in ("dice", "sensitivity", "precision")}}
+            config = settings.for_fold(
+                Configuration(arch="unet", encoder="mit_b2", loss=loss), config_id=cid, fold=fold
+            )
+            result = {
+                "epoch": 2,
+                "best_epoch": 2,
+                "time_total_s": 5.0,
+                "timestamp": 1_700_000_000 + 10 * fold,
+                **{f"best.{m}": score + fold / 100 for m in ("dice", "sensitivity", "precision")},
+            }
             rows.append(trial_row(config, result, FINISHED))
             folder = sweep / "ray" / "tune" / f"{loss}-{cid}-fold{fold}-x"
             folder.mkdir(parents=True)
@@ -124,10 +175,14 @@ def small_sweep(tmp_path_factory):
 
 def test_read_only_commands_import_neither_torch_nor_ray(small_sweep):
     """status, leaderboard, pareto and compare read files: a user waits for neither torch nor Ray."""
-    for args in (["status", str(small_sweep)], ["leaderboard", str(small_sweep)],
-                 ["leaderboard", str(small_sweep), "--folds"], ["pareto", str(small_sweep)],
-                 ["pareto", str(small_sweep), "--min-sensitivity", "0.5"],
-                 ["compare", str(small_sweep), "aaaa", "bbbb"]):
+    for args in (
+        ["status", str(small_sweep)],
+        ["leaderboard", str(small_sweep)],
+        ["leaderboard", str(small_sweep), "--folds"],
+        ["pareto", str(small_sweep)],
+        ["pareto", str(small_sweep), "--min-sensitivity", "0.5"],
+        ["compare", str(small_sweep), "aaaa", "bbbb"],
+    ):
         assert heavy_imports(*args) == [], args
 
 
@@ -139,6 +194,8 @@ def test_read_only_modules_import_neither_torch_nor_ray():
     import subprocess
     import sys
 
-    code = ("import sys, sweeper.leaderboard, sweeper.pareto, sweeper.stats, sweeper.progress; "
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray'}); assert not heavy, heavy")
+    code = (
+        "import sys, sweeper.leaderboard, sweeper.pareto, sweeper.stats, sweeper.progress; "
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray'}); assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -37,16 +37,23 @@ CLASSES = ["large_bowel", "small_bowel", "stomach"]
 # -- helpers (also used by test_faults.py) ------------------------------------------------------------
 def tiny_spec(name: str = "tiny", *, budget: int = 1, epochs: int = 2, **resources) -> object:
     """A sweep of a few seconds per trial: synthetic data, 32 px, 2 folds, 2 batches per epoch."""
-    return parse_spec({
-        "name": name,
-        "data": {"format": "synthetic", "folds": 2, "image_size": 32, "augmentation": "none",
-                 "synthetic": {"cases": 4, "slices_per_scan": 8, "image_size": 32, "seed": 3}},
-        "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
-        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
-        "training": {"epochs": epochs, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
-        "search": {"budget": budget, "sampler": "random", "seed": 1},
-        "resources": {"cpus_per_trial": 1, **resources},
-    })
+    return parse_spec(
+        {
+            "name": name,
+            "data": {
+                "format": "synthetic",
+                "folds": 2,
+                "image_size": 32,
+                "augmentation": "none",
+                "synthetic": {"cases": 4, "slices_per_scan": 8, "image_size": 32, "seed": 3},
+            },
+            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
+            "training": {"epochs": epochs, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
+            "search": {"budget": budget, "sampler": "random", "seed": 1},
+            "resources": {"cpus_per_trial": 1, **resources},
+        }
+    )
 
 
 def free_port() -> int:
@@ -108,20 +115,56 @@ class RayNode:
     unset, `ray start` would take 10001, which another Ray on the machine may hold). ``cwd`` is the
     folder `ray start`, and so the node's workers, run in."""
 
-    def __init__(self, *, head_address: str | None = None, num_cpus: int = 1, resources: str | None = None,
-                 env: dict[str, str] | None = None, cwd: str | Path | None = None):
+    def __init__(
+        self,
+        *,
+        head_address: str | None = None,
+        num_cpus: int = 1,
+        resources: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ):
         self.temp_dir = tempfile.mkdtemp(prefix="swray", dir="/tmp")  # short: unix socket paths
         self.port = free_port()
-        cmd = [RAY, "start", "--block", "--temp-dir", self.temp_dir, "--node-ip-address", "127.0.0.1",
-               f"--num-cpus={num_cpus}", "--num-gpus=0", "--disable-usage-stats",
-               "--object-store-memory", str(150 * 1024**2),
-               "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-               "--min-worker-port", "0", "--max-worker-port", "0",
-               "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-               "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        cmd = [
+            RAY,
+            "start",
+            "--block",
+            "--temp-dir",
+            self.temp_dir,
+            "--node-ip-address",
+            "127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(150 * 1024**2),
+            "--node-manager-port",
+            str(free_port()),
+            "--object-manager-port",
+            str(free_port()),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--dashboard-agent-grpc-port",
+            str(free_port()),
+            "--runtime-env-agent-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(free_port()),
+        ]
         if head_address is None:
-            cmd += ["--head", "--port", str(self.port), "--include-dashboard=false",
-                    "--dashboard-port", str(free_port())]
+            cmd += [
+                "--head",
+                "--port",
+                str(self.port),
+                "--include-dashboard=false",
+                "--dashboard-port",
+                str(free_port()),
+            ]
             client_port = free_port()
             cmd += ["--ray-client-server-port", str(client_port)]
             self.address = f"127.0.0.1:{self.port}"
@@ -130,14 +173,21 @@ class RayNode:
             cmd += ["--address", head_address]
             self.address = head_address
             if "RAY_AUTH_MODE" not in os.environ and (
-                    (Path.home() / ".ray" / "auth_token").is_file() or os.environ.get("RAY_AUTH_TOKEN")):
+                (Path.home() / ".ray" / "auth_token").is_file() or os.environ.get("RAY_AUTH_TOKEN")
+            ):
                 # a head `ray start` turns token auth on by itself when a token exists; a joining node doesn't
                 env = {"RAY_AUTH_MODE": "token", **(env or {})}
         if resources:
             cmd += ["--resources", resources]
         self.log = open(Path(self.temp_dir) / "ray-start.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=cwd, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})})
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+            env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", **(env or {})},
+        )
 
     def pids(self) -> list[int]:
         """This node's processes: the `ray start` process and everything below it (raylet, workers, ...)."""
@@ -250,7 +300,7 @@ def test_cluster_yaml_passes_rays_own_autoscaler_validation():
 
     raw = _cluster_config()
     prepared = prepare_config(copy.deepcopy(raw))  # merges Ray's AWS defaults, as `ray up` does (offline)
-    validate_config(prepared)                      # jsonschema against ray/autoscaler/ray-schema.json + checks
+    validate_config(prepared)  # jsonschema against ray/autoscaler/ray-schema.json + checks
     assert raw["provider"]["type"] == "aws"
     head = raw["available_node_types"][raw["head_node_type"]]
     workers = [t for name, t in raw["available_node_types"].items() if name != raw["head_node_type"]]
@@ -300,16 +350,23 @@ def test_sweep_on_an_existing_two_node_cluster_uses_both_nodes(two_nodes, tmp_pa
 
     def where(trial, result):
         pid = int(result["pid"])
-        node = "worker" if pid in process_tree(worker.proc.pid) else "head" if pid in process_tree(head.proc.pid) \
-            else "?"
+        node = (
+            "worker" if pid in process_tree(worker.proc.pid) else "head" if pid in process_tree(head.proc.pid) else "?"
+        )
         placement.setdefault(trial.trial_id, set()).add(node)
 
     # a fresh worker per trial: with reuse_actors (the default) the second of two short fold trials may take
     # the first one's worker as it ends, before the other node's new worker has started (seen under load)
     spec = tiny_spec("two_nodes", budget=1, epochs=1, reuse_actors=False)
     # the cache travels through Ray's object store (the route for s3:// storage) and is unpacked per node
-    paths = launch(spec, tmp_path / "results", address=head.address, storage=str(tmp_path / "shared"),
-                   cache_via="object_store", callbacks=[TrialWatcher(where)])
+    paths = launch(
+        spec,
+        tmp_path / "results",
+        address=head.address,
+        storage=str(tmp_path / "shared"),
+        cache_via="object_store",
+        callbacks=[TrialWatcher(where)],
+    )
 
     # both nodes ran a trial (1 CPU each, 2 concurrent fold trials)
     assert {n for nodes in placement.values() for n in nodes} == {"head", "worker"}, placement

@@ -31,21 +31,31 @@ CLASSES = ["large_bowel", "small_bowel", "stomach"]
 
 
 def tiny_spec():
-    return parse_spec({
-        "name": "tiny",
-        "data": {"format": "synthetic", "folds": 2, "image_size": 32, "augmentation": "seed000",
-                 "synthetic": {"cases": 4, "slices_per_scan": 10, "image_size": 40, "seed": 3}},
-        "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
-        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
-        "training": {"epochs": 2, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
-        "search": {"budget": 3, "sampler": "random", "seed": 1},
-        "resources": {"cpus_per_trial": 1},
-    })
+    return parse_spec(
+        {
+            "name": "tiny",
+            "data": {
+                "format": "synthetic",
+                "folds": 2,
+                "image_size": 32,
+                "augmentation": "seed000",
+                "synthetic": {"cases": 4, "slices_per_scan": 10, "image_size": 40, "seed": 3},
+            },
+            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
+            "training": {"epochs": 2, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
+            "search": {"budget": 3, "sampler": "random", "seed": 1},
+            "resources": {"cpus_per_trial": 1},
+        }
+    )
 
 
 # Credentials a user's shell may hold; none may reach a spec, an MLflow param/tag/artifact or a log line.
-FAKE_SECRETS = {"AWS_SECRET_ACCESS_KEY": "fakeSecretKey9f8e7d6c5b4a", "MLFLOW_TRACKING_PASSWORD": "fakePassw0rd-31415",
-                "RAY_AUTH_TOKEN_FAKE_FOR_TEST": "fakeRayToken-27182"}
+FAKE_SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "fakeSecretKey9f8e7d6c5b4a",
+    "MLFLOW_TRACKING_PASSWORD": "fakePassw0rd-31415",
+    "RAY_AUTH_TOKEN_FAKE_FOR_TEST": "fakeRayToken-27182",
+}
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +115,10 @@ def test_leaderboard_has_every_configuration_times_fold(sweep):
     stds = trials.groupby("config_id")["dice"].std(ddof=1)
     merged = configs.set_index("config_id")
     for cid in asked:
-        assert np.allclose(merged.loc[cid, ["dice", "sensitivity", "precision.small_bowel"]].to_numpy(float),
-                           means.loc[cid].to_numpy(float))
+        assert np.allclose(
+            merged.loc[cid, ["dice", "sensitivity", "precision.small_bowel"]].to_numpy(float),
+            means.loc[cid].to_numpy(float),
+        )
         assert np.isclose(merged.loc[cid, "dice_std"], stds.loc[cid])
         assert merged.loc[cid, "n_folds"] == 2
     # Optuna was told the fold means of the objectives
@@ -167,8 +179,9 @@ def test_checkpoints_on_disk_match_the_launch_disk_estimate(sweep):
     """The pre-launch disk check (README "Disk space") counts 4 fp32 copies of the network per trial in Tune's
     folder and 1 in the MLflow store; the files a real sweep wrote must agree within 3%."""
     spec, paths = sweep
-    network = network_bytes("unet", "resnet18", in_channels=2 * spec.data.context + 1,
-                            classes=len(spec.data.channel_classes))
+    network = network_bytes(
+        "unet", "resnet18", in_channels=2 * spec.data.context + 1, classes=len(spec.data.channel_classes)
+    )
     trials = [d for d in paths.tune_dir.iterdir() if d.is_dir()]
     assert len(trials) == 2 * len(read_configs(paths.sweep))
     for trial in trials:
@@ -190,7 +203,9 @@ def test_relaunch_without_resume_is_refused_and_resume_finishes_without_duplicat
     assert len(after) == len(before) and not after.duplicated(["config_id", "fold"]).any()
     client = MlflowClient(default_tracking_uri(paths.results))
     experiment = client.get_experiment_by_name(spec.name)
-    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == 1 + 3 * len(read_configs(paths.sweep))
+    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == 1 + 3 * len(
+        read_configs(paths.sweep)
+    )
 
 
 def test_cli_leaderboard_and_pareto(sweep):
@@ -199,7 +214,9 @@ def test_cli_leaderboard_and_pareto(sweep):
     out = runner.invoke(main, ["leaderboard", str(paths.sweep)])
     assert out.exit_code == 0, out.output
     assert "+-" in out.output and "tversky" in out.output
-    out = runner.invoke(main, ["pareto", str(paths.sweep), "--class", "small_bowel", "--out", str(paths.sweep / "sb.csv")])
+    out = runner.invoke(
+        main, ["pareto", str(paths.sweep), "--class", "small_bowel", "--out", str(paths.sweep / "sb.csv")]
+    )
     assert out.exit_code == 0, out.output
     assert (paths.sweep / "sb.csv").is_file() and (paths.sweep / "sb.png").is_file()
     out = runner.invoke(main, ["pareto", str(paths.sweep), "--class", "liver"])
@@ -222,14 +239,18 @@ def _free_port():
 def serving_ui(results, experiment: str):
     """Runs `sweeper ui` on ``results`` until the experiment answers; yields its base URL; stops it on exit."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "ui", "--results", str(results),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper.cli", "ui", "--results", str(results), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         body = None
         for _ in range(240):
             try:
                 req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"
+                )
                 body = json.loads(urllib.request.urlopen(req, timeout=2).read())
                 break
             except OSError:
@@ -268,7 +289,8 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
 
     console = browser.open(report.as_uri(), until_text="Table 3.")
     figures = browser.driver.execute_script(
-        "return [...document.querySelectorAll('figure')].map(f => [f.id, f.querySelector('img')?.naturalWidth ?? 0])")
+        "return [...document.querySelectorAll('figure')].map(f => [f.id, f.querySelector('img')?.naturalWidth ?? 0])"
+    )
     browser.screenshot("report", full_page=True)
     assert browser.errors(console) == []
     assert {fig: width > 0 for fig, width in figures} == {f"fig{k}": True for k in range(4, 10)}
@@ -292,7 +314,9 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
 
         # a configuration's page shows its fold-mean metrics
-        console = browser.open(f"{page}/{configs[0].info.run_id}?{MLFLOW_TRAINING_VIEW}", until_text=configs[0].info.run_name)
+        console = browser.open(
+            f"{page}/{configs[0].info.run_id}?{MLFLOW_TRAINING_VIEW}", until_text=configs[0].info.run_name
+        )
         browser.wait_for_text("sensitivity")
         browser.screenshot("mlflow-config-run")
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []

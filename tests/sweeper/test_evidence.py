@@ -61,20 +61,38 @@ def random_cases(seed=0, configs=("cfg_a", "cfg_b"), patients=12, slices=6, n_bi
                     area = int(rng.integers(0, 60)) if rng.random() < 0.6 else 0
                     tp = int(rng.binomial(area, 0.8))
                     fp = int(rng.poisson(5)) if rng.random() < 0.5 else 0
-                    fg = np.r_[rng.multinomial(area - tp, np.full(half, 1 / half)), rng.multinomial(tp, np.full(half, 1 / half))]
+                    fg = np.r_[
+                        rng.multinomial(area - tp, np.full(half, 1 / half)),
+                        rng.multinomial(tp, np.full(half, 1 / half)),
+                    ]
                     bg_low = rng.multinomial(400 - area - fp, np.r_[0.9, np.full(half - 1, 0.1 / (half - 1))])
                     bg = np.r_[bg_low, rng.multinomial(fp, np.full(half, 1 / half))]
                     true_objects = int(rng.integers(1, 3)) if area else 0
                     pred_objects = int(rng.integers(0, 3)) if tp + fp else 0
-                    rows.append({
-                        "config_id": config, "fold": p % folds, "patient": f"case{p:02d}", "scan": f"case{p:02d}_day0",
-                        "slice": s, "class": cls, "area": area, "tp": tp, "fp": fp, "fn": area - tp,
-                        "tn": 400 - area - fp, "nsd": rng.random() if area else np.nan, "hd95": 10 * rng.random(),
-                        "boundary_f1": rng.random(), "objects_true": true_objects,
-                        "objects_found": int(rng.integers(0, true_objects + 1)), "objects_pred": pred_objects,
-                        "objects_correct": int(rng.integers(0, pred_objects + 1)),
-                        "hist_fg": fg.tolist(), "hist_bg": bg.tolist(),
-                    })
+                    rows.append(
+                        {
+                            "config_id": config,
+                            "fold": p % folds,
+                            "patient": f"case{p:02d}",
+                            "scan": f"case{p:02d}_day0",
+                            "slice": s,
+                            "class": cls,
+                            "area": area,
+                            "tp": tp,
+                            "fp": fp,
+                            "fn": area - tp,
+                            "tn": 400 - area - fp,
+                            "nsd": rng.random() if area else np.nan,
+                            "hd95": 10 * rng.random(),
+                            "boundary_f1": rng.random(),
+                            "objects_true": true_objects,
+                            "objects_found": int(rng.integers(0, true_objects + 1)),
+                            "objects_pred": pred_objects,
+                            "objects_correct": int(rng.integers(0, pred_objects + 1)),
+                            "hist_fg": fg.tolist(),
+                            "hist_bg": bg.tolist(),
+                        }
+                    )
     return as_cases_table(pd.DataFrame(rows))
 
 
@@ -90,11 +108,22 @@ def sums_from_scores(score_sum, score_count, n_bins=2):
         return np.zeros((n_configs, n_patients, 1, *shape))
 
     return PatientSums(
-        config_ids=tuple(f"c{i}" for i in range(n_configs)), patients=tuple(f"p{i}" for i in range(n_patients)),
-        classes=("organ",), smooth=1.0, empty="one", fold=np.zeros((n_configs, n_patients), dtype=int),
-        images=np.asarray(score_count, dtype=int), score_sum=summed, score_count=counted, counts=zeros(8),
-        hist_fg=zeros(n_bins), hist_bg=zeros(n_bins), prob_sum=zeros(n_bins), curve_sum=zeros(n_bins + 1, 2),
-        curve_count=zeros(n_bins + 1, 2))
+        config_ids=tuple(f"c{i}" for i in range(n_configs)),
+        patients=tuple(f"p{i}" for i in range(n_patients)),
+        classes=("organ",),
+        smooth=1.0,
+        empty="one",
+        fold=np.zeros((n_configs, n_patients), dtype=int),
+        images=np.asarray(score_count, dtype=int),
+        score_sum=summed,
+        score_count=counted,
+        counts=zeros(8),
+        hist_fg=zeros(n_bins),
+        hist_bg=zeros(n_bins),
+        prob_sum=zeros(n_bins),
+        curve_sum=zeros(n_bins + 1, 2),
+        curve_count=zeros(n_bins + 1, 2),
+    )
 
 
 def hand_bootstrap(metrics, boot, estimate=None):
@@ -104,8 +133,15 @@ def hand_bootstrap(metrics, boot, estimate=None):
     sums = sums_from_scores(np.ones((n_configs, 1)), np.ones((n_configs, 1)))
     values = np.repeat(boot[..., None], 2, axis=-1)  # overall = the one class
     estimate = values.mean(axis=0) if estimate is None else np.repeat(np.asarray(estimate, float)[..., None], 2, -1)
-    return MetricBootstrap(sums, tuple(metrics), np.ones((boot.shape[0], 1)), estimate, values,
-                           np.zeros((1, *values.shape[1:])), EvidenceSettings())
+    return MetricBootstrap(
+        sums,
+        tuple(metrics),
+        np.ones((boot.shape[0], 1)),
+        estimate,
+        values,
+        np.zeros((1, *values.shape[1:])),
+        EvidenceSettings(),
+    )
 
 
 def clustered_patients(rng, n_configs, n_patients, truth_a=8.0, truth_b=1.5):
@@ -212,9 +248,14 @@ def test_cluster_bootstrap_interval_matches_scipy_bootstrap(method):
     boot = bootstrap_metrics(sums, EvidenceSettings(resamples=20_000, method=method), metrics=("dice",))
     low, high = boot.interval()
     reference = stats.bootstrap(
-        (score_sum[0], images[0].astype(float)), lambda s, n, axis=-1: s.sum(axis) / n.sum(axis), paired=True,
-        vectorized=True, n_resamples=20_000, method="BCa" if method == "bca" else "percentile",
-        rng=np.random.default_rng(0)).confidence_interval
+        (score_sum[0], images[0].astype(float)),
+        lambda s, n, axis=-1: s.sum(axis) / n.sum(axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=20_000,
+        method="BCa" if method == "bca" else "percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
     width = reference.high - reference.low
     assert boot.estimate[0, 0, 0] == pytest.approx(score_sum.sum() / images.sum())
     assert low[0, 0, 0] == pytest.approx(reference.low, abs=0.03 * width)
@@ -251,17 +292,24 @@ def test_corrected_t_interval_by_hand_and_clipped_to_the_range():
     assert corrected_t_interval(values) == pytest.approx((0.84 - half, 0.84 + half))
     naive = stats.t.interval(0.95, 4, loc=0.84, scale=stats.sem(values))
     assert corrected_t_interval(values)[1] - corrected_t_interval(values)[0] == pytest.approx(
-        (naive[1] - naive[0]) * math.sqrt((1 / 5 + 1 / 4) * 5))
+        (naive[1] - naive[0]) * math.sqrt((1 / 5 + 1 / 4) * 5)
+    )
     # two folds as in a demo sweep: the Student-t interval leaves [0, 1]; the fallback stays inside
     assert corrected_t_interval([0.2, 0.9], bounds=(0.0, 1.0)) == (0.0, 1.0)
-    trials = pd.DataFrame({"config_id": ["a", "a", "b", "b", "b", "b"], "fold": [0, 1, 0, 1, 2, 3],
-                           "status": ["finished", "finished", "finished", "finished", "finished", "failed"],
-                           "precision": [0.2, 0.9, 0.5, 0.55, 0.6, 0.1]})
+    trials = pd.DataFrame(
+        {
+            "config_id": ["a", "a", "b", "b", "b", "b"],
+            "fold": [0, 1, 0, 1, 2, 3],
+            "status": ["finished", "finished", "finished", "finished", "finished", "failed"],
+            "precision": [0.2, 0.9, 0.5, 0.55, 0.6, 0.1],
+        }
+    )
     table = fold_intervals(trials, ["precision"], n_folds=5).set_index("config_id")
     assert table.loc["a", "precision_ci_low"] == 0.0 and table.loc["a", "precision_ci_high"] == 1.0
     assert table.loc["b", "n_folds"] == 3 and table.loc["b", "interval_method"] == "fold_corrected_t"
     assert (table.loc["b", "precision_ci_low"], table.loc["b", "precision_ci_high"]) == pytest.approx(
-        corrected_t_interval([0.5, 0.55, 0.6], 1 / 4))
+        corrected_t_interval([0.5, 0.55, 0.6], 1 / 4)
+    )
     assert 0 < table.loc["b", "precision_ci_low"] < 0.5
     result = corrected_paired_t([0.81, 0.83, 0.80], [0.80, 0.80, 0.79], test_train_ratio=0.5)
     d = np.array([0.01, 0.03, 0.01])
@@ -300,8 +348,13 @@ def test_permutation_test_is_exact_and_equals_scipy_on_one_image_per_patient():
     sums = sums_from_scores(np.stack([a, b]), np.ones((2, 8)))
     boot = bootstrap_metrics(sums, EvidenceSettings(resamples=1000, paired_test="permutation"), metrics=("dice",))
     ours = compare_pair(boot, "c0", "c1", ["dice"]).iloc[0]
-    reference = stats.permutation_test((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
-                                       permutation_type="samples", n_resamples=np.inf, vectorized=True)
+    reference = stats.permutation_test(
+        (a, b),
+        lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
+        permutation_type="samples",
+        n_resamples=np.inf,
+        vectorized=True,
+    )
     assert ours["difference"] == pytest.approx(a.mean() - b.mean())
     assert ours["p_value"] == pytest.approx(reference.pvalue, rel=1e-12)
 
@@ -340,10 +393,12 @@ def test_indistinguishable_set_holds_the_best_and_the_close_ones():
 
 def test_front_probability_by_hand():
     # resamples x configurations A, B, C x (sensitivity, precision)
-    boot = [[[0.9, 0.5], [0.8, 0.6], [0.7, 0.55]],  # C dominated by B: front A, B
-            [[0.9, 0.5], [0.9, 0.5], [0.95, 0.4]],  # A and B tie, C more sensitive: all three
-            [[0.9, 0.7], [0.8, 0.6], [0.7, 0.5]],  # A dominates: A
-            [[0.5, 0.5], [0.8, 0.6], [0.7, 0.65]]]  # A dominated by B: B, C
+    boot = [
+        [[0.9, 0.5], [0.8, 0.6], [0.7, 0.55]],  # C dominated by B: front A, B
+        [[0.9, 0.5], [0.9, 0.5], [0.95, 0.4]],  # A and B tie, C more sensitive: all three
+        [[0.9, 0.7], [0.8, 0.6], [0.7, 0.5]],  # A dominates: A
+        [[0.5, 0.5], [0.8, 0.6], [0.7, 0.65]],
+    ]  # A dominated by B: B, C
     table = front_probability(hand_bootstrap(("sensitivity", "precision"), boot))
     overall = table[table["class"] == OVERALL].set_index("config_id")["front_probability"]
     assert overall.tolist() == [0.75, 0.75, 0.5]
@@ -366,11 +421,33 @@ def test_rank_distribution_by_hand():
 
 def one_image(prob_sum_low=None):
     """One patient, one image, one class: 4 bins, hist_fg [1, 1, 0, 2], hist_bg [5, 1, 1, 0]."""
-    frame = pd.DataFrame([{
-        "config_id": "cfg", "fold": 0, "patient": "p", "scan": "s", "slice": 0, "class": "organ", "area": 4,
-        "tp": 2, "fp": 1, "fn": 2, "tn": 6, "nsd": 1.0, "hd95": 0.0, "boundary_f1": 1.0, "objects_true": 1,
-        "objects_found": 1, "objects_pred": 1, "objects_correct": 1, "hist_fg": [1, 1, 0, 2], "hist_bg": [5, 1, 1, 0],
-        **({} if prob_sum_low is None else {"prob_sum_low": prob_sum_low})}])
+    frame = pd.DataFrame(
+        [
+            {
+                "config_id": "cfg",
+                "fold": 0,
+                "patient": "p",
+                "scan": "s",
+                "slice": 0,
+                "class": "organ",
+                "area": 4,
+                "tp": 2,
+                "fp": 1,
+                "fn": 2,
+                "tn": 6,
+                "nsd": 1.0,
+                "hd95": 0.0,
+                "boundary_f1": 1.0,
+                "objects_true": 1,
+                "objects_found": 1,
+                "objects_pred": 1,
+                "objects_correct": 1,
+                "hist_fg": [1, 1, 0, 2],
+                "hist_bg": [5, 1, 1, 0],
+                **({} if prob_sum_low is None else {"prob_sum_low": prob_sum_low}),
+            }
+        ]
+    )
     return patient_sums(as_cases_table(frame))
 
 
@@ -419,7 +496,9 @@ def test_precision_at_matched_sensitivity_takes_the_most_precise_threshold_reach
     value, index = _matched(sens, prec, np.array([0.9, 0.95, 0.99]))
     np.testing.assert_allclose(value, [0.6, 0.6, 0.1])  # 0.9: thresholds 0-2 reach it, the most precise is 1
     assert index.tolist() == [1, 1, 0]
-    table = matched_precision(bootstrap_curves(one_image(), EvidenceSettings(resamples=100, matched_sensitivity=(0.7,))))
+    table = matched_precision(
+        bootstrap_curves(one_image(), EvidenceSettings(resamples=100, matched_sensitivity=(0.7,)))
+    )
     row = table[table["class"] == "organ"].iloc[0]
     assert row["threshold"] == 0.25 and row["precision"] == pytest.approx(4 / 6) and row["best"]
 
@@ -438,10 +517,12 @@ def hand_curves(sens, sens_low, prec, prec_low):
 
 
 def test_operating_point_most_precise_pair_whose_sensitivity_lower_bound_reaches_the_floor():
-    curves = hand_curves(sens=[[1.0, 0.97, 0.95, 0.90], [1.0, 0.99, 0.96, 0.80]],
-                         sens_low=[[1.0, 0.955, 0.93, 0.85], [1.0, 0.975, 0.951, 0.70]],
-                         prec=[[0.1, 0.5, 0.7, 0.8], [0.1, 0.55, 0.65, 0.9]],
-                         prec_low=[[0.05, 0.45, 0.65, 0.75], [0.05, 0.5, 0.6, 0.85]])
+    curves = hand_curves(
+        sens=[[1.0, 0.97, 0.95, 0.90], [1.0, 0.99, 0.96, 0.80]],
+        sens_low=[[1.0, 0.955, 0.93, 0.85], [1.0, 0.975, 0.951, 0.70]],
+        prec=[[0.1, 0.5, 0.7, 0.8], [0.1, 0.55, 0.65, 0.9]],
+        prec_low=[[0.05, 0.45, 0.65, 0.75], [0.05, 0.5, 0.6, 0.85]],
+    )
     point = operating_point(curves, min_sensitivity=0.95)
     assert point.found and point.config_id == "c1" and point.threshold == 0.5 and point.precision == 0.65
     assert point.sensitivity_ci_low == 0.951
@@ -551,14 +632,20 @@ def test_interval_table_uses_patients_where_records_cover_the_folds_and_the_fold
 
     path = tmp_path / "cases.parquet"
     append_cases(path, random_cases(seed=15, configs=("cfg_a", "cfg_b")))
-    trials = pd.DataFrame([{"config_id": cid, "fold": f, "status": "finished", "dice": 0.7 + 0.01 * f, "dice.stomach": 0.6}
-                           for cid in ("cfg_a", "cfg_b", "cfg_c") for f in range(3)])
+    trials = pd.DataFrame(
+        [
+            {"config_id": cid, "fold": f, "status": "finished", "dice": 0.7 + 0.01 * f, "dice.stomach": 0.6}
+            for cid in ("cfg_a", "cfg_b", "cfg_c")
+            for f in range(3)
+        ]
+    )
     settings = EvidenceSettings(resamples=200)
     table = interval_table(path, settings, trials=trials, metrics=["dice"]).set_index("config_id")
     assert table.loc["cfg_a", "interval_method"] == "patient_bca"
     assert table.loc["cfg_c", "interval_method"] == "fold_corrected_t"
     assert table.loc["cfg_c", "dice_ci_low"] == pytest.approx(
-        corrected_t_interval([0.70, 0.71, 0.72], 1 / 2, bounds=(0, 1))[0])
+        corrected_t_interval([0.70, 0.71, 0.72], 1 / 2, bounds=(0, 1))[0]
+    )
     assert {"dice.stomach_ci_low", "n_patients", "few_patients"} <= set(table.columns)
     patient = comparison_table(path, "cfg_a", "cfg_b", ["dice"], settings, trials=trials)
     assert patient.loc[0, "test"] == "wilcoxon" and patient.loc[0, "n_patients"] == 12
@@ -567,8 +654,17 @@ def test_interval_table_uses_patients_where_records_cover_the_folds_and_the_fold
     front, point = pareto_tables(path, settings, min_sensitivity=0.5)
     assert set(front["class"]) == {OVERALL, *CLASSES} and point.found
     tables = report_tables(path, settings, keys=["dice", "sensitivity"])
-    assert set(tables) == {"intervals", "front", "ranks", "comparisons", "indistinguishable", "curves",
-                           "curve_summary", "reliability", "matched"}
+    assert set(tables) == {
+        "intervals",
+        "front",
+        "ranks",
+        "comparisons",
+        "indistinguishable",
+        "curves",
+        "curve_summary",
+        "reliability",
+        "matched",
+    }
     assert set(tables["matched"]["curve"]) == {"per_image", "pooled"}
 
 

@@ -32,7 +32,13 @@ from sweeper.tracking import CONFIG_TAG, FOLD_TAG, LEVEL_TAG, default_tracking_u
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cluster import (  # noqa: E402  (shared helpers of the cluster tests)
-    RayNode, TrialWatcher, kill_pids, pids_mentioning, process_tree, tiny_spec, wait_for_nodes,
+    RayNode,
+    TrialWatcher,
+    kill_pids,
+    pids_mentioning,
+    process_tree,
+    tiny_spec,
+    wait_for_nodes,
 )
 
 SWEEPER = str(Path(sys.executable).with_name("sweeper"))
@@ -84,8 +90,8 @@ def test_killed_trial_worker_resumes_from_its_last_checkpoint(tmp_path):
     [(trial_id, pid)] = killed.items()
     epochs = [r["epoch"] for r in watcher.results[trial_id]]
     pids = {int(r["pid"]) for r in watcher.results[trial_id]}
-    assert epochs == [1, 2, 3], epochs          # continued at epoch 2 from the checkpoint, not from scratch
-    assert len(pids) == 2 and pid in pids       # ... in a new worker process
+    assert epochs == [1, 2, 3], epochs  # continued at epoch 2 from the checkpoint, not from scratch
+    assert len(pids) == 2 and pid in pids  # ... in a new worker process
     assert_complete_exactly_once(spec, paths, n_configs=1)
     # the killed worker's checkpoint scratch folder (named by trial id) was cleared by the retry
     assert not (Path(tempfile.gettempdir()) / f"sweeper-ckpt-{trial_id}").exists()
@@ -95,8 +101,12 @@ def test_killed_trial_worker_resumes_from_its_last_checkpoint(tmp_path):
 def test_killed_node_trials_are_rescheduled_on_the_head(tmp_path):
     """Kill the second node (its raylet and trial workers) while it runs a trial: the trial is
     retried from its checkpoint on the head and the sweep completes."""
-    fast_health_check = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
-                         "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0"}
+    fast_health_check = {
+        "RAY_health_check_period_ms": "500",
+        "RAY_health_check_timeout_ms": "500",
+        "RAY_health_check_failure_threshold": "3",
+        "RAY_health_check_initial_delay_ms": "0",
+    }
     head = RayNode(num_cpus=1, env=fast_health_check)
     worker = None
     try:
@@ -157,8 +167,13 @@ def test_sigkilled_driver_resumes_with_every_configuration_and_fold_exactly_once
     env = {**os.environ, RAY_TEMP_DIR_ENV: ray_temp, "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path / "driver.log", "wb")  # a file, not a pipe: a full pipe would stall the driver
-    driver = subprocess.Popen([SWEEPER, "launch", str(spec_file), "--results", str(results)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        [SWEEPER, "launch", str(spec_file), "--results", str(results)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     paths = SweepPaths.of(spec, results)
     try:
         _wait_for_rows(paths.sweep, driver, tmp_path / "driver.log", rows=1, timeout=240)
@@ -178,8 +193,13 @@ def test_sigkilled_driver_resumes_with_every_configuration_and_fold_exactly_once
     interrupted = read_trials(paths.sweep)
     assert len(interrupted) == 1  # fold 0 ended, fold 1 was pending or running
 
-    resumed = subprocess.run([SWEEPER, "launch", str(spec_file), "--results", str(results), "--resume"],
-                             env=env, capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        [SWEEPER, "launch", str(spec_file), "--results", str(results), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     try:
         assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
         trials = assert_complete_exactly_once(spec, paths, n_configs=1)

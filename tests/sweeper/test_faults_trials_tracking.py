@@ -33,7 +33,13 @@ from sweeper.leaderboard import read_trials
 from sweeper.paths import PENDING_FILE, SweepPaths
 from sweeper.spec import parse_spec
 from sweeper.tracking import (
-    CONFIG_TAG, ERROR_TAG, LEVEL_TAG, MlflowTracker, TrackingUnreachableError, artifact_root, default_tracking_uri,
+    CONFIG_TAG,
+    ERROR_TAG,
+    LEVEL_TAG,
+    MlflowTracker,
+    TrackingUnreachableError,
+    artifact_root,
+    default_tracking_uri,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -94,10 +100,24 @@ class MlflowServer:
 
     def start(self, timeout: float = 90) -> None:
         self.proc = subprocess.Popen(
-            [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                MLFLOW,
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.root / "mlflow-server.log").read_text()[-3000:]
@@ -132,8 +152,6 @@ class ServerOutage(Callback):
         return {"server": None, "down_s": self.down_s, "timer": None}
 
 
-
-
 def _runs(client: MlflowClient, experiment: str) -> list:
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=100)
 
@@ -156,31 +174,42 @@ def test_failing_trials_and_an_mlflow_outage_in_one_sweep(tmp_path, caplog):
     server.start()
     outage = ServerOutage(server, down_s=4.0)
     recorder = FailureRecorder()
-    spec = parse_spec({
-        "name": "trial_faults",
-        "data": {"format": "synthetic", "folds": 2, "run_folds": [0], "image_size": 32, "augmentation": "none",
-                 "synthetic": {"cases": 4, "slices_per_scan": 8, "image_size": 32, "seed": 3}},
-        "model": {"architectures": ["unet", "pan"], "encoders": ["resnet18"]},
-        "losses": [{"name": "dice"}, {"name": "1e39*dice"}],
-        "training": {"epochs": 2, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
-        "search": {"mode": "optuna", "budget": 3, "sampler": "random", "seed": 2},
-        "resources": {"cpus_per_trial": 1, "max_failures": 1},
-        "tracking": {"uri": server.uri},
-    })
+    spec = parse_spec(
+        {
+            "name": "trial_faults",
+            "data": {
+                "format": "synthetic",
+                "folds": 2,
+                "run_folds": [0],
+                "image_size": 32,
+                "augmentation": "none",
+                "synthetic": {"cases": 4, "slices_per_scan": 8, "image_size": 32, "seed": 3},
+            },
+            "model": {"architectures": ["unet", "pan"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}, {"name": "1e39*dice"}],
+            "training": {"epochs": 2, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
+            "search": {"mode": "optuna", "budget": 3, "sampler": "random", "seed": 2},
+            "resources": {"cpus_per_trial": 1, "max_failures": 1},
+            "tracking": {"uri": server.uri},
+        }
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="sweeper.tracking"):
             paths = launch(spec, tmp_path / "results", callbacks=[recorder, outage])
         assert outage.timer is not None, "no trial reported a result"
         outage.timer.join()
-        assert any("unreachable" in r.getMessage() and "kept and retried" in r.getMessage()
-                   for r in caplog.records), "the outage never reached the tracker"
+        assert any("unreachable" in r.getMessage() and "kept and retried" in r.getMessage() for r in caplog.records), (
+            "the outage never reached the tracker"
+        )
 
         # -- trials.parquet: the reasons ------------------------------------------------------------
         trials = read_trials(paths.sweep).set_index(["arch", "loss"])
         assert sorted(trials.index) == [("pan", "1e39*dice"), ("unet", "1e39*dice"), ("unet", "dice")]
         ok = trials.loc[("unet", "dice")]
         assert ok["status"] == "finished" and ok["epochs_done"] == 2 and ok["error"] == ""
-        non_finite = re.compile(r"1e39\*dice loss became (nan|inf) in epoch 1 \(config \w+, fold 0\); lower training.lr")
+        non_finite = re.compile(
+            r"1e39\*dice loss became (nan|inf) in epoch 1 \(config \w+, fold 0\); lower training.lr"
+        )
         expected = {("unet", "1e39*dice"): non_finite, ("pan", "1e39*dice"): re.compile(PAN_ERROR)}
         failed = {}
         for key, pattern in expected.items():
@@ -195,8 +224,10 @@ def test_failing_trials_and_an_mlflow_outage_in_one_sweep(tmp_path, caplog):
         # -- Optuna: FAIL for the failing configurations, the search went on ------------------------
         study = optuna.load_study(study_name=spec.name, storage=paths.optuna_storage)
         states = {t.user_attrs["config_id"]: t.state for t in study.trials}
-        assert states == {**{cid: optuna.trial.TrialState.FAIL for cid in failed},
-                          ok["config_id"]: optuna.trial.TrialState.COMPLETE}
+        assert states == {
+            **{cid: optuna.trial.TrialState.FAIL for cid in failed},
+            ok["config_id"]: optuna.trial.TrialState.COMPLETE,
+        }
         assert (paths.sweep / "pareto" / "pareto.csv").is_file()  # the front of what finished
 
         # -- MLflow, through the restarted server: every run once, nothing lost ---------------------
@@ -228,8 +259,14 @@ def test_failing_trials_and_an_mlflow_outage_in_one_sweep(tmp_path, caplog):
 
 def _trial(config: dict, status: str, last_result: dict | None = None):
     """What MlflowTracker reads of a Tune Trial: config, status, last_result, checkpoint, error_file."""
-    return types.SimpleNamespace(config=config, status=status, last_result=last_result or {}, checkpoint=None,
-                                 error_file=None, trial_id=f"t{config['fold']}")
+    return types.SimpleNamespace(
+        config=config,
+        status=status,
+        last_result=last_result or {},
+        checkpoint=None,
+        error_file=None,
+        trial_id=f"t{config['fold']}",
+    )
 
 
 def test_tracker_keeps_writes_through_a_long_outage_and_a_resume_writes_them(tmp_path):
@@ -239,12 +276,19 @@ def test_tracker_keeps_writes_through_a_long_outage_and_a_resume_writes_them(tmp
     spec_file = tmp_path / "sweep" / "spec.yaml"
     spec_file.parent.mkdir()
     spec_file.write_text("name: s\n")
-    config = {"config_id": "c1", "fold": 0, "arch": "unet", "encoder": "resnet18", "loss": "dice",
-              "loss_params": {"smooth": 1.0}, "epochs": 1, "cache_dir": "cache"}
+    config = {
+        "config_id": "c1",
+        "fold": 0,
+        "arch": "unet",
+        "encoder": "resnet18",
+        "loss": "dice",
+        "loss_params": {"smooth": 1.0},
+        "epochs": 1,
+        "cache_dir": "cache",
+    }
     result = {"epoch": 1, "train_loss": 0.5, "dice": 0.25, "best.dice": 0.25, "best_epoch": 1}
     down = f"http://127.0.0.1:{free_port()}"
-    tracker = MlflowTracker(down, "s", artifact_root(tmp_path), spec_file, n_folds=1, max_wait_s=0.5,
-                            retry_every_s=0.1)
+    tracker = MlflowTracker(down, "s", artifact_root(tmp_path), spec_file, n_folds=1, max_wait_s=0.5, retry_every_s=0.1)
     trial = _trial(config, "RUNNING")
     tracker.setup()
     tracker.on_trial_start(0, [trial], trial)

@@ -39,19 +39,31 @@ def acdc_sweep(tmp_path_factory):
     """A grid sweep (2 losses, fold 0 of 2, one short epoch) of the ACDC-layout data, softmax with background."""
     tmp_path = tmp_path_factory.mktemp("acdc_sweep")
     root = write_acdc(tmp_path / "acdc")
-    spec = parse_spec({
-        "name": "acdc_tiny",
-        "data": {"format": "nifti", "root": str(root), "classes": ["RV", "MYO", "LV"], "label_mode": "multiclass",
-                 "label_values": {1: "RV", 2: "MYO", 3: "LV"},
-                 "nifti": {"images": "*/patient*_frame[0-9][0-9].nii.gz", "labels": "{dir}/{stem}_gt.nii.gz",
-                           "patient_pattern": r"^(patient\d+)/"},
-                 "image_size": 32, "folds": 2, "run_folds": [0]},
-        "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
-        "losses": [{"name": "dice"}, {"name": "ce + pm_dice"}],
-        "training": {"epochs": 1, "batch_size": 4, "max_train_batches": 2, "loss_include_background": False},
-        "search": {"mode": "grid"},
-        "resources": {"cpus_per_trial": 1},
-    })
+    spec = parse_spec(
+        {
+            "name": "acdc_tiny",
+            "data": {
+                "format": "nifti",
+                "root": str(root),
+                "classes": ["RV", "MYO", "LV"],
+                "label_mode": "multiclass",
+                "label_values": {1: "RV", 2: "MYO", 3: "LV"},
+                "nifti": {
+                    "images": "*/patient*_frame[0-9][0-9].nii.gz",
+                    "labels": "{dir}/{stem}_gt.nii.gz",
+                    "patient_pattern": r"^(patient\d+)/",
+                },
+                "image_size": 32,
+                "folds": 2,
+                "run_folds": [0],
+            },
+            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}, {"name": "ce + pm_dice"}],
+            "training": {"epochs": 1, "batch_size": 4, "max_train_batches": 2, "loss_include_background": False},
+            "search": {"mode": "grid"},
+            "resources": {"cpus_per_trial": 1},
+        }
+    )
     paths = launch(spec, tmp_path / "results")
     yield paths
     drop_checkpoints(paths.results)

@@ -10,13 +10,28 @@ from trainables.contract import TrialConfig
 
 
 def config(cid, fold, loss="dice"):
-    return TrialConfig.from_dict({"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18",
-                                  "loss": loss, "loss_params": {"smooth": 1.0}, "cache_dir": "cache"})
+    return TrialConfig.from_dict(
+        {
+            "config_id": cid,
+            "fold": fold,
+            "arch": "unet",
+            "encoder": "resnet18",
+            "loss": loss,
+            "loss_params": {"smooth": 1.0},
+            "cache_dir": "cache",
+        }
+    )
 
 
 def result(dice, sens):
-    return {"epoch": 3, "dice": 0.1, "best_epoch": 2, "best.dice": dice, "best.sensitivity": sens,
-            "best.sensitivity.stomach": sens / 2}
+    return {
+        "epoch": 3,
+        "dice": 0.1,
+        "best_epoch": 2,
+        "best.dice": dice,
+        "best.sensitivity": sens,
+        "best.sensitivity.stomach": sens / 2,
+    }
 
 
 def test_trial_row_takes_best_epoch_values_under_plain_names():
@@ -26,12 +41,14 @@ def test_trial_row_takes_best_epoch_values_under_plain_names():
 
 
 def test_aggregate_means_stds_and_failed_folds():
-    trials = pd.DataFrame([
-        trial_row(config("a", 0), result(0.8, 0.6), "finished"),
-        trial_row(config("a", 1), result(0.6, 0.4), "finished"),
-        trial_row(config("b", 0, "tversky"), result(0.9, 0.9), "finished"),
-        trial_row(config("b", 1, "tversky"), None, "failed", error="boom"),
-    ])
+    trials = pd.DataFrame(
+        [
+            trial_row(config("a", 0), result(0.8, 0.6), "finished"),
+            trial_row(config("a", 1), result(0.6, 0.4), "finished"),
+            trial_row(config("b", 0, "tversky"), result(0.9, 0.9), "finished"),
+            trial_row(config("b", 1, "tversky"), None, "failed", error="boom"),
+        ]
+    )
     configs = aggregate(trials).set_index("config_id")
     assert configs.loc["a", "dice"] == 0.7 and np.isclose(configs.loc["a", "dice_std"], np.std([0.8, 0.6], ddof=1))
     assert configs.loc["a", "n_folds"] == 2 and configs.loc["a", "n_failed"] == 0

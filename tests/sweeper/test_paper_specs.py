@@ -14,12 +14,23 @@ PAPER_SPECS = sorted(p.name for p in SEARCH_SPACES.glob("seed*.yaml")) + ["gi_fi
 def shrunk(name: str) -> dict:
     """Returns the spec with its data swapped for a tiny generated set and every size cut down."""
     raw = yaml.safe_load((SEARCH_SPACES / name).read_text())
-    raw["data"].update(format="synthetic", root=None, image_size=32, folds=2, run_folds=[0],
-                       synthetic={"cases": 4, "slices_per_scan": 8, "image_size": 40, "seed": 5})
+    raw["data"].update(
+        format="synthetic",
+        root=None,
+        image_size=32,
+        folds=2,
+        run_folds=[0],
+        synthetic={"cases": 4, "slices_per_scan": 8, "image_size": 40, "seed": 5},
+    )
     raw["model"] = {"architectures": raw["model"]["architectures"][:1], "encoders": ["resnet18"]}
     raw["losses"] = raw["losses"][:3]
-    raw["training"] = {**raw.get("training", {}), "epochs": 1, "batch_size": 8, "max_train_batches": 1,
-                       "num_workers": 0}
+    raw["training"] = {
+        **raw.get("training", {}),
+        "epochs": 1,
+        "batch_size": 8,
+        "max_train_batches": 1,
+        "num_workers": 0,
+    }
     if raw["search"]["mode"] == "optuna":
         raw["search"]["budget"] = 2
     raw["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": 0}

@@ -33,11 +33,19 @@ def test_nan_is_never_on_the_front():
 
 
 def test_per_class_columns_and_unknown_class_error():
-    configs = pd.DataFrame({
-        "config_id": ["a", "b"], "arch": "unet", "encoder": "r", "loss": ["dice", "tversky"], "loss_params": "{}",
-        "sensitivity": [0.8, 0.9], "precision": [0.9, 0.8],
-        "sensitivity.stomach": [0.7, 0.6], "precision.stomach": [0.7, 0.6],
-    })
+    configs = pd.DataFrame(
+        {
+            "config_id": ["a", "b"],
+            "arch": "unet",
+            "encoder": "r",
+            "loss": ["dice", "tversky"],
+            "loss_params": "{}",
+            "sensitivity": [0.8, 0.9],
+            "precision": [0.9, 0.8],
+            "sensitivity.stomach": [0.7, 0.6],
+            "precision.stomach": [0.7, 0.6],
+        }
+    )
     assert pareto_table(configs)["on_front"].all()
     table = pareto_table(configs, "stomach")
     assert table.loc[table["on_front"], "config_id"].tolist() == ["a"]
@@ -46,13 +54,21 @@ def test_per_class_columns_and_unknown_class_error():
 
 
 def configs_with_intervals():
-    return pd.DataFrame({
-        "config_id": ["a", "b", "c", "d"], "arch": "unet", "encoder": "r",
-        "loss": ["dice", "tversky", "soft_bce", "dice"], "loss_params": "{}",
-        "sensitivity": [0.80, 0.95, 0.70, 0.60], "precision": [0.90, 0.70, 0.85, 0.50],
-        "sensitivity_ci_high": [0.82, 0.97, 0.83, 0.62], "precision_ci_high": [0.92, 0.72, 0.95, 0.52],
-        "dice": [0.85, 0.80, 0.77, 0.55], "n_folds": 3,
-    })
+    return pd.DataFrame(
+        {
+            "config_id": ["a", "b", "c", "d"],
+            "arch": "unet",
+            "encoder": "r",
+            "loss": ["dice", "tversky", "soft_bce", "dice"],
+            "loss_params": "{}",
+            "sensitivity": [0.80, 0.95, 0.70, 0.60],
+            "precision": [0.90, 0.70, 0.85, 0.50],
+            "sensitivity_ci_high": [0.82, 0.97, 0.83, 0.62],
+            "precision_ci_high": [0.92, 0.72, 0.95, 0.52],
+            "dice": [0.85, 0.80, 0.77, 0.55],
+            "n_folds": 3,
+        }
+    )
 
 
 def test_front_status_marks_dominated_within_noise():

@@ -30,8 +30,16 @@ def spec(mode="optuna"):
 
 
 def config(cid, fold, loss="dice"):
-    return {"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18", "loss": loss,
-            "loss_params": {}, "epochs": 3, "cache_dir": "cache"}
+    return {
+        "config_id": cid,
+        "fold": fold,
+        "arch": "unet",
+        "encoder": "resnet18",
+        "loss": loss,
+        "loss_params": {},
+        "epochs": 3,
+        "cache_dir": "cache",
+    }
 
 
 def fold_config(cid, fold, loss="dice"):
@@ -39,23 +47,33 @@ def fold_config(cid, fold, loss="dice"):
 
 
 def result(dice, sensitivity, precision):
-    return {"epoch": 3, "best_epoch": 3, "best.dice": dice, "best.sensitivity": sensitivity,
-            "best.precision": precision, "time_total_s": FOLD_SECONDS}
+    return {
+        "epoch": 3,
+        "best_epoch": 3,
+        "best.dice": dice,
+        "best.sensitivity": sensitivity,
+        "best.precision": precision,
+        "time_total_s": FOLD_SECONDS,
+    }
 
 
 def trial_folder(tune_dir, cfg, start, epochs_done):
     folder = tune_dir / f"{cfg['loss']}-{cfg['config_id']}-fold{cfg['fold']}-x"
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(cfg))
-    lines = [{"epoch": e, "timestamp": start + 10 * e, "time_this_iter_s": 10.0, "time_total_s": 10.0 * e}
-             for e in range(1, epochs_done + 1)]
+    lines = [
+        {"epoch": e, "timestamp": start + 10 * e, "time_this_iter_s": 10.0, "time_total_s": 10.0 * e}
+        for e in range(1, epochs_done + 1)
+    ]
     (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def tune_state(tune_dir, statuses):
     """An experiment_state file shaped like Ray Tune's: trial_data = [[trial json, runtime json], ...]."""
-    data = [[json.dumps({"status": status, "trial_id": f"t{i}", "config": cfg}), json.dumps({})]
-            for i, (cfg, status) in enumerate(statuses)]
+    data = [
+        [json.dumps({"status": status, "trial_id": f"t{i}", "config": cfg}), json.dumps({})]
+        for i, (cfg, status) in enumerate(statuses)
+    ]
     path = tune_dir / "experiment_state-2026-01-01_00-00-00.json"
     path.write_text(json.dumps({"trial_data": data, "runner_data": {}, "stats": {"start_time": T0}}))
 
@@ -81,14 +99,22 @@ def mid_sweep(tmp_path):
         trial_row(fold_config("b", 1, "tversky"), {"epoch": 1}, FAILED, error="boom"),
     ]
     write_leaderboard(pd.DataFrame(rows), sweep)
-    trial_folder(tune_dir, config("a", 0), T0 + 5, 3)       # 5 .. 35
-    trial_folder(tune_dir, config("a", 1), T0 + 5, 3)       # 5 .. 35 (two at once)
+    trial_folder(tune_dir, config("a", 0), T0 + 5, 3)  # 5 .. 35
+    trial_folder(tune_dir, config("a", 1), T0 + 5, 3)  # 5 .. 35 (two at once)
     trial_folder(tune_dir, config("b", 0, "tversky"), T0 + 35, 3)
     trial_folder(tune_dir, config("b", 1, "tversky"), T0 + 35, 1)
     trial_folder(tune_dir, config("c", 0, "tversky"), T0 + 65, 1)  # running: epoch 1 done at T0 + 75
-    tune_state(tune_dir, [(config("a", 0), "TERMINATED"), (config("a", 1), "TERMINATED"),
-                          (config("b", 0, "tversky"), "TERMINATED"), (config("b", 1, "tversky"), "ERROR"),
-                          (config("c", 0, "tversky"), "RUNNING"), (config("c", 1, "tversky"), "PENDING")])
+    tune_state(
+        tune_dir,
+        [
+            (config("a", 0), "TERMINATED"),
+            (config("a", 1), "TERMINATED"),
+            (config("b", 0, "tversky"), "TERMINATED"),
+            (config("b", 1, "tversky"), "ERROR"),
+            (config("c", 0, "tversky"), "RUNNING"),
+            (config("c", 1, "tversky"), "PENDING"),
+        ],
+    )
     return sweep
 
 
@@ -152,13 +178,15 @@ def test_status_of_a_folder_that_is_no_sweep(tmp_path):
         read_status(tmp_path)
 
 
-@pytest.mark.parametrize("seconds,text", [(0, "0s"), (59.4, "59s"), (80, "1m20s"), (3725, "1h02m"), (None, "?")])
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59.4, "59s"), (80, "1m20s"), (3725, "1h02m"), (None, "?")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
 
 def fake_trial(cid, fold, status, loss="tversky", res=None):
-    return SimpleNamespace(config=config(cid, fold, loss), status=status, last_result=res or {}, trial_id=f"{cid}{fold}")
+    return SimpleNamespace(
+        config=config(cid, fold, loss), status=status, last_result=res or {}, trial_id=f"{cid}{fold}"
+    )
 
 
 def test_printer_prints_one_line_per_ended_trial(capsys):
@@ -169,8 +197,10 @@ def test_printer_prints_one_line_per_ended_trial(capsys):
     trials = [done, fake_trial("x", 0, "RUNNING"), fake_trial("y", 0, "RUNNING"), fake_trial("z", 0, "PENDING")]
     printer.on_trial_complete(iteration=1, trials=trials, trial=done)
     line = capsys.readouterr().out.strip()
-    assert line.startswith("[1/12 folds] tversky cfg 3f1d.. fold 1 finished: dice 0.61 sens 0.70 prec 0.52 "
-                           "| 2 running, 0 failed | 1m20s elapsed, ~14m40s left | front: 1")
+    assert line.startswith(
+        "[1/12 folds] tversky cfg 3f1d.. fold 1 finished: dice 0.61 sens 0.70 prec 0.52 "
+        "| 2 running, 0 failed | 1m20s elapsed, ~14m40s left | front: 1"
+    )
     failed = trials[2]
     failed.status = "ERROR"
     printer.on_trial_error(iteration=2, trials=trials, trial=failed)
@@ -188,6 +218,18 @@ def test_printer_front_counts_configurations_on_fold_means():
 
 
 def test_progress_line_without_plan_or_metrics():
-    line = progress_line(ended=3, planned=None, loss="dice", config_id="abcdef", fold=0, outcome="finished",
-                         metrics={}, running=0, failed=0, elapsed_s=5, eta_s=None, front=None)
+    line = progress_line(
+        ended=3,
+        planned=None,
+        loss="dice",
+        config_id="abcdef",
+        fold=0,
+        outcome="finished",
+        metrics={},
+        running=0,
+        failed=0,
+        elapsed_s=5,
+        eta_s=None,
+        front=None,
+    )
     assert line == "[3/? folds] dice cfg abcd.. fold 0 finished | 0 running, 0 failed | 5s elapsed"

@@ -13,8 +13,14 @@ from mlflow import MlflowClient
 
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
 from sweeper.paths import REPORT_FILE
-from sweeper.report import (QUALITATIVE_SLICES_FILE, QualitativeUnavailable, _overlay, pick_slices, plot_qualitative,
-                            write_report)
+from sweeper.report import (
+    QUALITATIVE_SLICES_FILE,
+    QualitativeUnavailable,
+    _overlay,
+    pick_slices,
+    plot_qualitative,
+    write_report,
+)
 from sweeper.spec import dump_spec, parse_spec
 from sweeper.tracking import LEVEL_TAG, SWEEP_LEVEL, default_tracking_uri, ensure_experiment
 from trainables.contract import TrialConfig
@@ -34,8 +40,13 @@ CONFIGS = [
 def fold_result(dice: float, loss: str) -> dict:
     """A Tune result at its best epoch: overall and per-organ metrics; Tversky trades precision for sensitivity."""
     lean = 0.08 if loss == "tversky" else 0.0
-    values = {"dice": dice, "iou": dice - 0.05, "sensitivity": dice + lean, "specificity": 0.99,
-              "precision": dice - lean}
+    values = {
+        "dice": dice,
+        "iou": dice - 0.05,
+        "sensitivity": dice + lean,
+        "specificity": 0.99,
+        "precision": dice - lean,
+    }
     result = {"epoch": 3, "best_epoch": 3}
     for name, value in values.items():
         result[f"best.{name}"] = value
@@ -51,9 +62,19 @@ def write_trial_folder(tune_dir: Path, config: dict, epochs: int, dice: float, s
     rows = []
     for epoch in range(1, epochs + 1):
         value = dice * epoch / 3
-        rows.append({"epoch": epoch, "dice": value, "sensitivity": value + 0.05, "precision": value - 0.05,
-                     "val_loss": 1 - value, "timestamp": start + 10 * epoch, "time_this_iter_s": 10.0,
-                     "time_total_s": 10.0 * epoch, "training_iteration": epoch})
+        rows.append(
+            {
+                "epoch": epoch,
+                "dice": value,
+                "sensitivity": value + 0.05,
+                "precision": value - 0.05,
+                "val_loss": 1 - value,
+                "timestamp": start + 10 * epoch,
+                "time_this_iter_s": 10.0,
+                "time_total_s": 10.0 * epoch,
+                "training_iteration": epoch,
+            }
+        )
     pd.DataFrame(rows).to_csv(folder / "progress.csv", index=False)
     (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
@@ -64,15 +85,22 @@ def sweep(tmp_path_factory):
     """A sweep folder laid out as `sweeper launch` leaves it, plus its MLflow store one level up."""
     results = tmp_path_factory.mktemp("results")
     sweep_dir = results / "tiny"
-    spec = parse_spec({
-        "name": "tiny",
-        "data": {"format": "synthetic", "folds": 2, "image_size": 32, "context": 1,
-                 "synthetic": {"cases": 2, "slices_per_scan": 6, "image_size": 32, "seed": 1}},
-        "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
-        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": "search"}}],
-        "training": {"epochs": 3},
-        "search": {"budget": 3},
-    })
+    spec = parse_spec(
+        {
+            "name": "tiny",
+            "data": {
+                "format": "synthetic",
+                "folds": 2,
+                "image_size": 32,
+                "context": 1,
+                "synthetic": {"cases": 2, "slices_per_scan": 6, "image_size": 32, "seed": 1},
+            },
+            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": "search"}}],
+            "training": {"epochs": 3},
+            "search": {"budget": 3},
+        }
+    )
     sweep_dir.mkdir()
     (sweep_dir / "spec.yaml").write_text(dump_spec(spec))
     generate_uwmgi(sweep_dir / "data", cases=2, slices_per_scan=6, image_size=32, seed=1)
@@ -82,11 +110,25 @@ def sweep(tmp_path_factory):
     rows = []
     for cid, loss, knobs, dices in CONFIGS:
         for fold, dice in enumerate(dices):
-            config = {"config_id": cid, "fold": fold, "arch": "unet", "encoder": "resnet18", "loss": loss,
-                      "loss_params": knobs, "context": 1, "classes": CLASSES, "epochs": 3, "threshold": 0.5,
-                      "cache_dir": str(sweep_dir / "cache")}
+            config = {
+                "config_id": cid,
+                "fold": fold,
+                "arch": "unet",
+                "encoder": "resnet18",
+                "loss": loss,
+                "loss_params": knobs,
+                "context": 1,
+                "classes": CLASSES,
+                "epochs": 3,
+                "threshold": 0.5,
+                "cache_dir": str(sweep_dir / "cache"),
+            }
             if dice is None:
-                rows.append(trial_row(TrialConfig.from_dict(config), {"epoch": 1}, FAILED, error="Traceback ...\nRuntimeError: boom"))
+                rows.append(
+                    trial_row(
+                        TrialConfig.from_dict(config), {"epoch": 1}, FAILED, error="Traceback ...\nRuntimeError: boom"
+                    )
+                )
                 write_trial_folder(tune_dir, config, 1, 0.3, 1000.0)
                 continue
             rows.append(trial_row(TrialConfig.from_dict(config), fold_result(dice, loss), FINISHED))
@@ -123,8 +165,16 @@ def test_report_is_written_with_every_figure_embedded(report):
 
 def test_report_holds_the_tables_and_fold_statistics(report):
     _, page = report
-    for caption in ("Table 1.", "Table 2.", "Table 3.", "Table 4.", "95% intervals over folds",
-                    "Paired comparison", "Pareto front.", "Failed fold trials"):
+    for caption in (
+        "Table 1.",
+        "Table 2.",
+        "Table 3.",
+        "Table 4.",
+        "95% intervals over folds",
+        "Paired comparison",
+        "Pareto front.",
+        "Failed fold trials",
+    ):
         assert caption in page, caption
     assert page.count("<table>") == 8
     # the best configuration (aaaa) compared with bbbb on two folds, with cccc on one fold only
@@ -173,11 +223,11 @@ def test_pick_slices_takes_the_lowest_and_the_median():
 def test_overlay_tints_each_organ_and_leaves_the_rest_grey():
     image = np.array([[0.0, 1.0], [0.5, 0.25]])
     organs = np.zeros((2, 2, 2), dtype=bool)
-    organs[0, 0, 0] = True                   # first organ only
+    organs[0, 0, 0] = True  # first organ only
     organs[0, 1, 1] = organs[1, 1, 1] = True  # both organs overlap (multi-label)
     rgb = _overlay(image, organs, ["stomach", "RV"])
     stomach, rv = np.array((0.9, 0.2, 0.2)), np.array((0.8, 0.3, 0.9))  # RV: the second fallback colour
-    assert np.allclose(rgb[0, 0], 0.55 * stomach)                        # grey 0 tinted
+    assert np.allclose(rgb[0, 0], 0.55 * stomach)  # grey 0 tinted
     assert np.allclose(rgb[1, 1], 0.45 * (0.45 * 0.25 + 0.55 * stomach) + 0.55 * rv)  # later organ on top
     assert np.allclose(rgb[0, 1], [1.0, 1.0, 1.0]) and np.allclose(rgb[1, 0], [0.5, 0.5, 0.5])  # no organ: grey
 
@@ -208,13 +258,35 @@ def test_qualitative_figure_of_a_softmax_trial_uses_its_recorded_classes(tmp_pat
     weights into that network and scores the foreground classes only."""
     sweep_dir = tmp_path / "acdc"
     cache = prepare_dataset_cache(
-        "nifti", write_acdc(tmp_path / "raw"), sweep_dir / "cache", image_size=32, n_folds=2,
-        classes=("RV", "MYO", "LV"), label_mode="multiclass", label_values={1: "RV", 2: "MYO", 3: "LV"},
-        options={"images": "*/patient*_frame[0-9][0-9].nii.gz", "labels": "{dir}/{stem}_gt.nii.gz",
-                 "patient_pattern": r"^(patient\d+)/"})
-    config = {"config_id": "dddd444444", "fold": 1, "arch": "unet", "encoder": "resnet18", "loss": "dice",
-              "loss_params": {}, "context": 1, "classes": ["background", "RV", "MYO", "LV"], "activation": "softmax",
-              "threshold": 0.5, "include_background": False, "batch_size": 2, "cache_dir": str(cache)}
+        "nifti",
+        write_acdc(tmp_path / "raw"),
+        sweep_dir / "cache",
+        image_size=32,
+        n_folds=2,
+        classes=("RV", "MYO", "LV"),
+        label_mode="multiclass",
+        label_values={1: "RV", 2: "MYO", 3: "LV"},
+        options={
+            "images": "*/patient*_frame[0-9][0-9].nii.gz",
+            "labels": "{dir}/{stem}_gt.nii.gz",
+            "patient_pattern": r"^(patient\d+)/",
+        },
+    )
+    config = {
+        "config_id": "dddd444444",
+        "fold": 1,
+        "arch": "unet",
+        "encoder": "resnet18",
+        "loss": "dice",
+        "loss_params": {},
+        "context": 1,
+        "classes": ["background", "RV", "MYO", "LV"],
+        "activation": "softmax",
+        "threshold": 0.5,
+        "include_background": False,
+        "batch_size": 2,
+        "cache_dir": str(cache),
+    }
     folder = sweep_dir / "ray" / "tune" / "dice-dddd444444-fold1" / "checkpoint_000000"
     folder.mkdir(parents=True)
     (folder.parent / "params.json").write_text(json.dumps(config))
@@ -222,8 +294,9 @@ def test_qualitative_figure_of_a_softmax_trial_uses_its_recorded_classes(tmp_pat
     torch.save(build_model("unet", "resnet18", classes=4).state_dict(), folder / "best_model.pt")
     scored = pd.DataFrame([{"config_id": "dddd444444", "loss": "dice", "dice": 0.5}])
 
-    figure = plot_qualitative(sweep_dir, scored, pd.DataFrame(), None, ["RV", "MYO", "LV"],
-                              tmp_path / "fig9_qualitative.png")
+    figure = plot_qualitative(
+        sweep_dir, scored, pd.DataFrame(), None, ["RV", "MYO", "LV"], tmp_path / "fig9_qualitative.png"
+    )
     assert figure.path.stat().st_size > 0 and "one-hot argmax of the softmax" in figure.caption
     shown = pd.read_csv(tmp_path / QUALITATIVE_SLICES_FILE)
     assert [c for c in shown.columns if c.startswith("dice")] == ["dice", "dice.RV", "dice.MYO", "dice.LV"]

@@ -10,17 +10,18 @@ from sweeper.search import FoldSearcher, config_id
 from sweeper.spec import parse_spec
 from trainables.contract import TrialConfig, TrialSettings
 
-
 SETTINGS = TrialSettings(cache_dir="/c")
 
 
 def make_spec(**search):
-    return parse_spec({
-        "name": "s",
-        "data": {"format": "synthetic", "folds": 3, "run_folds": [0, 2]},
-        "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": 0.5}}],
-        "search": {"budget": 3, **search},
-    })
+    return parse_spec(
+        {
+            "name": "s",
+            "data": {"format": "synthetic", "folds": 3, "run_folds": [0, 2]},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": 0.5}}],
+            "search": {"budget": 3, **search},
+        }
+    )
 
 
 def fake_result(sens, prec):
@@ -57,8 +58,14 @@ def test_fan_out_over_folds_and_tell_fold_means(tmp_path):
 
 
 def test_failed_fold_tells_fail_never_a_score(tmp_path):
-    spec = parse_spec({"name": "f", "data": {"format": "synthetic", "folds": 2},
-                       "losses": [{"name": "dice"}], "search": {"mode": "grid"}})
+    spec = parse_spec(
+        {
+            "name": "f",
+            "data": {"format": "synthetic", "folds": 2},
+            "losses": [{"name": "dice"}],
+            "search": {"mode": "grid"},
+        }
+    )
     searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", SETTINGS)
     configs, _ = drain(searcher)
     assert len(configs) == 2
@@ -69,8 +76,14 @@ def test_failed_fold_tells_fail_never_a_score(tmp_path):
 
 
 def test_duplicate_configuration_is_not_retrained_nor_counted(tmp_path):
-    spec = parse_spec({"name": "d", "data": {"format": "synthetic", "folds": 2},
-                       "losses": [{"name": "dice"}, {"name": "soft_bce"}], "search": {"budget": 3}})
+    spec = parse_spec(
+        {
+            "name": "d",
+            "data": {"format": "synthetic", "folds": 2},
+            "losses": [{"name": "dice"}, {"name": "soft_bce"}],
+            "search": {"budget": 3},
+        }
+    )
     searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", SETTINGS)
     configs, _ = drain(searcher)
     # only two distinct configurations exist: each trained once per fold, the space is then used up
@@ -85,16 +98,22 @@ def test_duplicate_configuration_is_not_retrained_nor_counted(tmp_path):
 
 
 def test_grid_mode_enqueues_every_fixed_configuration(tmp_path):
-    spec = parse_spec({"name": "g", "data": {"format": "synthetic", "folds": 2},
-                       "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
-                       "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": 0.3, "beta": 0.7}}],
-                       "search": {"mode": "grid"}})
+    spec = parse_spec(
+        {
+            "name": "g",
+            "data": {"format": "synthetic", "folds": 2},
+            "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": 0.3, "beta": 0.7}}],
+            "search": {"mode": "grid"},
+        }
+    )
     searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", SETTINGS)
     configs, _ = drain(searcher)
     seen = {(c["arch"], c["loss"], tuple(sorted(c["loss_params"].items()))) for c in configs}
     assert len(configs) == 8 and len(seen) == 4
-    assert any(a == "fpn" and l == "tversky" and dict(p)["alpha"] == 0.3 and dict(p)["beta"] == 0.7
-               for a, l, p in seen)
+    assert any(
+        a == "fpn" and loss == "tversky" and dict(p)["alpha"] == 0.3 and dict(p)["beta"] == 0.7 for a, loss, p in seen
+    )
 
 
 def test_save_restore_continues_where_it_stopped(tmp_path):
@@ -108,4 +127,6 @@ def test_save_restore_continues_where_it_stopped(tmp_path):
     for i in range(1, len(configs)):
         clone.on_trial_complete(f"t{i}", fake_result(0.5, 0.5))
     assert clone.suggest("x") == Searcher.FINISHED
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name="s", storage=storage).trials)
+    assert all(
+        t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name="s", storage=storage).trials
+    )

@@ -94,7 +94,7 @@ def test_shipped_specs_parse(name):
 
 def test_gi_five_losses_is_seed_000():
     spec = parse_spec(yaml.safe_load((SEARCH_SPACES / "gi_five_losses.yaml").read_text()))
-    assert [l.name for l in spec.losses] == ["dice", "soft_bce", "dice_soft_bce", "tversky", "focal_plus_dice"]
+    assert [loss.name for loss in spec.losses] == ["dice", "soft_bce", "dice_soft_bce", "tversky", "focal_plus_dice"]
     assert len(spec.grid()) == 5 and spec.model.encoders == ["mit_b2"]
     tversky = spec.grid()[3]["loss_params"]
     assert tversky["alpha"] == 0.3 and tversky["beta"] == 0.7
@@ -106,7 +106,10 @@ def test_per_class_knobs_expand_and_check_their_length():
     assert fixed == {"gamma.large_bowel": 1.0, "gamma.small_bowel": 2.0, "gamma.stomach": 3.0}
     searched = parse_spec(minimal(losses=[{"name": "pm_dice", "params": {"gamma": "search"}}]))
     assert set(searched.losses[0].searched_params(spec.data.classes)) == {
-        "gamma.large_bowel", "gamma.small_bowel", "gamma.stomach"}  # one dimension per class
+        "gamma.large_bowel",
+        "gamma.small_bowel",
+        "gamma.stomach",
+    }  # one dimension per class
     with pytest.raises(SpecError, match="losses.0.params.gamma: 2 values for 3 classes"):
         parse_spec(minimal(losses=[{"name": "pm_dice", "params": {"gamma": [1.0, 2.0]}}]))
 
@@ -133,8 +136,9 @@ def test_one_loss_at_several_fixed_settings_is_a_grid_only():
         parse_spec(minimal(losses=losses))
 
 
-@pytest.mark.parametrize("name", ["format_nifti_acdc.yaml", "format_dicom_chaos.yaml",
-                                  "format_image_folder_kvasir.yaml"])
+@pytest.mark.parametrize(
+    "name", ["format_nifti_acdc.yaml", "format_dicom_chaos.yaml", "format_image_folder_kvasir.yaml"]
+)
 def test_shipped_format_specs_parse(name):
     spec = parse_spec(yaml.safe_load((SEARCH_SPACES / name).read_text()))
     assert spec.data.format in {"nifti", "dicom", "image_folder"}
@@ -143,11 +147,17 @@ def test_shipped_format_specs_parse(name):
 
 
 def test_planned_configurations_count_the_grid_or_the_budget():
-    raw = {"name": "p", "data": {"format": "synthetic", "folds": 4, "run_folds": [0, 2, 3], "roi_ratios": [0.4, 0.1]},
-           "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
-           "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": 0.3}},
-                      {"name": "tversky", "params": {"alpha": 0.7}}],
-           "search": {"mode": "grid"}}
+    raw = {
+        "name": "p",
+        "data": {"format": "synthetic", "folds": 4, "run_folds": [0, 2, 3], "roi_ratios": [0.4, 0.1]},
+        "model": {"architectures": ["unet", "fpn"], "encoders": ["resnet18"]},
+        "losses": [
+            {"name": "dice"},
+            {"name": "tversky", "params": {"alpha": 0.3}},
+            {"name": "tversky", "params": {"alpha": 0.7}},
+        ],
+        "search": {"mode": "grid"},
+    }
     grid = parse_spec(raw)
     assert grid.planned_configurations() == len(grid.grid()) == 2 * 3 * 2
     assert grid.planned_fold_trials() == 12 * 3

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from sweeper.spec import SpecError, dump_spec, load_spec, parse_spec
 from trainables.data import ADAPTERS, load_cache_info, load_index, prepare_dataset_cache
-from trainables.data.formats import DataAdapter, FormatOptions, build_adapter, format_options
 from trainables.data._base import ScanSource, ScanVolume
+from trainables.data.formats import DataAdapter, FormatOptions, build_adapter, format_options
 
 
 def _spec(data: dict) -> dict:
@@ -41,8 +41,14 @@ class TileAdapter(DataAdapter):
         side = self.options.side
         yy, xx = np.mgrid[:side, :side]
         labels = ((yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (side / 4) ** 2).astype(np.int64)[None]
-        return ScanVolume(image=labels * 100.0 + 10.0, labels=labels, spacing=(float("nan"), 1.0, 1.0),
-                          slice_numbers=[1], label_files=(Path(source.scan),), image_files=(Path(source.scan),))
+        return ScanVolume(
+            image=labels * 100.0 + 10.0,
+            labels=labels,
+            spacing=(float("nan"), 1.0, 1.0),
+            slice_numbers=[1],
+            label_files=(Path(source.scan),),
+            image_files=(Path(source.scan),),
+        )
 
 
 @pytest.fixture
@@ -76,8 +82,15 @@ def test_a_new_formats_defaults_reach_its_preflight_and_its_cache(tiles_register
     spec = load_spec(path)
     assert yaml.safe_load(dump_spec(spec))["data"]["tiles"] == {"tiles": 3, "side": 8}
     data = spec.data
-    cache = prepare_dataset_cache(data.format, data.root, tmp_path / "cache", image_size=8, n_folds=data.folds,
-                                  classes=data.classes, options=data.format_options())
+    cache = prepare_dataset_cache(
+        data.format,
+        data.root,
+        tmp_path / "cache",
+        image_size=8,
+        n_folds=data.folds,
+        classes=data.classes,
+        options=data.format_options(),
+    )
     assert load_cache_info(cache)["params"]["options"] == {"tiles": 3, "side": 8}
     assert load_index(cache)["patient"].nunique() == 3
 
@@ -86,8 +99,13 @@ def test_a_new_formats_defaults_reach_its_preflight_and_its_cache(tiles_register
 def test_each_formats_spec_section_defaults_are_its_adapters(fmt, tmp_path):
     spec = parse_spec(_spec({"format": fmt, "root": str(tmp_path)}))
     assert spec.data.format_options() == format_options(fmt)
-    adapter = build_adapter(fmt, tmp_path, spec.data.format_options(), classes=("a",),
-                            label_values=None if fmt in ("uwmgi", "synthetic") else {1: "a"})
+    adapter = build_adapter(
+        fmt,
+        tmp_path,
+        spec.data.format_options(),
+        classes=("a",),
+        label_values=None if fmt in ("uwmgi", "synthetic") else {1: "a"},
+    )
     assert adapter.options == ADAPTERS[fmt].Options()
 
 

@@ -31,11 +31,15 @@ def test_paired_comparison_matches_scipy_ttest_rel():
 
 def test_compare_configs_on_a_fold_table():
     def row(cid, fold, dice):
-        return trial_row(TrialConfig(config_id=cid, fold=fold, arch="unet", encoder="r", loss="dice", cache_dir="c"),
-                         {"best.dice": dice}, "finished")
+        return trial_row(
+            TrialConfig(config_id=cid, fold=fold, arch="unet", encoder="r", loss="dice", cache_dir="c"),
+            {"best.dice": dice},
+            "finished",
+        )
 
-    trials = pd.DataFrame([row("aaa1", f, 0.8 + f / 100) for f in range(3)]
-                          + [row("bbb2", f, 0.7 + f / 50) for f in range(3)])
+    trials = pd.DataFrame(
+        [row("aaa1", f, 0.8 + f / 100) for f in range(3)] + [row("bbb2", f, 0.7 + f / 50) for f in range(3)]
+    )
     table = compare_configs(trials, "aaa", "bbb", ["dice"])
     expected = stats.ttest_rel([0.80, 0.81, 0.82], [0.70, 0.72, 0.74])
     assert table.loc[0, "p_value"] == pytest.approx(expected.pvalue)
@@ -44,11 +48,18 @@ def test_compare_configs_on_a_fold_table():
 
 
 def test_configs_table_carries_t_intervals():
-    rows = [trial_row(TrialConfig(config_id="a", fold=f, arch="u", encoder="e", loss="dice", cache_dir="c"),
-                      {"best.dice": v}, "finished") for f, v in enumerate([0.7, 0.8, 0.9])]
+    rows = [
+        trial_row(
+            TrialConfig(config_id="a", fold=f, arch="u", encoder="e", loss="dice", cache_dir="c"),
+            {"best.dice": v},
+            "finished",
+        )
+        for f, v in enumerate([0.7, 0.8, 0.9])
+    ]
     configs = aggregate(pd.DataFrame(rows))
     assert (configs.loc[0, "dice_ci_low"], configs.loc[0, "dice_ci_high"]) == pytest.approx(
-        t_interval(np.array([0.7, 0.8, 0.9])))
+        t_interval(np.array([0.7, 0.8, 0.9]))
+    )
 
 
 def brute_force_area(points, resolution=400):
@@ -64,7 +75,7 @@ def brute_force_area(points, resolution=400):
 def test_hypervolume_matches_brute_force_with_ties_and_duplicates(seed):
     rng = np.random.default_rng(seed)
     points = rng.integers(1, 20, size=(12, 2)) / 20  # on the grid: exact for the brute force
-    points = np.vstack([points, points[:3]])          # duplicates
+    points = np.vstack([points, points[:3]])  # duplicates
     assert hypervolume_2d(points) == pytest.approx(brute_force_area(points), abs=1e-9)
 
 

@@ -7,14 +7,22 @@ from sweeper.spec import DataSpec, ModelSpec, TrainingSpec, parse_spec
 from sweeper.trial_config import trial_settings
 from trainables.contract import Configuration, TrainingSettings, TrialConfig, TrialSettings
 
-CONFIGURATION = Configuration(arch="unet", encoder="resnet18", loss="tversky",
-                              loss_params={"alpha": 0.3, "beta": 0.7}, roi_ratio=0.4)
+CONFIGURATION = Configuration(
+    arch="unet", encoder="resnet18", loss="tversky", loss_params={"alpha": 0.3, "beta": 0.7}, roi_ratio=0.4
+)
 
 
 def spec(**data):
-    return parse_spec({"name": "c", "data": {"format": "synthetic", "folds": 3, **data},
-                       "losses": [{"name": "dice"}], "search": {"budget": 2},
-                       "training": {"epochs": 3, "lr": 1e-3}, "resources": {"cpus_per_trial": 2}})
+    return parse_spec(
+        {
+            "name": "c",
+            "data": {"format": "synthetic", "folds": 3, **data},
+            "losses": [{"name": "dice"}],
+            "search": {"budget": 2},
+            "training": {"epochs": 3, "lr": 1e-3},
+            "resources": {"cpus_per_trial": 2},
+        }
+    )
 
 
 def test_driver_built_config_round_trips_through_the_dict_tune_passes(tmp_path):
@@ -34,8 +42,12 @@ def test_training_defaults_are_declared_once():
     no training field has every default TrialConfig declares."""
     assert issubclass(TrainingSpec, TrainingSettings)
     assert set(TrainingSettings.model_fields) <= set(TrialConfig.model_fields)
-    built = trial_settings(parse_spec({"name": "d", "data": {"format": "synthetic"}, "losses": [{"name": "dice"}],
-                                       "search": {"budget": 1}}), "/c")
+    built = trial_settings(
+        parse_spec(
+            {"name": "d", "data": {"format": "synthetic"}, "losses": [{"name": "dice"}], "search": {"budget": 1}}
+        ),
+        "/c",
+    )
     for name, field in TrainingSettings.model_fields.items():
         assert getattr(built, name) == field.get_default(call_default_factory=True), name
 
@@ -52,7 +64,9 @@ def test_trial_defaults_of_the_data_fields_agree_with_the_spec():
 
 
 def test_building_trial_settings_imports_neither_torch_nor_ray():
-    code = ("import sys, sweeper.trial_config; "
-            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, "
-            "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))")
+    code = (
+        "import sys, sweeper.trial_config; "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,12 +14,21 @@ def write_state(tune_dir, name, trial_data, mtime):
 
 
 def test_reads_the_newest_state_file_with_trials_as_json_text_or_objects(tmp_path):
-    write_state(tmp_path, "experiment_state-2026-01-01_00-00-00.json",
-                [[json.dumps({"trial_id": "old", "status": RUNNING, "config": {}}), "{}"]], mtime=100)
-    write_state(tmp_path, "experiment_state-2026-01-02_00-00-00.json", [
-        [json.dumps({"trial_id": "a", "status": TERMINATED, "config": {"config_id": "c1", "fold": 0}}), "{}"],
-        [{"trial_id": "b", "config": {"config_id": "c1", "fold": 1}}, "{}"],  # object form, no status
-    ], mtime=200)
+    write_state(
+        tmp_path,
+        "experiment_state-2026-01-01_00-00-00.json",
+        [[json.dumps({"trial_id": "old", "status": RUNNING, "config": {}}), "{}"]],
+        mtime=100,
+    )
+    write_state(
+        tmp_path,
+        "experiment_state-2026-01-02_00-00-00.json",
+        [
+            [json.dumps({"trial_id": "a", "status": TERMINATED, "config": {"config_id": "c1", "fold": 0}}), "{}"],
+            [{"trial_id": "b", "config": {"config_id": "c1", "fold": 1}}, "{}"],  # object form, no status
+        ],
+        mtime=200,
+    )
     assert read_tune_trials(tmp_path) == [
         TuneTrialState("a", TERMINATED, {"config_id": "c1", "fold": 0}),
         TuneTrialState("b", UNKNOWN, {"config_id": "c1", "fold": 1}),

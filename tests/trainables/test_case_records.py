@@ -27,15 +27,31 @@ CLASSES = ("stomach", "small_bowel")
 
 def _keys(n: int, fold: int = 2) -> pd.DataFrame:
     """Cache index rows of n slices of two scans of one patient."""
-    return pd.DataFrame({"patient": ["case7"] * n, "scan": [f"case7_day{i % 2}" for i in range(n)],
-                         "slice_number": np.arange(n) + 40, "fold": fold, "position": np.arange(n)})
+    return pd.DataFrame(
+        {
+            "patient": ["case7"] * n,
+            "scan": [f"case7_day{i % 2}" for i in range(n)],
+            "slice_number": np.arange(n) + 40,
+            "fold": fold,
+            "position": np.arange(n),
+        }
+    )
 
 
 def test_histograms_by_hand_including_edges_that_rounding_would_misplace():
     f32 = np.float32
     # with 20 bins: p -> bin; float32(0.85) * 20 rounds below 17 in float32, but p >= 0.85 holds
-    cases = [(0.0, 0), (0.049, 0), (0.05, 1), (np.nextafter(f32(0.5), f32(0)), 9), (0.5, 10), (0.85, 17),
-             (np.nextafter(f32(0.85), f32(0)), 16), (0.99, 19), (1.0, 19)]
+    cases = [
+        (0.0, 0),
+        (0.049, 0),
+        (0.05, 1),
+        (np.nextafter(f32(0.5), f32(0)), 9),
+        (0.5, 10),
+        (0.85, 17),
+        (np.nextafter(f32(0.85), f32(0)), 16),
+        (0.99, 19),
+        (1.0, 19),
+    ]
     probs = torch.tensor([float(f32(p)) for p, _ in cases], dtype=torch.float32).view(1, 1, 1, -1)
     target = torch.tensor([i % 2 for i in range(len(cases))]).view(1, 1, 1, -1)  # alternate bg / fg
     hist = probability_histograms(probs, target, 20)
@@ -54,8 +70,9 @@ def test_histogram_cumulative_sums_equal_thresholded_counts_at_every_grid_thresh
     edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
     # every grid edge and its neighbours below and above are present (the values rounding misplaces)
     for i, e in enumerate(edges.to(dtype)):
-        probs.view(-1)[3 * i:3 * i + 3] = torch.stack([torch.nextafter(e, torch.zeros((), dtype=dtype)), e,
-                                                       torch.nextafter(e, torch.ones((), dtype=dtype))])
+        probs.view(-1)[3 * i : 3 * i + 3] = torch.stack(
+            [torch.nextafter(e, torch.zeros((), dtype=dtype)), e, torch.nextafter(e, torch.ones((), dtype=dtype))]
+        )
     probs.clamp_(0, 1)
     target = torch.rand(probs.shape, generator=gen) < 0.3
     hist = probability_histograms(probs, target, n_bins).numpy()
@@ -134,8 +151,17 @@ def test_records_equal_the_functional_metrics_and_the_keys():
 def test_record_types_and_parquet_round_trip(tmp_path):
     logits, target = _batch(2)
     frame = case_records(torch.sigmoid(logits), target, CLASSES, _keys(4), n_bins=30)
-    types = {"fold": "int16", "slice": "int32", "area": "int32", "tp": "int32", "tn": "int32",
-             "nsd": "float32", "hd95": "float32", "objects_true": "Int16", "class": "category"}
+    types = {
+        "fold": "int16",
+        "slice": "int32",
+        "area": "int32",
+        "tp": "int32",
+        "tn": "int32",
+        "nsd": "float32",
+        "hd95": "float32",
+        "objects_true": "Int16",
+        "class": "category",
+    }
     for column, dtype in types.items():
         assert str(frame[column].dtype) == dtype, column
     assert all(len(h) == 30 for h in frame["hist_fg"])
@@ -184,8 +210,9 @@ def test_softmax_records_leave_background_out_and_count_the_argmax():
     logits = torch.randn(3, 3, 8, 8, generator=gen)
     labels = torch.randint(0, 3, (3, 8, 8), generator=gen)
     for include_background in (False, True):
-        metrics = SegmentationMetrics(("background", *CLASSES), activation="softmax", case_bins=20,
-                                      include_background=include_background)
+        metrics = SegmentationMetrics(
+            ("background", *CLASSES), activation="softmax", case_bins=20, include_background=include_background
+        )
         metrics.update(logits, labels)
         frame = metrics.cases.frame(_keys(3))
         assert frame["class"].tolist() == list(CLASSES) * 3
@@ -209,5 +236,7 @@ def test_histograms_stay_on_the_device_until_the_frame():
     metrics = SegmentationMetrics(CLASSES, boundary=False, case_bins=20)
     metrics.update(logits, target)
     assert all(h.device.type == torch.device(device).type for h in metrics.cases._histograms)
-    assert metrics.cases.frame(_keys(4))["tp"].tolist() == confusion_counts(
-        torch.sigmoid(logits) >= 0.5, target)[0].view(-1).tolist()
+    assert (
+        metrics.cases.frame(_keys(4))["tp"].tolist()
+        == confusion_counts(torch.sigmoid(logits) >= 0.5, target)[0].view(-1).tolist()
+    )

@@ -16,8 +16,9 @@ from trainables.contract import (
     TrialSettings,
 )
 
-CONFIGURATION = Configuration(arch="unet", encoder="resnet18", loss="tversky",
-                              loss_params={"alpha": 0.3, "beta": 0.7}, roi_ratio=0.4)
+CONFIGURATION = Configuration(
+    arch="unet", encoder="resnet18", loss="tversky", loss_params={"alpha": 0.3, "beta": 0.7}, roi_ratio=0.4
+)
 
 
 def fold_config(**settings) -> TrialConfig:
@@ -60,11 +61,17 @@ def test_the_config_is_immutable():
 
 def test_names_of_what_a_trial_writes():
     assert (BEST_PREFIX, STATE_FILE, BEST_WEIGHTS_FILE, CASES_FILE) == (
-        "best.", "state.pt", "best_model.pt", "cases.parquet")
+        "best.",
+        "state.pt",
+        "best_model.pt",
+        "cases.parquet",
+    )
 
 
 def test_the_contract_imports_neither_torch_nor_ray():
-    code = ("import sys, trainables.contract; "
-            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, "
-            "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))")
+    code = (
+        "import sys, trainables.contract; "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -52,6 +52,7 @@ def _copy(root: Path, tmp_path: Path) -> Path:
 
 # --- RLE -------------------------------------------------------------------------------------
 
+
 def _random_masks():
     rng = np.random.default_rng(0)
     single_first = np.zeros((5, 7), np.uint8)
@@ -98,6 +99,7 @@ def test_rle_rejects_malformed_or_out_of_range(bad):
 
 # --- generator -------------------------------------------------------------------------------
 
+
 def test_generator_writes_uwmgi_format(gi_root):
     table = pd.read_csv(gi_root / "train.csv", keep_default_na=False)
     assert list(table.columns) == ["id", "class", "segmentation"]
@@ -132,8 +134,7 @@ def test_generator_is_deterministic_by_seed(tmp_path):
 def test_generator_imbalance_resembles_uwmgi(tmp_path):
     root = generate_uwmgi(tmp_path / "d", cases=8, slices_per_scan=40, image_size=24, seed=2)
     table = pd.read_csv(root / "train.csv", keep_default_na=False)
-    present = (table.assign(on=table["segmentation"] != "")
-               .pivot(index="id", columns="class", values="on"))
+    present = table.assign(on=table["segmentation"] != "").pivot(index="id", columns="class", values="on")
     prevalence = present.mean()
     empty_share = 1 - present.any(axis=1).mean()
     assert 0.45 <= empty_share <= 0.70
@@ -148,6 +149,7 @@ def test_generator_refuses_foreign_folder(tmp_path):
 
 
 # --- reader ----------------------------------------------------------------------------------
+
 
 def test_read_uwmgi_records(gi_root):
     records = read_uwmgi(gi_root)
@@ -201,6 +203,7 @@ def test_read_uwmgi_malformed_id_and_missing_files(gi_root, tmp_path):
 
 
 # --- cache -----------------------------------------------------------------------------------
+
 
 def test_cache_folds_are_grouped_by_patient(cache_dir):
     index = load_index(cache_dir)
@@ -284,6 +287,7 @@ def test_cache_rejects_more_folds_than_patients(gi_root, tmp_path):
 
 # --- dataset ---------------------------------------------------------------------------------
 
+
 def _scan_images(cache_dir: Path, scan: str) -> np.ndarray:
     return np.load(cache_dir / "scans" / f"{scan}.npy").astype(np.float32)
 
@@ -331,8 +335,7 @@ def test_dataset_selects_folds_and_pickles_small(cache_dir):
 
 def test_dataset_with_dataloader_and_augmentation(cache_dir):
     ds = SliceDataset(cache_dir, folds=[0], transform=build_augmentation(32))
-    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=0,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0))
     n = 0
     for image, mask in loader:
         assert image.shape[1:] == (3, 32, 32) and image.dtype == torch.float32
@@ -366,7 +369,7 @@ def test_roi_ratio_subset_reaches_the_ratio_both_ways():
     from trainables.data import roi_ratio_subset
 
     index = pd.DataFrame({"has_a": [True] * 30 + [False] * 70, "has_b": [False] * 100, "slice": range(100)})
-    low = roi_ratio_subset(index, 0.1, ("a", "b"), seed=1)   # 30/70 > 0.1: subsample present to 7
+    low = roi_ratio_subset(index, 0.1, ("a", "b"), seed=1)  # 30/70 > 0.1: subsample present to 7
     assert low["has_a"].sum() == 7 and (~low["has_a"]).sum() == 70
     high = roi_ratio_subset(index, 1.0, ("a", "b"), seed=1)  # 30/70 < 1: subsample absent to 30
     assert high["has_a"].sum() == 30 and (~high["has_a"]).sum() == 30

@@ -46,11 +46,15 @@ from trainables.data.nifti import NiftiAdapter
 
 ACDC = ("RV", "MYO", "LV")
 CHAOS = ("liver", "right_kidney", "left_kidney", "spleen")
-ACDC_OPTIONS = {"images": "*/patient*_frame[0-9][0-9].nii.gz", "labels": "{dir}/{stem}_gt.nii.gz",
-                "patient_pattern": r"^(patient\d+)/"}
+ACDC_OPTIONS = {
+    "images": "*/patient*_frame[0-9][0-9].nii.gz",
+    "labels": "{dir}/{stem}_gt.nii.gz",
+    "patient_pattern": r"^(patient\d+)/",
+}
 
 
 # --- writers of the real formats ---------------------------------------------------------------
+
 
 def write_nifti(path: Path, data: np.ndarray, zooms=(1.5, 1.25, 8.0)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,7 @@ def write_nifti(path: Path, data: np.ndarray, zooms=(1.5, 1.25, 8.0)) -> Path:
 def acdc_volumes(seed: int, shape=(16, 16, 5)) -> tuple[np.ndarray, np.ndarray]:
     """(X, Y, Z) image (int16 MRI-like) and label map 0..3: LV disc inside MYO ring, RV beside; slice 0 empty."""
     rng = np.random.default_rng(seed)
-    x, y = np.mgrid[0:shape[0], 0:shape[1]]
+    x, y = np.mgrid[0 : shape[0], 0 : shape[1]]
     labels = np.zeros(shape, np.int16)
     for z in range(1, shape[2]):
         cx, cy = 7 + z % 2, 8
@@ -73,8 +77,17 @@ def acdc_volumes(seed: int, shape=(16, 16, 5)) -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
-def write_dicom(path: Path, pixels: np.ndarray, *, instance: int, z: float, spacing=(1.5, 1.5),
-                slope: float = 1.0, intercept: float = 0.0, modality: str = "MR") -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    instance: int,
+    z: float,
+    spacing=(1.5, 1.5),
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    modality: str = "MR",
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4" if modality == "MR" else "1.2.840.10008.5.1.4.1.1.2"
@@ -100,7 +113,7 @@ def write_dicom(path: Path, pixels: np.ndarray, *, instance: int, z: float, spac
 def chaos_ground(i: int, shape=(16, 16)) -> np.ndarray:
     """Grey mask of slice ordinal ``i``: liver square at rows i..i+3; kidneys and spleen on some slices."""
     mask = np.zeros(shape, np.uint8)
-    mask[i:i + 3, 2:6] = 63
+    mask[i : i + 3, 2:6] = 63
     if i % 2:
         mask[10:13, 2:5] = 126
         mask[10:13, 10:13] = 189
@@ -109,8 +122,7 @@ def chaos_ground(i: int, shape=(16, 16)) -> np.ndarray:
     return mask
 
 
-def write_chaos_patient(root: Path, patient: str, n: int = 5, reverse_names: bool = False,
-                        size=(16, 16)) -> Path:
+def write_chaos_patient(root: Path, patient: str, n: int = 5, reverse_names: bool = False, size=(16, 16)) -> Path:
     """CHAOS MR T1DUAL of one patient: in-phase instances 2, 4, ... (out-phase odd), Ground PNGs
     named like the in-phase files. ``reverse_names``: file names in the reverse of slice order."""
     base = root / patient / "T1DUAL"
@@ -118,10 +130,15 @@ def write_chaos_patient(root: Path, patient: str, n: int = 5, reverse_names: boo
         number = 2 * (i + 1)
         name_number = 2 * (n - i) if reverse_names else number
         pixels = (100 + 10 * i + chaos_ground(i, size)).astype(np.uint16)
-        write_dicom(base / "DICOM_anon" / "InPhase" / f"IMG-0004-{name_number:05d}.dcm", pixels,
-                    instance=number, z=2.5 * number)
-        write_dicom(base / "DICOM_anon" / "OutPhase" / f"IMG-0004-{name_number - 1:05d}.dcm", pixels // 2,
-                    instance=number - 1, z=2.5 * number)
+        write_dicom(
+            base / "DICOM_anon" / "InPhase" / f"IMG-0004-{name_number:05d}.dcm", pixels, instance=number, z=2.5 * number
+        )
+        write_dicom(
+            base / "DICOM_anon" / "OutPhase" / f"IMG-0004-{name_number - 1:05d}.dcm",
+            pixels // 2,
+            instance=number - 1,
+            z=2.5 * number,
+        )
         (base / "Ground").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(base / "Ground" / f"IMG-0004-{name_number:05d}.png"), chaos_ground(i, size))
     return root
@@ -158,9 +175,17 @@ def acdc_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def acdc_cache(acdc_root, tmp_path_factory) -> Path:
-    return prepare_dataset_cache("nifti", acdc_root, tmp_path_factory.mktemp("acdc_cache"), image_size=16, n_folds=3,
-                                 classes=ACDC, label_mode="multiclass", options=ACDC_OPTIONS,
-                                 label_values={1: "RV", 2: "MYO", 3: "LV"})
+    return prepare_dataset_cache(
+        "nifti",
+        acdc_root,
+        tmp_path_factory.mktemp("acdc_cache"),
+        image_size=16,
+        n_folds=3,
+        classes=ACDC,
+        label_mode="multiclass",
+        options=ACDC_OPTIONS,
+        label_values={1: "RV", 2: "MYO", 3: "LV"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -179,16 +204,21 @@ def kvasir_root(tmp_path_factory) -> Path:
 
 # --- the contract every format keeps ------------------------------------------------------------
 
+
 def _gi_root(tmp: Path) -> Path:
     return generate_uwmgi(tmp / "gi", cases=2, slices_per_scan=4, image_size=16, seed=2)
 
 
 FORMAT_CASES = {
     "uwmgi": lambda tmp, roots: dict(data_root=_gi_root(tmp), classes=("large_bowel", "small_bowel", "stomach")),
-    "synthetic": lambda tmp, roots: dict(data_root=tmp / "syn", classes=("large_bowel", "small_bowel", "stomach"),
-                                         options=dict(cases=2, slices_per_scan=4, image_size=16, seed=2)),
-    "nifti": lambda tmp, roots: dict(data_root=roots["acdc"], classes=ACDC, label_mode="multiclass",
-                                     options=ACDC_OPTIONS),
+    "synthetic": lambda tmp, roots: dict(
+        data_root=tmp / "syn",
+        classes=("large_bowel", "small_bowel", "stomach"),
+        options=dict(cases=2, slices_per_scan=4, image_size=16, seed=2),
+    ),
+    "nifti": lambda tmp, roots: dict(
+        data_root=roots["acdc"], classes=ACDC, label_mode="multiclass", options=ACDC_OPTIONS
+    ),
     "dicom": lambda tmp, roots: dict(data_root=roots["chaos"], classes=CHAOS, label_mode="multiclass"),
     "image_folder": lambda tmp, roots: dict(data_root=roots["kvasir"], classes=("polyp",)),
 }
@@ -209,15 +239,24 @@ def test_every_format_writes_the_same_cache_contract(fmt, tmp_path, acdc_root, c
     assert info["classes"] == (["background", *classes] if multiclass else classes)
     assert info["foreground_classes"] == classes and info["format"] == fmt
     assert info["activation"] == ("softmax" if multiclass else "sigmoid")
-    for col in ["case", "day", "slice_number", "position", "n_slices", "fold", "height", "width",
-                *[f"area_{c}" for c in classes]]:
+    for col in [
+        "case",
+        "day",
+        "slice_number",
+        "position",
+        "n_slices",
+        "fold",
+        "height",
+        "width",
+        *[f"area_{c}" for c in classes],
+    ]:
         assert pd.api.types.is_integer_dtype(index[col]), col
     for col in ["spacing_h", "spacing_w", "spacing_z", "source_spacing_h", "source_spacing_w"]:
         assert pd.api.types.is_float_dtype(index[col]), col
     for col in ["id", "scan", "patient"]:
         assert pd.api.types.is_string_dtype(index[col]), col
     assert [c for c in index.columns if c.startswith("has_")] == [f"has_{c}" for c in classes]
-    assert (index.groupby("patient")["fold"].nunique() == 1).all()          # patient-grouped
+    assert (index.groupby("patient")["fold"].nunique() == 1).all()  # patient-grouped
     assert (index.groupby("patient")["case"].nunique() == 1).all()
     assert sorted(index["fold"].unique()) == [0, 1]
     assert (index.groupby("scan")["position"].apply(lambda p: list(p) == list(range(len(p))))).all()
@@ -230,7 +269,7 @@ def test_every_format_writes_the_same_cache_contract(fmt, tmp_path, acdc_root, c
         assert masks.dtype == np.uint8 and masks.shape == (len(rows), len(info["classes"]), 16, 16)
         assert set(np.unique(masks).tolist()) <= {0, 1}
         if multiclass:
-            assert (masks.sum(axis=1) == 1).all()                            # one-hot, background first
+            assert (masks.sum(axis=1) == 1).all()  # one-hot, background first
         foreground = masks[:, 1:] if multiclass else masks
         np.testing.assert_array_equal(foreground.sum(axis=(2, 3)), rows[[f"area_{c}" for c in classes]].to_numpy())
     assert index[[f"has_{c}" for c in classes]].to_numpy().any()
@@ -240,12 +279,15 @@ def test_every_format_writes_the_same_cache_contract(fmt, tmp_path, acdc_root, c
 
 # --- NIfTI ---------------------------------------------------------------------------------------
 
+
 def test_nifti_acdc_slices_along_last_axis_spacing_from_header_and_one_hot(acdc_cache, acdc_root):
     index = load_index(acdc_cache)
     assert sorted(index["patient"].unique()) == ["patient001", "patient002", "patient003"]
-    assert index.groupby("patient")["scan"].nunique().eq(2).all()           # frames 01 and 12
-    assert (index.groupby("patient")["day"].unique().apply(sorted) == pd.Series([[0, 1]] * 3,
-            index=["patient001", "patient002", "patient003"])).all()
+    assert index.groupby("patient")["scan"].nunique().eq(2).all()  # frames 01 and 12
+    assert (
+        index.groupby("patient")["day"].unique().apply(sorted)
+        == pd.Series([[0, 1]] * 3, index=["patient001", "patient002", "patient003"])
+    ).all()
     assert set(index["scan"]) == {f"patient{p:03d}_frame{f:02d}" for p in (1, 2, 3) for f in (1, 12)}
     row = index.iloc[0]
     assert (row.source_spacing_h, row.source_spacing_w, row.spacing_z) == (1.25, 1.5, 8.0)  # (Y, X) zooms
@@ -264,10 +306,18 @@ def test_nifti_nnunet_layout_with_overlapping_brats_regions(tmp_path):
         write_nifti(tmp_path / "labelsTr" / f"BraTS_{k:03d}.nii.gz", labels.astype(np.uint8))
     regions = ("whole_tumor", "tumor_core", "enhancing_tumor")
     cache = prepare_dataset_cache(
-        "nifti", tmp_path, tmp_path / "cache", image_size=16, n_folds=2, classes=regions,
+        "nifti",
+        tmp_path,
+        tmp_path / "cache",
+        image_size=16,
+        n_folds=2,
+        classes=regions,
         options={"images": "imagesTr/*_0000.nii.gz", "labels": "labelsTr/{case}.nii.gz"},
-        label_values={1: ["whole_tumor", "tumor_core"], 2: "whole_tumor",
-                      4: ["whole_tumor", "tumor_core", "enhancing_tumor"]},
+        label_values={
+            1: ["whole_tumor", "tumor_core"],
+            2: "whole_tumor",
+            4: ["whole_tumor", "tumor_core", "enhancing_tumor"],
+        },
     )
     index = load_index(cache)
     assert sorted(index["patient"].unique()) == ["BraTS_000", "BraTS_001"]
@@ -275,14 +325,27 @@ def test_nifti_nnunet_layout_with_overlapping_brats_regions(tmp_path):
     whole, core, enhancing = masks[:, 0], masks[:, 1], masks[:, 2]
     assert (enhancing <= core).all() and (core <= whole).all() and enhancing.any() and (whole > core).any()
     with pytest.raises(ValueError, match="multiclass classes cannot overlap"):
-        build_adapter("nifti", tmp_path, classes=regions, label_mode="multiclass",
-                      label_values={1: ["whole_tumor", "tumor_core"], 2: "whole_tumor", 4: "enhancing_tumor"})
+        build_adapter(
+            "nifti",
+            tmp_path,
+            classes=regions,
+            label_mode="multiclass",
+            label_values={1: ["whole_tumor", "tumor_core"], 2: "whole_tumor", 4: "enhancing_tumor"},
+        )
 
 
 def test_nifti_label_value_not_in_spec_names_the_label_file(acdc_root, tmp_path):
     with pytest.raises(ValueError, match=r"patient001_frame01_gt\.nii\.gz.*label value\(s\) \[3\] not in label_values"):
-        prepare_dataset_cache("nifti", acdc_root, tmp_path / "c", image_size=16, n_folds=2, classes=("RV", "MYO"),
-                              options=ACDC_OPTIONS, label_values={1: "RV", 2: "MYO"})
+        prepare_dataset_cache(
+            "nifti",
+            acdc_root,
+            tmp_path / "c",
+            image_size=16,
+            n_folds=2,
+            classes=("RV", "MYO"),
+            options=ACDC_OPTIONS,
+            label_values={1: "RV", 2: "MYO"},
+        )
     assert not (tmp_path / "c" / "cache.json").exists()
 
 
@@ -298,8 +361,9 @@ def test_nifti_shape_mismatch_4d_and_missing_label_name_the_files(tmp_path):
     write_nifti(tmp_path / "imagesTr" / "a.nii.gz", np.stack([image, image], axis=-1))
     with pytest.raises(ValueError, match=r"imagesTr/a\.nii\.gz: a 4D volume .*data\.nifti\.channel"):
         prepare_dataset_cache("nifti", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=ACDC)
-    cache = prepare_dataset_cache("nifti", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=ACDC,
-                                  options={"channel": 1})
+    cache = prepare_dataset_cache(
+        "nifti", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=ACDC, options={"channel": 1}
+    )
     assert load_index(cache)["scan"].nunique() == 2
     (tmp_path / "labelsTr" / "b.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"imagesTr/b\.nii\.gz: its label volume .*labelsTr/b\.nii\.gz"):
@@ -313,16 +377,27 @@ def test_prepared_cache_is_reused_without_reading_any_volume(acdc_root, acdc_cac
         raise AssertionError("a complete cache must not be read again")
 
     monkeypatch.setattr(NiftiAdapter, "load", forbidden)  # only file names, sizes and times are hashed
-    prepare_dataset_cache("nifti", acdc_root, acdc_cache, image_size=16, n_folds=3, classes=ACDC,
-                          label_mode="multiclass", options=ACDC_OPTIONS, label_values={1: "RV", 2: "MYO", 3: "LV"})
+    prepare_dataset_cache(
+        "nifti",
+        acdc_root,
+        acdc_cache,
+        image_size=16,
+        n_folds=3,
+        classes=ACDC,
+        label_mode="multiclass",
+        options=ACDC_OPTIONS,
+        label_values={1: "RV", 2: "MYO", 3: "LV"},
+    )
     assert (acdc_cache / "cache.json").stat().st_mtime_ns == before
 
 
 # --- DICOM (CHAOS) -------------------------------------------------------------------------------
 
+
 def test_dicom_chaos_sorted_by_instance_number_grey_levels_mapped(chaos_root, tmp_path):
-    cache = prepare_dataset_cache("dicom", chaos_root, tmp_path / "c", image_size=16, n_folds=3, classes=CHAOS,
-                                  label_mode="multiclass")
+    cache = prepare_dataset_cache(
+        "dicom", chaos_root, tmp_path / "c", image_size=16, n_folds=3, classes=CHAOS, label_mode="multiclass"
+    )
     index = load_index(cache)
     assert list(index.drop_duplicates("patient")["patient"]) == ["1", "2", "10"]  # natural order
     assert index.groupby("patient").size().to_dict() == {"1": 5, "2": 5, "10": 4}
@@ -338,25 +413,48 @@ def test_dicom_chaos_sorted_by_instance_number_grey_levels_mapped(chaos_root, tm
 
 
 def test_dicom_out_phase_pairs_masks_by_order(chaos_root, tmp_path):
-    cache = prepare_dataset_cache("dicom", chaos_root, tmp_path / "c", image_size=16, n_folds=2, classes=CHAOS,
-                                  options={"series": "T1DUAL/DICOM_anon/OutPhase"})
+    cache = prepare_dataset_cache(
+        "dicom",
+        chaos_root,
+        tmp_path / "c",
+        image_size=16,
+        n_folds=2,
+        classes=CHAOS,
+        options={"series": "T1DUAL/DICOM_anon/OutPhase"},
+    )
     index = load_index(cache)
     rows = index[index["patient"] == "1"]
     assert rows["slice_number"].tolist() == [1, 3, 5, 7, 9]
     masks = np.load(cache / "scans" / f"{rows['scan'].iloc[0]}_mask.npy")
     np.testing.assert_array_equal(masks[3, 0], chaos_ground(3) == 63)
     with pytest.raises(FileNotFoundError, match=r"OutPhase/IMG-0004-00001\.dcm: no mask .*Ground/IMG-0004-00001\.png"):
-        prepare_dataset_cache("dicom", chaos_root, tmp_path / "d", image_size=16, n_folds=2, classes=CHAOS,
-                              options={"series": "T1DUAL/DICOM_anon/OutPhase", "ground_match": "name"})
+        prepare_dataset_cache(
+            "dicom",
+            chaos_root,
+            tmp_path / "d",
+            image_size=16,
+            n_folds=2,
+            classes=CHAOS,
+            options={"series": "T1DUAL/DICOM_anon/OutPhase", "ground_match": "name"},
+        )
 
 
 def test_dicom_missing_slice_is_a_clear_error_naming_the_series(tmp_path):
     write_chaos_patient(tmp_path, "1")
     write_chaos_patient(tmp_path, "2")
     (tmp_path / "2/T1DUAL/DICOM_anon/InPhase/IMG-0004-00006.dcm").unlink()
-    with pytest.raises(ValueError, match=r"2/T1DUAL/DICOM_anon/InPhase: missing slice\(s\): InstanceNumber jumps from 4 to 8"):
-        prepare_dataset_cache("dicom", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=CHAOS,
-                              options={"ground_match": "order"})
+    with pytest.raises(
+        ValueError, match=r"2/T1DUAL/DICOM_anon/InPhase: missing slice\(s\): InstanceNumber jumps from 4 to 8"
+    ):
+        prepare_dataset_cache(
+            "dicom",
+            tmp_path,
+            tmp_path / "c",
+            image_size=16,
+            n_folds=2,
+            classes=CHAOS,
+            options={"ground_match": "order"},
+        )
 
 
 def test_dicom_mask_size_and_unknown_grey_level_name_the_png(tmp_path):
@@ -372,8 +470,9 @@ def test_dicom_mask_size_and_unknown_grey_level_name_the_png(tmp_path):
     with pytest.raises(ValueError, match=r"IMG-0004-00004\.png: label value\(s\) \[100\] not in label_values"):
         prepare_dataset_cache("dicom", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=CHAOS)
     cv2.imwrite(str(bad), np.where(chaos_ground(1) == 63, 65, chaos_ground(1)).astype(np.uint8))
-    prepare_dataset_cache("dicom", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=CHAOS,
-                          options={"grey_tolerance": 5})  # 65 counts as liver's 63
+    prepare_dataset_cache(
+        "dicom", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=CHAOS, options={"grey_tolerance": 5}
+    )  # 65 counts as liver's 63
 
 
 def test_dicom_ct_hounsfield_window(tmp_path):
@@ -381,13 +480,28 @@ def test_dicom_ct_hounsfield_window(tmp_path):
         for i in range(3):
             hu = np.full((16, 16), -1000, np.int32)
             hu[4:12, 4:12] = [[-200, 40, 240, 1000][(r + i) % 4] for r in range(8)][0]
-            write_dicom(tmp_path / p / "DICOM_anon" / f"i{i:04d}.dcm", (hu + 1024).astype(np.uint16), instance=i + 1,
-                        z=3.0 * i, intercept=-1024.0, modality="CT")
+            write_dicom(
+                tmp_path / p / "DICOM_anon" / f"i{i:04d}.dcm",
+                (hu + 1024).astype(np.uint16),
+                instance=i + 1,
+                z=3.0 * i,
+                intercept=-1024.0,
+                modality="CT",
+            )
             (tmp_path / p / "Ground").mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(tmp_path / p / "Ground" / f"liver_GT_{i:03d}.png"), (hu > 0).astype(np.uint8) * 255)
-    cache = prepare_dataset_cache("dicom", tmp_path, tmp_path / "c", image_size=16, n_folds=2, classes=("liver",),
-                                  options={"series": "DICOM_anon", "ground": "Ground"}, label_values={255: "liver"},
-                                  intensity="window", window=(40, 400))
+    cache = prepare_dataset_cache(
+        "dicom",
+        tmp_path,
+        tmp_path / "c",
+        image_size=16,
+        n_folds=2,
+        classes=("liver",),
+        options={"series": "DICOM_anon", "ground": "Ground"},
+        label_values={255: "liver"},
+        intensity="window",
+        window=(40, 400),
+    )
     images = np.load(cache / "scans" / "a.npy").astype(np.float32)
     for i in range(3):
         hu = [-200, 40, 240, 1000][i % 4]
@@ -397,9 +511,11 @@ def test_dicom_ct_hounsfield_window(tmp_path):
 
 # --- image folder (Kvasir) -----------------------------------------------------------------------
 
+
 def test_image_folder_kvasir_groups_by_image_and_thresholds_jpeg_masks(kvasir_root, tmp_path):
-    cache = prepare_dataset_cache("image_folder", kvasir_root, tmp_path / "c", image_size=16, n_folds=2,
-                                  classes=("polyp",))
+    cache = prepare_dataset_cache(
+        "image_folder", kvasir_root, tmp_path / "c", image_size=16, n_folds=2, classes=("polyp",)
+    )
     index = load_index(cache)
     assert len(index) == 4 and index["patient"].nunique() == 4 and (index["n_slices"] == 1).all()
     assert index["has_polyp"].all()
@@ -421,10 +537,22 @@ def test_image_folder_16bit_png_and_patient_pattern(tmp_path):
         mask = np.zeros((16, 16), np.uint8)
         mask[2:6, 2:6], mask[8:12, 8:12] = 1, 2
         cv2.imwrite(str(tmp_path / "lab" / f"{name}_mask.png"), mask)
-    cache = prepare_dataset_cache("image_folder", tmp_path, tmp_path / "c", image_size=16, n_folds=2,
-                                  classes=("a", "b"), label_mode="multiclass", label_values={1: "a", 2: "b"},
-                                  options={"images": "img/*.png", "masks": "lab/{stem}_mask.png",
-                                           "patient_pattern": r"(p\d+)_", "pixel_spacing": [0.5, 0.5]})
+    cache = prepare_dataset_cache(
+        "image_folder",
+        tmp_path,
+        tmp_path / "c",
+        image_size=16,
+        n_folds=2,
+        classes=("a", "b"),
+        label_mode="multiclass",
+        label_values={1: "a", 2: "b"},
+        options={
+            "images": "img/*.png",
+            "masks": "lab/{stem}_mask.png",
+            "patient_pattern": r"(p\d+)_",
+            "pixel_spacing": [0.5, 0.5],
+        },
+    )
     index = load_index(cache)
     assert index.groupby("patient").size().to_dict() == {"p1": 2, "p2": 1, "p3": 1}
     assert (index["spacing_h"] == 0.5).all()
@@ -446,22 +574,40 @@ def test_image_folder_mask_of_another_size_and_missing_mask_name_the_files(kvasi
 
 # --- folds, options, intensity, resampling -------------------------------------------------------
 
+
 def test_fixed_split_file_reproduces_a_paper_split(acdc_root, tmp_path):
     split = tmp_path / "split.yaml"
     split.write_text(yaml.safe_dump({0: ["patient001"], 1: ["patient003"]}))
-    cache = prepare_dataset_cache("nifti", acdc_root, tmp_path / "c", image_size=16, n_folds=2, classes=ACDC,
-                                  options=ACDC_OPTIONS, split=split)
+    cache = prepare_dataset_cache(
+        "nifti", acdc_root, tmp_path / "c", image_size=16, n_folds=2, classes=ACDC, options=ACDC_OPTIONS, split=split
+    )
     folds = load_index(cache).groupby("patient")["fold"].first().to_dict()
     assert folds == {"patient001": 0, "patient002": 2, "patient003": 1}  # unlisted: training-only fold 2
     assert load_cache_info(cache)["train_only_fold"] == 2
     assert inspect_dataset(cache)["folds"][2]["train_only"]
     (tmp_path / "bad.json").write_text(json.dumps({"0": ["patient001"], "1": ["patient009"]}))
     with pytest.raises(ValueError, match=r"bad\.json: patient id\(s\) \['patient009'\] not in the data set"):
-        prepare_dataset_cache("nifti", acdc_root, tmp_path / "d", image_size=16, n_folds=2, classes=ACDC,
-                              options=ACDC_OPTIONS, split=tmp_path / "bad.json")
+        prepare_dataset_cache(
+            "nifti",
+            acdc_root,
+            tmp_path / "d",
+            image_size=16,
+            n_folds=2,
+            classes=ACDC,
+            options=ACDC_OPTIONS,
+            split=tmp_path / "bad.json",
+        )
     with pytest.raises(ValueError, match="2 folds listed but n_folds=3"):
-        prepare_dataset_cache("nifti", acdc_root, tmp_path / "d", image_size=16, n_folds=3, classes=ACDC,
-                              options=ACDC_OPTIONS, split=split)
+        prepare_dataset_cache(
+            "nifti",
+            acdc_root,
+            tmp_path / "d",
+            image_size=16,
+            n_folds=3,
+            classes=ACDC,
+            options=ACDC_OPTIONS,
+            split=split,
+        )
 
 
 def test_unknown_format_option_and_label_values_fail_before_reading(tmp_path):
@@ -484,18 +630,27 @@ def test_class_masks_multilabel_multiclass_and_tolerance():
     np.testing.assert_array_equal(multi[0], [[[0, 1], [1, 0]], [[0, 0], [1, 0]]])
     one_hot = class_masks(labels, {1: ("a",), 2: ("b",), 4: ()}, ("a", "b"), "multiclass", [Path("x")])
     np.testing.assert_array_equal(one_hot[0].argmax(axis=0), [[0, 1], [2, 0]])
-    grey = class_masks(np.array([[[0, 61, 128]]]), {63: ("a",), 126: ("b",)}, ("a", "b"), "multilabel",
-                       [Path("g.png")], tolerance=3)
+    grey = class_masks(
+        np.array([[[0, 61, 128]]]), {63: ("a",), 126: ("b",)}, ("a", "b"), "multilabel", [Path("g.png")], tolerance=3
+    )
     np.testing.assert_array_equal(grey[0], [[[0, 1, 0]], [[0, 0, 1]]])
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ("slice_minmax", [[0.0, 1.0], [0.0, 1.0]]),
-    ("volume_minmax", [[0.0, 1 / 3], [2 / 3, 1.0]]),
-    ("volume_zscore", [[(3 - 1.5 / np.sqrt(1.25)) / 6, (3 - 0.5 / np.sqrt(1.25)) / 6],
-                       [(3 + 0.5 / np.sqrt(1.25)) / 6, (3 + 1.5 / np.sqrt(1.25)) / 6]]),
-    ("slice_zscore", [[2 / 6, 4 / 6], [2 / 6, 4 / 6]]),
-])
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("slice_minmax", [[0.0, 1.0], [0.0, 1.0]]),
+        ("volume_minmax", [[0.0, 1 / 3], [2 / 3, 1.0]]),
+        (
+            "volume_zscore",
+            [
+                [(3 - 1.5 / np.sqrt(1.25)) / 6, (3 - 0.5 / np.sqrt(1.25)) / 6],
+                [(3 + 0.5 / np.sqrt(1.25)) / 6, (3 + 1.5 / np.sqrt(1.25)) / 6],
+            ],
+        ),
+        ("slice_zscore", [[2 / 6, 4 / 6], [2 / 6, 4 / 6]]),
+    ],
+)
 def test_intensity_modes_by_hand(mode, expected):
     volume = np.array([[[0.0, 1.0]], [[2.0, 3.0]]])  # 2 slices of 1 x 2 pixels
     np.testing.assert_allclose(normalise_intensity(volume, mode)[:, 0], expected, atol=1e-6)
@@ -515,8 +670,17 @@ def test_window_clip_percentiles_and_resampling_by_hand():
 
 
 def test_target_spacing_resamples_then_crops_or_pads_with_background(acdc_root, tmp_path):
-    cache = prepare_dataset_cache("nifti", acdc_root, tmp_path / "c", image_size=16, n_folds=2, classes=ACDC,
-                                  label_mode="multiclass", options=ACDC_OPTIONS, target_spacing=(4.0, 2.5, 3.0))
+    cache = prepare_dataset_cache(
+        "nifti",
+        acdc_root,
+        tmp_path / "c",
+        image_size=16,
+        n_folds=2,
+        classes=ACDC,
+        label_mode="multiclass",
+        options=ACDC_OPTIONS,
+        target_spacing=(4.0, 2.5, 3.0),
+    )
     index = load_index(cache)
     # 16 px of 1.25 mm -> 8 px of 2.5 mm (rows); 16 px of 1.5 mm -> 8 px of 3 mm (columns); 5 slices of 8 mm -> 9 of 4
     assert (index["spacing_h"] == 2.5).all() and (index["spacing_w"] == 3.0).all() and (index["spacing_z"] == 4.0).all()
@@ -550,16 +714,19 @@ def test_uwmgi_through_the_generic_entry_point_equals_prepare_cache(tmp_path):
     pd.testing.assert_frame_equal(a, b)
     assert a["patient"].str.fullmatch(r"case\d+").all()
     for scan in a["scan"].unique():
-        np.testing.assert_array_equal(np.load(tmp_path / "a/scans" / f"{scan}_mask.npy"),
-                                      np.load(tmp_path / "b/scans" / f"{scan}_mask.npy"))
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a/scans" / f"{scan}_mask.npy"), np.load(tmp_path / "b/scans" / f"{scan}_mask.npy")
+        )
     with pytest.raises(ValueError, match="use label_mode multilabel"):
         build_adapter("uwmgi", root, classes=("stomach",), label_mode="multiclass")
 
 
 def test_the_format_registry_imports_no_reader_and_no_torch():
     """The driver validates a spec against the registry; the readers (and the trial's torch) load when data are read."""
-    code = ("import sys, trainables.data.formats; "
-            "print(sorted(m for m in ('torch', 'cv2', 'nibabel', 'pydicom', 'pandas', 'albumentations') if m in sys.modules))")
+    code = (
+        "import sys, trainables.data.formats; "
+        "print(sorted(m for m in ('torch', 'cv2', 'nibabel', 'pydicom', 'pandas', 'albumentations') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

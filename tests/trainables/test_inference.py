@@ -56,21 +56,50 @@ def multilabel(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gi")
     generate_uwmgi(tmp / "data", cases=2, slices_per_scan=6, image_size=16, seed=4)
     cache = prepare_cache(tmp / "data", tmp / "cache", image_size=16, n_folds=2)
-    return TrialConfig.from_dict({"cache_dir": str(cache), "fold": 0, "arch": "unet", "encoder": "resnet18",
-                                  "loss": "dice", "image_size": 16, "batch_size": 3})
+    return TrialConfig.from_dict(
+        {
+            "cache_dir": str(cache),
+            "fold": 0,
+            "arch": "unet",
+            "encoder": "resnet18",
+            "loss": "dice",
+            "image_size": 16,
+            "batch_size": 3,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def multiclass(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("acdc")
     cache = prepare_dataset_cache(
-        "nifti", write_acdc(tmp / "acdc"), tmp / "cache", image_size=16, n_folds=3, classes=tuple(ACDC),
-        label_mode="multiclass", label_values={1: "RV", 2: "MYO", 3: "LV"},
-        options={"images": "*/patient*_frame[0-9][0-9].nii.gz", "labels": "{dir}/{stem}_gt.nii.gz",
-                 "patient_pattern": r"^(patient\d+)/"})
-    return TrialConfig.from_dict({"cache_dir": str(cache), "fold": 1, "arch": "unet", "encoder": "resnet18",
-                                  "loss": "dice", "image_size": 16, "batch_size": 3, "activation": "softmax",
-                                  "classes": ["background", *ACDC]})
+        "nifti",
+        write_acdc(tmp / "acdc"),
+        tmp / "cache",
+        image_size=16,
+        n_folds=3,
+        classes=tuple(ACDC),
+        label_mode="multiclass",
+        label_values={1: "RV", 2: "MYO", 3: "LV"},
+        options={
+            "images": "*/patient*_frame[0-9][0-9].nii.gz",
+            "labels": "{dir}/{stem}_gt.nii.gz",
+            "patient_pattern": r"^(patient\d+)/",
+        },
+    )
+    return TrialConfig.from_dict(
+        {
+            "cache_dir": str(cache),
+            "fold": 1,
+            "arch": "unet",
+            "encoder": "resnet18",
+            "loss": "dice",
+            "image_size": 16,
+            "batch_size": 3,
+            "activation": "softmax",
+            "classes": ["background", *ACDC],
+        }
+    )
 
 
 def test_predicted_masks_are_the_metrics_prediction_by_hand():
@@ -90,8 +119,9 @@ def test_probabilities_are_the_losses_activation(activation):
     loss = build_loss("dice", activation=activation)
     expected, _ = loss.probabilities(logits, target)
     assert torch.equal(probabilities(logits, activation), expected)
-    assert torch.equal(probabilities(logits, activation),
-                       logits.softmax(dim=1) if activation == "softmax" else logits.sigmoid())
+    assert torch.equal(
+        probabilities(logits, activation), logits.softmax(dim=1) if activation == "softmax" else logits.sigmoid()
+    )
 
 
 def test_channels_reported_and_drawn(multilabel, multiclass):
@@ -104,8 +134,14 @@ def test_channels_reported_and_drawn(multilabel, multiclass):
 
 def test_slice_dice_is_the_mean_over_defined_classes_by_hand():
     dice = np.array([[1.0, 0.5, 0.0], [np.nan, 0.25, 0.75], [np.nan, np.nan, np.nan]])
-    predictions = SlicePredictions(rows=None, images=np.zeros((3, 1, 1)), truth=np.zeros((3, 3, 1, 1), bool),
-                                   pred=np.zeros((3, 3, 1, 1), bool), classes=("a", "b", "c"), dice=dice)
+    predictions = SlicePredictions(
+        rows=None,
+        images=np.zeros((3, 1, 1)),
+        truth=np.zeros((3, 3, 1, 1), bool),
+        pred=np.zeros((3, 3, 1, 1), bool),
+        classes=("a", "b", "c"),
+        dice=dice,
+    )
     assert predictions.slice_dice[:2].tolist() == [0.5, 0.5]
     assert np.isnan(predictions.slice_dice[2])
 
@@ -131,14 +167,24 @@ def test_predictions_score_as_the_trial_validation_scores(mode, request, tmp_pat
         assert predictions.classes == tuple(cfg.classes)
 
     # the trial's validation path: raw logits into SegmentationMetrics, one slice at a time and all at once
-    everything = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=False,
-                                     activation=cfg.activation, include_background=cfg.include_background)
+    everything = SegmentationMetrics(
+        cfg.classes,
+        threshold=cfg.threshold,
+        boundary=False,
+        activation=cfg.activation,
+        include_background=cfg.include_background,
+    )
     with torch.inference_mode():
         for i in range(n):
             image, mask = dataset[i]
             logits = model(image[None])
-            one = SegmentationMetrics(cfg.classes, threshold=cfg.threshold, boundary=False,
-                                      activation=cfg.activation, include_background=cfg.include_background)
+            one = SegmentationMetrics(
+                cfg.classes,
+                threshold=cfg.threshold,
+                boundary=False,
+                activation=cfg.activation,
+                include_background=cfg.include_background,
+            )
             one.update(logits, mask[None])
             scores = one.compute()
             assert predictions.slice_dice[i] == pytest.approx(scores["dice"], abs=1e-9)

@@ -30,7 +30,9 @@ class Range:
 
 def test_per_class_shorthand_expands_to_one_entry_per_class():
     assert expand_params("pm_dice", {"gamma": 2.0}, GI) == (
-        {"gamma.large_bowel": 2.0, "gamma.small_bowel": 2.0, "gamma.stomach": 2.0}, [])
+        {"gamma.large_bowel": 2.0, "gamma.small_bowel": 2.0, "gamma.stomach": 2.0},
+        [],
+    )
     assert expand_params("pm_dice", {"gamma": [1.0, 2.0, 3.0]}, GI)[0]["gamma.stomach"] == 3.0
     assert expand_params("pm_dice", {"gamma.stomach": "search"}, GI) == ({"gamma.stomach": "search"}, [])
 
@@ -44,17 +46,22 @@ def test_expansion_names_each_bad_key_and_its_fix():
         "params.gamma: iou_xy has no knob 'gamma'; its knobs are ['alpha', 'smooth']",
     ]
     _, problems = expand_params("pm_dice", {"gamma": [1.0, 2.0]}, GI)
-    assert problems == ["params.gamma: 2 values for 3 classes ['large_bowel', 'small_bowel', 'stomach']; "
-                        "give one per class, in that order"]
+    assert problems == [
+        "params.gamma: 2 values for 3 classes ['large_bowel', 'small_bowel', 'stomach']; "
+        "give one per class, in that order"
+    ]
 
 
 def test_check_names_values_outside_the_declared_range():
     assert check_params("tversky", {"alpha": 1.5, "beta": Range(0.2, 0.4)}, GI) == [
-        "params.alpha: 1.5 is outside [0.0, 1.0]; give a value in that range"]
+        "params.alpha: 1.5 is outside [0.0, 1.0]; give a value in that range"
+    ]
     assert check_params("tversky", {"alpha": Range(-0.5, 0.5)}, GI) == [
-        "params.alpha: -0.5 is outside [0.0, 1.0]; give a value in that range"]
+        "params.alpha: -0.5 is outside [0.0, 1.0]; give a value in that range"
+    ]
     assert check_params("tversky", {"alpha": Range(0.0, 0.5, log=True)}, GI) == [
-        "params.alpha: a log-scale range needs low > 0"]
+        "params.alpha: a log-scale range needs low > 0"
+    ]
 
 
 def test_plan_splits_fixed_values_from_searched_ranges():
@@ -68,8 +75,9 @@ def test_plan_splits_fixed_values_from_searched_ranges():
 
 
 def test_dimensions_are_named_by_loss_and_flat_knob():
-    plan = plan_knobs("0.5*focal + 0.5*pm_dice", {"focal.gamma": Range(0.5, 4.0, log=True),
-                                                  "pm_dice.gamma": "search"}, GI)
+    plan = plan_knobs(
+        "0.5*focal + 0.5*pm_dice", {"focal.gamma": Range(0.5, 4.0, log=True), "pm_dice.gamma": "search"}, GI
+    )
     names = [(d.name, d.knob, d.low, d.high, d.log) for d in plan.dimensions]
     assert names[0] == ("0.5*focal + 0.5*pm_dice.focal.gamma", "focal.gamma", 0.5, 4.0, True)
     assert [d.knob for d in plan.dimensions[1:]] == [f"pm_dice.gamma.{c}" for c in GI]

@@ -169,7 +169,7 @@ HAND_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,knobs,context,expected", HAND_CASES)
+@pytest.mark.parametrize(("name", "knobs", "context", "expected"), HAND_CASES)
 def test_hand_computed_value(name, knobs, context, expected):
     z, g = _example()
     assert build_loss(name, **context, **knobs)(z, g).item() == pytest.approx(expected, abs=1e-6)
@@ -181,8 +181,22 @@ def test_every_registered_loss_has_a_hand_case():
 
 def test_registry_holds_exactly_the_documented_losses():
     assert set(LOSSES) == {
-        "dice", "soft_bce", "ce", "weighted_ce", "focal", "tversky", "focal_tversky", "iou_xy", "log_dice",
-        "generalized_dice", "focal_dice", "topk_dice", "topk_ce", "pm_dice", "calf", "dice_soft_bce",
+        "dice",
+        "soft_bce",
+        "ce",
+        "weighted_ce",
+        "focal",
+        "tversky",
+        "focal_tversky",
+        "iou_xy",
+        "log_dice",
+        "generalized_dice",
+        "focal_dice",
+        "topk_dice",
+        "topk_ce",
+        "pm_dice",
+        "calf",
+        "dice_soft_bce",
         "focal_plus_dice",
     }
 
@@ -220,7 +234,7 @@ CALF_HAND = [
 ]
 
 
-@pytest.mark.parametrize("transform,expected", CALF_HAND)
+@pytest.mark.parametrize(("transform", "expected"), CALF_HAND)
 def test_calf_transform_hand_values(transform, expected):
     z, g = _example()
     loss = CalfLoss(transform=transform)
@@ -401,7 +415,7 @@ def test_softmax_dice_matches_smp_multiclass(include_background):
 
 
 @pytest.mark.parametrize("include_background", [True, False])
-@pytest.mark.parametrize("alpha,beta", [(0.3, 0.7), (0.7, 0.3)])
+@pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.7, 0.3)])
 def test_softmax_tversky_matches_smp_multiclass(include_background, alpha, beta):
     z, g = _random_multiclass()
     classes = None if include_background else [1, 2]
@@ -454,14 +468,12 @@ def test_softmax_soft_bce_matches_bce_on_softmax_probabilities():
     assert SoftBCELoss(activation="softmax")(z, g).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("alpha,beta,smooth", [(0.3, 0.7, 1.0), (0.7, 0.3, 0.0), (0.5, 0.5, 1.0)])
+@pytest.mark.parametrize(("alpha", "beta", "smooth"), [(0.3, 0.7, 1.0), (0.7, 0.3, 0.0), (0.5, 0.5, 1.0)])
 def test_tversky_matches_smp_single_channel(alpha, beta, smooth):
     # smp's soft_tversky_score(output, target, alpha, beta): alpha multiplies fp = sum p (1 - g).
     z, g = _random_case(c=1)
     ours = TverskyLoss(alpha=alpha, beta=beta, smooth=smooth)(z, g)
-    theirs = smp_losses.TverskyLoss(
-        mode="multilabel", from_logits=True, alpha=alpha, beta=beta, smooth=smooth
-    )(z, g)
+    theirs = smp_losses.TverskyLoss(mode="multilabel", from_logits=True, alpha=alpha, beta=beta, smooth=smooth)(z, g)
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
 
 
@@ -540,7 +552,9 @@ def test_weighted_ce_matches_numpy(activation):
         expected = -(w[None, :, None, None] * y * np.log(p)).sum(1).mean()
     else:
         pos, neg = 0.5 / freq, 0.5 / (1 - freq)
-        expected = -(pos[None, :, None, None] * y * np.log(p) + neg[None, :, None, None] * (1 - y) * np.log(1 - p)).mean()
+        expected = -(
+            pos[None, :, None, None] * y * np.log(p) + neg[None, :, None, None] * (1 - y) * np.log(1 - p)
+        ).mean()
     loss = build_loss("weighted_ce", activation=activation, class_frequencies=list(freq))
     assert loss(z, g).item() == pytest.approx(expected, abs=1e-5)
 
@@ -734,7 +748,7 @@ def test_calf_statistics_degenerate_and_invalid():
 
 
 @pytest.mark.parametrize(
-    "skew,kurt,expected",
+    ("skew", "kurt", "expected"),
     [
         (-3.0, 0.0, "fisher"),
         (-1.0, 5.0, "fisher"),  # S <= -1
@@ -795,7 +809,7 @@ GRADCHECK_CASES = [
 # does not, so finite differences disagree; test_pm_dice_gradient_... checks it instead.
 
 
-@pytest.mark.parametrize("name,knobs,activation,options", GRADCHECK_CASES)
+@pytest.mark.parametrize(("name", "knobs", "activation", "options"), GRADCHECK_CASES)
 def test_gradcheck_float64(name, knobs, activation, options):
     z, g = _case(activation, n=2, c=3, h=3, w=3, seed=3)
     z, g = z.double().requires_grad_(True), g.double()
@@ -842,7 +856,9 @@ def test_pm_dice_gradient_does_not_flow_through_the_modulating_term():
 def test_pm_dice_gamma_zero_is_squared_dice(activation):
     z, g = _case(activation)  # every class present in every image, so C is all classes
     squared = DiceLoss(smooth=1e-6, per_class=True, batch=False, squared=True, activation=activation)(z, g)
-    assert build_loss("pm_dice", gamma=0.0, activation=activation)(z, g).item() == pytest.approx(squared.item(), abs=1e-6)
+    assert build_loss("pm_dice", gamma=0.0, activation=activation)(z, g).item() == pytest.approx(
+        squared.item(), abs=1e-6
+    )
 
 
 def test_pm_dice_counts_only_present_classes_and_skips_empty_images():
@@ -872,7 +888,9 @@ def test_pm_dice_gamma_list_length_checked():
 def test_focal_gamma_zero_is_bce_or_ce(activation):
     z, g = _case(activation)
     reference = build_loss("soft_bce" if activation == "sigmoid" else "ce", activation=activation)(z, g)
-    assert build_loss("focal", gamma=0.0, activation=activation)(z, g).item() == pytest.approx(reference.item(), abs=1e-6)
+    assert build_loss("focal", gamma=0.0, activation=activation)(z, g).item() == pytest.approx(
+        reference.item(), abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("per_class", [False, True])
@@ -958,7 +976,7 @@ def test_weighted_sum_combines_and_validates():
 
 
 @pytest.mark.parametrize(
-    "spec,expected",
+    ("spec", "expected"),
     [
         ("0.5*focal + 0.5*dice", [(0.5, "focal"), (0.5, "dice")]),
         ("ce + pm_dice", [(1.0, "ce"), (1.0, "pm_dice")]),
@@ -973,7 +991,7 @@ def test_parse_compound(spec, expected):
 
 
 @pytest.mark.parametrize(
-    "spec,message",
+    ("spec", "message"),
     [
         ("", "empty"),
         ("0.5*focal +", "cannot read term ''"),
@@ -999,13 +1017,16 @@ def test_build_compound_sums_registered_losses_with_context():
     )
     options = dict(activation="softmax", include_background=False)
     expected = (
-        0.5 * FocalLoss(2.0, **options)(z, g) + 0.5 * DiceLoss(**options)(z, g)
+        0.5 * FocalLoss(2.0, **options)(z, g)
+        + 0.5 * DiceLoss(**options)(z, g)
         + PMDiceLoss([1.0, 2.0, 2.0], **options)(z, g)
     )
     assert compound(z, g).item() == pytest.approx(expected.item(), abs=1e-6)
     pairs = build_compound(parse_compound("ce + pm_dice"))
     zz, gg = _random_case()
-    assert pairs(zz, gg).item() == pytest.approx((build_loss("ce")(zz, gg) + build_loss("pm_dice")(zz, gg)).item(), abs=1e-6)
+    assert pairs(zz, gg).item() == pytest.approx(
+        (build_loss("ce")(zz, gg) + build_loss("pm_dice")(zz, gg)).item(), abs=1e-6
+    )
 
 
 def test_focal_plus_dice_is_the_compound_of_focal_and_dice():
@@ -1039,9 +1060,14 @@ def test_build_loss_unknown_knob_names_loss_and_knob():
 
 
 @pytest.mark.parametrize(
-    "name,knob,value",
-    [("tversky", "alpha", 1.5), ("soft_bce", "smoothing", 0.3), ("focal_plus_dice", "gamma", -1.0),
-     ("focal_tversky", "gamma", 0.5), ("iou_xy", "alpha", 2.5)],
+    ("name", "knob", "value"),
+    [
+        ("tversky", "alpha", 1.5),
+        ("soft_bce", "smoothing", 0.3),
+        ("focal_plus_dice", "gamma", -1.0),
+        ("focal_tversky", "gamma", 0.5),
+        ("iou_xy", "alpha", 2.5),
+    ],
 )
 def test_build_loss_out_of_range_names_loss_knob_and_range(name, knob, value):
     spec = loss_knobs(name)[knob]
@@ -1064,8 +1090,14 @@ def test_build_loss_sets_knobs_and_defaults():
 
 
 def test_build_loss_passes_context_only_to_losses_that_take_it():
-    loss = build_loss("dice", activation="softmax", include_background=False, class_frequencies=[0.1],
-                      foreground_areas=[1, 2], n_classes=3)
+    loss = build_loss(
+        "dice",
+        activation="softmax",
+        include_background=False,
+        class_frequencies=[0.1],
+        foreground_areas=[1, 2],
+        n_classes=3,
+    )
     assert (loss.activation, loss.include_background) == ("softmax", False)
     assert build_loss("weighted_ce", class_frequencies=[0.1, 0.2]).class_frequencies == [0.1, 0.2]
 
@@ -1144,8 +1176,11 @@ def test_assemble_knobs_gathers_per_class_and_derives():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(default=2.0, low=0.0, high=1.0), dict(default=0.5, low=0.0, high=1.0, log=True),
-     dict(default=math.nan, low=0.0, high=1.0)],
+    [
+        dict(default=2.0, low=0.0, high=1.0),
+        dict(default=0.5, low=0.0, high=1.0, log=True),
+        dict(default=math.nan, low=0.0, high=1.0),
+    ],
 )
 def test_knob_rejects_inconsistent_declarations(kwargs):
     with pytest.raises(ValueError):
@@ -1196,7 +1231,12 @@ def test_describe_losses_lists_every_loss_with_knob_ranges():
     assert tversky["summary"].startswith("Soft Tversky loss")
     assert (tversky["module"], tversky["class"]) == ("trainables.losses.tversky", "TverskyLoss")
     assert tversky["knobs"]["alpha"] == {
-        "default": 0.3, "low": 0.0, "high": 1.0, "log": False, "help": "weight of false positives", "per_class": False
+        "default": 0.3,
+        "low": 0.0,
+        "high": 1.0,
+        "log": False,
+        "help": "weight of false positives",
+        "per_class": False,
     }
     iou = next(r for r in rows if r["name"] == "iou_xy")
     assert iou["constraints"] == ["alpha + beta = 2.0"] and "003" in iou["source"]

@@ -89,33 +89,75 @@ def test_per_image_scores_by_hand(metric):
 EMPTY_COUNTS = {"tp": [0, 0, 0, 4], "fp": [0, 2, 0, 0], "fn": [0, 0, 3, 0], "tn": [4, 2, 1, 0]}
 nan = math.nan
 EMPTY_CASES = {  # (smooth, empty) -> metric -> 4 columns
-    (1.0, "one"): {"dice": [1, 1 / 3, 1 / 4, 1], "iou": [1, 1 / 3, 1 / 4, 1], "sensitivity": [1, 1, 1 / 4, 1],
-                   "precision": [1, 1 / 3, 1, 1], "specificity": [1, 3 / 5, 1, 1], "accuracy": [1, 3 / 5, 2 / 5, 1]},
-    (0.0, "one"): {"dice": [1, 0, 0, 1], "iou": [1, 0, 0, 1], "sensitivity": [1, 1, 0, 1],
-                   "precision": [1, 0, 1, 1], "specificity": [1, 1 / 2, 1, 1], "accuracy": [1, 1 / 2, 1 / 4, 1]},
-    (0.0, "zero"): {"dice": [0, 0, 0, 1], "iou": [0, 0, 0, 1], "sensitivity": [0, 0, 0, 1],
-                    "precision": [0, 0, 0, 1], "specificity": [1, 1 / 2, 1, 0], "accuracy": [1, 1 / 2, 1 / 4, 1]},
-    (1.0, "zero"): {"dice": [0, 0, 1 / 4, 1], "iou": [0, 0, 1 / 4, 1], "sensitivity": [0, 0, 1 / 4, 1],
-                    "precision": [0, 0, 1, 1], "specificity": [1, 3 / 5, 1, 1], "accuracy": [1, 3 / 5, 2 / 5, 1]},
-    (0.0, "skip"): {"dice": [nan, nan, 0, 1], "iou": [nan, nan, 0, 1], "sensitivity": [nan, nan, 0, 1],
-                    "precision": [nan, nan, nan, 1], "specificity": [1, 1 / 2, 1, nan], "accuracy": [1, 1 / 2, 1 / 4, 1]},
+    (1.0, "one"): {
+        "dice": [1, 1 / 3, 1 / 4, 1],
+        "iou": [1, 1 / 3, 1 / 4, 1],
+        "sensitivity": [1, 1, 1 / 4, 1],
+        "precision": [1, 1 / 3, 1, 1],
+        "specificity": [1, 3 / 5, 1, 1],
+        "accuracy": [1, 3 / 5, 2 / 5, 1],
+    },
+    (0.0, "one"): {
+        "dice": [1, 0, 0, 1],
+        "iou": [1, 0, 0, 1],
+        "sensitivity": [1, 1, 0, 1],
+        "precision": [1, 0, 1, 1],
+        "specificity": [1, 1 / 2, 1, 1],
+        "accuracy": [1, 1 / 2, 1 / 4, 1],
+    },
+    (0.0, "zero"): {
+        "dice": [0, 0, 0, 1],
+        "iou": [0, 0, 0, 1],
+        "sensitivity": [0, 0, 0, 1],
+        "precision": [0, 0, 0, 1],
+        "specificity": [1, 1 / 2, 1, 0],
+        "accuracy": [1, 1 / 2, 1 / 4, 1],
+    },
+    (1.0, "zero"): {
+        "dice": [0, 0, 1 / 4, 1],
+        "iou": [0, 0, 1 / 4, 1],
+        "sensitivity": [0, 0, 1 / 4, 1],
+        "precision": [0, 0, 1, 1],
+        "specificity": [1, 3 / 5, 1, 1],
+        "accuracy": [1, 3 / 5, 2 / 5, 1],
+    },
+    (0.0, "skip"): {
+        "dice": [nan, nan, 0, 1],
+        "iou": [nan, nan, 0, 1],
+        "sensitivity": [nan, nan, 0, 1],
+        "precision": [nan, nan, nan, 1],
+        "specificity": [1, 1 / 2, 1, nan],
+        "accuracy": [1, 1 / 2, 1 / 4, 1],
+    },
 }
 
 
-@pytest.mark.parametrize("smooth, empty", list(EMPTY_CASES))
+@pytest.mark.parametrize(("smooth", "empty"), list(EMPTY_CASES))
 def test_empty_mask_rules_by_hand(smooth, empty):
     tp, fp, fn, tn = (torch.tensor([EMPTY_COUNTS[k]], dtype=torch.float64) for k in ("tp", "fp", "fn", "tn"))
     scores = per_image_scores(tp, fp, fn, tn, smooth=smooth, empty=empty)
     for metric, expected in EMPTY_CASES[smooth, empty].items():
-        torch.testing.assert_close(scores[metric][0], torch.tensor(expected, dtype=torch.float64),
-                                   atol=1e-6, rtol=0, equal_nan=True, msg=metric)
+        torch.testing.assert_close(
+            scores[metric][0],
+            torch.tensor(expected, dtype=torch.float64),
+            atol=1e-6,
+            rtol=0,
+            equal_nan=True,
+            msg=metric,
+        )
 
 
 def test_pooled_scores_and_mae_by_hand():
     pooled = pooled_scores(*confusion_counts(*_hand_example()))
     # stomach: tp 5, fp 1, fn 1, tn 1; small_bowel: tp 0, fp 1, fn 0, tn 7 (empty target)
-    expected = {"dice": [10 / 12, 0.0], "iou": [5 / 7, 0.0], "sensitivity": [5 / 6, 1.0],
-                "specificity": [1 / 2, 7 / 8], "precision": [5 / 6, 0.0], "accuracy": [6 / 8, 7 / 8]}
+    expected = {
+        "dice": [10 / 12, 0.0],
+        "iou": [5 / 7, 0.0],
+        "sensitivity": [5 / 6, 1.0],
+        "specificity": [1 / 2, 7 / 8],
+        "precision": [5 / 6, 0.0],
+        "accuracy": [6 / 8, 7 / 8],
+    }
     for metric, values in expected.items():
         torch.testing.assert_close(pooled[metric], torch.tensor(values, dtype=torch.float64), atol=1e-6, rtol=0)
     assert pooled_scores(*confusion_counts(*_hand_example()), empty="skip")["dice"][1].isnan()
@@ -137,17 +179,32 @@ def test_accumulator_per_class_overall_and_pooled_by_hand():
     mae_img = 1 - torch.sigmoid(torch.tensor(3.0)).item()  # every pixel is off by sigmoid(-3)
     expected = {
         # per class = mean over the two images; overall = mean over the two classes
-        "dice.stomach": (3 / 5 + 1) / 2, "dice.small_bowel": (1 + 1 / 2) / 2, "dice": (0.8 + 0.75) / 2,
-        "iou.stomach": 0.75, "iou.small_bowel": 0.75, "iou": 0.75,
-        "sensitivity.stomach": 5 / 6, "sensitivity.small_bowel": 1.0, "sensitivity": 11 / 12,
-        "specificity.stomach": 5 / 6, "specificity.small_bowel": 0.9, "specificity": (5 / 6 + 0.9) / 2,
-        "precision.stomach": 5 / 6, "precision.small_bowel": 0.75, "precision": 19 / 24,
-        "accuracy.stomach": 4 / 5, "accuracy.small_bowel": 9 / 10, "accuracy": 17 / 20,
+        "dice.stomach": (3 / 5 + 1) / 2,
+        "dice.small_bowel": (1 + 1 / 2) / 2,
+        "dice": (0.8 + 0.75) / 2,
+        "iou.stomach": 0.75,
+        "iou.small_bowel": 0.75,
+        "iou": 0.75,
+        "sensitivity.stomach": 5 / 6,
+        "sensitivity.small_bowel": 1.0,
+        "sensitivity": 11 / 12,
+        "specificity.stomach": 5 / 6,
+        "specificity.small_bowel": 0.9,
+        "specificity": (5 / 6 + 0.9) / 2,
+        "precision.stomach": 5 / 6,
+        "precision.small_bowel": 0.75,
+        "precision": 19 / 24,
+        "accuracy.stomach": 4 / 5,
+        "accuracy.small_bowel": 9 / 10,
+        "accuracy": 17 / 20,
         # mae: stomach img0 has 2 wrong pixels (|p-g| = 1 - mae_img) and 2 right, img1 4 right
         "mae.stomach": ((2 * (1 - mae_img) + 2 * mae_img) / 4 + mae_img) / 2,
         "mae.small_bowel": (mae_img + (1 - mae_img + 3 * mae_img) / 4) / 2,
-        "pooled_dice.stomach": 10 / 12, "pooled_dice.small_bowel": 0.0, "pooled_dice": 5 / 12,
-        "pooled_sensitivity.small_bowel": 1.0, "pooled_accuracy": (6 / 8 + 7 / 8) / 2,
+        "pooled_dice.stomach": 10 / 12,
+        "pooled_dice.small_bowel": 0.0,
+        "pooled_dice": 5 / 12,
+        "pooled_sensitivity.small_bowel": 1.0,
+        "pooled_accuracy": (6 / 8 + 7 / 8) / 2,
     }
     expected["mae"] = (expected["mae.stomach"] + expected["mae.small_bowel"]) / 2
     expected["pooled_mae"] = expected["mae"]  # equal-sized images: pooled = per-image mean
@@ -178,8 +235,10 @@ def _blobs(n: int, c: int, size: int, seed: int, empty: bool = True) -> tuple[to
     stray = (torch.rand(pred.shape, generator=gen) < 0.003).float()
     for k in range(n * c):
         i, j = divmod(k, c)
-        cy, cx, ry, rx, dy, dx = (torch.rand(6, generator=gen) * torch.tensor([.5, .5, .25, .25, .2, .2]) * size
-                                  + torch.tensor([.25, .25, .08, .08, -.1, -.1]) * size).tolist()
+        cy, cx, ry, rx, dy, dx = (
+            torch.rand(6, generator=gen) * torch.tensor([0.5, 0.5, 0.25, 0.25, 0.2, 0.2]) * size
+            + torch.tensor([0.25, 0.25, 0.08, 0.08, -0.1, -0.1]) * size
+        ).tolist()
         if not (empty and k % 4 == 1):
             target[i, j] = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).float()
         if not (empty and k % 4 == 2):
@@ -278,12 +337,17 @@ def _random_masks(seed: int, shape=(5, 3, 8, 8)) -> tuple[torch.Tensor, torch.Te
     return pred, target
 
 
-SMP_FUNCTIONS = {"dice": smp_metrics.f1_score, "iou": smp_metrics.iou_score, "sensitivity": smp_metrics.recall,
-                 "specificity": smp_metrics.specificity, "precision": smp_metrics.precision,
-                 "accuracy": smp_metrics.accuracy}
+SMP_FUNCTIONS = {
+    "dice": smp_metrics.f1_score,
+    "iou": smp_metrics.iou_score,
+    "sensitivity": smp_metrics.recall,
+    "specificity": smp_metrics.specificity,
+    "precision": smp_metrics.precision,
+    "accuracy": smp_metrics.accuracy,
+}
 
 
-@pytest.mark.parametrize("empty, zero_division", [("one", 1.0), ("zero", 0.0)])
+@pytest.mark.parametrize(("empty", "zero_division"), [("one", 1.0), ("zero", 0.0)])
 def test_smp_agreement_per_image_imagewise_and_pooled(empty, zero_division):
     pred, target = _random_masks(1)
     counts = confusion_counts(pred, target)
@@ -334,11 +398,18 @@ def _square_and_shifted() -> tuple[np.ndarray, np.ndarray]:
     return pred, target
 
 
-@pytest.mark.parametrize("spacing, tolerance, nsd, hd95", [
-    (None, 0.5, 0.5, 1.0), (None, 1.0, 1.0, 1.0), ((2.0, 2.0), 1.9, 0.5, 2.0), ((2.0, 2.0), 2.0, 1.0, 2.0),
-    # anisotropic: per side 4 of the 1-px distances are along x (3 mm), 2 along y (1 mm)
-    ((1.0, 3.0), 2.9, 16 / 24, 3.0), ((1.0, 3.0), 0.9, 12 / 24, 3.0),
-])
+@pytest.mark.parametrize(
+    ("spacing", "tolerance", "nsd", "hd95"),
+    [
+        (None, 0.5, 0.5, 1.0),
+        (None, 1.0, 1.0, 1.0),
+        ((2.0, 2.0), 1.9, 0.5, 2.0),
+        ((2.0, 2.0), 2.0, 1.0, 2.0),
+        # anisotropic: per side 4 of the 1-px distances are along x (3 mm), 2 along y (1 mm)
+        ((1.0, 3.0), 2.9, 16 / 24, 3.0),
+        ((1.0, 3.0), 0.9, 12 / 24, 3.0),
+    ],
+)
 def test_boundary_metrics_by_hand(spacing, tolerance, nsd, hd95):
     pred, target = _square_and_shifted()
     found = compute_boundary_metrics(pred[None, None], target[None, None], spacing=spacing, nsd_tolerance_mm=tolerance)
@@ -350,11 +421,14 @@ def test_boundary_metrics_by_hand(spacing, tolerance, nsd, hd95):
     assert (same["nsd"][0, 0], same["hd95"][0, 0], same["boundary_f1"][0, 0]) == (1.0, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("empty, both_empty, target_empty_pred_not", [
-    ("one", (1.0, 0.0, 1.0), (0.0, "diag", 0.0)),
-    ("zero", (0.0, "diag", 0.0), (0.0, "diag", 0.0)),
-    ("skip", (nan, nan, nan), (nan, nan, nan)),
-])
+@pytest.mark.parametrize(
+    ("empty", "both_empty", "target_empty_pred_not"),
+    [
+        ("one", (1.0, 0.0, 1.0), (0.0, "diag", 0.0)),
+        ("zero", (0.0, "diag", 0.0), (0.0, "diag", 0.0)),
+        ("skip", (nan, nan, nan), (nan, nan, nan)),
+    ],
+)
 def test_boundary_empty_mask_rules(empty, both_empty, target_empty_pred_not):
     pred, target = _square_and_shifted()
     blank = np.zeros_like(target)
@@ -402,11 +476,17 @@ def test_boundary_metrics_match_brute_force_and_monai():
         got = [ours[m][i, j] for m in BOUNDARY_METRICS]
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0, err_msg=f"cell {i, j}")
         d1, d2 = surface_distances(pred[i, j], target[i, j], spacing)
-        assert d1.max() == pytest.approx(directed_hausdorff(
-            np.argwhere(_brute_border(pred[i, j].numpy() > 0)) * spacing,
-            np.argwhere(_brute_border(target[i, j].numpy() > 0)) * spacing)[0], abs=1e-6)
+        assert d1.max() == pytest.approx(
+            directed_hausdorff(
+                np.argwhere(_brute_border(pred[i, j].numpy() > 0)) * spacing,
+                np.argwhere(_brute_border(target[i, j].numpy() > 0)) * spacing,
+            )[0],
+            abs=1e-6,
+        )
         assert d2.min() >= 0
-    monai_hd = monai_metrics.compute_hausdorff_distance(pred, target, include_background=True, percentile=95, spacing=spacing)
+    monai_hd = monai_metrics.compute_hausdorff_distance(
+        pred, target, include_background=True, percentile=95, spacing=spacing
+    )
     np.testing.assert_allclose(ours["hd95"], monai_hd.double().numpy(), rtol=1e-6, atol=0)
     monai_nsd = monai_metrics.compute_surface_dice(pred, target, [tau, tau], include_background=True, spacing=spacing)
     np.testing.assert_allclose(ours["nsd"], monai_nsd.double().numpy(), rtol=0, atol=1e-6)
@@ -416,8 +496,11 @@ def test_per_image_spacing_overrides_default():
     pred, target = _square_and_shifted()
     metrics = SegmentationMetrics(["organ"], spacing=(1.0, 1.0))
     batch = torch.from_numpy(np.stack([pred, pred]))[:, None].float()
-    metrics.update(_logits(batch), torch.from_numpy(np.stack([target, target]))[:, None].float(),
-                   spacing=torch.tensor([[1.0, 1.0], [1.0, 3.0]]))
+    metrics.update(
+        _logits(batch),
+        torch.from_numpy(np.stack([target, target]))[:, None].float(),
+        spacing=torch.tensor([[1.0, 1.0], [1.0, 3.0]]),
+    )
     assert metrics.compute()["hd95.organ"] == pytest.approx((1.0 + 3.0) / 2, abs=1e-6)
 
 
@@ -506,9 +589,16 @@ def test_compute_metrics_equals_accumulator():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(class_names=[]), dict(class_names=["a", "a"]), dict(class_names=["a"], threshold=1.0),
-               dict(class_names=["a"], smooth=-1.0), dict(class_names=["a"], empty="nan"),
-               dict(class_names=["a"], spacing=(1.0, 0.0)), dict(class_names=["a"], nsd_tolerance_mm=-1)],
+    "kwargs",
+    [
+        dict(class_names=[]),
+        dict(class_names=["a", "a"]),
+        dict(class_names=["a"], threshold=1.0),
+        dict(class_names=["a"], smooth=-1.0),
+        dict(class_names=["a"], empty="nan"),
+        dict(class_names=["a"], spacing=(1.0, 0.0)),
+        dict(class_names=["a"], nsd_tolerance_mm=-1),
+    ],
 )
 def test_constructor_validates(kwargs):
     with pytest.raises(ValueError):
@@ -573,13 +663,15 @@ def test_softmax_include_background_label_map_targets_and_compute_metrics():
     one_hot = SegmentationMetrics(SOFTMAX_CLASSES, activation="softmax", include_background=True, boundary=False)
     one_hot.update(logits, target)
     assert got == pytest.approx(one_hot.compute())
-    functional = compute_metrics(torch.softmax(logits, 1), target, SOFTMAX_CLASSES, activation="softmax",
-                                 boundary=False)
+    functional = compute_metrics(
+        torch.softmax(logits, 1), target, SOFTMAX_CLASSES, activation="softmax", boundary=False
+    )
     assert set(functional) == set(metric_keys(("RV", "LV"), boundary=False))
     # the threshold does not matter under softmax: a 0.4 probability that wins the argmax is positive
     probs = torch.tensor([[0.3, 0.4, 0.3]]).view(1, 3, 1, 1)
-    hit = compute_metrics(probs, torch.tensor([[1]]).view(1, 1, 1), SOFTMAX_CLASSES, activation="softmax",
-                          boundary=False, smooth=0.0)
+    hit = compute_metrics(
+        probs, torch.tensor([[1]]).view(1, 1, 1), SOFTMAX_CLASSES, activation="softmax", boundary=False, smooth=0.0
+    )
     assert hit["dice.RV"] == 1.0
 
 

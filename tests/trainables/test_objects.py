@@ -59,16 +59,20 @@ def test_object_counts_by_hand():
     # the diagonal pair is one object (8-connectivity); 1 of its 2 pixels is not enough at 0.6
     strict = object_counts(pred, target, min_overlap=0.6)
     assert strict[:, 0, 1].tolist() == [1, 0, 1, 1]
-    assert torch.equal(torch.as_tensor(object_counts(torch.as_tensor(pred), torch.as_tensor(target))),
-                       torch.as_tensor(counts))
+    assert torch.equal(
+        torch.as_tensor(object_counts(torch.as_tensor(pred), torch.as_tensor(target))), torch.as_tensor(counts)
+    )
 
 
-@pytest.mark.parametrize("empty, sensitivity, precision", [
-    # [image][class]; image 1 has no true object in either class
-    ("one", [[1 / 2, 1.0], [1.0, 1.0]], [[2 / 3, 1.0], [1.0, 0.0]]),
-    ("zero", [[1 / 2, 1.0], [0.0, 0.0]], [[2 / 3, 1.0], [0.0, 0.0]]),
-    ("skip", [[1 / 2, 1.0], [math.nan, math.nan]], [[2 / 3, 1.0], [math.nan, math.nan]]),
-])
+@pytest.mark.parametrize(
+    ("empty", "sensitivity", "precision"),
+    [
+        # [image][class]; image 1 has no true object in either class
+        ("one", [[1 / 2, 1.0], [1.0, 1.0]], [[2 / 3, 1.0], [1.0, 0.0]]),
+        ("zero", [[1 / 2, 1.0], [0.0, 0.0]], [[2 / 3, 1.0], [0.0, 0.0]]),
+        ("skip", [[1 / 2, 1.0], [math.nan, math.nan]], [[2 / 3, 1.0], [math.nan, math.nan]]),
+    ],
+)
 def test_object_scores_follow_the_empty_rule(empty, sensitivity, precision):
     scores = object_scores(object_counts(*_hand_example()), empty)
     np.testing.assert_allclose(scores["object_sensitivity"], sensitivity, atol=1e-12)
@@ -91,11 +95,16 @@ def test_accumulator_reports_object_metrics_per_image_pooled_and_overall():
     metrics.update_probs(torch.as_tensor(pred).float(), torch.as_tensor(target))
     result = metrics.compute()
     expected = {
-        "object_sensitivity.stomach": (1 / 2 + 1) / 2, "object_sensitivity.small_bowel": 1.0,
-        "object_precision.stomach": (2 / 3 + 1) / 2, "object_precision.small_bowel": (1 + 0) / 2,
-        "object_sensitivity": (3 / 4 + 1) / 2, "object_precision": (5 / 6 + 1 / 2) / 2,
-        "pooled_object_sensitivity.stomach": 1 / 2, "pooled_object_precision.small_bowel": 1 / 2,
-        "pooled_object_sensitivity": (1 / 2 + 1) / 2, "pooled_object_precision": (2 / 3 + 1 / 2) / 2,
+        "object_sensitivity.stomach": (1 / 2 + 1) / 2,
+        "object_sensitivity.small_bowel": 1.0,
+        "object_precision.stomach": (2 / 3 + 1) / 2,
+        "object_precision.small_bowel": (1 + 0) / 2,
+        "object_sensitivity": (3 / 4 + 1) / 2,
+        "object_precision": (5 / 6 + 1 / 2) / 2,
+        "pooled_object_sensitivity.stomach": 1 / 2,
+        "pooled_object_precision.small_bowel": 1 / 2,
+        "pooled_object_sensitivity": (1 / 2 + 1) / 2,
+        "pooled_object_precision": (2 / 3 + 1 / 2) / 2,
     }
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, abs=1e-12), key
@@ -103,10 +112,11 @@ def test_accumulator_reports_object_metrics_per_image_pooled_and_overall():
     # two batches of one image each give the same
     split = SegmentationMetrics(CLASSES)
     for i in range(2):
-        split.update_probs(torch.as_tensor(pred[i:i + 1]).float(), torch.as_tensor(target[i:i + 1]))
+        split.update_probs(torch.as_tensor(pred[i : i + 1]).float(), torch.as_tensor(target[i : i + 1]))
     assert split.compute() == pytest.approx(result, abs=1e-12, nan_ok=True)
     assert compute_metrics(torch.as_tensor(pred), torch.as_tensor(target), CLASSES) == pytest.approx(
-        result, abs=1e-12, nan_ok=True)
+        result, abs=1e-12, nan_ok=True
+    )
 
 
 def test_object_metrics_ride_on_the_boundary_switch_and_their_overlap_is_configurable():
@@ -127,8 +137,9 @@ def test_softmax_objects_leave_background_out():
     probs = np.concatenate([background, pred], axis=1).astype(np.float32)
     truth = np.concatenate([~target.any(axis=1, keepdims=True), target], axis=1)
     # the hand example's classes overlap nowhere, so the argmax reproduces each class's mask
-    result = compute_metrics(torch.as_tensor(probs), torch.as_tensor(truth), ("background", *CLASSES),
-                             activation="softmax")
+    result = compute_metrics(
+        torch.as_tensor(probs), torch.as_tensor(truth), ("background", *CLASSES), activation="softmax"
+    )
     assert result["pooled_object_precision.stomach"] == pytest.approx(2 / 3, abs=1e-12)
     assert "object_sensitivity.background" not in result
 
@@ -170,7 +181,7 @@ def _brute_counts(pred: np.ndarray, target: np.ndarray, min_overlap: float) -> l
     return [len(true), hits(true, pred), len(predicted), hits(predicted, target)]
 
 
-@pytest.mark.parametrize("density, min_overlap", [(0.15, 0.5), (0.3, 0.5), (0.45, 0.25), (0.3, 1.0)])
+@pytest.mark.parametrize(("density", "min_overlap"), [(0.15, 0.5), (0.3, 0.5), (0.45, 0.25), (0.3, 1.0)])
 def test_object_counts_match_brute_force_flood_fill(density, min_overlap):
     rng = np.random.default_rng(int(density * 100) + int(min_overlap * 10))
     target = rng.random((4, 3, 12, 12)) < density

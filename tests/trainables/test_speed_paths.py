@@ -42,8 +42,18 @@ def cache(tmp_path_factory):
 
 
 def _cfg(cache, **over) -> TrialConfig:
-    base = dict(cache_dir=str(cache), fold=0, arch="unet", encoder="resnet18", loss="dice", image_size=32,
-                batch_size=4, epochs=1, augmentation="seed000", num_workers=0)
+    base = dict(
+        cache_dir=str(cache),
+        fold=0,
+        arch="unet",
+        encoder="resnet18",
+        loss="dice",
+        image_size=32,
+        batch_size=4,
+        epochs=1,
+        augmentation="seed000",
+        num_workers=0,
+    )
     return TrialConfig.from_dict({**base, **over})
 
 
@@ -58,6 +68,7 @@ def _batches(cache, n=3, **over) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 # ---- reproducible loaders ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_same_seed_same_batches_and_another_seed_differs(cache, workers):
@@ -95,18 +106,36 @@ def test_trial_config_takes_the_training_spec_fields():
     fields = TrainingSpec().model_dump()
     for name in ("num_workers", "channels_last", "compile", "gpu_augmentation"):
         assert name in fields and name in TrialConfig.model_fields
-    cfg = TrialConfig.from_dict({"cache_dir": "x", "fold": 0, "arch": "unet", "encoder": "resnet18",
-                                 "loss": "dice", "cpus_per_trial": 4, **fields})
+    cfg = TrialConfig.from_dict(
+        {
+            "cache_dir": "x",
+            "fold": 0,
+            "arch": "unet",
+            "encoder": "resnet18",
+            "loss": "dice",
+            "cpus_per_trial": 4,
+            **fields,
+        }
+    )
     assert cfg.num_workers is None and cfg.cpus_per_trial == 4
 
 
 # ---- CPU augmentation: same distributions, cheaper maths ------------------------------------------
 
+
 def test_elastic_field_has_albumentations_spread():
     rng = np.random.default_rng(0)
     g = SEED000_GEOMETRY
-    stock = [np.std(np.stack(fgeometric.generate_displacement_fields(
-        (64, 64), g.elastic_alpha, g.elastic_sigma, False, (0, 0), rng, "uniform"))) for _ in range(300)]
+    stock = [
+        np.std(
+            np.stack(
+                fgeometric.generate_displacement_fields(
+                    (64, 64), g.elastic_alpha, g.elastic_sigma, False, (0, 0), rng, "uniform"
+                )
+            )
+        )
+        for _ in range(300)
+    ]
     ours = [np.std(smooth_displacement((64, 64), g.elastic_alpha, g.elastic_sigma, rng)) for _ in range(300)]
     assert np.mean(ours) == pytest.approx(np.mean(stock), rel=0.12)
 
@@ -115,8 +144,9 @@ def test_intensity_transforms_match_albumentations():
     image = np.random.default_rng(1).random((16, 16, 3), dtype=np.float32)
     ours = build_augmentation(16, intensity=True, geometric=False).transforms
     stock_bc = A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2)
-    np.testing.assert_allclose(ours[0].apply(image, alpha=1.15, beta=-0.1),
-                               stock_bc.apply(image, alpha=1.15, beta=-0.1), atol=1e-6)
+    np.testing.assert_allclose(
+        ours[0].apply(image, alpha=1.15, beta=-0.1), stock_bc.apply(image, alpha=1.15, beta=-0.1), atol=1e-6
+    )
     np.testing.assert_allclose(ours[1].apply(image, gamma=1.1), A.RandomGamma().apply(image, gamma=1.1), atol=1e-5)
 
 
@@ -127,6 +157,7 @@ def test_geometric_false_keeps_only_intensity_transforms():
 
 
 # ---- on-device augmentation ----------------------------------------------------------------------
+
 
 def test_gpu_augmentation_keeps_shapes_and_binary_masks():
     augment = BatchGeometricAugment("seed000", seed=0)
@@ -166,10 +197,19 @@ def test_gpu_augmentation_is_reproducible_per_seed():
 
 def _no_op_params(b: int, size: int, **over) -> GeometricParams:
     false = torch.zeros(b, dtype=torch.bool)
-    params = dict(hflip=false, vflip=false, affine=false, rotate=torch.zeros(b), scale=torch.ones(b, 2),
-                  translate=torch.zeros(b, 2), elastic=false, grid=false,
-                  displacement=torch.zeros(b, 2, size, size),
-                  grid_x=torch.arange(size).float().expand(b, size), grid_y=torch.arange(size).float().expand(b, size))
+    params = dict(
+        hflip=false,
+        vflip=false,
+        affine=false,
+        rotate=torch.zeros(b),
+        scale=torch.ones(b, 2),
+        translate=torch.zeros(b, 2),
+        elastic=false,
+        grid=false,
+        displacement=torch.zeros(b, 2, size, size),
+        grid_x=torch.arange(size).float().expand(b, size),
+        grid_y=torch.arange(size).float().expand(b, size),
+    )
     return GeometricParams(**{**params, **over})
 
 
@@ -179,13 +219,27 @@ def test_gpu_flip_and_affine_match_opencv():
     image = np.sin(xx / 5.0) + np.cos(yy / 7.0) + xx / size  # smooth, asymmetric
     rotate, scale, translate = 10.0, (1.05, 0.95), (3 / size, -2 / size)
     true = torch.ones(1, dtype=torch.bool)
-    params = _no_op_params(1, size, hflip=true, affine=true, rotate=torch.tensor([rotate]),
-                           scale=torch.tensor([scale]), translate=torch.tensor([translate]))
+    params = _no_op_params(
+        1,
+        size,
+        hflip=true,
+        affine=true,
+        rotate=torch.tensor([rotate]),
+        scale=torch.tensor([scale]),
+        translate=torch.tensor([translate]),
+    )
     ours = apply_geometric(torch.from_numpy(image)[None, None], torch.zeros(1, 1, size, size), params)[0][0, 0].numpy()
     matrix = fgeometric.create_affine_transformation_matrix(
-        {"x": 3, "y": -2}, {"x": 0, "y": 0}, {"x": scale[0], "y": scale[1]}, rotate, fgeometric.center((size, size)))
-    expected = cv2.warpAffine(np.ascontiguousarray(image[:, ::-1]), matrix[:2], (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        {"x": 3, "y": -2}, {"x": 0, "y": 0}, {"x": scale[0], "y": scale[1]}, rotate, fgeometric.center((size, size))
+    )
+    expected = cv2.warpAffine(
+        np.ascontiguousarray(image[:, ::-1]),
+        matrix[:2],
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     inner = slice(8, size - 8)
     np.testing.assert_allclose(ours[inner, inner], expected[inner, inner], atol=0.02)
 
@@ -209,8 +263,13 @@ def test_both_paths_draw_the_same_parameter_distributions():
     gpu_np = {k: getattr(gpu, k).numpy() for k in ("hflip", "vflip", "affine", "elastic", "grid")}
     g = SEED000_GEOMETRY
     tolerance = 4 * math.sqrt(0.25 / n)  # 4 standard errors of a rate
-    for key, p in [("hflip", g.hflip_p), ("vflip", g.vflip_p), ("affine", g.affine_p),
-                   ("elastic", g.warp_p / 2), ("grid", g.warp_p / 2)]:
+    for key, p in [
+        ("hflip", g.hflip_p),
+        ("vflip", g.vflip_p),
+        ("affine", g.affine_p),
+        ("elastic", g.warp_p / 2),
+        ("grid", g.warp_p / 2),
+    ]:
         assert abs(cpu[key].mean() - p) < tolerance, key
         assert abs(gpu_np[key].mean() - p) < tolerance, key
     assert not (gpu_np["elastic"] & gpu_np["grid"]).any() and not (cpu["elastic"] & cpu["grid"]).any()
@@ -236,12 +295,18 @@ def test_both_paths_draw_the_same_parameter_distributions():
 
 # ---- training step switches -----------------------------------------------------------------------
 
+
 def _small_net() -> torch.nn.Module:
     # convolutions + batch norm: what channels-last and compile change; a U-Net is 20x slower here
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 16, 3, padding=1, stride=2), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(16, 3, 1),
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, stride=2),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.Upsample(scale_factor=2),
+        torch.nn.Conv2d(16, 3, 1),
     )
 
 
@@ -252,8 +317,16 @@ def _three_steps(channels_last: bool, compile: bool = False, augment=None):
     # normalisation would blow a near-zero gradient's rounding up to a full lr-sized step)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    step = TrainStep(model, build_loss("dice"), optimizer, scaler, device=CPU,
-                     channels_last=channels_last, compile=compile, augment=augment)
+    step = TrainStep(
+        model,
+        build_loss("dice"),
+        optimizer,
+        scaler,
+        device=CPU,
+        channels_last=channels_last,
+        compile=compile,
+        augment=augment,
+    )
     generator = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(3):
@@ -287,7 +360,18 @@ def test_the_step_applies_the_device_augmentation():
 
 def test_a_fold_trains_with_gpu_augmentation(cache):
     reports = []
-    config = dict(cache_dir=str(cache), fold=0, arch="unet", encoder="resnet18", loss="dice", image_size=32,
-                  batch_size=4, epochs=1, max_train_batches=2, gpu_augmentation=True, boundary_metrics=False)
+    config = dict(
+        cache_dir=str(cache),
+        fold=0,
+        arch="unet",
+        encoder="resnet18",
+        loss="dice",
+        image_size=32,
+        batch_size=4,
+        epochs=1,
+        max_train_batches=2,
+        gpu_augmentation=True,
+        boundary_metrics=False,
+    )
     run_fold(config, lambda metrics, _: reports.append(metrics))
     assert len(reports) == 1 and math.isfinite(reports[0]["train_loss"]) and "dice" in reports[0]

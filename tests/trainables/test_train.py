@@ -20,9 +20,21 @@ def cache(tmp_path_factory):
 
 
 def config(cache, **over):
-    base = dict(cache_dir=str(cache), fold=0, arch="unet", encoder="resnet18", loss="tversky",
-                loss_params={"alpha": 0.3, "beta": 0.7}, config_id="x", image_size=32, epochs=2, batch_size=4,
-                lr=1e-3, max_train_batches=2, augmentation="none")
+    base = dict(
+        cache_dir=str(cache),
+        fold=0,
+        arch="unet",
+        encoder="resnet18",
+        loss="tversky",
+        loss_params={"alpha": 0.3, "beta": 0.7},
+        config_id="x",
+        image_size=32,
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        max_train_batches=2,
+        augmentation="none",
+    )
     base.update(over)
     return base
 
@@ -75,7 +87,13 @@ def test_calf_reads_training_fold_statistics_and_reports_its_choice(cache):
     run_fold(config(cache, loss="calf", loss_params={}, epochs=1), recorder)
     detail = recorder.results[0]["loss_detail"]
     assert detail.startswith("CalfLoss:") and detail.split(":")[1] in {
-        "fisher", "logit", "arcsine", "log10_bce", "bce_dice", "ln_bce"}
+        "fisher",
+        "logit",
+        "arcsine",
+        "log10_bce",
+        "bce_dice",
+        "ln_bce",
+    }
 
 
 def test_compound_loss_with_per_class_knobs_trains(cache):
@@ -157,7 +175,6 @@ def test_checkpoints_hold_the_best_epochs_case_records_consistent_with_its_metri
         fg, bg = np.stack(rows["hist_fg"].to_list()), np.stack(rows["hist_bg"].to_list())
         assert (fg[:, 10:].sum(1) == tp).all() and (bg[:, 10:].sum(1) == fp).all()  # 0.5 = bin 10 of 20
         assert (fg.sum(1) + bg.sum(1) == 32 * 32).all()
-
 
 
 def test_a_resumed_trial_keeps_the_case_records_of_its_earlier_best_epoch(cache, tmp_path, monkeypatch):

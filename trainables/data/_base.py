@@ -65,7 +65,7 @@ def glob_capture(pattern: str) -> re.Pattern[str]:
             if end < 0:
                 out.append(re.escape(ch))
             else:
-                body = pattern[i + 1:end]
+                body = pattern[i + 1 : end]
                 out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
                 i = end
         else:
@@ -95,8 +95,10 @@ def patient_from_pattern(regex: str, relative: str, what: str) -> str:
     """Returns the patient id that ``regex`` (group ``patient`` or group 1) finds in ``relative``."""
     match = re.search(regex, relative)
     if match is None:
-        raise ValueError(f"{what}: patient_pattern {regex!r} does not match {relative!r}; "
-                         "expected a regex whose group 1 (or group 'patient') is the patient id")
+        raise ValueError(
+            f"{what}: patient_pattern {regex!r} does not match {relative!r}; "
+            "expected a regex whose group 1 (or group 'patient') is the patient id"
+        )
     groups = match.groupdict()
     value = groups.get("patient") or (match.group(1) if match.re.groups else match.group(0))
     if not value:
@@ -158,8 +160,9 @@ class ScanVolume:
     slice_ids: list[str] | None = None
 
 
-def normalise_label_values(label_values: Mapping[Any, Any] | None, classes: Sequence[str],
-                           label_mode: str, default: Mapping[int, Any]) -> dict[int, tuple[str, ...]]:
+def normalise_label_values(
+    label_values: Mapping[Any, Any] | None, classes: Sequence[str], label_mode: str, default: Mapping[int, Any]
+) -> dict[int, tuple[str, ...]]:
     """Returns ``{label value: classes it belongs to}`` checked against ``classes``.
 
     A value may name one class or a list (multi-label regions, e.g. BraTS's tumour core = {1, 4});
@@ -183,20 +186,26 @@ def normalise_label_values(label_values: Mapping[Any, Any] | None, classes: Sequ
         names = (names,) if isinstance(names, str) else tuple(names)
         unknown = [n for n in names if n not in known and n != BACKGROUND]
         if unknown:
-            raise ValueError(f"label_values: value {key} names {unknown}, not in classes {list(classes)}; "
-                             "add them to classes or map the value to one of them (or to 'background')")
+            raise ValueError(
+                f"label_values: value {key} names {unknown}, not in classes {list(classes)}; "
+                "add them to classes or map the value to one of them (or to 'background')"
+            )
         names = tuple(n for n in names if n != BACKGROUND)
         if label_mode == "multiclass" and len(names) > 1:
-            raise ValueError(f"label_values: value {key} belongs to {list(names)}, but multiclass classes "
-                             "cannot overlap; use label_mode multilabel for overlapping regions")
+            raise ValueError(
+                f"label_values: value {key} belongs to {list(names)}, but multiclass classes "
+                "cannot overlap; use label_mode multilabel for overlapping regions"
+            )
         if key == 0 and names:
             raise ValueError("label_values: value 0 is background; map foreground classes to other values")
         out[key] = names
     produced = {n for names in out.values() for n in names}
     missing = [c for c in classes if c not in produced]
     if missing:
-        raise ValueError(f"label_values: no label value maps to class(es) {missing}; "
-                         f"give each class of {list(classes)} at least one value")
+        raise ValueError(
+            f"label_values: no label value maps to class(es) {missing}; "
+            f"give each class of {list(classes)} at least one value"
+        )
     return out
 
 
@@ -205,8 +214,14 @@ def default_label_values(classes: Sequence[str], step: int = 1) -> dict[int, str
     return {step * (i + 1): c for i, c in enumerate(classes)}
 
 
-def class_masks(labels: np.ndarray, value_classes: Mapping[int, tuple[str, ...]], classes: Sequence[str],
-                label_mode: str, label_files: Sequence[Path], tolerance: int = 0) -> np.ndarray:
+def class_masks(
+    labels: np.ndarray,
+    value_classes: Mapping[int, tuple[str, ...]],
+    classes: Sequence[str],
+    label_mode: str,
+    label_files: Sequence[Path],
+    tolerance: int = 0,
+) -> np.ndarray:
     """Returns 0/1 masks (S, C, H, W) uint8 from a label map (S, H, W).
 
     ``multilabel``: one channel per class, a pixel in every class its value belongs to.
@@ -221,8 +236,10 @@ def class_masks(labels: np.ndarray, value_classes: Mapping[int, tuple[str, ...]]
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(values)) or not np.allclose(values, np.round(values), atol=1e-3):
             bad = values[~np.isclose(values, np.round(values), atol=1e-3)][:5].tolist()
-            raise ValueError(f"{label_files[0]}: label values {bad} are not integers; expected a label map "
-                             "of integer values (is this an image rather than a label volume?)")
+            raise ValueError(
+                f"{label_files[0]}: label values {bad} are not integers; expected a label map "
+                "of integer values (is this an image rather than a label volume?)"
+            )
         labels = np.round(labels).astype(np.int64)
         values = np.unique(labels)
     listed = np.array(sorted(value_classes), dtype=np.int64)
@@ -243,8 +260,8 @@ def class_masks(labels: np.ndarray, value_classes: Mapping[int, tuple[str, ...]]
         raise ValueError(
             f"{where}{slice_note}: label value(s) {unknown[:10]} not in label_values "
             f"{ {k: list(v) for k, v in value_classes.items()} }; add them to label_values (map a value to "
-            "'background' to ignore it)" + (f" or raise the grey tolerance (now {tolerance})" if tolerance or
-                                          labels.max() > 16 else "")
+            "'background' to ignore it)"
+            + (f" or raise the grey tolerance (now {tolerance})" if tolerance or labels.max() > 16 else "")
         )
     offset = 1 if label_mode == "multiclass" else 0
     masks = np.zeros((labels.shape[0], len(classes) + offset, *labels.shape[1:]), np.uint8)
@@ -304,16 +321,24 @@ class DataAdapter(ABC):
     #: grey levels may be off by this much and still match a listed value
     label_tolerance: int = 0
 
-    def __init__(self, root: str | Path, options: Mapping[str, Any] | None = None, *,
-                 classes: Sequence[str], label_values: Mapping[Any, Any] | None = None,
-                 label_mode: str = "multilabel"):
+    def __init__(
+        self,
+        root: str | Path,
+        options: Mapping[str, Any] | None = None,
+        *,
+        classes: Sequence[str],
+        label_values: Mapping[Any, Any] | None = None,
+        label_mode: str = "multilabel",
+    ):
         self.root = Path(root).expanduser().resolve()
         self.classes = tuple(classes)
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be unique names, got {list(classes)}")
         if BACKGROUND in self.classes:
-            raise ValueError("classes lists the foreground classes; 'background' is added as channel 0 "
-                             "under multiclass, leave it out")
+            raise ValueError(
+                "classes lists the foreground classes; 'background' is added as channel 0 "
+                "under multiclass, leave it out"
+            )
         self.label_mode = label_mode
         self.options = self.parse_options(options or {})
         self.value_classes = self.label_map(label_values)
@@ -335,13 +360,18 @@ class DataAdapter(ABC):
         try:
             return cls.Options.model_validate(dict(options))
         except ValidationError as err:
-            raise ValueError("; ".join(f"data.{cls.name}.{'.'.join(map(str, e['loc']))}: "
-                                       f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
+            raise ValueError(
+                "; ".join(
+                    f"data.{cls.name}.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in err.errors()
+                )
+            ) from None
 
     def label_map(self, label_values: Mapping[Any, Any] | None) -> dict[int, tuple[str, ...]]:
         """Returns the checked ``{value: classes}`` map (see :func:`normalise_label_values`)."""
-        return normalise_label_values(label_values, self.classes, self.label_mode,
-                                      default_label_values(self.classes, self.default_label_step))
+        return normalise_label_values(
+            label_values, self.classes, self.label_mode, default_label_values(self.classes, self.default_label_step)
+        )
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -360,11 +390,13 @@ class DataAdapter(ABC):
             return [f"data.root: {err}"]
         patients = len({s.patient for s in sources})
         if not fixed_split and patients < folds:
-            return [f"data.folds: {folds} folds but only {patients} patients under {self.root}; "
-                    f"use at most {patients} folds"]
+            return [
+                f"data.folds: {folds} folds but only {patients} patients under {self.root}; "
+                f"use at most {patients} folds"
+            ]
         return []
 
-    def before_digest(self) -> None:
+    def before_digest(self) -> None:  # noqa: B027 -- an optional hook, not an abstract method
         """Runs before anything is hashed or listed (default: nothing)."""
 
     def digest(self) -> str:
@@ -378,4 +410,3 @@ class DataAdapter(ABC):
     @abstractmethod
     def load(self, source: ScanSource) -> ScanVolume:
         """Returns one scan read from disk; raises naming the file on any inconsistency."""
-

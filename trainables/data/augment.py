@@ -156,8 +156,9 @@ class _CoarseElasticTransform(A.ElasticTransform):
         height, width = params["shape"][:2]
         dx, dy = smooth_displacement((height, width), self.alpha, self.sigma, self.random_generator)
         if (height, width) not in self._grids:
-            self._grids[(height, width)] = np.meshgrid(np.arange(width, dtype=np.float32),
-                                                       np.arange(height, dtype=np.float32))
+            self._grids[(height, width)] = np.meshgrid(
+                np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
+            )
         x, y = self._grids[(height, width)]
         return {"map_x": x + dx, "map_y": y + dy, "dx": dx, "dy": dy}
 
@@ -186,12 +187,22 @@ def _geometric(g: GeometricRanges) -> list:
     return [
         A.HorizontalFlip(p=g.hflip_p),
         A.VerticalFlip(p=g.vflip_p),
-        A.Affine(scale=g.scale, translate_percent=g.translate, rotate=g.rotate,
-                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=g.affine_p),
-        A.OneOf([
-            _CoarseElasticTransform(alpha=g.elastic_alpha, sigma=g.elastic_sigma, p=1.0),
-            A.GridDistortion(num_steps=g.grid_steps, distort_limit=g.grid_distort, p=1.0),
-        ], p=g.warp_p),
+        A.Affine(
+            scale=g.scale,
+            translate_percent=g.translate,
+            rotate=g.rotate,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=0,
+            p=g.affine_p,
+        ),
+        A.OneOf(
+            [
+                _CoarseElasticTransform(alpha=g.elastic_alpha, sigma=g.elastic_sigma, p=1.0),
+                A.GridDistortion(num_steps=g.grid_steps, distort_limit=g.grid_distort, p=1.0),
+            ],
+            p=g.warp_p,
+        ),
     ]
 
 
@@ -205,7 +216,9 @@ def _intensity(i: IntensityRanges) -> list:
 def _seed000(image_size: int, geometric: bool = True, intensity: bool = True) -> A.Compose | None:
     # Geometric transforms move image and mask together (mask with nearest-neighbour); intensity
     # transforms touch the image only.
-    transforms = (_geometric(SEED000_GEOMETRY) if geometric else []) + (_intensity(SEED000_INTENSITY) if intensity else [])
+    transforms = (_geometric(SEED000_GEOMETRY) if geometric else []) + (
+        _intensity(SEED000_INTENSITY) if intensity else []
+    )
     return A.Compose(transforms) if transforms else None
 
 
@@ -217,8 +230,14 @@ AUGMENTATIONS = {
 }
 
 
-def build_augmentation(image_size: int, strength: str = "seed000", *, geometric: bool = True,
-                       intensity: bool = True, seed: int | None = None) -> A.Compose | None:
+def build_augmentation(
+    image_size: int,
+    strength: str = "seed000",
+    *,
+    geometric: bool = True,
+    intensity: bool = True,
+    seed: int | None = None,
+) -> A.Compose | None:
     """Returns the Albumentations pipeline named ``strength`` for float32 HWC images in [0, 1] and
     HWC uint8 masks, or ``None`` when nothing is left to do (``"none"``, or both parts off).
 
@@ -251,8 +270,9 @@ def seed_transform(transform, seed: int | None) -> None:
     transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
-def record_geometric_parameters(n: int, strength: str = "seed000", image_size: int = 64,
-                                seed: int = 0) -> dict[str, np.ndarray]:
+def record_geometric_parameters(
+    n: int, strength: str = "seed000", image_size: int = 64, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Returns the geometric parameters the CPU pipeline drew for ``n`` slices, keyed as
     :class:`trainables.data.gpu_augment.GeometricParams` (for comparing the two paths' statistics).
 
@@ -267,8 +287,13 @@ def record_geometric_parameters(n: int, strength: str = "seed000", image_size: i
     centre = np.array([image_size / 2 - 0.5, image_size / 2 - 0.5])
     flags = {k: np.zeros(n, bool) for k in ("hflip", "vflip", "affine", "elastic", "grid")}
     rotate, scale, translate, displacement = [], [], [], []
-    names = {"HorizontalFlip": "hflip", "VerticalFlip": "vflip", "Affine": "affine",
-             "_CoarseElasticTransform": "elastic", "GridDistortion": "grid"}
+    names = {
+        "HorizontalFlip": "hflip",
+        "VerticalFlip": "vflip",
+        "Affine": "affine",
+        "_CoarseElasticTransform": "elastic",
+        "GridDistortion": "grid",
+    }
     for i in range(n):
         for name, params in pipeline(image=image, mask=mask)["applied_transforms"]:
             if name in names:
@@ -281,5 +306,10 @@ def record_geometric_parameters(n: int, strength: str = "seed000", image_size: i
                 translate.append((matrix[:2, :2] @ centre + matrix[:2, 2] - centre) / image_size)
             elif name == "_CoarseElasticTransform":
                 displacement.append(float(np.std(np.stack([params["dx"], params["dy"]]))))
-    return {**flags, "rotate": np.array(rotate), "scale": np.array(scale).reshape(-1, 2),
-            "translate": np.array(translate).reshape(-1, 2), "displacement_std": np.array(displacement)}
+    return {
+        **flags,
+        "rotate": np.array(rotate),
+        "scale": np.array(scale).reshape(-1, 2),
+        "translate": np.array(translate).reshape(-1, 2),
+        "displacement_std": np.array(displacement),
+    }

@@ -149,14 +149,17 @@ def load_split(split: str | Path | Mapping[Any, Sequence[Any]] | Sequence[Sequen
     for fold in sorted(folds):
         for patient in folds[fold]:
             if patient in seen:
-                raise ValueError(f"{source}: patient {patient!r} is listed in fold {seen[patient]} and fold {fold}; "
-                                 "list each validation patient once")
+                raise ValueError(
+                    f"{source}: patient {patient!r} is listed in fold {seen[patient]} and fold {fold}; "
+                    "list each validation patient once"
+                )
             seen[patient] = fold
     return {f: folds[f] for f in sorted(folds)}
 
 
-def split_folds(patients: Sequence[str], split: Mapping[int, Sequence[str]], n_folds: int,
-                source: str = "split") -> dict[str, int]:
+def split_folds(
+    patients: Sequence[str], split: Mapping[int, Sequence[str]], n_folds: int, source: str = "split"
+) -> dict[str, int]:
     """Returns patient -> fold from a fixed split; patients it does not list go to fold ``n_folds``,
     a training-only fold that is never validated.
 
@@ -168,8 +171,10 @@ def split_folds(patients: Sequence[str], split: Mapping[int, Sequence[str]], n_f
     known = set(patients)
     unknown = sorted({p for ps in split.values() for p in ps} - known, key=natural_key)
     if unknown:
-        raise ValueError(f"{source}: patient id(s) {unknown[:10]} not in the data set; "
-                         f"its patients are {sorted(known, key=natural_key)[:10]}{' ...' if len(known) > 10 else ''}")
+        raise ValueError(
+            f"{source}: patient id(s) {unknown[:10]} not in the data set; "
+            f"its patients are {sorted(known, key=natural_key)[:10]}{' ...' if len(known) > 10 else ''}"
+        )
     folds = {p: f for f, ps in split.items() for p in ps}
     return {p: folds.get(p, n_folds) for p in patients}
 
@@ -190,8 +195,14 @@ def _prepare_scan(adapter: DataAdapter, source: ScanSource, scans_dir: Path, st:
     if vol.masks is not None:
         masks = np.asarray(vol.masks, dtype=np.uint8)
     else:
-        masks = class_masks(vol.labels, adapter.value_classes, adapter.classes, adapter.label_mode,
-                            vol.label_files, adapter.label_tolerance)
+        masks = class_masks(
+            vol.labels,
+            adapter.value_classes,
+            adapter.classes,
+            adapter.label_mode,
+            vol.label_files,
+            adapter.label_tolerance,
+        )
     if image.ndim != 3 or masks.shape[0] != image.shape[0] or masks.shape[2:] != image.shape[1:]:
         raise ValueError(f"{vol.image_files[0]}: image {image.shape} and masks {masks.shape} do not match")
     n, h, w = image.shape
@@ -204,8 +215,10 @@ def _prepare_scan(adapter: DataAdapter, source: ScanSource, scans_dir: Path, st:
     target = st.target_spacing
     if target is not None and len(target) == 3 and n > 1:
         if not math.isfinite(sz) or sz <= 0:
-            raise ValueError(f"{vol.image_files[0]}: slice spacing unknown; cannot resample to target_spacing "
-                             f"{list(target)} (give two values to resample in-plane only)")
+            raise ValueError(
+                f"{vol.image_files[0]}: slice spacing unknown; cannot resample to target_spacing "
+                f"{list(target)} (give two values to resample in-plane only)"
+            )
         image = resample_slices(image, sz, target[0], nearest=False)
         masks = resample_slices(masks, sz, target[0], nearest=True)
         if len(image) != n:
@@ -225,8 +238,10 @@ def _prepare_scan(adapter: DataAdapter, source: ScanSource, scans_dir: Path, st:
     for s in range(n):
         if target is not None:
             img = crop_or_pad(resample_inplane(image[s], (sh, sw), (th, tw), nearest=False), size, 0.0)
-            m = np.stack([resample_inplane(masks[s, c], (sh, sw), (th, tw), nearest=True)
-                          for c in range(masks.shape[1])], axis=-1)
+            m = np.stack(
+                [resample_inplane(masks[s, c], (sh, sw), (th, tw), nearest=True) for c in range(masks.shape[1])],
+                axis=-1,
+            )
             m = crop_or_pad(m, size, fill).transpose(2, 0, 1)
         else:
             shrink = h >= size and w >= size
@@ -338,11 +353,21 @@ def prepare_dataset_cache(
             unpaired files, a label value not in ``label_values``, image and label of different
             shapes, a missing DICOM slice, a mask of another size than its image, ...
     """
-    adapter = build_adapter(format, data_root, options, classes=classes, label_values=label_values,
-                            label_mode=label_mode)
-    return _write_cache(adapter, cache_dir, image_size=image_size, n_folds=n_folds, fold_seed=fold_seed,
-                        intensity=intensity, window=window, clip_percentiles=clip_percentiles,
-                        target_spacing=target_spacing, split=split)
+    adapter = build_adapter(
+        format, data_root, options, classes=classes, label_values=label_values, label_mode=label_mode
+    )
+    return _write_cache(
+        adapter,
+        cache_dir,
+        image_size=image_size,
+        n_folds=n_folds,
+        fold_seed=fold_seed,
+        intensity=intensity,
+        window=window,
+        clip_percentiles=clip_percentiles,
+        target_spacing=target_spacing,
+        split=split,
+    )
 
 
 def prepare_cache(
@@ -395,17 +420,23 @@ def _write_cache(
     if target_spacing is not None:
         target_spacing = tuple(float(x) for x in target_spacing)
         if len(target_spacing) not in (2, 3) or min(target_spacing) <= 0:
-            raise ValueError(f"target_spacing must be 2 (row, column) or 3 (slice, row, column) positive mm "
-                             f"values, got {list(target_spacing)}")
+            raise ValueError(
+                f"target_spacing must be 2 (row, column) or 3 (slice, row, column) positive mm "
+                f"values, got {list(target_spacing)}"
+            )
     split_folds_listed = None if split is None else load_split(split)
     split_source = str(split) if isinstance(split, (str, Path)) else "split"
     cache_dir = Path(cache_dir)
     classes = adapter.classes
     multiclass = adapter.label_mode == "multiclass"
     channels = [BACKGROUND, *classes] if multiclass else list(classes)
-    settings = _Settings(image_size, intensity, None if window is None else tuple(map(float, window)),
-                         None if clip_percentiles is None else tuple(map(float, clip_percentiles)),
-                         target_spacing)
+    settings = _Settings(
+        image_size,
+        intensity,
+        None if window is None else tuple(map(float, window)),
+        None if clip_percentiles is None else tuple(map(float, clip_percentiles)),
+        target_spacing,
+    )
 
     params: dict[str, Any] = {
         "format_version": CACHE_FORMAT_VERSION,
@@ -425,7 +456,9 @@ def _write_cache(
     }
     adapter.before_digest()
     digest = adapter.digest()
-    key = hashlib.sha256(json.dumps({"params": params, "data": digest}, sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps({"params": params, "data": digest}, sort_keys=True, default=str).encode()
+    ).hexdigest()
     info_path = cache_dir / _INFO
     if info_path.is_file():
         try:
@@ -472,14 +505,26 @@ def _write_cache(
         n = len(fact["numbers"])
         case = case_of[src.patient]
         sz, sh, sw = fact["spacing"]
-        for position, (number, sid, area) in enumerate(zip(fact["numbers"], fact["ids"], fact["areas"].tolist(),
-                                                           strict=True)):
+        for position, (number, sid, area) in enumerate(
+            zip(fact["numbers"], fact["ids"], fact["areas"].tolist(), strict=True)
+        ):
             row = {
-                "id": sid, "scan": src.scan, "patient": src.patient, "case": case, "day": src.day,
-                "slice_number": number, "position": position, "n_slices": n, "fold": folds[case],
-                "height": fact["height"], "width": fact["width"],
-                "spacing_h": sh, "spacing_w": sw, "spacing_z": sz,
-                "source_spacing_h": fact["source_spacing"][0], "source_spacing_w": fact["source_spacing"][1],
+                "id": sid,
+                "scan": src.scan,
+                "patient": src.patient,
+                "case": case,
+                "day": src.day,
+                "slice_number": number,
+                "position": position,
+                "n_slices": n,
+                "fold": folds[case],
+                "height": fact["height"],
+                "width": fact["width"],
+                "spacing_h": sh,
+                "spacing_w": sw,
+                "spacing_z": sz,
+                "source_spacing_h": fact["source_spacing"][0],
+                "source_spacing_w": fact["source_spacing"][1],
             }
             for cls, a in zip(classes, area, strict=True):
                 row[f"has_{cls}"] = a > 0

@@ -92,8 +92,10 @@ class SliceDataset(Dataset):
     def _scan(self, scan: str) -> tuple[np.ndarray, np.ndarray]:
         if scan not in self._scans:
             folder = self.cache_dir / "scans"
-            self._scans[scan] = (np.load(folder / f"{scan}.npy", mmap_mode="r"),
-                                 np.load(folder / f"{scan}_mask.npy", mmap_mode="r"))
+            self._scans[scan] = (
+                np.load(folder / f"{scan}.npy", mmap_mode="r"),
+                np.load(folder / f"{scan}_mask.npy", mmap_mode="r"),
+            )
         return self._scans[scan]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,8 +135,10 @@ def roi_ratio_subset(index, ratio: float, classes: Sequence[str], seed: int = 0)
     present = index[[f"has_{c}" for c in classes]].any(axis=1).to_numpy()
     n_present, n_absent = int(present.sum()), int((~present).sum())
     if n_present == 0 or n_absent == 0:
-        raise ValueError(f"roi_ratio needs ROI-present and ROI-absent training slices; found "
-                         f"{n_present} present and {n_absent} absent")
+        raise ValueError(
+            f"roi_ratio needs ROI-present and ROI-absent training slices; found "
+            f"{n_present} present and {n_absent} absent"
+        )
     rng = np.random.default_rng(seed)
     keep_present, keep_absent = np.flatnonzero(present), np.flatnonzero(~present)
     if n_present / n_absent > ratio:

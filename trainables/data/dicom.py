@@ -41,15 +41,20 @@ class DicomOptions(FormatOptions):
     T1-DUAL in-phase; module docstring: the layout and how masks pair with slices)."""
 
     patients: str = Field("*", description="glob of the patient folders under data.root")
-    series: str = Field("T1DUAL/DICOM_anon/InPhase", description="glob of the series folders in a patient "
-                        "folder (each match is a scan)")
-    ground: str = Field("T1DUAL/Ground", description="folder of the per-slice PNG masks in a patient folder; "
-                        "{series} = the series folder's name")
+    series: str = Field(
+        "T1DUAL/DICOM_anon/InPhase", description="glob of the series folders in a patient folder (each match is a scan)"
+    )
+    ground: str = Field(
+        "T1DUAL/Ground",
+        description="folder of the per-slice PNG masks in a patient folder; {series} = the series folder's name",
+    )
     files: str = Field("*.dcm", description="glob of the DICOM files in a series folder")
     ground_match: Literal["auto", "name", "order"] = Field(
-        "auto", description="pair masks with slices by file name, by order, or by name when every slice has one")
-    grey_tolerance: int = Field(0, ge=0, le=127, description="a mask grey level this close to a listed one counts "
-                                "as it (0: exact)")
+        "auto", description="pair masks with slices by file name, by order, or by name when every slice has one"
+    )
+    grey_tolerance: int = Field(
+        0, ge=0, le=127, description="a mask grey level this close to a listed one counts as it (0: exact)"
+    )
 
 
 def read_mask_png(path: Path) -> np.ndarray:
@@ -79,7 +84,9 @@ def _slice_position(ds) -> float | None:
     return float(np.dot(normal, np.asarray(ipp, float)))
 
 
-def read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, tuple[float, float, float], list[int], list[Path]]:
+def read_dicom_series(
+    folder: Path, files: list[Path]
+) -> tuple[np.ndarray, tuple[float, float, float], list[int], list[Path]]:
     """Returns ``(volume (S, H, W) float32 after the modality LUT, (slice, row, column) spacing mm,
     instance numbers, files)`` of one series, slices in series order.
 
@@ -101,14 +108,18 @@ def read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, tupl
             raise ValueError(f"{path}: expected a single-frame grey image, got pixel array {pixels.shape}")
         number = getattr(ds, "InstanceNumber", None)
         spacing = getattr(ds, "PixelSpacing", None)
-        slices.append({
-            "path": path,
-            "pixels": pixels,
-            "number": None if number is None else int(number),
-            "position": _slice_position(ds),
-            "spacing": (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0),
-            "thickness": float(getattr(ds, "SpacingBetweenSlices", None) or getattr(ds, "SliceThickness", None) or "nan"),
-        })
+        slices.append(
+            {
+                "path": path,
+                "pixels": pixels,
+                "number": None if number is None else int(number),
+                "position": _slice_position(ds),
+                "spacing": (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0),
+                "thickness": float(
+                    getattr(ds, "SpacingBetweenSlices", None) or getattr(ds, "SliceThickness", None) or "nan"
+                ),
+            }
+        )
     numbers = [s["number"] for s in slices]
     positions = [s["position"] for s in slices]
     by_number = None not in numbers and len(set(numbers)) == len(numbers)
@@ -128,9 +139,11 @@ def read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, tupl
         gaps = [(slices[i]["number"], slices[i + 1]["number"]) for i in np.flatnonzero(steps != step)]
         if gaps:
             a, b = gaps[0]
-            raise ValueError(f"{folder}: missing slice(s): InstanceNumber jumps from {a} to {b} (step {step}) "
-                             f"after {slices[int(np.flatnonzero(steps != step)[0])]['path'].name}; "
-                             "expected a complete series")
+            raise ValueError(
+                f"{folder}: missing slice(s): InstanceNumber jumps from {a} to {b} (step {step}) "
+                f"after {slices[int(np.flatnonzero(steps != step)[0])]['path'].name}; "
+                "expected a complete series"
+            )
     ordered = [s["position"] for s in slices]
     slice_spacing = slices[0]["thickness"]
     if None not in ordered and len(slices) > 1:
@@ -141,12 +154,18 @@ def read_dicom_series(folder: Path, files: list[Path]) -> tuple[np.ndarray, tupl
             jump = np.flatnonzero(diffs > 1.5 * median)
             if jump.size:
                 i = int(jump[0])
-                raise ValueError(f"{folder}: missing slice(s): position jumps {diffs[i]:.2f} mm (spacing "
-                                 f"{median:.2f} mm) between {slices[i]['path'].name} and {slices[i + 1]['path'].name}")
+                raise ValueError(
+                    f"{folder}: missing slice(s): position jumps {diffs[i]:.2f} mm (spacing "
+                    f"{median:.2f} mm) between {slices[i]['path'].name} and {slices[i + 1]['path'].name}"
+                )
     volume = np.stack([s["pixels"] for s in slices])
     row, col = slices[0]["spacing"]
-    return (volume, (slice_spacing, row, col), [s["number"] if s["number"] is not None else i + 1
-                                                for i, s in enumerate(slices)], [s["path"] for s in slices])
+    return (
+        volume,
+        (slice_spacing, row, col),
+        [s["number"] if s["number"] is not None else i + 1 for i, s in enumerate(slices)],
+        [s["path"] for s in slices],
+    )
 
 
 class DicomAdapter(DataAdapter):
@@ -163,12 +182,15 @@ class DicomAdapter(DataAdapter):
     def discover(self) -> list[ScanSource]:
         self.check_root()
         opts: DicomOptions = self.options
-        patient_dirs = sorted((p for p in self.root.glob(opts.patients) if p.is_dir() and not p.name.startswith(".")),
-                              key=lambda p: natural_key(p.relative_to(self.root).as_posix()))
+        patient_dirs = sorted(
+            (p for p in self.root.glob(opts.patients) if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: natural_key(p.relative_to(self.root).as_posix()),
+        )
         rows = []
         for patient_dir in patient_dirs:
-            series_dirs = sorted((s for s in patient_dir.glob(opts.series) if s.is_dir()),
-                                 key=lambda p: natural_key(p.as_posix()))
+            series_dirs = sorted(
+                (s for s in patient_dir.glob(opts.series) if s.is_dir()), key=lambda p: natural_key(p.as_posix())
+            )
             patient = patient_dir.relative_to(self.root).as_posix()
             for day, series_dir in enumerate(series_dirs):
                 files = sorted(series_dir.glob(opts.files), key=lambda p: natural_key(p.name))
@@ -176,21 +198,35 @@ class DicomAdapter(DataAdapter):
                     raise FileNotFoundError(f"{series_dir}: no DICOM file matches files={opts.files!r}")
                 ground = patient_dir / opts.ground.format(series=series_dir.name)
                 if not ground.is_dir():
-                    raise FileNotFoundError(f"{series_dir}: its ground-truth folder {ground} (ground={opts.ground!r}) "
-                                            "not found")
-                pngs = sorted((p for p in ground.iterdir() if p.suffix.lower() == ".png"),
-                              key=lambda p: natural_key(p.name))
+                    raise FileNotFoundError(
+                        f"{series_dir}: its ground-truth folder {ground} (ground={opts.ground!r}) not found"
+                    )
+                pngs = sorted(
+                    (p for p in ground.iterdir() if p.suffix.lower() == ".png"), key=lambda p: natural_key(p.name)
+                )
                 if not pngs:
                     raise FileNotFoundError(f"{ground}: no PNG mask found; expected one per slice of {series_dir}")
                 rows.append((patient, day, series_dir, files, ground, pngs))
         if not rows:
-            raise FileNotFoundError(f"no series folder under {self.root} matches patients={opts.patients!r} / "
-                                    f"series={opts.series!r}; set data.dicom.patients and data.dicom.series")
-        names = unique_scan_names([(p if len([r for r in rows if r[0] == p]) == 1 else f"{p}_{s.name}",
-                                    f"{p}_{s.relative_to(self.root / p).as_posix()}") for p, _, s, *_ in rows])
-        return [ScanSource(scan=name, patient=patient, files=(*files, *pngs), day=day,
-                           payload=(series_dir, files, ground, pngs))
-                for (patient, day, series_dir, files, ground, pngs), name in zip(rows, names, strict=True)]
+            raise FileNotFoundError(
+                f"no series folder under {self.root} matches patients={opts.patients!r} / "
+                f"series={opts.series!r}; set data.dicom.patients and data.dicom.series"
+            )
+        names = unique_scan_names(
+            [
+                (
+                    p if len([r for r in rows if r[0] == p]) == 1 else f"{p}_{s.name}",
+                    f"{p}_{s.relative_to(self.root / p).as_posix()}",
+                )
+                for p, _, s, *_ in rows
+            ]
+        )
+        return [
+            ScanSource(
+                scan=name, patient=patient, files=(*files, *pngs), day=day, payload=(series_dir, files, ground, pngs)
+            )
+            for (patient, day, series_dir, files, ground, pngs), name in zip(rows, names, strict=True)
+        ]
 
     def _pair(self, series_dir: Path, ordered: list[Path], ground: Path, pngs: list[Path]) -> list[Path]:
         by_stem = {p.stem: p for p in pngs}
@@ -199,12 +235,13 @@ class DicomAdapter(DataAdapter):
         if mode == "name" or (mode == "auto" and None not in named):
             if None in named:
                 missing = ordered[named.index(None)]
-                raise FileNotFoundError(f"{missing}: no mask {ground / (missing.stem + '.png')} "
-                                        "(ground_match: name)")
+                raise FileNotFoundError(f"{missing}: no mask {ground / (missing.stem + '.png')} (ground_match: name)")
             return named  # type: ignore[return-value]
         if len(pngs) != len(ordered):
-            raise ValueError(f"{ground}: {len(pngs)} mask PNGs for the {len(ordered)} slices of {series_dir}; "
-                             "expected one per slice (paired in order)")
+            raise ValueError(
+                f"{ground}: {len(pngs)} mask PNGs for the {len(ordered)} slices of {series_dir}; "
+                "expected one per slice (paired in order)"
+            )
         return pngs
 
     def load(self, source: ScanSource) -> ScanVolume:
@@ -215,8 +252,16 @@ class DicomAdapter(DataAdapter):
         for s, path in enumerate(masks):
             mask = read_mask_png(path)
             if mask.shape != volume.shape[1:]:
-                raise ValueError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (width x height) but its slice "
-                                 f"{ordered[s]} is {volume.shape[2]}x{volume.shape[1]}; expected the same size")
+                raise ValueError(
+                    f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (width x height) but its slice "
+                    f"{ordered[s]} is {volume.shape[2]}x{volume.shape[1]}; expected the same size"
+                )
             labels[s] = mask
-        return ScanVolume(image=volume, labels=labels, spacing=spacing, slice_numbers=numbers,
-                          label_files=tuple(masks), image_files=tuple(ordered))
+        return ScanVolume(
+            image=volume,
+            labels=labels,
+            spacing=spacing,
+            slice_numbers=numbers,
+            label_files=tuple(masks),
+            image_files=tuple(ordered),
+        )

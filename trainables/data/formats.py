@@ -63,12 +63,19 @@ def format_options(format: str) -> dict[str, Any]:
     return ADAPTERS[format].Options().model_dump()
 
 
-def discover_dataset(format: str, data_root: str | Path, options: Mapping[str, Any] | None = None, *,
-                     classes: Sequence[str] = GI_CLASSES, label_values: Mapping[Any, Any] | None = None,
-                     label_mode: str = "multilabel") -> list[ScanSource]:
+def discover_dataset(
+    format: str,
+    data_root: str | Path,
+    options: Mapping[str, Any] | None = None,
+    *,
+    classes: Sequence[str] = GI_CLASSES,
+    label_values: Mapping[Any, Any] | None = None,
+    label_mode: str = "multilabel",
+) -> list[ScanSource]:
     """Returns the scans ``format`` finds under ``data_root``, from file names alone (a preflight:
     counts patients, reports unpaired or missing files) -- the synthetic format generates its data first."""
-    adapter = build_adapter(format, data_root, options, classes=classes, label_values=label_values,
-                            label_mode=label_mode)
+    adapter = build_adapter(
+        format, data_root, options, classes=classes, label_values=label_values, label_mode=label_mode
+    )
     adapter.before_digest()
     return adapter.discover()

@@ -79,7 +79,7 @@ def _grid_coordinates(steps: torch.Tensor, n: int, num_steps: int) -> torch.Tens
     step = n // num_steps
     steps = steps.clone()
     last = min(n, (num_steps + 1) * step) - num_steps * step
-    steps[:, -1] *= last / step                               # the last segment is shorter
+    steps[:, -1] *= last / step  # the last segment is shorter
     steps = steps * ((n / math.floor(n / num_steps)) / steps.sum(dim=1, keepdim=True))  # stays inside
     ends = torch.cumsum(step * steps, dim=1)
     starts = ends - step * steps
@@ -97,8 +97,14 @@ def _basis(n: int, sigma: float, device) -> torch.Tensor:
     return _BASES[key]
 
 
-def sample_geometric(batch: int, height: int, width: int, ranges: GeometricRanges,
-                     generator: torch.Generator, device: torch.device | str = "cpu") -> GeometricParams:
+def sample_geometric(
+    batch: int,
+    height: int,
+    width: int,
+    ranges: GeometricRanges,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> GeometricParams:
     """Returns the parameters of ``batch`` slices drawn from ``ranges`` with ``generator`` (which
     must live on ``device``); nothing leaves the device."""
     g, dev, b = generator, device, batch
@@ -117,8 +123,8 @@ def sample_geometric(batch: int, height: int, width: int, ranges: GeometricRange
         affine=torch.rand(b, generator=g, device=dev) < ranges.affine_p,
         rotate=_uniform(b, *ranges.rotate, g, dev),
         scale=_uniform((b, 2), *ranges.scale, g, dev),
-        translate=torch.trunc(_uniform((b, 2), *ranges.translate, g, dev)
-                              * torch.tensor([width, height], device=dev)) / torch.tensor([width, height], device=dev),
+        translate=torch.trunc(_uniform((b, 2), *ranges.translate, g, dev) * torch.tensor([width, height], device=dev))
+        / torch.tensor([width, height], device=dev),
         elastic=warp & elastic_pick,
         grid=warp & ~elastic_pick,
         displacement=displacement,
@@ -132,8 +138,11 @@ def sampling_grid(params: GeometricParams, height: int, width: int) -> torch.Ten
     that applies flips, then affine, then the warp: output pixel -> warp -> inverse affine -> flips."""
     device = params.rotate.device
     b = params.rotate.shape[0]
-    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
-                            torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float32),
+        torch.arange(width, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
     x = xs.expand(b, height, width)
     y = ys.expand(b, height, width)
     # the warp (last on the CPU path) is the first step back from an output pixel
@@ -159,8 +168,9 @@ def sampling_grid(params: GeometricParams, height: int, width: int) -> torch.Ten
     return torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
 
 
-def apply_geometric(images: torch.Tensor, masks: torch.Tensor, params: GeometricParams, *,
-                    one_hot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_geometric(
+    images: torch.Tensor, masks: torch.Tensor, params: GeometricParams, *, one_hot: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (images, masks) resampled with ``params``: images (B, K, H, W) bilinear, masks
     (B, C, H, W) 0/1 nearest, both zero outside the source. ``one_hot`` (softmax masks, channel 0
     background): a pixel warped in from outside the source is background, ``m_0 = 1 - max_c m_c``
@@ -186,8 +196,9 @@ class BatchGeometricAugment:
     ``last_params`` holds the parameters of the latest batch (None before the first).
     """
 
-    def __init__(self, strength: str = "seed000", *, seed: int = 0, device: torch.device | str = "cpu",
-                 one_hot: bool = False):
+    def __init__(
+        self, strength: str = "seed000", *, seed: int = 0, device: torch.device | str = "cpu", one_hot: bool = False
+    ):
         if strength not in GEOMETRY:
             raise KeyError(f"unknown augmentation {strength!r}; choose from {sorted(GEOMETRY)}")
         self.ranges = GEOMETRY[strength]

@@ -124,8 +124,9 @@ def resample_slices(volume: np.ndarray, spacing: float, target: float, *, neares
     return (volume[lo] * (1 - w) + volume[hi] * w).astype(volume.dtype)
 
 
-def resample_inplane(image: np.ndarray, spacing: tuple[float, float], target: tuple[float, float],
-                     *, nearest: bool) -> np.ndarray:
+def resample_inplane(
+    image: np.ndarray, spacing: tuple[float, float], target: tuple[float, float], *, nearest: bool
+) -> np.ndarray:
     """Returns the 2D (H, W) or (H, W, C) ``image`` resampled from pixel ``spacing`` (sh, sw) to ``target`` mm.
 
     The new size is ``round(H * sh / th)`` x ``round(W * sw / tw)`` (at least 1); area averaging when
@@ -152,5 +153,5 @@ def crop_or_pad(image: np.ndarray, size: int, fill: float | Sequence[float] = 0)
     src_y, src_x = max(0, (h - size) // 2), max(0, (w - size) // 2)
     dst_y, dst_x = max(0, (size - h) // 2), max(0, (size - w) // 2)
     ch, cw = min(h, size), min(w, size)
-    out[dst_y:dst_y + ch, dst_x:dst_x + cw] = image[src_y:src_y + ch, src_x:src_x + cw]
+    out[dst_y : dst_y + ch, dst_x : dst_x + cw] = image[src_y : src_y + ch, src_x : src_x + cw]
     return out

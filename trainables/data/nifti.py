@@ -53,13 +53,21 @@ class NiftiOptions(FormatOptions):
     """Options of ``data.format: nifti``: where the image and label volumes are (module docstring: layouts)."""
 
     images: str = Field("imagesTr/*.nii.gz", description="glob of the image volumes, relative to data.root")
-    labels: str = Field("labelsTr/{name}", description="each image's label volume, relative to data.root; "
-                        "fields {dir} {name} {stem} {case} ({case}: what the first * of the glob matched)")
-    patient_pattern: str | None = Field(None, description="regex on the relative image path, group 1 (or "
-                                        "'patient') = patient id (default: {case}, or the image's folder when "
-                                        "the glob has no *)")
-    channel: int | None = Field(None, description="index on the 4th axis of 4D images (the modality to use); "
-                                "required for 4D images, ignored for 3D")
+    labels: str = Field(
+        "labelsTr/{name}",
+        description="each image's label volume, relative to data.root; "
+        "fields {dir} {name} {stem} {case} ({case}: what the first * of the glob matched)",
+    )
+    patient_pattern: str | None = Field(
+        None,
+        description="regex on the relative image path, group 1 (or "
+        "'patient') = patient id (default: {case}, or the image's folder when "
+        "the glob has no *)",
+    )
+    channel: int | None = Field(
+        None,
+        description="index on the 4th axis of 4D images (the modality to use); required for 4D images, ignored for 3D",
+    )
     canonical: bool = Field(True, description="reorient image and label to RAS+ before slicing along the last axis")
 
 
@@ -93,8 +101,10 @@ class NiftiAdapter(DataAdapter):
         opts: NiftiOptions = self.options
         images = glob_files(self.root, opts.images)
         if not images:
-            raise FileNotFoundError(f"no image volume under {self.root} matches images={opts.images!r}; "
-                                    "set data.nifti.images to a glob of the image files, relative to the root")
+            raise FileNotFoundError(
+                f"no image volume under {self.root} matches images={opts.images!r}; "
+                "set data.nifti.images to a glob of the image files, relative to the root"
+            )
         file_part = Path(opts.images).name
         capture = glob_capture(file_part)
         rows = []
@@ -104,11 +114,14 @@ class NiftiAdapter(DataAdapter):
             try:
                 label = self.root / opts.labels.format(**fields)
             except KeyError as err:
-                raise ValueError(f"data.nifti.labels {opts.labels!r}: unknown field {err}; "
-                                 "use {dir}, {name}, {stem} or {case}") from None
+                raise ValueError(
+                    f"data.nifti.labels {opts.labels!r}: unknown field {err}; "
+                    "use {dir}, {name}, {stem} or {case}"
+                ) from None
             if label == path:
-                raise ValueError(f"data.nifti.labels {opts.labels!r} gives the image itself ({path}); "
-                                 "point it at the label volume")
+                raise ValueError(
+                    f"data.nifti.labels {opts.labels!r} gives the image itself ({path}); point it at the label volume"
+                )
             if not label.is_file():
                 raise FileNotFoundError(f"{path}: its label volume {label} (labels={opts.labels!r}) not found")
             label_set.add(label)
@@ -123,10 +136,12 @@ class NiftiAdapter(DataAdapter):
         images_set = set(images)
         clash = sorted(images_set & label_set)
         if clash:
-            raise ValueError(f"{clash[0]} is matched by images={opts.images!r} and is also a label volume; "
-                             "narrow data.nifti.images")
-        names = unique_scan_names([(stem, f"{patient}_{stem}", strip_suffixes(rel, _SUFFIXES))
-                                   for _, _, patient, stem, rel in rows])
+            raise ValueError(
+                f"{clash[0]} is matched by images={opts.images!r} and is also a label volume; narrow data.nifti.images"
+            )
+        names = unique_scan_names(
+            [(stem, f"{patient}_{stem}", strip_suffixes(rel, _SUFFIXES)) for _, _, patient, stem, rel in rows]
+        )
         day: dict[str, int] = {}
         sources = []
         for (path, label, patient, _, _), scan in zip(rows, names, strict=True):
@@ -148,20 +163,28 @@ class NiftiAdapter(DataAdapter):
         if image.ndim == 4:
             channel = self.options.channel
             if channel is None or not -image.shape[3] <= channel < image.shape[3]:
-                raise ValueError(f"{image_path}: a 4D volume {image.shape}; set data.nifti.channel to one index "
-                                 f"of its last axis (0..{image.shape[3] - 1}), e.g. the modality to train on")
+                raise ValueError(
+                    f"{image_path}: a 4D volume {image.shape}; set data.nifti.channel to one index "
+                    f"of its last axis (0..{image.shape[3] - 1}), e.g. the modality to train on"
+                )
             image = image[..., channel]
         if labels.ndim == 4 and labels.shape[3] == 1:
             labels = labels[..., 0]
         if image.ndim != 3 or labels.ndim != 3:
-            raise ValueError(f"{image_path}: expected 3D image and label volumes, got shapes {image.shape} "
-                             f"and {labels.shape} ({label_path})")
+            raise ValueError(
+                f"{image_path}: expected 3D image and label volumes, got shapes {image.shape} "
+                f"and {labels.shape} ({label_path})"
+            )
         if image.shape != labels.shape:
-            raise ValueError(f"{label_path}: label volume shape {labels.shape} differs from its image "
-                             f"{image_path} shape {image.shape}; expected the same voxel grid")
+            raise ValueError(
+                f"{label_path}: label volume shape {labels.shape} differs from its image "
+                f"{image_path} shape {image.shape}; expected the same voxel grid"
+            )
         if not np.allclose(zooms, label_zooms, rtol=1e-3, atol=1e-4):
-            raise ValueError(f"{label_path}: voxel size {label_zooms} mm differs from its image {image_path} "
-                             f"{zooms} mm; expected the same voxel grid")
+            raise ValueError(
+                f"{label_path}: voxel size {label_zooms} mm differs from its image {image_path} "
+                f"{zooms} mm; expected the same voxel grid"
+            )
         if min(zooms) <= 0 or not np.all(np.isfinite(zooms)):
             raise ValueError(f"{image_path}: header voxel size {zooms} is not positive")
         n = image.shape[2]

@@ -55,8 +55,7 @@ def rle_decode(rle: str | float | None, shape: tuple[int, int]) -> np.ndarray:
     ends = starts + lengths
     if (ends > n_pixels).any():
         raise ValueError(
-            f"RLE run ends at pixel {int(ends.max())} but the mask {height}x{width} "
-            f"has only {n_pixels} pixels"
+            f"RLE run ends at pixel {int(ends.max())} but the mask {height}x{width} has only {n_pixels} pixels"
         )
     # +1 at each run start, -1 after each run end; the running sum is > 0 inside a run.
     # Works for unsorted or overlapping runs too.

@@ -73,9 +73,7 @@ def _draw_stomach(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray
     cx = w * (0.64 - 0.03 * u)
     r0 = max(2.0, 0.13 * m * size)
     theta = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-    radius = r0 * (
-        1 + shape_par[0] * np.sin(2 * theta + shape_par[1]) + shape_par[2] * np.sin(3 * theta + 2 * u)
-    )
+    radius = r0 * (1 + shape_par[0] * np.sin(2 * theta + shape_par[1]) + shape_par[2] * np.sin(3 * theta + 2 * u))
     pts = np.stack([cx + radius * np.cos(theta), cy + 0.8 * radius * np.sin(theta)], axis=1)
     cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
 
@@ -101,9 +99,7 @@ def _draw_small_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.nda
     s = np.linspace(-1.0, 1.0, 80)
     cx, cy = w * 0.48, h * 0.58
     x = cx + 0.20 * w * size * s
-    y = cy + 0.09 * h * np.sin(shape_par[0] * np.pi * s + shape_par[1] + 3 * u) + 0.05 * h * s * np.cos(
-        2 * np.pi * u
-    )
+    y = cy + 0.09 * h * np.sin(shape_par[0] * np.pi * s + shape_par[1] + 3 * u) + 0.05 * h * s * np.cos(2 * np.pi * u)
     thickness = max(2, int(round(0.035 * m)))
     pts = np.round(np.stack([x, y], axis=1)).astype(np.int32)
     cv2.polylines(mask, [pts], False, 1, thickness)
@@ -112,9 +108,7 @@ def _draw_small_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.nda
 _DRAW = {"large_bowel": _draw_large_bowel, "small_bowel": _draw_small_bowel, "stomach": _draw_stomach}
 
 
-def _scan(
-    n_slices: int, height: int, width: int, rng: np.random.Generator
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _scan(n_slices: int, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Return images (S, H, W) uint16 and per-class masks (S, H, W) uint8 of one scan."""
     import cv2
 
@@ -200,8 +194,7 @@ def generate_uwmgi(
         csv_path.unlink(missing_ok=True)
     elif csv_path.exists() or train_dir.exists():
         raise FileExistsError(
-            f"{root} already holds train/ or train.csv not made by generate_uwmgi; "
-            "expected an empty or new folder"
+            f"{root} already holds train/ or train.csv not made by generate_uwmgi; expected an empty or new folder"
         )
     root.mkdir(parents=True, exist_ok=True)
 
@@ -254,11 +247,19 @@ class SyntheticAdapter(UwmgiAdapter):
     def preflight(self, folds: int, *, fixed_split: bool = False) -> list[str]:
         """Returns a problem when fewer patients would be generated than there are folds (nothing is written)."""
         if self.options.cases < folds:
-            return [f"data.folds: {folds} folds but data.synthetic.cases is {self.options.cases}; "
-                    "generate at least as many patients as folds"]
+            return [
+                f"data.folds: {folds} folds but data.synthetic.cases is {self.options.cases}; "
+                "generate at least as many patients as folds"
+            ]
         return []
 
     def before_digest(self) -> None:
         o: SyntheticOptions = self.options
-        generate_uwmgi(self.root, cases=o.cases, days_per_case=o.days_per_case, slices_per_scan=o.slices_per_scan,
-                       image_size=o.image_size, seed=o.seed)
+        generate_uwmgi(
+            self.root,
+            cases=o.cases,
+            days_per_case=o.days_per_case,
+            slices_per_scan=o.slices_per_scan,
+            image_size=o.image_size,
+            seed=o.seed,
+        )

@@ -77,8 +77,10 @@ def png_size(path: str | Path) -> tuple[int, int]:
     with open(path, "rb") as fh:
         head = fh.read(24)
     if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise ValueError(f"{path}: not a PNG file (expected a 16-bit grey PNG); replace it with the data set's "
-                         "original file (re-download or re-extract it)")
+        raise ValueError(
+            f"{path}: not a PNG file (expected a 16-bit grey PNG); replace it with the data set's "
+            "original file (re-download or re-extract it)"
+        )
     width, height = struct.unpack(">II", head[16:24])
     return int(height), int(width)
 
@@ -89,13 +91,13 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{csv_path} is empty; expected the header id,class,segmentation and one row per "
-                         "(slice, class): restore the data set's train.csv") from None
+        raise ValueError(
+            f"{csv_path} is empty; expected the header id,class,segmentation and one row per "
+            "(slice, class): restore the data set's train.csv"
+        ) from None
     missing = {"id", "class", "segmentation"} - set(frame.columns)
     if missing:
-        raise ValueError(
-            f"{csv_path}: missing column(s) {sorted(missing)}; expected columns id,class,segmentation"
-        )
+        raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; expected columns id,class,segmentation")
     return frame
 
 
@@ -108,9 +110,7 @@ def _scan_pngs(scans_dir: Path) -> dict[int, str]:
             continue
         number = int(match.group(1))
         if number in found:
-            raise ValueError(
-                f"{scans_dir}: two PNGs for slice {number:04d} ({found[number]}, {name}); expected one"
-            )
+            raise ValueError(f"{scans_dir}: two PNGs for slice {number:04d} ({found[number]}, {name}); expected one")
         found[number] = name
     return found
 
@@ -163,15 +163,15 @@ def read_uwmgi(root: str | Path, classes: Sequence[str] = GI_CLASSES) -> list[Sl
         match = _ID_RE.match(sid)
         if match is None:
             raise ValueError(
-                f"{csv_path}, line {line}: malformed id {sid!r}; expected caseN_dayM_slice_XXXX "
-                "(XXXX four digits)"
+                f"{csv_path}, line {line}: malformed id {sid!r}; expected caseN_dayM_slice_XXXX (XXXX four digits)"
             )
         if sid not in rles:
             keys[sid] = (int(match.group(1)), int(match.group(2)), int(match.group(3)))
             rles[sid] = {}
         if cls in rles[sid]:
-            raise ValueError(f"{csv_path}, line {line}: duplicated row for id {sid!r}, class {cls!r}; "
-                             "keep one row per (id, class)")
+            raise ValueError(
+                f"{csv_path}, line {line}: duplicated row for id {sid!r}, class {cls!r}; keep one row per (id, class)"
+            )
         rles[sid][cls] = seg.strip()
 
     pngs_by_scan: dict[tuple[int, int], tuple[Path, dict[int, str]]] = {}
@@ -253,8 +253,16 @@ class UwmgiAdapter(DataAdapter):
     name = "uwmgi"
     Options = UwmgiOptions
 
-    def __init__(self, root, options=None, *, classes=GI_CLASSES, label_values=None,
-                 label_mode: str = "multilabel", reader: Callable[..., list[SliceRecord]] | None = None):
+    def __init__(
+        self,
+        root,
+        options=None,
+        *,
+        classes=GI_CLASSES,
+        label_values=None,
+        label_mode: str = "multilabel",
+        reader: Callable[..., list[SliceRecord]] | None = None,
+    ):
         self.reader = reader or read_uwmgi
         super().__init__(root, options, classes=classes, label_values=label_values, label_mode=label_mode)
 
@@ -273,14 +281,18 @@ class UwmgiAdapter(DataAdapter):
         """Returns the problems of the folder layout and the fold count; reads folder names only (not
         ``train.csv``: its rows are checked when the cache is prepared)."""
         if not (self.root / "train.csv").is_file():
-            return [f"data.root: {self.root} has no train.csv; point it at the UW-Madison GI folder "
-                    "(the one holding train.csv and train/)"]
+            return [
+                f"data.root: {self.root} has no train.csv; point it at the UW-Madison GI folder "
+                "(the one holding train.csv and train/)"
+            ]
         if not (self.root / "train").is_dir():
             return [f"data.root: {self.root} has no train/ folder of case PNGs"]
         cases = sum(1 for p in (self.root / "train").iterdir() if p.is_dir() and p.name.startswith("case"))
         if cases < folds:
-            return [f"data.folds: {folds} folds but only {cases} patients under {self.root}/train; "
-                    f"use at most {cases} folds"]
+            return [
+                f"data.folds: {folds} folds but only {cases} patients under {self.root}/train; "
+                f"use at most {cases} folds"
+            ]
         return []
 
     def digest(self) -> str:
@@ -291,19 +303,31 @@ class UwmgiAdapter(DataAdapter):
         self.check_root()
         records = self.reader(self.root, self.classes)
         if not records:
-            raise ValueError(f"{self.root / 'train.csv'} lists no slices; expected at least one row per "
-                             "(slice, class): point data.root at the full data set")
+            raise ValueError(
+                f"{self.root / 'train.csv'} lists no slices; expected at least one row per "
+                "(slice, class): point data.root at the full data set"
+            )
         scans: dict[str, list[SliceRecord]] = {}
         for rec in records:  # sorted by (case, day, slice_number)
             scans.setdefault(rec.scan, []).append(rec)
         for scan, recs in scans.items():
             if len(recs) < 2:  # a UW-Madison GI scan has 80 to 144 slices: the rest went missing
-                raise ValueError(f"{self.root / 'train.csv'}: scan {scan} has only one slice ({recs[0].path}); "
-                                 "a scan is a stack of slices: restore its other slices (rows and PNGs), or "
-                                 "delete the scan's rows")
-        return [ScanSource(scan=scan, patient=f"case{recs[0].case}", files=tuple(r.path for r in recs),
-                           day=recs[0].day, payload=recs, case=recs[0].case)
-                for scan, recs in scans.items()]
+                raise ValueError(
+                    f"{self.root / 'train.csv'}: scan {scan} has only one slice ({recs[0].path}); "
+                    "a scan is a stack of slices: restore its other slices (rows and PNGs), or "
+                    "delete the scan's rows"
+                )
+        return [
+            ScanSource(
+                scan=scan,
+                patient=f"case{recs[0].case}",
+                files=tuple(r.path for r in recs),
+                day=recs[0].day,
+                payload=recs,
+                case=recs[0].case,
+            )
+            for scan, recs in scans.items()
+        ]
 
     def load(self, source: ScanSource) -> ScanVolume:
         import cv2
@@ -315,21 +339,33 @@ class UwmgiAdapter(DataAdapter):
         masks = np.zeros((n, len(self.classes), h, w), np.uint8)
         for s, rec in enumerate(records):
             if (rec.height, rec.width) != (h, w):
-                raise ValueError(f"{rec.path}: {rec.width}x{rec.height} differs from the scan's first slice "
-                                 f"{first.path} ({w}x{h}); expected one size per scan: replace it with the "
-                                 "scan's own slice")
+                raise ValueError(
+                    f"{rec.path}: {rec.width}x{rec.height} differs from the scan's first slice "
+                    f"{first.path} ({w}x{h}); expected one size per scan: replace it with the "
+                    "scan's own slice"
+                )
             raw = cv2.imread(str(rec.path), cv2.IMREAD_UNCHANGED)
             if raw is None or raw.ndim != 2:
-                raise ValueError(f"{rec.path}: cannot read it as a single-channel (grey) PNG; replace it with the "
-                                 "data set's original file (re-download or re-extract it)")
+                raise ValueError(
+                    f"{rec.path}: cannot read it as a single-channel (grey) PNG; replace it with the "
+                    "data set's original file (re-download or re-extract it)"
+                )
             image[s] = raw
             for c, cls in enumerate(self.classes):
                 try:
                     masks[s, c] = rle_decode(rec.rles[cls], (h, w))
                 except (TypeError, ValueError) as err:
-                    raise ValueError(f"{self.root / 'train.csv'}: id {rec.id!r}, class {cls!r}: {err} (its PNG "
-                                     f"{rec.path.name} is {w}x{h}); fix the segmentation to 'start length ...' "
-                                     "runs inside the image, or leave it empty") from None
-        return ScanVolume(image=image, masks=masks, spacing=(float("nan"), *first.spacing),
-                          slice_numbers=[r.slice_number for r in records], label_files=(first.path,),
-                          image_files=tuple(r.path for r in records), slice_ids=[r.id for r in records])
+                    raise ValueError(
+                        f"{self.root / 'train.csv'}: id {rec.id!r}, class {cls!r}: {err} (its PNG "
+                        f"{rec.path.name} is {w}x{h}); fix the segmentation to 'start length ...' "
+                        "runs inside the image, or leave it empty"
+                    ) from None
+        return ScanVolume(
+            image=image,
+            masks=masks,
+            spacing=(float("nan"), *first.spacing),
+            slice_numbers=[r.slice_number for r in records],
+            label_files=(first.path,),
+            image_files=tuple(r.path for r in records),
+            slice_ids=[r.id for r in records],
+        )

@@ -136,9 +136,7 @@ def soft_confusion_sums(
     return tp, fp, fn
 
 
-def soft_dice_score(
-    probs: Tensor, target: Tensor, smooth: float = 1.0, dims: tuple[int, ...] | None = None
-) -> Tensor:
+def soft_dice_score(probs: Tensor, target: Tensor, smooth: float = 1.0, dims: tuple[int, ...] | None = None) -> Tensor:
     """Return the soft Dice coefficient ``(2 sum pg + s) / (sum p + sum g + s)`` (paper 000 eq. 1).
 
     ``sum p + sum g`` is written ``2 tp + fp + fn``, the same number.
@@ -176,9 +174,7 @@ def soft_bce_with_logits(logits: Tensor, target: Tensor, smoothing: float = 0.0)
     return F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
 
 
-def sigmoid_focal_loss(
-    logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: float | None = None
-) -> Tensor:
+def sigmoid_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: float | None = None) -> Tensor:
     """Return the mean over all elements of ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017).
 
     ``p_t = p`` where ``g = 1`` and ``1 - p`` where ``g = 0``; ``-log p_t`` is taken from the

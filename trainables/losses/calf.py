@@ -9,7 +9,8 @@ References:
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -196,4 +197,6 @@ class CalfLoss(SegmentationLoss):
         return -(target * log_p + (1.0 - target) * log_1mp).mean()
 
     def extra_repr(self) -> str:
-        return f"transform={self.transform!r}, skewness={self.skewness}, kurtosis={self.kurtosis}, {super().extra_repr()}"
+        return (
+            f"transform={self.transform!r}, skewness={self.skewness}, kurtosis={self.kurtosis}, {super().extra_repr()}"
+        )

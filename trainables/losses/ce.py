@@ -12,7 +12,8 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -98,8 +99,7 @@ class WeightedCrossEntropyLoss(SegmentationLoss):
 
     knobs: ClassVar[dict[str, Knob]] = {}
     source: ClassVar[str] = (
-        "paper 003, crossE (Furtado, undated manuscript; "
-        "cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
+        "paper 003, crossE (Furtado, undated manuscript; cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
     )
 
     def __init__(
@@ -168,14 +168,10 @@ class TopKCrossEntropyLoss(SegmentationLoss):
         "k": Knob(10.0, 1.0, 100.0, help="percent of pixels kept (hardest first)"),
     }
     source: ClassVar[str] = (
-        "paper 004 eq. 2 (Hosseini 2025, arXiv:2506.15744); "
-        "Wu et al. 2016, arXiv:1605.06885; "
-        "nnU-Net TopK"
+        "paper 004 eq. 2 (Hosseini 2025, arXiv:2506.15744); Wu et al. 2016, arXiv:1605.06885; nnU-Net TopK"
     )
 
-    def __init__(
-        self, k: float = 10.0, *, activation: Activation = "sigmoid", include_background: bool = True
-    ) -> None:
+    def __init__(self, k: float = 10.0, *, activation: Activation = "sigmoid", include_background: bool = True) -> None:
         super().__init__(activation=activation, include_background=include_background)
         self.k = float(k)
 

@@ -125,10 +125,7 @@ class LogDiceLoss(DiceLoss):
         "gamma": Knob(1.0, 0.1, 3.0, help="exponent of -ln Dice; Wong et al. use 0.3"),
         "smooth": _SMOOTH,
     }
-    source: ClassVar[str] = (
-        "Wong et al. 2018, MICCAI; "
-        "a baseline of paper 004 (Hosseini 2025, arXiv:2506.15744)"
-    )
+    source: ClassVar[str] = "Wong et al. 2018, MICCAI; a baseline of paper 004 (Hosseini 2025, arXiv:2506.15744)"
 
     def __init__(
         self,
@@ -142,8 +139,12 @@ class LogDiceLoss(DiceLoss):
         include_background: bool = True,
     ) -> None:
         super().__init__(
-            smooth, per_class=per_class, batch=batch, squared=squared,
-            activation=activation, include_background=include_background,
+            smooth,
+            per_class=per_class,
+            batch=batch,
+            squared=squared,
+            activation=activation,
+            include_background=include_background,
         )
         self.gamma = float(gamma)
 
@@ -178,8 +179,7 @@ class GeneralizedDiceLoss(RegionLoss):
         "smooth": Knob(1e-5, 1e-8, 1.0, log=True, help="additive smoothing of the weighted ratio"),
     }
     source: ClassVar[str] = (
-        "Sudre et al. 2017, DLMIA (MICCAI workshop); "
-        "paper 002 ref. [3] (CALF, anonymised MICCAI submission)"
+        "Sudre et al. 2017, DLMIA (MICCAI workshop); paper 002 ref. [3] (CALF, anonymised MICCAI submission)"
     )
 
     def __init__(
@@ -248,8 +248,7 @@ class FocalDiceLoss(DiceLoss):
         "smooth": _SMOOTH,
     }
     source: ClassVar[str] = (
-        "Wang & Chung 2018, DLMIA (MICCAI workshop); "
-        "a baseline of paper 004 (Hosseini 2025, arXiv:2506.15744)"
+        "Wang & Chung 2018, DLMIA (MICCAI workshop); a baseline of paper 004 (Hosseini 2025, arXiv:2506.15744)"
     )
 
     def __init__(
@@ -264,8 +263,12 @@ class FocalDiceLoss(DiceLoss):
         include_background: bool = True,
     ) -> None:
         super().__init__(
-            smooth, per_class=per_class, batch=batch, squared=squared,
-            activation=activation, include_background=include_background,
+            smooth,
+            per_class=per_class,
+            batch=batch,
+            squared=squared,
+            activation=activation,
+            include_background=include_background,
         )
         self.beta = float(beta)
 
@@ -314,8 +317,12 @@ class TopKDiceLoss(DiceLoss):
         include_background: bool = True,
     ) -> None:
         super().__init__(
-            smooth, per_class=per_class, batch=batch, squared=squared,
-            activation=activation, include_background=include_background,
+            smooth,
+            per_class=per_class,
+            batch=batch,
+            squared=squared,
+            activation=activation,
+            include_background=include_background,
         )
         self.k = float(k)
 

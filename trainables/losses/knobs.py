@@ -91,8 +91,9 @@ class KnobPlan:
     @property
     def dimensions(self) -> list[Dimension]:
         """Returns the searched knobs as Optuna dimensions, named ``<loss>.<knob>``."""
-        return [Dimension(f"{self.loss}.{key}", key, knob.low, knob.high, knob.log)
-                for key, knob in self.searched.items()]
+        return [
+            Dimension(f"{self.loss}.{key}", key, knob.low, knob.high, knob.log) for key, knob in self.searched.items()
+        ]
 
 
 # -- one registered loss --------------------------------------------------------------------------
@@ -190,8 +191,9 @@ def configured_knob_space(name: str, class_names: Sequence[str]) -> dict[str, Kn
         KeyError: an unknown loss name.
         ValueError: a malformed compound expression, or an unknown loss inside one.
     """
-    return {prefix + key: knob for prefix, term in _terms(name)
-            for key, knob in flat_knob_space(term, class_names).items()}
+    return {
+        prefix + key: knob for prefix, term in _terms(name) for key, knob in flat_knob_space(term, class_names).items()
+    }
 
 
 def derived_knobs(name: str) -> dict[str, tuple[str, float]]:
@@ -203,8 +205,12 @@ def derived_knobs(name: str) -> dict[str, tuple[str, float]]:
         terms = _terms(name)
     except (KeyError, ValueError):
         return {}
-    return {f"{prefix}{c.knobs[-1]}": (f"{prefix}{c.knobs[0]}", c.total)
-            for prefix, term in terms for c in loss_constraints(term) if len(c.knobs) == 2}
+    return {
+        f"{prefix}{c.knobs[-1]}": (f"{prefix}{c.knobs[0]}", c.total)
+        for prefix, term in terms
+        for c in loss_constraints(term)
+        if len(c.knobs) == 2
+    }
 
 
 # -- spec params -> flat settings -> search plan ------------------------------------------------------
@@ -232,16 +238,20 @@ def expand_params(name: str, params: Mapping[str, Any], classes: Sequence[str]) 
         if all(k in space for k in per_class):
             values = value if isinstance(value, list) else [value] * len(classes)
             if len(values) != len(classes):
-                problems.append(f"params.{key}: {len(values)} values for {len(classes)} classes "
-                                f"{list(classes)}; give one per class, in that order")
+                problems.append(
+                    f"params.{key}: {len(values)} values for {len(classes)} classes "
+                    f"{list(classes)}; give one per class, in that order"
+                )
             else:
                 out.update(zip(per_class, values))
             continue
         derived = derived_knobs(name).get(key)
         if derived is not None:
             first, total = derived
-            problems.append(f"params.{key}: {name} derives {key} from {first} (constraint: they sum to "
-                            f"{total:g}); set only {first}, e.g. {first}: {total / 2:g}, and leave {key} out")
+            problems.append(
+                f"params.{key}: {name} derives {key} from {first} (constraint: they sum to "
+                f"{total:g}); set only {first}, e.g. {first}: {total / 2:g}, and leave {key} out"
+            )
             continue
         problems.append(f"params.{key}: {name} has no knob {key!r}; its knobs are {sorted(space)}")
     return out, problems
@@ -257,12 +267,16 @@ def check_params(name: str, params: Mapping[str, Any], classes: Sequence[str]) -
     space = configured_knob_space(name, classes)
     for key, value in settings.items():
         knob = space[key]
-        bounds = (value,) if isinstance(value, (int, float)) else (
-            (value.low, value.high) if isinstance(value, SearchRange) else ())
+        bounds = (
+            (value,)
+            if isinstance(value, (int, float))
+            else ((value.low, value.high) if isinstance(value, SearchRange) else ())
+        )
         for bound in bounds:
             if not knob.low <= bound <= knob.high:
-                problems.append(f"params.{key}: {bound} is outside [{knob.low}, {knob.high}]; "
-                                "give a value in that range")
+                problems.append(
+                    f"params.{key}: {bound} is outside [{knob.low}, {knob.high}]; give a value in that range"
+                )
         if isinstance(value, SearchRange) and (value.log or (value.log is None and knob.log)) and value.low <= 0:
             problems.append(f"params.{key}: a log-scale range needs low > 0")
     return problems
@@ -294,16 +308,22 @@ def plan_knobs(name: str, params: Mapping[str, Any], classes: Sequence[str]) -> 
                 help=knob.help,
             )
     fixed = {key: knob.default for key, knob in space.items() if key not in searched}
-    fixed.update({key: float(value) for key, value in settings.items()
-                  if isinstance(value, (int, float)) and key not in searched})
+    fixed.update(
+        {
+            key: float(value)
+            for key, value in settings.items()
+            if isinstance(value, (int, float)) and key not in searched
+        }
+    )
     return KnobPlan(name, fixed, searched)
 
 
 # -- flat values -> built loss ----------------------------------------------------------------------
 
 
-def term_knobs(name: str, flat_knobs: Mapping[str, float],
-               class_names: Sequence[str]) -> list[tuple[float, str, dict[str, Any]]]:
+def term_knobs(
+    name: str, flat_knobs: Mapping[str, float], class_names: Sequence[str]
+) -> list[tuple[float, str, dict[str, Any]]]:
     """Returns ``(weight, registered loss, build_loss kwargs)`` per term of a configured loss.
 
     One registered loss is one term of weight 1. Raises ``KeyError`` for an unknown loss and
@@ -314,7 +334,7 @@ def term_knobs(name: str, flat_knobs: Mapping[str, float],
     terms = []
     for weight, term in compound_terms(name):
         prefix = term + "."
-        own = {k[len(prefix):]: v for k, v in flat_knobs.items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v for k, v in flat_knobs.items() if k.startswith(prefix)}
         terms.append((weight, term, assemble_knobs(term, own, class_names)))
     unknown = [k for k in flat_knobs if not any(k.startswith(t + ".") for _, t, _ in terms)]
     if unknown:
@@ -322,8 +342,9 @@ def term_knobs(name: str, flat_knobs: Mapping[str, float],
     return terms
 
 
-def build_configured_loss(name: str, flat_knobs: Mapping[str, float], class_names: Sequence[str],
-                          **context: Any) -> nn.Module:
+def build_configured_loss(
+    name: str, flat_knobs: Mapping[str, float], class_names: Sequence[str], **context: Any
+) -> nn.Module:
     """Returns the loss module for a sweep configuration.
 
     Args:

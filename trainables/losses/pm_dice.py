@@ -8,13 +8,14 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from ._base import Activation, SegmentationLoss
 from . import _functional as LF
+from ._base import Activation, SegmentationLoss
 from .registry import Knob, register_loss
 
 __all__ = ["PMDiceLoss"]
@@ -83,8 +84,8 @@ class PMDiceLoss(SegmentationLoss):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logits, target = LF.prepare(logits, target)
         probs = LF.activate(logits, self.activation)
-        gamma: Tensor | float = self.gamma if not self.per_channel else torch.tensor(
-            self.gamma, dtype=probs.dtype, device=probs.device
+        gamma: Tensor | float = (
+            self.gamma if not self.per_channel else torch.tensor(self.gamma, dtype=probs.dtype, device=probs.device)
         )
         if self.per_channel:
             if len(self.gamma) != probs.shape[1]:

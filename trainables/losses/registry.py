@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 from torch import nn
 
@@ -168,8 +169,7 @@ def loss_constraints(name: str) -> tuple[SumConstraint, ...]:
 def _check_number(name: str, knob_name: str, knob: Knob, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(
-            f"loss {name!r}: knob {knob_name!r} must be a finite number in "
-            f"[{knob.low}, {knob.high}], got {value!r}"
+            f"loss {name!r}: knob {knob_name!r} must be a finite number in [{knob.low}, {knob.high}], got {value!r}"
         )
     if not knob.contains(value):
         raise ValueError(f"loss {name!r}: knob {knob_name!r}={value} is outside [{knob.low}, {knob.high}]")
@@ -274,9 +274,7 @@ def describe_losses() -> list[dict[str, Any]]:
                 "class": cls.__qualname__,
                 "source": getattr(cls, "source", ""),
                 "knobs": {k: asdict(knob) for k, knob in cls.knobs.items()},
-                "constraints": [
-                    f"{' + '.join(c.knobs)} = {c.total}" for c in getattr(cls, "constraints", ())
-                ],
+                "constraints": [f"{' + '.join(c.knobs)} = {c.total}" for c in getattr(cls, "constraints", ())],
             }
         )
     return rows

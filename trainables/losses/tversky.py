@@ -62,8 +62,7 @@ class TverskyLoss(RegionLoss):
         "smooth": Knob(1.0, 0.0, 10.0, help="additive smoothing s of the Tversky ratio"),
     }
     source: ClassVar[str] = (
-        "paper 000 eq. 3 (Hassan et al. 2026, doi:10.5281/zenodo.20729853); "
-        "Salehi et al. 2017, MLMI (MICCAI workshop)"
+        "paper 000 eq. 3 (Hassan et al. 2026, doi:10.5281/zenodo.20729853); Salehi et al. 2017, MLMI (MICCAI workshop)"
     )
 
     def __init__(
@@ -125,10 +124,7 @@ class FocalTverskyLoss(TverskyLoss):
         "gamma": Knob(4.0 / 3.0, 1.0, 3.0, help="focal exponent: loss^(1/gamma); 1 gives Tversky"),
         "smooth": Knob(1.0, 0.0, 10.0, help="additive smoothing s of the Tversky ratio"),
     }
-    source: ClassVar[str] = (
-        "paper 001 (Oshah et al. 2025, doi:10.26629/jtr.2025.57); "
-        "Abraham & Khan 2019, ISBI"
-    )
+    source: ClassVar[str] = "paper 001 (Oshah et al. 2025, doi:10.26629/jtr.2025.57); Abraham & Khan 2019, ISBI"
 
     def __init__(
         self,
@@ -143,8 +139,13 @@ class FocalTverskyLoss(TverskyLoss):
         include_background: bool = True,
     ) -> None:
         super().__init__(
-            alpha, beta, smooth, per_class=per_class, batch=batch,
-            activation=activation, include_background=include_background,
+            alpha,
+            beta,
+            smooth,
+            per_class=per_class,
+            batch=batch,
+            activation=activation,
+            include_background=include_background,
         )
         self.gamma = float(gamma)
 
@@ -185,8 +186,7 @@ class IoUxyLoss(TverskyLoss):
     }
     constraints: ClassVar[tuple[SumConstraint, ...]] = (SumConstraint(knobs=("alpha", "beta"), total=2.0),)
     source: ClassVar[str] = (
-        "paper 003, IoU_xy (Furtado, undated manuscript; "
-        "cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
+        "paper 003, IoU_xy (Furtado, undated manuscript; cf. J. Imaging 2021, doi:10.3390/jimaging7020016)"
     )
 
     def __init__(
@@ -203,6 +203,11 @@ class IoUxyLoss(TverskyLoss):
         if abs(alpha + beta - 2.0) > 1e-6:
             raise ValueError(f"iou_xy needs alpha + beta = 2 (paper 003), got {alpha} + {beta}")
         super().__init__(
-            alpha, beta, smooth, per_class=per_class, batch=batch,
-            activation=activation, include_background=include_background,
+            alpha,
+            beta,
+            smooth,
+            per_class=per_class,
+            batch=batch,
+            activation=activation,
+            include_background=include_background,
         )

@@ -166,9 +166,19 @@ def compute_metrics(
             (``spacing`` may also be (N, 2) per image).
         scan_ids, positions: scan and slice order of each image, for ``gi_score``.
     """
-    metrics = SegmentationMetrics(class_names, threshold, smooth, empty, None, nsd_tolerance_mm, boundary,
-                                  activation=activation, include_background=include_background,
-                                  object_min_overlap=object_min_overlap)
-    metrics.update_probs(torch.as_tensor(probs), torch.as_tensor(target), spacing=spacing, scan_ids=scan_ids,
-                         positions=positions)
+    metrics = SegmentationMetrics(
+        class_names,
+        threshold,
+        smooth,
+        empty,
+        None,
+        nsd_tolerance_mm,
+        boundary,
+        activation=activation,
+        include_background=include_background,
+        object_min_overlap=object_min_overlap,
+    )
+    metrics.update_probs(
+        torch.as_tensor(probs), torch.as_tensor(target), spacing=spacing, scan_ids=scan_ids, positions=positions
+    )
     return metrics.compute()

@@ -125,8 +125,7 @@ class SegmentationMetrics:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if activation == "softmax" and not include_background and len(names) < 2:
-            raise ValueError("softmax without background needs >= 2 channels (channel 0 is background), "
-                             f"got {names!r}")
+            raise ValueError(f"softmax without background needs >= 2 channels (channel 0 is background), got {names!r}")
         if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"class_names must be unique non-empty strings, got {class_names!r}")
         if not 0.0 < threshold < 1.0:
@@ -155,14 +154,13 @@ class SegmentationMetrics:
         self._case_skip = 1 if activation == "softmax" and self.include_background else 0
         self._workspace: Tensor | None = None  # CPU planes buffer reused across batches (and resets)
         #: the case records of the batches since :meth:`reset` (None without ``case_bins``)
-        self.cases = (None if case_bins is None
-                      else CaseRecords(self.reported_classes[self._case_skip:], case_bins))
+        self.cases = None if case_bins is None else CaseRecords(self.reported_classes[self._case_skip :], case_bins)
         self.reset()
 
     @property
     def reported_classes(self) -> tuple[str, ...]:
         """Returns the classes :meth:`compute` reports (``<metric>.<class>``), in channel order."""
-        return self.class_names[self._first:]
+        return self.class_names[self._first :]
 
     def reset(self) -> None:
         """Forget every accumulated batch."""
@@ -237,15 +235,17 @@ class SegmentationMetrics:
                 scores = torch.softmax(x, dim=1) if self.activation == "softmax" else torch.sigmoid(x)
             # float32 holds exact 0/1 sums below 2**24 pixels; float64 probabilities stay float64
             small = pixels < EXACT_FLOAT32 and scores.dtype != torch.float64
-            planes = probability_planes(scores, self.threshold, self.activation,
-                                        torch.float32 if small else torch.float64, out=self._workspace)
+            planes = probability_planes(
+                scores, self.threshold, self.activation, torch.float32 if small else torch.float64, out=self._workspace
+            )
         fresh = self._workspace is None or planes.data_ptr() != self._workspace.data_ptr()
         if fresh and planes.device.type == "cpu":  # a new buffer each batch would cost page faults
             self._workspace = planes
         return planes
 
-    def _batch_sums(self, scores: Tensor, target: Tensor, from_logits: bool
-                    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    def _batch_sums(
+        self, scores: Tensor, target: Tensor, from_logits: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """:func:`pixel_sums` (N, C, 5) of the reported classes, the bool predictions when
         ``boundary``, and the case histograms and low-bin sums when ``case_bins``. On CPU a few
         images at a time (about 4 MiB of float32 planes per thread), so the planes stay in cache
@@ -256,15 +256,15 @@ class SegmentationMetrics:
             step = max(1, _CPU_CHUNK_BYTES * torch.get_num_threads() // (8 * scores[0].numel()))
         sums, preds, hists, lows = [], [], [], []
         for i in range(0, n, step):
-            planes, chunk = self._planes(scores[i:i + step], from_logits), target[i:i + step]
+            planes, chunk = self._planes(scores[i : i + step], from_logits), target[i : i + step]
             if self._first:  # background left out after the argmax, which needed it
-                planes, chunk = planes[:, self._first:], chunk[:, self._first:]
+                planes, chunk = planes[:, self._first :], chunk[:, self._first :]
             # both before pixel_sums overwrites the planes
             if self.boundary:
                 preds.append(planes[:, :, 1] != 0)
             if self.cases is not None:
-                probs = planes[:, self._case_skip:, 0]
-                hists.append(probability_histograms(probs, chunk[:, self._case_skip:], self.cases.n_bins))
+                probs = planes[:, self._case_skip :, 0]
+                hists.append(probability_histograms(probs, chunk[:, self._case_skip :], self.cases.n_bins))
                 lows.append(low_bin_sums(probs, self.cases.n_bins))
             sums.append(pixel_sums(planes, chunk))
 
@@ -325,22 +325,31 @@ class SegmentationMetrics:
 
         boundary = objects = None
         if self.boundary:
-            boundary, objects = self._update_boundary(pred, target[:, self._first:], spacing, scan_ids, positions)
+            boundary, objects = self._update_boundary(pred, target[:, self._first :], spacing, scan_ids, positions)
         if self.cases is not None:
             skip = self._case_skip
             counts = torch.stack([tp, fp, fn, tn], dim=-1)[:, skip:]
-            self.cases.add(counts, hists, None if boundary is None else boundary[:, :, skip:],
-                           None if objects is None else objects[:, :, skip:], lows)
+            self.cases.add(
+                counts,
+                hists,
+                None if boundary is None else boundary[:, :, skip:],
+                None if objects is None else objects[:, :, skip:],
+                lows,
+            )
 
-    def _update_boundary(self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions
-                         ) -> tuple[np.ndarray, np.ndarray]:
+    def _update_boundary(
+        self, pred: Tensor, target: Tensor, spacing: Any, scan_ids, positions
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Adds the metrics of the masks on the host (boundary, objects, scans for gi_score);
         returns the boundary metrics (3, N, C) and object counts (4, N, C) of the batch."""
         pred_np = pred.cpu().numpy()  # the host sync boundary metrics need
         target_np = (target != 0).cpu().numpy()
         found = compute_boundary_metrics(
-            pred_np, target_np, spacing=self.spacing if spacing is None else spacing,
-            nsd_tolerance_mm=self.nsd_tolerance_mm, empty=self.empty,
+            pred_np,
+            target_np,
+            spacing=self.spacing if spacing is None else spacing,
+            nsd_tolerance_mm=self.nsd_tolerance_mm,
+            empty=self.empty,
         )
         values = np.stack([found[m] for m in BOUNDARY_METRICS])  # (3, N, C)
         self._boundary_sums += np.nansum(values, axis=1)

@@ -25,7 +25,8 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -106,8 +107,9 @@ def _spacings(n: int, spacing: Any) -> np.ndarray:
     return arr
 
 
-def _cell(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance_mm: float,
-          empty: str) -> tuple[float, float, float]:
+def _cell(
+    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance_mm: float, empty: str
+) -> tuple[float, float, float]:
     """(nsd, hd95, boundary_f1) of one 2D image and class, with the empty rule."""
     has_p, has_t = bool(pred.any()), bool(target.any())
     worst_distance = _diagonal_mm(pred.shape, spacing)
@@ -176,8 +178,9 @@ def compute_boundary_metrics(
     return dict(zip(BOUNDARY_METRICS, out))
 
 
-def compute_nsd(pred: Any, target: Any, tolerance_mm: float = 2.0, *, spacing: Any = None,
-                empty: EmptyRule = "one") -> np.ndarray:
+def compute_nsd(
+    pred: Any, target: Any, tolerance_mm: float = 2.0, *, spacing: Any = None, empty: EmptyRule = "one"
+) -> np.ndarray:
     """Return the normalised surface distance (004 eq. 6) per image and class, (N, C); see :func:`compute_boundary_metrics`."""
     return compute_boundary_metrics(pred, target, spacing=spacing, nsd_tolerance_mm=tolerance_mm, empty=empty)["nsd"]
 

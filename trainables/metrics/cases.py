@@ -51,8 +51,23 @@ __all__ = [
 ]
 
 #: record columns in order (the driver prepends ``config_id``)
-CASE_COLUMNS = ("fold", "patient", "scan", "slice", "class", "area", "tp", "fp", "fn", "tn",
-                *BOUNDARY_METRICS, *OBJECT_COUNTS, "hist_fg", "hist_bg", "prob_sum_low")
+CASE_COLUMNS = (
+    "fold",
+    "patient",
+    "scan",
+    "slice",
+    "class",
+    "area",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+    *BOUNDARY_METRICS,
+    *OBJECT_COUNTS,
+    "hist_fg",
+    "hist_bg",
+    "prob_sum_low",
+)
 #: case key column -> the cache index column it is read from
 CASE_KEYS = {"fold": "fold", "patient": "patient", "scan": "scan", "slice": "slice_number"}
 #: histogram bins by default (``training.threshold_bins``)
@@ -82,8 +97,10 @@ def probability_histograms(probs: Tensor, target: Tensor, n_bins: int = DEFAULT_
     """
     n_bins = _check_bins(n_bins)
     if probs.shape != target.shape or probs.dim() < 3:
-        raise ValueError(f"expected probs and target (N, C, *spatial) of one shape; got "
-                         f"{tuple(probs.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"expected probs and target (N, C, *spatial) of one shape; got "
+            f"{tuple(probs.shape)} and {tuple(target.shape)}"
+        )
     n, c = probs.shape[:2]
     edges = torch.arange(1, n_bins, dtype=torch.float64, device=probs.device).div_(n_bins).to(probs.dtype)
     # one int32 key per pixel: its bin, + n if foreground, + 2n per (image, class) cell before it
@@ -157,8 +174,10 @@ def case_frame(
     counts = np.asarray(counts)
     n, c = counts.shape[:2]
     if c != len(classes) or len(keys) != n:
-        raise ValueError(f"need one key row per image ({n}) and one class name per channel ({c}); got "
-                         f"{len(keys)} rows and classes {classes}")
+        raise ValueError(
+            f"need one key row per image ({n}) and one class name per channel ({c}); got "
+            f"{len(keys)} rows and classes {classes}"
+        )
     missing = [col for col in CASE_KEYS.values() if col not in keys.columns]
     if missing:
         raise ValueError(f"keys lack the index columns {missing}")
@@ -174,8 +193,11 @@ def case_frame(
     for i, name in enumerate(("tp", "fp", "fn", "tn")):
         frame[name] = flat[:, i]
     for i, name in enumerate(BOUNDARY_METRICS):
-        frame[name] = (np.full(rows, np.nan, dtype=np.float32) if boundary is None
-                       else np.asarray(boundary[i], dtype=np.float32).reshape(rows))
+        frame[name] = (
+            np.full(rows, np.nan, dtype=np.float32)
+            if boundary is None
+            else np.asarray(boundary[i], dtype=np.float32).reshape(rows)
+        )
     for i, name in enumerate(OBJECT_COUNTS):
         values = np.zeros(rows, np.int16) if objects is None else np.asarray(objects[i]).reshape(rows).astype(np.int16)
         frame[name] = pd.arrays.IntegerArray(values, np.full(rows, objects is None))
@@ -184,8 +206,11 @@ def case_frame(
         column = np.empty(rows, dtype=object)
         column[:] = list(np.ascontiguousarray(hist[:, :, side]).reshape(rows, -1))  # row views of one block
         frame[name] = column
-    frame["prob_sum_low"] = (np.full(rows, np.nan, dtype=np.float32) if low_sums is None
-                             else np.asarray(low_sums, dtype=np.float32).reshape(rows))
+    frame["prob_sum_low"] = (
+        np.full(rows, np.nan, dtype=np.float32)
+        if low_sums is None
+        else np.asarray(low_sums, dtype=np.float32).reshape(rows)
+    )
     return pd.DataFrame(frame, columns=list(CASE_COLUMNS))
 
 
@@ -219,14 +244,22 @@ class CaseRecords:
         """Returns the images added since the last :meth:`reset`."""
         return sum(len(c) for c in self._counts)
 
-    def add(self, counts: Tensor, histograms: Tensor, boundary: np.ndarray | None = None,
-            objects: np.ndarray | None = None, low_sums: Tensor | None = None) -> None:
+    def add(
+        self,
+        counts: Tensor,
+        histograms: Tensor,
+        boundary: np.ndarray | None = None,
+        objects: np.ndarray | None = None,
+        low_sums: Tensor | None = None,
+    ) -> None:
         """Keep one batch: ``counts`` (N, C, 4) ``tp, fp, fn, tn``; ``histograms`` (N, C, 2, n);
         ``boundary`` (3, N, C), ``objects`` (4, N, C) and ``low_sums`` (N, C) or None."""
         n, c = counts.shape[:2]
         if c != len(self.class_names) or histograms.shape != (n, c, 2, self.n_bins):
-            raise ValueError(f"expected counts (N, {len(self.class_names)}, 4) and histograms (N, C, 2, "
-                             f"{self.n_bins}); got {tuple(counts.shape)} and {tuple(histograms.shape)}")
+            raise ValueError(
+                f"expected counts (N, {len(self.class_names)}, 4) and histograms (N, C, 2, "
+                f"{self.n_bins}); got {tuple(counts.shape)} and {tuple(histograms.shape)}"
+            )
         self._counts.append(counts.to(torch.int32))
         self._histograms.append(histograms.to(torch.int32))
         self._boundary.append(boundary)
@@ -248,12 +281,20 @@ class CaseRecords:
             return None if any(p is None for p in parts) else np.concatenate(parts, axis=1)
 
         low_sums = None if any(s is None for s in self._low_sums) else torch.cat(self._low_sums).cpu().numpy()
-        return case_frame(keys, self.class_names, counts, histograms, joined(self._boundary), joined(self._objects),
-                          low_sums)
+        return case_frame(
+            keys, self.class_names, counts, histograms, joined(self._boundary), joined(self._objects), low_sums
+        )
 
 
-def case_records(probs: Tensor, target: Tensor, class_names: Sequence[str], keys: Any, *,
-                 n_bins: int = DEFAULT_BINS, **metric_options: Any):
+def case_records(
+    probs: Tensor,
+    target: Tensor,
+    class_names: Sequence[str],
+    keys: Any,
+    *,
+    n_bins: int = DEFAULT_BINS,
+    **metric_options: Any,
+):
     """Return the case records of one batch of probabilities as a DataFrame (:func:`case_frame`).
 
     Args:

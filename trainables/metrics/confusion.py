@@ -64,10 +64,7 @@ def confusion_counts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tens
             positive). Counted on the inputs' device, with no host synchronisation.
     """
     if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target must have the same shape; got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
+        raise ValueError(f"pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}")
     if pred.dim() < 3:
         raise ValueError(f"expected (N, C, *spatial) masks, got shape {tuple(pred.shape)}")
     pixels = pred[0, 0].numel()
@@ -89,8 +86,14 @@ def _empty_planes(scores: Tensor, dtype: torch.dtype, out: Tensor | None) -> Ten
     fits (same dtype, device and shape but for at least N images), else a new tensor is allocated."""
     n, c, *spatial = scores.shape
     shape = (n, c, 2, *spatial)
-    if (out is not None and out.shape[1:] == shape[1:] and out.shape[0] >= n and out.dtype == dtype
-            and out.device == scores.device and out.is_contiguous()):
+    if (
+        out is not None
+        and out.shape[1:] == shape[1:]
+        and out.shape[0] >= n
+        and out.dtype == dtype
+        and out.device == scores.device
+        and out.is_contiguous()
+    ):
         return out[:n]
     return torch.empty(shape, dtype=dtype, device=scores.device)
 
@@ -252,7 +255,9 @@ def mean_absolute_error(probs: Tensor, target: Tensor) -> Tensor:
         target: same shape, 0/1 (any non-zero counts as 1).
     """
     if probs.shape != target.shape:
-        raise ValueError(f"probs and target must have the same shape; got {tuple(probs.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"probs and target must have the same shape; got {tuple(probs.shape)} and {tuple(target.shape)}"
+        )
     p = probs.flatten(2)
     if not p.is_floating_point():
         p = p.to(torch.get_default_dtype())

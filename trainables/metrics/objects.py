@@ -109,8 +109,7 @@ def _hits(masks: np.ndarray, other: np.ndarray, min_overlap: float) -> tuple[np.
     size = np.bincount(flat[inside], minlength=n)
     covered = np.bincount(flat[inside[other[kept].ravel()[inside]]], minlength=n)
     hit = covered[1:] >= min_overlap * size[1:]
-    return (np.bincount(plane[1:], minlength=len(masks)),
-            np.bincount(plane[1:][hit], minlength=len(masks)))
+    return (np.bincount(plane[1:], minlength=len(masks)), np.bincount(plane[1:][hit], minlength=len(masks)))
 
 
 def object_counts(pred: Any, target: Any, *, min_overlap: float = DEFAULT_MIN_OVERLAP) -> np.ndarray:
@@ -155,8 +154,10 @@ def object_scores(counts: np.ndarray, empty: EmptyRule = "one") -> dict[str, np.
     check_empty_rule(empty)
     true, found, predicted, correct = np.asarray(counts, dtype=np.float64)
     no_object = true == 0
-    return {"object_sensitivity": _ratio(found, true, no_object, empty),
-            "object_precision": _ratio(correct, predicted, no_object, empty)}
+    return {
+        "object_sensitivity": _ratio(found, true, no_object, empty),
+        "object_precision": _ratio(correct, predicted, no_object, empty),
+    }
 
 
 def pooled_object_scores(counts: np.ndarray, empty: EmptyRule = "one") -> dict[str, np.ndarray]:
