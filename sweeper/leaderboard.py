@@ -30,11 +30,12 @@ from trainables.contract import BEST_PREFIX, TrialConfig
 
 #: identity columns of the tables, each named once: a configuration's identity (TrialConfig's), then the fold
 #: trial's bookkeeping; configs.parquet adds the fold counts
-CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
+CONFIG_ID, FOLD, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
     "config_id",
     "fold",
     "arch",
     "encoder",
+    "heads",
     "loss",
     "loss_params",
     "roi_ratio",
@@ -47,6 +48,7 @@ IDENTITY_COLUMNS = [
     FOLD,
     ARCH,
     ENCODER,
+    HEADS,
     LOSS,
     LOSS_PARAMS,
     ROI_RATIO,
@@ -56,7 +58,7 @@ IDENTITY_COLUMNS = [
     EPOCHS_DONE,
     ERROR,
 ]
-CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
+CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
 
@@ -69,6 +71,7 @@ def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, e
         FOLD: config.fold,
         ARCH: config.arch,
         ENCODER: config.encoder,
+        HEADS: config.heads,
         LOSS: config.loss,
         LOSS_PARAMS: json.dumps(config.loss_params, sort_keys=True),
         ROI_RATIO: float("nan") if config.roi_ratio is None else float(config.roi_ratio),

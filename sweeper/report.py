@@ -177,12 +177,14 @@ def organ_classes(configs: pd.DataFrame) -> list[str]:
 
 def config_labels(configs: pd.DataFrame) -> dict[str, str]:
     """Returns config_id -> a short readable label: ``loss (knob=value, ...) id``; model added when it varies."""
-    several_models = configs[["arch", "encoder"]].drop_duplicates().shape[0] > 1
+    model_columns = [c for c in ("arch", "encoder", "heads") if c in configs]
+    several_models = configs[model_columns].drop_duplicates().shape[0] > 1
     labels = {}
     for row in configs.itertuples():
         knobs = json.loads(row.loss_params) if isinstance(row.loss_params, str) else dict(row.loss_params or {})
         knob_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in knobs.items())
-        model = f" {row.arch}/{row.encoder}" if several_models else ""
+        heads = f" {row.heads}" if getattr(row, "heads", "multiclass") != "multiclass" else ""
+        model = f" {row.arch}/{row.encoder}{heads}" if several_models else ""
         labels[row.config_id] = f"{row.loss}{' (' + knob_text + ')' if knob_text else ''}{model} {row.config_id[:6]}"
     return labels
 

@@ -69,6 +69,7 @@ PARAM_FIELDS = (
     "arch",
     "encoder",
     "encoder_weights",
+    "heads",
     "loss",
     "roi_ratio",
     "epochs",

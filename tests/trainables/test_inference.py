@@ -146,9 +146,10 @@ def test_slice_dice_is_the_mean_over_defined_classes_by_hand():
     assert np.isnan(predictions.slice_dice[2])
 
 
+@pytest.mark.parametrize("heads", ["multiclass", "uniclass"])
 @pytest.mark.parametrize("mode", ["multilabel", "multiclass"])
-def test_predictions_score_as_the_trial_validation_scores(mode, request, tmp_path):
-    cfg = request.getfixturevalue(mode)
+def test_predictions_score_as_the_trial_validation_scores(mode, heads, request, tmp_path):
+    cfg = request.getfixturevalue(mode).model_copy(update={"heads": heads})
     torch.manual_seed(1)
     network = build_network(cfg).eval()
     assert network(torch.zeros(1, 2 * cfg.context + 1, 16, 16)).shape[1] == len(cfg.classes)
