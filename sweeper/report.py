@@ -729,7 +729,8 @@ def render_html(
     ]
     if spec:
         meta.append(
-            f"models {esc(', '.join(f'{a}/{e}' for a in spec.model.architectures for e in spec.model.encoders))}; "
+            f"models {esc(', '.join(f'{a}/{e}' for a, e in spec.model.pairs()))} "
+            f"({esc(', '.join(spec.model.heads))}); "
             f"losses {esc(', '.join(loss.name for loss in spec.losses))}; {spec.search.mode} search"
             + (f" (budget {spec.search.budget}, {spec.search.sampler})" if spec.search.mode == "optuna" else "")
         )
