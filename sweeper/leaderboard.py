@@ -162,6 +162,8 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     paths = SweepPaths.at(sweep_dir)
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
+    if HEADS in trials:  # rows a sweep wrote before heads existed (resumed with this version): one network
+        trials[HEADS] = trials[HEADS].fillna("multiclass")
     _write_atomic(trials, paths.trials_table)
     _write_atomic(aggregate(trials), paths.configs_table)
 

@@ -103,3 +103,22 @@ def test_optuna_draws_networks_and_heads_from_the_spec(tmp_path):
     )
     assert {c["heads"] for c in drain(plain)} == {"multiclass"}
     assert set(plain.study.trials[0].params) == {"arch", "encoder", "loss"}
+
+
+def test_leaderboard_rows_from_before_heads_existed_read_as_one_network(tmp_path):
+    import pandas as pd
+
+    from sweeper.leaderboard import read_configs, trial_row, write_leaderboard
+    from trainables.contract import TrialConfig
+
+    def config(heads, cid):
+        return TrialConfig(
+            cache_dir="/c", arch="unet", encoder="resnet18", loss="dice", heads=heads, config_id=cid, fold=0
+        )
+
+    old = trial_row(config("multiclass", "a"), {"best.dice": 0.5}, "finished")
+    del old["heads"]
+    new = trial_row(config("uniclass", "b"), {"best.dice": 0.4}, "finished")
+    write_leaderboard(pd.DataFrame([old, new]), tmp_path)
+    configs = read_configs(tmp_path).set_index("config_id")
+    assert configs.loc["a", "heads"] == "multiclass" and configs.loc["b", "heads"] == "uniclass"
