@@ -726,5 +726,8 @@ def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
 
 
 def dump_spec(spec: SweepSpec) -> str:
-    """Returns the spec as YAML (the frozen copy stored with the sweep)."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    """Returns the spec as YAML (the frozen copy stored with the sweep); it parses back to the same spec."""
+    raw = spec.model_dump(mode="json")
+    if spec.model.networks is not None:  # the pairs replace architectures x encoders: never both in one spec
+        raw["model"] = {k: v for k, v in raw["model"].items() if k not in ("architectures", "encoders")}
+    return yaml.safe_dump(raw, sort_keys=False)

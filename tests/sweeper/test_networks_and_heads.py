@@ -122,3 +122,13 @@ def test_leaderboard_rows_from_before_heads_existed_read_as_one_network(tmp_path
     write_leaderboard(pd.DataFrame([old, new]), tmp_path)
     configs = read_configs(tmp_path).set_index("config_id")
     assert configs.loc["a", "heads"] == "multiclass" and configs.loc["b", "heads"] == "uniclass"
+
+
+def test_a_frozen_spec_with_networks_parses_back_unchanged():
+    import yaml
+
+    from sweeper.spec import dump_spec
+
+    parsed = spec({"networks": ["unet/vgg16", "fcn/vgg16"], "heads": ["multiclass", "uniclass"]})
+    again = parse_spec(yaml.safe_load(dump_spec(parsed)), registry=False)
+    assert again.model.pairs() == parsed.model.pairs() and again.model.heads == ["multiclass", "uniclass"]
