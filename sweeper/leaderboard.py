@@ -199,6 +199,112 @@ def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) ->
     return pd.DataFrame(rows)
 
 
+def _patient_sums(sweep_dir: str | Path, config_ids: list[str]):
+    """Per-patient sums of the records of ``config_ids`` (None when the list is empty)."""
+    if not config_ids:
+        return None
+    from sweeper.evidence import load_patient_sums
+
+    return load_patient_sums(SweepPaths.at(sweep_dir).cases_table, config_ids=config_ids)
+
+
+def compare_pair_table(sweep_dir: str | Path, a: str, b: str, keys: Iterable[str]) -> pd.DataFrame:
+    """Returns ``sweeper compare SWEEP A B``'s table (:func:`sweeper.evidence.comparison_table`).
+
+    Both configurations with case records covering their finished folds: paired on the patients both
+    validated (paired bootstrap interval of A - B, Wilcoxon signed-rank or permutation p-value,
+    ``test`` says which). Otherwise the labelled fold fallback, ``test`` ``fold_corrected_t``:
+    Nadeau & Bengio's corrected paired t over the common finished folds."""
+    from sweeper.evidence import comparison_table
+
+    trials = read_trials(sweep_dir)
+    settings, n_folds = sweep_evidence_settings(sweep_dir)
+    a, b = resolve_config(trials, a), resolve_config(trials, b)
+    covered = covered_configs(sweep_dir, trials, [a, b])
+    sums = _patient_sums(sweep_dir, covered) if len(covered) == 2 else None
+    if sums is None:
+        unknown = [k for k in keys if k not in trials.columns]
+        if unknown:
+            raise KeyError(f"unknown metric(s) {unknown}; columns of trials.parquet: {metric_columns(trials)}")
+    return comparison_table(sums, a, b, list(keys), settings, trials=trials, n_folds=n_folds)
+
+
+def compare_all_table(sweep_dir: str | Path, keys: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Returns ``sweeper compare SWEEP --all``'s tables and writes them (``leaderboard/comparisons.csv``,
+    ``indistinguishable.csv``): every pair with Holm-adjusted p-values (one family per metric), and per
+    metric the configurations not distinguishable from the best (:func:`sweeper.evidence.compare_all`).
+
+    Over the configurations whose case records cover their finished folds when there are two or
+    more; the configurations left out are returned third. Otherwise the labelled fold fallback:
+    every pair's corrected paired t over common folds, Holm-adjusted, the best by fold mean."""
+    from sweeper.evidence import comparison_all_tables
+
+    keys = list(keys)
+    trials = read_trials(sweep_dir)
+    settings, n_folds = sweep_evidence_settings(sweep_dir)
+    finished = list(dict.fromkeys(trials.loc[trials[STATUS] == FINISHED, CONFIG_ID]))
+    covered = covered_configs(sweep_dir, trials)
+    if len(covered) >= 2:
+        pairs, best = comparison_all_tables(_patient_sums(sweep_dir, covered), keys, settings)
+        left_out = [c for c in finished if c not in covered]
+    else:
+        pairs, best = _fold_compare_all(trials, finished, keys, settings, n_folds)
+        left_out = []
+    paths = SweepPaths.at(sweep_dir)
+    paths.leaderboard.mkdir(parents=True, exist_ok=True)
+    pairs.to_csv(paths.comparisons_table, index=False)
+    best.to_csv(paths.indistinguishable_table, index=False)
+    return pairs, best, left_out
+
+
+def _fold_compare_all(trials, ids, keys, settings, n_folds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fold-level fallback of compare --all: corrected paired t for every pair, Holm per metric."""
+    import itertools
+
+    from sweeper.evidence import LOWER_IS_BETTER, comparison_table, holm
+
+    unknown = [k for k in keys if k not in trials.columns]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; columns of trials.parquet: {metric_columns(trials)}")
+    if len(ids) < 2:
+        raise ValueError(f"{len(ids)} configuration(s) finished a fold: nothing to compare")
+    pairs = pd.concat(
+        [
+            comparison_table(None, a, b, keys, settings, trials=trials, n_folds=n_folds)
+            for a, b in itertools.combinations(ids, 2)
+        ],
+        ignore_index=True,
+    )
+    pairs["p_holm"] = float("nan")
+    for key in keys:
+        rows = pairs["metric"] == key
+        pairs.loc[rows, "p_holm"] = holm(pairs.loc[rows, "p_value"].to_numpy(float))
+    means = trials[trials[STATUS] == FINISHED].groupby(CONFIG_ID)[keys].mean()
+    frames = []
+    for key in keys:
+        values = means.loc[ids, key]
+        lower = key.partition(".")[0] in LOWER_IS_BETTER
+        best = values.idxmin() if lower else values.idxmax()
+        part = pairs[(pairs["metric"] == key) & ((pairs["config_a"] == best) | (pairs["config_b"] == best))]
+        other = part["config_b"].where(part["config_a"] == best, part["config_a"])
+        vs_best = dict(zip(other, part["p_holm"]))
+        ranks = values.rank(ascending=lower, method="min")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "metric": key,
+                    CONFIG_ID: ids,
+                    "value": values.to_numpy(),
+                    "rank": ranks.to_numpy(),
+                    "best": [c == best for c in ids],
+                    "p_holm_vs_best": [vs_best.get(c, float("nan")) for c in ids],
+                    "indistinguishable": [c == best or vs_best.get(c, 0.0) > settings.alpha for c in ids],
+                }
+            )
+        )
+    return pairs, pd.concat(frames, ignore_index=True)
+
+
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
@@ -333,10 +439,14 @@ def _latest_checkpoint_cases(trial_dir: Path) -> Path | None:
     return max(found, key=lambda f: int(f.parent.name.rpartition("_")[2] or -1))
 
 
-def rebuild_sweep_cases(sweep_dir: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+def rebuild_sweep_cases(
+    sweep_dir: str | Path, tracking_uri: str | None = None, *, from_mlflow: bool = True, force: bool = True
+) -> dict[str, Any]:
     """Restores the case records of every finished fold trial missing from ``leaderboard/cases.parquet``:
-    first from the trial checkpoints under ``ray/tune``, then from the fold runs' MLflow artifacts
-    (``cases/cases.parquet``); then recomputes the intervals. Never duplicates a fold trial.
+    first from the trial checkpoints under ``ray/tune``, then (``from_mlflow``) from the fold runs' MLflow
+    artifacts (``cases/cases.parquet``); then recomputes the intervals (always with ``force``, else only
+    when something was restored). Never duplicates a fold trial. The end of a launch calls it without
+    MLflow: a driver killed between a trial's end and its callback leaves nothing missing.
 
     ``tracking_uri``: the MLflow store (default: the spec's ``tracking.uri``, ``$MLFLOW_TRACKING_URI``,
     else ``RESULTS/mlflow.db`` beside the sweep folder). Returns the counts ``from_checkpoints``,
@@ -359,11 +469,12 @@ def rebuild_sweep_cases(sweep_dir: str | Path, tracking_uri: str | None = None) 
             if file is not None and _append_file(paths.cases_table, file, config.config_id, append_cases):
                 report["from_checkpoints"] += 1
                 missing.discard(key)
-    if missing:
+    if missing and from_mlflow:
         report["from_mlflow"] = _cases_from_mlflow(paths, missing, tracking_uri, append_cases)
         missing -= cases_present(paths.cases_table)
     report["missing"] = sorted(missing)
-    write_leaderboard(trials, sweep_dir)
+    if force or report["from_checkpoints"] or report["from_mlflow"]:
+        write_leaderboard(trials, sweep_dir)
     return report
 
 
