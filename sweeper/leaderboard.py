@@ -372,19 +372,25 @@ def patient_interval_rows(
     sweep_dir: str | Path, trials: pd.DataFrame, config_ids: Iterable[str], settings: EvidenceSpec
 ) -> pd.DataFrame:
     """Returns the patient-level interval rows (:func:`sweeper.evidence.interval_table`) of those of
-    ``config_ids`` whose records cover their finished folds; empty when none does. A statistic that
-    cannot be computed (records that break its assumptions) is logged and leaves the fold interval."""
-    covered = covered_configs(sweep_dir, trials, config_ids)
-    if not covered:
-        return pd.DataFrame()
+    ``config_ids`` whose records cover their finished folds; empty when none does.
+
+    Each configuration is resampled on its own patients (one at a time, with the settings' seed), so
+    its row is the same whether computed when its trial ends, by the tracker, or in a full rebuild.
+    A statistic that cannot be computed (records that break its assumptions) is logged and leaves
+    the fold interval."""
     from sweeper.evidence import interval_table, load_patient_sums
 
-    try:
-        sums = load_patient_sums(SweepPaths.at(sweep_dir).cases_table, config_ids=covered)
-        table = interval_table(sums, settings, trials=trials[trials[CONFIG_ID].isin(covered)])
-    except (ValueError, KeyError, OSError) as err:
-        logger.warning("patient-level intervals of %s not computed (%s); fold intervals used", covered, err)
+    folder = SweepPaths.at(sweep_dir).cases_table
+    rows = []
+    for cid in covered_configs(sweep_dir, trials, config_ids):
+        try:
+            sums = load_patient_sums(folder, config_ids=[cid])
+            rows.append(interval_table(sums, settings, trials=trials[trials[CONFIG_ID] == cid]))
+        except (ValueError, KeyError, OSError) as err:
+            logger.warning("patient-level intervals of %s not computed (%s); fold intervals used", cid, err)
+    if not rows:
         return pd.DataFrame()
+    table = pd.concat(rows, ignore_index=True)
     return table[table[INTERVAL_METHOD] != FOLD_INTERVAL].reset_index(drop=True)
 
 
