@@ -42,7 +42,8 @@ def main() -> None:
       sweeper demo                      # small real sweep on generated GI-format data
       sweeper validate spec.yaml        # every problem of a spec at once
       sweeper launch spec.yaml          # run it (add --resume after an interruption)
-      sweeper leaderboard results/NAME  # configurations ranked, fold mean +- std
+      sweeper leaderboard results/NAME  # configurations ranked, 95% intervals over patients
+      sweeper compare results/NAME --all  # paired tests on patients, Holm-adjusted
       sweeper pareto results/NAME       # sensitivity vs precision front (CSV + PNG)
       sweeper ui                        # browse every run in the MLflow UI
     """
