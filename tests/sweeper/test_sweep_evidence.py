@@ -363,3 +363,53 @@ def parse_spec_of_dict(extra):
         {"name": "s", "data": {"format": "synthetic"}, "losses": [{"name": "dice"}], "search": {"budget": 1}, **extra},
         registry=False,
     )
+
+
+def test_mlflow_fold_runs_get_the_records_and_configuration_runs_the_leaderboard_intervals(sweep, tmp_path):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from sweeper.tracking import (
+        CONFIG_LEVEL,
+        INTERVAL_TAG,
+        LEVEL_TAG,
+        MlflowTracker,
+        artifact_root,
+        default_tracking_uri,
+    )
+
+    copy = tmp_path / "evidence"
+    shutil.copytree(sweep, copy)
+    store = default_tracking_uri(tmp_path)
+    tracker = MlflowTracker(store, "evidence", artifact_root(tmp_path), copy / "spec.yaml", n_folds=FOLDS)
+    tracker.setup()
+    settings = settings_for(copy)
+    trials = []
+    for fold in range(FOLDS):
+        config = settings.for_fold(
+            Configuration(arch="unet", encoder="r18", loss="dice"), config_id="good000001", fold=fold
+        )
+        checkpoint = SimpleNamespace(
+            path=str(copy / "ray" / "tune" / f"dice-good000001-fold{fold}-x" / "checkpoint_000001")
+        )
+        result = {"best.dice": 0.8, "best.sensitivity": 0.9}
+        trials.append(
+            SimpleNamespace(**vars(fake_trial(config, result, checkpoint)), status="TERMINATED", trial_id=f"t{fold}")
+        )
+    for trial in trials:
+        tracker.on_trial_complete(0, trials, trial)
+    tracker.on_experiment_end(trials)
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("evidence").experiment_id
+    runs = client.search_runs([experiment])
+    folds = [r for r in runs if r.data.tags[LEVEL_TAG] == "fold"]
+    assert len(folds) == FOLDS
+    assert all(
+        [a.path for a in client.list_artifacts(r.info.run_id, "cases")] == ["cases/cases.parquet"] for r in folds
+    )
+    [config_run] = [r for r in runs if r.data.tags[LEVEL_TAG] == CONFIG_LEVEL]
+    row = read_configs(copy).set_index("config_id").loc["good000001"]
+    assert config_run.data.tags[INTERVAL_TAG] == "patient_bca"
+    for key in ("dice_ci_low", "dice_ci_high", "sensitivity_ci_high"):  # the metrics the trials reported
+        assert config_run.data.metrics[key] == pytest.approx(row[key])
