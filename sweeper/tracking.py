@@ -8,7 +8,11 @@ settings through :class:`trainables.contract.TrialConfig`. Runs nest through the
 ``sweeper.level`` = ``sweep`` | ``config`` | ``fold``. Runs are found again by their tags, so a
 resumed sweep reuses its runs instead of duplicating them. A tracking server that goes away
 mid-sweep costs nothing: writes are kept and retried (:class:`MlflowTracker`); one unreachable at
-launch stops the launch before Ray starts (:func:`check_tracking_server`).
+launch stops the launch before Ray starts (:func:`check_tracking_server`). A fold run also gets its
+trial's out-of-fold case records (artifact ``cases/cases.parquet``, from which
+:func:`sweeper.leaderboard.rebuild_sweep_cases` restores lost ones); a configuration run, once its
+folds have ended, the leaderboard's intervals (``<metric>_ci_low``/``_ci_high``) and their method
+(tag ``sweeper.interval_method``).
 """
 
 from __future__ import annotations
