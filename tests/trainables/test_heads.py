@@ -131,3 +131,42 @@ def test_a_uniclass_trial_trains_one_network_per_class_and_loads_for_the_report(
     assert build_network(cfg).state_dict().keys() == network.state_dict().keys()
     predictions = predict_slices(cfg, network, validation_slices(cfg))
     assert predictions.pred.shape[1:] == (3, 32, 32) and predictions.classes == cfg.classes
+
+
+def test_a_uniclass_trial_on_one_label_per_pixel_trains_binary_softmax_networks(tmp_path):
+    from test_inference import ACDC, write_acdc  # ACDC-layout NIfTI volumes: RV, MYO, LV
+
+    from trainables.data import prepare_dataset_cache
+
+    cache = prepare_dataset_cache(
+        "nifti",
+        write_acdc(tmp_path / "acdc"),
+        tmp_path / "cache",
+        image_size=16,
+        n_folds=3,
+        classes=tuple(ACDC),
+        label_mode="multiclass",
+        label_values={1: "RV", 2: "MYO", 3: "LV"},
+        options={
+            "images": "*/patient*_frame[0-9][0-9].nii.gz",
+            "labels": "{dir}/{stem}_gt.nii.gz",
+            "patient_pattern": r"^(patient\d+)/",
+        },
+    )
+    cfg = uniclass(
+        cache,
+        arch="unet",
+        encoder="resnet18",
+        image_size=16,
+        activation="softmax",
+        classes=["background", *ACDC],
+        loss="dice",
+        loss_params={},
+        loss_include_background=False,  # diceBK: each binary network scores its organ only
+    )
+    parts = binary_settings(cfg)
+    assert [p.classes for p in parts] == [("background", c) for c in ACDC]
+    results = []
+    run_fold(cfg, lambda metrics, _: results.append(metrics))
+    assert math.isfinite(results[-1]["train_loss"]) and "best.dice.LV" in results[-1]
+    assert build_network(cfg)(torch.zeros(2, 3, 16, 16)).shape == (2, 4, 16, 16)
