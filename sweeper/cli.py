@@ -200,12 +200,18 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     default=None,
     help="Operating point: the most sensitive configuration with precision >= this.",
 )
+@click.option(
+    "--include-partial",
+    is_flag=True,
+    help="Let pruned configurations (fold means over only the folds they ran) on the front and operating point.",
+)
 def pareto(
     sweep_dir: Path,
     class_name: str | None,
     out: Path | None,
     min_sensitivity: float | None,
     min_precision: float | None,
+    include_partial: bool = False,
 ) -> None:
     """Export the Pareto front of fold-mean sensitivity vs precision of SWEEP_DIR and print it.
 
@@ -213,7 +219,7 @@ def pareto(
     instead (and say so clearly when none meets it).
     """
     from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, LOSS, LOSS_PARAMS, N_FOLDS, read_configs
-    from sweeper.pareto import axis_columns, export_pareto, operating_point
+    from sweeper.pareto import axis_columns, export_pareto, operating_point, sweep_constraints
 
     try:
         if min_sensitivity is not None or min_precision is not None:
@@ -224,6 +230,8 @@ def pareto(
                 min_sensitivity=min_sensitivity,
                 min_precision=min_precision,
                 class_name=class_name,
+                constraints=sweep_constraints(sweep_dir),
+                include_partial=include_partial,
             )
             if point.row is None:
                 raise click.ClickException(
@@ -241,7 +249,7 @@ def pareto(
                     f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} over {int(row[N_FOLDS])} folds"
                 )
             return
-        csv_path, png_path, front = export_pareto(sweep_dir, class_name, out)
+        csv_path, png_path, front = export_pareto(sweep_dir, class_name, out, include_partial=include_partial)
     except (FileNotFoundError, KeyError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(front.to_string(index=False))
@@ -250,6 +258,12 @@ def pareto(
         f"\nhypervolume {summary['hypervolume']:.4f} (reference point (0, 0)); "
         f"{summary['n_within_noise']} more configuration(s) dominated only within the 95% fold interval"
     )
+    if summary["n_infeasible"] or summary["n_partial"]:
+        click.echo(
+            f"kept off the front: {summary['n_infeasible']} infeasible (search.constraints), "
+            f"{summary['n_partial']} pruned (--include-partial lets them on); listed in "
+            f"{csv_path.with_name(csv_path.stem + '_excluded.csv')}"
+        )
     click.echo(f"wrote {csv_path} (+ .parquet, .json) and {png_path}")
 
 

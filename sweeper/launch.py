@@ -199,7 +199,7 @@ def launch(
                     *callbacks,
                 ]
         else:
-            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
+            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir), sweep_dir=paths.sweep)
             tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,

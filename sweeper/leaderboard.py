@@ -8,7 +8,15 @@ epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its p
 identity columns, each metric's fold mean under its plain name, its sample standard deviation
 (ddof=1; NaN for a single fold) under ``<name>_std`` and its 95% Student-t interval over folds under
 ``<name>_ci_low`` / ``<name>_ci_high`` (:func:`sweeper.stats.t_interval`), ``n_folds`` (finished)
-and ``n_failed``.
+and ``n_failed``; then the configuration's ``status`` (:func:`config_status`: ``finished``, ``failed`` or
+``pruned``), ``n_stopped`` (fold trials the epoch scheduler stopped) and ``pruned_at`` (why it was pruned).
+
+A fold trial the epoch scheduler (``scheduler: {type: moasha}``) stopped before its last epoch is a
+trials.parquet row with status ``stopped``: its best epoch so far is its record and ``epochs_done`` the
+epoch it reached; it never counts towards a configuration's fold means. A configuration that fold
+halving or the scheduler pruned is listed in ``leaderboard/pruned.json`` (written by the searcher,
+:func:`record_pruned`); its fold means cover the folds it finished (``n_folds``), and the Pareto front
+leaves it out unless asked (``sweeper pareto --include-partial``).
 
 Both are rewritten atomically (temp file + rename) after every ended trial by
 :class:`LeaderboardWriter`, whose hooks run as a Tune callback in the driver
@@ -42,6 +50,8 @@ CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
 )
 STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
 N_FOLDS, N_FAILED = "n_folds", "n_failed"
+#: configs.parquet: the configuration's status, its fold trials the scheduler stopped, why it was pruned
+CONFIG_STATUS, N_STOPPED, PRUNED_AT = "status", "n_stopped", "pruned_at"
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
@@ -58,6 +68,10 @@ IDENTITY_COLUMNS = [
 ]
 CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
+#: a fold trial stopped early by the epoch scheduler; a configuration pruned by fold halving or the scheduler
+STOPPED, PRUNED = "stopped", "pruned"
+#: the searcher's pruning ledger, beside the tables: {config_id: {reason, n_folds, n_stopped}}
+PRUNED_FILE = "pruned.json"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
 
 
@@ -87,8 +101,40 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in IDENTITY_COLUMNS]
 
 
-def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
-    """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first."""
+def fold_trial_status(config: TrialConfig, result: dict[str, Any] | None) -> str:
+    """Returns ``stopped`` when the trial's last epoch is below ``config.epochs`` (the scheduler stopped
+    it), else ``finished``."""
+    epoch = (result or {}).get("epoch")
+    return STOPPED if epoch is not None and int(epoch) < config.epochs else FINISHED
+
+
+def config_status(n_failed: int, pruned: bool) -> str:
+    """Returns a configuration's status: ``pruned`` (fold halving or the scheduler left it behind),
+    ``failed`` (a fold trial failed), else ``finished`` (every ended fold trial finished)."""
+    return PRUNED if pruned else FAILED if n_failed else FINISHED
+
+
+def record_pruned(sweep_dir: str | Path, cid: str, *, reason: str, n_folds: int, n_stopped: int) -> None:
+    """Adds a pruned configuration to the sweep's pruning ledger (atomic rewrite)."""
+    ledger = read_pruned(sweep_dir)
+    ledger[cid] = {"reason": reason, N_FOLDS: n_folds, N_STOPPED: n_stopped}
+    path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_pruned(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Returns the pruning ledger ``{config_id: {reason, n_folds, n_stopped}}`` ({} when nothing was pruned)."""
+    path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def aggregate(trials: pd.DataFrame, pruned: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first;
+    ``pruned`` is the pruning ledger (:func:`read_pruned`)."""
+    pruned = pruned or {}
     metrics = metric_columns(trials)
     rows = []
     for _, group in trials.groupby(CONFIG_ID, sort=False):
@@ -97,6 +143,9 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
         row[LOSS_DETAIL] = ";".join(sorted(set(group[LOSS_DETAIL]) - {""}))  # CALF may choose per fold
         row[N_FOLDS] = len(done)
         row[N_FAILED] = int((group[STATUS] == FAILED).sum())
+        row[N_STOPPED] = int((group[STATUS] == STOPPED).sum())
+        row[CONFIG_STATUS] = config_status(row[N_FAILED], row[CONFIG_ID] in pruned)
+        row[PRUNED_AT] = pruned.get(row[CONFIG_ID], {}).get("reason", "")
         for name in metrics:
             values = done[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
@@ -106,7 +155,7 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(
         rows,
         columns=CONFIG_IDENTITY
-        + [N_FOLDS, N_FAILED]
+        + [N_FOLDS, N_FAILED, CONFIG_STATUS, N_STOPPED, PRUNED_AT]
         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))],
     )
     if "dice" in frame:
@@ -160,7 +209,7 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
     _write_atomic(trials, paths.trials_table)
-    _write_atomic(aggregate(trials), paths.configs_table)
+    _write_atomic(aggregate(trials, read_pruned(sweep_dir)), paths.configs_table)
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
@@ -202,7 +251,8 @@ class LeaderboardWriter:
         write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._record(trial_row(TrialConfig.from_dict(trial.config), trial.last_result, FINISHED))
+        config = TrialConfig.from_dict(trial.config)
+        self._record(trial_row(config, trial.last_result, fold_trial_status(config, trial.last_result)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(

@@ -5,6 +5,12 @@ strictly better on one (both axes maximised); configurations with equal coordina
 A configuration off the front whose 95% fold interval reaches past the front (the upper corner
 of its interval box is not dominated by any front point) is ``within_noise``: dominated on the
 means but not distinguishable from the front with this many folds. The rest are ``dominated``.
+
+Two kinds of configuration are kept off the front and the operating point and shown apart
+(``front_status`` ``infeasible`` or ``partial``, listed in ``<stem>_excluded.csv``): those whose fold
+means break one of the sweep's ``search.constraints`` (column ``feasible`` false), and those that fold
+halving or the epoch scheduler pruned (``status`` ``pruned``: their means cover only the folds they ran),
+unless asked for with ``include_partial``.
 """
 
 from __future__ import annotations
@@ -17,13 +23,55 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper.leaderboard import CONFIG_IDENTITY, LOSS, N_FOLDS, read_configs
+from sweeper.leaderboard import CONFIG_IDENTITY, CONFIG_STATUS, LOSS, N_FOLDS, PRUNED, PRUNED_AT, read_configs
 from sweeper.paths import SweepPaths
 from sweeper.stats import hypervolume_2d
 
 X_METRIC, Y_METRIC = "sensitivity", "precision"
 HYPERVOLUME_REFERENCE = (0.0, 0.0)
 FRONT, WITHIN_NOISE, DOMINATED = "front", "within_noise", "dominated"
+#: kept off the front: breaks a search constraint; pruned (fold means over part of its folds)
+INFEASIBLE, PARTIAL = "infeasible", "partial"
+FEASIBLE = "feasible"
+
+
+def feasible(configs: pd.DataFrame, constraints: Sequence) -> np.ndarray:
+    """Returns a bool mask of the configurations whose fold means meet every constraint
+    (``metric >= min`` and ``metric <= max``; a missing mean fails). ``constraints``: items with
+    ``metric``, ``min`` and ``max`` attributes (:class:`sweeper.spec.ConstraintSpec`)."""
+    ok = np.ones(len(configs), dtype=bool)
+    for constraint in constraints:
+        if constraint.metric not in configs.columns:
+            raise KeyError(f"constraint on {constraint.metric!r}: the leaderboard has no such column")
+        values = configs[constraint.metric].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            if constraint.min is not None:
+                ok &= values >= constraint.min
+            if constraint.max is not None:
+                ok &= values <= constraint.max
+    return ok
+
+
+def sweep_constraints(sweep_dir: str | Path) -> list:
+    """Returns the ``search.constraints`` of a sweep's frozen spec.yaml ([] when it has none or no spec)."""
+    import yaml
+
+    from sweeper.spec import ConstraintSpec
+
+    spec_file = SweepPaths.at(sweep_dir).spec_file
+    if not spec_file.is_file():
+        return []
+    raw = yaml.safe_load(spec_file.read_text()) or {}
+    return [ConstraintSpec.model_validate(c) for c in (raw.get("search") or {}).get("constraints") or []]
+
+
+def eligibility(configs: pd.DataFrame, constraints: Sequence = (), include_partial: bool = False) -> pd.Series:
+    """Returns per configuration ``""`` (may be on the front), ``infeasible`` or ``partial`` (pruned)."""
+    reason = pd.Series("", index=configs.index, dtype=object)
+    if not include_partial and CONFIG_STATUS in configs.columns:
+        reason[configs[CONFIG_STATUS].to_numpy() == PRUNED] = PARTIAL
+    reason[~feasible(configs, constraints)] = INFEASIBLE
+    return reason
 
 
 def non_dominated(points: np.ndarray) -> np.ndarray:
@@ -61,8 +109,15 @@ def _classes(configs: pd.DataFrame) -> list[str]:
     )
 
 
-def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.DataFrame:
-    """Returns every configuration with its axis values, intervals, ``on_front`` and ``front_status``.
+def pareto_table(
+    configs: pd.DataFrame,
+    class_name: str | None = None,
+    *,
+    constraints: Sequence = (),
+    include_partial: bool = False,
+) -> pd.DataFrame:
+    """Returns every configuration with its axis values, intervals, ``feasible``, ``on_front`` and
+    ``front_status`` (front, within_noise, dominated; infeasible or partial for those kept off the front).
 
     Rows: front first (by increasing sensitivity), then the others.
     """
@@ -71,16 +126,22 @@ def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.Dat
     if missing:
         raise KeyError(f"the leaderboard has no column {missing}; classes in this sweep: {_classes(configs)}")
     extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high") if c in configs.columns]
-    extra += [c for c in ("dice", N_FOLDS) if c in configs.columns and c not in (x, y)]
+    extra += [c for c in ("dice", N_FOLDS, CONFIG_STATUS, PRUNED_AT) if c in configs.columns and c not in (x, y)]
     identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
     table = configs[identity + [x, y] + extra].copy()
-    points = table[[x, y]].to_numpy(dtype=float)
+    excluded = eligibility(configs, constraints, include_partial).to_numpy()
+    table[FEASIBLE] = excluded != INFEASIBLE
+    points = table[[x, y]].to_numpy(dtype=float, copy=True)
+    points[excluded != ""] = np.nan  # never on the front, never pushing others off it
     table["on_front"] = non_dominated(points)
     front = points[table["on_front"].to_numpy()]
     status = []
     for i, on_front in enumerate(table["on_front"]):
         if on_front:
             status.append(FRONT)
+            continue
+        if excluded[i]:
+            status.append(excluded[i])
             continue
         upper = np.array([_upper(table, i, x), _upper(table, i, y)])
         noisy = np.all(np.isfinite(upper)) and not _dominated_by_any(upper, front)
@@ -116,9 +177,12 @@ def operating_point(
     min_sensitivity: float | None = None,
     min_precision: float | None = None,
     class_name: str | None = None,
+    constraints: Sequence = (),
+    include_partial: bool = False,
 ) -> OperatingPoint:
     """Returns the configuration with the highest precision among those with sensitivity >= floor
-    (or the highest sensitivity under a precision floor), on fold means; ties broken by dice."""
+    (or the highest sensitivity under a precision floor), on fold means; ties broken by dice.
+    Configurations breaking a search constraint, and pruned ones unless ``include_partial``, are left out."""
     if (min_sensitivity is None) == (min_precision is None):
         raise ValueError("give exactly one of min_sensitivity or min_precision")
     x, y = axis_columns(class_name)
@@ -126,6 +190,7 @@ def operating_point(
     constraint = f"{floor_col} >= {floor}"
     if floor_col not in configs.columns:
         raise KeyError(f"the leaderboard has no column {floor_col!r}; classes in this sweep: {_classes(configs)}")
+    configs = configs[eligibility(configs, constraints, include_partial).to_numpy() == ""]
     eligible = configs[configs[floor_col] >= floor]
     best_available = float(configs[floor_col].max()) if len(configs) else float("nan")
     if eligible.empty:
@@ -136,15 +201,23 @@ def operating_point(
 
 
 def export_pareto(
-    sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None
+    sweep_dir: str | Path,
+    class_name: str | None = None,
+    out: str | Path | None = None,
+    *,
+    include_partial: bool = False,
 ) -> tuple[Path, Path, pd.DataFrame]:
     """Writes the front as CSV and Parquet (front rows), a PNG and an SVG of all configurations with 95%
-    interval error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
+    interval error bars, ``<stem>.json`` (hypervolume, reference point, counts) and ``<stem>_excluded.csv``
+    (configurations kept off the front: infeasible under the sweep's constraints, or pruned); returns CSV
+    path, PNG path, front.
 
     Default paths: ``SWEEP_DIR/pareto/pareto.csv`` or ``pareto_<class>.csv``; the other files sit
     beside the CSV with the same stem.
     """
-    table = pareto_table(read_configs(sweep_dir), class_name)
+    table = pareto_table(
+        read_configs(sweep_dir), class_name, constraints=sweep_constraints(sweep_dir), include_partial=include_partial
+    )
     csv_path = Path(out) if out else SweepPaths.at(sweep_dir).pareto_file(class_name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     front = table[table["on_front"]].drop(columns="on_front")
@@ -158,7 +231,12 @@ def export_pareto(
         "n_configurations": len(table),
         "n_front": int(table["on_front"].sum()),
         "n_within_noise": int((table["front_status"] == WITHIN_NOISE).sum()),
+        "n_infeasible": int((table["front_status"] == INFEASIBLE).sum()),
+        "n_partial": int((table["front_status"] == PARTIAL).sum()),
+        "include_partial": include_partial,
     }
+    excluded = table[table["front_status"].isin([INFEASIBLE, PARTIAL])].drop(columns="on_front")
+    excluded.to_csv(csv_path.with_name(f"{csv_path.stem}_excluded.csv"), index=False)
     csv_path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     png_path = csv_path.with_suffix(".png")
     plot_front(table, class_name, png_path)
@@ -192,7 +270,7 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
     for loss, group in table.groupby(LOSS):
         xerr = _errors(group, x)
         yerr = _errors(group, y)
-        marker_face = ["none" if s == DOMINATED else None for s in group["front_status"]]
+        marker_face = ["none" if s in (DOMINATED, INFEASIBLE, PARTIAL) else None for s in group["front_status"]]
         points = ax.errorbar(
             group[x], group[y], xerr=xerr, yerr=yerr, fmt="o", ms=6, capsize=2, alpha=0.85, label=loss, elinewidth=0.8
         )
