@@ -35,9 +35,10 @@ def as_maximised(values: Sequence[float], directions: Sequence[str]) -> list[flo
     return [float(v) if d == "maximize" else -float(v) for v, d in zip(values, directions)]
 
 
-def dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """True when ``a`` is at least as good as ``b`` on every objective and better on one (maximising)."""
-    return bool(np.all(a >= b) and np.any(a > b))
+def _as_matrix(points) -> np.ndarray:
+    """Returns ``points`` as a float (n, k) array (one objective given as a vector becomes one column)."""
+    points = np.asarray(points, dtype=float)
+    return points[:, None] if points.ndim == 1 else points
 
 
 def non_dominated_ranks(points: np.ndarray) -> np.ndarray:
@@ -46,30 +47,26 @@ def non_dominated_ranks(points: np.ndarray) -> np.ndarray:
     Deb et al. (2002)'s fast non-dominated sort, O(n^2 k) for n points of k objectives (maximised).
     A row holding NaN is ranked after every finite row (its own last front).
     """
-    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    points = _as_matrix(points)
     n = len(points)
     ranks = np.full(n, -1, dtype=int)
     valid = ~np.isnan(points).any(axis=1)
-    index = np.flatnonzero(valid)
-    dominated_by = {i: [] for i in index}  # i -> rows that i dominates
-    count = {i: 0 for i in index}  # how many rows dominate i
-    for a in index:
-        for b in index:
-            if a != b and dominates(points[a], points[b]):
-                dominated_by[a].append(b)
-                count[b] += 1
-    current = [i for i in index if count[i] == 0]
+    finite = points[valid]
+    # beats[a, b]: a dominates b (at least as good everywhere, better somewhere)
+    at_least = np.all(finite[:, None, :] >= finite[None, :, :], axis=2)
+    better = np.any(finite[:, None, :] > finite[None, :, :], axis=2)
+    beats = at_least & better
+    count = beats.sum(axis=0)  # how many rows dominate each row
+    current = np.flatnonzero(count == 0)
     front = 0
-    while current:
-        following = []
-        for i in current:
-            ranks[i] = front
-            for j in dominated_by[i]:
-                count[j] -= 1
-                if count[j] == 0:
-                    following.append(j)
-        current = following
+    finite_ranks = np.full(len(finite), -1, dtype=int)
+    while len(current):
+        finite_ranks[current] = front
+        count = count - beats[current].sum(axis=0)
+        count[finite_ranks >= 0] = -1  # ranked already
+        current = np.flatnonzero(count == 0)
         front += 1
+    ranks[valid] = finite_ranks
     ranks[~valid] = front
     return ranks
 
@@ -81,7 +78,7 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
     between its two neighbours divided by the objective's range (max - min; a zero range adds nothing).
     The distance is the sum over objectives. Two or fewer rows are all extreme (infinity).
     """
-    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    points = _as_matrix(points)
     n, k = points.shape
     distance = np.zeros(n)
     if n <= 2:
@@ -100,7 +97,7 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
 def rank_order(points: np.ndarray) -> np.ndarray:
     """Returns row indices best first: by front number, then by decreasing crowding distance within a front,
     then by row order (earlier arrival first)."""
-    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    points = _as_matrix(points)
     ranks = non_dominated_ranks(points)
     crowding = np.zeros(len(points))
     for front in np.unique(ranks):
@@ -172,4 +169,83 @@ class Rungs:
         return cls(
             eta=float(data["eta"]),
             arrivals={int(k): [(key, list(v)) for key, v in e] for k, e in data["arrivals"].items()},
+        )
+
+
+@dataclass
+class EpochHalving:
+    """MO-ASHA's decisions for fold trials (Ray-free; :class:`sweeper.schedulers.MoAshaScheduler` drives it).
+
+    A fold trial reporting epoch ``e`` in :attr:`levels` (``grace_period * reduction_factor**k`` below
+    ``max_epochs``) arrives at that rung of its fold's :class:`Rungs`, with the objectives it reported for
+    that epoch (maximised); it goes on only in the top ``1/reduction_factor`` of the same fold's trials
+    at that rung. A trial once stopped stays stopped: a result it reports later (its last checkpoint
+    replayed after a driver restart) is stopped again.
+
+    A configuration is judged once per rung, on the first of its folds to reach it; its other folds
+    pass that rung unjudged. Judging every fold would compound the halving: the trials of a later fold
+    are those of configurations that already survived the first, so the top ``1/reduction_factor`` of
+    them is a far smaller share of all configurations (``benchmarks/pruning_simulation.py`` measured the
+    true front's survival falling from about a half to a few percent that way).
+    """
+
+    objectives: list[str]
+    directions: list[str]
+    grace_period: int
+    reduction_factor: float
+    max_epochs: int
+    folds: dict[int, Rungs] = field(default_factory=dict)
+    stopped: dict[str, int] = field(default_factory=dict)  # "<config_id>/<fold>" -> epoch it was stopped at
+    passed: dict[str, list[int]] = field(default_factory=dict)  # config_id -> rungs passed (on any fold)
+
+    @property
+    def levels(self) -> list[int]:
+        """The rung epochs (the last epoch is no rung: the trial ends there anyway)."""
+        return rung_levels(self.grace_period, self.reduction_factor, self.max_epochs)[:-1]
+
+    def decide(self, config_id: str, fold: int, result: dict) -> bool:
+        """Returns whether the fold trial goes on after reporting ``result`` (it holds ``epoch`` and the
+        objectives under their plain names)."""
+        key = f"{config_id}/{fold}"
+        if key in self.stopped:
+            return False
+        epoch = result.get("epoch")
+        if epoch is None or int(epoch) not in self.levels:
+            return True
+        rungs = self.folds.setdefault(int(fold), Rungs(eta=self.reduction_factor))
+        judged_here = any(k == config_id for k, _ in rungs.arrivals.get(int(epoch), []))
+        if int(epoch) in self.passed.get(config_id, []) and not judged_here:
+            return True  # judged at this rung on another fold
+        values = [result.get(name, float("nan")) for name in self.objectives]
+        if rungs.arrive(int(epoch), config_id, as_maximised(values, self.directions)):
+            passed = self.passed.setdefault(config_id, [])
+            if int(epoch) not in passed:
+                passed.append(int(epoch))
+            return True
+        self.stopped[key] = int(epoch)
+        return False
+
+    def to_dict(self) -> dict:
+        return {
+            "objectives": self.objectives,
+            "directions": self.directions,
+            "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor,
+            "max_epochs": self.max_epochs,
+            "folds": {str(fold): rungs.to_dict() for fold, rungs in self.folds.items()},
+            "stopped": self.stopped,
+            "passed": self.passed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EpochHalving:
+        return cls(
+            objectives=list(data["objectives"]),
+            directions=list(data["directions"]),
+            grace_period=int(data["grace_period"]),
+            reduction_factor=float(data["reduction_factor"]),
+            max_epochs=int(data["max_epochs"]),
+            folds={int(fold): Rungs.from_dict(r) for fold, r in data["folds"].items()},
+            stopped={k: int(v) for k, v in data["stopped"].items()},
+            passed={k: [int(e) for e in v] for k, v in data.get("passed", {}).items()},
         )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 from collections import deque
 from dataclasses import dataclass, field
@@ -230,6 +231,10 @@ class FoldSearcher(Searcher):
             return  # pruned while this fold ran: kept in the leaderboard, nothing more to tell
         if entry.stopped:
             fold_stopped, epoch = next(iter(entry.stopped.items()))
+            if self._fold_rungs is not None:
+                # counted among the configurations at its fold rung, ranked last: the rung keeps the top 1/eta
+                # of every configuration that got there, not of those the epoch scheduler let through
+                self._fold_rungs.arrive(entry.launched, cid, [math.nan] * self._n_objectives)
             self._prune(entry, f"fold {fold_stopped} stopped at epoch {epoch}")
         elif not entry.launched_done:
             return
