@@ -9,7 +9,8 @@ identity columns, each metric's fold mean under its plain name, its sample stand
 (ddof=1; NaN for a single fold) under ``<name>_std`` and its 95% Student-t interval over folds under
 ``<name>_ci_low`` / ``<name>_ci_high`` (:func:`sweeper.stats.t_interval`), ``n_folds`` (finished)
 and ``n_failed``; then the configuration's ``status`` (:func:`config_status`: ``finished``, ``failed`` or
-``pruned``), ``n_stopped`` (fold trials the epoch scheduler stopped) and ``pruned_at`` (why it was pruned).
+``pruned``), ``n_stopped`` (fold trials the epoch scheduler stopped), ``pruned_at`` (why it was pruned)
+and ``feasible`` (its fold means meet the sweep's ``search.constraints``; true without constraints).
 
 A fold trial the epoch scheduler (``scheduler: {type: moasha}``) stopped before its last epoch is a
 trials.parquet row with status ``stopped``: its best epoch so far is its record and ``epochs_done`` the
@@ -27,9 +28,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sweeper.paths import SweepPaths
@@ -50,8 +53,9 @@ CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
 )
 STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
 N_FOLDS, N_FAILED = "n_folds", "n_failed"
-#: configs.parquet: the configuration's status, its fold trials the scheduler stopped, why it was pruned
-CONFIG_STATUS, N_STOPPED, PRUNED_AT = "status", "n_stopped", "pruned_at"
+#: configs.parquet: the configuration's status, its fold trials the scheduler stopped, why it was pruned, and
+#: whether its fold means meet the sweep's search.constraints
+CONFIG_STATUS, N_STOPPED, PRUNED_AT, FEASIBLE = "status", "n_stopped", "pruned_at", "feasible"
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
@@ -129,6 +133,37 @@ def read_pruned(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Returns the pruning ledger ``{config_id: {reason, n_folds, n_stopped}}`` ({} when nothing was pruned)."""
     path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def feasible(configs: pd.DataFrame, constraints: Sequence) -> np.ndarray:
+    """Returns a bool mask of the configurations whose fold means meet every constraint
+    (``metric >= min`` and ``metric <= max``; a missing mean fails). ``constraints``: items with
+    ``metric``, ``min`` and ``max`` attributes (:class:`sweeper.spec.ConstraintSpec`)."""
+    ok = np.ones(len(configs), dtype=bool)
+    for constraint in constraints:
+        if constraint.metric not in configs.columns:  # no fold trial finished yet: nothing meets it
+            ok[:] = False
+            continue
+        values = configs[constraint.metric].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            if constraint.min is not None:
+                ok &= values >= constraint.min
+            if constraint.max is not None:
+                ok &= values <= constraint.max
+    return ok
+
+
+def sweep_constraints(sweep_dir: str | Path) -> list:
+    """Returns the ``search.constraints`` of a sweep's frozen spec.yaml ([] when it has none or no spec)."""
+    import yaml
+
+    from sweeper.spec import ConstraintSpec  # pydantic only: no torch
+
+    spec_file = SweepPaths.at(sweep_dir).spec_file
+    if not spec_file.is_file():
+        return []
+    raw = yaml.safe_load(spec_file.read_text()) or {}
+    return [ConstraintSpec.model_validate(c) for c in (raw.get("search") or {}).get("constraints") or []]
 
 
 def aggregate(trials: pd.DataFrame, pruned: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
@@ -209,7 +244,9 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
     _write_atomic(trials, paths.trials_table)
-    _write_atomic(aggregate(trials, read_pruned(sweep_dir)), paths.configs_table)
+    configs = aggregate(trials, read_pruned(sweep_dir))
+    configs.insert(configs.columns.get_loc(PRUNED_AT) + 1, FEASIBLE, feasible(configs, sweep_constraints(sweep_dir)))
+    _write_atomic(configs, paths.configs_table)
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:

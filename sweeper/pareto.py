@@ -23,7 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper.leaderboard import CONFIG_IDENTITY, CONFIG_STATUS, LOSS, N_FOLDS, PRUNED, PRUNED_AT, read_configs
+from sweeper.leaderboard import (
+    CONFIG_IDENTITY,
+    CONFIG_STATUS,
+    FEASIBLE,
+    LOSS,
+    N_FOLDS,
+    PRUNED,
+    PRUNED_AT,
+    feasible,
+    read_configs,
+    sweep_constraints,
+)
 from sweeper.paths import SweepPaths
 from sweeper.stats import hypervolume_2d
 
@@ -32,37 +43,7 @@ HYPERVOLUME_REFERENCE = (0.0, 0.0)
 FRONT, WITHIN_NOISE, DOMINATED = "front", "within_noise", "dominated"
 #: kept off the front: breaks a search constraint; pruned (fold means over part of its folds)
 INFEASIBLE, PARTIAL = "infeasible", "partial"
-FEASIBLE = "feasible"
-
-
-def feasible(configs: pd.DataFrame, constraints: Sequence) -> np.ndarray:
-    """Returns a bool mask of the configurations whose fold means meet every constraint
-    (``metric >= min`` and ``metric <= max``; a missing mean fails). ``constraints``: items with
-    ``metric``, ``min`` and ``max`` attributes (:class:`sweeper.spec.ConstraintSpec`)."""
-    ok = np.ones(len(configs), dtype=bool)
-    for constraint in constraints:
-        if constraint.metric not in configs.columns:
-            raise KeyError(f"constraint on {constraint.metric!r}: the leaderboard has no such column")
-        values = configs[constraint.metric].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            if constraint.min is not None:
-                ok &= values >= constraint.min
-            if constraint.max is not None:
-                ok &= values <= constraint.max
-    return ok
-
-
-def sweep_constraints(sweep_dir: str | Path) -> list:
-    """Returns the ``search.constraints`` of a sweep's frozen spec.yaml ([] when it has none or no spec)."""
-    import yaml
-
-    from sweeper.spec import ConstraintSpec
-
-    spec_file = SweepPaths.at(sweep_dir).spec_file
-    if not spec_file.is_file():
-        return []
-    raw = yaml.safe_load(spec_file.read_text()) or {}
-    return [ConstraintSpec.model_validate(c) for c in (raw.get("search") or {}).get("constraints") or []]
+__all__ = ["feasible", "sweep_constraints"]  # re-exported: the CLI and the report find them here
 
 
 def eligibility(configs: pd.DataFrame, constraints: Sequence = (), include_partial: bool = False) -> pd.Series:
@@ -70,7 +51,10 @@ def eligibility(configs: pd.DataFrame, constraints: Sequence = (), include_parti
     reason = pd.Series("", index=configs.index, dtype=object)
     if not include_partial and CONFIG_STATUS in configs.columns:
         reason[configs[CONFIG_STATUS].to_numpy() == PRUNED] = PARTIAL
-    reason[~feasible(configs, constraints)] = INFEASIBLE
+    if constraints:
+        reason[~feasible(configs, constraints)] = INFEASIBLE
+    elif FEASIBLE in configs.columns:  # configs.parquet carries the sweep's constraints' verdict
+        reason[~configs[FEASIBLE].fillna(True).astype(bool).to_numpy()] = INFEASIBLE
     return reason
 
 
@@ -130,7 +114,7 @@ def pareto_table(
     identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
     table = configs[identity + [x, y] + extra].copy()
     excluded = eligibility(configs, constraints, include_partial).to_numpy()
-    table[FEASIBLE] = excluded != INFEASIBLE
+    table[FEASIBLE] = excluded != INFEASIBLE  # overrides configs.parquet's column of the same name
     points = table[[x, y]].to_numpy(dtype=float, copy=True)
     points[excluded != ""] = np.nan  # never on the front, never pushing others off it
     table["on_front"] = non_dominated(points)

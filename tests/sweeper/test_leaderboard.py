@@ -87,3 +87,21 @@ def test_a_stopped_fold_is_kept_apart_and_a_pruned_configuration_is_marked(tmp_p
     assert configs.loc["b", "status"] == "pruned" and configs.loc["b", "n_stopped"] == 1
     assert configs.loc["b", "n_folds"] == 1 and configs.loc["b", "dice"] == 0.9  # the stopped fold never counts
     assert "stopped at epoch 3" in configs.loc["b", "pruned_at"]
+
+
+def test_configs_say_whether_they_meet_the_sweeps_constraints(tmp_path):
+    from sweeper.pareto import pareto_table
+
+    (tmp_path / "spec.yaml").write_text("name: c\nsearch:\n  constraints: [{metric: sensitivity, min: 0.5}]\n")
+    trials = pd.DataFrame(
+        [
+            trial_row(config("a", 0), result(0.8, 0.6), "finished"),
+            trial_row(config("b", 0), result(0.9, 0.4), "finished"),
+        ]
+    )
+    write_leaderboard(trials, tmp_path)
+    configs = read_configs(tmp_path).set_index("config_id")
+    assert bool(configs.loc["a", "feasible"]) and not bool(configs.loc["b", "feasible"])
+    # the front reads the verdict from configs.parquet when no constraints are passed
+    table = pareto_table(read_configs(tmp_path).assign(precision=[0.5, 0.9])).set_index("config_id")
+    assert table.loc["b", "front_status"] == "infeasible" and table.loc["a", "front_status"] == "front"

@@ -225,3 +225,12 @@ def test_every_sampler_takes_objectives_constraints_and_the_batch_setting(tmp_pa
     for i, _config in enumerate(configs):
         searcher.on_trial_complete(f"t{i}", fake_result(0.6, 0.8))
     assert searcher.suggest("x") == Searcher.FINISHED
+
+
+def test_a_configuration_stopped_by_the_scheduler_counts_at_its_fold_rung_ranked_last(tmp_path):
+    searcher = FoldSearcher(halving_spec(), f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=4))
+    first, _ = drain(searcher)
+    searcher.on_trial_complete("t0", {**fake_result(0.3, 0.3), "epoch": 2})  # stopped: pruned, counted last
+    searcher.on_trial_complete("t1", {**fake_result(0.2, 0.2), "epoch": 4})  # 2 arrivals keep 1: it is first
+    more, _ = drain(searcher, prefix="u")
+    assert [(c["config_id"], c["fold"]) for c in more] == [(first[1]["config_id"], 1)]
