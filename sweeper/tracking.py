@@ -24,7 +24,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
-from sweeper.leaderboard import trial_error_text
+from sweeper.leaderboard import FINISHED, PRUNED, STOPPED, fold_trial_status, read_pruned, trial_error_text
 from sweeper.paths import SweepPaths, mlflow_artifacts, mlflow_db
 from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
@@ -33,6 +33,9 @@ PARENT_TAG = "mlflow.parentRunId"
 CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
 ERROR_TAG = "sweeper.error"
+#: a fold run the epoch scheduler stopped (``stopped``, with the epoch) or a pruned configuration run
+#: (``pruned``, with why): README "Pruning"
+STATUS_TAG, STOPPED_EPOCH_TAG, PRUNED_AT_TAG = "sweeper.status", "sweeper.stopped_epoch", "sweeper.pruned_at"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
 logger = logging.getLogger(__name__)
 
@@ -247,7 +250,10 @@ class MlflowTracker:
             path = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
             best = str(path) if path.is_file() else None
         summary = self._config_summary(trials, trial, False)
-        self._push(("complete", TrialConfig.from_dict(trial.config), detail, best, summary))
+        config = TrialConfig.from_dict(trial.config)
+        if fold_trial_status(config, trial.last_result) == STOPPED:
+            self._push(("stopped", config, int(trial.last_result["epoch"])))
+        self._push(("complete", config, detail, best, summary))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = trial_error_text(trial)[-4000:]
@@ -331,6 +337,11 @@ class MlflowTracker:
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         self._close_config(config, summary)
 
+    def _write_stopped(self, config: TrialConfig, epoch: int) -> None:
+        run_id = self._fold_run(config)
+        self.client.set_tag(run_id, STATUS_TAG, STOPPED)
+        self.client.set_tag(run_id, STOPPED_EPOCH_TAG, str(epoch))
+
     def _write_error(self, config: TrialConfig, reason: str, summary) -> None:
         run_id = self._fold_run(config)
         self.client.set_tag(run_id, ERROR_TAG, reason)
@@ -379,29 +390,41 @@ class MlflowTracker:
             params=trial_params(config),
         )
 
-    def _config_summary(self, trials, trial, failed: bool) -> tuple[list[tuple[str, float]], str, int] | None:
-        """Returns (fold means of the ``best.*`` metrics, status, timestamp) of the trial's configuration
-        once all its folds have ended, else None; taken when the event happens, written with it."""
+    def _config_summary(self, trials, trial, failed: bool) -> tuple[list[tuple[str, float]], str, int, str] | None:
+        """Returns (fold means of the ``best.*`` metrics over finished folds, status, timestamp, why it was
+        pruned or "") of the trial's configuration once all its folds have ended (a pruned one: all it
+        started), else None; taken when the event happens, written with it."""
         cid = TrialConfig.from_dict(trial.config).config_id
         others = [t for t in trials if t is not trial and TrialConfig.from_dict(t.config).config_id == cid]
         ended = [t for t in others if t.status in ("TERMINATED", "ERROR")] + [trial]
-        if len(ended) < self.n_folds:
+        # a pruned configuration (the searcher told Optuna before this hook) closes once its started folds end
+        pruned = read_pruned(Path(self.spec_file).parent).get(cid)
+        if len(ended) < (len(others) + 1 if pruned else self.n_folds):
             return None
-        finished = [t for t in others if t.status == "TERMINATED"] + ([] if failed else [trial])
+        finished = [
+            t
+            for t in [*(t for t in others if t.status == "TERMINATED"), *([] if failed else [trial])]
+            if fold_trial_status(TrialConfig.from_dict(t.config), t.last_result) == FINISHED
+        ]  # a fold the scheduler stopped is no score
         keys = [k for k in (finished[0].last_result if finished else {}) if k.startswith(BEST_PREFIX)]
         means = []
         for key in keys:
             values = [t.last_result[key] for t in finished if key in t.last_result]
             if values:
                 means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
-        return means, "FINISHED" if len(finished) == len(ended) else "FAILED", int(time.time() * 1000)
+        failed_any = any(t.status == "ERROR" for t in others) or failed
+        status = "FAILED" if failed_any else "FINISHED"
+        return means, status, int(time.time() * 1000), (pruned or {}).get("reason", "")
 
     def _close_config(self, config: TrialConfig, summary) -> None:
         """Logs the fold means on the configuration run and closes it (when all its folds have ended)."""
         if summary is None:
             return
-        means, status, now = summary
+        means, status, now, *pruned_at = summary  # 3 items: an event saved by an older version
         run_id = self._config_run(config)
+        if pruned_at and pruned_at[0]:
+            self.client.set_tag(run_id, STATUS_TAG, PRUNED)
+            self.client.set_tag(run_id, PRUNED_AT_TAG, pruned_at[0])
         if means:
             self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in means], synchronous=True)
         self.client.set_terminated(run_id, status)

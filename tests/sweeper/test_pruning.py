@@ -83,3 +83,32 @@ def test_rung_levels_and_directions():
     with pytest.raises(ValueError, match="eta > 1"):
         rung_levels(1, 1, 5)
     assert as_maximised([0.8, 0.2], ["maximize", "minimize"]) == [0.8, -0.2]
+
+
+def test_spec_refuses_pruning_that_cannot_prune():
+    from sweeper.spec import SpecError, parse_spec
+
+    raw = {
+        "name": "p",
+        "data": {"format": "synthetic", "folds": 3, "run_folds": [0, 1]},
+        "losses": [{"name": "dice"}],
+        "training": {"epochs": 2},
+        "search": {
+            "budget": 2,
+            "pruning": {"folds": {"min_folds": 2, "eta": 1}},
+            "constraints": [{"metric": "sensitivity"}],
+        },
+        "scheduler": {"type": "moasha", "grace_period": 2},
+    }
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw, registry=False)
+    text = str(err.value)
+    assert "search.pruning.folds.eta" in text  # must be above 1
+    assert "give min, max or both" in text
+    raw["search"]["pruning"]["folds"]["eta"] = 2
+    raw["search"]["constraints"] = [{"metric": "sensitivity", "min": 0.9}]
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw, registry=False)
+    text = str(err.value)
+    assert "min_folds (2) must be below the folds to run (2)" in text
+    assert "scheduler.grace_period (2) must be below training.epochs (2)" in text

@@ -6,12 +6,14 @@ import signal
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from ray.tune import Callback
 
 from sweeper.launch import launch
 from sweeper.leaderboard import read_configs, read_pruned, read_trials
 from sweeper.schedulers import STATE_FILE
 from sweeper.spec import parse_spec
+from sweeper.tracking import CONFIG_TAG, FOLD_TAG, LEVEL_TAG, STATUS_TAG, default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +90,22 @@ def test_pruned_sweep_records_statuses_tells_optuna_and_resumes(tmp_path):
             assert "partial.sensitivity" in trial.user_attrs and trial.values is None
         else:
             assert trial.constraints == pytest.approx({"sensitivity>=0": -trial.user_attrs["mean.sensitivity"]})
+    # MLflow: stopped fold runs and pruned configuration runs are tagged, and every run is closed
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id], max_results=1000)
+    assert {r.info.status for r in runs} == {"FINISHED"}, [(r.info.run_name, r.info.status) for r in runs]
+    tagged_stopped = {
+        (r.data.tags[CONFIG_TAG], int(r.data.tags[FOLD_TAG]))
+        for r in runs
+        if r.data.tags[LEVEL_TAG] == "fold" and r.data.tags.get(STATUS_TAG) == "stopped"
+    }
+    assert tagged_stopped == set(zip(stopped["config_id"], stopped["fold"]))
+    tagged_pruned = {
+        r.data.tags[CONFIG_TAG]
+        for r in runs
+        if r.data.tags[LEVEL_TAG] == "config" and r.data.tags.get(STATUS_TAG) == "pruned"
+    }
+    assert tagged_pruned == pruned
     assert (paths.sweep / STATE_FILE).is_file()  # the scheduler's rungs, read back by the resumed run
     # pruned configurations are kept off the front and listed apart
     front = (paths.pareto / "pareto.csv").read_text()
