@@ -174,7 +174,7 @@ class FoldSearcher(Searcher):
         objectives = [obj.metric for obj in spec.search.objectives]
         # what each fold result keeps: the objectives, then the constraints' metrics (each name once)
         self._metric_names = list(dict.fromkeys([*objectives, *(c.metric for c in spec.search.constraints)]))
-        self._objectives = [BEST_PREFIX + name for name in self._metric_names]
+        self._result_keys = [BEST_PREFIX + name for name in self._metric_names]
         self._n_objectives = len(objectives)
         self._constraints = list(spec.search.constraints)
         self._directions = [obj.direction for obj in spec.search.objectives]
@@ -221,8 +221,8 @@ class FoldSearcher(Searcher):
         cid, fold = self._trial_folds.pop(trial_id)
         entry = self._configurations[cid]
         values = None
-        if not error and result is not None and all(key in result for key in self._objectives):
-            values = [float(result[key]) for key in self._objectives]
+        if not error and result is not None and all(key in result for key in self._result_keys):
+            values = [float(result[key]) for key in self._result_keys]
         entry.results[fold] = values
         epoch = (result or {}).get("epoch")
         if values is not None and epoch is not None and int(epoch) < self._settings.epochs:
