@@ -234,3 +234,46 @@ def test_a_configuration_stopped_by_the_scheduler_counts_at_its_fold_rung_ranked
     searcher.on_trial_complete("t1", {**fake_result(0.2, 0.2), "epoch": 4})  # 2 arrivals keep 1: it is first
     more, _ = drain(searcher, prefix="u")
     assert [(c["config_id"], c["fold"]) for c in more] == [(first[1]["config_id"], 1)]
+
+
+def test_fold_halving_decides_as_the_benchmarks_independent_replay(tmp_path):
+    """The searcher, driven one fold trial at a time, prunes the same configurations and spends the same
+    fold trials as benchmarks/pruning_simulation.py's replay of fold halving on the same results."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pruning_simulation.py"
+    spec_ = importlib.util.spec_from_file_location("pruning_simulation", path)
+    simulation = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(simulation)
+    n_configs, n_folds = 12, 5
+    _, curves = simulation.simulate_curves(np.random.default_rng(7), n_configs, n_folds, 1, 2.0)
+    spent, finished = simulation.replay(curves, (1, 2.0), None)
+    assert spent < n_configs * n_folds and 0 < len(finished) < n_configs  # something was pruned
+
+    spec = parse_spec(
+        {
+            "name": "r",
+            "data": {"format": "synthetic", "folds": n_folds},
+            "losses": [{"name": "tversky", "params": {"alpha": "search", "beta": 0.5}}],
+            "search": {"budget": n_configs, "sampler": "random", "pruning": {"folds": {"min_folds": 1, "eta": 2}}},
+        }
+    )
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=1))
+    order: list[str] = []  # config_id of the c-th configuration handed out
+    trials = 0
+    while (config := searcher.suggest(f"t{trials}")) not in (None, Searcher.FINISHED):
+        if config["config_id"] not in order:
+            order.append(config["config_id"])
+        c, fold = order.index(config["config_id"]), config["fold"]
+        searcher.on_trial_complete(f"t{trials}", {**fake_result(*curves[c, fold, 0]), "epoch": 1})
+        trials += 1
+    assert trials == spent
+    complete = {
+        order.index(t.user_attrs["config_id"])
+        for t in searcher.study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    assert complete == set(finished)
