@@ -182,6 +182,9 @@ class EpochHalving:
     at that rung. A trial once stopped stays stopped: a result it reports later (its last checkpoint
     replayed after a driver restart) is stopped again.
 
+    Once one fold trial of a configuration is stopped, the searcher prunes the configuration, so its other
+    fold trials still running stop at their next result.
+
     A configuration is judged once per rung, on the first of its folds to reach it; its other folds
     pass that rung unjudged. Judging every fold would compound the halving: the trials of a later fold
     are those of configurations that already survived the first, so the top ``1/reduction_factor`` of
@@ -210,6 +213,10 @@ class EpochHalving:
         if key in self.stopped:
             return False
         epoch = result.get("epoch")
+        if any(stopped.split("/")[0] == config_id for stopped in self.stopped):
+            # a sibling fold was stopped, so the searcher pruned the configuration: this fold is no use either
+            self.stopped[key] = int(epoch or 0)
+            return False
         if epoch is None or int(epoch) not in self.levels:
             return True
         rungs = self.folds.setdefault(int(fold), Rungs(eta=self.reduction_factor))

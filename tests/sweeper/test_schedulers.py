@@ -35,7 +35,7 @@ def test_scripted_stream_stops_dominated_trials_of_the_same_fold_only(tmp_path):
     assert report(scheduler, "a", 0, 1, 0.5, 0.5) == CONTINUE  # first arrival at rung 1 of fold 0
     assert report(scheduler, "b", 0, 1, 0.6, 0.6) == CONTINUE  # dominates a: first of 2, 1 goes on
     assert report(scheduler, "c", 0, 1, 0.4, 0.4) == STOP  # third of 3 at rung 1: outside the top 1
-    assert report(scheduler, "c", 1, 1, 0.1, 0.1) == CONTINUE  # fold 1 is its own competition
+    assert report(scheduler, "x", 1, 1, 0.1, 0.1) == CONTINUE  # fold 1 is its own competition
     assert report(scheduler, "a", 0, 2, 0.1, 0.1) == CONTINUE  # epoch 2 is no rung
     # 4 arrivals keep floor(4/3) = 1: front 0 is {b, d}, both extreme (infinite crowding), b arrived first
     assert report(scheduler, "d", 0, 1, 0.9, 0.1) == STOP
@@ -97,3 +97,12 @@ def test_a_configuration_is_judged_once_per_rung_on_its_first_fold_there(tmp_pat
     assert h.decide("c", 1, {"epoch": 1, "sensitivity": 0.2, "precision": 0.2})
     assert [key for key, _ in h.folds[1].arrivals[1]] == ["c"]
     assert EpochHalving.from_dict(h.to_dict()) == h
+
+
+def test_the_other_folds_of_a_stopped_configuration_stop_at_their_next_result():
+    h = halving()
+    h.decide("a", 0, {"epoch": 1, "sensitivity": 0.9, "precision": 0.9})
+    assert not h.decide("b", 0, {"epoch": 1, "sensitivity": 0.1, "precision": 0.1})
+    assert not h.decide("b", 1, {"epoch": 2, "sensitivity": 0.9, "precision": 0.9})  # epoch 2 is no rung
+    assert h.stopped == {"b/0": 1, "b/1": 2}
+    assert h.decide("a", 1, {"epoch": 2, "sensitivity": 0.1, "precision": 0.1})
