@@ -23,11 +23,30 @@ All objectives are maximised here; callers negate minimised ones (:func:`as_maxi
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+#: the epoch scheduler's state in the sweep folder (:class:`sweeper.schedulers.MoAshaScheduler` writes it)
+SCHEDULER_STATE_FILE = "moasha_state.json"
+
+
+def trial_key(config_id: str, fold: int) -> str:
+    """Returns the key of a fold trial in the scheduler's state: ``<config_id>/<fold>``."""
+    return f"{config_id}/{fold}"
+
+
+def scheduler_stopped(sweep_dir: str | Path) -> dict[str, int]:
+    """Returns the fold trials the epoch scheduler stopped, ``{"<config_id>/<fold>": epoch}`` ({} without one).
+
+    The scheduler writes its state before Tune tells the searcher and the callbacks that the trial
+    ended, so they can tell a stopped trial from a finished one by this."""
+    path = Path(sweep_dir) / SCHEDULER_STATE_FILE
+    return {k: int(v) for k, v in json.loads(path.read_text())["stopped"].items()} if path.is_file() else {}
 
 
 def as_maximised(values: Sequence[float], directions: Sequence[str]) -> list[float]:
@@ -209,7 +228,7 @@ class EpochHalving:
     def decide(self, config_id: str, fold: int, result: dict) -> bool:
         """Returns whether the fold trial goes on after reporting ``result`` (it holds ``epoch`` and the
         objectives under their plain names)."""
-        key = f"{config_id}/{fold}"
+        key = trial_key(config_id, fold)
         if key in self.stopped:
             return False
         epoch = result.get("epoch")

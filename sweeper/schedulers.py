@@ -28,11 +28,9 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from sweeper.pruning import SCHEDULER_STATE_FILE as STATE_FILE
 from sweeper.pruning import EpochHalving
 from sweeper.spec import SweepSpec
-
-#: the scheduler's state beside the sweep's other bookkeeping
-STATE_FILE = "moasha_state.json"
 
 
 class MoAshaScheduler(FIFOScheduler):

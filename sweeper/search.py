@@ -39,7 +39,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeper.pruning import Rungs, as_maximised, rung_levels
+from sweeper.pruning import Rungs, as_maximised, rung_levels, scheduler_stopped, trial_key
 from sweeper.spec import ConstraintSpec, SweepSpec
 from trainables.contract import BEST_PREFIX, Configuration, TrialConfig, TrialSettings
 
@@ -224,9 +224,8 @@ class FoldSearcher(Searcher):
         if not error and result is not None and all(key in result for key in self._result_keys):
             values = [float(result[key]) for key in self._result_keys]
         entry.results[fold] = values
-        epoch = (result or {}).get("epoch")
-        if values is not None and epoch is not None and int(epoch) < self._settings.epochs:
-            entry.stopped[fold] = int(epoch)  # the epoch scheduler stopped it: a partial record, never a score
+        if values is not None and self._was_stopped(cid, fold, result):
+            entry.stopped[fold] = int(result["epoch"])  # a partial record, never a score
         if entry.told:
             return  # pruned while this fold ran: kept in the leaderboard, nothing more to tell
         if entry.stopped:
@@ -332,6 +331,14 @@ class FoldSearcher(Searcher):
             if frozen.number not in known:
                 return optuna.trial.Trial(self._study, frozen._trial_id)
         return None
+
+    def _was_stopped(self, cid: str, fold: int, result: dict) -> bool:
+        """True when the epoch scheduler stopped this fold trial: it is in the scheduler's state in the sweep
+        folder (without a sweep folder: its last epoch is below ``training.epochs``)."""
+        epoch = result.get("epoch")
+        if epoch is None or int(epoch) >= self._settings.epochs:
+            return False
+        return self._sweep_dir is None or trial_key(cid, fold) in scheduler_stopped(self._sweep_dir)
 
     def _prune(self, entry: _Configuration, reason: str) -> None:
         """Tells Optuna PRUNED, drops the configuration's queued folds and records it in the pruning ledger."""

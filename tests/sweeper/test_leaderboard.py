@@ -71,6 +71,9 @@ def test_a_stopped_fold_is_kept_apart_and_a_pruned_configuration_is_marked(tmp_p
     stopped_config = TrialConfig.from_dict({**config("b", 0).to_dict(), "epochs": 5})
     assert fold_trial_status(stopped_config, result(0.5, 0.5)) == "stopped"  # epoch 3 of 5
     assert fold_trial_status(stopped_config, {**result(0.5, 0.5), "epoch": 5}) == "finished"
+    # with the sweep's scheduler state, only the trials the scheduler stopped count as stopped
+    assert fold_trial_status(stopped_config, result(0.5, 0.5), {"b/0": 3}) == "stopped"
+    assert fold_trial_status(stopped_config, result(0.5, 0.5), {}) == "finished"
     trials = pd.DataFrame(
         [
             trial_row(config("a", 0), result(0.8, 0.6), "finished"),
