@@ -416,8 +416,8 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iter
     paths = SweepPaths.at(sweep_dir)
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
-    if HEADS in trials:  # rows a sweep wrote before heads existed (resumed with this version): one network
-        trials[HEADS] = trials[HEADS].fillna("multiclass")
+    # rows a sweep wrote before heads existed (resumed with this version): one network
+    trials[HEADS] = trials[HEADS].fillna("multiclass") if HEADS in trials else "multiclass"
     settings, n_folds = sweep_evidence_settings(sweep_dir)
     ids = list(dict.fromkeys(trials[CONFIG_ID]))
     redo = ids if refresh is None else [c for c in ids if c in set(refresh)]
