@@ -71,6 +71,7 @@ def write_report(
     *,
     log_to_mlflow: bool = True,
     max_slices: int = 256,
+    evidence_settings=None,
 ) -> Path:
     """Returns the path of the written ``report.html`` (default ``SWEEP_DIR/report/report.html``).
 
@@ -84,6 +85,8 @@ def write_report(
             warning when the store or the run does not exist).
         max_slices: validation slices predicted on CPU for the qualitative figure (evenly spaced
             among the slices showing an organ; default 256).
+        evidence_settings: the :class:`~sweeper.evidence.EvidenceSettings` of the patient-level
+            section (default: the spec's ``evidence`` section, else the defaults).
 
     Raises:
         FileNotFoundError: no leaderboard (no trial of the sweep ended yet).
@@ -137,6 +140,11 @@ def write_report(
             figures.append(qualitative)
         except QualitativeUnavailable as err:
             notes["fig9"] = str(err)
+    evidence = _patient_evidence(sweep_dir, trials, spec, evidence_settings)
+    if not isinstance(evidence, str):
+        from sweeper.report_evidence import write_figures
+
+        figures += write_figures(evidence, featured, labels, out)
 
     page = render_html(
         name=name,
@@ -149,6 +157,7 @@ def write_report(
         classes=classes,
         figures=figures,
         notes=notes,
+        evidence=evidence,
     )
     html_path = out / REPORT_FILE
     html_path.write_text(page, encoding="utf-8")
@@ -158,6 +167,18 @@ def write_report(
 
 
 # -- inputs --------------------------------------------------------------------------------------------
+def _patient_evidence(sweep_dir: Path, trials: pd.DataFrame, spec: SweepSpec | None, settings):
+    """Returns the report's patient-level evidence (:func:`sweeper.report_evidence.load_evidence`), or a
+    sentence saying why there is none; a failure to compute it is logged and said, never fatal."""
+    from sweeper.report_evidence import load_evidence
+
+    try:
+        return load_evidence(sweep_dir, trials, spec, settings)
+    except (ValueError, KeyError, OSError) as err:
+        log.exception("patient-level evidence not computed")
+        return f"The patient-level statistics could not be computed from the case records: {err}"
+
+
 def load_sweep_spec(sweep_dir: Path) -> SweepSpec | None:
     """Returns the sweep's frozen spec (``spec.yaml``), or None when the folder has none."""
     path = SweepPaths.at(sweep_dir).spec_file
@@ -687,8 +708,13 @@ def render_html(
     classes: list[str],
     figures: list[Figure],
     notes: dict[str, str],
+    evidence=None,
 ) -> str:
-    """Returns the report page (a full HTML document, no external references)."""
+    """Returns the report page (a full HTML document, no external references).
+
+    ``evidence``: the patient-level evidence (:class:`sweeper.report_evidence.Evidence`) or the
+    sentence saying why there is none (None: the section is left out).
+    """
     esc = html.escape
     figs = {f.key: f for f in figures}
     best_id = scored["config_id"].iloc[0] if len(scored) else None
@@ -739,8 +765,8 @@ def render_html(
     parts.append("<p class='meta'>" + "<br>".join(meta) + "</p>")
     parts.append(
         "<nav><a href='#overall'>Overall</a><a href='#organs'>Per organ</a><a href='#tradeoff'>"
-        "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#stats'>Fold statistics</a>"
-        "</nav>"
+        "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#evidence'>Patient-level "
+        "evidence</a><a href='#stats'>Fold statistics</a></nav>"
     )
     if best_id is not None:
         b = scored.iloc[0]
@@ -821,6 +847,11 @@ def render_html(
 
     parts.append("<h2 id='qualitative'>Qualitative results</h2>")
     parts.append(figure("fig9"))
+
+    if evidence is not None:
+        from sweeper.report_evidence import evidence_section
+
+        parts.append(evidence_section(evidence, labels, classes, figure))
 
     parts.append("<h2 id='stats'>Fold statistics</h2>")
     parts.append(_stats_section(configs, trials, labels, best_id))
