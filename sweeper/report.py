@@ -15,6 +15,13 @@ and per-image dice, :mod:`trainables.inference`, with the settings the trial rec
 (Table 2), per-organ sensitivity / precision (Table 3), the best configuration's full per-organ
 metrics, 95% fold intervals, paired comparisons of the best configuration with each other one.
 
+From the out-of-fold case records (:mod:`sweeper.report_evidence`, statistics of
+:mod:`sweeper.evidence`): patient-level intervals (Tables 5-6, method named, a note when patients are
+few), ranks against the best with Holm-adjusted paired tests (Table 7), threshold curves with average
+precision (Fig. 10, Table 8), reliability curves with expected calibration error (Fig. 12, Table 9),
+precision at matched sensitivity (Tables 10-11), the front with non-domination probabilities (Fig. 11,
+Table 12) and rank stability (Fig. 13). A sweep without records gets a note and the fold-level content.
+
 References:
 
 - paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
@@ -876,6 +883,8 @@ def render_html(
 
 
 def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str, str], best_id: str | None) -> str:
+    from sweeper.report_evidence import METHOD_SHORT
+
     esc = html.escape
     out = []
     shown = [m for m in ("dice", "sensitivity", "precision") if f"{m}_ci_low" in configs]
@@ -886,18 +895,37 @@ def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str
             return f"{r[m]:.4f} (one fold)" if not pd.isna(r[m]) else "-"
         return f"{r[m]:.4f} [{max(low, 0.0):.4f}, {min(high, 1.0):.4f}]"
 
+    # a leaderboard that says which interval each row holds (patient bootstrap or fold fallback) gets it named
+    methods = configs["interval_method"] if "interval_method" in configs else None
     rows = [
-        [esc(labels[r["config_id"]]), str(int(r["n_folds"])), str(int(r["n_failed"]))] + [interval(r, m) for m in shown]
+        [esc(labels[r["config_id"]]), str(int(r["n_folds"])), str(int(r["n_failed"]))]
+        + ([] if methods is None else [esc(METHOD_SHORT.get(r["interval_method"], str(r["interval_method"])))])
+        + [interval(r, m) for m in shown]
         for _, r in configs.iterrows()
     ]
+    named = set() if methods is None else set(methods.dropna())
+    if not named:
+        caption = "<b>95% intervals over folds</b> (Student t on the fold values"
+    elif named == {"fold_corrected_t"}:
+        caption = (
+            "<b>95% intervals over folds</b> (Nadeau-Bengio corrected t on the fold values: fold results "
+            "share training data, so the plain Student t is too narrow"
+        )
+    else:
+        caption = (
+            "<b>95% intervals of the leaderboard</b> (per row: <i>patients</i>, the bootstrap over patients "
+            "of the out-of-fold case records, or <i>folds, corrected t</i>, the Nadeau-Bengio corrected t on "
+            "the fold values where the records miss a finished fold"
+        )
     out.append(
-        "<p><b>95% intervals over folds</b> (Student t on the fold values, shown clipped to the metric's "
-        "range [0, 1]; undefined with one fold). With few folds the intervals are wide: differences inside "
-        "them are not evidence.</p>"
+        f"<p>{caption}, shown clipped to the metric's range [0, 1]; undefined with one fold). With few folds "
+        "the fold intervals are wide: differences inside them are not evidence.</p>"
     )
     out.append(
         _table(
-            ["configuration", "folds", "failed"] + [f"{m} [95% interval]" for m in shown],
+            ["configuration", "folds", "failed"]
+            + ([] if methods is None else ["interval"])
+            + [f"{m} [95% interval]" for m in shown],
             rows,
             classes=["best" if c == best_id else "" for c in configs["config_id"]],
         )

@@ -18,7 +18,7 @@ from sweeper.cases import append_cases, cases_present, read_cases
 from sweeper.evidence import EvidenceSettings, fold_intervals, load_patient_sums, report_tables
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
 from sweeper.paths import SweepPaths
-from sweeper.report import write_report
+from sweeper.report import _stats_section, write_report
 from sweeper.report_evidence import RANK_METRICS, checkpoint_case_files
 from sweeper.spec import dump_spec, parse_spec
 from trainables.contract import CASES_FILE, TrialConfig
@@ -276,3 +276,32 @@ def test_old_sweep_without_case_records_says_so_and_keeps_the_fold_statistics(tm
     assert "95% intervals over folds" in page and "Table 1." in page
     assert not list(path.parent.glob("fig1[0-3]_*.png")) and "fig10" not in page
     assert not SweepPaths.at(sweep_dir).cases_table.exists()
+
+
+@pytest.mark.parametrize(
+    ("methods", "caption", "column"),
+    [
+        (None, "95% intervals over folds</b> (Student t", False),
+        (["fold_corrected_t", "fold_corrected_t"], "95% intervals over folds</b> (Nadeau-Bengio corrected t", True),
+        (["patient_bca", "fold_corrected_t"], "95% intervals of the leaderboard</b>", True),
+    ],
+)
+def test_fold_statistics_name_the_interval_each_leaderboard_row_holds(methods, caption, column):
+    configs = pd.DataFrame(
+        {
+            "config_id": ["aaaa111111", "bbbb222222"],
+            "n_folds": [2, 2],
+            "n_failed": [0, 0],
+            "dice": [0.8, 0.7],
+            "dice_ci_low": [0.7, 0.6],
+            "dice_ci_high": [0.9, 0.8],
+        }
+    )
+    if methods is not None:
+        configs["interval_method"] = methods
+    labels = {"aaaa111111": "dice aaaa11", "bbbb222222": "dice bbbb22"}
+    page = _stats_section(configs, pd.DataFrame(columns=["config_id", "fold", "status"]), labels, None)
+    assert caption in page
+    assert ("<th>interval</th>" in page) is column
+    if methods is not None and "patient_bca" in methods:
+        assert "<td>patients, BCa</td>" in page and "<td>folds, corrected t</td>" in page
