@@ -27,9 +27,11 @@ import html
 import json
 import logging
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,9 @@ import pandas as pd
 from sweeper.cases import cases_present, rebuild_cases
 from sweeper.paths import SweepPaths
 from trainables.contract import CASES_FILE, TrialConfig
+
+if TYPE_CHECKING:
+    from sweeper.evidence import EvidenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ class Evidence:
     configurations without such records; ``source``: where the records came from, in words.
     """
 
-    settings: object  # sweeper.evidence.EvidenceSettings
+    settings: EvidenceSettings
     config_ids: list[str]
     tables: dict[str, pd.DataFrame]
     fallback: pd.DataFrame
@@ -165,8 +170,6 @@ def _rebuild(target: Path, files: list[tuple[str, Path]]) -> int:
 
 
 def _copy_present(source: Path, target: Path) -> None:
-    import shutil
-
     if source.is_dir():
         shutil.copytree(source, target, dirs_exist_ok=True)
     target.mkdir(parents=True, exist_ok=True)
@@ -242,11 +245,11 @@ def config_colours(config_ids: list[str]) -> dict[str, tuple]:
     return {cid: palette[i % len(palette)] for i, cid in enumerate(config_ids)}
 
 
-def _panels(n: int, width: float = 3.6, height: float = 3.3):
+def _panels(n: int, width: float = 3.6, height: float = 3.3, max_cols: int = 4):
     from sweeper.report import _plt
 
     plt = _plt()
-    cols = min(n, 4)
+    cols = min(n, max_cols)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.9), dpi=110, squeeze=False)
     for ax in axes.ravel()[n:]:
@@ -328,7 +331,7 @@ def plot_front_probability(evidence: Evidence, labels: dict[str, str], path: Pat
 
     front, intervals = evidence.tables["front"], evidence.tables["intervals"].set_index("config_id")
     groups = list(dict.fromkeys(front["class"]))
-    plt, fig, axes = _panels(len(groups))
+    plt, fig, axes = _panels(len(groups), width=5.0, height=4.0, max_cols=2)
     cmap = plt.get_cmap("viridis")
     for ax, group in zip(axes, groups):
         part = front[front["class"] == group]
@@ -352,6 +355,8 @@ def plot_front_probability(evidence: Evidence, labels: dict[str, str], path: Pat
                 elinewidth=0.8,
                 capsize=2,
             )
+            if len(part) > 12 and not r["on_front"] and r["front_probability"] < 0.1:
+                continue  # a crowded plot names the configurations that may be on the front only
             ax.annotate(
                 f"{r['config_id'][:6]} P={r['front_probability']:.2f}",
                 (r["sensitivity"], r["precision"]),
@@ -369,9 +374,9 @@ def plot_front_probability(evidence: Evidence, labels: dict[str, str], path: Pat
         ax.set_ylabel("precision (out-of-fold)", fontsize=8)
         ax.grid(alpha=0.3)
         ax.margins(0.15)
-    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
-    fig.colorbar(mappable, cax=fig.add_axes((0.935, 0.2, 0.012, 0.65)), label="probability of being non-dominated")
+    fig.colorbar(mappable, cax=fig.add_axes((0.9, 0.2, 0.02, 0.6)), label="probability of being non-dominated")
     fig.savefig(path)
     plt.close(fig)
     return Figure(
@@ -441,7 +446,14 @@ def plot_rank_stability(evidence: Evidence, labels: dict[str, str], path: Path):
     ranks = evidence.tables["ranks"]
     metrics = [m for m in RANK_METRICS if m in set(ranks["metric"])]
     n = len(evidence.config_ids)
-    plt, fig, axes = _panels(len(metrics), width=max(3.6, 0.45 * n + 1.6), height=3.4)
+    # one panel per row once the configurations would not fit side by side
+    wide = n > 10
+    plt, fig, axes = _panels(
+        len(metrics),
+        width=min(max(3.6, 0.3 * n + 1.6), 18.0) if wide else max(3.6, 0.45 * n + 1.6),
+        height=max(3.4, 0.12 * n + 1.5),
+        max_cols=1 if wide else 4,
+    )
     for ax, metric in zip(axes, metrics):
         part = ranks[ranks["metric"] == metric]
         order = part.drop_duplicates("config_id").sort_values(["point_rank", "mean_rank"])["config_id"].tolist()
@@ -458,7 +470,10 @@ def plot_rank_stability(evidence: Evidence, labels: dict[str, str], path: Path):
             ax.plot(x[cid], rows["point_rank"].iloc[0], "x", color="black", ms=6)
         ax.set_xticks(range(n), [c[:6] for c in order], rotation=60, fontsize=7)
         ax.set_ylim(n + 0.7, 0.3)
-        ax.set_yticks(range(1, n + 1))
+        if n <= 15:
+            ax.set_yticks(range(1, n + 1))
+        else:
+            ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("rank (1 = best)", fontsize=8)
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
