@@ -23,6 +23,7 @@ This module imports matplotlib and scipy only when it draws or computes.
 
 from __future__ import annotations
 
+import atexit
 import html
 import json
 import logging
@@ -135,36 +136,42 @@ def gather_cases(sweep_dir: str | Path, trials: pd.DataFrame) -> tuple[Path | No
         finished = {(str(c), int(f)) for c, f in zip(done["config_id"], done["fold"])}
     present = cases_present(target) if target.is_dir() else set()
     missing = checkpoint_case_files(sweep_dir, finished - present)
-    added_from = 0
+    added_from, source = 0, "leaderboard/cases.parquet"
     if missing:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             added_from = _rebuild(target, missing)
         except OSError:
             # a read-only sweep folder: the sweep's records and the gathered ones together in a temporary folder
-            target = Path(tempfile.mkdtemp(prefix="sweeper-report-cases-")) / CASES_FILE
+            scratch = tempfile.mkdtemp(prefix="sweeper-report-cases-")
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+            target = Path(scratch) / CASES_FILE
             _copy_present(paths.cases_table, target)
             added_from = _rebuild(target, missing)
+            source = "leaderboard/cases.parquet and the trials' checkpoints (the sweep folder is read-only)"
     if not target.is_dir() or not cases_present(target):
         return None, (
             "This sweep has no out-of-fold case records (leaderboard/cases.parquet, or cases.parquet in the "
             "trials' checkpoints): it was run before Sweeper recorded them, or its checkpoints are gone. "
             "The report shows the fold-level statistics only."
         )
-    source = "leaderboard/cases.parquet"
     if added_from:
         source += f" ({added_from} fold trial(s) gathered from their checkpoints for this report)"
     return target, source
 
 
 def _rebuild(target: Path, files: list[tuple[str, Path]]) -> int:
-    """Appends each file's records; returns the number of files whose records were added (bad ones are logged)."""
+    """Appends each file's records; returns the number of files whose records were added.
+
+    A file whose records are inconsistent or unreadable is logged and left out; a folder that cannot be
+    written raises OSError.
+    """
     added = 0
     for cid, file in files:
         try:
             if rebuild_cases(target, [(cid, file)]):
                 added += 1
-        except (ValueError, OSError) as err:
+        except ValueError as err:  # pyarrow's ArrowInvalid (a broken file) is a ValueError too
             log.warning("case records of %s in %s left out: %s", cid, file, err)
     return added
 

@@ -293,7 +293,7 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
     )
     browser.screenshot("report", full_page=True)
     assert browser.errors(console) == []
-    assert {fig: width > 0 for fig, width in figures} == {f"fig{k}": True for k in range(4, 10)}
+    assert {fig: width > 0 for fig, width in figures} == {f"fig{k}": True for k in range(4, 14)}  # 10-13: patient level
 
     client = MlflowClient(default_tracking_uri(paths.results))
     runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])

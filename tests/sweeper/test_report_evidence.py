@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sweeper import report_evidence
 from sweeper.cases import append_cases, cases_present, read_cases
 from sweeper.evidence import EvidenceSettings, fold_intervals, load_patient_sums, report_tables
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
 from sweeper.paths import SweepPaths
 from sweeper.report import _stats_section, write_report
-from sweeper.report_evidence import RANK_METRICS, checkpoint_case_files
+from sweeper.report_evidence import RANK_METRICS, checkpoint_case_files, gather_cases
 from sweeper.spec import dump_spec, parse_spec
 from trainables.contract import CASES_FILE, TrialConfig
 
@@ -305,3 +306,34 @@ def test_fold_statistics_name_the_interval_each_leaderboard_row_holds(methods, c
     assert ("<th>interval</th>" in page) is column
     if methods is not None and "patient_bca" in methods:
         assert "<td>patients, BCa</td>" in page and "<td>folds, corrected t</td>" in page
+
+
+def test_a_broken_checkpoint_file_is_left_out_and_the_others_gathered(tmp_path):
+    sweep_dir = write_sweep(tmp_path)
+    broken = next(SweepPaths.at(sweep_dir).tune_dir.glob(f"*cccc333333-fold0/checkpoint_000001/{CASES_FILE}"))
+    broken.write_bytes(b"not parquet")
+    trials = pd.read_parquet(SweepPaths.at(sweep_dir).trials_table)
+    path, source = gather_cases(sweep_dir, trials)
+    assert {k for k in cases_present(path) if k[0] != "aaaa111111"} == {
+        ("bbbb222222", 0),
+        ("bbbb222222", 1),
+        ("dddd444444", 0),
+    }
+    assert "2 fold trial(s) gathered from their checkpoints" in source
+
+
+def test_a_read_only_sweep_folder_gathers_into_a_temporary_folder(tmp_path, monkeypatch):
+    sweep_dir = write_sweep(tmp_path)
+    own = SweepPaths.at(sweep_dir).cases_table
+    written = report_evidence.rebuild_cases
+
+    def refuse_the_sweep_folder(path, files):
+        if Path(path) == own:
+            raise PermissionError(13, "Permission denied", str(path))
+        return written(path, files)
+
+    monkeypatch.setattr(report_evidence, "rebuild_cases", refuse_the_sweep_folder)
+    trials = pd.read_parquet(SweepPaths.at(sweep_dir).trials_table)
+    path, source = gather_cases(sweep_dir, trials)
+    assert path != own and "read-only" in source
+    assert len(cases_present(path)) == 6 and len(cases_present(own)) == 3  # the sweep's own: aaaa x 2, dddd x 1
