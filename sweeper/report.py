@@ -674,7 +674,7 @@ th{background:#f3f5f8}td.l,th.l{text-align:left}tr.best td{background:#eef7ee;fo
 tr.failed td{color:#a33}figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.88em;color:#444;margin-top:.3em}.note{background:#fff7e0;border-left:3px solid #e0b000;
 padding:.4em .8em;font-size:.9em}code{background:#f4f4f4;padding:0 3px}.sig{color:#1a7f1a;font-weight:600}
-nav a{margin-right:1em;font-size:.9em}
+nav a{margin-right:1em;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
 """
 
 

@@ -440,9 +440,9 @@ def plot_reliability(evidence: Evidence, shown: list[str], labels: dict[str, str
         path,
         "Figure 12. Reliability curves with the expected calibration error",
         f"Shows the share of the out-of-fold pixels that are foreground in each probability bin "
-        f"(1/{_bins(evidence)} wide) against their mean predicted probability (dotted: perfect calibration), per class and over "
-        "all classes' pixels, with each configuration's expected calibration error (ECE, over all pixels; overall: "
-        "mean over classes) in the legend.",
+        f"(1/{_bins(evidence)} wide) against their mean predicted probability (dotted: perfect calibration), per "
+        "class and over all classes' pixels, with each configuration's expected calibration error (ECE, over all "
+        "pixels; overall: mean over classes) in the legend.",
     )
 
 
@@ -547,7 +547,11 @@ def evidence_section(evidence: Evidence | str, labels: dict[str, str], classes: 
 
     Without case records (``evidence`` is the reason, a string) the section says so in a note.
     """
-    from sweeper.report import _organ, _table
+    from sweeper.report import _organ
+    from sweeper.report import _table as _plain_table
+
+    def _table(*args, **kwargs) -> str:  # wide tables scroll inside the page
+        return f"<div class='wide'>{_plain_table(*args, **kwargs)}</div>"
 
     esc = html.escape
     parts = ["<h2 id='evidence'>Patient-level evidence</h2>"]
@@ -602,7 +606,11 @@ def evidence_section(evidence: Evidence | str, labels: dict[str, str], classes: 
         "row is named (rows without case records keep the fold-level corrected t interval).</p>"
     )
     parts.append(
-        _table(["configuration", "patients", "images", "interval"] + [f"{m} [95% interval]" for m in metrics], rows)
+        _table(
+            ["configuration", "patients", "images", "interval"] + [f"{m} [95% interval]" for m in metrics],
+            rows,
+            classes=marks,
+        )
     )
     per_class = [c for c in classes if f"dice.{c}" in intervals]
     if per_class:
@@ -706,29 +714,34 @@ def evidence_section(evidence: Evidence | str, labels: dict[str, str], classes: 
     matched = t["matched"]
     matched = matched[matched["curve"] == "per_image"]
     targets = sorted(set(matched["target_sensitivity"]))
-    rows, marks = [], []
+    rows = []
     overall = matched[matched["class"] == "overall"]
     for cid in ids:
         cells = []
         for target in targets:
             r = overall[(overall["config_id"] == cid) & np.isclose(overall["target_sensitivity"], target)].iloc[0]
             if pd.isna(r["precision"]):
-                cells += ["not reached", ""]
+                cells.append("not reached")
                 continue
-            cells.append(f"{_ci(r['precision'], r['precision_ci_low'], r['precision_ci_high'])} at {r['threshold']:g}")
-            cells.append(
+            difference = (
                 "best" if r["best"] else _signed_ci(r["difference"], r["difference_ci_low"], r["difference_ci_high"])
             )
+            cells.append(
+                f"{_ci(r['precision'], r['precision_ci_low'], r['precision_ci_high'])} at {r['threshold']:g}"
+                f"<br>{difference}"
+            )
         rows.append([label[cid]] + cells)
-    header = ["configuration"]
-    for target in targets:
-        header += [f"precision at sensitivity &ge; {target:g} [95%] at threshold", "difference to the best [95%]"]
+    header = ["configuration"] + [
+        f"sensitivity &ge; {target:g}: precision [95%] at threshold<br>difference to the best [95%]"
+        for target in targets
+    ]
     parts.append("<h3 id='matched'>Precision at matched sensitivity</h3>")
     parts.append(
         "<p id='matched-sensitivity'><b>Table 10.</b> Shows each configuration's out-of-fold precision "
-        "(per-image means, overall) at the most precise grid threshold whose sensitivity reaches each target, with its 95% patient-level interval (the threshold is chosen again on every "
-        "resample), and the paired difference to the most precise configuration: an interval excluding 0 says "
-        "the loss changes precision beyond what moving the threshold does.</p>"
+        "(per-image means, overall) at the most precise grid threshold whose sensitivity reaches each target, "
+        "with its 95% patient-level interval (the threshold is chosen again on every resample), and the paired "
+        "difference to the most precise configuration: an interval excluding 0 says the loss changes precision "
+        "beyond what moving the threshold does.</p>"
     )
     parts.append(_table(header, rows))
     per_group = [g for g in dict.fromkeys(matched["class"]) if g != "overall"]
