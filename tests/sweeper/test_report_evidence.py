@@ -20,7 +20,7 @@ from sweeper.evidence import EvidenceSettings, fold_intervals, load_patient_sums
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
 from sweeper.paths import SweepPaths
 from sweeper.report import _stats_section, write_report
-from sweeper.report_evidence import RANK_METRICS, checkpoint_case_files, gather_cases
+from sweeper.report_evidence import RANK_METRICS, checkpoint_case_files, evidence_section, gather_cases, load_evidence
 from sweeper.spec import dump_spec, parse_spec
 from trainables.contract import CASES_FILE, TrialConfig
 
@@ -262,10 +262,12 @@ def test_front_probabilities_and_ranks_are_evidence_values(report, expected):
     assert re.search(rf"{best[:6]}</td><td><span class='sig'>1 \(best\)", table)
 
 
-def test_enough_patients_leave_no_note(sweep, tmp_path):
-    settings = EvidenceSettings(resamples=200, min_patients=4)
-    page = write_report(sweep, tmp_path / "out", log_to_mlflow=False, evidence_settings=settings).read_text()
-    assert "id='few-patients'" not in page and '<figure id="fig13">' in page
+def test_enough_patients_leave_no_note(sweep, report):
+    trials = pd.read_parquet(SweepPaths.at(sweep).trials_table)
+    evidence = load_evidence(sweep, trials, None, EvidenceSettings(resamples=200, min_patients=4))
+    section = evidence_section(evidence, {}, CLASSES, lambda key: f"<figure id='{key}'></figure>")
+    assert "id='few-patients'" not in section and "<figure id='fig13'>" in section
+    assert "id='interval-method'" in section
 
 
 def test_old_sweep_without_case_records_says_so_and_keeps_the_fold_statistics(tmp_path):
