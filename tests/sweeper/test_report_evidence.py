@@ -52,7 +52,12 @@ def synthetic_records(sharpness: float, fold: int, seed: int) -> pd.DataFrame:
     bg = rng.multinomial(400 - area, bg_p)
     half = N_BINS // 2
     tp, fp = fg[:, half:].sum(1), bg[:, half:].sum(1)
-    missing = pd.array([pd.NA] * n, dtype="Int16")
+    # one true object where the organ is present, found when half of it is; one predicted object where any
+    # pixel is predicted, correct when at least half of the predicted pixels are true
+    objects_true = (area > 0).astype(np.int16)
+    objects_pred = (tp + fp > 0).astype(np.int16)
+    objects_found = (objects_true * (2 * tp >= area)).astype(np.int16)
+    objects_correct = (objects_pred * (2 * tp >= tp + fp)).astype(np.int16)
     return pd.DataFrame(
         {
             "fold": np.int16(fold),
@@ -68,10 +73,10 @@ def synthetic_records(sharpness: float, fold: int, seed: int) -> pd.DataFrame:
             "nsd": np.float32(np.nan),
             "hd95": np.float32(np.nan),
             "boundary_f1": np.float32(np.nan),
-            "objects_true": missing,
-            "objects_found": missing,
-            "objects_pred": missing,
-            "objects_correct": missing,
+            "objects_true": pd.array(objects_true, dtype="Int16"),
+            "objects_found": pd.array(objects_found, dtype="Int16"),
+            "objects_pred": pd.array(objects_pred, dtype="Int16"),
+            "objects_correct": pd.array(objects_correct, dtype="Int16"),
             "hist_fg": list(fg.astype(np.int32)),
             "hist_bg": list(bg.astype(np.int32)),
         }
@@ -211,6 +216,8 @@ def test_patient_intervals_in_the_report_are_evidence_values(report, expected):
         assert f"{r['dice']:.4f} [{r['dice_ci_low']:.4f}, {r['dice_ci_high']:.4f}]" in page, cid
         low, high = r["dice.stomach_ci_low"], r["dice.stomach_ci_high"]
         assert f"{r['dice.stomach']:.4f} [{low:.4f}, {high:.4f}]" in page, cid
+        for name in ("object_sensitivity", "object_precision"):  # recorded: shown
+            assert f"{r[name]:.4f} [{r[f'{name}_ci_low']:.4f}, {r[f'{name}_ci_high']:.4f}]" in page, (cid, name)
     assert intervals.loc["cccc333333", "n_patients"] == 4 and intervals.loc["aaaa111111", "n_patients"] == 8
 
 
