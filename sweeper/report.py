@@ -102,15 +102,18 @@ def write_report(
     paths = SweepPaths.at(sweep_dir)
     out = Path(out_dir) if out_dir else paths.report
     out.mkdir(parents=True, exist_ok=True)
-    trials, configs = read_trials(sweep_dir), read_configs(sweep_dir)
+    trials = read_trials(sweep_dir)
     spec = load_sweep_spec(sweep_dir)
-    classes = list(spec.data.classes) if spec else organ_classes(configs)
     uri = tracking_uri or (spec.tracking.uri if spec and spec.tracking.uri else None)
     if uri is None:
         from sweeper.tracking import default_tracking_uri
 
         uri = default_tracking_uri(paths.results)
     name = spec.name if spec else sweep_dir.name
+    # first: restoring missing case records refreshes the leaderboard's intervals, read next
+    evidence = _patient_evidence(sweep_dir, trials, spec, evidence_settings, uri if _store_exists(uri) else None)
+    configs = read_configs(sweep_dir)
+    classes = list(spec.data.classes) if spec else organ_classes(configs)
 
     labels = config_labels(configs)
     scored = configs[configs["n_folds"] > 0].reset_index(drop=True)
@@ -147,7 +150,6 @@ def write_report(
             figures.append(qualitative)
         except QualitativeUnavailable as err:
             notes["fig9"] = str(err)
-    evidence = _patient_evidence(sweep_dir, trials, spec, evidence_settings)
     if not isinstance(evidence, str):
         from sweeper.report_evidence import write_figures
 
@@ -174,13 +176,15 @@ def write_report(
 
 
 # -- inputs --------------------------------------------------------------------------------------------
-def _patient_evidence(sweep_dir: Path, trials: pd.DataFrame, spec: SweepSpec | None, settings):
+def _patient_evidence(
+    sweep_dir: Path, trials: pd.DataFrame, spec: SweepSpec | None, settings, tracking_uri: str | None
+):
     """Returns the report's patient-level evidence (:func:`sweeper.report_evidence.load_evidence`), or a
     sentence saying why there is none; a failure to compute it is logged and said, never fatal."""
     from sweeper.report_evidence import load_evidence
 
     try:
-        return load_evidence(sweep_dir, trials, spec, settings)
+        return load_evidence(sweep_dir, trials, spec, settings, tracking_uri)
     except (ValueError, KeyError, OSError) as err:
         log.exception("patient-level evidence not computed")
         return f"The patient-level statistics could not be computed from the case records: {err}"

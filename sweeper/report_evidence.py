@@ -1,7 +1,7 @@
 """The report's patient-level evidence: figures and tables from the sweep's out-of-fold case records.
 
-:func:`load_evidence` finds the case records (``leaderboard/cases.parquet``, topped up from the fold
-trials' checkpoints when the driver has not gathered them: an older or interrupted sweep), and
+:func:`load_evidence` finds the case records (``leaderboard/cases.parquet``, restored from the fold
+trials' checkpoints or MLflow runs the way the driver does when some are missing), and
 computes every table from one set of patient resamples (:func:`sweeper.evidence.report_tables`).
 The plot functions draw them; :func:`evidence_section` writes the HTML section. What each statistic
 is and resamples is in :mod:`sweeper.evidence` and the README ("Statistics"):
@@ -23,13 +23,9 @@ This module imports matplotlib and scipy only when it draws or computes.
 
 from __future__ import annotations
 
-import atexit
 import html
-import json
 import logging
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,9 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sweeper.cases import cases_present, rebuild_cases
+from sweeper.cases import cases_present
 from sweeper.paths import SweepPaths
-from trainables.contract import CASES_FILE, TrialConfig
 
 if TYPE_CHECKING:
     from sweeper.evidence import EvidenceSettings
@@ -97,103 +92,51 @@ class Evidence:
 
 
 # -- inputs --------------------------------------------------------------------------------------------
-def checkpoint_case_files(sweep_dir: str | Path, finished: set[tuple[str, int]]) -> list[tuple[str, Path]]:
-    """Returns ``(config_id, cases.parquet)`` of every finished fold trial whose checkpoint holds records.
+def gather_cases(
+    sweep_dir: str | Path, trials: pd.DataFrame, tracking_uri: str | None = None
+) -> tuple[Path | None, str]:
+    """Returns (the case records folder, where its records came from) or (None, why there are none).
 
-    The trial writes the records of its best epoch into each checkpoint (beside ``best_model.pt``);
-    of a trial's checkpoints (a restored trial may have several folders) the newest one is taken.
-    ``finished``: the (config_id, fold) pairs of ``trials.parquet`` with status finished.
+    When ``leaderboard/cases.parquet`` lacks finished fold trials, they are restored the way the
+    driver does (:func:`sweeper.leaderboard.rebuild_sweep_cases`: from the trials' newest checkpoints,
+    then, with ``tracking_uri``, from the fold runs' MLflow artifacts; each fold trial once), which
+    also refreshes the leaderboard's intervals. Records that cannot be restored (a broken file, a
+    sweep folder that cannot be written) are logged and left out.
     """
-    tune_dir = SweepPaths.at(sweep_dir).tune_dir
-    newest: dict[tuple[str, int], Path] = {}
-    for params_file in sorted(tune_dir.glob("*/params.json")) if tune_dir.is_dir() else []:
+    from sweeper.leaderboard import rebuild_sweep_cases
+
+    folder = SweepPaths.at(sweep_dir).cases_table
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials.iloc[:0]
+    finished = {(str(c), int(f)) for c, f in zip(done["config_id"], done["fold"])}
+    restored = 0
+    if finished - cases_present(folder):
         try:
-            trial = TrialConfig.from_dict(json.loads(params_file.read_text()))
-        except ValueError:
-            continue
-        key = (trial.config_id, trial.fold)
-        if key not in finished:
-            continue
-        for file in params_file.parent.glob(f"checkpoint_*/{CASES_FILE}"):
-            if key not in newest or file.stat().st_mtime > newest[key].stat().st_mtime:
-                newest[key] = file
-    return [(cid, newest[(cid, fold)]) for cid, fold in sorted(newest)]
-
-
-def gather_cases(sweep_dir: str | Path, trials: pd.DataFrame) -> tuple[Path | None, str]:
-    """Returns (the case records folder, where its records came from) or (None, why none).
-
-    The sweep's ``leaderboard/cases.parquet`` is topped up with the records of finished fold trials
-    it lacks, read from their checkpoints (:func:`checkpoint_case_files`) and appended with
-    :func:`sweeper.cases.rebuild_cases` as the driver appends them (each fold trial once). When the
-    sweep folder cannot be written (a read-only copy) they are gathered in a temporary folder.
-    """
-    paths = SweepPaths.at(sweep_dir)
-    target = paths.cases_table
-    finished = set()
-    if len(trials) and "status" in trials:
-        done = trials[trials["status"] == "finished"]
-        finished = {(str(c), int(f)) for c, f in zip(done["config_id"], done["fold"])}
-    present = cases_present(target) if target.is_dir() else set()
-    missing = checkpoint_case_files(sweep_dir, finished - present)
-    added_from, source = 0, "leaderboard/cases.parquet"
-    if missing:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            added_from = _rebuild(target, missing)
-        except OSError:
-            # a read-only sweep folder: the sweep's records and the gathered ones together in a temporary folder
-            scratch = tempfile.mkdtemp(prefix="sweeper-report-cases-")
-            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-            target = Path(scratch) / CASES_FILE
-            _copy_present(paths.cases_table, target)
-            added_from = _rebuild(target, missing)
-            source = "leaderboard/cases.parquet and the trials' checkpoints (the sweep folder is read-only)"
-    if not target.is_dir() or not cases_present(target):
+            result = rebuild_sweep_cases(sweep_dir, tracking_uri, from_mlflow=tracking_uri is not None, force=False)
+            restored = result["from_checkpoints"] + result["from_mlflow"]
+        except OSError as err:  # the leaderboard cannot be rewritten: the records present are used
+            log.warning("case records not restored into %s: %s", folder, err)
+    if not cases_present(folder):
         return None, (
-            "This sweep has no out-of-fold case records (leaderboard/cases.parquet, or cases.parquet in the "
-            "trials' checkpoints): it was run before Sweeper recorded them, or its checkpoints are gone. "
-            "The report shows the fold-level statistics only."
+            "This sweep has no out-of-fold case records (leaderboard/cases.parquet, cases.parquet in the "
+            "trials' checkpoints, or the fold runs' MLflow artifacts): it was run before Sweeper recorded them, "
+            "or they are gone. The report shows the fold-level statistics only."
         )
-    if added_from:
-        source += f" ({added_from} fold trial(s) gathered from their checkpoints for this report)"
-    return target, source
-
-
-def _rebuild(target: Path, files: list[tuple[str, Path]]) -> int:
-    """Appends each file's records; returns the number of files whose records were added.
-
-    A file whose records are inconsistent or unreadable is logged and left out; a folder that cannot be
-    written raises OSError.
-    """
-    added = 0
-    for cid, file in files:
-        try:
-            if rebuild_cases(target, [(cid, file)]):
-                added += 1
-        except ValueError as err:  # pyarrow's ArrowInvalid (a broken file) is a ValueError too
-            log.warning("case records of %s in %s left out: %s", cid, file, err)
-    return added
-
-
-def _copy_present(source: Path, target: Path) -> None:
-    if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
-    target.mkdir(parents=True, exist_ok=True)
+    source = "leaderboard/cases.parquet"
+    if restored:
+        source += f"; {restored} fold trial(s) restored from their checkpoints or MLflow runs for this report"
+    return folder, source
 
 
 def covered_configs(cases_path: Path, trials: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Returns (configurations whose records cover every finished fold, those with records that do not)."""
+    """Returns (configurations whose records cover every finished fold, the other configurations with a
+    finished fold)."""
     present = cases_present(cases_path)
     done = trials[trials["status"] == "finished"] if "status" in trials else trials
-    covered, partial = [], []
+    covered, rest = [], []
     for cid, group in done.groupby("config_id", sort=True):
         folds = {(str(cid), int(f)) for f in group["fold"]}
-        if folds <= present:
-            covered.append(str(cid))
-        elif folds & present:
-            partial.append(str(cid))
-    return covered, partial
+        (covered if folds <= present else rest).append(str(cid))
+    return covered, rest
 
 
 def evidence_settings(spec, override=None):
@@ -212,19 +155,22 @@ def evidence_settings(spec, override=None):
     return EvidenceSettings()
 
 
-def load_evidence(sweep_dir: str | Path, trials: pd.DataFrame, spec=None, settings=None) -> Evidence | str:
+def load_evidence(
+    sweep_dir: str | Path, trials: pd.DataFrame, spec=None, settings=None, tracking_uri: str | None = None
+) -> Evidence | str:
     """Returns the report's :class:`Evidence`, or a sentence saying why there is none.
 
     ``settings``: an :class:`~sweeper.evidence.EvidenceSettings` (default: the spec's ``evidence``
-    section, else the defaults).
+    section, else the defaults); ``tracking_uri``: the MLflow store to restore lost records from
+    (:func:`gather_cases`; None: checkpoints only).
     """
     from sweeper.evidence import fold_intervals, load_patient_sums, report_tables
 
     settings = evidence_settings(spec, settings)
-    path, source = gather_cases(sweep_dir, trials)
+    path, source = gather_cases(sweep_dir, trials, tracking_uri)
     if path is None:
         return source
-    covered, partial = covered_configs(path, trials)
+    covered, left_out = covered_configs(path, trials)
     if not covered:
         return (
             "Case records exist, but no configuration's records cover all its finished folds; the report "
@@ -239,7 +185,7 @@ def load_evidence(sweep_dir: str | Path, trials: pd.DataFrame, spec=None, settin
         fold_intervals(rest, keys, n_folds=n_folds, confidence=settings.confidence) if len(rest) else pd.DataFrame()
     )
     threshold = spec.training.threshold if spec is not None else 0.5
-    return Evidence(settings, covered, tables, fallback, source, threshold, partial)
+    return Evidence(settings, covered, tables, fallback, source, threshold, left_out)
 
 
 # -- figures -------------------------------------------------------------------------------------------
@@ -577,9 +523,8 @@ def evidence_section(evidence: Evidence | str, labels: dict[str, str], classes: 
     parts.append(few_patients_note(evidence))
     if evidence.left_out:
         parts.append(
-            "<p class='note'>Left out of this section (their case records do not cover every finished fold): "
-            + ", ".join(esc(labels.get(c, c)) for c in evidence.left_out)
-            + ".</p>"
+            "<p class='note'>Without case records of every finished fold (fold-level interval in Table 5, left out "
+            "of the rest of this section): " + ", ".join(esc(labels.get(c, c)) for c in evidence.left_out) + ".</p>"
         )
 
     # intervals, overall

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeper import report_evidence
+import sweeper.cases
 from sweeper.cases import append_cases, cases_present, read_cases
 from sweeper.evidence import EvidenceSettings, fold_intervals, load_patient_sums, report_tables
-from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
+from sweeper.leaderboard import FAILED, FINISHED, read_configs, trial_row, write_leaderboard
 from sweeper.paths import SweepPaths
 from sweeper.report import _stats_section, write_report
-from sweeper.report_evidence import RANK_METRICS, checkpoint_case_files, evidence_section, gather_cases, load_evidence
+from sweeper.report_evidence import RANK_METRICS, evidence_section, gather_cases, load_evidence
 from sweeper.spec import dump_spec, parse_spec
 from trainables.contract import CASES_FILE, TrialConfig
 
@@ -170,11 +170,11 @@ def test_records_missing_from_the_leaderboard_are_gathered_from_the_finished_tri
     }  # not the failed trial's checkpoint; dddd's fold 1 has records nowhere
     gathered = read_cases(cases, config_ids=["bbbb222222"]).to_pandas()
     newest = synthetic_records(2.5, 0, seed=10)
-    assert gathered[gathered["fold"] == 0]["tp"].sum() == newest["tp"].sum()
-    finished = {("bbbb222222", 0), ("aaaa111111", 0)}  # aaaa's records are in no checkpoint
-    assert [(c, f.parent.name) for c, f in checkpoint_case_files(sweep, finished)] == [
-        ("bbbb222222", "checkpoint_000001")
-    ]
+    assert gathered[gathered["fold"] == 0]["tp"].sum() == newest["tp"].sum()  # the newest checkpoint's
+    # restored as the driver restores them: the leaderboard's intervals follow
+    configs = read_configs(sweep).set_index("config_id")
+    assert configs.loc["bbbb222222", "interval_method"] == "patient_bca"
+    assert configs.loc["dddd444444", "interval_method"] == "fold_corrected_t"
 
 
 def test_report_has_every_evidence_figure_embedded_with_a_sentence(report):
@@ -223,7 +223,7 @@ def test_patient_intervals_in_the_report_are_evidence_values(report, expected):
 
 def test_configuration_whose_records_miss_a_fold_keeps_the_fold_interval(sweep, report):
     _, page = report
-    assert "Left out of this section" in page and "dice dddd44" in page
+    assert "Without case records of every finished fold" in page and "dice dddd44" in page
     trials = pd.read_parquet(SweepPaths.at(sweep).trials_table)
     fallback = fold_intervals(trials[trials["config_id"] == "dddd444444"], ["dice"], n_folds=2).iloc[0]
     table = re.search(r"<p id='patient-intervals'>.*?<tbody>(.*?)</tbody>", page, re.S).group(1)
@@ -328,21 +328,19 @@ def test_a_broken_checkpoint_file_is_left_out_and_the_others_gathered(tmp_path):
         ("bbbb222222", 1),
         ("dddd444444", 0),
     }
-    assert "2 fold trial(s) gathered from their checkpoints" in source
+    assert "2 fold trial(s) restored" in source
 
 
-def test_a_read_only_sweep_folder_gathers_into_a_temporary_folder(tmp_path, monkeypatch):
+def test_a_sweep_folder_that_cannot_be_written_shows_the_records_present(tmp_path, monkeypatch):
     sweep_dir = write_sweep(tmp_path)
-    own = SweepPaths.at(sweep_dir).cases_table
-    written = report_evidence.rebuild_cases
 
-    def refuse_the_sweep_folder(path, files):
-        if Path(path) == own:
-            raise PermissionError(13, "Permission denied", str(path))
-        return written(path, files)
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(report_evidence, "rebuild_cases", refuse_the_sweep_folder)
+    monkeypatch.setattr(sweeper.cases, "append_cases", refuse)
     trials = pd.read_parquet(SweepPaths.at(sweep_dir).trials_table)
-    path, source = gather_cases(sweep_dir, trials)
-    assert path != own and "read-only" in source
-    assert len(cases_present(path)) == 6 and len(cases_present(own)) == 3  # the sweep's own: aaaa x 2, dddd x 1
+    evidence = load_evidence(sweep_dir, trials, None, SETTINGS)
+    assert evidence.config_ids == ["aaaa111111"] and "restored" not in evidence.source
+    assert evidence.left_out == ["bbbb222222", "cccc333333", "dddd444444"]
+    assert set(evidence.fallback["config_id"]) == set(evidence.left_out)
+    assert set(evidence.fallback["interval_method"]) == {"fold_corrected_t"}
