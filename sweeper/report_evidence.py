@@ -139,20 +139,14 @@ def covered_configs(cases_path: Path, trials: pd.DataFrame) -> tuple[list[str], 
     return covered, rest
 
 
-def evidence_settings(spec, override=None):
-    """Returns the :class:`~sweeper.evidence.EvidenceSettings`: ``override``, else the spec's
-    ``evidence`` section where the spec has one, else the defaults."""
+def evidence_settings(spec, override=None) -> EvidenceSettings:
+    """Returns the :class:`~sweeper.evidence.EvidenceSettings`: ``override``, else the spec's ``evidence``
+    section, else the defaults (no spec: a sweep folder without ``spec.yaml``)."""
     from sweeper.evidence import EvidenceSettings
 
     if override is not None:
         return override
-    section = getattr(spec, "evidence", None) if spec is not None else None
-    if isinstance(section, EvidenceSettings):
-        return section
-    if section is not None:
-        dump = section.model_dump() if hasattr(section, "model_dump") else dict(section)
-        return EvidenceSettings.model_validate({k: v for k, v in dump.items() if k in EvidenceSettings.model_fields})
-    return EvidenceSettings()
+    return spec.evidence if spec is not None else EvidenceSettings()
 
 
 def load_evidence(

@@ -20,7 +20,7 @@ from sweeper.evidence import EvidenceSettings, fold_intervals, load_patient_sums
 from sweeper.leaderboard import FAILED, FINISHED, read_configs, trial_row, write_leaderboard
 from sweeper.paths import SweepPaths
 from sweeper.report import _stats_section, write_report
-from sweeper.report_evidence import RANK_METRICS, evidence_section, gather_cases, load_evidence
+from sweeper.report_evidence import RANK_METRICS, evidence_section, evidence_settings, gather_cases, load_evidence
 from sweeper.spec import dump_spec, parse_spec
 from trainables.contract import CASES_FILE, TrialConfig
 
@@ -344,3 +344,19 @@ def test_a_sweep_folder_that_cannot_be_written_shows_the_records_present(tmp_pat
     assert evidence.left_out == ["bbbb222222", "cccc333333", "dddd444444"]
     assert set(evidence.fallback["config_id"]) == set(evidence.left_out)
     assert set(evidence.fallback["interval_method"]) == {"fold_corrected_t"}
+
+
+def test_the_report_takes_the_spec_evidence_section_unless_told_otherwise():
+    spec = parse_spec(
+        {
+            "name": "tiny",
+            "data": {"format": "synthetic"},
+            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
+            "losses": [{"name": "dice"}],
+            "search": {"budget": 2},
+            "evidence": {"resamples": 500, "method": "percentile"},
+        }
+    )
+    assert evidence_settings(spec).resamples == 500 and evidence_settings(spec).method == "percentile"
+    assert evidence_settings(spec, SETTINGS) is SETTINGS
+    assert evidence_settings(None) == EvidenceSettings()
