@@ -134,17 +134,18 @@ def test_a_uniclass_trial_trains_one_network_per_class_and_loads_for_the_report(
 
 
 def test_a_uniclass_trial_on_one_label_per_pixel_trains_binary_softmax_networks(tmp_path):
-    from test_inference import ACDC, write_acdc  # ACDC-layout NIfTI volumes: RV, MYO, LV
+    from acdc_data import write_acdc  # ACDC-layout NIfTI volumes: RV, MYO, LV
 
     from trainables.data import prepare_dataset_cache
 
+    acdc = ["RV", "MYO", "LV"]
     cache = prepare_dataset_cache(
         "nifti",
-        write_acdc(tmp_path / "acdc"),
+        write_acdc(tmp_path / "acdc", size=16, slices=4, patients=3),
         tmp_path / "cache",
         image_size=16,
         n_folds=3,
-        classes=tuple(ACDC),
+        classes=tuple(acdc),
         label_mode="multiclass",
         label_values={1: "RV", 2: "MYO", 3: "LV"},
         options={
@@ -159,13 +160,13 @@ def test_a_uniclass_trial_on_one_label_per_pixel_trains_binary_softmax_networks(
         encoder="resnet18",
         image_size=16,
         activation="softmax",
-        classes=["background", *ACDC],
+        classes=["background", *acdc],
         loss="dice",
         loss_params={},
         loss_include_background=False,  # diceBK: each binary network scores its organ only
     )
     parts = binary_settings(cfg)
-    assert [p.classes for p in parts] == [("background", c) for c in ACDC]
+    assert [p.classes for p in parts] == [("background", c) for c in acdc]
     results = []
     run_fold(cfg, lambda metrics, _: results.append(metrics))
     assert math.isfinite(results[-1]["train_loss"]) and "best.dice.LV" in results[-1]
