@@ -5,6 +5,10 @@ It copies what matters to a loss sweep (paper 000, section 2.1): about 57% of sl
 organ; organ slice prevalence near large bowel 37%, small bowel 29%, stomach 22%; organs on
 contiguous runs of slices; a thin winding small bowel, a blob-like stomach, a thick arc of large
 bowel; overlapping (multi-label) masks; 16-bit grey images with MRI-like values up to a few thousand.
+It also looks like an axial MR slice, so that a network must learn anatomy rather than grey levels
+and its predictions read as segmentations: body wall, spine, liver and kidneys around the organs,
+grey levels shared between organs and unlabelled tissue, gas in the colon and over the stomach's
+fluid, walled small-bowel loops and small loops cut across, bias field, texture and Rician noise.
 
 References:
 
