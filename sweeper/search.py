@@ -2,9 +2,10 @@
 
 Why our own searcher (README, "Decisions worth knowing"): Ray Tune's ``OptunaSearch`` scores each trial
 alone and cannot be combined with folds in multi-objective mode. Here one Optuna trial is one
-*configuration* (architecture, encoder, loss, loss knobs); it becomes one Tune trial per fold, and
-Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any
-fold failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
+*configuration* (architecture, encoder, loss, loss knobs, searched training settings); it becomes one
+Tune trial per fold and repeat (``training.repeats`` seeded runs of each fold), and Optuna is told the
+fold means of the objectives (each fold first averaged over its repeats) once every fold trial has
+ended -- or told FAIL if any failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
 both modes take one path.
 
 The budget counts *distinct* configurations. Optuna may propose a configuration it proposed
@@ -25,7 +26,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeper.spec import SweepSpec
+from sweeper.spec import TRAINING_PARAM_PREFIX, SweepSpec
 from trainables.contract import BEST_PREFIX, Configuration, TrialConfig, TrialSettings
 
 #: consecutive proposals of already-known configurations after which the search space counts as used up
@@ -48,8 +49,40 @@ def config_id(configuration: Configuration) -> str:
     }
     if configuration.roi_ratio is not None:  # absent from ids of sweeps that do not vary it
         canonical["roi_ratio"] = float(configuration.roi_ratio)
+    if configuration.training_params:  # absent from ids of sweeps that search no training setting
+        canonical["training"] = _canonical_training(configuration.training_params)
     digest = hashlib.sha1(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
     return digest[:10]
+
+
+def _canonical_training(params: dict[str, Any]) -> dict[str, Any]:
+    """Returns searched training settings with floats rounded as knob values are (stable ids)."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, float):
+            return float(f"{value:.10g}")
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in sorted(value.items())}
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        return value
+
+    return canonical(params)
+
+
+def sample_training(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+    """Returns the configuration's ``training_params``: each searched training setting drawn through ``trial``
+    as ``training.<setting>`` (a list: categorical; a range: float, log scale by default), else ``{}``."""
+    training = spec.training
+    chosen = {
+        name: trial.suggest_categorical(TRAINING_PARAM_PREFIX + name, values)
+        for name, values in training.choices().items()
+    }
+    lr_range = training.lr_range()
+    if lr_range is not None:
+        log = True if lr_range.log is None else lr_range.log
+        chosen["lr"] = trial.suggest_float(TRAINING_PARAM_PREFIX + "lr", lr_range.low, lr_range.high, log=log)
+    return training.training_params(chosen)
 
 
 def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
@@ -69,7 +102,12 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
     ratios = spec.data.roi_ratios
     roi_ratio = trial.suggest_categorical("roi_ratio", ratios) if ratios else None
     return Configuration(
-        arch=arch, encoder=encoder, loss=loss.name, loss_params=dict(sorted(params.items())), roi_ratio=roi_ratio
+        arch=arch,
+        encoder=encoder,
+        loss=loss.name,
+        loss_params=dict(sorted(params.items())),
+        roi_ratio=roi_ratio,
+        training_params=sample_training(trial, spec),
     )
 
 
@@ -91,12 +129,25 @@ class _Configuration:
     configuration: Configuration
     optuna_numbers: list[int]
     folds: list[int]
-    results: dict[int, list[float] | None] = field(default_factory=dict)
+    repeats: int = 1
+    #: (fold, repeat) -> the fold trial's objective values, None when it failed
+    results: dict[tuple[int, int], list[float] | None] = field(default_factory=dict)
     told: bool = False
 
     @property
     def complete(self) -> bool:
-        return len(self.results) == len(self.folds)
+        return len(self.results) == len(self.folds) * self.repeats
+
+
+def fold_means(results: dict[tuple[int, int], list[float]]) -> list[float]:
+    """Returns the objectives' mean over folds of each fold's mean over its repeats (the value Optuna is told):
+    mean_f (1 / R_f) sum_r y_fr, so a fold with more finished repeats weighs no more than another."""
+    by_fold: dict[int, list[list[float]]] = {}
+    for key, values in results.items():
+        fold = key[0] if isinstance(key, tuple) else key  # a fold alone: saved before repeats existed
+        by_fold.setdefault(fold, []).append(values)
+    per_fold = [[sum(v) / len(v) for v in zip(*runs)] for runs in by_fold.values()]
+    return [sum(v) / len(v) for v in zip(*per_fold)]
 
 
 class FoldSearcher(Searcher):
@@ -133,6 +184,7 @@ class FoldSearcher(Searcher):
                 }
                 if configuration["roi_ratio"] is not None:
                     fixed["roi_ratio"] = configuration["roi_ratio"]
+                fixed.update({TRAINING_PARAM_PREFIX + k: v for k, v in configuration["training"].items()})
                 self._study.enqueue_trial(fixed)
 
     # -- Tune's Searcher interface ------------------------------------------------------------
@@ -144,7 +196,7 @@ class FoldSearcher(Searcher):
             self._ask()
         if self._queue:
             fold_config = self._queue.popleft()
-            self._trial_folds[trial_id] = (fold_config.config_id, fold_config.fold)
+            self._trial_folds[trial_id] = (fold_config.config_id, fold_config.fold, fold_config.repeat)
             return fold_config.to_dict()
         if any(not c.told for c in self._configurations.values()):
             return None  # folds still running; Tune asks again later
@@ -153,12 +205,12 @@ class FoldSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self._trial_folds:
             return
-        cid, fold = self._trial_folds.pop(trial_id)
+        cid, fold, *repeat = self._trial_folds.pop(trial_id)  # no repeat: saved before repeats existed
         entry = self._configurations[cid]
         values = None
         if not error and result is not None and all(key in result for key in self._objectives):
             values = [float(result[key]) for key in self._objectives]
-        entry.results[fold] = values
+        entry.results[(fold, repeat[0] if repeat else 0)] = values
         if entry.complete:
             self._tell(entry)
 
@@ -201,6 +253,8 @@ class FoldSearcher(Searcher):
         trial.set_user_attr("config_id", cid)
         for key, value in configuration.loss_params.items():
             trial.set_user_attr(f"loss_params.{key}", value)
+        for key, value in configuration.training_params.items():
+            trial.set_user_attr(f"training_params.{key}", value)
         entry = self._configurations.get(cid)
         if entry is not None:
             # Optuna proposed a configuration we already train or trained: reuse, never retrain.
@@ -211,9 +265,11 @@ class FoldSearcher(Searcher):
             return
         self._asked += 1
         self._duplicates_in_row = 0
-        self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds))
+        repeats = self._settings.repeats
+        self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds), repeats)
         for fold in self._folds:
-            self._queue.append(self._settings.for_fold(configuration, config_id=cid, fold=fold))
+            for repeat in range(repeats):
+                self._queue.append(self._settings.for_fold(configuration, config_id=cid, fold=fold, repeat=repeat))
 
     def _adopt_orphan(self) -> optuna.Trial | None:
         """Returns a RUNNING Optuna trial that no configuration of this searcher holds, else None.
@@ -240,5 +296,4 @@ class FoldSearcher(Searcher):
             if any(r is None for r in results):
                 self._study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
-                means = [sum(values) / len(values) for values in zip(*results)]
-                self._study.tell(number, means)
+                self._study.tell(number, fold_means(entry.results))
