@@ -1,14 +1,17 @@
 """The Parquet leaderboard: one row per fold trial, one row per configuration.
 
-``SWEEP_DIR/leaderboard/trials.parquet``: one row per (``config_id``, ``fold``) at the trial's best
-epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its plain name
-(``dice``, ``sensitivity.small_bowel``, ...).
+``SWEEP_DIR/leaderboard/trials.parquet``: one row per (``config_id``, ``fold``, ``repeat``) at the trial's
+best epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its plain name
+(``dice``, ``sensitivity.small_bowel``, ...). ``repeat`` counts the ``training.repeats`` seeded runs of a
+fold (0 when the sweep runs each fold once).
 
-``SWEEP_DIR/leaderboard/configs.parquet``: one row per configuration over its *finished* folds --
-identity columns, each metric's fold mean under its plain name, its sample standard deviation
-(ddof=1; NaN for a single fold) under ``<name>_std`` and its 95% Student-t interval over folds under
-``<name>_ci_low`` / ``<name>_ci_high`` (:func:`sweeper.stats.t_interval`), ``n_folds`` (finished)
-and ``n_failed``.
+``SWEEP_DIR/leaderboard/configs.parquet``: one row per configuration over its *finished* fold trials --
+identity columns; each fold first averaged over its repeats (:func:`repeat_means`), then each metric's
+fold mean under its plain name, its sample standard deviation over folds (ddof=1; NaN for a single
+fold) under ``<name>_std``, its 95% Student-t interval over folds under ``<name>_ci_low`` /
+``<name>_ci_high`` (:func:`sweeper.stats.t_interval`) and the seed-to-seed standard deviation within
+folds under ``<name>_seed_std`` (:func:`seed_std`; NaN with one repeat); ``n_folds``, ``n_repeats`` and
+``n_failed``.
 
 Both are rewritten atomically (temp file + rename) after every ended trial by
 :class:`LeaderboardWriter`, whose hooks run as a Tune callback in the driver
@@ -40,25 +43,32 @@ CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
     "roi_ratio",
     "loss_detail",
 )
+#: which of the fold's ``training.repeats`` seeded runs a row is; the searched training settings (JSON)
+REPEAT, TRAINING_PARAMS = "repeat", "training_params"
 STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
-N_FOLDS, N_FAILED = "n_folds", "n_failed"
+N_FOLDS, N_FAILED, N_REPEATS = "n_folds", "n_failed", "n_repeats"
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
+    REPEAT,
     ARCH,
     ENCODER,
     LOSS,
     LOSS_PARAMS,
     ROI_RATIO,
+    TRAINING_PARAMS,
     LOSS_DETAIL,
     STATUS,
     BEST_EPOCH,
     EPOCHS_DONE,
     ERROR,
 ]
-CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
+CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, TRAINING_PARAMS, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
-STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
+#: per metric in configs.parquet: the fold std, the t interval over folds, the seed-to-seed std within folds
+STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high", "_seed_std")
+#: what a trials table written before a column existed holds in it
+_COLUMN_DEFAULTS = {REPEAT: 0, TRAINING_PARAMS: "{}"}
 
 
 def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
@@ -67,11 +77,13 @@ def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, e
     row = {
         CONFIG_ID: config.config_id,
         FOLD: config.fold,
+        REPEAT: config.repeat,
         ARCH: config.arch,
         ENCODER: config.encoder,
         LOSS: config.loss,
         LOSS_PARAMS: json.dumps(config.loss_params, sort_keys=True),
         ROI_RATIO: float("nan") if config.roi_ratio is None else float(config.roi_ratio),
+        TRAINING_PARAMS: json.dumps(config.training_params, sort_keys=True),
         LOSS_DETAIL: str(result.get("loss_detail", "")),
         STATUS: status,
         BEST_EPOCH: int(result.get("best_epoch", 0)),
@@ -87,26 +99,62 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in IDENTITY_COLUMNS]
 
 
+def with_repeat_columns(trials: pd.DataFrame) -> pd.DataFrame:
+    """Returns a trials table with the columns a table written before repeats existed lacks (repeat 0, no
+    searched training settings)."""
+    missing = {k: v for k, v in _COLUMN_DEFAULTS.items() if k not in trials.columns}
+    return trials.assign(**missing) if missing else trials
+
+
+def repeat_means(trials: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Returns one row per (configuration, fold): each metric's mean over the fold's repeats (NaN left out).
+
+    The fold, not the seeded run, is the unit of the fold statistics: with ``training.repeats`` R, a
+    fold's value is (1 / R) sum_r y_fr, so the fold std and interval measure fold-to-fold variation
+    and the repeats only make each fold's value less noisy. Give it finished rows."""
+    trials = with_repeat_columns(trials)
+    metrics = metric_columns(trials) if metrics is None else metrics
+    return trials.groupby([CONFIG_ID, FOLD], sort=False)[metrics].mean().reset_index()
+
+
+def seed_std(trials: pd.DataFrame, metric: str) -> float:
+    """Returns the seed-to-seed standard deviation of one configuration's metric, pooled within folds:
+    sqrt(sum_f sum_r (y_fr - mean_f)^2 / sum_f (R_f - 1)), the run-to-run spread with the fold's own
+    difficulty taken out; NaN when no fold has two finished repeats. Give it one configuration's finished rows."""
+    values = with_repeat_columns(trials)[[FOLD, metric]].dropna()
+    by_fold = values.groupby(FOLD)[metric]
+    squares = float((values[metric] - by_fold.transform("mean")).pow(2).sum())
+    dof = int((by_fold.size() - 1).sum())
+    return (squares / dof) ** 0.5 if dof > 0 else float("nan")
+
+
 def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
-    """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first."""
+    """Returns configs.parquet's table per configuration, best dice first: each fold first averaged over its
+    repeats (:func:`repeat_means`), then the fold mean, ``_std`` and interval; the within-fold seed-to-seed
+    std ``_seed_std`` (:func:`seed_std`); ``n_folds`` (folds with a finished run), ``n_repeats`` (finished
+    repeats of the fold with fewest) and ``n_failed`` (failed fold trials)."""
+    trials = with_repeat_columns(trials)
     metrics = metric_columns(trials)
     rows = []
     for _, group in trials.groupby(CONFIG_ID, sort=False):
         done = group[group[STATUS] == FINISHED]
+        folds = repeat_means(done, metrics)
         row = group.iloc[0][CONFIG_IDENTITY].to_dict()
         row[LOSS_DETAIL] = ";".join(sorted(set(group[LOSS_DETAIL]) - {""}))  # CALF may choose per fold
-        row[N_FOLDS] = len(done)
+        row[N_FOLDS] = len(folds)
+        row[N_REPEATS] = int(done.groupby(FOLD).size().min()) if len(done) else 0
         row[N_FAILED] = int((group[STATUS] == FAILED).sum())
         for name in metrics:
-            values = done[name].dropna()
+            values = folds[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
             row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(values.to_numpy())
+            row[f"{name}_seed_std"] = seed_std(done, name)
         rows.append(row)
     frame = pd.DataFrame(
         rows,
         columns=CONFIG_IDENTITY
-        + [N_FOLDS, N_FAILED]
+        + [N_FOLDS, N_REPEATS, N_FAILED]
         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))],
     )
     if "dice" in frame:
@@ -134,8 +182,9 @@ def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) ->
 
     a, b = resolve_config(trials, a), resolve_config(trials, b)
     done = trials[trials[STATUS] == FINISHED]
-    left = done[done[CONFIG_ID] == a].set_index(FOLD)
-    right = done[done[CONFIG_ID] == b].set_index(FOLD)
+    known = [m for m in metrics if m in trials.columns]
+    left = repeat_means(done[done[CONFIG_ID] == a], known).set_index(FOLD)  # a fold's repeats averaged first
+    right = repeat_means(done[done[CONFIG_ID] == b], known).set_index(FOLD)
     folds = sorted(set(left.index) & set(right.index))
     if len(folds) < 2:
         raise ValueError(f"{a} and {b} share {len(folds)} finished fold(s); a paired comparison needs 2 or more")
@@ -158,14 +207,14 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
     """Writes trials.parquet and configs.parquet atomically."""
     paths = SweepPaths.at(sweep_dir)
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
-    trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
+    trials = with_repeat_columns(trials).sort_values([CONFIG_ID, FOLD, REPEAT], kind="stable").reset_index(drop=True)
     _write_atomic(trials, paths.trials_table)
     _write_atomic(aggregate(trials), paths.configs_table)
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns trials.parquet of a sweep; FileNotFoundError says what to run when it is missing."""
-    return _read(SweepPaths.at(sweep_dir).trials_table)
+    return with_repeat_columns(_read(SweepPaths.at(sweep_dir).trials_table))
 
 
 def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
@@ -183,22 +232,23 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 class LeaderboardWriter:
-    """Tune callback hooks: upserts the ended trial's row by (config_id, fold) and rewrites both tables.
+    """Tune callback hooks: upserts the ended trial's row by (config_id, fold, repeat) and rewrites both tables.
 
     Ray-free; :class:`sweeper.callbacks.LeaderboardCallback` registers it with Tune."""
 
     def __init__(self, sweep_dir: str | Path):
         self.sweep_dir = str(sweep_dir)
 
-    def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
+    def _rows(self) -> dict[tuple[str, int, int], dict[str, Any]]:
         path = SweepPaths.at(self.sweep_dir).trials_table
         if not path.is_file():
             return {}
-        return {(r[CONFIG_ID], int(r[FOLD])): r for r in pd.read_parquet(path).to_dict("records")}
+        table = with_repeat_columns(pd.read_parquet(path))
+        return {(r[CONFIG_ID], int(r[FOLD]), int(r[REPEAT])): r for r in table.to_dict("records")}
 
     def _record(self, row: dict[str, Any]) -> None:
         rows = self._rows()
-        rows[(row[CONFIG_ID], row[FOLD])] = row
+        rows[(row[CONFIG_ID], row[FOLD], row[REPEAT])] = row
         write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
