@@ -111,6 +111,11 @@ OptimizerSettings = Annotated[
 
 
 class _ScheduleBase(_Settings):
+    step_every: Literal["epoch", "batch"] = Field(
+        "epoch",
+        description="epoch: the learning rate changes once per epoch; batch: after every training batch "
+        "(paper 004's poly per iteration); lengths stay counted in epochs",
+    )
     warmup_epochs: int = Field(
         0, ge=0, description="linear warm-up from warmup_start_factor x lr to lr over these first epochs"
     )
@@ -150,7 +155,7 @@ class ConstantSchedule(_ScheduleBase):
     name: Literal["constant"] = "constant"
 
 
-#: ``training.schedule``: one of the schedules above, chosen by ``name``; stepped once per epoch
+#: ``training.schedule``: one of the schedules above, chosen by ``name``; stepped once per epoch or per batch
 ScheduleSettings = Annotated[
     CosineSchedule | PolySchedule | StepSchedule | ConstantSchedule,
     Field(discriminator="name"),
@@ -175,7 +180,7 @@ class TrainingSettings(BaseModel):
         default_factory=AdamWSettings, description="adamw (default), adam or sgd, by name or {name: sgd, ...}"
     )
     schedule: ScheduleSettings = Field(
-        default_factory=CosineSchedule, description="cosine (default), poly, step or constant, stepped per epoch"
+        default_factory=CosineSchedule, description="cosine (default), poly, step or constant; optional warm-up"
     )
     seed: int = 42
     repeats: int = Field(

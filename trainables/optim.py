@@ -2,8 +2,10 @@
 
 Both are registries (name -> builder) over torch's own classes: ``torch.optim.AdamW`` / ``Adam`` / ``SGD``
 and ``torch.optim.lr_scheduler``'s ``CosineAnnealingLR``, ``PolynomialLR``, ``StepLR``, ``ConstantLR``,
-with ``LinearLR`` + ``SequentialLR`` for a warm-up. The schedule is stepped once per epoch, so the learning
-rate of epoch e (counted from 0) is, with W warm-up epochs, s the warm-up start factor and E = epochs - W:
+with ``LinearLR`` + ``SequentialLR`` for a warm-up. The schedule is stepped once per epoch (or, with
+``step_every: batch``, after every batch, e then counting batches and every length scaled to batches), so
+the learning rate of epoch e (counted from 0) is, with W warm-up epochs, s the warm-up start factor and
+E = epochs - W:
 
 - warm-up (e < W): lr (s + (1 - s) e / W);
 - cosine: min_lr + (lr - min_lr) (1 + cos(pi (e - W) / E)) / 2 (papers 000 and the default);
@@ -76,23 +78,23 @@ def build_optimizer(params: Params, training: TrainingSettings, *, fused: bool =
     return OPTIMIZERS[settings.name](params, settings, training.lr, training.weight_decay, fused)
 
 
-def _cosine(optimizer, settings: CosineSchedule, epochs: int, training: TrainingSettings):
-    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=training.min_lr)
+def _cosine(optimizer, settings: CosineSchedule, steps: int, per_epoch: int, training: TrainingSettings):
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=training.min_lr)
 
 
-def _poly(optimizer, settings: PolySchedule, epochs: int, training: TrainingSettings):
-    return lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=settings.power)
+def _poly(optimizer, settings: PolySchedule, steps: int, per_epoch: int, training: TrainingSettings):
+    return lr_scheduler.PolynomialLR(optimizer, total_iters=steps, power=settings.power)
 
 
-def _step(optimizer, settings: StepSchedule, epochs: int, training: TrainingSettings):
-    return lr_scheduler.StepLR(optimizer, step_size=settings.step_epochs, gamma=settings.factor)
+def _step(optimizer, settings: StepSchedule, steps: int, per_epoch: int, training: TrainingSettings):
+    return lr_scheduler.StepLR(optimizer, step_size=settings.step_epochs * per_epoch, gamma=settings.factor)
 
 
-def _constant(optimizer, settings: ConstantSchedule, epochs: int, training: TrainingSettings):
+def _constant(optimizer, settings: ConstantSchedule, steps: int, per_epoch: int, training: TrainingSettings):
     return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-#: schedule name -> builder(optimizer, settings, epochs after warm-up, training settings)
+#: schedule name -> builder(optimizer, settings, scheduler steps after warm-up, steps per epoch, training settings)
 SCHEDULES: dict[str, Callable[..., lr_scheduler.LRScheduler]] = {
     "cosine": _cosine,
     "poly": _poly,
@@ -101,12 +103,20 @@ SCHEDULES: dict[str, Callable[..., lr_scheduler.LRScheduler]] = {
 }
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, training: TrainingSettings) -> lr_scheduler.LRScheduler:
-    """Returns the per-epoch schedule ``training.schedule`` names over ``training.epochs``, preceded by a
-    linear warm-up (``LinearLR`` then ``SequentialLR``) when ``warmup_epochs`` > 0."""
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, training: TrainingSettings, batches_per_epoch: int = 1
+) -> lr_scheduler.LRScheduler:
+    """Returns the schedule ``training.schedule`` names over ``training.epochs``, preceded by a linear warm-up
+    (``LinearLR`` then ``SequentialLR``) when ``warmup_epochs`` > 0.
+
+    With ``step_every: batch`` the caller steps it after every training batch and every length (the
+    epochs, the warm-up, a step schedule's ``step_epochs``) is counted in ``batches_per_epoch`` steps;
+    with ``step_every: epoch`` once per epoch (``batches_per_epoch`` is then ignored)."""
     settings = training.schedule
-    warmup = min(settings.warmup_epochs, training.epochs)
-    main = SCHEDULES[settings.name](optimizer, settings, max(training.epochs - warmup, 1), training)
+    per_epoch = max(int(batches_per_epoch), 1) if settings.step_every == "batch" else 1
+    warmup = min(settings.warmup_epochs, training.epochs) * per_epoch
+    steps = max(training.epochs * per_epoch - warmup, 1)
+    main = SCHEDULES[settings.name](optimizer, settings, steps, per_epoch, training)
     if warmup == 0:
         return main
     ramp = lr_scheduler.LinearLR(

@@ -282,7 +282,9 @@ def run_fold(
     # fused on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on the
     # device (GradScaler.step would otherwise sync on it every step)
     optimizer = build_optimizer(model.parameters(), cfg, fused=device.type == "cuda")
-    scheduler = build_scheduler(optimizer, cfg)
+    per_batch = cfg.schedule.step_every == "batch"
+    batches = min(len(train_loader), cfg.max_train_batches or len(train_loader))
+    scheduler = build_scheduler(optimizer, cfg, batches_per_epoch=batches)
     amp_dtype = _amp_dtype(device) if use_amp else torch.float32
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
@@ -339,7 +341,10 @@ def run_fold(
                 break
             loss_sum += step_fn(images, masks) * images.shape[0]  # stays on the device: no sync per step
             seen += images.shape[0]
-        scheduler.step()
+            if per_batch:
+                scheduler.step()
+        if not per_batch:
+            scheduler.step()
         train_loss = (loss_sum / max(seen, 1)).item()
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(

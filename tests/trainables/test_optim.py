@@ -128,3 +128,22 @@ def test_a_schedule_resumed_from_its_state_continues_exactly(schedule, stop):
     first = learning_rates(training, epochs=stop)
     rest = learning_rates(training, epochs=training.epochs - stop, state=learning_rates.last)
     assert first + rest == uninterrupted  # exact, not approximately
+
+
+def test_a_schedule_stepped_every_batch_counts_its_lengths_in_batches():
+    # paper 004: poly per iteration; 2 epochs of 3 batches, warm-up 1 epoch
+    training = settings(epochs=3, schedule={"name": "poly", "power": 1.0, "step_every": "batch", "warmup_epochs": 1})
+    params = [torch.nn.Parameter(torch.ones(1))]
+    optimizer = build_optimizer(params, training)
+    scheduler = build_scheduler(optimizer, training, batches_per_epoch=3)
+    rates = []
+    for _ in range(9):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ramp = [0.01 * (0.1 + 0.9 * b / 3) for b in range(3)]
+    assert rates == pytest.approx(ramp + [0.01 * (1 - b / 6) for b in range(6)])
+    stepped = settings(epochs=4, schedule={"name": "step", "step_epochs": 2, "factor": 0.5, "step_every": "batch"})
+    scheduler = build_scheduler(build_optimizer([torch.nn.Parameter(torch.ones(1))], stepped), stepped, 5)
+    assert scheduler.step_size == 10  # 2 epochs of 5 batches
+    assert build_scheduler(build_optimizer(params, settings()), settings(), batches_per_epoch=5).T_max == 10
