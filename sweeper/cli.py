@@ -64,7 +64,9 @@ def validate(spec: Path) -> None:
     parsed = _load(spec)
     click.echo(
         f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
-        f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)"
+        f"{len(parsed.data.folds_to_run)} folds"
+        + (f" x {parsed.training.repeats} repeats" if parsed.training.repeats > 1 else "")
+        + f" ({parsed.search.mode} search)"
     )
 
 
