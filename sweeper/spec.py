@@ -38,6 +38,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -346,6 +347,10 @@ class LossSpec(_Strict):
         return self.knob_plan(classes).searched
 
 
+#: the optimisers ``training.optimizer`` takes, and their settings' validator
+OPTIMIZER_NAMES = ("adamw", "adam", "sgd")
+_OPTIMIZER = TypeAdapter(OptimizerSettings)
+
 #: the range ``training.lr: search`` searches (log scale)
 LR_SEARCH_RANGE = (1e-5, 1e-2)
 
@@ -373,24 +378,51 @@ class TrainingSpec(TrainingSettings):
         "a list makes it a configuration dimension",
     )
 
-    @field_validator("lr")
+    @field_validator("lr", mode="before")
     @classmethod
-    def _positive_lr(cls, value: Any) -> Any:
-        values = value if isinstance(value, list) else [value.low] if isinstance(value, KnobRange) else [value]
-        if isinstance(value, list) and not value:
-            raise ValueError("give one learning rate or a non-empty list of them")
-        if any(isinstance(v, float) and v <= 0 for v in values):
-            raise ValueError("a learning rate must be above 0, e.g. 2e-4")
-        return value
+    def _learning_rates(cls, value: Any) -> Any:
+        """One clear message for a learning rate that is none of the forms (not one per union member)."""
+        if isinstance(value, dict):
+            try:
+                return KnobRange.model_validate(value)
+            except ValidationError as err:
+                raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
+        if value == "search":
+            return value
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError("give a learning rate (e.g. 2e-4), a list of them, search, or {low, high, log}")
+        if any(v <= 0 for v in values):
+            raise ValueError("a learning rate must be greater than 0, e.g. 2e-4")
+        return [float(v) for v in value] if isinstance(value, list) else float(value)
 
-    @field_validator("optimizer")
+    @field_validator("optimizer", mode="before")
     @classmethod
-    def _optimizer_choices(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
+    def _optimizers(cls, value: Any) -> Any:
+        """Validates an optimiser or a list of them, each problem named once (not once per union member)."""
+        items = value if isinstance(value, list) else [value]
+        if not items:
             raise ValueError("give one optimizer or a non-empty list of them")
-        if isinstance(value, list) and len(set(value)) != len(value):
+        known = ", ".join(OPTIMIZER_NAMES)
+        out = []
+        for item in items:
+            name = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
+            if isinstance(item, BaseModel):
+                out.append(item)
+                continue
+            if name not in OPTIMIZER_NAMES:
+                raise ValueError(f"unknown optimizer {name!r}; choose from {known}")
+            try:
+                out.append(_OPTIMIZER.validate_python(item))
+            except ValidationError as err:
+                problems = []
+                for e in err.errors():
+                    where, msg = ".".join(str(x) for x in e["loc"][1:]), e["msg"].removeprefix("Value error, ")
+                    problems.append(f"{name}.{where}: {msg}" if where else msg)
+                raise ValueError("; ".join(problems)) from None
+        if len(set(out)) != len(out):
             raise ValueError("an optimizer is listed twice; list each once")
-        return value
+        return out if isinstance(value, list) else out[0]
 
     def optimizer_labels(self) -> dict[str, Any]:
         """Returns label -> optimiser settings: the name, or ``name[i]`` when a name is listed several times."""
