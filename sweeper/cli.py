@@ -164,6 +164,7 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
             "loss_params": table[LOSS_PARAMS],
         }
     )
+    _training_columns(table, shown, per_fold)
     if per_fold:
         shown.insert(1, "fold", table[FOLD])
         shown["status"] = table[STATUS]
@@ -177,7 +178,21 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
         else:
             std = table[f"{name}_std"].fillna(0.0)
             shown[name] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(table[name], std)]
+    if not per_fold and "dice_seed_std" in table and table["dice_seed_std"].notna().any():
+        shown["dice seed std"] = table["dice_seed_std"].map(lambda v: f"{v:.4f}")
     return shown.head(top).to_string(index=False)
+
+
+def _training_columns(table, shown, per_fold: bool) -> None:
+    """Adds the searched training settings and the repeats to a leaderboard view, where a sweep has them."""
+    from sweeper.leaderboard import N_REPEATS, REPEAT, TRAINING_PARAMS
+
+    if TRAINING_PARAMS in table and (table[TRAINING_PARAMS] != "{}").any():
+        shown["training"] = table[TRAINING_PARAMS]
+    if per_fold and REPEAT in table and (table[REPEAT] > 0).any():
+        shown.insert(1, "repeat", table[REPEAT])
+    if not per_fold and N_REPEATS in table and (table[N_REPEATS] > 1).any():
+        shown["repeats"] = table[N_REPEATS]
 
 
 @main.command()
