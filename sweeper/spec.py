@@ -436,6 +436,15 @@ class TrainingSpec(TrainingSettings):
             return KnobRange(low=LR_SEARCH_RANGE[0], high=LR_SEARCH_RANGE[1], log=True)
         return self.lr if isinstance(self.lr, KnobRange) else None
 
+    def lr_bounds(self) -> tuple[float, float]:
+        """Returns the lowest and highest learning rate any configuration may train with (for cross-field
+        checks such as ``min_lr`` against ``lr``, whatever form ``lr`` takes)."""
+        lr_range = self.lr_range()
+        if lr_range is not None:
+            return lr_range.low, lr_range.high
+        values = self.lr if isinstance(self.lr, list) else [self.lr]
+        return min(values), max(values)
+
     def choices(self) -> dict[str, list[Any]]:
         """Returns the training settings listed as choices, ``{setting: [values]}`` (grid: each enumerated)."""
         out: dict[str, list[Any]] = {}

@@ -195,3 +195,4 @@ def test_grid_mode_refuses_a_searched_learning_rate_and_counts_listed_choices():
     assert spec.planned_configurations() == 2 * len(spec.losses) and spec.training.lr_range() is None
     assert spec.planned_fold_trials() == spec.planned_configurations() * len(spec.data.folds_to_run) * 3
     assert parse_spec(minimal(training={"lr": "search"}, search={"budget": 2})).training.lr_range().log
+    assert spec.training.lr_bounds() == (1e-4, 1e-3)
