@@ -51,6 +51,7 @@ __all__ = [
     "case_runs_present",
     "cases_present",
     "cases_schema",
+    "part_file",
     "read_cases",
     "rebuild_cases",
 ]
@@ -236,6 +237,11 @@ def _part_name(config_id: str, fold: int, repeat: int = DEFAULT_REPEAT) -> str:
     """``<config_id>.fold<k>.parquet``, with ``.repeat<r>`` before the suffix for every repeat but the first."""
     suffix = f".repeat{int(repeat)}" if int(repeat) != DEFAULT_REPEAT else ""
     return f"{quote(config_id, safe='')}.fold{int(fold)}{suffix}.parquet"
+
+
+def part_file(path: str | Path, config_id: str, fold: int, repeat: int = DEFAULT_REPEAT) -> Path:
+    """Return the file of fold trial (``config_id``, ``fold``, ``repeat``) inside the dataset folder ``path``."""
+    return Path(path) / _part_name(config_id, fold, repeat)
 
 
 def _parts(path: Path) -> dict[tuple[str, int, int], Path]:

@@ -38,10 +38,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import sparse, special, stats
 
 from sweeper.cases import COUNT_COLUMNS, OBJECT_COLUMNS, as_cases_table, cases_present, read_cases
+from sweeper.spec import EvidenceSpec
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -70,6 +70,7 @@ __all__ = [
     "corrected_t_interval",
     "curve_summary",
     "expected_calibration_error",
+    "finished_fold_rows",
     "fold_intervals",
     "front_probability",
     "holm",
@@ -116,63 +117,10 @@ def metric_range(metric: str) -> tuple[float, float]:
     return (0.0, math.inf) if metric == "hd95" else (0.0, 1.0)
 
 
-class EvidenceSettings(BaseModel):
-    """How the patient-level statistics are computed (the sweep spec's ``evidence:`` section).
-
-    Defaults:
-        resamples 2000: Monte Carlo error of a bootstrap 2.5% quantile falls as 1/sqrt(B); 1000 to
-            2000 resamples are the usual recommendation for 95% intervals (Efron & Tibshirani, An
-            Introduction to the Bootstrap, Chapman & Hall, 1993; Carpenter & Bithell, Bootstrap
-            confidence intervals: when, which, what?, Statistics in Medicine 19(9):1141-1164, 2000,
-            DOI 10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs
-            the upper end of that range.
-        method "bca": bias-corrected and accelerated percentile interval (Efron, Better bootstrap
-            confidence intervals, JASA 82(397), 1987, DOI 10.1080/01621459.1987.10478410):
-            second-order accurate, unlike the percentile interval, and like it stays inside the
-            metric's range; it corrects the skew of ratio estimators near 1 (Dice of a good model).
-            The simulation tests check both methods' coverage at the data sizes of the seeds.
-        min_patients 50: below about 50 cases the coverage of intervals for a mean can fail (André
-            et al., Some hidden traps of confidence intervals in medical image segmentation:
-            coverage issues, MICCAI 2025 workshops (BRIDGE), LNCS, pp. 15-24); fewer patients are
-            flagged (``few_patients``), not refused.
-        paired_test "wilcoxon": continuous p-values (normal approximation above 50 patients, exact
-            below), so that Holm's correction over all pairs of a large sweep can still reject;
-            a permutation p-value cannot fall below 1 / (resamples + 1).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    resamples: int = Field(2000, ge=100, le=200_000, description="patient resamples (bootstrap and permutation)")
-    method: Literal["bca", "percentile"] = Field("bca", description="bootstrap interval method")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level; 1 - confidence is the tests' alpha")
-    threshold_bins: int = Field(
-        20,
-        ge=20,
-        le=100,
-        description="probability histogram bins the trials record (thresholds k / bins); the "
-        "statistics read the bins from the records. 20: 3.1 MB of records per configuration on UW-Madison, 100: 7.1 MB",
-    )
-    min_patients: int = Field(50, ge=2, description="fewer validated patients than this are flagged")
-    seed: int = Field(0, description="seed of the patient resamples")
-    paired_test: Literal["wilcoxon", "permutation"] = Field(
-        "wilcoxon", description="test of a paired comparison on patient-level scores"
-    )
-    matched_sensitivity: tuple[float, ...] = Field(
-        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations"
-    )
-
-    @field_validator("matched_sensitivity")
-    @classmethod
-    def _in_unit_interval(cls, values: tuple[float, ...]) -> tuple[float, ...]:
-        bad = [v for v in values if not 0 < v <= 1]
-        if bad:
-            raise ValueError(f"matched sensitivities must be in (0, 1] but got {bad}")
-        return values
-
-    @property
-    def alpha(self) -> float:
-        """Significance level of the tests, 1 - confidence."""
-        return 1.0 - self.confidence
+#: the spec's ``evidence:`` section (:class:`sweeper.spec.EvidenceSpec`, declared once there): resamples,
+#: method, confidence, min_patients, seed, paired_test, matched_sensitivity. The histogram bins are no
+#: setting here: they are read from the records (``training.threshold_bins`` made them)
+EvidenceSettings = EvidenceSpec
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,6 +468,18 @@ def patient_sums(
     )
     # several seeded runs of a fold (training.repeats): each case counts once, as the mean over its runs
     return average_repeats(sums, repeats_per_patient(table, config_names, patients))
+
+
+def finished_fold_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """Return the finished rows of a trials table (trials.parquet), one per (configuration, fold): where a
+    fold ran several seeded repeats (``repeat``), each numeric column is their mean, so the fold-level
+    statistics see folds, never repeats, as their unit (the leaderboard's ``repeat_means``)."""
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    if "repeat" not in done or not done.duplicated(["config_id", "fold"]).any():
+        return done
+    numeric = [c for c in done.select_dtypes("number").columns if c not in ("fold", "repeat")]
+    means = done.groupby(["config_id", "fold"], sort=False)[numeric].mean().reset_index()
+    return means.assign(status="finished")
 
 
 def repeats_per_patient(cases: pa.Table, config_ids: Sequence[str], patients: Sequence[str]) -> np.ndarray:
@@ -994,7 +954,7 @@ def fold_intervals(
     folds (default: the number of distinct folds in ``trials``). Columns: ``config_id, n_folds,
     interval_method`` ("fold_corrected_t"), then ``<metric>, <metric>_ci_low, <metric>_ci_high``.
     """
-    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    done = finished_fold_rows(trials)
     split = n_folds if n_folds is not None else max(int(trials["fold"].nunique()), 2)
     ratio = _test_train_ratio(split, test_train_ratio)
     rows = []
@@ -1911,7 +1871,7 @@ def _covered(sums: PatientSums, trials: pd.DataFrame | None) -> list[str]:
     """Configurations whose case records cover every finished fold trial (all, without ``trials``)."""
     if trials is None:
         return list(sums.config_ids)
-    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    done = finished_fold_rows(trials)
     covered = []
     for c, cid in enumerate(sums.config_ids):
         folds = set(done.loc[done["config_id"] == cid, "fold"].astype(int))
@@ -1975,7 +1935,7 @@ def _fold_comparison(
 ) -> pd.DataFrame:
     """The fold-level fallback of a paired comparison: Nadeau-Bengio's corrected paired t on the
     folds both configurations finished."""
-    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    done = finished_fold_rows(trials)
     left = done[done["config_id"] == a].set_index("fold")
     right = done[done["config_id"] == b].set_index("fold")
     folds = sorted(set(left.index) & set(right.index))
