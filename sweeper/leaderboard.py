@@ -507,7 +507,8 @@ def rebuild_sweep_cases(
 
     ``tracking_uri``: the MLflow store (default: the spec's ``tracking.uri``, ``$MLFLOW_TRACKING_URI``,
     else ``RESULTS/mlflow.db`` beside the sweep folder). Returns the counts ``from_checkpoints``,
-    ``from_mlflow`` and the fold trials still ``missing`` (config_id, fold)."""
+    ``from_mlflow`` and the fold trials still ``missing`` (config_id, fold), with the repeat after the fold
+    for every repeat but the first."""
     from sweeper.cases import append_cases, case_runs_present
 
     paths = SweepPaths.at(sweep_dir)
@@ -532,7 +533,7 @@ def rebuild_sweep_cases(
     if missing and from_mlflow:
         report["from_mlflow"] = _cases_from_mlflow(paths, missing, tracking_uri, append_cases)
         missing -= case_runs_present(paths.cases_table)
-    report["missing"] = sorted(missing)
+    report["missing"] = sorted(key if key[2] else key[:2] for key in missing)  # the repeat named past the first
     if force or report["from_checkpoints"] or report["from_mlflow"]:
         write_leaderboard(trials, sweep_dir)
     return report

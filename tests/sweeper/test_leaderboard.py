@@ -117,3 +117,22 @@ def test_compare_pairs_folds_after_averaging_their_repeats():
     table = compare_configs(pd.DataFrame(rows), "a", "b", ["dice"])
     [row] = table.to_dict("records")
     assert row["n_folds"] == 3 and np.isclose(row["mean_difference"], 0.01)  # a: each fold 0.01 above b
+
+
+def test_case_records_are_gathered_per_repeat_and_cover_a_configuration_once_every_repeat_has_them(tmp_path):
+    from types import SimpleNamespace
+
+    from test_cases import records
+
+    from sweeper.cases import read_cases
+    from sweeper.leaderboard import covered_configs, gather_trial_cases
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    records(config_id="a", fold=0).drop(columns=["config_id"]).to_parquet(checkpoint / "cases.parquet")
+    trials = pd.DataFrame([repeat_row("a", 0, 0, 0.5), repeat_row("a", 0, 1, 0.6)])
+    first = gather_trial_cases(tmp_path, "a", 0, SimpleNamespace(path=str(checkpoint)), repeat=0)
+    assert first.name == "a.fold0.parquet" and covered_configs(tmp_path, trials) == []  # repeat 1 not yet
+    second = gather_trial_cases(tmp_path, "a", 0, SimpleNamespace(path=str(checkpoint)), repeat=1)
+    assert second.name == "a.fold0.repeat1.parquet" and covered_configs(tmp_path, trials) == ["a"]
+    assert sorted(set(read_cases(first.parent).column("repeat").to_pylist())) == [0, 1]
