@@ -419,9 +419,13 @@ class MlflowTracker:
         keys = [k for k in (finished[0].last_result if finished else {}) if k.startswith(BEST_PREFIX)]
         means = []
         for key in keys:
-            values = [t.last_result[key] for t in finished if key in t.last_result]
-            if values:
-                means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
+            by_fold: dict[int, list[float]] = {}  # a fold's repeats are averaged first, as the leaderboard does
+            for t in finished:
+                if key in t.last_result:
+                    by_fold.setdefault(TrialConfig.from_dict(t.config).fold, []).append(t.last_result[key])
+            if by_fold:
+                fold_means = [sum(v) / len(v) for v in by_fold.values()]
+                means.append((key.removeprefix(BEST_PREFIX), sum(fold_means) / len(fold_means)))
         status = "FINISHED" if len(finished) == len(ended) else "FAILED"
         intervals, method = self._config_intervals(cid, finished)
         return means, status, int(time.time() * 1000), intervals, method
