@@ -33,6 +33,7 @@ from sweeper.leaderboard import (
     N_FOLDS,
     REPEAT,
     STATUS,
+    fold_trial_status,
     read_configs,
     read_trials,
 )
@@ -478,7 +479,8 @@ class ProgressPrinter:
             self.started_at = time.time()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._ended(trials, trial, "finished")
+        # "stopped": the epoch scheduler ended it early (its best epoch so far is a record, not a score)
+        self._ended(trials, trial, fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trials, trial, "FAILED")
@@ -495,7 +497,7 @@ class ProgressPrinter:
             if X_METRIC in metrics and Y_METRIC in metrics:
                 point = (metrics[X_METRIC], metrics[Y_METRIC])
                 self.scores.setdefault(config.config_id, {})[(config.fold, config.repeat)] = point
-        else:
+        elif outcome == "FAILED":
             self.failed += 1
         running = sum(t.status == RUNNING and t is not trial for t in trials)
         elapsed = time.time() - self.started_at
