@@ -195,6 +195,12 @@ def interval_notes(configs, sweep_dir: Path) -> list[str]:
     from sweeper.leaderboard import FEW_PATIENTS, FOLD_INTERVAL, INTERVAL_METHOD, N_FOLDS, N_PATIENTS
     from sweeper.leaderboard import read_trials as trials_of
 
+    if INTERVAL_METHOD not in configs:  # a leaderboard written before patient-level statistics existed
+        return [
+            "",
+            "intervals: Student-t over folds (this leaderboard predates patient-level statistics); "
+            f"`sweeper leaderboard {sweep_dir} --rebuild-cases` recomputes them from the trials' case records",
+        ]
     lines = [
         "",
         "value [95% interval]: out-of-fold value with a patient cluster bootstrap interval (interval "
