@@ -19,8 +19,12 @@ import click
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs.
+# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs. A
+# sweep's experiment needs none (it is tagged as a training experiment, sweeper.tracking.ensure_experiment);
+# the experiment list of `sweeper ui` keeps it.
 MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
+#: where `sweeper ui` serves by default
+LOCAL_UI = "http://127.0.0.1:5000"
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -95,15 +99,28 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
     click.echo(f"  leaderboard : {paths.leaderboard}   (sweeper leaderboard {paths.sweep})")
     click.echo(f"  pareto front: {paths.pareto_file()}   (+ .parquet, .png, .svg; one per class)")
-    where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
+    remote = bool(address and address.startswith("ray://"))
+    where = " on the head node (tunnel port 5000 with ssh -L)" if remote else ""
     click.echo(
         f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
-        f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}"
+        f"{_experiment_url(parsed, paths, remote)}"
     )
     if failed:
         raise click.ClickException(
             f"{failed} fold trial(s) failed; see the `error` column of {paths.trials_table} or MLflow"
         )
+
+
+def _experiment_url(parsed, paths, remote: bool) -> str:
+    """Returns the sweep's experiment page in the MLflow UI of `sweeper ui` (the experiment list when
+    its store is on the head node or not written)."""
+    from sweeper.launch import _tracking_uri
+    from sweeper.tracking import experiment_page
+
+    uri = _tracking_uri(parsed, paths)[0]
+    if remote or (uri.startswith("sqlite:") and not paths.mlflow_db.is_file()):
+        return f"{LOCAL_UI}/#/experiments"
+    return experiment_page(uri, parsed.name, LOCAL_UI)
 
 
 @main.command()

@@ -34,6 +34,11 @@ CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
 ERROR_TAG = "sweeper.error"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
+#: MLflow 3's experiment tag for what an experiment is for; its UI opens a ``custom_model_development``
+#: experiment on the classic runs table (MLflow 3.17: the ``ExperimentKind`` values of its web app, and
+#: ``genai_development`` otherwise, or when the tag is missing and no runs are inferred as training)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT = "custom_model_development"
 logger = logging.getLogger(__name__)
 
 #: keys of a trial result that are bookkeeping, not metrics
@@ -410,12 +415,31 @@ class MlflowTracker:
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """Returns the id of experiment ``name``, created (with ``artifact_location``) when missing.
 
-    Created through the client, not ``mlflow.set_experiment``, which leaks into the environment.
+    Created through the client, not ``mlflow.set_experiment``, which leaks into the environment. The
+    experiment carries :data:`EXPERIMENT_KIND_TAG` = :data:`TRAINING_EXPERIMENT` (an older experiment of
+    the same name gets it on resume), so the MLflow UI opens it on its runs table, not its GenAI view.
     """
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        if existing.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_EXPERIMENT:
+            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
         return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT}
+    )
+
+
+def experiment_page(tracking_uri: str, name: str, ui_url: str) -> str:
+    """Returns the MLflow UI page of experiment ``name`` (``UI_URL/#/experiments/<id>``), or the UI's
+    experiment list when the store does not hold it (or cannot be read)."""
+    base = ui_url.rstrip("/")
+    try:
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - a link is a convenience: any store problem falls back to the list
+        experiment = None
+    if experiment is None:
+        return f"{base}/#/experiments"
+    return f"{base}/#/experiments/{experiment.experiment_id}"
 
 
 def runs_by_level(tracking_uri: str, experiment: str) -> dict[str, list]:

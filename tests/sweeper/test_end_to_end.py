@@ -17,13 +17,13 @@ from disk import drop_checkpoints
 from mlflow import MlflowClient
 from report_checks import check_report_predicts_as_the_trial
 
-from sweeper.cli import MLFLOW_TRAINING_VIEW, main
+from sweeper.cli import main
 from sweeper.launch import SweepExistsError, launch
 from sweeper.leaderboard import read_configs, read_trials
 from sweeper.pareto import non_dominated
 from sweeper.preflight import MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, network_bytes
 from sweeper.spec import parse_spec
-from sweeper.tracking import CONFIG_LEVEL, LEVEL_TAG, PARENT_TAG, SWEEP_LEVEL, default_tracking_uri
+from sweeper.tracking import CONFIG_LEVEL, LEVEL_TAG, PARENT_TAG, SWEEP_LEVEL, default_tracking_uri, experiment_page
 
 pytestmark = pytest.mark.slow
 
@@ -300,23 +300,27 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
     sweep_run = next(r for r in runs if r.data.tags[LEVEL_TAG] == SWEEP_LEVEL)
     configs = [r for r in runs if r.data.tags[LEVEL_TAG] == CONFIG_LEVEL]
     with serving_ui(paths.results, spec.name) as (url, experiment_id):
-        page = f"{url}/#/experiments/{experiment_id}/runs"
-        # every run is there, and the table shows one row, the sweep: configurations and folds are nested in it
-        console = browser.open(f"{page}?{MLFLOW_TRAINING_VIEW}", until_text=f"{len(runs)} matching runs")
+        # the experiment's own page, as `sweeper launch` prints it, without any query string: the experiment is
+        # tagged as a training one, so the UI opens on its runs table (not the GenAI view) with no click; every
+        # run is there, and the table shows one row, the sweep: configurations and folds are nested in it
+        assert experiment_page(default_tracking_uri(paths.results), spec.name, url) == (
+            f"{url}/#/experiments/{experiment_id}"
+        )
+        console = browser.open(f"{url}/#/experiments/{experiment_id}", until_text=f"{len(runs)} matching runs")
         browser.screenshot("mlflow-runs")
         shown = browser.text()
         assert spec.name in shown and not any(config.info.run_name in shown for config in configs)
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
 
+        # a link to a run (no query string either) opens it in the training view too
+        page = f"{url}/#/experiments/{experiment_id}/runs"
         # the sweep run's page lists the logged report among its artifacts
-        console = browser.open(f"{page}/{sweep_run.info.run_id}/artifacts?{MLFLOW_TRAINING_VIEW}", until_text="report")
+        console = browser.open(f"{page}/{sweep_run.info.run_id}/artifacts", until_text="report")
         browser.screenshot("mlflow-sweep-run-artifacts")
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
 
         # a configuration's page shows its fold-mean metrics
-        console = browser.open(
-            f"{page}/{configs[0].info.run_id}?{MLFLOW_TRAINING_VIEW}", until_text=configs[0].info.run_name
-        )
+        console = browser.open(f"{page}/{configs[0].info.run_id}", until_text=configs[0].info.run_name)
         browser.wait_for_text("sensitivity")
         browser.screenshot("mlflow-config-run")
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
