@@ -152,7 +152,8 @@ def launch(
         )
     from ray import tune
 
-    from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
+    from sweeper.callbacks import CheckpointCleanupCallback, LeaderboardCallback, MlflowCallback, ProgressCallback
+    from sweeper.checkpoints import checkpoint_config
     from sweeper.pareto import export_all_fronts
     from sweeper.search import FoldSearcher
     from sweeper.tracking import TrackingUnreachableError, check_tracking_server
@@ -211,10 +212,11 @@ def launch(
                         tracker,
                         LeaderboardCallback(paths.sweep),
                         ProgressCallback(spec.planned_fold_trials()),
+                        *([] if paths.storage_uri else [CheckpointCleanupCallback(paths.tune_dir)]),
                         *(callbacks or []),
                     ],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    checkpoint_config=checkpoint_config(paths),  # no forced snapshot per epoch
                     verbose=0,  # ProgressCallback prints one line per ended trial instead of Tune's tables
                 ),
             )
