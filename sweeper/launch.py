@@ -211,7 +211,10 @@ def launch(
                     callbacks=[
                         tracker,
                         LeaderboardCallback(paths.sweep),
-                        ProgressCallback(spec.planned_fold_trials()),
+                        ProgressCallback(
+                            spec.planned_fold_trials(),
+                            objectives=[(o.metric, o.direction) for o in spec.search.objectives],
+                        ),
                         *([] if paths.storage_uri else [CheckpointCleanupCallback(paths.tune_dir)]),
                         *(callbacks or []),
                     ],
