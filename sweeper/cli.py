@@ -19,9 +19,8 @@ import click
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs. A
-# sweep's experiment needs none (it is tagged as a training experiment, sweeper.tracking.ensure_experiment);
-# the experiment list of `sweeper ui` keeps it.
+# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs
+# (sweeper.tracking.TRAINING_VIEW_QUERY).
 MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
 #: where `sweeper ui` serves by default
 LOCAL_UI = "http://127.0.0.1:5000"
@@ -154,7 +153,7 @@ def _experiment_url(parsed, paths, remote: bool) -> str:
 
     uri = _tracking_uri(parsed, paths)[0]
     if remote or (uri.startswith("sqlite:") and not paths.mlflow_db.is_file()):
-        return f"{LOCAL_UI}/#/experiments"
+        return f"{LOCAL_UI}/#/experiments?{MLFLOW_TRAINING_VIEW}"
     return experiment_page(uri, parsed.name, LOCAL_UI)
 
 

@@ -34,11 +34,14 @@ CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
 ERROR_TAG = "sweeper.error"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
-#: MLflow 3's experiment tag for what an experiment is for; its UI opens a ``custom_model_development``
-#: experiment on the classic runs table (MLflow 3.17: the ``ExperimentKind`` values of its web app, and
-#: ``genai_development`` otherwise, or when the tag is missing and no runs are inferred as training)
+#: MLflow 3's experiment tag for what an experiment is for: ``custom_model_development`` (classic training)
+#: or ``genai_development`` (the ``ExperimentKind`` values of MLflow 3.17's web app and of its onboarding
+#: tools). MLflow 3.17.2's own UI picks its view from :data:`TRAINING_VIEW_QUERY` (or the view last chosen
+#: in that browser) rather than from the tag, so links carry the query as well.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
+#: the MLflow 3 UI's query for its "Model training" view (runs tables), instead of its default GenAI view
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 logger = logging.getLogger(__name__)
 
 #: keys of a trial result that are bookkeeping, not metrics
@@ -430,16 +433,17 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 
 def experiment_page(tracking_uri: str, name: str, ui_url: str) -> str:
-    """Returns the MLflow UI page of experiment ``name`` (``UI_URL/#/experiments/<id>``), or the UI's
-    experiment list when the store does not hold it (or cannot be read)."""
+    """Returns the MLflow UI page of experiment ``name`` in the training view,
+    ``UI_URL/#/experiments/<id>?workflowType=machine_learning`` (the UI opens it on its runs table), or the
+    UI's experiment list when the store does not hold it (or cannot be read)."""
     base = ui_url.rstrip("/")
     try:
         experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
     except Exception:  # noqa: BLE001 - a link is a convenience: any store problem falls back to the list
         experiment = None
     if experiment is None:
-        return f"{base}/#/experiments"
-    return f"{base}/#/experiments/{experiment.experiment_id}"
+        return f"{base}/#/experiments?{TRAINING_VIEW_QUERY}"
+    return f"{base}/#/experiments/{experiment.experiment_id}?{TRAINING_VIEW_QUERY}"
 
 
 def runs_by_level(tracking_uri: str, experiment: str) -> dict[str, list]:

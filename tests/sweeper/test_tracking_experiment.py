@@ -5,6 +5,7 @@ from mlflow import MlflowClient
 from sweeper.tracking import (
     EXPERIMENT_KIND_TAG,
     TRAINING_EXPERIMENT,
+    TRAINING_VIEW_QUERY,
     default_tracking_uri,
     ensure_experiment,
     experiment_page,
@@ -46,6 +47,14 @@ def test_experiment_page_links_the_experiment_itself(tmp_path):
     uri = default_tracking_uri(tmp_path)
     experiment_id = ensure_experiment(MlflowClient(uri), "demo", None)
     assert experiment_page(uri, "demo", "http://127.0.0.1:5000/") == (
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}"
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}?{TRAINING_VIEW_QUERY}"
     )
-    assert experiment_page(uri, "missing", "http://127.0.0.1:5000") == "http://127.0.0.1:5000/#/experiments"
+    assert experiment_page(uri, "missing", "http://127.0.0.1:5000") == (
+        f"http://127.0.0.1:5000/#/experiments?{TRAINING_VIEW_QUERY}"
+    )
+
+
+def test_cli_keeps_the_same_training_view_query():
+    from sweeper.cli import MLFLOW_TRAINING_VIEW
+
+    assert MLFLOW_TRAINING_VIEW == TRAINING_VIEW_QUERY
