@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -315,6 +316,8 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
         assert printed == f"{url}/#/experiments/{experiment_id}?{TRAINING_VIEW_QUERY}"
         console = browser.open(printed, until_text=f"{len(runs)} matching runs")
         assert f"/#/experiments/{experiment_id}/runs" in browser.driver.current_url
+        browser.wait_for_text("Run Name")
+        browser.wait_for_text(re.compile(r"\d+ (second|minute|hour)s? ago"))  # the sweep's row has rendered
         browser.screenshot("mlflow-runs")
         shown = browser.text()
         assert spec.name in shown and not any(config.info.run_name in shown for config in configs)
