@@ -93,8 +93,9 @@ def _trainable(spec: SweepSpec, cache_dir: Path, cache_via: str):
     return tune.with_resources(fn, {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
 
 
-def tune_config(spec: SweepSpec, searcher):
-    """Returns the TuneConfig: our searcher, unbounded samples, the spec's concurrency cap.
+def tune_config(spec: SweepSpec, searcher, scheduler=None):
+    """Returns the TuneConfig: our searcher, the spec's trial scheduler (:func:`sweeper.schedulers.make_scheduler`;
+    None: Tune's FIFO), unbounded samples, the spec's concurrency cap.
 
     ``resources.reuse_actors`` (default on): a fold trial that ends hands its worker process (torch,
     smp and the data cache already imported and mapped) to the next trial with the same resources
@@ -108,6 +109,7 @@ def tune_config(spec: SweepSpec, searcher):
 
     return tune.TuneConfig(
         search_alg=searcher,
+        scheduler=scheduler,
         num_samples=-1,
         max_concurrent_trials=spec.resources.max_concurrent,
         reuse_actors=spec.resources.reuse_actors,
@@ -155,6 +157,7 @@ def launch(
     from sweeper.callbacks import CheckpointCleanupCallback, LeaderboardCallback, MlflowCallback, ProgressCallback
     from sweeper.checkpoints import checkpoint_config
     from sweeper.pareto import export_all_fronts
+    from sweeper.schedulers import make_scheduler
     from sweeper.search import FoldSearcher
     from sweeper.tracking import TrackingUnreachableError, check_tracking_server
     from sweeper.trial_config import trial_settings
@@ -200,11 +203,11 @@ def launch(
                     *callbacks,
                 ]
         else:
-            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
+            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir), sweep_dir=paths.sweep)
             tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune_config(spec, searcher),
+                tune_config=tune_config(spec, searcher, make_scheduler(spec, paths.sweep)),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,
@@ -233,6 +236,10 @@ def launch(
             import ray
 
             ray.shutdown()  # a connected driver only disconnects; a local Ray it started ends here
+    if paths.trials_table.is_file():  # records a killed driver did not gather, from the trials' checkpoints
+        from sweeper.leaderboard import rebuild_sweep_cases
+
+        rebuild_sweep_cases(paths.sweep, from_mlflow=False, force=False)
     export_all_fronts(paths.sweep, spec.data.classes)
     if unwritten is not None:
         raise unwritten

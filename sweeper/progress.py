@@ -24,7 +24,19 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, N_FOLDS, STATUS, read_configs, read_trials
+from sweeper.leaderboard import (
+    CONFIG_ID,
+    FAILED,
+    FINISHED,
+    FOLD,
+    LOSS,
+    N_FOLDS,
+    STATUS,
+    STOPPED,
+    fold_trial_status,
+    read_configs,
+    read_trials,
+)
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
@@ -489,9 +501,9 @@ class ProgressPrinter:
         self._ended(trials, trial, "FAILED")
 
     def completed_outcome(self, trial) -> str:
-        """Returns how a trial Tune completed ended: ``finished``; a pruned trial (stopped early by the
-        search) is to return ``pruned`` here, which the display counts apart."""
-        return "finished"
+        """Returns how a trial Tune completed ended: ``finished``, or ``stopped`` when the epoch scheduler
+        ended it early (its best epoch so far is a record, not a score); the display counts those as pruned."""
+        return fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result)
 
     def _ended(self, trials, trial, outcome: str) -> None:
         if self.started_at is None:
@@ -507,9 +519,9 @@ class ProgressPrinter:
             values = {name: metrics[name] for name, _ in self.objectives if name in metrics}
             if values:
                 self.objective_values.setdefault(config.config_id, {})[config.fold] = values
-        elif outcome == "pruned":
+        elif outcome == STOPPED:
             self.pruned = getattr(self, "pruned", 0) + 1
-        else:
+        elif outcome == "FAILED":
             self.failed += 1
         status = self.progress(trials, ending=trial)
         line = progress_line(

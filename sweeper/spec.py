@@ -358,16 +358,66 @@ class Objective(_Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
+class FoldPruningSpec(_Strict):
+    """Fold-level successive halving (README "Pruning"): a configuration first runs ``min_folds`` folds and
+    runs more only while it ranks in the top ``1/eta`` of the configurations that reached as many folds."""
+
+    min_folds: int = Field(1, ge=1, description="folds every configuration runs before it can be pruned")
+    eta: float = Field(3.0, gt=1, description="keep the top 1/eta at each rung (min_folds x eta^k folds)")
+
+
+class PruningSpec(_Strict):
+    folds: FoldPruningSpec | None = Field(None, description="fold-level successive halving; default off")
+
+
+class ConstraintSpec(_Strict):
+    """A floor and/or ceiling on a configuration's fold mean, e.g. ``{metric: sensitivity, min: 0.9}``."""
+
+    metric: str = Field(description="a reported metric, e.g. sensitivity or precision.small_bowel")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> ConstraintSpec:
+        if self.min is None and self.max is None:
+            raise ValueError(
+                f"constraint on {self.metric}: give min, max or both, e.g. {{metric: sensitivity, min: 0.9}}"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"constraint on {self.metric}: min ({self.min}) is above max ({self.max})")
+        return self
+
+
 class SearchSpec(_Strict):
     """How configurations are chosen: an Optuna search, or a grid of fixed configurations."""
 
     mode: Literal["optuna", "grid"] = "optuna"
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random", "gp"] = Field(
+        "tpe", description="tpe, nsga2, random or gp (Gaussian process; README 'Choosing a sampler')"
+    )
+    batch_aware: bool = Field(
+        True,
+        description="when several trials run at once, TPE treats configurations still running as provisional "
+        "results (constant liar) so parallel workers spread out; gp/nsga2/random: no effect",
+    )
     budget: int | None = Field(None, ge=1, description="Optuna trials (configurations) to ask; grid: all")
     seed: int = 42
     objectives: list[Objective] = Field(
         default_factory=lambda: [Objective(metric="sensitivity"), Objective(metric="precision")], min_length=1
     )
+    pruning: PruningSpec = Field(default_factory=PruningSpec)
+    constraints: list[ConstraintSpec] = Field(
+        default_factory=list, description="fold-mean floors/ceilings; infeasible configurations leave the front"
+    )
+
+
+class SchedulerSpec(_Strict):
+    """How fold trials are scheduled: ``fifo`` (every trial to its last epoch) or ``moasha``, epoch-level
+    multi-objective successive halving (README "Pruning")."""
+
+    type: Literal["fifo", "moasha"] = "fifo"
+    grace_period: int = Field(1, ge=1, description="moasha: epochs every fold trial runs before it can be stopped")
+    reduction_factor: float = Field(3.0, gt=1, description="moasha: keep the top 1/reduction_factor at each rung")
 
 
 class ResourcesSpec(_Strict):
@@ -396,6 +446,70 @@ class ResourcesSpec(_Strict):
 
 class TrackingSpec(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under the results folder")
+
+
+class EvidenceSpec(_Strict):
+    """How the patient-level statistics are computed: the spec's ``evidence:`` section (used by
+    :mod:`sweeper.evidence` as ``EvidenceSettings``: the leaderboard's intervals, ``compare``, ``pareto``).
+
+    One histogram grid only: the thresholds the statistics can use are those of the case records,
+    whose bins ``training.threshold_bins`` sets (the trial records them); the statistics read the
+    bins from the records, so there is no second bins setting here.
+
+    Defaults:
+        resamples 2000: Monte Carlo error of a bootstrap 2.5% quantile falls as 1/sqrt(B); 1000 to
+            2000 resamples are the usual recommendation for 95% intervals (Efron & Tibshirani, An
+            Introduction to the Bootstrap, Chapman & Hall, 1993; Carpenter & Bithell, Bootstrap
+            confidence intervals: when, which, what?, Statistics in Medicine 19(9):1141-1164, 2000,
+            DOI 10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs
+            the upper end of that range.
+        method "bca": bias-corrected and accelerated percentile interval (Efron, Better bootstrap
+            confidence intervals, JASA 82(397), 1987, DOI 10.1080/01621459.1987.10478410):
+            second-order accurate, unlike the percentile interval, and like it stays inside the
+            metric's range; it corrects the skew of ratio estimators near 1 (Dice of a good model).
+        min_patients 50: below about 50 cases the coverage of intervals for a mean can fail (Andre
+            et al., Some hidden traps of confidence intervals in medical image segmentation:
+            coverage issues, MICCAI 2025 workshops (BRIDGE), LNCS, pp. 15-24); fewer patients are
+            flagged (``few_patients``), not refused.
+        paired_test "wilcoxon": continuous p-values (normal approximation above 50 patients, exact
+            below), so that Holm's correction over all pairs of a large sweep can still reject;
+            a permutation p-value cannot fall below 1 / (resamples + 1).
+    """
+
+    resamples: int = Field(2000, ge=100, le=200_000, description="patient resamples (bootstrap and permutation)")
+    method: Literal["bca", "percentile"] = Field("bca", description="bootstrap interval method")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level; 1 - confidence is the tests' alpha")
+    min_patients: int = Field(50, ge=2, description="fewer validated patients than this are flagged (few_patients)")
+    seed: int = Field(0, description="seed of the patient resamples")
+    paired_test: Literal["wilcoxon", "permutation"] = Field(
+        "wilcoxon", description="test of a paired comparison on patient-level scores"
+    )
+    matched_sensitivity: tuple[float, ...] = Field(
+        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bins_live_in_training(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "threshold_bins" in data:
+            raise ValueError(
+                "threshold_bins is set under training (training.threshold_bins): the trials record their "
+                "histograms with it and the statistics read the bins from the records"
+            )
+        return data
+
+    @field_validator("matched_sensitivity")
+    @classmethod
+    def _in_unit_interval(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise ValueError(f"matched sensitivities must be in (0, 1] but got {bad}")
+        return values
+
+    @property
+    def alpha(self) -> float:
+        """Significance level of the tests, 1 - confidence."""
+        return 1.0 - self.confidence
 
 
 #: URI schemes of the filesystems pyarrow (so Ray Tune's storage_path) can write to
@@ -434,8 +548,10 @@ class SweepSpec(_Strict):
     losses: list[LossSpec] = Field(min_length=1)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     storage: str | None = Field(
         None,
         description="where trials' shared files go: a local or NFS path (Tune storage, data cache and "
@@ -487,9 +603,26 @@ class SweepSpec(_Strict):
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
         if registry:
             problems.extend(self._metric_problems())
+        problems.extend(self._pruning_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _pruning_problems(self) -> list[str]:
+        """Returns what makes fold halving or the epoch scheduler impossible with this many folds and epochs."""
+        problems = []
+        folds = self.search.pruning.folds
+        if folds is not None and folds.min_folds >= len(self.data.folds_to_run):
+            problems.append(
+                f"search.pruning.folds.min_folds ({folds.min_folds}) must be below the folds to run "
+                f"({len(self.data.folds_to_run)}); lower it or leave search.pruning.folds out"
+            )
+        if self.scheduler.type == "moasha" and self.scheduler.grace_period >= self.training.epochs:
+            problems.append(
+                f"scheduler.grace_period ({self.scheduler.grace_period}) must be below training.epochs "
+                f"({self.training.epochs}); lower it or use scheduler.type fifo"
+            )
+        return problems
 
     def _metric_problems(self) -> list[str]:
         """Returns the objectives and select_metric that name no reported metric (needs trainables.metrics)."""
@@ -504,6 +637,11 @@ class SweepSpec(_Strict):
             if obj.metric not in valid:
                 problems.append(
                     f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; choose from {sorted(valid)}"
+                )
+        for i, constraint in enumerate(self.search.constraints):
+            if constraint.metric not in valid:
+                problems.append(
+                    f"search.constraints.{i}.metric: unknown metric {constraint.metric!r}; choose from {sorted(valid)}"
                 )
         if self.training.select_metric not in valid:
             problems.append(
