@@ -482,6 +482,18 @@ class ProgressPrinter:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._fill_defaults()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fill_defaults()
+
+    def _fill_defaults(self) -> None:
+        """Gives a printer saved by an earlier release (a resumed sweep) the attributes added since."""
+        self.__dict__.setdefault("objectives", [(X_METRIC, "maximize"), (Y_METRIC, "maximize")])
+        self.__dict__.setdefault("pruned", 0)
+        self.__dict__.setdefault("objective_values", {})
+        self.__dict__.setdefault("_drawn_at", 0.0)
 
     def setup(self, **info) -> None:
         if self.started_at is None:
@@ -491,7 +503,7 @@ class ProgressPrinter:
         self.show(trials)
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        if time.monotonic() - getattr(self, "_drawn_at", 0.0) >= self.REDRAW_EVERY_S:
+        if time.monotonic() - self._drawn_at >= self.REDRAW_EVERY_S:
             self.show(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -520,7 +532,7 @@ class ProgressPrinter:
             if values:
                 self.objective_values.setdefault(config.config_id, {})[config.fold] = values
         elif outcome == STOPPED:
-            self.pruned = getattr(self, "pruned", 0) + 1
+            self.pruned += 1
         elif outcome == "FAILED":
             self.failed += 1
         status = self.progress(trials, ending=trial)
@@ -554,7 +566,7 @@ class ProgressPrinter:
             planned=self.planned_folds,
             ended=len(self.ended),
             failed=self.failed,
-            pruned=getattr(self, "pruned", 0),
+            pruned=self.pruned,
             running=sum(t.status == RUNNING and t is not ending for t in trials),
             elapsed_s=elapsed,
             eta_s=eta,
@@ -565,7 +577,7 @@ class ProgressPrinter:
     def best_so_far(self) -> dict[str, float]:
         """Returns each objective's best configuration fold mean so far (max, or min for ``minimize``)."""
         best: dict[str, float] = {}
-        values = getattr(self, "objective_values", {})
+        values = self.objective_values
         for name, direction in self.objectives:
             means = [
                 float(np.mean([fold[name] for fold in folds.values() if name in fold]))

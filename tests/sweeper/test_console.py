@@ -224,3 +224,22 @@ def test_a_launch_refused_before_anything_ran_leaves_no_sweep_folder(tmp_path):
     done = run_noisy(tmp_path, "error", sweep_written=False)
     assert done.returncode == 1 and "RuntimeError: the sweep broke" in done.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_printer_saved_by_an_earlier_release_resumes_with_the_display(monkeypatch):
+    """A resumed sweep restores the printer Tune pickled, possibly before the display's counters existed."""
+    import pickle
+
+    old = ProgressPrinter(planned_folds=2)
+    for name in ("objectives", "pruned", "objective_values", "_drawn_at"):
+        del old.__dict__[name]
+    printer = pickle.loads(pickle.dumps(old))
+    fresh = ProgressPrinter()
+    fresh.set_state(old.get_state())
+    for restored in (printer, fresh):
+        restored.setup()
+        done = trial("a", 0, "TERMINATED", 0.8, 0.5, 0.6)
+        out = io.StringIO()
+        with showing(LiveDisplay(out, plain_every_s=0)):
+            restored.on_trial_complete(iteration=1, trials=[done], trial=done)
+        assert "best sensitivity 0.800, precision 0.500" in out.getvalue()
