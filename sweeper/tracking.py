@@ -97,6 +97,7 @@ PARAM_FIELDS = (
     "arch",
     "encoder",
     "encoder_weights",
+    "heads",
     "loss",
     "roi_ratio",
     "epochs",
