@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from sweeper.checkpoints import CheckpointCleaner
 from sweeper.leaderboard import LeaderboardWriter
 from sweeper.progress import ProgressPrinter
 from sweeper.tracking import MlflowTracker
@@ -27,3 +28,7 @@ class LeaderboardCallback(LeaderboardWriter, Callback):
 
 class ProgressCallback(ProgressPrinter, Callback):
     """Prints one line per ended fold trial (:class:`sweeper.progress.ProgressPrinter`)."""
+
+
+class CheckpointCleanupCallback(CheckpointCleaner, Callback):
+    """Deletes trial checkpoints the newest experiment snapshot no longer needs (:class:`sweeper.checkpoints.CheckpointCleaner`)."""

@@ -19,8 +19,11 @@ import click
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs.
+# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs
+# (sweeper.tracking.TRAINING_VIEW_QUERY).
 MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
+#: where `sweeper ui` serves by default
+LOCAL_UI = "http://127.0.0.1:5000"
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -79,20 +82,40 @@ STORAGE_OPTION = click.option(
 )
 
 
-def _run(parsed, results: Path, resume: bool, address: str | None, storage: str | None = None) -> None:
+VERBOSE_OPTION = click.option(
+    "--verbose",
+    is_flag=True,
+    help="Print Ray's, Tune's, Optuna's and MLflow's own output here too (default: only SWEEP_DIR/logs/sweep.log).",
+)
+
+
+def _run(
+    parsed, results: Path, resume: bool, address: str | None, storage: str | None = None, verbose: bool = False
+) -> None:
+    from sweeper.console import sweep_console
     from sweeper.launch import SweepExistsError, launch
     from sweeper.leaderboard import read_configs
     from sweeper.preflight import BadInputError
     from sweeper.tracking import TrackingUnreachableError
 
+    log = None
     try:
-        paths = launch(parsed, results, resume=resume, address=address, storage=storage)
+        with sweep_console(_logs_folder(parsed, results, storage, address), verbose=verbose) as console:
+            log = console.log
+            if log is not None:
+                console.say(f"Ray, Tune, Optuna and MLflow output: {log}  (--verbose prints it here)")
+            paths = launch(parsed, results, resume=resume, address=address, storage=storage)
     except (BadInputError, SweepExistsError, TrackingUnreachableError) as err:
         raise click.ClickException(str(err)) from None
+    except Exception as err:
+        if log is None:
+            raise
+        raise click.ClickException(f"{type(err).__name__}: {err}\n  full log with the traceback: {log}") from None
     try:
         configs = read_configs(paths.sweep)
     except FileNotFoundError:
-        raise click.ClickException(f"no trial of {parsed.name!r} ended; see Ray Tune's output above") from None
+        where = f"in {log}" if log is not None else "above"
+        raise click.ClickException(f"no trial of {parsed.name!r} ended; see Ray Tune's output {where}") from None
     failed = int(configs["n_failed"].sum())
     click.echo("")
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
@@ -102,15 +125,43 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
         f"  evidence    : patient-level 95% intervals in {paths.configs_table.name} (interval_method) and "
         f"{paths.intervals_table.name}; sweeper compare {paths.sweep} --all; {paths.matched_precision_table}"
     )
-    where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
+    remote = bool(address and address.startswith("ray://"))
+    where = " on the head node (tunnel port 5000 with ssh -L)" if remote else ""
     click.echo(
         f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
-        f"http://127.0.0.1:5000/#/experiments?{MLFLOW_TRAINING_VIEW}"
+        f"{_experiment_url(parsed, paths, remote)}"
     )
     if failed:
         raise click.ClickException(
             f"{failed} fold trial(s) failed; see the `error` column of {paths.trials_table} or MLflow"
+            + (f"; full log: {log}" if log is not None else "")
         )
+
+
+def _logs_folder(parsed, results: Path, storage: str | None, address: str | None) -> Path | None:
+    """Returns ``SWEEP_DIR/logs`` of a local driver; None over ``ray://`` (the driver runs on the head and
+    its lines come back through Ray's output) or when the paths are wrong (the launch says why)."""
+    from sweeper.paths import SweepPaths
+    from sweeper.preflight import BadInputError
+
+    if address and address.startswith("ray://"):
+        return None
+    try:
+        return SweepPaths.of(parsed, results, storage).logs
+    except BadInputError:
+        return None
+
+
+def _experiment_url(parsed, paths, remote: bool) -> str:
+    """Returns the sweep's experiment page in the MLflow UI of `sweeper ui` (the experiment list when
+    its store is on the head node or not written)."""
+    from sweeper.launch import _tracking_uri
+    from sweeper.tracking import experiment_page
+
+    uri = _tracking_uri(parsed, paths)[0]
+    if remote or (uri.startswith("sqlite:") and not paths.mlflow_db.is_file()):
+        return f"{LOCAL_UI}/#/experiments?{MLFLOW_TRAINING_VIEW}"
+    return experiment_page(uri, parsed.name, LOCAL_UI)
 
 
 @main.command()
@@ -123,20 +174,22 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     help="Ray cluster to run on: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).",
 )
 @STORAGE_OPTION
-def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None) -> None:
+@VERBOSE_OPTION
+def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None, verbose: bool) -> None:
     """Run the sweep described by SPEC and write its leaderboard, Pareto fronts and MLflow runs."""
-    _run(_load(spec), results, resume, address, storage)
+    _run(_load(spec), results, resume, address, storage, verbose)
 
 
 @main.command()
 @RESULTS_OPTION
 @click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
 @STORAGE_OPTION
-def demo(results: Path, resume: bool, storage: str | None) -> None:
+@VERBOSE_OPTION
+def demo(results: Path, resume: bool, storage: str | None, verbose: bool) -> None:
     """Generate a small UW-Madison-GI-format data set and run a real sweep on it (a few minutes on a laptop)."""
     from sweeper.launch import SEARCH_SPACES
 
-    _run(_load(SEARCH_SPACES / "demo.yaml"), results, resume, None, storage)
+    _run(_load(SEARCH_SPACES / "demo.yaml"), results, resume, None, storage, verbose)
 
 
 @main.command()

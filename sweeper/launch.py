@@ -156,7 +156,8 @@ def launch(
         )
     from ray import tune
 
-    from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
+    from sweeper.callbacks import CheckpointCleanupCallback, LeaderboardCallback, MlflowCallback, ProgressCallback
+    from sweeper.checkpoints import checkpoint_config
     from sweeper.pareto import export_all_fronts
     from sweeper.schedulers import make_scheduler
     from sweeper.search import FoldSearcher
@@ -217,11 +218,15 @@ def launch(
                     callbacks=[
                         tracker,
                         LeaderboardCallback(paths.sweep),
-                        ProgressCallback(spec.planned_fold_trials()),
+                        ProgressCallback(
+                            spec.planned_fold_trials(),
+                            objectives=[(o.metric, o.direction) for o in spec.search.objectives],
+                        ),
+                        *([] if paths.storage_uri else [CheckpointCleanupCallback(paths.tune_dir)]),
                         *(callbacks or []),
                     ],
                     failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    checkpoint_config=checkpoint_config(paths),  # no forced snapshot per epoch
                     verbose=0,  # ProgressCallback prints one line per ended trial instead of Tune's tables
                 ),
             )

@@ -33,6 +33,7 @@ from sweeper.leaderboard import (
     N_FOLDS,
     REPEAT,
     STATUS,
+    STOPPED,
     fold_trial_status,
     read_configs,
     read_trials,
@@ -448,42 +449,78 @@ def progress_line(
 
 
 class ProgressPrinter:
-    """Tune callback hooks: print one compact line per ended fold trial in the driver (Ray-free;
-    :class:`sweeper.callbacks.ProgressCallback` registers them with Tune).
+    """Tune callback hooks: one compact line per ended fold trial in the driver, and the live display
+    (:mod:`sweeper.console`) of the sweep's status while :func:`sweeper.console.sweep_console` is open
+    (Ray-free; :class:`sweeper.callbacks.ProgressCallback` registers them with Tune).
 
     Keeps only plain numbers and strings, so it pickles with the experiment (Tune saves callbacks
     for ``--resume``) and its counts carry over a resume through :meth:`get_state`.
 
     Args:
         planned_folds: fold trials the sweep plans (configurations x folds), or None if unknown.
-        stream: ``"stdout"`` or ``"stderr"``.
+        stream: ``"stdout"`` or ``"stderr"`` (where lines go without a live display).
+        objectives: ``(metric, direction)`` pairs of the search (``maximize`` or ``minimize``); the display
+            shows the best configuration fold mean of each. Default: sensitivity and precision, maximised.
     """
 
-    def __init__(self, planned_folds: int | None = None, stream: str = "stdout"):
+    #: least seconds between two redraws of the status from Tune's loop (``on_step_end``)
+    REDRAW_EVERY_S = 1.0
+
+    def __init__(
+        self, planned_folds: int | None = None, stream: str = "stdout", objectives: list[tuple[str, str]] | None = None
+    ):
         self.planned_folds = planned_folds
         self.stream = stream
+        self.objectives = list(objectives or [(X_METRIC, "maximize"), (Y_METRIC, "maximize")])
         self.started_at: float | None = None
         self.failed = 0
+        self.pruned = 0
         self.ended: list[str] = []
         # config_id -> fold -> (sensitivity, precision), finished folds only
         self.scores: dict[str, dict[tuple[int, int], tuple[float, float]]] = {}  # (fold, repeat) -> point
+        # config_id -> (fold, repeat) -> {objective metric: value}, finished fold trials only
+        self.objective_values: dict[str, dict[tuple[int, int], dict[str, float]]] = {}
+        self._drawn_at = 0.0
 
     def get_state(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._fill_defaults()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fill_defaults()
+
+    def _fill_defaults(self) -> None:
+        """Gives a printer saved by an earlier release (a resumed sweep) the attributes added since."""
+        self.__dict__.setdefault("objectives", [(X_METRIC, "maximize"), (Y_METRIC, "maximize")])
+        self.__dict__.setdefault("pruned", 0)
+        self.__dict__.setdefault("objective_values", {})
+        self.__dict__.setdefault("_drawn_at", 0.0)
 
     def setup(self, **info) -> None:
         if self.started_at is None:
             self.started_at = time.time()
 
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.show(trials)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if time.monotonic() - self._drawn_at >= self.REDRAW_EVERY_S:
+            self.show(trials)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        # "stopped": the epoch scheduler ended it early (its best epoch so far is a record, not a score)
-        self._ended(trials, trial, fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result))
+        self._ended(trials, trial, self.completed_outcome(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trials, trial, "FAILED")
+
+    def completed_outcome(self, trial) -> str:
+        """Returns how a trial Tune completed ended: ``finished``, or ``stopped`` when the epoch scheduler
+        ended it early (its best epoch so far is a record, not a score); the display counts those as pruned."""
+        return fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result)
 
     def _ended(self, trials, trial, outcome: str) -> None:
         if self.started_at is None:
@@ -497,28 +534,65 @@ class ProgressPrinter:
             if X_METRIC in metrics and Y_METRIC in metrics:
                 point = (metrics[X_METRIC], metrics[Y_METRIC])
                 self.scores.setdefault(config.config_id, {})[(config.fold, config.repeat)] = point
+            values = {name: metrics[name] for name, _ in self.objectives if name in metrics}
+            if values:
+                self.objective_values.setdefault(config.config_id, {})[(config.fold, config.repeat)] = values
+        elif outcome == STOPPED:
+            self.pruned += 1
         elif outcome == "FAILED":
             self.failed += 1
-        running = sum(t.status == RUNNING and t is not trial for t in trials)
-        elapsed = time.time() - self.started_at
-        eta = None
-        if self.planned_folds is not None:  # throughput so far: includes parallel slots and trial start-up
-            eta = max(self.planned_folds - len(self.ended), 0) * elapsed / len(self.ended)
+        status = self.progress(trials, ending=trial)
         line = progress_line(
-            ended=len(self.ended),
+            ended=status.ended,
             planned=self.planned_folds,
             loss=config.loss,
             config_id=config.config_id,
             fold=config.fold,
             outcome=outcome,
             metrics=metrics,
-            running=running,
+            running=status.running,
             failed=self.failed,
-            elapsed_s=elapsed,
-            eta_s=eta,
-            front=self.front_size(),
+            elapsed_s=status.elapsed_s,
+            eta_s=status.eta_s,
+            front=status.front,
         )
         self.emit(line)
+        self.show(trials, ending=trial)
+
+    def progress(self, trials, ending=None):
+        """Returns the :class:`sweeper.console.SweepProgress` of the sweep now (``ending``: a trial that has
+        ended but that Tune may still list as running)."""
+        from sweeper.console import SweepProgress
+
+        elapsed = time.time() - self.started_at if self.started_at is not None else 0.0
+        eta = None
+        if self.planned_folds is not None and self.ended:  # throughput so far: parallel slots and start-up included
+            eta = max(self.planned_folds - len(self.ended), 0) * elapsed / len(self.ended)
+        return SweepProgress(
+            planned=self.planned_folds,
+            ended=len(self.ended),
+            failed=self.failed,
+            pruned=self.pruned,
+            running=sum(t.status == RUNNING and t is not ending for t in trials),
+            elapsed_s=elapsed,
+            eta_s=eta,
+            best=self.best_so_far(),
+            front=self.front_size(),
+        )
+
+    def best_so_far(self) -> dict[str, float]:
+        """Returns each objective's best configuration fold mean so far (max, or min for ``minimize``)."""
+        best: dict[str, float] = {}
+        values = self.objective_values
+        for name, direction in self.objectives:
+            means = [
+                float(np.mean([fold[name] for fold in folds.values() if name in fold]))
+                for folds in values.values()
+                if any(name in fold for fold in folds.values())
+            ]
+            if means:
+                best[name] = min(means) if direction == "minimize" else max(means)
+        return best
 
     def front_size(self) -> int | None:
         """Returns how many configurations (fold means so far) are on the sensitivity-precision front."""
@@ -527,7 +601,22 @@ class ProgressPrinter:
         points = np.array([np.mean(list(folds.values()), axis=0) for folds in self.scores.values()])
         return int(non_dominated(points).sum())
 
+    def show(self, trials, ending=None) -> None:
+        """Updates the live display, when one is open (:func:`sweeper.console.active_display`)."""
+        from sweeper.console import active_display
+
+        display = active_display()
+        self._drawn_at = time.monotonic()
+        if display is not None:
+            display.update(self.progress(trials, ending=ending))
+
     def emit(self, line: str) -> None:
         import sys
 
-        print(line, file=sys.stderr if self.stream == "stderr" else sys.stdout, flush=True)
+        from sweeper.console import active_display
+
+        display = active_display()
+        if display is not None:
+            display.write(line)
+        else:
+            print(line, file=sys.stderr if self.stream == "stderr" else sys.stdout, flush=True)

@@ -57,6 +57,14 @@ INTERVAL_TAG = "sweeper.interval_method"
 #: the fold run's artifact folder holding its out-of-fold case records (``cases/cases.parquet``)
 CASES_ARTIFACT_DIR = "cases"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
+#: MLflow 3's experiment tag for what an experiment is for: ``custom_model_development`` (classic training)
+#: or ``genai_development`` (the ``ExperimentKind`` values of MLflow 3.17's web app and of its onboarding
+#: tools). MLflow 3.17.2's own UI picks its view from :data:`TRAINING_VIEW_QUERY` (or the view last chosen
+#: in that browser) rather than from the tag, so links carry the query as well.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT = "custom_model_development"
+#: the MLflow 3 UI's query for its "Model training" view (runs tables), instead of its default GenAI view
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 logger = logging.getLogger(__name__)
 
 #: keys of a trial result that are bookkeeping, not metrics
@@ -531,12 +539,32 @@ class MlflowTracker:
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """Returns the id of experiment ``name``, created (with ``artifact_location``) when missing.
 
-    Created through the client, not ``mlflow.set_experiment``, which leaks into the environment.
+    Created through the client, not ``mlflow.set_experiment``, which leaks into the environment. The
+    experiment carries :data:`EXPERIMENT_KIND_TAG` = :data:`TRAINING_EXPERIMENT` (an older experiment of
+    the same name gets it on resume), so the MLflow UI opens it on its runs table, not its GenAI view.
     """
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        if existing.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_EXPERIMENT:
+            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
         return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT}
+    )
+
+
+def experiment_page(tracking_uri: str, name: str, ui_url: str) -> str:
+    """Returns the MLflow UI page of experiment ``name`` in the training view,
+    ``UI_URL/#/experiments/<id>?workflowType=machine_learning`` (the UI opens it on its runs table), or the
+    UI's experiment list when the store does not hold it (or cannot be read)."""
+    base = ui_url.rstrip("/")
+    try:
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - a link is a convenience: any store problem falls back to the list
+        experiment = None
+    if experiment is None:
+        return f"{base}/#/experiments?{TRAINING_VIEW_QUERY}"
+    return f"{base}/#/experiments/{experiment.experiment_id}?{TRAINING_VIEW_QUERY}"
 
 
 def runs_by_level(tracking_uri: str, experiment: str) -> dict[str, list]:

@@ -15,6 +15,7 @@ torch nor Ray.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,3 +66,40 @@ def _trial(raw: str | Mapping[str, Any]) -> TuneTrialState:
     return TuneTrialState(
         trial_id=str(trial.get("trial_id", "")), status=trial.get("status", UNKNOWN), config=trial.get("config", {})
     )
+
+
+#: a trial checkpoint's folder as Tune names it, ``<trial folder>/checkpoint_<index, 6 digits>``
+_CHECKPOINT_PATH = re.compile(rb"([^/\\\x00-\x1f]+)[/\\]checkpoint_(\d{6})")
+
+
+def snapshot_checkpoints(tune_dir: str | Path) -> dict[str, int] | None:
+    """Returns, per trial folder name, the index of the newest trial checkpoint the newest experiment state
+    records (what ``Tuner.restore`` would resume that trial from); None when there is no readable state file.
+
+    Tune keeps each trial's checkpoint list in the state's runtime metadata (``checkpoint_manager``), as a
+    cloudpickle fallback (``{"_type": "CLOUDPICKLE_FALLBACK", "value": <hex>}``) whose bytes hold each
+    checkpoint's path; the paths are read from those bytes without unpickling (no Ray needed). A trial
+    with no checkpoint yet is absent.
+    """
+    path = newest_state_file(tune_dir)
+    if path is None:
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    newest: dict[str, int] = {}
+    for entry in state.get("trial_data", []):
+        if len(entry) < 2:
+            continue
+        meta = json.loads(entry[1]) if isinstance(entry[1], str) else entry[1]
+        manager = meta.get("checkpoint_manager") if isinstance(meta, Mapping) else None
+        raw = manager.get("value") if isinstance(manager, Mapping) else None
+        try:
+            data = bytes.fromhex(raw) if isinstance(raw, str) else b""
+        except ValueError:
+            continue
+        for folder, index in _CHECKPOINT_PATH.findall(data):
+            name = folder.decode(errors="replace")
+            newest[name] = max(newest.get(name, -1), int(index))
+    return newest

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,13 +18,21 @@ from disk import drop_checkpoints
 from mlflow import MlflowClient
 from report_checks import check_report_predicts_as_the_trial
 
-from sweeper.cli import MLFLOW_TRAINING_VIEW, main
+from sweeper.cli import main
 from sweeper.launch import SweepExistsError, launch
 from sweeper.leaderboard import read_configs, read_trials
 from sweeper.pareto import non_dominated
 from sweeper.preflight import MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, network_bytes
 from sweeper.spec import parse_spec
-from sweeper.tracking import CONFIG_LEVEL, LEVEL_TAG, PARENT_TAG, SWEEP_LEVEL, default_tracking_uri
+from sweeper.tracking import (
+    CONFIG_LEVEL,
+    LEVEL_TAG,
+    PARENT_TAG,
+    SWEEP_LEVEL,
+    TRAINING_VIEW_QUERY,
+    default_tracking_uri,
+    experiment_page,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -185,7 +194,7 @@ def test_checkpoints_on_disk_match_the_launch_disk_estimate(sweep):
     trials = [d for d in paths.tune_dir.iterdir() if d.is_dir()]
     assert len(trials) == 2 * len(read_configs(paths.sweep))
     for trial in trials:
-        [checkpoint] = trial.glob("checkpoint_*")  # CheckpointConfig(num_to_keep=1)
+        [checkpoint] = trial.glob("checkpoint_*")  # an ended trial keeps its last one (sweeper/checkpoints.py)
         written = sum(f.stat().st_size for f in checkpoint.iterdir())
         assert written == pytest.approx(TUNE_CHECKPOINT_COPIES * network, rel=0.03), trial.name
     logged = list((paths.results / "mlartifacts").rglob("best_model.pt"))
@@ -303,22 +312,29 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
     sweep_run = next(r for r in runs if r.data.tags[LEVEL_TAG] == SWEEP_LEVEL)
     configs = [r for r in runs if r.data.tags[LEVEL_TAG] == CONFIG_LEVEL]
     with serving_ui(paths.results, spec.name) as (url, experiment_id):
-        page = f"{url}/#/experiments/{experiment_id}/runs"
-        # every run is there, and the table shows one row, the sweep: configurations and folds are nested in it
-        console = browser.open(f"{page}?{MLFLOW_TRAINING_VIEW}", until_text=f"{len(runs)} matching runs")
+        # the experiment's own page, as `sweeper launch` prints it: the UI opens on its runs table in the training
+        # view (not the GenAI view) with no click; every run is there, and the table shows one row, the sweep:
+        # configurations and folds are nested in it
+        printed = experiment_page(default_tracking_uri(paths.results), spec.name, url)
+        assert printed == f"{url}/#/experiments/{experiment_id}?{TRAINING_VIEW_QUERY}"
+        console = browser.open(printed, until_text=f"{len(runs)} matching runs")
+        assert f"/#/experiments/{experiment_id}/runs" in browser.driver.current_url
+        browser.wait_for_text("Run Name")
+        browser.wait_for_text(re.compile(r"\d+ (second|minute|hour)s? ago"))  # the sweep's row has rendered
         browser.screenshot("mlflow-runs")
         shown = browser.text()
         assert spec.name in shown and not any(config.info.run_name in shown for config in configs)
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
 
+        page = f"{url}/#/experiments/{experiment_id}/runs"
         # the sweep run's page lists the logged report among its artifacts
-        console = browser.open(f"{page}/{sweep_run.info.run_id}/artifacts?{MLFLOW_TRAINING_VIEW}", until_text="report")
+        console = browser.open(f"{page}/{sweep_run.info.run_id}/artifacts?{TRAINING_VIEW_QUERY}", until_text="report")
         browser.screenshot("mlflow-sweep-run-artifacts")
         assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
 
         # a configuration's page shows its fold-mean metrics
         console = browser.open(
-            f"{page}/{configs[0].info.run_id}?{MLFLOW_TRAINING_VIEW}", until_text=configs[0].info.run_name
+            f"{page}/{configs[0].info.run_id}?{TRAINING_VIEW_QUERY}", until_text=configs[0].info.run_name
         )
         browser.wait_for_text("sensitivity")
         browser.screenshot("mlflow-config-run")
