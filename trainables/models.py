@@ -62,3 +62,12 @@ def build_model(
         classes=classes,
         activation=None,
     )
+
+
+def encoder_weight_names(encoder: str) -> list[str] | None:
+    """Returns the pretrained weight sets smp declares for ``encoder`` (e.g. ``['imagenet']``; read from its
+    encoder table, nothing downloaded), or None when smp does not list them (timm's ``tu-`` encoders)."""
+    entry = smp.encoders.encoders.get(encoder)
+    if entry is None:
+        return None
+    return sorted(entry.get("pretrained_settings") or {})
