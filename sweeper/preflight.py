@@ -45,7 +45,117 @@ def spec_problems(spec: SweepSpec) -> list[str]:
     problems = _check_adapter(spec.data)
     if spec.tracking.uri:
         problems.extend(_check_server(spec.tracking.uri))
+        problems.extend(_check_local_store(spec.tracking.uri))
     return problems
+
+
+def _check_local_store(uri: str, field: str = "tracking.uri") -> list[str]:
+    """Returns why the folder of a local MLflow store (``sqlite:///PATH``) cannot be created or written, or []."""
+    from sweeper.tracking import local_store_folder
+
+    folder = local_store_folder(uri)
+    if folder is None:
+        return []
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is a file" if not existing.is_dir() else "is not writable"
+        return [
+            f"{field}: the store's folder {folder} cannot be created ({existing} {what}); give a sqlite:/// path "
+            "in a folder you can write to, or leave tracking.uri out (RESULTS/mlflow.db)"
+        ]
+    return []
+
+
+#: forms of ``--address`` besides HOST:PORT and ray://HOST:PORT
+RAY_ADDRESS_WORDS = ("auto", "local")
+
+
+def address_problem(address: str | None) -> str | None:
+    """Returns what is wrong with a ``--address`` (``auto``, ``local``, ``HOST:PORT``, ``ray://HOST:PORT``), or None."""
+    if not address or address in RAY_ADDRESS_WORDS:
+        return None
+    text = address.removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    if "://" not in text and host and port.isdigit() and 0 < int(port) < 65536 and "/" not in host:
+        return None
+    return (
+        f"--address {address!r} is not a Ray address; give auto (the cluster this machine belongs to), "
+        "HOST:6379 (join a cluster from one of its nodes) or ray://HOST:10001 (Ray Client), or leave it out "
+        "(a private local Ray)"
+    )
+
+
+def check_address(address: str | None) -> None:
+    """Raises BadInputError for a ``--address`` Ray could not connect to by its form (before Ray starts)."""
+    problem = address_problem(address)
+    if problem:
+        raise BadInputError(problem)
+
+
+# -- the data the cache holds, against the spec ---------------------------------------------------------
+def check_classes_present(cache_dir: Path, data: DataSpec) -> None:
+    """Raises BadInputError naming each class of ``data.classes`` that no slice of the prepared data set holds:
+    such a class would train an empty channel and enter every overall metric (a class of another data set,
+    e.g. ``liver`` on GI data, or ``label_values`` that miss it)."""
+    from trainables.data import load_index
+
+    index = load_index(cache_dir)
+    absent = [c for c in data.classes if f"has_{c}" in index and not index[f"has_{c}"].any()]
+    if absent:
+        raise BadInputError(
+            f"data.classes: {absent} never appear in the data set ({len(index)} slices at {data.root or cache_dir}); "
+            "remove them from data.classes, or fix data.label_values so that their labels map to them"
+        )
+
+
+# -- resume -----------------------------------------------------------------------------------------------
+#: spec fields a resumed sweep may change with --force-spec: a restored Tune experiment keeps its searcher,
+#: schedule and callbacks, and takes only the trial resources from the new spec
+SAFE_ON_RESUME = ("resources.cpus_per_trial", "resources.gpus_per_trial")
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def spec_changes(frozen: dict, spec: SweepSpec) -> list[str]:
+    """Returns ``field: old -> new`` for every field where ``spec`` differs from the sweep's frozen copy."""
+    old, new = _flatten(frozen or {}), _flatten(spec.model_dump(mode="json"))
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key) and not (key not in old and new.get(key) is None)
+    ]
+
+
+def check_resume_spec(spec: SweepSpec, paths: SweepPaths, *, force_spec: bool = False) -> list[str]:
+    """Raises BadInputError when ``spec`` differs from the sweep's frozen ``spec.yaml`` in what runs, listing the
+    differences and the two ways out; returns the changes allowed (only :data:`SAFE_ON_RESUME`, with
+    ``force_spec``), for the caller to freeze."""
+    import yaml
+
+    if not paths.spec_file.is_file():
+        return []
+    changes = spec_changes(yaml.safe_load(paths.spec_file.read_text()), spec)
+    if not changes:
+        return []
+    unsafe = [c for c in changes if c.split(":", 1)[0] not in SAFE_ON_RESUME]
+    if unsafe or not force_spec:
+        listed = "\n".join(f"    {c}" for c in changes)
+        allowed = ", ".join(SAFE_ON_RESUME)
+        raise BadInputError(
+            f"--resume: the spec differs from the one {paths.sweep} was started with ({paths.spec_file}):\n{listed}\n"
+            "  A resumed sweep must run what it started. Either give the changed spec a new `name` (a new sweep), "
+            f"or undo the changes; only {allowed} may change on resume, with --force-spec"
+        )
+    return changes
 
 
 def _check_adapter(data: DataSpec) -> list[str]:
@@ -165,17 +275,21 @@ def _free_bytes(folder: Path) -> tuple[Path, int]:
     return folder, shutil.disk_usage(folder).free
 
 
-def check_disk_space(spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool) -> None:
+def check_disk_space(
+    spec: SweepSpec, paths: SweepPaths, *, local_mlflow: bool, mlflow_folder: Path | None = None
+) -> None:
     """Raises BadInputError when the checkpoints still to be written do not fit on the local disk(s) holding
     Tune's storage and the MLflow store: a sweep that fills its disk fails trials mid-way with torch's
     ``inline_container.cc ... unexpected pos`` instead. Object-store storage and a remote MLflow are not
     counted. The estimate is the largest network of the spec times :data:`TUNE_CHECKPOINT_COPIES` (plus
-    :data:`MLFLOW_CHECKPOINT_COPIES`) per fold trial not yet in the Tune folder, times :data:`DISK_MARGIN`."""
+    :data:`MLFLOW_CHECKPOINT_COPIES`) per fold trial not yet in the Tune folder, times :data:`DISK_MARGIN`.
+    ``mlflow_folder``: the local store's folder (its artifacts lie beside it), default the results folder."""
     copies = {}
     if not paths.storage_uri:
         copies[paths.sweep] = TUNE_CHECKPOINT_COPIES
     if local_mlflow:
-        copies[paths.results] = copies.get(paths.results, 0) + MLFLOW_CHECKPOINT_COPIES
+        store = mlflow_folder or paths.results
+        copies[store] = copies.get(store, 0) + MLFLOW_CHECKPOINT_COPIES
     if not copies:
         return
 
