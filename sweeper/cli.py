@@ -76,14 +76,16 @@ STORAGE_OPTION = click.option(
 )
 
 
-def _run(parsed, results: Path, resume: bool, address: str | None, storage: str | None = None) -> None:
+def _run(
+    parsed, results: Path, resume: bool, address: str | None, storage: str | None = None, force_spec: bool = False
+) -> None:
     from sweeper.launch import SweepExistsError, launch
     from sweeper.leaderboard import read_configs
     from sweeper.preflight import BadInputError
     from sweeper.tracking import TrackingUnreachableError
 
     try:
-        paths = launch(parsed, results, resume=resume, address=address, storage=storage)
+        paths = launch(parsed, results, resume=resume, address=address, storage=storage, force_spec=force_spec)
     except (BadInputError, SweepExistsError, TrackingUnreachableError) as err:
         raise click.ClickException(str(err)) from None
     try:
@@ -116,9 +118,15 @@ def _run(parsed, results: Path, resume: bool, address: str | None, storage: str 
     help="Ray cluster to run on: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).",
 )
 @STORAGE_OPTION
-def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None) -> None:
+@click.option(
+    "--force-spec",
+    is_flag=True,
+    help="With --resume: accept a spec whose resources.cpus_per_trial / gpus_per_trial changed (any other change "
+    "is refused).",
+)
+def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None, force_spec: bool) -> None:
     """Run the sweep described by SPEC and write its leaderboard, Pareto fronts and MLflow runs."""
-    _run(_load(spec), results, resume, address, storage)
+    _run(_load(spec), results, resume, address, storage, force_spec)
 
 
 @main.command()
@@ -134,7 +142,7 @@ def demo(results: Path, resume: bool, storage: str | None) -> None:
 
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--top", default=20, show_default=True, help="Rows to show.")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Rows to show (1 or more).")
 @click.option("--folds", is_flag=True, help="Show one row per fold trial instead of per configuration.")
 def leaderboard(sweep_dir: Path, top: int, folds: bool) -> None:
     """Print the configurations of SWEEP_DIR ranked by fold-mean dice, with fold spread (mean +- std)."""
@@ -185,8 +193,9 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="CSV file to write (default SWEEP_DIR/pareto/pareto[_CLASS].csv); .parquet, .png and .json "
-    "are written beside it.",
+    help="Where to write the front (default SWEEP_DIR/pareto/pareto[_CLASS].csv): a file ending .csv, .parquet, "
+    ".png, .svg or .json, or a stem; all five are written with that stem (--out front.png writes front.csv, "
+    "front.png, ...).",
 )
 @click.option(
     "--min-sensitivity",
@@ -241,7 +250,7 @@ def pareto(
                     f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} over {int(row[N_FOLDS])} folds"
                 )
             return
-        csv_path, png_path, front = export_pareto(sweep_dir, class_name, out)
+        csv_path, png_path, front = export_pareto(sweep_dir, class_name, pareto_csv(out))
     except (FileNotFoundError, KeyError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(front.to_string(index=False))
@@ -251,6 +260,26 @@ def pareto(
         f"{summary['n_within_noise']} more configuration(s) dominated only within the 95% fold interval"
     )
     click.echo(f"wrote {csv_path} (+ .parquet, .json) and {png_path}")
+
+
+#: the files ``sweeper pareto`` writes, all with one stem
+PARETO_SUFFIXES = (".csv", ".parquet", ".png", ".svg", ".json")
+
+
+def pareto_csv(out: Path | None) -> Path | None:
+    """Returns the CSV path of ``pareto --out``: the stem of a path ending in one of :data:`PARETO_SUFFIXES` (so
+    ``front.png`` never overwrites a CSV with a picture), or the path + ``.csv``; refuses another suffix."""
+    if out is None:
+        return None
+    if out.suffix.lower() in PARETO_SUFFIXES:
+        return out.with_suffix(".csv")
+    if out.suffix:
+        raise click.BadParameter(
+            f"{out}: {out.suffix} is not a file the front is written as; end it with one of "
+            f"{', '.join(PARETO_SUFFIXES)} (all are written with that stem) or give a stem",
+            param_hint="--out",
+        )
+    return out.with_name(out.name + ".csv")
 
 
 @main.command()
@@ -331,6 +360,7 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     from sweeper.inspect_data import format_inspection, inspect_dataset
     from sweeper.launch import prepare_data
     from sweeper.paths import SweepPaths
+    from sweeper.preflight import BadInputError, check_classes_present
 
     parsed = _load(spec)
     try:
@@ -338,6 +368,10 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     except (OSError, ValueError, KeyError) as err:
         raise click.ClickException(f"data: {err}") from None
     facts = inspect_dataset(cache)
+    try:
+        check_classes_present(cache, parsed.data)
+    except BadInputError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(json.dumps(facts, indent=2, default=str) if as_json else format_inspection(facts))
 
 
@@ -350,7 +384,7 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     help="Address to bind. Anything but loopback exposes the UI without login (a warning says so); "
     "keep it local and tunnel with ssh.",
 )
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
     """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
     from sweeper.paths import mlflow_db
@@ -368,6 +402,9 @@ def ui(results: Path, host: str, port: int) -> None:
             f"{mlflow_db(results)} not found: run a sweep first (sweeper demo) "
             "or pass --results pointing at its results folder"
         )
+    problem = port_problem(host, port)
+    if problem:
+        raise click.ClickException(problem)
     command = [
         sys.executable,
         "-m",
@@ -386,6 +423,28 @@ def ui(results: Path, host: str, port: int) -> None:
     ]
     click.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{MLFLOW_TRAINING_VIEW}  (Ctrl-C stops it)")
     raise SystemExit(run_server_group(command))
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Returns why a server cannot listen on ``host:port`` (in use, an unknown host), found by binding it once
+    before the server starts (MLflow's server would print its URL and wait without serving), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        return f"--host {host}: not an address of this machine ({err.strerror or err}); use 127.0.0.1 (the default)"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            return (
+                f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); another server (perhaps "
+                "an earlier `sweeper ui`) uses it: stop it, or pass another --port (e.g. --port 5001)"
+            )
+    return None
 
 
 def run_server_group(command: list[str], grace_s: float = 10.0) -> int:

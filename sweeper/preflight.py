@@ -43,9 +43,38 @@ def spec_problems(spec: SweepSpec) -> list[str]:
     against its format and the folds (the format adapter's own ``preflight``), the split file, the MLflow
     server (empty when the spec can run)."""
     problems = _check_adapter(spec.data)
+    problems.extend(_check_input_size(spec))
     if spec.tracking.uri:
         problems.extend(_check_server(spec.tracking.uri))
         problems.extend(_check_local_store(spec.tracking.uri))
+    return problems
+
+
+#: the largest output stride of an smp encoder: an image_size divisible by it suits every network
+LARGEST_STRIDE = 32
+
+
+def _check_input_size(spec: SweepSpec) -> list[str]:
+    """Returns each network of the spec that cannot take ``data.image_size`` (smp refuses an input not divisible
+    by the encoder's output stride, inside every trial), or []."""
+    size = spec.data.image_size
+    if size % LARGEST_STRIDE == 0:
+        return []
+    from trainables.models import input_multiple
+
+    problems = []
+    for arch in spec.model.architectures:
+        for encoder in spec.model.encoders:
+            try:
+                multiple = input_multiple(arch, encoder)
+            except Exception:  # noqa: BLE001 - an unknown name is refused by the spec's own check
+                continue
+            if size % multiple:
+                fit = sorted({size // multiple * multiple, (size // multiple + 1) * multiple} - {0})
+                problems.append(
+                    f"data.image_size: {arch} with {encoder} needs a size divisible by {multiple}, not {size}; "
+                    f"use {' or '.join(map(str, fit))}"
+                )
     return problems
 
 

@@ -71,3 +71,20 @@ def encoder_weight_names(encoder: str) -> list[str] | None:
     if entry is None:
         return None
     return sorted(entry.get("pretrained_settings") or {})
+
+
+def input_multiple(arch: str, encoder: str, *, in_channels: int = 3, classes: int = 3) -> int:
+    """Returns the number an input's height and width must be a multiple of for this network: its encoder's
+    output stride when smp requires a divisible input (``requires_divisible_input_shape``), else 1. Built on
+    the meta device (no memory, no download), or on the CPU for encoders whose constructor reads tensors."""
+    import torch
+
+    cls = ARCHITECTURES[arch.lower()]
+    if not getattr(cls, "requires_divisible_input_shape", True):
+        return 1
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
+    except RuntimeError:
+        model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
+    return int(getattr(model.encoder, "output_stride", 1))
