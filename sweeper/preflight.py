@@ -42,7 +42,7 @@ def spec_problems(spec: SweepSpec) -> list[str]:
     """Returns the problems of a parsed spec that only the file system or the network show: the data set
     against its format and the folds (the format adapter's own ``preflight``), the split file, the MLflow
     server (empty when the spec can run)."""
-    problems = _check_adapter(spec.data)
+    problems = _check_data_paths(spec.data) or _check_adapter(spec.data)
     problems.extend(_check_input_size(spec))
     if spec.tracking.uri:
         problems.extend(_check_server(spec.tracking.uri))
@@ -185,6 +185,27 @@ def check_resume_spec(spec: SweepSpec, paths: SweepPaths, *, force_spec: bool = 
             f"or undo the changes; only {allowed} may change on resume, with --force-spec"
         )
     return changes
+
+
+def _check_data_paths(data: DataSpec) -> list[str]:
+    """Returns what is wrong with ``data.root`` and ``data.split_file`` as paths (missing, or a file where a folder
+    belongs and back), before the adapter reads them; [] when both are the right kind of path."""
+    from trainables.data.formats import ADAPTERS
+
+    problems = []
+    root = Path(data.root).expanduser() if data.root is not None else None
+    if root is not None and not ADAPTERS[data.format].generates_data:
+        if not root.exists():
+            problems.append(f"data.root: {root} does not exist; give the data set's folder (check the spelling)")
+        elif not root.is_dir():
+            problems.append(f"data.root: {root} is a file; give the folder holding the data set")
+    split = Path(data.split_file).expanduser() if data.split_file is not None else None
+    if split is not None:
+        if not split.exists():
+            problems.append(f"data.split_file: {split} does not exist; give the split YAML/JSON file")
+        elif split.is_dir():
+            problems.append(f"data.split_file: {split} is a folder; give the split YAML/JSON file inside it")
+    return problems
 
 
 def _check_adapter(data: DataSpec) -> list[str]:
