@@ -154,7 +154,7 @@ class SweepPaths:
         """True when a trial of this sweep started here before (a trial folder in Tune's experiment folder), so
         that there is something to resume; a Tune folder without trials (a launch that failed before its first
         trial) is not. With object-store storage: Tune's experiment folder exists."""
-        if self.storage_uri:
+        if self.storage_uri or self.trials_table.exists():
             return self.tune_started()
         return self.tune_dir.is_dir() and any(p.is_dir() for p in self.tune_dir.iterdir())
 

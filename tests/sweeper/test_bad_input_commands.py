@@ -322,3 +322,33 @@ def test_objective_direction_follows_the_metric_and_the_trial_agrees_which_are_l
     assert LOWER_IS_BETTER == TRIAL_LOWER_IS_BETTER
     spec = _spec(search={"objectives": [{"metric": "hd95"}, {"metric": "mae.stomach"}, {"metric": "dice"}]})
     assert [o.direction for o in spec.search.objectives] == ["minimize", "minimize", "maximize"]
+
+
+@pytest.mark.slow
+def test_a_real_sweep_is_neither_cleared_by_a_relaunch_nor_resumed_under_a_changed_spec(tmp_path):
+    """After a real (tiny) sweep: a clean relaunch is refused and keeps every file; --resume with more epochs is
+    refused listing the change, before Ray; --resume with the same spec runs nothing again."""
+    from sweeper.launch import SweepExistsError
+    from sweeper.leaderboard import read_trials
+
+    raw = json.loads(json.dumps(SPEC))
+    raw["data"]["run_folds"] = [0]
+    raw["model"] = {"architectures": ["unet"], "encoders": ["resnet18"]}
+    raw["training"].update({"batch_size": 8, "max_train_batches": 1})
+    spec = parse_spec(raw)
+    results = tmp_path / "results"
+    paths = launch(spec, results)
+    finished = read_trials(paths.sweep)
+    assert len(finished) == 1 and paths.trials_started()
+    files = sorted(p.relative_to(paths.sweep) for p in paths.sweep.rglob("*") if p.name not in ("launch.lock",))
+
+    with pytest.raises(SweepExistsError):
+        launch(spec, results)
+    raw["training"]["epochs"] = 2
+    with pytest.raises(BadInputError, match="training.epochs: 1 -> 2"):
+        launch(parse_spec(raw), results, resume=True)
+    assert not ray.is_initialized()
+    assert sorted(p.relative_to(paths.sweep) for p in paths.sweep.rglob("*") if p.name != "launch.lock") == files
+
+    launch(spec, results, resume=True)
+    assert read_trials(paths.sweep)[["config_id", "fold"]].equals(finished[["config_id", "fold"]])
