@@ -188,23 +188,18 @@ def check_resume_spec(spec: SweepSpec, paths: SweepPaths, *, force_spec: bool = 
 
 
 def _check_data_paths(data: DataSpec) -> list[str]:
-    """Returns what is wrong with ``data.root`` and ``data.split_file`` as paths (missing, or a file where a folder
-    belongs and back), before the adapter reads them; [] when both are the right kind of path."""
+    """Returns what is wrong with ``data.root`` and ``data.split_file`` as kinds of path (a file where a folder
+    belongs, and back) before the adapter reads them; [] when neither is."""
     from trainables.data.formats import ADAPTERS
 
     problems = []
     root = Path(data.root).expanduser() if data.root is not None else None
     if root is not None and not ADAPTERS[data.format].generates_data:
-        if not root.exists():
-            problems.append(f"data.root: {root} does not exist; give the data set's folder (check the spelling)")
-        elif not root.is_dir():
+        if root.exists() and not root.is_dir():  # a missing root: the adapter says what it expected there
             problems.append(f"data.root: {root} is a file; give the folder holding the data set")
     split = Path(data.split_file).expanduser() if data.split_file is not None else None
-    if split is not None:
-        if not split.exists():
-            problems.append(f"data.split_file: {split} does not exist; give the split YAML/JSON file")
-        elif split.is_dir():
-            problems.append(f"data.split_file: {split} is a folder; give the split YAML/JSON file inside it")
+    if split is not None and split.is_dir():  # a missing split file: load_split names it
+        problems.append(f"data.split_file: {split} is a folder; give the split YAML/JSON file inside it")
     return problems
 
 

@@ -494,7 +494,7 @@ CASES = [
     ),
     Case(
         "data_root_missing",
-        ("data.root:", "does not exist", "check the spelling"),
+        ("data.root:", "has no train.csv", "point it at the UW-Madison GI folder"),
         corrupt=lambda root: shutil.rmtree(root),
     ),
     Case(
