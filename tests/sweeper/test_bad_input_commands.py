@@ -129,6 +129,11 @@ COMMAND_CASES = [
         ("not a text file",),
     ),
     (
+        "data_inspect_class_never_in_data",
+        ["data", "inspect", "{tmp}/liver.yaml", "--results", "{tmp}/results"],
+        ("data.classes: ['liver'] never appear in the data set", "remove them from data.classes"),
+    ),
+    (
         "launch_bad_address",
         ["launch", "{tmp}/spec.yaml", "--results", "{tmp}/results", "--address", "foo"],
         ("--address 'foo' is not a Ray address", "ray://HOST:10001"),
@@ -146,6 +151,8 @@ def test_bad_command_line_is_refused_with_the_argument_and_the_fix(args, expect,
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81")
     (tmp_path / "empty").mkdir()
+    liver = {**SPEC, "data": {**SPEC["data"], "classes": ["stomach", "liver"]}}
+    (tmp_path / "liver.yaml").write_text(yaml.safe_dump(liver))
     before = sorted(p.relative_to(small_sweep) for p in small_sweep.rglob("*"))
     fill = {"sweep": str(small_sweep), "tmp": str(tmp_path), "port": str(busy_port)}
     (tmp_path / "mlflow.db").write_text("")
