@@ -657,6 +657,29 @@ def _data_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG00
     return problems
 
 
+def _mode_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    """Settings given where they do nothing: they would be ignored without a word."""
+    problems = []
+    if spec.data.label_mode == "multilabel":
+        defaults = TrainingSettings.model_fields  # a frozen spec.yaml gives every field: compare with the default
+        given = [
+            f
+            for f in ("include_background", "loss_include_background")
+            if getattr(spec.training, f) != defaults[f].default
+        ]
+        problems.extend(
+            f"training.{f} applies only to data.label_mode multiclass (a multilabel model has no background "
+            "channel); remove it, or set data.label_mode: multiclass"
+            for f in given
+        )
+    if spec.search.mode == "grid" and spec.search.budget is not None:
+        problems.append(
+            f"search.budget applies to search.mode optuna; a grid runs every configuration "
+            f"({spec.planned_configurations()} here): remove budget, or use search.mode optuna"
+        )
+    return problems
+
+
 def _degenerate_loss_problems(spec: SweepSpec, registry: bool) -> list[str]:
     if not registry:
         return []
@@ -727,6 +750,7 @@ SEMANTIC_CHECKS = (
     _training_problems,
     _seed_problems,
     _data_problems,
+    _mode_problems,
     _degenerate_loss_problems,
     _encoder_weight_problems,
     _tracking_problems,

@@ -431,6 +431,21 @@ CASES = [
         {"data": {**_SYNTHETIC, "intensity": {"clip_percentiles": [99, 1]}}},
     ),
     Case(
+        "background_setting_under_multilabel",
+        ("training.include_background applies only to data.label_mode multiclass", "remove it"),
+        {"training": {"include_background": True}},
+    ),
+    Case(
+        "loss_background_setting_under_multilabel",
+        ("training.loss_include_background applies only to data.label_mode multiclass",),
+        {"training": {"loss_include_background": False}},
+    ),
+    Case(
+        "budget_with_grid_search",
+        ("search.budget applies to search.mode optuna", "a grid runs every configuration (1 here)"),
+        {"search": {"mode": "grid", "budget": 5}},
+    ),
+    Case(
         "image_size_a_network_cannot_take",
         ("data.image_size: fpn with resnet18 needs a size divisible by 32, not 48", "use 32 or 64"),
         {"data": {**_SYNTHETIC, "image_size": 48}, "model": {"architectures": ["fpn"], "encoders": ["resnet18"]}},
