@@ -151,10 +151,12 @@ class SweepPaths:
         return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
     def trials_started(self) -> bool:
-        """True when a trial of this sweep started here before (a trial folder in Tune's experiment folder), so
-        that there is something to resume; a Tune folder without trials (a launch that failed before its first
-        trial) is not. With object-store storage: Tune's experiment folder exists."""
-        if self.storage_uri or self.trials_table.exists():
+        """True when a trial of this sweep started here before (a trial folder in Tune's experiment folder, or a
+        leaderboard), so that there is something to resume; a Tune folder without trials (a launch that failed
+        before its first trial) is not. With object-store storage: Tune's experiment folder exists."""
+        if self.trials_table.exists():  # a trial ended here, whatever became of Tune's folder since
+            return True
+        if self.storage_uri:
             return self.tune_started()
         return self.tune_dir.is_dir() and any(p.is_dir() for p in self.tune_dir.iterdir())
 
