@@ -49,6 +49,7 @@ __all__ = [
     "as_cases_table",
     "cases_present",
     "cases_schema",
+    "part_file",
     "read_cases",
     "rebuild_cases",
 ]
@@ -225,6 +226,11 @@ def _check(table: pa.Table, n_bins: int) -> None:
 
 def _part_name(config_id: str, fold: int) -> str:
     return f"{quote(config_id, safe='')}.fold{int(fold)}.parquet"
+
+
+def part_file(path: str | Path, config_id: str, fold: int) -> Path:
+    """Return the file of fold trial (``config_id``, ``fold``) inside the dataset folder ``path``."""
+    return Path(path) / _part_name(config_id, fold)
 
 
 def _parts(path: Path) -> dict[tuple[str, int], Path]:

@@ -42,7 +42,8 @@ def main() -> None:
       sweeper demo                      # small real sweep on generated GI-format data
       sweeper validate spec.yaml        # every problem of a spec at once
       sweeper launch spec.yaml          # run it (add --resume after an interruption)
-      sweeper leaderboard results/NAME  # configurations ranked, fold mean +- std
+      sweeper leaderboard results/NAME  # configurations ranked, 95% intervals over patients
+      sweeper compare results/NAME --all  # paired tests on patients, Holm-adjusted
       sweeper pareto results/NAME       # sensitivity vs precision front (CSV + PNG)
       sweeper ui                        # browse every run in the MLflow UI
     """
@@ -97,6 +98,10 @@ def _run(
     click.echo(f"Sweep {parsed.name!r} done: {len(configs)} configurations, {failed} failed fold trials.")
     click.echo(f"  leaderboard : {paths.leaderboard}   (sweeper leaderboard {paths.sweep})")
     click.echo(f"  pareto front: {paths.pareto_file()}   (+ .parquet, .png, .svg; one per class)")
+    click.echo(
+        f"  evidence    : patient-level 95% intervals in {paths.configs_table.name} (interval_method) and "
+        f"{paths.intervals_table.name}; sweeper compare {paths.sweep} --all; {paths.matched_precision_table}"
+    )
     where = " on the head node (tunnel port 5000 with ssh -L)" if address and address.startswith("ray://") else ""
     click.echo(
         f"  MLflow UI   : sweeper ui --results {paths.results}{where}   then open "
@@ -144,22 +149,108 @@ def demo(results: Path, resume: bool, storage: str | None) -> None:
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Rows to show (1 or more).")
 @click.option("--folds", is_flag=True, help="Show one row per fold trial instead of per configuration.")
-def leaderboard(sweep_dir: Path, top: int, folds: bool) -> None:
-    """Print the configurations of SWEEP_DIR ranked by fold-mean dice, with fold spread (mean +- std)."""
+@click.option(
+    "--rebuild-cases",
+    is_flag=True,
+    help="Restore lost out-of-fold case records (leaderboard/cases.parquet) from the trial checkpoints, "
+    "else from the fold runs' MLflow artifacts, and recompute the intervals.",
+)
+def leaderboard(sweep_dir: Path, top: int, folds: bool, rebuild_cases: bool) -> None:
+    """Print the configurations of SWEEP_DIR ranked by fold-mean dice, each metric with its 95% interval
+    (patient bootstrap over the out-of-fold cases, or the corrected fold interval where records are missing)."""
     from sweeper.leaderboard import read_configs, read_trials
 
     try:
+        if rebuild_cases:
+            _rebuild_cases(sweep_dir)
         table = read_trials(sweep_dir) if folds else read_configs(sweep_dir)
     except FileNotFoundError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(format_leaderboard(table, top, per_fold=folds))
+    if folds:
+        click.echo(format_leaderboard(table, top, per_fold=True))
+        return
+    click.echo(format_leaderboard(table, top, values=_out_of_fold_values(sweep_dir)))
+    for line in interval_notes(table, sweep_dir):
+        click.echo(line)
 
 
-def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
-    """Returns the leaderboard as text: identity columns and main metrics as mean +- std."""
+def _rebuild_cases(sweep_dir: Path) -> None:
+    from sweeper.leaderboard import rebuild_sweep_cases
+
+    done = rebuild_sweep_cases(sweep_dir)
+    click.echo(
+        f"case records restored: {done['from_checkpoints']} fold trial(s) from checkpoints, "
+        f"{done['from_mlflow']} from MLflow; {len(done['missing'])} finished fold trial(s) still without records"
+        + (f": {done['missing'][:10]}" if done["missing"] else "")
+    )
+
+
+def _out_of_fold_values(sweep_dir: Path):
+    """intervals.parquet indexed by config_id (the out-of-fold values the patient intervals are about), or None."""
     import pandas as pd
 
-    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, FOLD, LOSS, LOSS_PARAMS, N_FOLDS, STATUS
+    from sweeper.paths import SweepPaths
+
+    path = SweepPaths.at(sweep_dir).intervals_table
+    table = pd.read_parquet(path) if path.is_file() else None
+    return None if table is None or table.empty else table.set_index("config_id")
+
+
+def interval_notes(configs, sweep_dir: Path) -> list[str]:
+    """Returns the lines under the leaderboard that say which interval each row uses and what to watch."""
+    from sweeper.leaderboard import FEW_PATIENTS, FOLD_INTERVAL, INTERVAL_METHOD, N_FOLDS, N_PATIENTS
+    from sweeper.leaderboard import read_trials as trials_of
+
+    lines = [
+        "",
+        "value [95% interval]: out-of-fold value with a patient cluster bootstrap interval (interval "
+        "patient_bca / patient_percentile), or, without case records, the fold mean with Nadeau-Bengio's "
+        "corrected fold interval (fold_corrected_t); fold +-: fold mean +- std",
+    ]
+    patient = configs[configs[INTERVAL_METHOD] != FOLD_INTERVAL]
+    few = patient[patient[FEW_PATIENTS].astype(bool)]
+    if len(few):
+        lines.append(
+            f"warning: {len(few)} configuration(s) have fewer validated patients than evidence.min_patients "
+            f"(fewest: {int(few[N_PATIENTS].min())}): interval coverage can fail below about 50 cases "
+            "(Andre et al., MICCAI 2025 workshops); read their intervals as rough"
+        )
+    fallback = configs[(configs[INTERVAL_METHOD] == FOLD_INTERVAL) & (configs[N_FOLDS] > 0)]
+    if len(fallback):
+        from sweeper.cases import cases_present
+        from sweeper.paths import SweepPaths
+
+        trials = trials_of(sweep_dir)
+        finished = set(zip(trials.loc[trials["status"] == "finished", "config_id"], trials["fold"]))
+        missing = finished - cases_present(SweepPaths.at(sweep_dir).cases_table)
+        lines.append(
+            f"{len(fallback)} configuration(s) use the fold fallback: {len(missing)} finished fold trial(s) "
+            f"have no case records; `sweeper leaderboard {sweep_dir} --rebuild-cases` restores lost ones"
+        )
+    return lines
+
+
+def format_leaderboard(table, top: int, per_fold: bool = False, values=None) -> str:
+    """Returns the leaderboard as text: identity columns and main metrics.
+
+    Per configuration: each metric as ``value [low, high]`` (the out-of-fold value of ``values``,
+    intervals.parquet, where the row's interval is the patient bootstrap; else the fold mean) and dice's
+    fold mean +- std; per fold: the best-epoch values."""
+    import pandas as pd
+
+    from sweeper.leaderboard import (
+        ARCH,
+        CONFIG_ID,
+        ENCODER,
+        FOLD,
+        FOLD_INTERVAL,
+        INTERVAL_METHOD,
+        LOSS,
+        LOSS_PARAMS,
+        N_FOLDS,
+        N_PATIENTS,
+        STATUS,
+    )
 
     metrics = ["dice", "iou", "sensitivity", "precision", "specificity"]
     shown = pd.DataFrame(
@@ -173,16 +264,27 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     if per_fold:
         shown.insert(1, "fold", table[FOLD])
         shown["status"] = table[STATUS]
-    else:
-        shown["folds"] = table[N_FOLDS]
-    for name in metrics:
-        if name not in table:
-            continue
-        if per_fold:
+        for name in (m for m in metrics if m in table):
             shown[name] = table[name].map(lambda v: f"{v:.4f}")
-        else:
-            std = table[f"{name}_std"].fillna(0.0)
-            shown[name] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(table[name], std)]
+        return shown.head(top).to_string(index=False)
+    shown["folds"] = table[N_FOLDS]
+    if INTERVAL_METHOD in table:
+        shown["patients"] = table[N_PATIENTS].map(lambda v: "-" if v != v else str(int(v)))
+        shown["interval"] = table[INTERVAL_METHOD]
+    for name in (m for m in metrics if m in table):
+        centre = table[name].to_numpy(float).copy()
+        if values is not None and name in values and INTERVAL_METHOD in table:
+            for i, (cid, method) in enumerate(zip(table[CONFIG_ID], table[INTERVAL_METHOD])):
+                if method != FOLD_INTERVAL and cid in values.index:
+                    centre[i] = values.loc[cid, name]
+        nan = pd.Series(float("nan"), index=table.index)
+        low, high = table.get(f"{name}_ci_low", nan), table.get(f"{name}_ci_high", nan)
+        shown[name] = [
+            f"{c:.3f}" + ("" if lo != lo else f" [{lo:.3f}, {hi:.3f}]") for c, lo, hi in zip(centre, low, high)
+        ]
+    if "dice" in table:
+        std = table["dice_std"].fillna(0.0)
+        shown["dice fold +-"] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(table["dice"], std)]
     return shown.head(top).to_string(index=False)
 
 
@@ -201,13 +303,19 @@ def format_leaderboard(table, top: int, per_fold: bool = False) -> str:
     "--min-sensitivity",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Operating point: the most precise configuration with sensitivity >= this.",
+    help="Operating point: the most precise (configuration, threshold) pair whose sensitivity's lower "
+    "95% bound reaches this (fold means without case records).",
 )
 @click.option(
     "--min-precision",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Operating point: the most sensitive configuration with precision >= this.",
+    help="Operating point: the most sensitive pair whose precision's lower 95% bound reaches this.",
+)
+@click.option(
+    "--matched",
+    is_flag=True,
+    help="Print the precision at matched sensitivity of every configuration (pareto/matched_precision.csv).",
 )
 def pareto(
     sweep_dir: Path,
@@ -215,51 +323,121 @@ def pareto(
     out: Path | None,
     min_sensitivity: float | None,
     min_precision: float | None,
+    matched: bool,
 ) -> None:
-    """Export the Pareto front of fold-mean sensitivity vs precision of SWEEP_DIR and print it.
+    """Export the Pareto front of sensitivity vs precision of SWEEP_DIR and print it.
 
-    With --min-sensitivity or --min-precision, print the best configuration under that floor
-    instead (and say so clearly when none meets it).
+    With case records the front carries each configuration's probability of being non-dominated
+    (patient resamples; pareto/front_probability.csv) and the precision at matched sensitivity is
+    written beside it (pareto/matched_precision.csv). With --min-sensitivity or --min-precision, print
+    the best (configuration, threshold) under that floor instead (and say clearly when none meets it).
     """
-    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, LOSS, LOSS_PARAMS, N_FOLDS, read_configs
-    from sweeper.pareto import axis_columns, export_pareto, operating_point
+    from sweeper.pareto import export_pareto, front_evidence, write_front_evidence
 
+    if min_sensitivity is not None and min_precision is not None:
+        raise click.UsageError("give --min-sensitivity or --min-precision, not both")
     try:
+        evidence = front_evidence(sweep_dir)
+        if evidence is not None:
+            write_front_evidence(sweep_dir, evidence)
         if min_sensitivity is not None or min_precision is not None:
-            if min_sensitivity is not None and min_precision is not None:
-                raise click.UsageError("give --min-sensitivity or --min-precision, not both")
-            point = operating_point(
-                read_configs(sweep_dir),
-                min_sensitivity=min_sensitivity,
-                min_precision=min_precision,
-                class_name=class_name,
-            )
-            if point.row is None:
-                raise click.ClickException(
-                    f"no configuration meets {point.constraint} (the best reaches {point.best_available:.4f})"
-                )
-            x, y = axis_columns(class_name)
-            row = point.row
-            click.echo(
-                f"best under {point.constraint}: config {row[CONFIG_ID]} ({row[LOSS]} "
-                f"{row[LOSS_PARAMS]}, {row[ARCH]}/{row[ENCODER]})"
-            )
-            for name in (x, y, "dice"):
-                std = row.get(f"{name}_std", float("nan"))
-                click.echo(
-                    f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} over {int(row[N_FOLDS])} folds"
-                )
+            if evidence is None:
+                _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision)
+            else:
+                _patient_operating_point(evidence, class_name, min_sensitivity, min_precision)
             return
-        csv_path, png_path, front = export_pareto(sweep_dir, class_name, pareto_csv(out))
+        csv_path, png_path, front = export_pareto(sweep_dir, class_name, pareto_csv(out), evidence=evidence)
     except (FileNotFoundError, KeyError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(front.to_string(index=False))
     summary = json.loads(csv_path.with_suffix(".json").read_text())
     click.echo(
         f"\nhypervolume {summary['hypervolume']:.4f} (reference point (0, 0)); "
-        f"{summary['n_within_noise']} more configuration(s) dominated only within the 95% fold interval"
+        f"{summary['n_within_noise']} more configuration(s) dominated only within their 95% interval"
     )
     click.echo(f"wrote {csv_path} (+ .parquet, .json) and {png_path}")
+    if evidence is None:
+        click.echo("no case records: no front probabilities (intervals are the corrected fold intervals)")
+        return
+    from sweeper.paths import SweepPaths
+
+    paths = SweepPaths.at(sweep_dir)
+    click.echo(
+        "front_probability: share of patient resamples in which the configuration is non-dominated; "
+        f"every configuration and class in {paths.front_probability_file()}"
+    )
+    click.echo(f"precision at matched sensitivity: {paths.matched_precision_table} (print it with --matched)")
+    if matched:
+        click.echo("")
+        click.echo(format_matched(evidence.matched, class_name))
+
+
+def format_matched(matched, class_name: str | None) -> str:
+    """Returns the per-image precision-at-matched-sensitivity table of one class (overall by default) as text."""
+    rows = matched[(matched["curve"] == "per_image") & (matched["class"] == (class_name or "overall"))]
+    lines = [
+        "precision at matched sensitivity (per-image curves; the most precise grid threshold reaching each "
+        "target; difference to the most precise configuration with its paired 95% interval: an interval "
+        "excluding 0 says the loss changes precision beyond moving the threshold)"
+    ]
+    for target, part in rows.groupby("target_sensitivity", sort=True):
+        lines.append(f"  sensitivity >= {target:g}:")
+        for _, r in part.sort_values("precision", ascending=False, na_position="last").iterrows():
+            if r["threshold"] != r["threshold"]:
+                lines.append(f"    {r['config_id']}: never reaches it")
+                continue
+            lines.append(
+                f"    {r['config_id']}  threshold {r['threshold']:.3f}  precision {r['precision']:.4f} "
+                f"[{r['precision_ci_low']:.4f}, {r['precision_ci_high']:.4f}]"
+                + (
+                    "  (best)"
+                    if r["best"]
+                    else f"  difference {r['difference']:+.4f} [{r['difference_ci_low']:+.4f}, "
+                    f"{r['difference_ci_high']:+.4f}]"
+                )
+            )
+    return "\n".join(lines)
+
+
+def _patient_operating_point(evidence, class_name, min_sensitivity, min_precision) -> None:
+    from sweeper.evidence import OVERALL, operating_point
+
+    point = operating_point(
+        evidence.curves, min_sensitivity=min_sensitivity, min_precision=min_precision, group=class_name or OVERALL
+    )
+    if not point.found:
+        raise click.ClickException(f"none meets the floor: {point.reason}")
+    click.echo(
+        f"operating point ({point.reason}; patient-bootstrap 95% intervals, {point.curve} curve, "
+        f"{point.group}): config {point.config_id} at threshold {point.threshold:g}"
+    )
+    click.echo(
+        f"  sensitivity {point.sensitivity:.4f} [{point.sensitivity_ci_low:.4f}, {point.sensitivity_ci_high:.4f}]"
+    )
+    click.echo(f"  precision   {point.precision:.4f} [{point.precision_ci_low:.4f}, {point.precision_ci_high:.4f}]")
+
+
+def _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision) -> None:
+    """The fallback without case records: the best configuration at the spec's threshold, on fold means."""
+    from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, LOSS, LOSS_PARAMS, N_FOLDS, read_configs
+    from sweeper.pareto import axis_columns, operating_point
+
+    point = operating_point(
+        read_configs(sweep_dir), min_sensitivity=min_sensitivity, min_precision=min_precision, class_name=class_name
+    )
+    if point.row is None:
+        raise click.ClickException(
+            f"no configuration meets {point.constraint} (the best reaches {point.best_available:.4f})"
+        )
+    x, y = axis_columns(class_name)
+    row = point.row
+    click.echo(
+        f"best under {point.constraint} (fold means at the spec's threshold: no case records): config "
+        f"{row[CONFIG_ID]} ({row[LOSS]} {row[LOSS_PARAMS]}, {row[ARCH]}/{row[ENCODER]})"
+    )
+    for name in (x, y, "dice"):
+        std = row.get(f"{name}_std", float("nan"))
+        click.echo(f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} over {int(row[N_FOLDS])} folds")
 
 
 #: the files ``sweeper pareto`` writes, all with one stem
@@ -284,8 +462,9 @@ def pareto_csv(out: Path | None) -> Path | None:
 
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("config_a")
-@click.argument("config_b")
+@click.argument("config_a", required=False)
+@click.argument("config_b", required=False)
+@click.option("--all", "all_pairs", is_flag=True, help="Compare every pair (Holm-adjusted) instead of A and B.")
 @click.option(
     "--metric",
     "metrics",
@@ -294,18 +473,83 @@ def pareto_csv(out: Path | None) -> Path | None:
     show_default=True,
     help="Metric to compare (repeatable), e.g. --metric sensitivity.small_bowel.",
 )
-def compare(sweep_dir: Path, config_a: str, config_b: str, metrics: tuple[str, ...]) -> None:
-    """Paired comparison of two configurations (config_id or a unique prefix) over the folds both finished.
+def compare(sweep_dir: Path, config_a: str | None, config_b: str | None, all_pairs: bool, metrics) -> None:
+    """Paired comparison of configurations A and B (config_id or a unique prefix) on the same patients,
+    or of every pair with --all.
 
-    Prints A - B per metric: mean difference, 95% t-interval and the paired t-test p-value.
+    A - B per metric: the paired patient-bootstrap 95% interval of the difference and the Wilcoxon
+    signed-rank p-value on the patients' own scores (evidence.paired_test). --all adds Holm-adjusted
+    p-values (one family per metric) and prints the configurations not distinguishable from the best.
+    Without case records: the labelled fold fallback (Nadeau-Bengio corrected paired t over common folds).
     """
-    from sweeper.leaderboard import compare_configs, read_trials
+    from sweeper.leaderboard import compare_all_table, compare_pair_table
 
+    if all_pairs == (config_a is not None):
+        raise click.UsageError("give two configurations A B, or --all")
+    if not all_pairs and config_b is None:
+        raise click.UsageError("give a second configuration B (or --all)")
     try:
-        table = compare_configs(read_trials(sweep_dir), config_a, config_b, list(metrics))
+        if all_pairs:
+            pairs, best, left_out = compare_all_table(sweep_dir, list(metrics))
+            click.echo(format_compare_all(pairs, best, left_out, sweep_dir))
+            return
+        table = compare_pair_table(sweep_dir, config_a, config_b, list(metrics))
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(_test_note(table))
+
+
+def _test_note(table) -> str:
+    tests = set(table["test"])
+    if tests == {"fold_corrected_t"}:
+        return (
+            "test fold_corrected_t: fallback without case records, Nadeau-Bengio corrected paired t over the "
+            "folds both finished (ci: its interval of the mean difference)"
+        )
+    note = (
+        f"paired on {int(table['n_patients'].max())} patients: ci = patient-bootstrap 95% interval of A - B "
+        f"(both on the same resampled patients); p_value: {', '.join(sorted(tests))} test on patient-level scores"
+    )
+    if table["few_patients"].astype(bool).any():
+        note += "\nwarning: fewer patients than evidence.min_patients: interval coverage can fail below about 50"
+    return note
+
+
+def format_compare_all(pairs, best, left_out: list[str], sweep_dir: Path) -> str:
+    """Returns compare --all's summary: per metric the best and the set not distinguishable from it."""
+    from sweeper.leaderboard import sweep_evidence_settings
+    from sweeper.paths import SweepPaths
+
+    alpha = sweep_evidence_settings(sweep_dir)[0].alpha
+    lines = []
+    fallback = len(pairs) and set(pairs["test"]) == {"fold_corrected_t"}
+    for metric, part in best.groupby("metric", sort=False):
+        top = part[part["best"]].iloc[0]
+        same = part[part["indistinguishable"] & ~part["best"]].sort_values("rank")
+        rows = pairs[pairs["metric"] == metric]
+        listed = ", ".join(f"{r.config_id} ({r.value:.4f}, p={r.p_holm_vs_best:.3g})" for r in same.itertuples())
+        lines.append(
+            f"{metric}: best {top['config_id']} ({top['value']:.4f}); not distinguishable from it "
+            f"(Holm-adjusted p > {alpha:.3g}): {listed or 'none'}; "
+            f"{int((rows['p_holm'] <= alpha).sum())} of {len(rows)} pairs differ"
+        )
+    n_pairs = len(pairs[["config_a", "config_b"]].drop_duplicates()) if len(pairs) else 0
+    lines.append(
+        f"{n_pairs} pairs compared "
+        + (
+            "with the fold fallback (no case records: Nadeau-Bengio corrected paired t over common folds)"
+            if fallback
+            else "on their common patients (paired bootstrap intervals, "
+            + ", ".join(sorted(set(pairs["test"])))
+            + " test)"
+        )
+    )
+    if left_out:
+        lines.append(f"left out (no case records for every finished fold): {', '.join(left_out)}")
+    paths = SweepPaths.at(sweep_dir)
+    lines.append(f"wrote {paths.comparisons_table} and {paths.indistinguishable_table}")
+    return "\n".join(lines)
 
 
 @main.command()

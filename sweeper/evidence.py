@@ -37,10 +37,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import sparse, special, stats
 
 from sweeper.cases import COUNT_COLUMNS, OBJECT_COLUMNS, as_cases_table, cases_present, read_cases
+from sweeper.spec import EvidenceSpec
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -113,63 +113,10 @@ def metric_range(metric: str) -> tuple[float, float]:
     return (0.0, math.inf) if metric == "hd95" else (0.0, 1.0)
 
 
-class EvidenceSettings(BaseModel):
-    """How the patient-level statistics are computed (the sweep spec's ``evidence:`` section).
-
-    Defaults:
-        resamples 2000: Monte Carlo error of a bootstrap 2.5% quantile falls as 1/sqrt(B); 1000 to
-            2000 resamples are the usual recommendation for 95% intervals (Efron & Tibshirani, An
-            Introduction to the Bootstrap, Chapman & Hall, 1993; Carpenter & Bithell, Bootstrap
-            confidence intervals: when, which, what?, Statistics in Medicine 19(9):1141-1164, 2000,
-            DOI 10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs
-            the upper end of that range.
-        method "bca": bias-corrected and accelerated percentile interval (Efron, Better bootstrap
-            confidence intervals, JASA 82(397), 1987, DOI 10.1080/01621459.1987.10478410):
-            second-order accurate, unlike the percentile interval, and like it stays inside the
-            metric's range; it corrects the skew of ratio estimators near 1 (Dice of a good model).
-            The simulation tests check both methods' coverage at the data sizes of the seeds.
-        min_patients 50: below about 50 cases the coverage of intervals for a mean can fail (André
-            et al., Some hidden traps of confidence intervals in medical image segmentation:
-            coverage issues, MICCAI 2025 workshops (BRIDGE), LNCS, pp. 15-24); fewer patients are
-            flagged (``few_patients``), not refused.
-        paired_test "wilcoxon": continuous p-values (normal approximation above 50 patients, exact
-            below), so that Holm's correction over all pairs of a large sweep can still reject;
-            a permutation p-value cannot fall below 1 / (resamples + 1).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    resamples: int = Field(2000, ge=100, le=200_000, description="patient resamples (bootstrap and permutation)")
-    method: Literal["bca", "percentile"] = Field("bca", description="bootstrap interval method")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level; 1 - confidence is the tests' alpha")
-    threshold_bins: int = Field(
-        20,
-        ge=20,
-        le=100,
-        description="probability histogram bins the trials record (thresholds k / bins); the "
-        "statistics read the bins from the records. 20: 3.1 MB of records per configuration on UW-Madison, 100: 7.1 MB",
-    )
-    min_patients: int = Field(50, ge=2, description="fewer validated patients than this are flagged")
-    seed: int = Field(0, description="seed of the patient resamples")
-    paired_test: Literal["wilcoxon", "permutation"] = Field(
-        "wilcoxon", description="test of a paired comparison on patient-level scores"
-    )
-    matched_sensitivity: tuple[float, ...] = Field(
-        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations"
-    )
-
-    @field_validator("matched_sensitivity")
-    @classmethod
-    def _in_unit_interval(cls, values: tuple[float, ...]) -> tuple[float, ...]:
-        bad = [v for v in values if not 0 < v <= 1]
-        if bad:
-            raise ValueError(f"matched sensitivities must be in (0, 1] but got {bad}")
-        return values
-
-    @property
-    def alpha(self) -> float:
-        """Significance level of the tests, 1 - confidence."""
-        return 1.0 - self.confidence
+#: the spec's ``evidence:`` section (:class:`sweeper.spec.EvidenceSpec`, declared once there): resamples,
+#: method, confidence, min_patients, seed, paired_test, matched_sensitivity. The histogram bins are no
+#: setting here: they are read from the records (``training.threshold_bins`` made them)
+EvidenceSettings = EvidenceSpec
 
 
 # --------------------------------------------------------------------------------------------------

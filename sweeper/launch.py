@@ -266,6 +266,10 @@ def _launch(
             import ray
 
             ray.shutdown()  # a connected driver only disconnects; a local Ray it started ends here
+    if paths.trials_table.is_file():  # records a killed driver did not gather, from the trials' checkpoints
+        from sweeper.leaderboard import rebuild_sweep_cases
+
+        rebuild_sweep_cases(paths.sweep, from_mlflow=False, force=False)
     export_all_fronts(paths.sweep, spec.data.classes)
     if unwritten is not None:
         raise unwritten

@@ -5,28 +5,48 @@ epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its p
 (``dice``, ``sensitivity.small_bowel``, ...).
 
 ``SWEEP_DIR/leaderboard/configs.parquet``: one row per configuration over its *finished* folds --
-identity columns, each metric's fold mean under its plain name, its sample standard deviation
-(ddof=1; NaN for a single fold) under ``<name>_std`` and its 95% Student-t interval over folds under
-``<name>_ci_low`` / ``<name>_ci_high`` (:func:`sweeper.stats.t_interval`), ``n_folds`` (finished)
-and ``n_failed``.
+identity columns, ``n_folds`` (finished), ``n_failed``, ``interval_method``, ``n_patients``,
+``few_patients``, then each metric's fold mean under its plain name, its sample standard deviation
+(ddof=1; NaN for a single fold) under ``<name>_std`` and its interval under ``<name>_ci_low`` /
+``<name>_ci_high``. The interval is the patient cluster bootstrap over the out-of-fold case records
+(``interval_method`` ``patient_bca`` / ``patient_percentile``, :func:`sweeper.evidence.interval_table`)
+where the configuration's records cover all its finished folds, else the Nadeau-Bengio corrected
+fold interval (``fold_corrected_t``, :func:`sweeper.evidence.corrected_t_interval`); metrics the
+records cannot rebuild (``mae``, ``pooled_mae``, ``gi_score``) always take the fold interval.
 
-Both are rewritten atomically (temp file + rename) after every ended trial by
+``SWEEP_DIR/leaderboard/cases.parquet/``: the out-of-fold case records (:mod:`sweeper.cases`), one
+file per finished fold trial, gathered from the trial's checkpoint when it ends
+(:func:`gather_trial_cases`); :func:`rebuild_sweep_cases` restores lost ones.
+``SWEEP_DIR/leaderboard/intervals.parquet``: the patient-level rows (out-of-fold value and interval
+of every metric and class) of the configurations with records.
+
+All are written atomically (temp file + rename) after every ended trial by
 :class:`LeaderboardWriter`, whose hooks run as a Tune callback in the driver
-(:class:`sweeper.callbacks.LeaderboardCallback`). This module imports neither torch nor Ray.
+(:class:`sweeper.callbacks.LeaderboardCallback`); the bootstrap runs for the ended trial's
+configuration only, the others' rows are kept. This module imports neither torch nor Ray.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from sweeper.paths import SweepPaths
-from sweeper.stats import t_interval
-from trainables.contract import BEST_PREFIX, TrialConfig
+from trainables.contract import BEST_PREFIX, CASES_FILE, TrialConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from sweeper.spec import EvidenceSpec
+
+logger = logging.getLogger(__name__)
 
 #: identity columns of the tables, each named once: a configuration's identity (TrialConfig's), then the fold
 #: trial's bookkeeping; configs.parquet adds the fold counts
@@ -42,6 +62,10 @@ CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
 )
 STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
 N_FOLDS, N_FAILED = "n_folds", "n_failed"
+#: which interval a configuration's row holds, and over how many patients (patient bootstrap only)
+INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS = "interval_method", "n_patients", "few_patients"
+FOLD_INTERVAL = "fold_corrected_t"
+CONFIG_COUNTS = [N_FOLDS, N_FAILED, INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS]
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
@@ -87,26 +111,53 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in IDENTITY_COLUMNS]
 
 
-def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
-    """Returns configs.parquet's table: fold mean, ``_std`` and counts per configuration, best dice first."""
+def aggregate(
+    trials: pd.DataFrame,
+    intervals: pd.DataFrame | None = None,
+    *,
+    n_folds: int | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Returns configs.parquet's table: fold mean, ``_std``, interval and counts per configuration, best dice first.
+
+    ``intervals``: patient-level rows (:func:`sweeper.evidence.interval_table`, one per configuration
+    whose case records cover its finished folds); their ``_ci_low``/``_ci_high`` replace the fold
+    interval of every metric they hold. Every other interval is Nadeau & Bengio's corrected fold
+    interval (:func:`sweeper.evidence.corrected_t_interval`; ``n_folds``, the sweep's number of
+    folds, sets n_test/n_train = 1/(n_folds - 1); default: the folds seen), clipped to the metric's range.
+    """
+    from sweeper.evidence import corrected_t_interval, metric_range
+
     metrics = metric_columns(trials)
+    split = n_folds if n_folds is not None else max(int(trials[FOLD].nunique()), 2)
+    patient = {} if intervals is None or intervals.empty else intervals.set_index(CONFIG_ID).to_dict("index")
     rows = []
-    for _, group in trials.groupby(CONFIG_ID, sort=False):
+    for cid, group in trials.groupby(CONFIG_ID, sort=False):
         done = group[group[STATUS] == FINISHED]
         row = group.iloc[0][CONFIG_IDENTITY].to_dict()
         row[LOSS_DETAIL] = ";".join(sorted(set(group[LOSS_DETAIL]) - {""}))  # CALF may choose per fold
         row[N_FOLDS] = len(done)
         row[N_FAILED] = int((group[STATUS] == FAILED).sum())
+        own = patient.get(cid)
+        row[INTERVAL_METHOD] = own[INTERVAL_METHOD] if own else FOLD_INTERVAL
+        row[N_PATIENTS] = float(own[N_PATIENTS]) if own else math.nan
+        row[FEW_PATIENTS] = bool(own[FEW_PATIENTS]) if own else False
         for name in metrics:
             values = done[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
             row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
-            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = t_interval(values.to_numpy())
+            if own and f"{name}_ci_low" in own:
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = own[f"{name}_ci_low"], own[f"{name}_ci_high"]
+            else:
+                bounds = metric_range(name.partition(".")[0])
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = corrected_t_interval(
+                    values.to_numpy(float), 1.0 / (split - 1), confidence, bounds
+                )
         rows.append(row)
     frame = pd.DataFrame(
         rows,
         columns=CONFIG_IDENTITY
-        + [N_FOLDS, N_FAILED]
+        + CONFIG_COUNTS
         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))],
     )
     if "dice" in frame:
@@ -148,19 +199,337 @@ def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) ->
     return pd.DataFrame(rows)
 
 
+def _patient_sums(sweep_dir: str | Path, config_ids: list[str]):
+    """Per-patient sums of the records of ``config_ids`` (None when the list is empty)."""
+    if not config_ids:
+        return None
+    from sweeper.evidence import load_patient_sums
+
+    return load_patient_sums(SweepPaths.at(sweep_dir).cases_table, config_ids=config_ids)
+
+
+def compare_pair_table(sweep_dir: str | Path, a: str, b: str, keys: Iterable[str]) -> pd.DataFrame:
+    """Returns ``sweeper compare SWEEP A B``'s table (:func:`sweeper.evidence.comparison_table`).
+
+    Both configurations with case records covering their finished folds: paired on the patients both
+    validated (paired bootstrap interval of A - B, Wilcoxon signed-rank or permutation p-value,
+    ``test`` says which). Otherwise the labelled fold fallback, ``test`` ``fold_corrected_t``:
+    Nadeau & Bengio's corrected paired t over the common finished folds."""
+    from sweeper.evidence import comparison_table
+
+    trials = read_trials(sweep_dir)
+    settings, n_folds = sweep_evidence_settings(sweep_dir)
+    a, b = resolve_config(trials, a), resolve_config(trials, b)
+    covered = covered_configs(sweep_dir, trials, [a, b])
+    sums = _patient_sums(sweep_dir, covered) if len(covered) == 2 else None
+    if sums is None:
+        unknown = [k for k in keys if k not in trials.columns]
+        if unknown:
+            raise KeyError(f"unknown metric(s) {unknown}; columns of trials.parquet: {metric_columns(trials)}")
+    return comparison_table(sums, a, b, list(keys), settings, trials=trials, n_folds=n_folds)
+
+
+def compare_all_table(sweep_dir: str | Path, keys: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Returns ``sweeper compare SWEEP --all``'s tables and writes them (``leaderboard/comparisons.csv``,
+    ``indistinguishable.csv``): every pair with Holm-adjusted p-values (one family per metric), and per
+    metric the configurations not distinguishable from the best (:func:`sweeper.evidence.compare_all`).
+
+    Over the configurations whose case records cover their finished folds when there are two or
+    more; the configurations left out are returned third. Otherwise the labelled fold fallback:
+    every pair's corrected paired t over common folds, Holm-adjusted, the best by fold mean."""
+    from sweeper.evidence import comparison_all_tables
+
+    keys = list(keys)
+    trials = read_trials(sweep_dir)
+    settings, n_folds = sweep_evidence_settings(sweep_dir)
+    finished = list(dict.fromkeys(trials.loc[trials[STATUS] == FINISHED, CONFIG_ID]))
+    covered = covered_configs(sweep_dir, trials)
+    if len(covered) >= 2:
+        pairs, best = comparison_all_tables(_patient_sums(sweep_dir, covered), keys, settings)
+        left_out = [c for c in finished if c not in covered]
+    else:
+        pairs, best = _fold_compare_all(trials, finished, keys, settings, n_folds)
+        left_out = []
+    paths = SweepPaths.at(sweep_dir)
+    paths.leaderboard.mkdir(parents=True, exist_ok=True)
+    pairs.to_csv(paths.comparisons_table, index=False)
+    best.to_csv(paths.indistinguishable_table, index=False)
+    return pairs, best, left_out
+
+
+def _fold_compare_all(trials, ids, keys, settings, n_folds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fold-level fallback of compare --all: corrected paired t for every pair, Holm per metric."""
+    import itertools
+
+    from sweeper.evidence import LOWER_IS_BETTER, comparison_table, holm
+
+    unknown = [k for k in keys if k not in trials.columns]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; columns of trials.parquet: {metric_columns(trials)}")
+    if len(ids) < 2:
+        raise ValueError(f"{len(ids)} configuration(s) finished a fold: nothing to compare")
+    pairs = pd.concat(
+        [
+            comparison_table(None, a, b, keys, settings, trials=trials, n_folds=n_folds)
+            for a, b in itertools.combinations(ids, 2)
+        ],
+        ignore_index=True,
+    )
+    pairs["p_holm"] = float("nan")
+    for key in keys:
+        rows = pairs["metric"] == key
+        pairs.loc[rows, "p_holm"] = holm(pairs.loc[rows, "p_value"].to_numpy(float))
+    means = trials[trials[STATUS] == FINISHED].groupby(CONFIG_ID)[keys].mean()
+    frames = []
+    for key in keys:
+        values = means.loc[ids, key]
+        lower = key.partition(".")[0] in LOWER_IS_BETTER
+        best = values.idxmin() if lower else values.idxmax()
+        part = pairs[(pairs["metric"] == key) & ((pairs["config_a"] == best) | (pairs["config_b"] == best))]
+        other = part["config_b"].where(part["config_a"] == best, part["config_a"])
+        vs_best = dict(zip(other, part["p_holm"]))
+        ranks = values.rank(ascending=lower, method="min")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "metric": key,
+                    CONFIG_ID: ids,
+                    "value": values.to_numpy(),
+                    "rank": ranks.to_numpy(),
+                    "best": [c == best for c in ids],
+                    "p_holm_vs_best": [vs_best.get(c, float("nan")) for c in ids],
+                    "indistinguishable": [c == best or vs_best.get(c, 0.0) > settings.alpha for c in ids],
+                }
+            )
+        )
+    return pairs, pd.concat(frames, ignore_index=True)
+
+
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
 
 
-def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path) -> None:
-    """Writes trials.parquet and configs.parquet atomically."""
+def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iterable[str] | None = None) -> None:
+    """Writes trials.parquet, intervals.parquet and configs.parquet atomically.
+
+    ``refresh``: the configurations whose patient-level intervals are computed again (an ended
+    trial's); the others keep their rows of intervals.parquet. None: every configuration's.
+    """
     paths = SweepPaths.at(sweep_dir)
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
+    settings, n_folds = sweep_evidence_settings(sweep_dir)
+    ids = list(dict.fromkeys(trials[CONFIG_ID]))
+    redo = ids if refresh is None else [c for c in ids if c in set(refresh)]
+    parts = [patient_interval_rows(sweep_dir, trials, redo, settings)]
+    if refresh is not None and paths.intervals_table.is_file():
+        kept = pd.read_parquet(paths.intervals_table)
+        parts.append(kept[kept[CONFIG_ID].isin(set(ids) - set(redo))])
+    parts = [p for p in parts if len(p)]
+    intervals = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     _write_atomic(trials, paths.trials_table)
-    _write_atomic(aggregate(trials), paths.configs_table)
+    if len(intervals) or paths.intervals_table.is_file():
+        _write_atomic(intervals, paths.intervals_table)
+    _write_atomic(aggregate(trials, intervals, n_folds=n_folds, confidence=settings.confidence), paths.configs_table)
+
+
+# -- the out-of-fold case records and the patient-level intervals -----------------------------------------------
+def sweep_evidence_settings(sweep_dir: str | Path) -> tuple[EvidenceSpec, int | None]:
+    """Returns the sweep's ``evidence:`` settings and its number of folds, from its frozen spec (defaults
+    and None when the folder holds none)."""
+    import yaml
+
+    from sweeper.spec import EvidenceSpec, SpecError, parse_spec
+
+    spec_file = SweepPaths.at(sweep_dir).spec_file
+    if spec_file.is_file():
+        try:
+            spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file), registry=False)
+            return spec.evidence, spec.data.folds
+        except (SpecError, yaml.YAMLError) as err:
+            logger.warning("%s: %s; the statistics use the default evidence settings", spec_file, err)
+    return EvidenceSpec(), None
+
+
+def covered_configs(sweep_dir: str | Path, trials: pd.DataFrame, config_ids: Iterable[str] | None = None) -> list[str]:
+    """Returns the configurations (of ``config_ids``, default all) with at least one finished fold trial whose
+    case records cover every finished fold trial: those get patient-level statistics."""
+    from sweeper.cases import cases_present
+
+    present = cases_present(SweepPaths.at(sweep_dir).cases_table)
+    done = trials[trials[STATUS] == FINISHED]
+    wanted = None if config_ids is None else set(config_ids)
+    covered = []
+    for cid, group in done.groupby(CONFIG_ID, sort=False):
+        if (wanted is None or cid in wanted) and all((cid, int(f)) in present for f in group[FOLD]):
+            covered.append(cid)
+    return covered
+
+
+def patient_interval_rows(
+    sweep_dir: str | Path, trials: pd.DataFrame, config_ids: Iterable[str], settings: EvidenceSpec
+) -> pd.DataFrame:
+    """Returns the patient-level interval rows (:func:`sweeper.evidence.interval_table`) of those of
+    ``config_ids`` whose records cover their finished folds; empty when none does.
+
+    Each configuration is resampled on its own patients (one at a time, with the settings' seed), so
+    its row is the same whether computed when its trial ends, by the tracker, or in a full rebuild.
+    A statistic that cannot be computed (records that break its assumptions) is logged and leaves
+    the fold interval."""
+    from sweeper.evidence import interval_table, load_patient_sums
+
+    folder = SweepPaths.at(sweep_dir).cases_table
+    rows = []
+    for cid in covered_configs(sweep_dir, trials, config_ids):
+        try:
+            sums = load_patient_sums(folder, config_ids=[cid])
+            rows.append(interval_table(sums, settings, trials=trials[trials[CONFIG_ID] == cid]))
+        except (ValueError, KeyError, OSError) as err:
+            logger.warning("patient-level intervals of %s not computed (%s); fold intervals used", cid, err)
+    if not rows:
+        return pd.DataFrame()
+    table = pd.concat(rows, ignore_index=True)
+    return table[table[INTERVAL_METHOD] != FOLD_INTERVAL].reset_index(drop=True)
+
+
+def read_checkpoint_cases(checkpoint) -> pa.Table | None:
+    """Returns the case records in a Tune checkpoint (its ``cases.parquet``), or None when it holds none.
+
+    ``checkpoint``: anything with ``path`` (and optionally a pyarrow ``filesystem``: object-store storage)."""
+    import pyarrow.parquet as pq
+
+    if checkpoint is None:
+        return None
+    path = f"{str(checkpoint.path).rstrip('/')}/{CASES_FILE}"
+    filesystem = getattr(checkpoint, "filesystem", None)
+    if filesystem is None:
+        return pq.read_table(path) if Path(path).is_file() else None
+    import pyarrow.fs
+
+    if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    return pq.read_table(path, filesystem=filesystem)
+
+
+def gather_trial_cases(sweep_dir: str | Path, config_id: str, fold: int, checkpoint) -> Path | None:
+    """Adds a finished fold trial's case records (from its checkpoint) to ``leaderboard/cases.parquet``.
+
+    Returns the trial's file there, or None when the trial left no records. Idempotent: a fold trial
+    already gathered is not read again (the tracker and the leaderboard both call it; a resumed sweep
+    adds nothing twice). Records that fail :func:`sweeper.cases.as_cases_table`'s checks are logged and
+    skipped: the sweep goes on with the fold interval for that configuration."""
+    from sweeper.cases import append_cases, cases_present, part_file
+
+    folder = SweepPaths.at(sweep_dir).cases_table
+    target = part_file(folder, config_id, fold)
+    if (config_id, int(fold)) in cases_present(folder):
+        return target
+    try:
+        records = read_checkpoint_cases(checkpoint)
+        if records is None:
+            return None
+        append_cases(folder, records, config_id=config_id)
+    except (ValueError, OSError, KeyError) as err:
+        logger.warning("case records of %s fold %s not gathered: %s", config_id, fold, err)
+        return None
+    return target if target.is_file() else None
+
+
+def _latest_checkpoint_cases(trial_dir: Path) -> Path | None:
+    """The cases.parquet of the newest checkpoint of a Tune trial folder (``checkpoint_<n>``)."""
+    found = [c / CASES_FILE for c in trial_dir.glob("checkpoint_*") if (c / CASES_FILE).is_file()]
+    if not found:
+        return None
+    return max(found, key=lambda f: int(f.parent.name.rpartition("_")[2] or -1))
+
+
+def rebuild_sweep_cases(
+    sweep_dir: str | Path, tracking_uri: str | None = None, *, from_mlflow: bool = True, force: bool = True
+) -> dict[str, Any]:
+    """Restores the case records of every finished fold trial missing from ``leaderboard/cases.parquet``:
+    first from the trial checkpoints under ``ray/tune``, then (``from_mlflow``) from the fold runs' MLflow
+    artifacts (``cases/cases.parquet``); then recomputes the intervals (always with ``force``, else only
+    when something was restored). Never duplicates a fold trial. The end of a launch calls it without
+    MLflow: a driver killed between a trial's end and its callback leaves nothing missing.
+
+    ``tracking_uri``: the MLflow store (default: the spec's ``tracking.uri``, ``$MLFLOW_TRACKING_URI``,
+    else ``RESULTS/mlflow.db`` beside the sweep folder). Returns the counts ``from_checkpoints``,
+    ``from_mlflow`` and the fold trials still ``missing`` (config_id, fold)."""
+    from sweeper.cases import append_cases, cases_present
+
+    paths = SweepPaths.at(sweep_dir)
+    trials = read_trials(sweep_dir)
+    wanted = {(r[CONFIG_ID], int(r[FOLD])) for _, r in trials[trials[STATUS] == FINISHED].iterrows()}
+    missing = wanted - cases_present(paths.cases_table)
+    report: dict[str, Any] = {"from_checkpoints": 0, "from_mlflow": 0}
+    if missing and paths.tune_dir.is_dir():
+        for params in paths.tune_dir.glob("*/params.json"):
+            try:
+                config = TrialConfig.from_dict(json.loads(params.read_text()))
+            except ValueError:
+                continue
+            key = (config.config_id, config.fold)
+            file = _latest_checkpoint_cases(params.parent) if key in missing else None
+            if file is not None and _append_file(paths.cases_table, file, config.config_id, append_cases):
+                report["from_checkpoints"] += 1
+                missing.discard(key)
+    if missing and from_mlflow:
+        report["from_mlflow"] = _cases_from_mlflow(paths, missing, tracking_uri, append_cases)
+        missing -= cases_present(paths.cases_table)
+    report["missing"] = sorted(missing)
+    if force or report["from_checkpoints"] or report["from_mlflow"]:
+        write_leaderboard(trials, sweep_dir)
+    return report
+
+
+def _append_file(folder: Path, file: Path, config_id: str, append_cases) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return append_cases(folder, pq.read_table(file), config_id=config_id) > 0
+    except (ValueError, OSError) as err:
+        logger.warning("%s: case records not restored: %s", file, err)
+        return False
+
+
+def _cases_from_mlflow(paths: SweepPaths, missing: set[tuple[str, int]], tracking_uri: str | None, append_cases) -> int:
+    """Restores the ``missing`` fold trials' records from their MLflow fold runs; returns how many."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from sweeper.tracking import CONFIG_TAG, FOLD_LEVEL, FOLD_TAG, LEVEL_TAG, default_tracking_uri
+
+    name = paths.sweep.name
+    if tracking_uri is None:
+        import yaml
+
+        spec = yaml.safe_load(paths.spec_file.read_text()) if paths.spec_file.is_file() else {}
+        name = spec.get("name", name)
+        uri = (spec.get("tracking") or {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri and not paths.mlflow_db.is_file():
+            return 0
+        tracking_uri = uri or default_tracking_uri(paths.results)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return 0
+    restored = 0
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{LEVEL_TAG}` = '{FOLD_LEVEL}'", max_results=50_000)
+    for run in runs:
+        key = (run.data.tags.get(CONFIG_TAG), int(run.data.tags.get(FOLD_TAG, -1)))
+        if key not in missing or run.info.status != "FINISHED":
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                file = client.download_artifacts(run.info.run_id, f"cases/{CASES_FILE}", tmp)
+            except Exception as err:  # noqa: BLE001 - a run without the artifact: nothing to restore
+                logger.info("fold run %s holds no case records (%s)", run.info.run_id, err)
+                continue
+            restored += _append_file(paths.cases_table, Path(file), key[0], append_cases)
+    return restored
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
@@ -199,10 +568,12 @@ class LeaderboardWriter:
     def _record(self, row: dict[str, Any]) -> None:
         rows = self._rows()
         rows[(row[CONFIG_ID], row[FOLD])] = row
-        write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir)
+        write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir, refresh=[row[CONFIG_ID]])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._record(trial_row(TrialConfig.from_dict(trial.config), trial.last_result, FINISHED))
+        config = TrialConfig.from_dict(trial.config)
+        gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
+        self._record(trial_row(config, trial.last_result, FINISHED))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(

@@ -2,9 +2,15 @@
 
 A configuration is on the front when no other configuration is at least as good on both axes and
 strictly better on one (both axes maximised); configurations with equal coordinates are all kept.
-A configuration off the front whose 95% fold interval reaches past the front (the upper corner
-of its interval box is not dominated by any front point) is ``within_noise``: dominated on the
-means but not distinguishable from the front with this many folds. The rest are ``dominated``.
+A configuration off the front whose 95% interval (the leaderboard's: patient bootstrap, or the fold
+fallback) reaches past the front (the upper corner of its interval box is not dominated by any
+front point) is ``within_noise``. The rest are ``dominated``.
+
+With out-of-fold case records (:mod:`sweeper.cases`) the front also carries its uncertainty
+(:class:`FrontEvidence`, all from one set of shared patient resamples): each configuration's
+probability of being non-dominated (``front_probability``, overall and per class,
+``pareto/front_probability.csv``), the precision at matched sensitivity across configurations
+(``pareto/matched_precision.csv``) and the operating point as a (configuration, threshold) pair.
 """
 
 from __future__ import annotations
@@ -17,13 +23,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper.leaderboard import CONFIG_IDENTITY, LOSS, N_FOLDS, read_configs
+from sweeper.leaderboard import (
+    CONFIG_IDENTITY,
+    INTERVAL_METHOD,
+    LOSS,
+    N_FOLDS,
+    covered_configs,
+    read_configs,
+    read_trials,
+    sweep_evidence_settings,
+)
 from sweeper.paths import SweepPaths
 from sweeper.stats import hypervolume_2d
 
 X_METRIC, Y_METRIC = "sensitivity", "precision"
 HYPERVOLUME_REFERENCE = (0.0, 0.0)
 FRONT, WITHIN_NOISE, DOMINATED = "front", "within_noise", "dominated"
+FRONT_PROBABILITY = "front_probability"
+#: the ``class`` value of the overall rows of the evidence tables (sweeper.evidence.OVERALL)
+OVERALL = "overall"
 
 
 def non_dominated(points: np.ndarray) -> np.ndarray:
@@ -61,9 +79,13 @@ def _classes(configs: pd.DataFrame) -> list[str]:
     )
 
 
-def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.DataFrame:
+def pareto_table(
+    configs: pd.DataFrame, class_name: str | None = None, front_probability: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Returns every configuration with its axis values, intervals, ``on_front`` and ``front_status``.
 
+    ``front_probability``: :attr:`FrontEvidence.front` (every class); adds the column
+    ``front_probability`` for ``class_name`` (NaN for configurations without case records).
     Rows: front first (by increasing sensitivity), then the others.
     """
     x, y = axis_columns(class_name)
@@ -71,7 +93,7 @@ def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.Dat
     if missing:
         raise KeyError(f"the leaderboard has no column {missing}; classes in this sweep: {_classes(configs)}")
     extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high") if c in configs.columns]
-    extra += [c for c in ("dice", N_FOLDS) if c in configs.columns and c not in (x, y)]
+    extra += [c for c in ("dice", N_FOLDS, INTERVAL_METHOD) if c in configs.columns and c not in (x, y)]
     identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
     table = configs[identity + [x, y] + extra].copy()
     points = table[[x, y]].to_numpy(dtype=float)
@@ -86,6 +108,9 @@ def pareto_table(configs: pd.DataFrame, class_name: str | None = None) -> pd.Dat
         noisy = np.all(np.isfinite(upper)) and not _dominated_by_any(upper, front)
         status.append(WITHIN_NOISE if noisy else DOMINATED)
     table["front_status"] = status
+    if front_probability is not None:
+        group = front_probability[front_probability["class"] == (class_name or OVERALL)]
+        table[FRONT_PROBABILITY] = table["config_id"].map(group.set_index("config_id")[FRONT_PROBABILITY])
     return table.sort_values(["on_front", x], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
@@ -135,16 +160,79 @@ def operating_point(
     return OperatingPoint(constraint, row, best_available)
 
 
+@dataclass(frozen=True)
+class FrontEvidence:
+    """The front's patient-level evidence, all from one set of shared patient resamples of the
+    configurations whose case records cover their finished folds.
+
+    ``front``: :func:`sweeper.evidence.front_probability` (config_id, class, sensitivity, precision,
+    on_front, front_probability; class ``overall`` and each class); ``matched``:
+    :func:`sweeper.evidence.matched_precision` of the per-image and the pooled curves; ``curves``:
+    the :class:`sweeper.evidence.CurveBootstrap` the operating point is chosen on."""
+
+    front: pd.DataFrame
+    matched: pd.DataFrame
+    curves: object
+
+
+def front_evidence(sweep_dir: str | Path) -> FrontEvidence | None:
+    """Returns the sweep's :class:`FrontEvidence`, or None when no configuration has case records."""
+    from sweeper.evidence import (
+        CURVES,
+        bootstrap_curves,
+        bootstrap_metrics,
+        front_probability,
+        load_patient_sums,
+        matched_precision,
+        resample_weights,
+    )
+
+    try:
+        trials = read_trials(sweep_dir)
+    except FileNotFoundError:
+        return None
+    covered = covered_configs(sweep_dir, trials)
+    if not covered:
+        return None
+    settings, _ = sweep_evidence_settings(sweep_dir)
+    sums = load_patient_sums(SweepPaths.at(sweep_dir).cases_table, config_ids=covered)
+    weights = resample_weights(len(sums.patients), settings.resamples, settings.seed)
+    front = front_probability(bootstrap_metrics(sums, settings, [X_METRIC, Y_METRIC], weights), X_METRIC, Y_METRIC)
+    curves = bootstrap_curves(sums, settings, weights)
+    matched = pd.concat([matched_precision(curves, c) for c in CURVES], ignore_index=True)
+    return FrontEvidence(front, matched, curves)
+
+
+def write_front_evidence(sweep_dir: str | Path, evidence: FrontEvidence) -> list[Path]:
+    """Writes ``pareto/front_probability.csv`` (+ .parquet) and ``pareto/matched_precision.csv``; returns them."""
+    paths = SweepPaths.at(sweep_dir)
+    paths.pareto.mkdir(parents=True, exist_ok=True)
+    written = [paths.front_probability_file(".csv"), paths.front_probability_file(".parquet")]
+    evidence.front.to_csv(written[0], index=False)
+    evidence.front.to_parquet(written[1], index=False)
+    evidence.matched.to_csv(paths.matched_precision_table, index=False)
+    return [*written, paths.matched_precision_table]
+
+
+_UNSET = object()
+
+
 def export_pareto(
-    sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None
+    sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None, evidence=_UNSET
 ) -> tuple[Path, Path, pd.DataFrame]:
     """Writes the front as CSV and Parquet (front rows), a PNG and an SVG of all configurations with 95%
     interval error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
 
     Default paths: ``SWEEP_DIR/pareto/pareto.csv`` or ``pareto_<class>.csv``; the other files sit
-    beside the CSV with the same stem.
+    beside the CSV with the same stem. ``evidence``: a :class:`FrontEvidence` (or None: no records);
+    by default computed here, and then also written (:func:`write_front_evidence`). With it the
+    front rows and the plot carry each configuration's ``front_probability``.
     """
-    table = pareto_table(read_configs(sweep_dir), class_name)
+    if evidence is _UNSET:
+        evidence = front_evidence(sweep_dir)
+        if evidence is not None:
+            write_front_evidence(sweep_dir, evidence)
+    table = pareto_table(read_configs(sweep_dir), class_name, None if evidence is None else evidence.front)
     csv_path = Path(out) if out else SweepPaths.at(sweep_dir).pareto_file(class_name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     front = table[table["on_front"]].drop(columns="on_front")
@@ -166,21 +254,24 @@ def export_pareto(
 
 
 def export_all_fronts(sweep_dir: str | Path, classes: Sequence[str]) -> list[Path]:
-    """Writes the overall front and one per class (the end of a launch); returns the CSV paths (none when no
-    fold trial finished)."""
+    """Writes the overall front and one per class (the end of a launch), with the front evidence computed
+    once for all; returns the CSV paths (none when no fold trial finished)."""
     try:
         configs = read_configs(sweep_dir)
     except FileNotFoundError:
         return []
     if X_METRIC not in configs.columns or configs[X_METRIC].isna().all():
         return []  # no fold trial finished: nothing to rank
-    written = [export_pareto(sweep_dir)[0]]
-    written += [export_pareto(sweep_dir, class_name=c)[0] for c in classes]
+    evidence = front_evidence(sweep_dir)
+    if evidence is not None:
+        write_front_evidence(sweep_dir, evidence)
+    written = [export_pareto(sweep_dir, evidence=evidence)[0]]
+    written += [export_pareto(sweep_dir, class_name=c, evidence=evidence)[0] for c in classes]
     return written
 
 
 def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
-    """Draws every configuration (colour = loss) with 95% fold intervals and the front as a staircase;
+    """Draws every configuration (colour = loss) with 95% intervals and the front as a staircase;
     saves it at ``path`` (PNG) and beside it as SVG (vector, for papers)."""
     import matplotlib
 
@@ -189,6 +280,11 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
 
     x, y = axis_columns(class_name)
     fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=120)
+    if FRONT_PROBABILITY in table:  # each configuration's probability of being non-dominated, beside its point
+        for _, row in table.dropna(subset=[FRONT_PROBABILITY, x, y]).iterrows():
+            ax.annotate(
+                f"{row[FRONT_PROBABILITY]:.2f}", (row[x], row[y]), xytext=(4, 4), textcoords="offset points", fontsize=7
+            )
     for loss, group in table.groupby(LOSS):
         xerr = _errors(group, x)
         yerr = _errors(group, y)
@@ -200,17 +296,30 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
             points[0].set_markerfacecolor("none")
     front = table[table["on_front"]].sort_values(x)
     ax.step(front[x], front[y], where="post", color="k", ls="--", lw=1, label="Pareto front")
-    _clip_unit_axis(ax.get_xlim, ax.set_xlim)  # 2-fold t-intervals reach far outside [0, 1]
+    _clip_unit_axis(ax.get_xlim, ax.set_xlim)  # fold intervals of 2 folds can span the whole range
     _clip_unit_axis(ax.get_ylim, ax.set_ylim)
-    ax.set_xlabel(f"{x} (fold mean, 95% interval)")
-    ax.set_ylabel(f"{y} (fold mean, 95% interval)")
-    ax.set_title("Sensitivity vs precision" + (f": {class_name}" if class_name else " (mean over organs)"))
+    which = _interval_label(table)
+    ax.set_xlabel(f"{x} (fold mean, 95% {which})")
+    ax.set_ylabel(f"{y} (fold mean, 95% {which})")
+    title = "Sensitivity vs precision" + (f": {class_name}" if class_name else " (mean over organs)")
+    if FRONT_PROBABILITY in table:
+        title += "\nlabels: probability of being on the front (patient resamples)"
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     fig.savefig(path.with_suffix(".svg"))
     plt.close(fig)
+
+
+def _interval_label(table: pd.DataFrame) -> str:
+    methods = set(table[INTERVAL_METHOD].dropna()) if INTERVAL_METHOD in table else set()
+    if methods and all(m.startswith("patient") for m in methods):
+        return "patient-bootstrap interval"
+    if methods and not any(m.startswith("patient") for m in methods):
+        return "corrected fold interval"
+    return "interval: patient bootstrap or fold fallback" if methods else "interval"
 
 
 def _clip_unit_axis(get, set_) -> None:

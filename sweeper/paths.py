@@ -8,8 +8,10 @@ Folder of a sweep (``SWEEP_DIR = RESULTS/<spec.name>``, or ``STORAGE/<spec.name>
     cache/                       prepared arrays + index.parquet that trials read
     optuna.db                    the Optuna study (SQLite)
     ray/tune/                    Ray Tune's experiment folder (state, trial checkpoints)
-    leaderboard/                 trials.parquet, configs.parquet (cases.parquet: out-of-fold records)
-    pareto/                      pareto.csv (+ .parquet, .png, .svg, .json), pareto_<class>.* per class
+    leaderboard/                 trials.parquet, configs.parquet, cases.parquet/ (out-of-fold records),
+                                 intervals.parquet (patient-level), comparisons.csv, indistinguishable.csv
+    pareto/                      pareto.csv (+ .parquet, .png, .svg, .json), pareto_<class>.* per class,
+                                 front_probability.csv (+ .parquet), matched_precision.csv
     report/                      report.html and its PNGs
     logs/                        console logs of the driver
     mlflow_pending.pkl           MLflow writes that waited out a server outage, for ``--resume``
@@ -46,6 +48,11 @@ LEADERBOARD_DIR = "leaderboard"
 TRIALS_FILE = "trials.parquet"
 CONFIGS_FILE = "configs.parquet"
 CASES_FILE = "cases.parquet"
+INTERVALS_FILE = "intervals.parquet"
+COMPARISONS_FILE = "comparisons.csv"
+INDISTINGUISHABLE_FILE = "indistinguishable.csv"
+FRONT_PROBABILITY_STEM = "front_probability"
+MATCHED_PRECISION_FILE = "matched_precision.csv"
 PARETO_DIR = "pareto"
 PARETO_STEM = "pareto"
 REPORT_DIR = "report"
@@ -194,8 +201,32 @@ class SweepPaths:
         return self.leaderboard / CASES_FILE
 
     @property
+    def intervals_table(self) -> Path:
+        """Per configuration with case records: out-of-fold values and patient-bootstrap intervals."""
+        return self.leaderboard / INTERVALS_FILE
+
+    @property
+    def comparisons_table(self) -> Path:
+        """``sweeper compare --all``: every pair of configurations with Holm-adjusted p-values."""
+        return self.leaderboard / COMPARISONS_FILE
+
+    @property
+    def indistinguishable_table(self) -> Path:
+        """``sweeper compare --all``: per metric, the configurations not distinguishable from the best."""
+        return self.leaderboard / INDISTINGUISHABLE_FILE
+
+    @property
     def pareto(self) -> Path:
         return self.sweep / PARETO_DIR
+
+    def front_probability_file(self, suffix: str = ".csv") -> Path:
+        """Every configuration's probability of being on the front, overall and per class (``.csv``, ``.parquet``)."""
+        return self.pareto / f"{FRONT_PROBABILITY_STEM}{suffix}"
+
+    @property
+    def matched_precision_table(self) -> Path:
+        """Precision at matched sensitivity across configurations, with intervals."""
+        return self.pareto / MATCHED_PRECISION_FILE
 
     def pareto_file(self, class_name: str | None = None, suffix: str = ".csv") -> Path:
         """Returns ``pareto/pareto<suffix>`` (overall front) or ``pareto/pareto_<class><suffix>``; suffix one of

@@ -105,8 +105,8 @@ def launch_on_head(
     paths = launch(spec, results, resume=resume, storage=storage, cache_via=cache_via)
     files = {}
     for folder in (paths.leaderboard, paths.pareto):
-        for path in sorted(folder.glob("*")):
-            if path.is_file():
+        for path in sorted(folder.rglob("*")):  # rglob: the case records are a folder of one file per fold trial
+            if path.is_file() and not path.name.startswith("."):
                 files[path.relative_to(paths.sweep).as_posix()] = path.read_bytes()
     return paths, files
 

@@ -418,6 +418,70 @@ class TrackingSpec(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under the results folder")
 
 
+class EvidenceSpec(_Strict):
+    """How the patient-level statistics are computed: the spec's ``evidence:`` section (used by
+    :mod:`sweeper.evidence` as ``EvidenceSettings``: the leaderboard's intervals, ``compare``, ``pareto``).
+
+    One histogram grid only: the thresholds the statistics can use are those of the case records,
+    whose bins ``training.threshold_bins`` sets (the trial records them); the statistics read the
+    bins from the records, so there is no second bins setting here.
+
+    Defaults:
+        resamples 2000: Monte Carlo error of a bootstrap 2.5% quantile falls as 1/sqrt(B); 1000 to
+            2000 resamples are the usual recommendation for 95% intervals (Efron & Tibshirani, An
+            Introduction to the Bootstrap, Chapman & Hall, 1993; Carpenter & Bithell, Bootstrap
+            confidence intervals: when, which, what?, Statistics in Medicine 19(9):1141-1164, 2000,
+            DOI 10.1002/(SICI)1097-0258(20000515)19:9<1141::AID-SIM479>3.0.CO;2-F), and BCa needs
+            the upper end of that range.
+        method "bca": bias-corrected and accelerated percentile interval (Efron, Better bootstrap
+            confidence intervals, JASA 82(397), 1987, DOI 10.1080/01621459.1987.10478410):
+            second-order accurate, unlike the percentile interval, and like it stays inside the
+            metric's range; it corrects the skew of ratio estimators near 1 (Dice of a good model).
+        min_patients 50: below about 50 cases the coverage of intervals for a mean can fail (Andre
+            et al., Some hidden traps of confidence intervals in medical image segmentation:
+            coverage issues, MICCAI 2025 workshops (BRIDGE), LNCS, pp. 15-24); fewer patients are
+            flagged (``few_patients``), not refused.
+        paired_test "wilcoxon": continuous p-values (normal approximation above 50 patients, exact
+            below), so that Holm's correction over all pairs of a large sweep can still reject;
+            a permutation p-value cannot fall below 1 / (resamples + 1).
+    """
+
+    resamples: int = Field(2000, ge=100, le=200_000, description="patient resamples (bootstrap and permutation)")
+    method: Literal["bca", "percentile"] = Field("bca", description="bootstrap interval method")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level; 1 - confidence is the tests' alpha")
+    min_patients: int = Field(50, ge=2, description="fewer validated patients than this are flagged (few_patients)")
+    seed: int = Field(0, description="seed of the patient resamples")
+    paired_test: Literal["wilcoxon", "permutation"] = Field(
+        "wilcoxon", description="test of a paired comparison on patient-level scores"
+    )
+    matched_sensitivity: tuple[float, ...] = Field(
+        (0.8, 0.9, 0.95), description="sensitivities at which precision is compared across configurations"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bins_live_in_training(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "threshold_bins" in data:
+            raise ValueError(
+                "threshold_bins is set under training (training.threshold_bins): the trials record their "
+                "histograms with it and the statistics read the bins from the records"
+            )
+        return data
+
+    @field_validator("matched_sensitivity")
+    @classmethod
+    def _in_unit_interval(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise ValueError(f"matched sensitivities must be in (0, 1] but got {bad}")
+        return values
+
+    @property
+    def alpha(self) -> float:
+        """Significance level of the tests, 1 - confidence."""
+        return 1.0 - self.confidence
+
+
 #: URI schemes of the filesystems pyarrow (so Ray Tune's storage_path) can write to
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
@@ -456,6 +520,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     storage: str | None = Field(
         None,
         description="where trials' shared files go: a local or NFS path (Tune storage, data cache and "

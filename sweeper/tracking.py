@@ -8,7 +8,11 @@ settings through :class:`trainables.contract.TrialConfig`. Runs nest through the
 ``sweeper.level`` = ``sweep`` | ``config`` | ``fold``. Runs are found again by their tags, so a
 resumed sweep reuses its runs instead of duplicating them. A tracking server that goes away
 mid-sweep costs nothing: writes are kept and retried (:class:`MlflowTracker`); one unreachable at
-launch stops the launch before Ray starts (:func:`check_tracking_server`).
+launch stops the launch before Ray starts (:func:`check_tracking_server`). A fold run also gets its
+trial's out-of-fold case records (artifact ``cases/cases.parquet``, from which
+:func:`sweeper.leaderboard.rebuild_sweep_cases` restores lost ones); a configuration run, once its
+folds have ended, the leaderboard's intervals (``<metric>_ci_low``/``_ci_high``) and their method
+(tag ``sweeper.interval_method``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
-from sweeper.leaderboard import trial_error_text
+from sweeper.leaderboard import gather_trial_cases, trial_error_text
 from sweeper.paths import MLFLOW_ARTIFACTS, SweepPaths, mlflow_artifacts, mlflow_db
 from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
@@ -33,6 +37,10 @@ PARENT_TAG = "mlflow.parentRunId"
 CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
 ERROR_TAG = "sweeper.error"
+#: on a configuration run: which interval its ``<metric>_ci_low``/``_ci_high`` metrics are (leaderboard's interval_method)
+INTERVAL_TAG = "sweeper.interval_method"
+#: the fold run's artifact folder holding its out-of-fold case records (``cases/cases.parquet``)
+CASES_ARTIFACT_DIR = "cases"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
 logger = logging.getLogger(__name__)
 
@@ -237,6 +245,11 @@ class MlflowTracker:
         return self._client
 
     @property
+    def sweep_dir(self) -> Path:
+        """The sweep folder (the frozen spec's)."""
+        return Path(self.spec_file).parent
+
+    @property
     def pending_file(self) -> Path:
         return SweepPaths.at(Path(self.spec_file).parent).mlflow_pending
 
@@ -262,8 +275,10 @@ class MlflowTracker:
         if trial.checkpoint is not None:
             path = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
             best = str(path) if path.is_file() else None
+        config = TrialConfig.from_dict(trial.config)
+        cases = gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
         summary = self._config_summary(trials, trial, False)
-        self._push(("complete", TrialConfig.from_dict(trial.config), detail, best, summary))
+        self._push(("complete", config, detail, best, summary, None if cases is None else str(cases)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = trial_error_text(trial)[-4000:]
@@ -338,12 +353,16 @@ class MlflowTracker:
         metrics = [Metric(k, v, now, step) for k, v in values.items()]
         self.client.log_batch(self._fold_run(config), metrics=metrics, synchronous=True)
 
-    def _write_complete(self, config: TrialConfig, detail: str | None, best: str | None, summary) -> None:
+    def _write_complete(
+        self, config: TrialConfig, detail: str | None, best: str | None, summary, cases: str | None = None
+    ) -> None:
         run_id = self._fold_run(config)
         if detail:
             self.client.set_tag(run_id, "sweeper.loss_detail", detail)
         if best and Path(best).is_file() and not self.client.list_artifacts(run_id, "checkpoint"):
             self.client.log_artifact(run_id, best, artifact_path="checkpoint")
+        if cases and Path(cases).is_file() and not self.client.list_artifacts(run_id, CASES_ARTIFACT_DIR):
+            self._log_cases(run_id, Path(cases))
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         self._close_config(config, summary)
 
@@ -410,16 +429,66 @@ class MlflowTracker:
             values = [t.last_result[key] for t in finished if key in t.last_result]
             if values:
                 means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
-        return means, "FINISHED" if len(finished) == len(ended) else "FAILED", int(time.time() * 1000)
+        status = "FINISHED" if len(finished) == len(ended) else "FAILED"
+        intervals, method = self._config_intervals(cid, finished)
+        return means, status, int(time.time() * 1000), intervals, method
+
+    def _config_intervals(self, cid: str, finished: list) -> tuple[list[tuple[str, float]], str]:
+        """Returns the configuration's intervals as the leaderboard computes them (patient bootstrap over its
+        gathered case records, else the corrected fold interval) as ``(<metric>_ci_low|_ci_high, value)``
+        pairs and the interval method; taken when its last fold ends, so a replay logs the same numbers."""
+        import pandas as pd
+
+        from sweeper.leaderboard import (
+            CONFIG_ID,
+            FINISHED,
+            INTERVAL_METHOD,
+            aggregate,
+            patient_interval_rows,
+            sweep_evidence_settings,
+            trial_row,
+        )
+
+        rows = [trial_row(TrialConfig.from_dict(t.config), t.last_result, FINISHED) for t in finished]
+        if not rows:
+            return [], ""
+        trials = pd.DataFrame(rows)
+        settings, n_folds = sweep_evidence_settings(self.sweep_dir)
+        patient = patient_interval_rows(self.sweep_dir, trials, [cid], settings)
+        row = aggregate(trials, patient, n_folds=n_folds, confidence=settings.confidence)
+        row = row[row[CONFIG_ID] == cid].iloc[0]
+        values = [
+            (name, float(row[name]))
+            for name in row.index
+            if name.endswith(("_ci_low", "_ci_high")) and pd.notna(row[name])
+        ]
+        return values, str(row[INTERVAL_METHOD])
+
+    def _log_cases(self, run_id: str, part: Path) -> None:
+        """Logs a fold trial's gathered records as ``cases/cases.parquet`` of its fold run (the name
+        :func:`sweeper.leaderboard.rebuild_sweep_cases` restores from)."""
+        import shutil
+        import tempfile
+
+        from trainables.contract import CASES_FILE
+
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(part, Path(tmp) / CASES_FILE)
+            self.client.log_artifact(run_id, str(Path(tmp) / CASES_FILE), artifact_path=CASES_ARTIFACT_DIR)
 
     def _close_config(self, config: TrialConfig, summary) -> None:
-        """Logs the fold means on the configuration run and closes it (when all its folds have ended)."""
+        """Logs the fold means (and the leaderboard's intervals, when the summary holds them) on the
+        configuration run and closes it (when all its folds have ended)."""
         if summary is None:
             return
-        means, status, now = summary
+        means, status, now, *rest = summary
+        intervals, method = rest if rest else ([], None)
         run_id = self._config_run(config)
-        if means:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in means], synchronous=True)
+        metrics = [Metric(k, v, now, 0) for k, v in [*means, *intervals]]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)
+        if method:
+            self.client.set_tag(run_id, INTERVAL_TAG, method)
         self.client.set_terminated(run_id, status)
 
 

@@ -47,7 +47,8 @@ def test_compare_configs_on_a_fold_table():
         compare_configs(trials, "zzz", "bbb", ["dice"])
 
 
-def test_configs_table_carries_t_intervals():
+def test_configs_table_without_case_records_carries_corrected_fold_intervals():
+    """No case records: Nadeau & Bengio's corrected fold interval (3 folds: n_test/n_train = 1/2), clipped to [0, 1]."""
     rows = [
         trial_row(
             TrialConfig(config_id="a", fold=f, arch="u", encoder="e", loss="dice", cache_dir="c"),
@@ -57,9 +58,14 @@ def test_configs_table_carries_t_intervals():
         for f, v in enumerate([0.7, 0.8, 0.9])
     ]
     configs = aggregate(pd.DataFrame(rows))
+    values = np.array([0.7, 0.8, 0.9])
+    half = stats.t.ppf(0.975, 2) * np.sqrt((1 / 3 + 1 / 2) * values.var(ddof=1))
     assert (configs.loc[0, "dice_ci_low"], configs.loc[0, "dice_ci_high"]) == pytest.approx(
-        t_interval(np.array([0.7, 0.8, 0.9]))
+        (values.mean() - half, min(values.mean() + half, 1.0))
     )
+    assert configs.loc[0, "interval_method"] == "fold_corrected_t"
+    naive = t_interval(values)  # the plain Student t over folds is narrower: folds share training data
+    assert configs.loc[0, "dice_ci_low"] < naive[0]
 
 
 def brute_force_area(points, resolution=400):
