@@ -493,11 +493,26 @@ def compare(sweep_dir: Path, config_a: str | None, config_b: str | None, all_pai
             pairs, best, left_out = compare_all_table(sweep_dir, list(metrics))
             click.echo(format_compare_all(pairs, best, left_out, sweep_dir))
             return
+        refuse_same_configuration(sweep_dir, config_a, config_b)
         table = compare_pair_table(sweep_dir, config_a, config_b, list(metrics))
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(_test_note(table))
+
+
+def refuse_same_configuration(sweep_dir: Path, a: str, b: str) -> None:
+    """Raises a usage error when A and B (config_ids or prefixes) name one configuration: a comparison with
+    itself would print a difference of 0 as if it were a finding."""
+    from sweeper.leaderboard import read_trials, resolve_config
+
+    trials = read_trials(sweep_dir)
+    same = resolve_config(trials, a)
+    if same == resolve_config(trials, b):
+        raise click.BadParameter(
+            f"{a!r} and {b!r} both name configuration {same}; give two different ones (sweeper leaderboard lists them)",
+            param_hint="CONFIG_B",
+        )
 
 
 def _test_note(table) -> str:

@@ -118,6 +118,12 @@ COMMAND_CASES = [
     ("pareto_both_floors", ["pareto", "{sweep}", "--min-sensitivity", "0.1", "--min-precision", "0.1"], ("not both",)),
     ("pareto_unknown_class", ["pareto", "{sweep}", "--class", "liver"], ("liver",)),
     ("compare_unknown_configuration", ["compare", "{sweep}", "zzzz", "aaaa"], ("zzzz",)),
+    (
+        "compare_a_configuration_with_itself",
+        ["compare", "{sweep}", "aaaa", "aaaa111111"],
+        ("both name configuration aaaa111111", "give two different ones"),
+    ),
+    ("compare_one_configuration", ["compare", "{sweep}", "aaaa"], ("give a second configuration B",)),
     ("status_of_a_folder_without_sweep", ["status", "{tmp}/empty"], ("holds no spec.yaml", "a sweep folder")),
     ("report_of_a_folder_without_sweep", ["report", "{tmp}/empty"], ("trials.parquet not found", "a sweep folder")),
     ("sweep_folder_missing", ["status", "{tmp}/nothere"], ("does not exist",)),
