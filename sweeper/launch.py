@@ -34,6 +34,7 @@ from sweeper.preflight import (
     check_classes_present,
     check_disk_space,
     check_local_resources,
+    check_results_root,
     check_resume_spec,
     check_writable,
 )
@@ -167,6 +168,7 @@ def launch(
     from sweeper.sweep_lock import sweep_lock
 
     paths = SweepPaths.of(spec, results, storage)
+    check_results_root(paths)
     check_writable(paths)
     with sweep_lock(paths):  # one launch per sweep folder, taken before anything is written into it
         return _launch(spec, paths, resume, address, cache_via, callbacks, force_spec)

@@ -262,6 +262,20 @@ def check_writable(paths: SweepPaths) -> None:
             ) from None
 
 
+def check_results_root(paths: SweepPaths) -> None:
+    """Raises BadInputError when ``--results`` is itself a sweep folder (``results/NAME`` instead of ``results``):
+    the sweep would nest inside it, beside that sweep's own files, with the MLflow store inside it too."""
+    from sweeper.paths import SPEC_FILE, SweepPaths
+
+    results = paths.results
+    inside = SweepPaths.at(results)  # a spec.yaml alone may be the user's own spec beside --results .
+    if inside.spec_file.is_file() and (inside.optuna_db.exists() or inside.tune_dir.exists() or inside.cache.exists()):
+        raise BadInputError(
+            f"results folder (--results) {results} is a sweep folder (it holds {SPEC_FILE}); pass the results root "
+            f"that holds the sweep folders, e.g. --results {results.parent}"
+        )
+
+
 def check_local_resources(spec: SweepSpec, address: str | None) -> None:
     """Raises BadInputError when a trial asks for more GPUs or CPUs than the one node of a private local Ray has
     (Tune would wait for such a node forever). On a cluster (``address`` or ``RAY_ADDRESS``) nodes may still

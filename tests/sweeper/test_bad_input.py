@@ -101,6 +101,15 @@ def _a_file(tmp_path: Path) -> Path:
     return path
 
 
+def _a_sweep_folder(tmp_path: Path) -> Path:
+    """``results/other``: a sweep folder given as --results (its frozen spec inside)."""
+    sweep = tmp_path / "results" / "other"
+    sweep.mkdir(parents=True)
+    (sweep / "spec.yaml").write_text("name: other\n")
+    (sweep / "optuna.db").write_bytes(b"")
+    return sweep
+
+
 @dataclass
 class Case:
     """One bad input: spec overrides, an optional corruption of the GI data set, an environment."""
@@ -347,6 +356,11 @@ CASES = [
         "results_folder_under_a_file",
         ("results folder (--results)", "taken/results", "pass a folder you can write to"),
         results=lambda tmp: _a_file(tmp) / "results",
+    ),
+    Case(
+        "results_folder_is_a_sweep_folder",
+        ("results folder (--results)", "is a sweep folder (it holds spec.yaml)", "pass the results root"),
+        results=lambda tmp: _a_sweep_folder(tmp),
     ),
     Case(
         "storage_path_is_a_file",
