@@ -722,6 +722,18 @@ def _data_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG00
     return problems
 
 
+def _name_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    """A sweep name that is the name of the results root's MLflow store: the two would share one path."""
+    from sweeper.paths import MLFLOW_ARTIFACTS, MLFLOW_DB
+
+    if spec.name in (MLFLOW_DB, MLFLOW_ARTIFACTS):
+        return [
+            f"name: {spec.name!r} is the results folder's MLflow store ({MLFLOW_DB}, {MLFLOW_ARTIFACTS}/); "
+            "choose another name"
+        ]
+    return []
+
+
 def _mode_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
     """Settings given where they do nothing: they would be ignored without a word."""
     problems = []
@@ -814,6 +826,7 @@ SEMANTIC_CHECKS = (
     _objective_problems,
     _training_problems,
     _seed_problems,
+    _name_problems,
     _data_problems,
     _mode_problems,
     _degenerate_loss_problems,

@@ -370,6 +370,11 @@ CASES = [
     Case("unknown_storage_scheme_option", ("storage (--storage", "'foo://'", "s3://"), storage="foo://bucket"),
     # --- wrong results the types alone accepted: cross-field and semantic checks of the spec ---------------
     Case(
+        "name_of_the_mlflow_store",
+        ("name: 'mlartifacts' is the results folder's MLflow store",),
+        {"name": "mlartifacts"},
+    ),
+    Case(
         "lower_is_better_objective_maximised",
         ("search.objectives.0", "'hd95', whose lower values are better", "use direction minimize"),
         {"search": {"budget": 1, "objectives": [{"metric": "hd95", "direction": "maximize"}]}},
