@@ -365,3 +365,13 @@ def test_a_real_sweep_is_neither_cleared_by_a_relaunch_nor_resumed_under_a_chang
 
     launch(spec, results, resume=True)
     assert read_trials(paths.sweep)[["config_id", "fold"]].equals(finished[["config_id", "fold"]])
+
+
+def test_the_readme_bad_input_section_lists_every_case():
+    from test_bad_input import CASES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    ids = [c.id for c in CASES] + [c[0] for c in COMMAND_CASES]
+    missing = [i for i in ids if f"`{i}`" not in section]
+    assert not missing, f"README 'Bad input' lacks rows for {missing}"
