@@ -36,6 +36,7 @@ from sweeper.preflight import (
     check_local_resources,
     check_results_root,
     check_resume_spec,
+    check_tracking_environment,
     check_writable,
 )
 from sweeper.ray_session import keep_credentials_out_of_ray_logs, launch_through_client, start_or_join_ray
@@ -201,6 +202,8 @@ def _launch(
             "in the spec (or --results) to start a new one"
         )
     resumed_changes = check_resume_spec(spec, paths, force_spec=force_spec) if started else []
+    if not spec.tracking.uri:
+        check_tracking_environment()
     tracking_uri, artifact_location = _tracking_uri(spec, paths)
     check_disk_space(
         spec, paths, local_mlflow=artifact_location is not None, mlflow_folder=local_store_folder(tracking_uri)

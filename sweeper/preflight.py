@@ -92,9 +92,24 @@ def _check_local_store(uri: str, field: str = "tracking.uri") -> list[str]:
         what = "is a file" if not existing.is_dir() else "is not writable"
         return [
             f"{field}: the store's folder {folder} cannot be created ({existing} {what}); give a sqlite:/// path "
-            "in a folder you can write to, or leave tracking.uri out (RESULTS/mlflow.db)"
+            "in a folder you can write to, or leave it out (RESULTS/mlflow.db)"
         ]
     return []
+
+
+def check_tracking_environment() -> None:
+    """Raises BadInputError when ``$MLFLOW_TRACKING_URI`` (used when the spec gives no ``tracking.uri``) has no
+    known scheme, or names a sqlite store in a folder that cannot be created."""
+    from sweeper.spec import tracking_uri_problem
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return
+    field = "$MLFLOW_TRACKING_URI"
+    problem = tracking_uri_problem(uri, field)
+    problems = [problem] if problem else _check_local_store(uri, field)
+    if problems:
+        raise BadInputError(problems[0].replace("or leave it out", "or unset it"))
 
 
 #: forms of ``--address`` besides HOST:PORT and ray://HOST:PORT

@@ -123,6 +123,7 @@ class Case:
     free_disk: int | None = None  # bytes the disk reports free (a full disk cannot be made here safely)
     yaml_edit: Callable[[str, Path], str] | None = None  # gets the spec's YAML text and tmp_path, returns new text
     address: str | None = None  # --address
+    env: dict[str, str] = field(default_factory=dict)  # environment variables of the launch
 
 
 def _yaml_append(text: str) -> Callable[[str, Path], str]:
@@ -508,6 +509,11 @@ CASES = [
         yaml_edit=lambda text, tmp: text + f"tracking:\n  uri: sqlite:///{_a_file(tmp)}/sub/mlflow.db\n",
     ),
     Case(
+        "tracking_environment_without_scheme",
+        ("$MLFLOW_TRACKING_URI: 'localhost:5000' has no scheme", "http://localhost:5000", "or unset it"),
+        env={"MLFLOW_TRACKING_URI": "localhost:5000"},
+    ),
+    Case(
         "address_not_a_ray_address",
         ("--address 'foo' is not a Ray address", "auto", "HOST:6379", "ray://HOST:10001"),
         address="foo",
@@ -603,6 +609,8 @@ def test_bad_input_is_rejected_before_ray_with_field_and_fix(
     if case.free_disk is not None:
         real = shutil.disk_usage
         monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=case.free_disk))
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     root = None
     if case.corrupt is not None:
         root = shutil.copytree(gi_template, tmp_path / "data")
