@@ -317,6 +317,11 @@ def format_leaderboard(table, top: int, per_fold: bool = False, values=None) -> 
     is_flag=True,
     help="Print the precision at matched sensitivity of every configuration (pareto/matched_precision.csv).",
 )
+@click.option(
+    "--include-partial",
+    is_flag=True,
+    help="Let pruned configurations (fold means over only the folds they ran) on the front and operating point.",
+)
 def pareto(
     sweep_dir: Path,
     class_name: str | None,
@@ -324,6 +329,7 @@ def pareto(
     min_sensitivity: float | None,
     min_precision: float | None,
     matched: bool,
+    include_partial: bool = False,
 ) -> None:
     """Export the Pareto front of sensitivity vs precision of SWEEP_DIR and print it.
 
@@ -337,16 +343,18 @@ def pareto(
     if min_sensitivity is not None and min_precision is not None:
         raise click.UsageError("give --min-sensitivity or --min-precision, not both")
     try:
-        evidence = front_evidence(sweep_dir)
+        evidence = front_evidence(sweep_dir, include_partial=include_partial)
         if evidence is not None:
             write_front_evidence(sweep_dir, evidence)
         if min_sensitivity is not None or min_precision is not None:
             if evidence is None:
-                _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision)
+                _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision, include_partial)
             else:
                 _patient_operating_point(evidence, class_name, min_sensitivity, min_precision)
             return
-        csv_path, png_path, front = export_pareto(sweep_dir, class_name, pareto_csv(out), evidence=evidence)
+        csv_path, png_path, front = export_pareto(
+            sweep_dir, class_name, pareto_csv(out), evidence=evidence, include_partial=include_partial
+        )
     except (FileNotFoundError, KeyError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(front.to_string(index=False))
@@ -355,6 +363,12 @@ def pareto(
         f"\nhypervolume {summary['hypervolume']:.4f} (reference point (0, 0)); "
         f"{summary['n_within_noise']} more configuration(s) dominated only within their 95% interval"
     )
+    if summary["n_infeasible"] or summary["n_partial"]:
+        click.echo(
+            f"kept off the front: {summary['n_infeasible']} infeasible (search.constraints), "
+            f"{summary['n_partial']} pruned (--include-partial lets them on); listed in "
+            f"{csv_path.with_name(csv_path.stem + '_excluded.csv')}"
+        )
     click.echo(f"wrote {csv_path} (+ .parquet, .json) and {png_path}")
     if evidence is None:
         click.echo("no case records: no front probabilities (intervals are the corrected fold intervals)")
@@ -417,13 +431,18 @@ def _patient_operating_point(evidence, class_name, min_sensitivity, min_precisio
     click.echo(f"  precision   {point.precision:.4f} [{point.precision_ci_low:.4f}, {point.precision_ci_high:.4f}]")
 
 
-def _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision) -> None:
+def _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision, include_partial=False) -> None:
     """The fallback without case records: the best configuration at the spec's threshold, on fold means."""
     from sweeper.leaderboard import ARCH, CONFIG_ID, ENCODER, LOSS, LOSS_PARAMS, N_FOLDS, read_configs
-    from sweeper.pareto import axis_columns, operating_point
+    from sweeper.pareto import axis_columns, operating_point, sweep_constraints
 
     point = operating_point(
-        read_configs(sweep_dir), min_sensitivity=min_sensitivity, min_precision=min_precision, class_name=class_name
+        read_configs(sweep_dir),
+        min_sensitivity=min_sensitivity,
+        min_precision=min_precision,
+        class_name=class_name,
+        constraints=sweep_constraints(sweep_dir),
+        include_partial=include_partial,
     )
     if point.row is None:
         raise click.ClickException(

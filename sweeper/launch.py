@@ -103,8 +103,9 @@ def _trainable(spec: SweepSpec, cache_dir: Path, cache_via: str):
     return tune.with_resources(fn, {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
 
 
-def tune_config(spec: SweepSpec, searcher):
-    """Returns the TuneConfig: our searcher, unbounded samples, the spec's concurrency cap.
+def tune_config(spec: SweepSpec, searcher, scheduler=None):
+    """Returns the TuneConfig: our searcher, the spec's trial scheduler (:func:`sweeper.schedulers.make_scheduler`;
+    None: Tune's FIFO), unbounded samples, the spec's concurrency cap.
 
     ``resources.reuse_actors`` (default on): a fold trial that ends hands its worker process (torch,
     smp and the data cache already imported and mapped) to the next trial with the same resources
@@ -118,6 +119,7 @@ def tune_config(spec: SweepSpec, searcher):
 
     return tune.TuneConfig(
         search_alg=searcher,
+        scheduler=scheduler,
         num_samples=-1,
         max_concurrent_trials=spec.resources.max_concurrent,
         reuse_actors=spec.resources.reuse_actors,
@@ -189,6 +191,7 @@ def _launch(
 
     from sweeper.callbacks import LeaderboardCallback, MlflowCallback, ProgressCallback
     from sweeper.pareto import export_all_fronts
+    from sweeper.schedulers import make_scheduler
     from sweeper.search import FoldSearcher
     from sweeper.tracking import TrackingUnreachableError, check_tracking_server, local_store_folder
     from sweeper.trial_config import trial_settings
@@ -242,11 +245,11 @@ def _launch(
                     *callbacks,
                 ]
         else:
-            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir))
+            searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir), sweep_dir=paths.sweep)
             tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune_config(spec, searcher),
+                tune_config=tune_config(spec, searcher, make_scheduler(spec, paths.sweep)),
                 run_config=tune.RunConfig(
                     name=TUNE_NAME,
                     storage_path=paths.tune_storage,

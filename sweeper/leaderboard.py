@@ -13,6 +13,17 @@ identity columns, ``n_folds`` (finished), ``n_failed``, ``interval_method``, ``n
 where the configuration's records cover all its finished folds, else the Nadeau-Bengio corrected
 fold interval (``fold_corrected_t``, :func:`sweeper.evidence.corrected_t_interval`); metrics the
 records cannot rebuild (``mae``, ``pooled_mae``, ``gi_score``) always take the fold interval.
+Then the configuration's ``status`` (:func:`config_status`: ``finished``, ``failed`` or ``pruned``),
+``n_stopped`` (fold trials the epoch scheduler stopped), ``pruned_at`` (why it was pruned) and
+``feasible`` (its fold means meet the sweep's ``search.constraints``; true without constraints).
+
+A fold trial the epoch scheduler (``scheduler: {type: moasha}``) stopped before its last epoch is a
+trials.parquet row with status ``stopped``: its best epoch so far is its record and ``epochs_done`` the
+epoch it reached; it never counts towards a configuration's fold means, and its case records are not
+gathered. A configuration that fold halving or the scheduler pruned is listed in
+``leaderboard/pruned.json`` (written by the searcher, :func:`record_pruned`); its fold means cover the
+folds it finished (``n_folds``), and the Pareto front leaves it out unless asked (``sweeper pareto
+--include-partial``).
 
 ``SWEEP_DIR/leaderboard/cases.parquet/``: the out-of-fold case records (:mod:`sweeper.cases`), one
 file per finished fold trial, gathered from the trial's checkpoint when it ends
@@ -32,13 +43,15 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from sweeper.paths import SweepPaths
+from sweeper.pruning import scheduler_stopped, trial_key
 from trainables.contract import BEST_PREFIX, CASES_FILE, TrialConfig
 
 if TYPE_CHECKING:
@@ -66,6 +79,9 @@ N_FOLDS, N_FAILED = "n_folds", "n_failed"
 INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS = "interval_method", "n_patients", "few_patients"
 FOLD_INTERVAL = "fold_corrected_t"
 CONFIG_COUNTS = [N_FOLDS, N_FAILED, INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS]
+#: configs.parquet: the configuration's status, its fold trials the scheduler stopped, why it was pruned, and
+#: whether its fold means meet the sweep's search.constraints
+CONFIG_STATUS, N_STOPPED, PRUNED_AT, FEASIBLE = "status", "n_stopped", "pruned_at", "feasible"
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
@@ -82,6 +98,10 @@ IDENTITY_COLUMNS = [
 ]
 CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
+#: a fold trial stopped early by the epoch scheduler; a configuration pruned by fold halving or the scheduler
+STOPPED, PRUNED = "stopped", "pruned"
+#: the searcher's pruning ledger, beside the tables: {config_id: {reason, n_folds, n_stopped}}
+PRUNED_FILE = "pruned.json"
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
 
 
@@ -111,12 +131,78 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in IDENTITY_COLUMNS]
 
 
+def fold_trial_status(config: TrialConfig, result: dict[str, Any] | None, stopped: dict[str, int] | None = None) -> str:
+    """Returns ``stopped`` for a fold trial the epoch scheduler stopped, else ``finished`` (an ended trial).
+
+    ``stopped``: the scheduler's stopped trials (:func:`sweeper.pruning.scheduler_stopped` of the sweep
+    folder); without it, a trial whose last epoch is below ``config.epochs`` counts as stopped."""
+    if stopped is not None:
+        return STOPPED if trial_key(config.config_id, config.fold) in stopped else FINISHED
+    epoch = (result or {}).get("epoch")
+    return STOPPED if epoch is not None and int(epoch) < config.epochs else FINISHED
+
+
+def config_status(n_failed: int, pruned: bool) -> str:
+    """Returns a configuration's status: ``pruned`` (fold halving or the scheduler left it behind),
+    ``failed`` (a fold trial failed), else ``finished`` (every ended fold trial finished)."""
+    return PRUNED if pruned else FAILED if n_failed else FINISHED
+
+
+def record_pruned(sweep_dir: str | Path, cid: str, *, reason: str, n_folds: int, n_stopped: int) -> None:
+    """Adds a pruned configuration to the sweep's pruning ledger (atomic rewrite)."""
+    ledger = read_pruned(sweep_dir)
+    ledger[cid] = {"reason": reason, N_FOLDS: n_folds, N_STOPPED: n_stopped}
+    path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_pruned(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Returns the pruning ledger ``{config_id: {reason, n_folds, n_stopped}}`` ({} when nothing was pruned)."""
+    path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def feasible(configs: pd.DataFrame, constraints: Sequence) -> np.ndarray:
+    """Returns a bool mask of the configurations whose fold means meet every constraint
+    (``metric >= min`` and ``metric <= max``; a missing mean fails). ``constraints``: items with
+    ``metric``, ``min`` and ``max`` attributes (:class:`sweeper.spec.ConstraintSpec`)."""
+    ok = np.ones(len(configs), dtype=bool)
+    for constraint in constraints:
+        if constraint.metric not in configs.columns:  # no fold trial finished yet: nothing meets it
+            ok[:] = False
+            continue
+        values = configs[constraint.metric].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            if constraint.min is not None:
+                ok &= values >= constraint.min
+            if constraint.max is not None:
+                ok &= values <= constraint.max
+    return ok
+
+
+def sweep_constraints(sweep_dir: str | Path) -> list:
+    """Returns the ``search.constraints`` of a sweep's frozen spec.yaml ([] when it has none or no spec)."""
+    import yaml
+
+    from sweeper.spec import ConstraintSpec  # pydantic only: no torch
+
+    spec_file = SweepPaths.at(sweep_dir).spec_file
+    if not spec_file.is_file():
+        return []
+    raw = yaml.safe_load(spec_file.read_text()) or {}
+    return [ConstraintSpec.model_validate(c) for c in (raw.get("search") or {}).get("constraints") or []]
+
+
 def aggregate(
     trials: pd.DataFrame,
     intervals: pd.DataFrame | None = None,
     *,
     n_folds: int | None = None,
     confidence: float = 0.95,
+    pruned: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Returns configs.parquet's table: fold mean, ``_std``, interval and counts per configuration, best dice first.
 
@@ -125,8 +211,11 @@ def aggregate(
     interval of every metric they hold. Every other interval is Nadeau & Bengio's corrected fold
     interval (:func:`sweeper.evidence.corrected_t_interval`; ``n_folds``, the sweep's number of
     folds, sets n_test/n_train = 1/(n_folds - 1); default: the folds seen), clipped to the metric's range.
+    ``pruned``: the pruning ledger (:func:`read_pruned`): those configurations' ``status`` is ``pruned``.
     """
     from sweeper.evidence import corrected_t_interval, metric_range
+
+    pruned = pruned or {}
 
     metrics = metric_columns(trials)
     split = n_folds if n_folds is not None else max(int(trials[FOLD].nunique()), 2)
@@ -142,6 +231,9 @@ def aggregate(
         row[INTERVAL_METHOD] = own[INTERVAL_METHOD] if own else FOLD_INTERVAL
         row[N_PATIENTS] = float(own[N_PATIENTS]) if own else math.nan
         row[FEW_PATIENTS] = bool(own[FEW_PATIENTS]) if own else False
+        row[N_STOPPED] = int((group[STATUS] == STOPPED).sum())
+        row[CONFIG_STATUS] = config_status(row[N_FAILED], row[CONFIG_ID] in pruned)
+        row[PRUNED_AT] = pruned.get(row[CONFIG_ID], {}).get("reason", "")
         for name in metrics:
             values = done[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
@@ -158,6 +250,7 @@ def aggregate(
         rows,
         columns=CONFIG_IDENTITY
         + CONFIG_COUNTS
+        + [CONFIG_STATUS, N_STOPPED, PRUNED_AT]
         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))],
     )
     if "dice" in frame:
@@ -332,7 +425,11 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iter
     _write_atomic(trials, paths.trials_table)
     if len(intervals) or paths.intervals_table.is_file():
         _write_atomic(intervals, paths.intervals_table)
-    _write_atomic(aggregate(trials, intervals, n_folds=n_folds, confidence=settings.confidence), paths.configs_table)
+    configs = aggregate(
+        trials, intervals, n_folds=n_folds, confidence=settings.confidence, pruned=read_pruned(sweep_dir)
+    )
+    configs.insert(configs.columns.get_loc(PRUNED_AT) + 1, FEASIBLE, feasible(configs, sweep_constraints(sweep_dir)))
+    _write_atomic(configs, paths.configs_table)
 
 
 # -- the out-of-fold case records and the patient-level intervals -----------------------------------------------
@@ -572,8 +669,10 @@ class LeaderboardWriter:
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         config = TrialConfig.from_dict(trial.config)
-        gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
-        self._record(trial_row(config, trial.last_result, FINISHED))
+        status = fold_trial_status(config, trial.last_result, scheduler_stopped(self.sweep_dir))
+        if status == FINISHED:  # a stopped trial's records are of a partial model: not evidence
+            gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
+        self._record(trial_row(config, trial.last_result, status))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(

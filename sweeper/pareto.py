@@ -11,6 +11,12 @@ With out-of-fold case records (:mod:`sweeper.cases`) the front also carries its 
 probability of being non-dominated (``front_probability``, overall and per class,
 ``pareto/front_probability.csv``), the precision at matched sensitivity across configurations
 (``pareto/matched_precision.csv``) and the operating point as a (configuration, threshold) pair.
+
+Two kinds of configuration are kept off the front, the front evidence and the operating point, and
+shown apart (``front_status`` ``infeasible`` or ``partial``, listed in ``<stem>_excluded.csv``): those
+whose fold means break one of the sweep's ``search.constraints`` (column ``feasible`` false), and those
+that fold halving or the epoch scheduler pruned (``status`` ``pruned``: their means cover only the
+folds they ran), unless asked for with ``include_partial``.
 """
 
 from __future__ import annotations
@@ -24,13 +30,20 @@ import numpy as np
 import pandas as pd
 
 from sweeper.leaderboard import (
+    CONFIG_ID,
     CONFIG_IDENTITY,
+    CONFIG_STATUS,
+    FEASIBLE,
     INTERVAL_METHOD,
     LOSS,
     N_FOLDS,
+    PRUNED,
+    PRUNED_AT,
     covered_configs,
+    feasible,
     read_configs,
     read_trials,
+    sweep_constraints,
     sweep_evidence_settings,
 )
 from sweeper.paths import SweepPaths
@@ -39,9 +52,24 @@ from sweeper.stats import hypervolume_2d
 X_METRIC, Y_METRIC = "sensitivity", "precision"
 HYPERVOLUME_REFERENCE = (0.0, 0.0)
 FRONT, WITHIN_NOISE, DOMINATED = "front", "within_noise", "dominated"
+#: kept off the front: breaks a search constraint; pruned (fold means over part of its folds)
+INFEASIBLE, PARTIAL = "infeasible", "partial"
 FRONT_PROBABILITY = "front_probability"
 #: the ``class`` value of the overall rows of the evidence tables (sweeper.evidence.OVERALL)
 OVERALL = "overall"
+__all__ = ["feasible", "sweep_constraints"]  # re-exported: the CLI and the report find them here
+
+
+def eligibility(configs: pd.DataFrame, constraints: Sequence = (), include_partial: bool = False) -> pd.Series:
+    """Returns per configuration ``""`` (may be on the front), ``infeasible`` or ``partial`` (pruned)."""
+    reason = pd.Series("", index=configs.index, dtype=object)
+    if not include_partial and CONFIG_STATUS in configs.columns:
+        reason[configs[CONFIG_STATUS].to_numpy() == PRUNED] = PARTIAL
+    if constraints:
+        reason[~feasible(configs, constraints)] = INFEASIBLE
+    elif FEASIBLE in configs.columns:  # configs.parquet carries the sweep's constraints' verdict
+        reason[~configs[FEASIBLE].fillna(True).astype(bool).to_numpy()] = INFEASIBLE
+    return reason
 
 
 def non_dominated(points: np.ndarray) -> np.ndarray:
@@ -80,9 +108,15 @@ def _classes(configs: pd.DataFrame) -> list[str]:
 
 
 def pareto_table(
-    configs: pd.DataFrame, class_name: str | None = None, front_probability: pd.DataFrame | None = None
+    configs: pd.DataFrame,
+    class_name: str | None = None,
+    front_probability: pd.DataFrame | None = None,
+    *,
+    constraints: Sequence = (),
+    include_partial: bool = False,
 ) -> pd.DataFrame:
-    """Returns every configuration with its axis values, intervals, ``on_front`` and ``front_status``.
+    """Returns every configuration with its axis values, intervals, ``feasible``, ``on_front`` and
+    ``front_status`` (front, within_noise, dominated; infeasible or partial for those kept off the front).
 
     ``front_probability``: :attr:`FrontEvidence.front` (every class); adds the column
     ``front_probability`` for ``class_name`` (NaN for configurations without case records).
@@ -93,16 +127,26 @@ def pareto_table(
     if missing:
         raise KeyError(f"the leaderboard has no column {missing}; classes in this sweep: {_classes(configs)}")
     extra = [c for axis in (x, y) for c in (f"{axis}_std", f"{axis}_ci_low", f"{axis}_ci_high") if c in configs.columns]
-    extra += [c for c in ("dice", N_FOLDS, INTERVAL_METHOD) if c in configs.columns and c not in (x, y)]
+    extra += [
+        c
+        for c in ("dice", N_FOLDS, INTERVAL_METHOD, CONFIG_STATUS, PRUNED_AT)
+        if c in configs.columns and c not in (x, y)
+    ]
     identity = [c for c in CONFIG_IDENTITY if c in configs.columns]
     table = configs[identity + [x, y] + extra].copy()
-    points = table[[x, y]].to_numpy(dtype=float)
+    excluded = eligibility(configs, constraints, include_partial).to_numpy()
+    table[FEASIBLE] = excluded != INFEASIBLE  # overrides configs.parquet's column of the same name
+    points = table[[x, y]].to_numpy(dtype=float, copy=True)
+    points[excluded != ""] = np.nan  # never on the front, never pushing others off it
     table["on_front"] = non_dominated(points)
     front = points[table["on_front"].to_numpy()]
     status = []
     for i, on_front in enumerate(table["on_front"]):
         if on_front:
             status.append(FRONT)
+            continue
+        if excluded[i]:
+            status.append(excluded[i])
             continue
         upper = np.array([_upper(table, i, x), _upper(table, i, y)])
         noisy = np.all(np.isfinite(upper)) and not _dominated_by_any(upper, front)
@@ -141,9 +185,12 @@ def operating_point(
     min_sensitivity: float | None = None,
     min_precision: float | None = None,
     class_name: str | None = None,
+    constraints: Sequence = (),
+    include_partial: bool = False,
 ) -> OperatingPoint:
     """Returns the configuration with the highest precision among those with sensitivity >= floor
-    (or the highest sensitivity under a precision floor), on fold means; ties broken by dice."""
+    (or the highest sensitivity under a precision floor), on fold means; ties broken by dice.
+    Configurations breaking a search constraint, and pruned ones unless ``include_partial``, are left out."""
     if (min_sensitivity is None) == (min_precision is None):
         raise ValueError("give exactly one of min_sensitivity or min_precision")
     x, y = axis_columns(class_name)
@@ -151,6 +198,7 @@ def operating_point(
     constraint = f"{floor_col} >= {floor}"
     if floor_col not in configs.columns:
         raise KeyError(f"the leaderboard has no column {floor_col!r}; classes in this sweep: {_classes(configs)}")
+    configs = configs[eligibility(configs, constraints, include_partial).to_numpy() == ""]
     eligible = configs[configs[floor_col] >= floor]
     best_available = float(configs[floor_col].max()) if len(configs) else float("nan")
     if eligible.empty:
@@ -175,8 +223,9 @@ class FrontEvidence:
     curves: object
 
 
-def front_evidence(sweep_dir: str | Path) -> FrontEvidence | None:
-    """Returns the sweep's :class:`FrontEvidence`, or None when no configuration has case records."""
+def front_evidence(sweep_dir: str | Path, *, include_partial: bool = False) -> FrontEvidence | None:
+    """Returns the sweep's :class:`FrontEvidence`, or None when no configuration has case records; configurations
+    breaking ``search.constraints``, and pruned ones unless ``include_partial``, are left out."""
     from sweeper.evidence import (
         CURVES,
         bootstrap_curves,
@@ -192,6 +241,9 @@ def front_evidence(sweep_dir: str | Path) -> FrontEvidence | None:
     except FileNotFoundError:
         return None
     covered = covered_configs(sweep_dir, trials)
+    configs = read_configs(sweep_dir)
+    eligible = set(configs.loc[eligibility(configs, sweep_constraints(sweep_dir), include_partial) == "", CONFIG_ID])
+    covered = [c for c in covered if c in eligible]
     if not covered:
         return None
     settings, _ = sweep_evidence_settings(sweep_dir)
@@ -218,10 +270,17 @@ _UNSET = object()
 
 
 def export_pareto(
-    sweep_dir: str | Path, class_name: str | None = None, out: str | Path | None = None, evidence=_UNSET
+    sweep_dir: str | Path,
+    class_name: str | None = None,
+    out: str | Path | None = None,
+    evidence=_UNSET,
+    *,
+    include_partial: bool = False,
 ) -> tuple[Path, Path, pd.DataFrame]:
     """Writes the front as CSV and Parquet (front rows), a PNG and an SVG of all configurations with 95%
-    interval error bars, and ``<stem>.json`` (hypervolume, reference point); returns CSV path, PNG path, front.
+    interval error bars, ``<stem>.json`` (hypervolume, reference point, counts) and ``<stem>_excluded.csv``
+    (configurations kept off the front: infeasible under the sweep's constraints, or pruned); returns CSV
+    path, PNG path, front.
 
     Default paths: ``SWEEP_DIR/pareto/pareto.csv`` or ``pareto_<class>.csv``; the other files sit
     beside the CSV with the same stem. ``evidence``: a :class:`FrontEvidence` (or None: no records);
@@ -229,10 +288,16 @@ def export_pareto(
     front rows and the plot carry each configuration's ``front_probability``.
     """
     if evidence is _UNSET:
-        evidence = front_evidence(sweep_dir)
+        evidence = front_evidence(sweep_dir, include_partial=include_partial)
         if evidence is not None:
             write_front_evidence(sweep_dir, evidence)
-    table = pareto_table(read_configs(sweep_dir), class_name, None if evidence is None else evidence.front)
+    table = pareto_table(
+        read_configs(sweep_dir),
+        class_name,
+        None if evidence is None else evidence.front,
+        constraints=sweep_constraints(sweep_dir),
+        include_partial=include_partial,
+    )
     csv_path = Path(out) if out else SweepPaths.at(sweep_dir).pareto_file(class_name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     front = table[table["on_front"]].drop(columns="on_front")
@@ -246,7 +311,12 @@ def export_pareto(
         "n_configurations": len(table),
         "n_front": int(table["on_front"].sum()),
         "n_within_noise": int((table["front_status"] == WITHIN_NOISE).sum()),
+        "n_infeasible": int((table["front_status"] == INFEASIBLE).sum()),
+        "n_partial": int((table["front_status"] == PARTIAL).sum()),
+        "include_partial": include_partial,
     }
+    excluded = table[table["front_status"].isin([INFEASIBLE, PARTIAL])].drop(columns="on_front")
+    excluded.to_csv(csv_path.with_name(f"{csv_path.stem}_excluded.csv"), index=False)
     csv_path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     png_path = csv_path.with_suffix(".png")
     plot_front(table, class_name, png_path)
@@ -288,7 +358,7 @@ def plot_front(table: pd.DataFrame, class_name: str | None, path: Path) -> None:
     for loss, group in table.groupby(LOSS):
         xerr = _errors(group, x)
         yerr = _errors(group, y)
-        marker_face = ["none" if s == DOMINATED else None for s in group["front_status"]]
+        marker_face = ["none" if s in (DOMINATED, INFEASIBLE, PARTIAL) else None for s in group["front_status"]]
         points = ax.errorbar(
             group[x], group[y], xerr=xerr, yerr=yerr, fmt="o", ms=6, capsize=2, alpha=0.85, label=loss, elinewidth=0.8
         )

@@ -24,7 +24,18 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, N_FOLDS, STATUS, read_configs, read_trials
+from sweeper.leaderboard import (
+    CONFIG_ID,
+    FAILED,
+    FINISHED,
+    FOLD,
+    LOSS,
+    N_FOLDS,
+    STATUS,
+    fold_trial_status,
+    read_configs,
+    read_trials,
+)
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
@@ -463,7 +474,8 @@ class ProgressPrinter:
             self.started_at = time.time()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._ended(trials, trial, "finished")
+        # "stopped": the epoch scheduler ended it early (its best epoch so far is a record, not a score)
+        self._ended(trials, trial, fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trials, trial, "FAILED")
@@ -479,7 +491,7 @@ class ProgressPrinter:
         if outcome == "finished":
             if X_METRIC in metrics and Y_METRIC in metrics:
                 self.scores.setdefault(config.config_id, {})[config.fold] = (metrics[X_METRIC], metrics[Y_METRIC])
-        else:
+        elif outcome == "FAILED":
             self.failed += 1
         running = sum(t.status == RUNNING and t is not trial for t in trials)
         elapsed = time.time() - self.started_at

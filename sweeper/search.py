@@ -11,12 +11,26 @@ The budget counts *distinct* configurations. Optuna may propose a configuration 
 before (a loss without knobs, a categorical-only space): that Optuna trial is told the known
 result without training again and does not count; after ``MAX_DUPLICATES_IN_ROW`` such proposals
 in a row the space counts as used up and the search ends early.
+
+Pruning (README "Pruning"). With ``search.pruning.folds`` a configuration is handed out ``min_folds``
+folds first and more only while it ranks in the top ``1/eta`` of the configurations that reached as
+many folds (:mod:`sweeper.pruning`: non-dominated sorting, ties by crowding distance, on the fold means
+over the same folds). A configuration left behind, or one whose fold trial the epoch scheduler stopped
+(its last epoch below ``training.epochs``), is told PRUNED -- its partial fold means kept as the user
+attributes ``partial.<metric>``, never a score -- and recorded in the sweep's pruning ledger
+(:func:`sweeper.leaderboard.record_pruned`), which marks it ``pruned`` in configs.parquet.
+
+Constraints (``search.constraints``) reach Optuna as the current API has them (Optuna 5:
+``Trial.set_constraint`` before the tell; samplers read ``FrozenTrial.constraints``): per bound the value
+``min - mean`` (or ``mean - max``), feasible when <= 0 (:func:`constraint_values`). The fold means are
+also kept as user attributes ``mean.<metric>`` (``partial.<metric>`` for a pruned configuration).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,17 +39,50 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeper.spec import SweepSpec
+from sweeper.pruning import Rungs, as_maximised, rung_levels, scheduler_stopped, trial_key
+from sweeper.spec import ConstraintSpec, SweepSpec
 from trainables.contract import BEST_PREFIX, Configuration, TrialConfig, TrialSettings
 
 #: consecutive proposals of already-known configurations after which the search space counts as used up
 MAX_DUPLICATES_IN_ROW = 100
+#: Optuna user attributes: the fold mean of a metric over every fold (told trials) or over the folds done (pruned)
+MEAN_ATTR, PARTIAL_ATTR = "mean.", "partial."
 
-SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-}
+
+def _tpe(seed: int, batch_aware: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=batch_aware)
+
+
+def _nsga2(seed: int, batch_aware: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed)  # generations of proposals: batch-aware by design
+
+
+def _random(seed: int, batch_aware: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)  # draws ignore results and pending trials alike
+
+
+def _gp(seed: int, batch_aware: bool) -> optuna.samplers.BaseSampler:
+    # Optuna 5.0's GPSampler has no batch (q-) acquisition: configurations still running are not accounted for
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+#: sampler name -> factory(seed, batch_aware). Every one of them reads the constraints each told trial
+#: carries (Optuna 5: ``Trial.set_constraint``), except random, whose draws ignore results.
+SAMPLERS = {"tpe": _tpe, "nsga2": _nsga2, "random": _random, "gp": _gp}
+
+
+def constraint_values(constraints: list[ConstraintSpec], means: dict[str, float]) -> dict[str, float]:
+    """Returns ``{name: value}`` per bound, feasible when <= 0 (Optuna's convention): ``min - mean`` for
+    ``{metric, min}`` (named ``<metric>>=<min>``), ``mean - max`` for ``{metric, max}`` (``<metric><=<max>``).
+    A metric without a mean counts as infeasible (+1)."""
+    values = {}
+    for constraint in constraints:
+        mean = means.get(constraint.metric)
+        if constraint.min is not None:
+            values[f"{constraint.metric}>={constraint.min:g}"] = 1.0 if mean is None else constraint.min - mean
+        if constraint.max is not None:
+            values[f"{constraint.metric}<={constraint.max:g}"] = 1.0 if mean is None else mean - constraint.max
+    return values
 
 
 def config_id(configuration: Configuration) -> str:
@@ -75,8 +122,8 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
 
 def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
     """Returns the sweep's study in persistent ``storage``, created or reloaded."""
-    mode = spec.search.mode
-    sampler = SAMPLERS["random" if mode == "grid" else spec.search.sampler](spec.search.seed)
+    search = spec.search
+    sampler = SAMPLERS["random" if search.mode == "grid" else search.sampler](search.seed, search.batch_aware)
     return optuna.create_study(
         study_name=spec.name,
         storage=storage,
@@ -91,12 +138,20 @@ class _Configuration:
     configuration: Configuration
     optuna_numbers: list[int]
     folds: list[int]
+    #: fold -> the searcher's metrics (objectives, then constraint metrics) at the best epoch; None: failed
     results: dict[int, list[float] | None] = field(default_factory=dict)
     told: bool = False
+    launched: int = 0  # folds handed to Tune so far (the first ``launched`` of ``folds``)
+    stopped: dict[int, int] = field(default_factory=dict)  # fold -> last epoch, for folds the scheduler stopped
+    pruned_at: str = ""  # why it was pruned ("" if it was not)
 
     @property
     def complete(self) -> bool:
         return len(self.results) == len(self.folds)
+
+    @property
+    def launched_done(self) -> bool:
+        return all(fold in self.results for fold in self.folds[: self.launched])
 
 
 class FoldSearcher(Searcher):
@@ -109,13 +164,23 @@ class FoldSearcher(Searcher):
             configuration and fold into the :class:`~trainables.contract.TrialConfig` Tune is handed.
     """
 
-    def __init__(self, spec: SweepSpec, storage: str, settings: TrialSettings):
+    def __init__(self, spec: SweepSpec, storage: str, settings: TrialSettings, *, sweep_dir=None):
         super().__init__(metric=None, mode=None)
         self._spec = spec
         self._storage = storage
         self._settings = settings
+        self._sweep_dir = None if sweep_dir is None else str(sweep_dir)  # where the pruning ledger goes
         self._folds = spec.data.folds_to_run
-        self._objectives = [BEST_PREFIX + obj.metric for obj in spec.search.objectives]
+        objectives = [obj.metric for obj in spec.search.objectives]
+        # what each fold result keeps: the objectives, then the constraints' metrics (each name once)
+        self._metric_names = list(dict.fromkeys([*objectives, *(c.metric for c in spec.search.constraints)]))
+        self._result_keys = [BEST_PREFIX + name for name in self._metric_names]
+        self._n_objectives = len(objectives)
+        self._constraints = list(spec.search.constraints)
+        self._directions = [obj.direction for obj in spec.search.objectives]
+        halving = spec.search.pruning.folds
+        self._fold_rungs = Rungs(eta=halving.eta) if halving is not None else None
+        self._fold_levels = rung_levels(halving.min_folds, halving.eta, len(self._folds)) if halving else None
         grid = spec.grid() if spec.search.mode == "grid" else None
         self._budget = spec.planned_configurations()
         self._queue: deque[TrialConfig] = deque()
@@ -156,16 +221,32 @@ class FoldSearcher(Searcher):
         cid, fold = self._trial_folds.pop(trial_id)
         entry = self._configurations[cid]
         values = None
-        if not error and result is not None and all(key in result for key in self._objectives):
-            values = [float(result[key]) for key in self._objectives]
+        if not error and result is not None and all(key in result for key in self._result_keys):
+            values = [float(result[key]) for key in self._result_keys]
         entry.results[fold] = values
-        if entry.complete:
+        if values is not None and self._was_stopped(cid, fold, result):
+            entry.stopped[fold] = int(result["epoch"])  # a partial record, never a score
+        if entry.told:
+            return  # pruned while this fold ran: kept in the leaderboard, nothing more to tell
+        if entry.stopped:
+            fold_stopped, epoch = next(iter(entry.stopped.items()))
+            if self._fold_rungs is not None:
+                # counted among the configurations at its fold rung, ranked last: the rung keeps the top 1/eta
+                # of every configuration that got there, not of those the epoch scheduler let through
+                self._fold_rungs.arrive(entry.launched, cid, [math.nan] * self._n_objectives)
+            self._prune(entry, f"fold {fold_stopped} stopped at epoch {epoch}")
+        elif not entry.launched_done:
+            return
+        elif entry.complete or any(r is None for r in entry.results.values()):
             self._tell(entry)
+        else:
+            self._next_fold_rung(cid, entry)
 
     # -- persistence (Tuner.restore) ------------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
         state = {
-            k: getattr(self, k) for k in ("_queue", "_configurations", "_trial_folds", "_asked", "_duplicates_in_row")
+            k: getattr(self, k)
+            for k in ("_queue", "_configurations", "_trial_folds", "_asked", "_duplicates_in_row", "_fold_rungs")
         }
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(state, fh)
@@ -211,9 +292,32 @@ class FoldSearcher(Searcher):
             return
         self._asked += 1
         self._duplicates_in_row = 0
-        self._configurations[cid] = _Configuration(configuration, [trial.number], list(self._folds))
-        for fold in self._folds:
-            self._queue.append(self._settings.for_fold(configuration, config_id=cid, fold=fold))
+        entry = _Configuration(configuration, [trial.number], list(self._folds))
+        self._configurations[cid] = entry
+        self._launch(cid, entry, self._fold_levels[0] if self._fold_levels else len(self._folds))
+
+    def _launch(self, cid: str, entry: _Configuration, up_to: int, *, first: bool = False) -> None:
+        """Queues the configuration's folds up to the ``up_to``-th (``first``: ahead of everything queued)."""
+        fold_configs = [
+            self._settings.for_fold(entry.configuration, config_id=cid, fold=fold)
+            for fold in entry.folds[entry.launched : up_to]
+        ]
+        entry.launched = up_to
+        if first:
+            self._queue.extendleft(reversed(fold_configs))
+        else:
+            self._queue.extend(fold_configs)
+
+    def _next_fold_rung(self, cid: str, entry: _Configuration) -> None:
+        """At a fold rung: queues the next rung's folds if the configuration ranks in the top 1/eta of those
+        that reached this rung (fold means over the same folds), else prunes it."""
+        level = entry.launched
+        means = [sum(v) / len(v) for v in zip(*(entry.results[f] for f in entry.folds[:level]))]
+        maximised = as_maximised(means[: self._n_objectives], self._directions)
+        if self._fold_rungs.arrive(level, cid, maximised):
+            self._launch(cid, entry, self._fold_levels[self._fold_levels.index(level) + 1], first=True)
+        else:
+            self._prune(entry, f"fold rung {level}: outside the top 1/{self._fold_rungs.eta:g}")
 
     def _adopt_orphan(self) -> optuna.Trial | None:
         """Returns a RUNNING Optuna trial that no configuration of this searcher holds, else None.
@@ -228,17 +332,52 @@ class FoldSearcher(Searcher):
                 return optuna.trial.Trial(self._study, frozen._trial_id)
         return None
 
+    def _was_stopped(self, cid: str, fold: int, result: dict) -> bool:
+        """True when the epoch scheduler stopped this fold trial: it is in the scheduler's state in the sweep
+        folder (without a sweep folder: its last epoch is below ``training.epochs``)."""
+        epoch = result.get("epoch")
+        if epoch is None or int(epoch) >= self._settings.epochs:
+            return False
+        return self._sweep_dir is None or trial_key(cid, fold) in scheduler_stopped(self._sweep_dir)
+
+    def _prune(self, entry: _Configuration, reason: str) -> None:
+        """Tells Optuna PRUNED, drops the configuration's queued folds and records it in the pruning ledger."""
+        cid = config_id(entry.configuration)
+        entry.pruned_at = reason
+        self._queue = deque(c for c in self._queue if c.config_id != cid)
+        self._tell(entry)
+        if self._sweep_dir is not None:
+            from sweeper.leaderboard import record_pruned
+
+            finished = [f for f, r in entry.results.items() if r is not None and f not in entry.stopped]
+            record_pruned(self._sweep_dir, cid, reason=reason, n_folds=len(finished), n_stopped=len(entry.stopped))
+
     def _tell(self, entry: _Configuration) -> None:
         self._tell_numbers(entry, entry.optuna_numbers)
         entry.told = True
 
     def _tell_numbers(self, entry: _Configuration, numbers: list[int]) -> None:
         results = list(entry.results.values())
+        measured = [r for r in results if r is not None]
+        means = [sum(values) / len(values) for values in zip(*measured)] if measured else []
+        storage, study_id = self._study._storage, self._study._study_id
         for number in numbers:
-            if self._study.trials[number].state.is_finished():
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            if storage.get_trial(trial_id).state.is_finished():
                 continue  # already told before a driver restart
-            if any(r is None for r in results):
+            failed = not entry.pruned_at and any(r is None for r in results)
+            if not failed:
+                trial = optuna.trial.Trial(self._study, trial_id)
+                prefix = PARTIAL_ATTR if entry.pruned_at else MEAN_ATTR
+                for name, mean in zip(self._metric_names, means):
+                    trial.set_user_attr(prefix + name, mean)
+                for name, value in constraint_values(self._constraints, dict(zip(self._metric_names, means))).items():
+                    trial.set_constraint(name, value)
+            if entry.pruned_at:
+                trial.set_user_attr("pruned_at", entry.pruned_at)
+                trial.set_user_attr("n_folds", len(measured) - len(entry.stopped))
+                self._study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            elif failed:
                 self._study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
-                means = [sum(values) / len(values) for values in zip(*results)]
-                self._study.tell(number, means)
+                self._study.tell(number, means[: self._n_objectives])

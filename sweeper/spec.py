@@ -378,16 +378,66 @@ class Objective(_Strict):
         return self
 
 
+class FoldPruningSpec(_Strict):
+    """Fold-level successive halving (README "Pruning"): a configuration first runs ``min_folds`` folds and
+    runs more only while it ranks in the top ``1/eta`` of the configurations that reached as many folds."""
+
+    min_folds: int = Field(1, ge=1, description="folds every configuration runs before it can be pruned")
+    eta: float = Field(3.0, gt=1, description="keep the top 1/eta at each rung (min_folds x eta^k folds)")
+
+
+class PruningSpec(_Strict):
+    folds: FoldPruningSpec | None = Field(None, description="fold-level successive halving; default off")
+
+
+class ConstraintSpec(_Strict):
+    """A floor and/or ceiling on a configuration's fold mean, e.g. ``{metric: sensitivity, min: 0.9}``."""
+
+    metric: str = Field(description="a reported metric, e.g. sensitivity or precision.small_bowel")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> ConstraintSpec:
+        if self.min is None and self.max is None:
+            raise ValueError(
+                f"constraint on {self.metric}: give min, max or both, e.g. {{metric: sensitivity, min: 0.9}}"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"constraint on {self.metric}: min ({self.min}) is above max ({self.max})")
+        return self
+
+
 class SearchSpec(_Strict):
     """How configurations are chosen: an Optuna search, or a grid of fixed configurations."""
 
     mode: Literal["optuna", "grid"] = "optuna"
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random", "gp"] = Field(
+        "tpe", description="tpe, nsga2, random or gp (Gaussian process; README 'Choosing a sampler')"
+    )
+    batch_aware: bool = Field(
+        True,
+        description="when several trials run at once, TPE treats configurations still running as provisional "
+        "results (constant liar) so parallel workers spread out; gp/nsga2/random: no effect",
+    )
     budget: int | None = Field(None, ge=1, description="Optuna trials (configurations) to ask; grid: all")
     seed: int = 42
     objectives: list[Objective] = Field(
         default_factory=lambda: [Objective(metric="sensitivity"), Objective(metric="precision")], min_length=1
     )
+    pruning: PruningSpec = Field(default_factory=PruningSpec)
+    constraints: list[ConstraintSpec] = Field(
+        default_factory=list, description="fold-mean floors/ceilings; infeasible configurations leave the front"
+    )
+
+
+class SchedulerSpec(_Strict):
+    """How fold trials are scheduled: ``fifo`` (every trial to its last epoch) or ``moasha``, epoch-level
+    multi-objective successive halving (README "Pruning")."""
+
+    type: Literal["fifo", "moasha"] = "fifo"
+    grace_period: int = Field(1, ge=1, description="moasha: epochs every fold trial runs before it can be stopped")
+    reduction_factor: float = Field(3.0, gt=1, description="moasha: keep the top 1/reduction_factor at each rung")
 
 
 class ResourcesSpec(_Strict):
@@ -518,6 +568,7 @@ class SweepSpec(_Strict):
     losses: list[LossSpec] = Field(min_length=1)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
@@ -572,10 +623,27 @@ class SweepSpec(_Strict):
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
         if registry:
             problems.extend(self._metric_problems())
+        problems.extend(self._pruning_problems())
         problems.extend(semantic_problems(self, registry=registry))
         if problems:
             raise ValueError("\n".join(problems))  # _format_pydantic gives each its own line
         return self
+
+    def _pruning_problems(self) -> list[str]:
+        """Returns what makes fold halving or the epoch scheduler impossible with this many folds and epochs."""
+        problems = []
+        folds = self.search.pruning.folds
+        if folds is not None and folds.min_folds >= len(self.data.folds_to_run):
+            problems.append(
+                f"search.pruning.folds.min_folds ({folds.min_folds}) must be below the folds to run "
+                f"({len(self.data.folds_to_run)}); lower it or leave search.pruning.folds out"
+            )
+        if self.scheduler.type == "moasha" and self.scheduler.grace_period >= self.training.epochs:
+            problems.append(
+                f"scheduler.grace_period ({self.scheduler.grace_period}) must be below training.epochs "
+                f"({self.training.epochs}); lower it or use scheduler.type fifo"
+            )
+        return problems
 
     def _metric_problems(self) -> list[str]:
         """Returns the objectives and select_metric that name no reported metric (needs trainables.metrics)."""
@@ -590,6 +658,11 @@ class SweepSpec(_Strict):
             if obj.metric not in valid:
                 problems.append(
                     f"search.objectives.{i}.metric: unknown metric {obj.metric!r}; choose from {sorted(valid)}"
+                )
+        for i, constraint in enumerate(self.search.constraints):
+            if constraint.metric not in valid:
+                problems.append(
+                    f"search.constraints.{i}.metric: unknown metric {constraint.metric!r}; choose from {sorted(valid)}"
                 )
         if self.training.select_metric not in valid:
             problems.append(

@@ -28,8 +28,17 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
-from sweeper.leaderboard import gather_trial_cases, trial_error_text
+from sweeper.leaderboard import (
+    FINISHED,
+    PRUNED,
+    STOPPED,
+    fold_trial_status,
+    gather_trial_cases,
+    read_pruned,
+    trial_error_text,
+)
 from sweeper.paths import MLFLOW_ARTIFACTS, SweepPaths, mlflow_artifacts, mlflow_db
+from sweeper.pruning import scheduler_stopped
 from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
 LEVEL_TAG = "sweeper.level"
@@ -37,6 +46,9 @@ PARENT_TAG = "mlflow.parentRunId"
 CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
 ERROR_TAG = "sweeper.error"
+#: a fold run the epoch scheduler stopped (``stopped``, with the epoch) or a pruned configuration run
+#: (``pruned``, with why): README "Pruning"
+STATUS_TAG, STOPPED_EPOCH_TAG, PRUNED_AT_TAG = "sweeper.status", "sweeper.stopped_epoch", "sweeper.pruned_at"
 #: on a configuration run: which interval its ``<metric>_ci_low``/``_ci_high`` metrics are (leaderboard's interval_method)
 INTERVAL_TAG = "sweeper.interval_method"
 #: the fold run's artifact folder holding its out-of-fold case records (``cases/cases.parquet``)
@@ -276,8 +288,12 @@ class MlflowTracker:
             path = Path(trial.checkpoint.path) / BEST_WEIGHTS_FILE
             best = str(path) if path.is_file() else None
         config = TrialConfig.from_dict(trial.config)
-        cases = gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
+        stopped = fold_trial_status(config, trial.last_result, scheduler_stopped(self.sweep_dir)) == STOPPED
+        # a stopped trial's records are of a partial model: not gathered (nor is it a finished fold)
+        cases = None if stopped else gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
         summary = self._config_summary(trials, trial, False)
+        if stopped:
+            self._push(("stopped", config, int(trial.last_result["epoch"])))
         self._push(("complete", config, detail, best, summary, None if cases is None else str(cases)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -366,6 +382,11 @@ class MlflowTracker:
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         self._close_config(config, summary)
 
+    def _write_stopped(self, config: TrialConfig, epoch: int) -> None:
+        run_id = self._fold_run(config)
+        self.client.set_tag(run_id, STATUS_TAG, STOPPED)
+        self.client.set_tag(run_id, STOPPED_EPOCH_TAG, str(epoch))
+
     def _write_error(self, config: TrialConfig, reason: str, summary) -> None:
         run_id = self._fold_run(config)
         self.client.set_tag(run_id, ERROR_TAG, reason)
@@ -414,24 +435,33 @@ class MlflowTracker:
             params=trial_params(config),
         )
 
-    def _config_summary(self, trials, trial, failed: bool) -> tuple[list[tuple[str, float]], str, int] | None:
-        """Returns (fold means of the ``best.*`` metrics, status, timestamp) of the trial's configuration
-        once all its folds have ended, else None; taken when the event happens, written with it."""
+    def _config_summary(self, trials, trial, failed: bool) -> tuple | None:
+        """Returns (fold means of the ``best.*`` metrics over finished folds, status, timestamp, intervals,
+        interval method, why it was pruned or "") of the trial's configuration once all its folds have ended (a pruned one: all it
+        started), else None; taken when the event happens, written with it."""
         cid = TrialConfig.from_dict(trial.config).config_id
         others = [t for t in trials if t is not trial and TrialConfig.from_dict(t.config).config_id == cid]
         ended = [t for t in others if t.status in ("TERMINATED", "ERROR")] + [trial]
-        if len(ended) < self.n_folds:
+        # a pruned configuration (the searcher told Optuna before this hook) closes once its started folds end
+        pruned = read_pruned(self.sweep_dir).get(cid)
+        if len(ended) < (len(others) + 1 if pruned else self.n_folds):
             return None
-        finished = [t for t in others if t.status == "TERMINATED"] + ([] if failed else [trial])
+        stopped = scheduler_stopped(self.sweep_dir)
+        finished = [
+            t
+            for t in [*(t for t in others if t.status == "TERMINATED"), *([] if failed else [trial])]
+            if fold_trial_status(TrialConfig.from_dict(t.config), t.last_result, stopped) == FINISHED
+        ]  # a fold the scheduler stopped is no score
         keys = [k for k in (finished[0].last_result if finished else {}) if k.startswith(BEST_PREFIX)]
         means = []
         for key in keys:
             values = [t.last_result[key] for t in finished if key in t.last_result]
             if values:
                 means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
-        status = "FINISHED" if len(finished) == len(ended) else "FAILED"
+        failed_any = any(t.status == "ERROR" for t in others) or failed
+        status = "FAILED" if failed_any else "FINISHED"
         intervals, method = self._config_intervals(cid, finished)
-        return means, status, int(time.time() * 1000), intervals, method
+        return means, status, int(time.time() * 1000), intervals, method, (pruned or {}).get("reason", "")
 
     def _config_intervals(self, cid: str, finished: list) -> tuple[list[tuple[str, float]], str]:
         """Returns the configuration's intervals as the leaderboard computes them (patient bootstrap over its
@@ -481,9 +511,13 @@ class MlflowTracker:
         configuration run and closes it (when all its folds have ended)."""
         if summary is None:
             return
-        means, status, now, *rest = summary
-        intervals, method = rest if rest else ([], None)
+        means, status, now, *rest = summary  # older saved events hold 3 or 5 items
+        intervals, method = rest[:2] if rest else ([], None)
+        pruned_at = rest[2] if len(rest) > 2 else ""
         run_id = self._config_run(config)
+        if pruned_at:
+            self.client.set_tag(run_id, STATUS_TAG, PRUNED)
+            self.client.set_tag(run_id, PRUNED_AT_TAG, pruned_at)
         metrics = [Metric(k, v, now, 0) for k, v in [*means, *intervals]]
         for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)

@@ -199,3 +199,27 @@ def test_read_only_modules_import_neither_torch_nor_ray():
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray'}); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pareto_keeps_pruned_configurations_off_the_front_unless_asked(tmp_path):
+    import pandas as pd
+
+    from sweeper.leaderboard import record_pruned, write_leaderboard
+
+    rows = [
+        {"config_id": cid, "fold": 0, "arch": "unet", "encoder": "r", "loss": "dice", "loss_params": "{}"}
+        | {"roi_ratio": float("nan"), "loss_detail": "", "status": "finished", "best_epoch": 1, "epochs_done": 1}
+        | {"error": "", "sensitivity": sens, "precision": prec, "dice": 0.5}
+        for cid, sens, prec in [("aaaa", 0.7, 0.7), ("bbbb", 0.9, 0.9)]
+    ]
+    record_pruned(tmp_path, "bbbb", reason="fold rung 1: outside the top 1/3", n_folds=1, n_stopped=0)
+    write_leaderboard(pd.DataFrame(rows), tmp_path)
+    result = CliRunner().invoke(main, ["pareto", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "aaaa" in result.output and "bbbb" not in result.output.split("hypervolume")[0]
+    assert "1 pruned" in result.output and (tmp_path / "pareto" / "pareto_excluded.csv").is_file()
+    result = CliRunner().invoke(main, ["pareto", str(tmp_path), "--include-partial"])
+    assert result.exit_code == 0, result.output
+    assert "bbbb" in result.output.split("hypervolume")[0]
+    result = CliRunner().invoke(main, ["pareto", str(tmp_path), "--min-sensitivity", "0.8"])
+    assert result.exit_code != 0 and "no configuration meets" in result.output

@@ -89,3 +89,39 @@ def test_operating_point_and_nothing_meets_it():
     assert point.row["config_id"] == "b"
     none = operating_point(configs, min_sensitivity=0.99)
     assert none.row is None and none.best_available == 0.95
+
+
+def configs_with_status():
+    return pd.DataFrame(
+        {
+            "config_id": ["full", "pruned", "weak", "unsafe"],
+            "arch": "unet",
+            "encoder": "r",
+            "loss": "dice",
+            "loss_params": "{}",
+            "status": ["finished", "pruned", "finished", "finished"],
+            "sensitivity": [0.80, 0.95, 0.70, 0.60],
+            "precision": [0.80, 0.90, 0.60, 0.99],
+            "dice": [0.8, 0.9, 0.6, 0.7],
+        }
+    )
+
+
+def test_pruned_and_infeasible_configurations_are_kept_off_the_front_and_shown_apart():
+    from sweeper.pareto import operating_point
+    from sweeper.spec import ConstraintSpec
+
+    configs = configs_with_status()
+    floor = [ConstraintSpec(metric="sensitivity", min=0.65)]
+    table = pareto_table(configs, constraints=floor).set_index("config_id")
+    # pruned dominates everything on its partial means, unsafe breaks the floor: neither is on the front
+    assert table.loc["full", "front_status"] == "front" and table.loc["pruned", "front_status"] == "partial"
+    assert table.loc["unsafe", "front_status"] == "infeasible" and not table.loc["unsafe", "feasible"]
+    assert table.loc["weak", "front_status"] == "dominated"
+    asked = pareto_table(configs, constraints=floor, include_partial=True).set_index("config_id")
+    assert asked.loc["pruned", "front_status"] == "front" and asked.loc["full", "front_status"] == "dominated"
+    # the operating point honours the same rules: the most sensitive config with precision >= 0.95 is unsafe
+    assert operating_point(configs, min_precision=0.95).row["config_id"] == "unsafe"
+    assert operating_point(configs, min_precision=0.95, constraints=floor).row is None
+    assert operating_point(configs, min_sensitivity=0.75).row["config_id"] == "full"
+    assert operating_point(configs, min_sensitivity=0.75, include_partial=True).row["config_id"] == "pruned"

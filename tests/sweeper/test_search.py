@@ -130,3 +130,150 @@ def test_save_restore_continues_where_it_stopped(tmp_path):
     assert all(
         t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name="s", storage=storage).trials
     )
+
+
+def halving_spec(**search):
+    return parse_spec(
+        {
+            "name": "h",
+            "data": {"format": "synthetic", "folds": 3},
+            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search", "beta": 0.5}}],
+            "search": {"budget": 3, "pruning": {"folds": {"min_folds": 1, "eta": 2}}, **search},
+        }
+    )
+
+
+def test_fold_halving_runs_more_folds_only_for_the_top_and_tells_the_rest_pruned(tmp_path):
+    from sweeper.leaderboard import read_pruned
+
+    searcher = FoldSearcher(halving_spec(), f"sqlite:///{tmp_path}/o.db", SETTINGS, sweep_dir=tmp_path)
+    first, last = drain(searcher)
+    assert last is None and [c["fold"] for c in first] == [0, 0, 0]  # min_folds: one fold each
+    scores = [(0.9, 0.9), (0.5, 0.5), (0.4, 0.3)]  # the first arrival goes on; the others are dominated
+    for i, score in enumerate(scores):
+        searcher.on_trial_complete(f"t{i}", fake_result(*score))
+    best = first[0]["config_id"]
+    more, _ = drain(searcher, prefix="u")
+    assert [(c["config_id"], c["fold"]) for c in more] == [(best, 1)]  # rungs 1, 2, 3 folds with eta 2
+    searcher.on_trial_complete("u0", fake_result(0.8, 0.7))
+    last_fold, _ = drain(searcher, prefix="v")
+    assert [(c["config_id"], c["fold"]) for c in last_fold] == [(best, 2)]
+    searcher.on_trial_complete("v0", fake_result(0.7, 0.5))
+    assert searcher.suggest("w") == Searcher.FINISHED
+    by_id = {t.user_attrs["config_id"]: t for t in searcher.study.trials}
+    assert by_id[best].state == optuna.trial.TrialState.COMPLETE
+    assert by_id[best].values == pytest.approx([0.8, 0.7])
+    for config, score in zip(first[1:], scores[1:]):
+        trial = by_id[config["config_id"]]
+        assert trial.state == optuna.trial.TrialState.PRUNED and trial.values is None
+        assert trial.user_attrs["partial.sensitivity"] == pytest.approx(score[0])
+        assert trial.user_attrs["partial.precision"] == pytest.approx(score[1])
+        assert trial.user_attrs["n_folds"] == 1 and "fold rung 1" in trial.user_attrs["pruned_at"]
+    ledger = read_pruned(tmp_path)
+    assert set(ledger) == {c["config_id"] for c in first[1:]}
+    assert all(entry["n_folds"] == 1 for entry in ledger.values())
+
+
+def test_fold_halving_state_survives_save_and_restore(tmp_path):
+    storage = f"sqlite:///{tmp_path}/o.db"
+    searcher = FoldSearcher(halving_spec(), storage, SETTINGS)
+    first, _ = drain(searcher)
+    searcher.on_trial_complete("t0", fake_result(0.9, 0.9))
+    searcher.save(str(tmp_path / "state.pkl"))
+    clone = pickle.loads(pickle.dumps(searcher))
+    clone.restore(str(tmp_path / "state.pkl"))
+    clone.on_trial_complete("t1", fake_result(0.5, 0.5))  # judged against the arrival saved before
+    states = {t.user_attrs["config_id"]: t.state for t in clone.study.trials}
+    assert states[first[1]["config_id"]] == optuna.trial.TrialState.PRUNED
+
+
+def test_a_fold_the_scheduler_stopped_prunes_its_configuration_and_drops_its_queued_folds(tmp_path):
+    searcher = FoldSearcher(make_spec(), f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=4))
+    configs, _ = drain(searcher, prefix="t")
+    stopped = configs[0]["config_id"]
+    searcher.on_trial_complete("t0", {**fake_result(0.3, 0.2), "epoch": 2})  # stopped at epoch 2 of 4
+    trial = next(t for t in searcher.study.trials if t.user_attrs["config_id"] == stopped)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["n_folds"] == 0 and "stopped at epoch 2" in trial.user_attrs["pruned_at"]
+    searcher.on_trial_complete("t1", {**fake_result(0.9, 0.9), "epoch": 4})  # its other fold ran on: recorded only
+    assert trial.state == optuna.trial.TrialState.PRUNED
+
+
+def test_constraints_reach_optuna_as_trial_constraints(tmp_path):
+    spec = make_spec(constraints=[{"metric": "dice", "min": 0.5}, {"metric": "sensitivity", "max": 0.95}])
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=1))
+    configs, _ = drain(searcher)
+    for i, c in enumerate(configs):
+        dice = 0.4 if c["config_id"] == configs[0]["config_id"] else 0.7
+        searcher.on_trial_complete(f"t{i}", {**fake_result(0.6, 0.8), "best.dice": dice})
+    for trial in searcher.study.trials:
+        dice = trial.user_attrs["mean.dice"]
+        # Optuna's convention: <= 0 feasible; min - mean, mean - max
+        assert trial.constraints == pytest.approx({"dice>=0.5": 0.5 - dice, "sensitivity<=0.95": 0.6 - 0.95})
+        assert trial.values == pytest.approx([0.6, 0.8])  # the constraint metric is not an objective
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "gp"])
+def test_every_sampler_takes_objectives_constraints_and_the_batch_setting(tmp_path, sampler):
+    from sweeper.search import create_study
+
+    spec = make_spec(sampler=sampler, batch_aware=True, constraints=[{"metric": "sensitivity", "min": 0.5}])
+    study = create_study(spec, f"sqlite:///{tmp_path}/o.db")
+    assert type(study.sampler).__name__.lower().startswith(sampler[:2])
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=1))
+    configs, _ = drain(searcher)
+    for i, _config in enumerate(configs):
+        searcher.on_trial_complete(f"t{i}", fake_result(0.6, 0.8))
+    assert searcher.suggest("x") == Searcher.FINISHED
+
+
+def test_a_configuration_stopped_by_the_scheduler_counts_at_its_fold_rung_ranked_last(tmp_path):
+    searcher = FoldSearcher(halving_spec(), f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=4))
+    first, _ = drain(searcher)
+    searcher.on_trial_complete("t0", {**fake_result(0.3, 0.3), "epoch": 2})  # stopped: pruned, counted last
+    searcher.on_trial_complete("t1", {**fake_result(0.2, 0.2), "epoch": 4})  # 2 arrivals keep 1: it is first
+    more, _ = drain(searcher, prefix="u")
+    assert [(c["config_id"], c["fold"]) for c in more] == [(first[1]["config_id"], 1)]
+
+
+def test_fold_halving_decides_as_the_benchmarks_independent_replay(tmp_path):
+    """The searcher, driven one fold trial at a time, prunes the same configurations and spends the same
+    fold trials as benchmarks/pruning_simulation.py's replay of fold halving on the same results."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pruning_simulation.py"
+    spec_ = importlib.util.spec_from_file_location("pruning_simulation", path)
+    simulation = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(simulation)
+    n_configs, n_folds = 12, 5
+    _, curves = simulation.simulate_curves(np.random.default_rng(7), n_configs, n_folds, 1, 2.0)
+    spent, finished = simulation.replay(curves, (1, 2.0), None)
+    assert spent < n_configs * n_folds and 0 < len(finished) < n_configs  # something was pruned
+
+    spec = parse_spec(
+        {
+            "name": "r",
+            "data": {"format": "synthetic", "folds": n_folds},
+            "losses": [{"name": "tversky", "params": {"alpha": "search", "beta": 0.5}}],
+            "search": {"budget": n_configs, "sampler": "random", "pruning": {"folds": {"min_folds": 1, "eta": 2}}},
+        }
+    )
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", epochs=1))
+    order: list[str] = []  # config_id of the c-th configuration handed out
+    trials = 0
+    while (config := searcher.suggest(f"t{trials}")) not in (None, Searcher.FINISHED):
+        if config["config_id"] not in order:
+            order.append(config["config_id"])
+        c, fold = order.index(config["config_id"]), config["fold"]
+        searcher.on_trial_complete(f"t{trials}", {**fake_result(*curves[c, fold, 0]), "epoch": 1})
+        trials += 1
+    assert trials == spent
+    complete = {
+        order.index(t.user_attrs["config_id"])
+        for t in searcher.study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    assert complete == set(finished)
