@@ -257,7 +257,7 @@ def format_leaderboard(table, top: int, per_fold: bool = False, values=None) -> 
         {
             "config_id": table[CONFIG_ID],
             "loss": table[LOSS],
-            "model": table[ARCH] + "/" + table[ENCODER],
+            "model": table[ARCH] + "/" + table[ENCODER] + _heads_suffix(table),
             "loss_params": table[LOSS_PARAMS],
         }
     )
@@ -286,6 +286,14 @@ def format_leaderboard(table, top: int, per_fold: bool = False, values=None) -> 
         std = table["dice_std"].fillna(0.0)
         shown["dice fold +-"] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(table["dice"], std)]
     return shown.head(top).to_string(index=False)
+
+
+def _heads_suffix(table):
+    """Returns " uniclass" for the rows of one-binary-network-per-class configurations, "" for the others."""
+    from sweeper.leaderboard import HEADS
+
+    heads = table[HEADS] if HEADS in table else None
+    return "" if heads is None else heads.map(lambda h: f" {h}" if h != "multiclass" else "")
 
 
 @main.command()

@@ -63,11 +63,12 @@ logger = logging.getLogger(__name__)
 
 #: identity columns of the tables, each named once: a configuration's identity (TrialConfig's), then the fold
 #: trial's bookkeeping; configs.parquet adds the fold counts
-CONFIG_ID, FOLD, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
+CONFIG_ID, FOLD, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL = (
     "config_id",
     "fold",
     "arch",
     "encoder",
+    "heads",
     "loss",
     "loss_params",
     "roi_ratio",
@@ -87,6 +88,7 @@ IDENTITY_COLUMNS = [
     FOLD,
     ARCH,
     ENCODER,
+    HEADS,
     LOSS,
     LOSS_PARAMS,
     ROI_RATIO,
@@ -96,7 +98,7 @@ IDENTITY_COLUMNS = [
     EPOCHS_DONE,
     ERROR,
 ]
-CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
+CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
 #: a fold trial stopped early by the epoch scheduler; a configuration pruned by fold halving or the scheduler
 STOPPED, PRUNED = "stopped", "pruned"
@@ -113,6 +115,7 @@ def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, e
         FOLD: config.fold,
         ARCH: config.arch,
         ENCODER: config.encoder,
+        HEADS: config.heads,
         LOSS: config.loss,
         LOSS_PARAMS: json.dumps(config.loss_params, sort_keys=True),
         ROI_RATIO: float("nan") if config.roi_ratio is None else float(config.roi_ratio),
@@ -413,6 +416,8 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iter
     paths = SweepPaths.at(sweep_dir)
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
     trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
+    # rows a sweep wrote before heads existed (resumed with this version): one network
+    trials[HEADS] = trials[HEADS].fillna("multiclass") if HEADS in trials else "multiclass"
     settings, n_folds = sweep_evidence_settings(sweep_dir)
     ids = list(dict.fromkeys(trials[CONFIG_ID]))
     redo = ids if refresh is None else [c for c in ids if c in set(refresh)]

@@ -372,9 +372,8 @@ def check_disk_space(
     try:
         largest = max(
             network_bytes(arch, enc, in_channels=2 * spec.data.context + 1, classes=len(spec.data.channel_classes))
-            for arch in spec.model.architectures
-            for enc in spec.model.encoders
-        )
+            for arch, enc in spec.model.pairs()
+        ) * (len(spec.data.classes) if "uniclass" in spec.model.heads else 1)  # uniclass: one network per class
     except Exception as err:  # an estimate is never what stops a launch; the trial reports a real build error
         logger.warning("disk space not checked: the network could not be sized (%s)", err)
         return

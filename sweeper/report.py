@@ -15,6 +15,13 @@ and per-image dice, :mod:`trainables.inference`, with the settings the trial rec
 (Table 2), per-organ sensitivity / precision (Table 3), the best configuration's full per-organ
 metrics, 95% fold intervals, paired comparisons of the best configuration with each other one.
 
+From the out-of-fold case records (:mod:`sweeper.report_evidence`, statistics of
+:mod:`sweeper.evidence`): patient-level intervals (Tables 5-6, method named, a note when patients are
+few), ranks against the best with Holm-adjusted paired tests (Table 7), threshold curves with average
+precision (Fig. 10, Table 8), reliability curves with expected calibration error (Fig. 12, Table 9),
+precision at matched sensitivity (Tables 10-11), the front with non-domination probabilities (Fig. 11,
+Table 12) and rank stability (Fig. 13). A sweep without records gets a note and the fold-level content.
+
 References:
 
 - paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
@@ -71,6 +78,7 @@ def write_report(
     *,
     log_to_mlflow: bool = True,
     max_slices: int = 256,
+    evidence_settings=None,
 ) -> Path:
     """Returns the path of the written ``report.html`` (default ``SWEEP_DIR/report/report.html``).
 
@@ -84,6 +92,8 @@ def write_report(
             warning when the store or the run does not exist).
         max_slices: validation slices predicted on CPU for the qualitative figure (evenly spaced
             among the slices showing an organ; default 256).
+        evidence_settings: the :class:`~sweeper.evidence.EvidenceSettings` of the patient-level
+            section (default: the spec's ``evidence`` section, else the defaults).
 
     Raises:
         FileNotFoundError: no leaderboard (no trial of the sweep ended yet).
@@ -92,15 +102,18 @@ def write_report(
     paths = SweepPaths.at(sweep_dir)
     out = Path(out_dir) if out_dir else paths.report
     out.mkdir(parents=True, exist_ok=True)
-    trials, configs = read_trials(sweep_dir), read_configs(sweep_dir)
+    trials = read_trials(sweep_dir)
     spec = load_sweep_spec(sweep_dir)
-    classes = list(spec.data.classes) if spec else organ_classes(configs)
     uri = tracking_uri or (spec.tracking.uri if spec and spec.tracking.uri else None)
     if uri is None:
         from sweeper.tracking import default_tracking_uri
 
         uri = default_tracking_uri(paths.results)
     name = spec.name if spec else sweep_dir.name
+    # first: restoring missing case records refreshes the leaderboard's intervals, read next
+    evidence = _patient_evidence(sweep_dir, trials, spec, evidence_settings, uri if _store_exists(uri) else None)
+    configs = read_configs(sweep_dir)
+    classes = list(spec.data.classes) if spec else organ_classes(configs)
 
     labels = config_labels(configs)
     scored = configs[configs["n_folds"] > 0].reset_index(drop=True)
@@ -137,6 +150,10 @@ def write_report(
             figures.append(qualitative)
         except QualitativeUnavailable as err:
             notes["fig9"] = str(err)
+    if not isinstance(evidence, str):
+        from sweeper.report_evidence import write_figures
+
+        figures += write_figures(evidence, featured, labels, out)
 
     page = render_html(
         name=name,
@@ -149,6 +166,7 @@ def write_report(
         classes=classes,
         figures=figures,
         notes=notes,
+        evidence=evidence,
     )
     html_path = out / REPORT_FILE
     html_path.write_text(page, encoding="utf-8")
@@ -158,6 +176,20 @@ def write_report(
 
 
 # -- inputs --------------------------------------------------------------------------------------------
+def _patient_evidence(
+    sweep_dir: Path, trials: pd.DataFrame, spec: SweepSpec | None, settings, tracking_uri: str | None
+):
+    """Returns the report's patient-level evidence (:func:`sweeper.report_evidence.load_evidence`), or a
+    sentence saying why there is none; a failure to compute it is logged and said, never fatal."""
+    from sweeper.report_evidence import load_evidence
+
+    try:
+        return load_evidence(sweep_dir, trials, spec, settings, tracking_uri)
+    except (ValueError, KeyError, OSError) as err:
+        log.exception("patient-level evidence not computed")
+        return f"The patient-level statistics could not be computed from the case records: {err}"
+
+
 def load_sweep_spec(sweep_dir: Path) -> SweepSpec | None:
     """Returns the sweep's frozen spec (``spec.yaml``), or None when the folder has none."""
     path = SweepPaths.at(sweep_dir).spec_file
@@ -177,12 +209,14 @@ def organ_classes(configs: pd.DataFrame) -> list[str]:
 
 def config_labels(configs: pd.DataFrame) -> dict[str, str]:
     """Returns config_id -> a short readable label: ``loss (knob=value, ...) id``; model added when it varies."""
-    several_models = configs[["arch", "encoder"]].drop_duplicates().shape[0] > 1
+    model_columns = [c for c in ("arch", "encoder", "heads") if c in configs]
+    several_models = configs[model_columns].drop_duplicates().shape[0] > 1
     labels = {}
     for row in configs.itertuples():
         knobs = json.loads(row.loss_params) if isinstance(row.loss_params, str) else dict(row.loss_params or {})
         knob_text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in knobs.items())
-        model = f" {row.arch}/{row.encoder}" if several_models else ""
+        heads = f" {row.heads}" if getattr(row, "heads", "multiclass") != "multiclass" else ""
+        model = f" {row.arch}/{row.encoder}{heads}" if several_models else ""
         labels[row.config_id] = f"{row.loss}{' (' + knob_text + ')' if knob_text else ''}{model} {row.config_id[:6]}"
     return labels
 
@@ -646,7 +680,7 @@ th{background:#f3f5f8}td.l,th.l{text-align:left}tr.best td{background:#eef7ee;fo
 tr.failed td{color:#a33}figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.88em;color:#444;margin-top:.3em}.note{background:#fff7e0;border-left:3px solid #e0b000;
 padding:.4em .8em;font-size:.9em}code{background:#f4f4f4;padding:0 3px}.sig{color:#1a7f1a;font-weight:600}
-nav a{margin-right:1em;font-size:.9em}
+nav a{margin-right:1em;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
 """
 
 
@@ -687,8 +721,13 @@ def render_html(
     classes: list[str],
     figures: list[Figure],
     notes: dict[str, str],
+    evidence=None,
 ) -> str:
-    """Returns the report page (a full HTML document, no external references)."""
+    """Returns the report page (a full HTML document, no external references).
+
+    ``evidence``: the patient-level evidence (:class:`sweeper.report_evidence.Evidence`) or the
+    sentence saying why there is none (None: the section is left out).
+    """
     esc = html.escape
     figs = {f.key: f for f in figures}
     best_id = scored["config_id"].iloc[0] if len(scored) else None
@@ -727,7 +766,8 @@ def render_html(
     ]
     if spec:
         meta.append(
-            f"models {esc(', '.join(f'{a}/{e}' for a in spec.model.architectures for e in spec.model.encoders))}; "
+            f"models {esc(', '.join(f'{a}/{e}' for a, e in spec.model.pairs()))} "
+            f"({esc(', '.join(spec.model.heads))}); "
             f"losses {esc(', '.join(loss.name for loss in spec.losses))}; {spec.search.mode} search"
             + (f" (budget {spec.search.budget}, {spec.search.sampler})" if spec.search.mode == "optuna" else "")
         )
@@ -739,8 +779,8 @@ def render_html(
     parts.append("<p class='meta'>" + "<br>".join(meta) + "</p>")
     parts.append(
         "<nav><a href='#overall'>Overall</a><a href='#organs'>Per organ</a><a href='#tradeoff'>"
-        "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#stats'>Fold statistics</a>"
-        "</nav>"
+        "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#evidence'>Patient-level "
+        "evidence</a><a href='#stats'>Fold statistics</a></nav>"
     )
     if best_id is not None:
         b = scored.iloc[0]
@@ -822,6 +862,11 @@ def render_html(
     parts.append("<h2 id='qualitative'>Qualitative results</h2>")
     parts.append(figure("fig9"))
 
+    if evidence is not None:
+        from sweeper.report_evidence import evidence_section
+
+        parts.append(evidence_section(evidence, labels, classes, figure))
+
     parts.append("<h2 id='stats'>Fold statistics</h2>")
     parts.append(_stats_section(configs, trials, labels, best_id))
     failed = trials[trials["status"] == FAILED]
@@ -845,6 +890,8 @@ def render_html(
 
 
 def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str, str], best_id: str | None) -> str:
+    from sweeper.report_evidence import METHOD_SHORT
+
     esc = html.escape
     out = []
     shown = [m for m in ("dice", "sensitivity", "precision") if f"{m}_ci_low" in configs]
@@ -855,18 +902,37 @@ def _stats_section(configs: pd.DataFrame, trials: pd.DataFrame, labels: dict[str
             return f"{r[m]:.4f} (one fold)" if not pd.isna(r[m]) else "-"
         return f"{r[m]:.4f} [{max(low, 0.0):.4f}, {min(high, 1.0):.4f}]"
 
+    # a leaderboard that says which interval each row holds (patient bootstrap or fold fallback) gets it named
+    methods = configs["interval_method"] if "interval_method" in configs else None
     rows = [
-        [esc(labels[r["config_id"]]), str(int(r["n_folds"])), str(int(r["n_failed"]))] + [interval(r, m) for m in shown]
+        [esc(labels[r["config_id"]]), str(int(r["n_folds"])), str(int(r["n_failed"]))]
+        + ([] if methods is None else [esc(METHOD_SHORT.get(r["interval_method"], str(r["interval_method"])))])
+        + [interval(r, m) for m in shown]
         for _, r in configs.iterrows()
     ]
+    named = set() if methods is None else set(methods.dropna())
+    if not named:
+        caption = "<b>95% intervals over folds</b> (Student t on the fold values"
+    elif named == {"fold_corrected_t"}:
+        caption = (
+            "<b>95% intervals over folds</b> (Nadeau-Bengio corrected t on the fold values: fold results "
+            "share training data, so the plain Student t is too narrow"
+        )
+    else:
+        caption = (
+            "<b>95% intervals of the leaderboard</b> (per row: <i>patients</i>, the bootstrap over patients "
+            "of the out-of-fold case records, or <i>folds, corrected t</i>, the Nadeau-Bengio corrected t on "
+            "the fold values where the records miss a finished fold"
+        )
     out.append(
-        "<p><b>95% intervals over folds</b> (Student t on the fold values, shown clipped to the metric's "
-        "range [0, 1]; undefined with one fold). With few folds the intervals are wide: differences inside "
-        "them are not evidence.</p>"
+        f"<p>{caption}, shown clipped to the metric's range [0, 1]; undefined with one fold). With few folds "
+        "the fold intervals are wide: differences inside them are not evidence.</p>"
     )
     out.append(
         _table(
-            ["configuration", "folds", "failed"] + [f"{m} [95% interval]" for m in shown],
+            ["configuration", "folds", "failed"]
+            + ([] if methods is None else ["interval"])
+            + [f"{m} [95% interval]" for m in shown],
             rows,
             classes=["best" if c == best_id else "" for c in configs["config_id"]],
         )

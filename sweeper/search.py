@@ -2,7 +2,7 @@
 
 Why our own searcher (README, "Decisions worth knowing"): Ray Tune's ``OptunaSearch`` scores each trial
 alone and cannot be combined with folds in multi-objective mode. Here one Optuna trial is one
-*configuration* (architecture, encoder, loss, loss knobs); it becomes one Tune trial per fold, and
+*configuration* (architecture, encoder, heads, loss, loss knobs); it becomes one Tune trial per fold, and
 Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any
 fold failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
 both modes take one path.
@@ -95,6 +95,8 @@ def config_id(configuration: Configuration) -> str:
     }
     if configuration.roi_ratio is not None:  # absent from ids of sweeps that do not vary it
         canonical["roi_ratio"] = float(configuration.roi_ratio)
+    if configuration.heads != "multiclass":  # absent from the ids of one-network configurations
+        canonical["heads"] = configuration.heads
     digest = hashlib.sha1(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
@@ -105,8 +107,7 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
     The loss's fixed knob values and its Optuna dimensions come from
     :func:`trainables.losses.knobs.plan_knobs`; this only asks Optuna for each dimension.
     """
-    arch = trial.suggest_categorical("arch", spec.model.architectures)
-    encoder = trial.suggest_categorical("encoder", spec.model.encoders)
+    arch, encoder, heads = sample_network(trial, spec)
     labels = spec.loss_labels()
     loss = labels[trial.suggest_categorical("loss", list(labels))]
     plan = loss.knob_plan(spec.data.classes)
@@ -116,8 +117,40 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
     ratios = spec.data.roi_ratios
     roi_ratio = trial.suggest_categorical("roi_ratio", ratios) if ratios else None
     return Configuration(
-        arch=arch, encoder=encoder, loss=loss.name, loss_params=dict(sorted(params.items())), roi_ratio=roi_ratio
+        arch=arch,
+        encoder=encoder,
+        loss=loss.name,
+        loss_params=dict(sorted(params.items())),
+        roi_ratio=roi_ratio,
+        heads=heads,
     )
+
+
+def sample_network(trial: optuna.Trial, spec: SweepSpec) -> tuple[str, str, str]:
+    """Returns (architecture, encoder, heads) drawn through ``trial``: ``network`` (``arch/encoder``) when
+    the spec lists ``model.networks``, else ``arch`` and ``encoder``; ``heads`` only when it has choices."""
+    if spec.model.networks is not None:
+        arch, encoder = trial.suggest_categorical("network", spec.model.networks).split("/")
+    else:
+        arch = trial.suggest_categorical("arch", spec.model.architectures)
+        encoder = trial.suggest_categorical("encoder", spec.model.encoders)
+    heads = spec.model.heads
+    return arch, encoder, (trial.suggest_categorical("heads", heads) if len(heads) > 1 else heads[0])
+
+
+def grid_params(spec: SweepSpec, entry: dict[str, Any]) -> dict[str, Any]:
+    """Returns the Optuna params that fix one grid entry (``SweepSpec.grid``): the names
+    :func:`sample_configuration` asks for."""
+    if spec.model.networks is not None:
+        fixed: dict[str, Any] = {"network": f"{entry['arch']}/{entry['encoder']}"}
+    else:
+        fixed = {"arch": entry["arch"], "encoder": entry["encoder"]}
+    if len(spec.model.heads) > 1:
+        fixed["heads"] = entry["heads"]
+    fixed["loss"] = entry["loss_label"]
+    if entry["roi_ratio"] is not None:
+        fixed["roi_ratio"] = entry["roi_ratio"]
+    return fixed
 
 
 def create_study(spec: SweepSpec, storage: str) -> optuna.Study:
@@ -191,14 +224,7 @@ class FoldSearcher(Searcher):
         self._study = create_study(spec, storage)
         if grid is not None and not self._study.trials:
             for configuration in grid:
-                fixed = {
-                    "arch": configuration["arch"],
-                    "encoder": configuration["encoder"],
-                    "loss": configuration["loss_label"],
-                }
-                if configuration["roi_ratio"] is not None:
-                    fixed["roi_ratio"] = configuration["roi_ratio"]
-                self._study.enqueue_trial(fixed)
+                self._study.enqueue_trial(grid_params(spec, configuration))
 
     # -- Tune's Searcher interface ------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:

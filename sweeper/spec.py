@@ -44,7 +44,7 @@ from pydantic import (
     model_validator,
 )
 
-from trainables.contract import GI_CLASSES, TrainingSettings
+from trainables.contract import GI_CLASSES, Heads, TrainingSettings
 from trainables.data.formats import ADAPTERS, FormatOptions
 
 if TYPE_CHECKING:
@@ -225,13 +225,76 @@ class DataSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """Architectures x encoders to sweep (segmentation-models-pytorch names)."""
+    """The networks to sweep: architectures x encoders, or a list of ``arch/encoder`` pairs; one network or one
+    binary network per class (``heads``). Names: ``sweeper`` README, "Architectures"."""
 
     architectures: list[str] = Field(default_factory=lambda: ["unet"], min_length=1)
     encoders: list[str] = Field(default_factory=lambda: ["mit_b2"], min_length=1)
+    networks: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="arch/encoder pairs, e.g. [unet/vgg16, fcn/vgg16, deeplabv3/resnet18]: "
+        "instead of every architecture with every encoder",
+    )
+    heads: list[Heads] = Field(
+        default_factory=lambda: ["multiclass"],
+        min_length=1,
+        description="multiclass: one network with a channel per class; uniclass: one binary network per "
+        "class, trained in the same trial and read together (paper 003)",
+    )
     encoder_weights: str | None = Field(
         None, description="e.g. imagenet; off by default because weights are downloaded at run time"
     )
+
+    @field_validator("networks")
+    @classmethod
+    def _pairs_written_as_arch_slash_encoder(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        bad = [v for v in value if len(v.split("/")) != 2 or not all(part.strip() for part in v.split("/"))]
+        if bad:
+            raise ValueError(f"write each network as architecture/encoder, e.g. unet/resnet34, not {bad}")
+        pairs = [f"{a.strip().lower()}/{e.strip()}" for a, e in (v.split("/") for v in value)]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("a network is listed twice; list it once")
+        return pairs
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a heads value is listed twice; list it once")
+        return value
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Returns the (architecture, encoder) pairs to sweep: ``networks``, else every architecture with
+        every encoder."""
+        if self.networks is not None:
+            return [tuple(n.split("/")) for n in self.networks]
+        return list(itertools.product(self.architectures, self.encoders))
+
+    @model_validator(mode="after")
+    def _encoders_fit_their_architectures(self, info: ValidationInfo) -> ModelSpec:
+        if self.networks is not None and {"architectures", "encoders"} & self.model_fields_set:
+            raise ValueError("give model.networks or model.architectures and model.encoders, not both")
+        if not _registry_checks(info):
+            return self
+        from trainables.models import ARCHITECTURES, encoders_of
+
+        problems = []
+        for arch, encoder in self.pairs():
+            if arch not in ARCHITECTURES:
+                problems.append(f"unknown architecture {arch!r} in model.networks; choose from {sorted(ARCHITECTURES)}")
+            elif encoder not in encoders_of(arch):
+                own = encoders_of(arch)
+                takes = own if len(own) < 20 else "smp's encoders"
+                problems.append(
+                    f"{arch} does not take encoder {encoder!r} (it takes {takes}); "
+                    "list the pairs you mean under model.networks, e.g. [unet/resnet34, levit_unet/levit_192]"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("architectures")
     @classmethod
@@ -679,15 +742,12 @@ class SweepSpec(_Strict):
         }
 
     def planned_configurations(self) -> int:
-        """Returns how many configurations the sweep plans: the grid's size (architectures x encoders x
-        loss entries x ROI ratios), or the Optuna budget (an upper bound: a configuration proposed twice is
+        """Returns how many configurations the sweep plans: the grid's size (networks x heads x loss
+        entries x ROI ratios), or the Optuna budget (an upper bound: a configuration proposed twice is
         trained once). Needs no loss registry, so read-only commands can ask it."""
         if self.search.mode == "grid":
             return (
-                len(self.model.architectures)
-                * len(self.model.encoders)
-                * len(self.losses)
-                * len(self.data.roi_ratios or [None])
+                len(self.model.pairs()) * len(self.model.heads) * len(self.losses) * len(self.data.roi_ratios or [None])
             )
         return int(self.search.budget)
 
@@ -696,19 +756,20 @@ class SweepSpec(_Strict):
         return self.planned_configurations() * len(self.data.folds_to_run)
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every fixed configuration (grid mode): architecture x encoder x loss."""
+        """Every fixed configuration (grid mode): network (architecture, encoder) x heads x loss x ROI ratio."""
         return [
             {
                 "arch": arch,
                 "encoder": enc,
+                "heads": heads,
                 "loss": loss.name,
                 "loss_params": loss.fixed_params(self.data.classes),
                 "roi_ratio": ratio,
                 "loss_label": label,
             }
-            for arch, enc, (label, loss), ratio in itertools.product(
-                self.model.architectures,
-                self.model.encoders,
+            for (arch, enc), heads, (label, loss), ratio in itertools.product(
+                self.model.pairs(),
+                self.model.heads,
                 self.loss_labels().items(),
                 self.data.roi_ratios or [None],
             )
@@ -1088,5 +1149,8 @@ def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
 
 
 def dump_spec(spec: SweepSpec) -> str:
-    """Returns the spec as YAML (the frozen copy stored with the sweep)."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    """Returns the spec as YAML (the frozen copy stored with the sweep); it parses back to the same spec."""
+    raw = spec.model_dump(mode="json")
+    if spec.model.networks is not None:  # the pairs replace architectures x encoders: never both in one spec
+        raw["model"] = {k: v for k, v in raw["model"].items() if k not in ("architectures", "encoders")}
+    return yaml.safe_dump(raw, sort_keys=False)

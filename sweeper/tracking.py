@@ -105,6 +105,7 @@ PARAM_FIELDS = (
     "arch",
     "encoder",
     "encoder_weights",
+    "heads",
     "loss",
     "roi_ratio",
     "epochs",

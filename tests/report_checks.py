@@ -3,7 +3,8 @@
 The qualitative figure must be predicted the way the trial scores: the slices it shows carry the dice
 that SegmentationMetrics gives on the logits of the trial's own network (built here straight from the
 trial's recorded settings, not through the report's code), and the report's inference over the whole
-validation fold gives back the per-class dice the trial recorded in trials.parquet.
+validation fold gives back the per-class dice the trial recorded in trials.parquet. The patient-level
+section (figures 10-13) is drawn from the case records the trials wrote.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def check_report_predicts_as_the_trial(sweep_dir: Path, out: Path, reported: lis
     page = (out / REPORT_FILE).read_text()
     assert re.search(r'<figure id="fig9"><img alt="[^"]*" src="data:image/png;base64,iVBOR', page)
     assert (out / "fig9_qualitative.png").stat().st_size > 0
+    # the patient-level section, from the out-of-fold case records the trials wrote (a tiny sweep: few patients)
+    for key in ("fig10", "fig11", "fig12", "fig13"):
+        assert re.search(rf'<figure id="{key}"><img alt="[^"]*" src="data:image/png;base64,iVBOR', page), key
+    assert "id='interval-method'" in page and "id='few-patients'" in page and "id='no-case-records'" not in page
+    assert SweepPaths.at(sweep_dir).cases_table.is_dir()
 
     shown = pd.read_csv(out / QUALITATIVE_SLICES_FILE)
     assert len(shown) >= 2 and set(shown["kind"]) <= {"typical", "hardest"} and "hardest" in set(shown["kind"])

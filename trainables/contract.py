@@ -13,7 +13,7 @@ Three layers, one declaration each:
 - :class:`TrialSettings`: what every trial of a sweep shares (training settings, the data cache, the
   classes, the input shape, the model weights option, the CPUs per trial);
 - :class:`Configuration`: what defines one configuration (``arch``, ``encoder``, ``loss``,
-  ``loss_params``, ``roi_ratio``), the unit the search proposes and the leaderboard ranks;
+  ``loss_params``, ``roi_ratio``, ``heads``), the unit the search proposes and the leaderboard ranks;
 - :class:`TrialConfig`: the shared settings plus one configuration, its ``config_id`` and the
   validation ``fold``.
 
@@ -41,6 +41,8 @@ CASES_FILE = "cases.parquet"
 GI_CLASSES: tuple[str, ...] = ("large_bowel", "small_bowel", "stomach")
 
 Activation = Literal["sigmoid", "softmax"]
+#: multiclass: one network with a channel per class; uniclass: one binary network per class (paper 003)
+Heads = Literal["multiclass", "uniclass"]
 
 
 def unknown_keys_message(what: str, unknown: list[str], known: list[str]) -> str:
@@ -155,6 +157,7 @@ class Configuration(BaseModel):
     loss: str = Field(description="a registered loss or a weighted sum such as 0.5*focal + 0.5*dice")
     loss_params: dict[str, float] = Field(default_factory=dict, description="flat loss knobs: gamma.small_bowel")
     roi_ratio: float | None = Field(None, description="ROI-present / ROI-absent training slices; None: all")
+    heads: Heads = Field("multiclass", description="one network for all classes, or one binary network per class")
 
 
 class TrialConfig(TrialSettings, Configuration):

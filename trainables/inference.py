@@ -5,7 +5,7 @@ functions, so what the report shows is what the trial scored:
 
 - :func:`build_network`: the trial's network: its architecture and encoder, ``2 * context + 1``
   input channels, one output channel per entry of ``classes`` (under softmax, background channel 0
-  included);
+  included), from one network or one binary network per class (``heads``);
 - :func:`validation_slices`: the fold's validation slices, read from the prepared cache with the
   trial's 2.5D context;
 - :func:`load_network`: that network holding a trial's saved weights, in evaluation mode on the CPU;
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from trainables.contract import TrialConfig
 from trainables.data import SliceDataset
+from trainables.heads import HEADS
 from trainables.losses._functional import activate
 from trainables.metrics import SegmentationMetrics, confusion_counts, per_image_scores
 from trainables.metrics.confusion import probability_planes
@@ -54,18 +55,24 @@ __all__ = [
 
 
 def build_network(cfg: TrialConfig, *, pretrained: bool = True) -> nn.Module:
-    """Returns the trial's network (logits, no activation), as the trial trains it.
+    """Returns the trial's network (logits, no activation), as the trial trains it: one network, or one
+    binary network per class combined into the same logits (``heads: uniclass``, :mod:`trainables.heads`).
 
     ``pretrained=False`` builds it without the encoder's pretrained weights (nothing downloaded):
     for loading a trained trial's own weights over it.
     """
-    return build_model(
-        cfg.arch,
-        cfg.encoder,
-        in_channels=2 * cfg.context + 1,
-        classes=len(cfg.classes),
-        encoder_weights=cfg.encoder_weights if pretrained else None,
-    )
+
+    def network(classes: int) -> nn.Module:
+        return build_model(
+            cfg.arch,
+            cfg.encoder,
+            in_channels=2 * cfg.context + 1,
+            classes=classes,
+            encoder_weights=cfg.encoder_weights if pretrained else None,
+            image_size=cfg.image_size,
+        )
+
+    return HEADS[cfg.heads].network(cfg, network)
 
 
 def validation_slices(cfg: TrialConfig, cache_dir: str | Path | None = None) -> SliceDataset:

@@ -38,6 +38,7 @@ from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, CASES_FILE, STAT
 from trainables.data import SliceDataset, build_augmentation, load_index, roi_ratio_subset
 from trainables.data.augment import seed_transform
 from trainables.data.gpu_augment import BatchGeometricAugment
+from trainables.heads import HEADS
 from trainables.inference import build_network, validation_slices
 from trainables.losses import build_configured_loss
 from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
@@ -219,6 +220,16 @@ def training_fold_statistics(index, cfg: TrialConfig) -> dict[str, Any]:
     }
 
 
+def build_criterion(cfg: TrialConfig, index) -> torch.nn.Module:
+    """Returns the trial's loss, its options measured on the training slices ``index``: the configured
+    loss, or under ``heads: uniclass`` the sum of each class's binary loss (:mod:`trainables.heads`)."""
+
+    def loss(part: TrialConfig) -> torch.nn.Module:
+        return build_configured_loss(part.loss, part.loss_params, part.classes, **training_fold_statistics(index, part))
+
+    return HEADS[cfg.heads].loss(cfg, loss)
+
+
 def describe_loss_choice(criterion: torch.nn.Module) -> str:
     """Returns what a data-driven loss chose (CALF's transformation), '' for fixed losses."""
     chosen = [
@@ -276,9 +287,7 @@ def run_fold(
 
     train_loader, val_loader = make_loaders(cfg, device)
     model = build_network(cfg).to(device)
-    criterion = build_configured_loss(
-        cfg.loss, cfg.loss_params, cfg.classes, **training_fold_statistics(train_loader.dataset.index, cfg)
-    )
+    criterion = build_criterion(cfg, train_loader.dataset.index)
     # fused AdamW on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on
     # the device (GradScaler.step would otherwise sync on it every step)
     optimizer = torch.optim.AdamW(

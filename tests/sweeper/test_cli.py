@@ -49,7 +49,7 @@ def test_every_command_has_help():
 def test_validate_ok_and_every_problem_listed(tmp_path):
     runner = CliRunner()
     out = runner.invoke(main, ["validate", str(SEARCH_SPACES / "demo.yaml")])
-    assert out.exit_code == 0 and "OK" in out.output and "6 configurations x 2 folds" in out.output
+    assert out.exit_code == 0 and "OK" in out.output and "5 configurations x 2 folds" in out.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "name: x\ndata: {format: synthetic, folds: 2}\n"

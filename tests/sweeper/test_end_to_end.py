@@ -279,6 +279,9 @@ def test_sweeper_ui_serves_the_sweep(sweep):
 # The MLflow UI asks for the signed-in user on every load; without MLflow's auth app (Sweeper binds to
 # 127.0.0.1 and enables none) the server answers 404, which Chromium logs as a failed resource.
 MLFLOW_AUTH_PROBE = "/ajax-api/2.0/mlflow/users/current"
+# the browser's notice that a resize was redrawn on the next frame (benign; MLflow's run page shows it once a
+# configuration run holds its many interval metrics), not a page error
+RESIZE_OBSERVER_NOTICE = "ResizeObserver loop completed with undelivered notifications"
 
 
 def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
@@ -293,7 +296,7 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
     )
     browser.screenshot("report", full_page=True)
     assert browser.errors(console) == []
-    assert {fig: width > 0 for fig, width in figures} == {f"fig{k}": True for k in range(4, 10)}
+    assert {fig: width > 0 for fig, width in figures} == {f"fig{k}": True for k in range(4, 14)}  # 10-13: patient level
 
     client = MlflowClient(default_tracking_uri(paths.results))
     runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
@@ -319,4 +322,4 @@ def test_report_and_mlflow_ui_open_in_headless_chromium(sweep, browser):
         )
         browser.wait_for_text("sensitivity")
         browser.screenshot("mlflow-config-run")
-        assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE,)) == []
+        assert browser.errors(console, allowed=(MLFLOW_AUTH_PROBE, RESIZE_OBSERVER_NOTICE)) == []

@@ -1,10 +1,7 @@
 """A multi-class NIfTI data set (ACDC layout) swept end to end: softmax, background channel, diceBK."""
 
-from pathlib import Path
-
-import nibabel as nib
-import numpy as np
 import pytest
+from acdc_data import write_acdc
 from disk import drop_checkpoints
 from report_checks import check_report_predicts_as_the_trial
 
@@ -15,30 +12,11 @@ from sweeper.spec import parse_spec
 pytestmark = pytest.mark.slow
 
 
-def write_acdc(root: Path, patients: int = 4) -> Path:
-    """patientNNN/patientNNN_frame01.nii.gz + _gt: RV / MYO ring / LV disc, slice 0 empty."""
-    x, y = np.mgrid[0:32, 0:32]
-    for p in range(1, patients + 1):
-        labels = np.zeros((32, 32, 6), np.int16)
-        for z in range(1, 6):
-            r = np.hypot(x - 15 - p % 3, y - 16)
-            labels[..., z][r < 8] = 2
-            labels[..., z][r < 5] = 3
-            labels[..., z][(np.abs(x - 6) < 3) & (np.abs(y - 8 - z) < 3)] = 1
-        image = (200 + 300 * labels + np.random.default_rng(p).normal(0, 30, labels.shape)).astype(np.int16)
-        folder = root / f"patient{p:03d}"
-        folder.mkdir(parents=True)
-        affine = np.diag([1.5, 1.5, 8.0, 1.0])
-        nib.save(nib.Nifti1Image(image, affine), str(folder / f"patient{p:03d}_frame01.nii.gz"))
-        nib.save(nib.Nifti1Image(labels, affine), str(folder / f"patient{p:03d}_frame01_gt.nii.gz"))
-    return root
-
-
 @pytest.fixture(scope="module")
 def acdc_sweep(tmp_path_factory):
     """A grid sweep (2 losses, fold 0 of 2, one short epoch) of the ACDC-layout data, softmax with background."""
     tmp_path = tmp_path_factory.mktemp("acdc_sweep")
-    root = write_acdc(tmp_path / "acdc")
+    root = write_acdc(tmp_path / "acdc", size=32, slices=6, patients=4, noise=30.0)
     spec = parse_spec(
         {
             "name": "acdc_tiny",

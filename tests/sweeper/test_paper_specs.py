@@ -9,6 +9,8 @@ from sweeper.leaderboard import read_configs, read_trials
 from sweeper.spec import parse_spec
 
 PAPER_SPECS = sorted(p.name for p in SEARCH_SPACES.glob("seed*.yaml")) + ["gi_five_losses.yaml"]
+#: the smallest encoder of each paper architecture that has its own (smp architectures: resnet18)
+SMALL_ENCODERS = {"levit_unet": "levit_128s", "plain_unet": "width16"}
 
 
 def shrunk(name: str) -> dict:
@@ -22,7 +24,12 @@ def shrunk(name: str) -> dict:
         run_folds=[0],
         synthetic={"cases": 4, "slices_per_scan": 8, "image_size": 40, "seed": 5},
     )
-    raw["model"] = {"architectures": raw["model"]["architectures"][:1], "encoders": ["resnet18"]}
+    model = raw["model"]
+    arch = (model.get("networks") or model.get("architectures"))[0].split("/")[0]
+    raw["model"] = {
+        "networks": [f"{arch}/{SMALL_ENCODERS.get(arch, 'resnet18')}"],  # the paper's first network, small
+        "heads": model.get("heads", ["multiclass"]),
+    }
     raw["losses"] = raw["losses"][:3]
     raw["training"] = {
         **raw.get("training", {}),
@@ -61,6 +68,7 @@ def test_paper_specs_run_end_to_end(tmp_path):
                 assert trials.loc[trials["loss"] == "calf", "loss_detail"].str.startswith("CalfLoss:").all()
             if spec.data.roi_ratios:
                 assert set(trials["roi_ratio"]) <= set(spec.data.roi_ratios)
+            assert set(configs["heads"]) == set(spec.model.heads), name  # uniclass beside multiclass
             assert (paths.sweep / "pareto" / "pareto.csv").is_file(), name
             drop_checkpoints(paths.sweep)  # about 200 MB a trial; the next spec needs the room more
     finally:

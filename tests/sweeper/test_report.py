@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from acdc_data import write_acdc
 from mlflow import MlflowClient
 
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
@@ -232,34 +233,13 @@ def test_overlay_tints_each_organ_and_leaves_the_rest_grey():
     assert np.allclose(rgb[0, 1], [1.0, 1.0, 1.0]) and np.allclose(rgb[1, 0], [0.5, 0.5, 0.5])  # no organ: grey
 
 
-def write_acdc(root: Path, patients: int = 2) -> Path:
-    """patientNNN/patientNNN_frame01.nii.gz + _gt (32 x 32 x 4): RV square, MYO ring, LV disc; slice 0 empty."""
-    import nibabel as nib
-
-    x, y = np.mgrid[0:32, 0:32]
-    for p in range(1, patients + 1):
-        labels = np.zeros((32, 32, 4), np.int16)
-        for z in range(1, 4):
-            r = np.hypot(x - 16 - p % 2, y - 17)
-            labels[..., z][r < 9] = 2
-            labels[..., z][r < 5] = 3
-            labels[..., z][(np.abs(x - 5) < 3) & (np.abs(y - 6 - z) < 3)] = 1
-        image = (200 + 300 * labels + np.random.default_rng(p).normal(0, 20, labels.shape)).astype(np.int16)
-        folder = root / f"patient{p:03d}"
-        folder.mkdir(parents=True)
-        affine = np.diag([1.5, 1.5, 8.0, 1.0])
-        nib.save(nib.Nifti1Image(image, affine), str(folder / f"patient{p:03d}_frame01.nii.gz"))
-        nib.save(nib.Nifti1Image(labels, affine), str(folder / f"patient{p:03d}_frame01_gt.nii.gz"))
-    return root
-
-
 def test_qualitative_figure_of_a_softmax_trial_uses_its_recorded_classes(tmp_path):
     """A multi-class trial recorded 4 output channels (background first) and softmax: the figure loads its
     weights into that network and scores the foreground classes only."""
     sweep_dir = tmp_path / "acdc"
     cache = prepare_dataset_cache(
         "nifti",
-        write_acdc(tmp_path / "raw"),
+        write_acdc(tmp_path / "raw", size=32, slices=4, patients=2),
         sweep_dir / "cache",
         image_size=32,
         n_folds=2,

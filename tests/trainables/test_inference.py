@@ -6,12 +6,10 @@ the trial's validation takes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from acdc_data import write_acdc
 
 from trainables.contract import TrialConfig
 from trainables.data import generate_uwmgi, prepare_cache, prepare_dataset_cache
@@ -30,25 +28,6 @@ from trainables.losses import build_loss
 from trainables.metrics import SegmentationMetrics
 
 ACDC = ["RV", "MYO", "LV"]
-
-
-def write_acdc(root: Path, patients: int = 3) -> Path:
-    """patientNNN/patientNNN_frame01.nii.gz + _gt (16 x 16 x 4): RV square, MYO ring, LV disc; slice 0 empty."""
-    x, y = np.mgrid[0:16, 0:16]
-    for p in range(1, patients + 1):
-        labels = np.zeros((16, 16, 4), np.int16)
-        for z in range(1, 4):
-            r = np.hypot(x - 8 - p % 2, y - 9)
-            labels[..., z][r < 5] = 2
-            labels[..., z][r < 3] = 3
-            labels[..., z][(np.abs(x - 3) < 2) & (np.abs(y - 3 - z) < 2)] = 1
-        image = (200 + 300 * labels + np.random.default_rng(p).normal(0, 20, labels.shape)).astype(np.int16)
-        folder = root / f"patient{p:03d}"
-        folder.mkdir(parents=True)
-        affine = np.diag([1.5, 1.5, 8.0, 1.0])
-        nib.save(nib.Nifti1Image(image, affine), str(folder / f"patient{p:03d}_frame01.nii.gz"))
-        nib.save(nib.Nifti1Image(labels, affine), str(folder / f"patient{p:03d}_frame01_gt.nii.gz"))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +53,7 @@ def multiclass(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("acdc")
     cache = prepare_dataset_cache(
         "nifti",
-        write_acdc(tmp / "acdc"),
+        write_acdc(tmp / "acdc", size=16, slices=4, patients=3),
         tmp / "cache",
         image_size=16,
         n_folds=3,
@@ -146,9 +125,10 @@ def test_slice_dice_is_the_mean_over_defined_classes_by_hand():
     assert np.isnan(predictions.slice_dice[2])
 
 
+@pytest.mark.parametrize("heads", ["multiclass", "uniclass"])
 @pytest.mark.parametrize("mode", ["multilabel", "multiclass"])
-def test_predictions_score_as_the_trial_validation_scores(mode, request, tmp_path):
-    cfg = request.getfixturevalue(mode)
+def test_predictions_score_as_the_trial_validation_scores(mode, heads, request, tmp_path):
+    cfg = request.getfixturevalue(mode).model_copy(update={"heads": heads})
     torch.manual_seed(1)
     network = build_network(cfg).eval()
     assert network(torch.zeros(1, 2 * cfg.context + 1, 16, 16)).shape[1] == len(cfg.classes)

@@ -5,6 +5,10 @@ It copies what matters to a loss sweep (paper 000, section 2.1): about 57% of sl
 organ; organ slice prevalence near large bowel 37%, small bowel 29%, stomach 22%; organs on
 contiguous runs of slices; a thin winding small bowel, a blob-like stomach, a thick arc of large
 bowel; overlapping (multi-label) masks; 16-bit grey images with MRI-like values up to a few thousand.
+It also looks like an axial MR slice, so that a network must learn anatomy rather than grey levels
+and its predictions read as segmentations: body wall, spine, liver and kidneys around the organs,
+grey levels shared between organs and unlabelled tissue, gas in the colon and over the stomach's
+fluid, walled small-bowel loops and small loops cut across, bias field, texture and Rician noise.
 
 References:
 
@@ -30,7 +34,7 @@ from trainables.data.uwmgi import GI_CLASSES, UwmgiAdapter
 __all__ = ["SyntheticAdapter", "SyntheticOptions", "generate_uwmgi"]
 
 _MARKER = "SYNTHETIC.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: anatomy, textures and overlapping grey levels
 
 # Fraction of the scan (0 = first slice) where each organ starts and stops. The union
 # [0.30, 0.73] leaves 57% of slices empty; lengths give the prevalences of paper 000.
@@ -39,8 +43,26 @@ _ORGAN_RUNS = {
     "small_bowel": (0.36, 0.65),
     "stomach": (0.51, 0.73),
 }
-# Added intensity of each organ before the scan gain (overlaps add up).
-_ORGAN_INTENSITY = {"large_bowel": 450.0, "small_bowel": 600.0, "stomach": 800.0}
+# Mean intensity of each tissue before the scan's gain, drawn per scan from its range. The ranges
+# overlap on purpose: a small-bowel loop can be as bright as a kidney or the fat, the colon's
+# contents as dark as the liver or the mesentery, so grey level alone does not name an organ; shape,
+# texture (gas pockets in the colon, a gas cap over the stomach's fluid, a wall around the small
+# bowel's loops), position and the neighbouring slices do.
+_TISSUE = {
+    "fat": (700.0, 900.0),
+    "visceral": (450.0, 600.0),
+    "muscle": (200.0, 300.0),
+    "bone": (280.0, 380.0),
+    "liver": (330.0, 460.0),
+    "kidney": (600.0, 820.0),
+    "large_bowel": (300.0, 500.0),
+    "small_bowel": (650.0, 900.0),
+    "stomach": (700.0, 950.0),
+    "gas": (20.0, 60.0),
+}
+# Fraction of the scan where the unlabelled organs that share grey levels with the GI organs appear.
+_LIVER_RUN = (0.48, 1.0)
+_KIDNEY_RUN = (0.36, 0.66)
 
 
 def _case_geometry(k: int, image_size: int, rng: np.random.Generator) -> tuple[int, int, float]:
@@ -64,82 +86,194 @@ def _runs(n_slices: int, rng: np.random.Generator) -> dict[str, tuple[int, int]]
     return runs
 
 
+def _smooth_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Return white noise blurred by a Gaussian of ``sigma`` pixels, rescaled to unit standard deviation."""
+    import cv2
+
+    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), max(sigma, 0.3))
+    return field / max(float(field.std()), 1e-6)
+
+
+def _ellipse(mask: np.ndarray, center, axes, angle: float = 0.0) -> np.ndarray:
+    import cv2
+
+    c = (int(round(center[0])), int(round(center[1])))
+    a = (max(1, int(round(axes[0]))), max(1, int(round(axes[1]))))
+    cv2.ellipse(mask, c, a, float(angle), 0, 360, 1, -1)
+    return mask
+
+
 def _draw_stomach(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray) -> None:
+    """A lobulated blob under the left diaphragm (right of the image), largest mid-run."""
     import cv2
 
     h, w = mask.shape
     m = min(h, w)
-    cy = h * (0.36 + 0.04 * u)
-    cx = w * (0.64 - 0.03 * u)
-    r0 = max(2.0, 0.13 * m * size)
-    theta = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    cy = h * (0.38 + 0.04 * u)
+    cx = w * (0.66 - 0.04 * u)
+    r0 = max(2.0, 0.14 * m * size)
+    theta = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     radius = r0 * (1 + shape_par[0] * np.sin(2 * theta + shape_par[1]) + shape_par[2] * np.sin(3 * theta + 2 * u))
     pts = np.stack([cx + radius * np.cos(theta), cy + 0.8 * radius * np.sin(theta)], axis=1)
     cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
 
 
 def _draw_large_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray) -> None:
+    """A thick tube framing the abdomen (ascending colon, transverse, descending colon) seen as an arc."""
     import cv2
 
     h, w = mask.shape
     m = min(h, w)
     center = (int(round(w * 0.5)), int(round(h * (0.53 + 0.02 * u))))
-    axes = (int(round(w * 0.30)), int(round(h * 0.27)))
+    axes = (int(round(w * 0.30)), int(round(h * 0.26)))
     span = 110 + 170 * size
     start = shape_par[0] + 40 * u
-    thickness = max(2, int(round(0.07 * m * (0.5 + 0.5 * size))))
+    thickness = max(2, int(round(0.08 * m * (0.5 + 0.5 * size))))
     cv2.ellipse(mask, center, axes, float(shape_par[1]), start, start + span, 1, thickness)
 
 
 def _draw_small_bowel(mask: np.ndarray, u: float, size: float, shape_par: np.ndarray) -> None:
+    """Winding loops in the centre of the abdomen plus small round loops cut across (small structures)."""
     import cv2
 
     h, w = mask.shape
     m = min(h, w)
     s = np.linspace(-1.0, 1.0, 80)
-    cx, cy = w * 0.48, h * 0.58
-    x = cx + 0.20 * w * size * s
-    y = cy + 0.09 * h * np.sin(shape_par[0] * np.pi * s + shape_par[1] + 3 * u) + 0.05 * h * s * np.cos(2 * np.pi * u)
-    thickness = max(2, int(round(0.035 * m)))
-    pts = np.round(np.stack([x, y], axis=1)).astype(np.int32)
-    cv2.polylines(mask, [pts], False, 1, thickness)
+    thickness = max(2, int(round(0.04 * m)))
+    for k, (dy, amp) in enumerate(((0.0, 0.09), (0.12, 0.06))):
+        if k and size < 0.6:
+            continue
+        cx, cy = w * (0.48 + 0.03 * k), h * (0.56 + dy)
+        x = cx + (0.20 - 0.05 * k) * w * size * s
+        phase = shape_par[1] + 3 * u + 2.1 * k
+        y = cy + amp * h * np.sin(shape_par[0] * np.pi * s + phase) + 0.05 * h * s * np.cos(2 * np.pi * u)
+        pts = np.round(np.stack([x, y], axis=1)).astype(np.int32)
+        cv2.polylines(mask, [pts], False, 1, thickness)
+    radius = max(1, int(round(0.028 * m)))
+    for j in range(int(round(1 + 3 * size))):
+        angle = shape_par[2] + 2.4 * j + 1.5 * u
+        r = 0.13 + 0.03 * (j % 2)
+        cv2.circle(
+            mask,
+            (int(round(w * (0.47 + r * np.cos(angle)))), int(round(h * (0.58 + 0.8 * r * np.sin(angle))))),
+            radius,
+            1,
+            -1,
+        )
 
 
 _DRAW = {"large_bowel": _draw_large_bowel, "small_bowel": _draw_small_bowel, "stomach": _draw_stomach}
 
 
+def _in_run(t: int, n: int, run: tuple[float, float]) -> float | None:
+    """Return the position in (0, 1) of slice t inside the fractional run, or None outside it."""
+    start, stop = run[0] * n, run[1] * n
+    return None if not start <= t + 0.5 < stop else (t + 0.5 - start) / (stop - start)
+
+
 def _scan(n_slices: int, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Return images (S, H, W) uint16 and per-class masks (S, H, W) uint8 of one scan."""
+    """Return images (S, H, W) uint16 and per-class masks (S, H, W) uint8 of one scan.
+
+    An axial abdomen: bright subcutaneous fat around a dark muscle wall, the spine and back muscles
+    behind, the liver (right of the patient, left of the image) and both kidneys as unlabelled
+    organs with grey levels the GI organs share, then the three labelled organs on their runs of
+    slices: the colon with gas pockets in its contents, the small bowel as walled loops, the stomach
+    with a gas cap over its fluid. A slow bias field, slice-to-slice coherent texture, a little blur
+    and Rician noise make it look like an MR slice rather than a drawing.
+    """
     import cv2
 
     runs = _runs(n_slices, rng)
     shape_pars = {
         "stomach": np.array([rng.uniform(0.05, 0.2), rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.15)]),
         "large_bowel": np.array([rng.uniform(120, 200), rng.uniform(-15, 15)]),
-        "small_bowel": np.array([rng.uniform(1.5, 3.0), rng.uniform(0, 2 * np.pi)]),
+        "small_bowel": np.array([rng.uniform(1.5, 3.0), rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)]),
     }
+    level = {name: rng.uniform(lo, hi) for name, (lo, hi) in _TISSUE.items()}
+    m = min(height, width)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     cy, cx = height * rng.uniform(0.48, 0.52), width * rng.uniform(0.48, 0.52)
     ry, rx = height * rng.uniform(0.36, 0.42), width * rng.uniform(0.42, 0.47)
-    radial = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
-    body = np.clip(1.0 - radial, 0.0, None)
-    body = np.where(radial <= 1.0, 250.0 + 350.0 * np.sqrt(body), 0.0).astype(np.float32)
+    fat = rng.uniform(0.07, 0.12)  # subcutaneous fat, share of the radius
+    lobes = rng.uniform(-0.03, 0.03, 2)
+    angle = np.arctan2(yy - cy, xx - cx)
+    radial = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2) / (
+        1 + lobes[0] * np.cos(2 * angle) + lobes[1] * np.sin(3 * angle)
+    )
+    body = radial <= 1.0
+    wall = radial <= 1.0 - fat
+    cavity = radial <= 1.0 - fat - 0.05
+    bias = 1.0 + 0.12 * ((xx - cx) / rx * rng.uniform(-1, 1) + (yy - cy) / ry * rng.uniform(-1, 1))
     gain = rng.uniform(0.8, 1.6)
+    noise_sd = rng.uniform(12.0, 25.0)
+    kidney_tilt = rng.uniform(15, 35)
 
     masks = {cls: np.zeros((n_slices, height, width), np.uint8) for cls in GI_CLASSES}
     images = np.empty((n_slices, height, width), np.uint16)
+    texture = _smooth_field((height, width), 0.03 * m, rng)
+    mottle = _smooth_field((height, width), 0.015 * m, rng)
     for t in range(n_slices):
-        image = body * (0.85 + 0.15 * np.sin(np.pi * (t + 0.5) / n_slices))
+        # textures drift slowly from slice to slice, as tissue does between 3 mm slices
+        texture = 0.8 * texture + 0.6 * _smooth_field((height, width), 0.03 * m, rng)
+        mottle = 0.6 * mottle + 0.8 * _smooth_field((height, width), 0.015 * m, rng)
+        image = np.zeros((height, width), np.float32)
+        image[body] = level["fat"]
+        image[wall] = level["muscle"]
+        image[cavity] = level["visceral"]
+        image *= 1.0 + 0.06 * texture
+        back = np.zeros((height, width), np.uint8)
+        spine_c = (cx, cy + 0.66 * ry)
+        _ellipse(back, (cx - 0.2 * rx, cy + 0.68 * ry), (0.14 * rx, 0.14 * ry))
+        _ellipse(back, (cx + 0.2 * rx, cy + 0.68 * ry), (0.14 * rx, 0.14 * ry))
+        image[back > 0] = level["muscle"]
+        spine = _ellipse(np.zeros((height, width), np.uint8), spine_c, (0.11 * rx, 0.12 * ry))
+        image[spine > 0] = level["bone"] * (1.0 + 0.1 * mottle[spine > 0])
+        z_liver = _in_run(t, n_slices, _LIVER_RUN)
+        if z_liver is not None:
+            liver = _ellipse(
+                np.zeros((height, width), np.uint8),
+                (cx - 0.42 * rx, cy - 0.05 * ry),
+                (0.45 * rx * (0.4 + 0.6 * z_liver), 0.55 * ry * (0.4 + 0.6 * z_liver)),
+                -20,
+            )
+            liver &= cavity
+            image[liver > 0] = level["liver"] * (1.0 + 0.04 * texture[liver > 0])
+        if _in_run(t, n_slices, _KIDNEY_RUN) is not None:
+            for side in (-1, 1):
+                kidney = _ellipse(
+                    np.zeros((height, width), np.uint8),
+                    (cx + side * 0.48 * rx, cy + 0.4 * ry),
+                    (0.11 * rx, 0.19 * ry),
+                    side * kidney_tilt,
+                )
+                image[kidney > 0] = level["kidney"] * (1.0 + 0.05 * texture[kidney > 0])
         for cls in GI_CLASSES:
             start, stop = runs[cls]
             if not start <= t < stop:
                 continue
             u = (t - start + 0.5) / (stop - start)
             size = 0.35 + 0.65 * np.sin(np.pi * u)  # small at the ends of the run, never empty
-            _DRAW[cls](masks[cls][t], u, size, shape_pars[cls])
-            image = image + _ORGAN_INTENSITY[cls] * masks[cls][t]
-        image = cv2.GaussianBlur(image, (0, 0), 1.0)
-        image = image + rng.normal(0.0, 20.0, image.shape).astype(np.float32)
+            organ = masks[cls][t]
+            _DRAW[cls](organ, u, size, shape_pars[cls])
+            clipped = organ & cavity
+            if clipped.any():  # inside the muscle wall (kept whole on tiny test images)
+                organ[:] = clipped
+            inside = organ > 0
+            image[inside] = level[cls] * (1.0 + 0.08 * texture[inside])
+            if cls == "large_bowel":  # gas pockets in the stool
+                gas = inside & (mottle > 1.0)
+                image[gas] = level["gas"]
+            elif cls == "small_bowel":  # a darker wall around the fluid-filled lumen
+                core = cv2.erode(organ, np.ones((3, 3), np.uint8)) > 0
+                image[inside & ~core] = 0.5 * (level[cls] + level["muscle"])
+            else:  # a gas cap over the fluid, at the front (top of the image)
+                rows = np.nonzero(inside.any(axis=1))[0]
+                cap = rows[0] + max(1, int(0.25 * (rows[-1] - rows[0] + 1)))
+                image[inside & (yy < cap)] = level["gas"]
+        image = cv2.GaussianBlur(image * bias, (0, 0), 0.6)
+        real = image + rng.normal(0.0, noise_sd, image.shape).astype(np.float32)
+        imag = rng.normal(0.0, noise_sd, image.shape).astype(np.float32)
+        image = np.sqrt(real**2 + imag**2)  # magnitude of complex Gaussian noise: Rician
         images[t] = np.clip(np.round(image * gain), 0, 65535).astype(np.uint16)
     return images, masks
 
