@@ -160,12 +160,11 @@ def input_multiple(arch: str, encoder: str, *, in_channels: int = 3, classes: in
     the meta device (no memory, no download), or on the CPU for encoders whose constructor reads tensors."""
     import torch
 
-    cls = ARCHITECTURES[arch.lower()]
-    if not getattr(cls, "requires_divisible_input_shape", True):
-        return 1
     try:
         with torch.device("meta"):
             model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
     except RuntimeError:
         model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
-    return int(getattr(model.encoder, "output_stride", 1))
+    if not getattr(model, "requires_divisible_input_shape", False):
+        return 1
+    return int(getattr(getattr(model, "encoder", None), "output_stride", 1))
