@@ -7,7 +7,8 @@ true-background pixels) from which the counts at every grid threshold follow. Th
 :mod:`sweeper.evidence` are computed from these records.
 
 On disk ``cases.parquet`` is a Parquet *dataset*: a folder holding one file per fold trial,
-``<config_id>.fold<k>.parquet``, which ``pyarrow.parquet.read_table`` and ``pandas.read_parquet``
+``<config_id>.fold<k>.parquet`` (``<config_id>.fold<k>.repeat<r>.parquet`` for the further seeded runs of
+a fold under ``training.repeats``), which ``pyarrow.parquet.read_table`` and ``pandas.read_parquet``
 open as one table. A fold trial's records are written once, to a temporary name then moved into
 place with ``os.replace`` (atomic on one file system), and never again: a resumed sweep that reports
 the same fold trial again appends nothing. One file per fold trial keeps an append O(fold) where
@@ -47,6 +48,7 @@ __all__ = [
     "OBJECT_COLUMNS",
     "append_cases",
     "as_cases_table",
+    "case_runs_present",
     "cases_present",
     "cases_schema",
     "part_file",
@@ -56,10 +58,13 @@ __all__ = [
 
 #: name of the folder under ``leaderboard/`` (and of the fold trial's MLflow artifact file)
 CASES_FILE = "cases.parquet"
-#: one fold trial: its records are appended together, once
-KEY_COLUMNS = ("config_id", "fold")
+#: one fold trial (``repeat``: which of the fold's ``training.repeats`` seeded runs): its records are
+#: appended together, once
+KEY_COLUMNS = ("config_id", "fold", "repeat")
 #: one record: the fold trial, the image and the class
-CASE_COLUMNS = ("config_id", "fold", "patient", "scan", "slice", "class")
+CASE_COLUMNS = ("config_id", "fold", "repeat", "patient", "scan", "slice", "class")
+#: what records written without a ``repeat`` column (before repeats existed, or by a trial) hold in it
+DEFAULT_REPEAT = 0
 COUNT_COLUMNS = ("area", "tp", "fp", "fn", "tn")
 BOUNDARY_COLUMNS = ("nsd", "hd95", "boundary_f1")
 OBJECT_COLUMNS = ("objects_true", "objects_found", "objects_pred", "objects_correct")
@@ -74,14 +79,15 @@ DEFAULT_BINS = 20
 MIN_BINS, MAX_BINS = 2, 1000
 
 _STRING = pa.dictionary(pa.int32(), pa.string())
-_PART = re.compile(r"^(?P<config>.+)\.fold(?P<fold>-?\d+)\.parquet$")
+_PART = re.compile(r"^(?P<config>.+)\.fold(?P<fold>-?\d+)(?:\.repeat(?P<repeat>\d+))?\.parquet$")
 
 
 def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum_low: bool = False) -> pa.Schema:
     """Return the Arrow schema of the case records with ``n_bins`` histogram bins.
 
     Columns (CASES_SCHEMA of the evidence issue): ``config_id, patient, scan, class`` dictionary
-    strings; ``fold`` int16; ``slice`` int32; ``area, tp, fp, fn, tn`` int32 (counts at the spec's
+    strings; ``fold`` int16; ``repeat`` int16 (which seeded run of the fold, 0 for the first);
+    ``slice`` int32; ``area, tp, fp, fn, tn`` int32 (counts at the spec's
     threshold); ``nsd, hd95, boundary_f1`` float32 (NaN when the sweep skips boundary metrics);
     ``objects_true, objects_found, objects_pred, objects_correct`` int16 (null when not counted:
     zeros would read as "no object", which scores 1); ``hist_fg, hist_bg``
@@ -94,6 +100,7 @@ def cases_schema(n_bins: int = DEFAULT_BINS, *, prob_sum_low: bool = False) -> p
     fields = [
         pa.field("config_id", _STRING, nullable=False),
         pa.field("fold", pa.int16(), nullable=False),
+        pa.field("repeat", pa.int16(), nullable=False),
         pa.field("patient", _STRING, nullable=False),
         pa.field("scan", _STRING, nullable=False),
         pa.field("slice", pa.int32(), nullable=False),
@@ -148,6 +155,8 @@ def as_cases_table(records: pd.DataFrame | pa.Table, config_id: str | None = Non
             if "config_id" in table.column_names
             else table.append_column("config_id", values)
         )
+    if "repeat" not in table.column_names:
+        table = table.append_column("repeat", pa.array([DEFAULT_REPEAT] * table.num_rows, pa.int16()))
     required = (*CASE_COLUMNS, *COUNT_COLUMNS, *BOUNDARY_COLUMNS, *OBJECT_COLUMNS, *HISTOGRAM_COLUMNS)
     missing = [c for c in required if c not in table.column_names]
     if missing:
@@ -224,17 +233,19 @@ def _check(table: pa.Table, n_bins: int) -> None:
         )
 
 
-def _part_name(config_id: str, fold: int) -> str:
-    return f"{quote(config_id, safe='')}.fold{int(fold)}.parquet"
+def _part_name(config_id: str, fold: int, repeat: int = DEFAULT_REPEAT) -> str:
+    """``<config_id>.fold<k>.parquet``, with ``.repeat<r>`` before the suffix for every repeat but the first."""
+    suffix = f".repeat{int(repeat)}" if int(repeat) != DEFAULT_REPEAT else ""
+    return f"{quote(config_id, safe='')}.fold{int(fold)}{suffix}.parquet"
 
 
-def part_file(path: str | Path, config_id: str, fold: int) -> Path:
-    """Return the file of fold trial (``config_id``, ``fold``) inside the dataset folder ``path``."""
-    return Path(path) / _part_name(config_id, fold)
+def part_file(path: str | Path, config_id: str, fold: int, repeat: int = DEFAULT_REPEAT) -> Path:
+    """Return the file of fold trial (``config_id``, ``fold``, ``repeat``) inside the dataset folder ``path``."""
+    return Path(path) / _part_name(config_id, fold, repeat)
 
 
-def _parts(path: Path) -> dict[tuple[str, int], Path]:
-    """(config_id, fold) -> file of every fold trial in the dataset folder (temporary files left out)."""
+def _parts(path: Path) -> dict[tuple[str, int, int], Path]:
+    """(config_id, fold, repeat) -> file of every fold trial in the dataset folder (temporary files left out)."""
     if not path.exists():
         return {}
     if not path.is_dir():
@@ -243,12 +254,17 @@ def _parts(path: Path) -> dict[tuple[str, int], Path]:
     for item in path.iterdir():
         match = _PART.match(item.name)
         if match and not item.name.startswith((".", "_")):
-            found[(unquote(match["config"]), int(match["fold"]))] = item
+            found[(unquote(match["config"]), int(match["fold"]), int(match["repeat"] or DEFAULT_REPEAT))] = item
     return found
 
 
 def cases_present(path: str | Path) -> set[tuple[str, int]]:
-    """Return the (config_id, fold) pairs whose records ``path`` already holds."""
+    """Return the (config_id, fold) pairs whose records ``path`` already holds (of any repeat)."""
+    return {(config, fold) for config, fold, _ in _parts(Path(path))}
+
+
+def case_runs_present(path: str | Path) -> set[tuple[str, int, int]]:
+    """Return the (config_id, fold, repeat) fold trials whose records ``path`` already holds."""
     return set(_parts(Path(path)))
 
 
@@ -301,11 +317,11 @@ def append_cases(path: str | Path, records: pd.DataFrame | pa.Table, config_id: 
     path.mkdir(parents=True, exist_ok=True)
     keys = table.select(list(KEY_COLUMNS)).to_pandas()
     added = 0
-    for (config, fold), rows in keys.groupby(list(KEY_COLUMNS), sort=True, observed=True).indices.items():
-        if (str(config), int(fold)) in present:
+    for (config, fold, repeat), rows in keys.groupby(list(KEY_COLUMNS), sort=True, observed=True).indices.items():
+        if (str(config), int(fold), int(repeat)) in present:
             continue
         part = table.take(pa.array(rows))
-        _write_part(part, path / _part_name(str(config), int(fold)))
+        _write_part(part, path / _part_name(str(config), int(fold), int(repeat)))
         added += part.num_rows
     return added
 
@@ -327,8 +343,17 @@ def read_cases(
     if not parts:
         schema = cases_schema()
         return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-    tables = [pq.read_table(parts[key], columns=columns) for key in sorted(parts)]
+    tables = [_with_repeat(pq.read_table(parts[key], columns=columns), key[2], columns) for key in sorted(parts)]
     return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
+
+
+def _with_repeat(table: pa.Table, repeat: int, columns: list[str] | None) -> pa.Table:
+    """A part written before repeats existed lacks the ``repeat`` column: its file name's repeat fills it."""
+    if "repeat" in table.column_names or (columns is not None and "repeat" not in columns):
+        return table
+    return table.append_column(
+        pa.field("repeat", pa.int16(), nullable=False), pa.array([repeat] * table.num_rows, pa.int16())
+    )
 
 
 def rebuild_cases(path: str | Path, record_files: Iterable[str | Path | tuple[str, str | Path]]) -> int:

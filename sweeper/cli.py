@@ -65,7 +65,9 @@ def validate(spec: Path) -> None:
     parsed = _load(spec)
     click.echo(
         f"{spec}: OK - sweep {parsed.name!r}, {parsed.planned_configurations()} configurations x "
-        f"{len(parsed.data.folds_to_run)} folds ({parsed.search.mode} search)"
+        f"{len(parsed.data.folds_to_run)} folds"
+        + (f" x {parsed.training.repeats} repeats" if parsed.training.repeats > 1 else "")
+        + f" ({parsed.search.mode} search)"
     )
 
 
@@ -201,6 +203,12 @@ def interval_notes(configs, sweep_dir: Path) -> list[str]:
     from sweeper.leaderboard import FEW_PATIENTS, FOLD_INTERVAL, INTERVAL_METHOD, N_FOLDS, N_PATIENTS
     from sweeper.leaderboard import read_trials as trials_of
 
+    if INTERVAL_METHOD not in configs:  # a leaderboard written before patient-level statistics existed
+        return [
+            "",
+            "intervals: Student-t over folds (this leaderboard predates patient-level statistics); "
+            f"`sweeper leaderboard {sweep_dir} --rebuild-cases` recomputes them from the trials' case records",
+        ]
     lines = [
         "",
         "value [95% interval]: out-of-fold value with a patient cluster bootstrap interval (interval "
@@ -217,12 +225,13 @@ def interval_notes(configs, sweep_dir: Path) -> list[str]:
         )
     fallback = configs[(configs[INTERVAL_METHOD] == FOLD_INTERVAL) & (configs[N_FOLDS] > 0)]
     if len(fallback):
-        from sweeper.cases import cases_present
+        from sweeper.cases import case_runs_present
         from sweeper.paths import SweepPaths
 
         trials = trials_of(sweep_dir)
-        finished = set(zip(trials.loc[trials["status"] == "finished", "config_id"], trials["fold"]))
-        missing = finished - cases_present(SweepPaths.at(sweep_dir).cases_table)
+        done = trials[trials["status"] == "finished"]
+        finished = set(zip(done["config_id"], done["fold"].astype(int), done["repeat"].astype(int)))
+        missing = finished - case_runs_present(SweepPaths.at(sweep_dir).cases_table)
         lines.append(
             f"{len(fallback)} configuration(s) use the fold fallback: {len(missing)} finished fold trial(s) "
             f"have no case records; `sweeper leaderboard {sweep_dir} --rebuild-cases` restores lost ones"
@@ -261,6 +270,7 @@ def format_leaderboard(table, top: int, per_fold: bool = False, values=None) -> 
             "loss_params": table[LOSS_PARAMS],
         }
     )
+    _training_columns(table, shown, per_fold)
     if per_fold:
         shown.insert(1, "fold", table[FOLD])
         shown["status"] = table[STATUS]
@@ -285,6 +295,8 @@ def format_leaderboard(table, top: int, per_fold: bool = False, values=None) -> 
     if "dice" in table:
         std = table["dice_std"].fillna(0.0)
         shown["dice fold +-"] = [f"{m:.4f} +- {s:.4f}" for m, s in zip(table["dice"], std)]
+    if "dice_seed_std" in table and table["dice_seed_std"].notna().any():
+        shown["dice seed std"] = table["dice_seed_std"].map(lambda v: f"{v:.4f}")
     return shown.head(top).to_string(index=False)
 
 
@@ -294,6 +306,18 @@ def _heads_suffix(table):
 
     heads = table[HEADS] if HEADS in table else None
     return "" if heads is None else heads.map(lambda h: f" {h}" if h != "multiclass" else "")
+
+
+def _training_columns(table, shown, per_fold: bool) -> None:
+    """Adds the searched training settings and the repeats to a leaderboard view, where a sweep has them."""
+    from sweeper.leaderboard import N_REPEATS, REPEAT, TRAINING_PARAMS
+
+    if TRAINING_PARAMS in table and (table[TRAINING_PARAMS] != "{}").any():
+        shown["training"] = table[TRAINING_PARAMS]
+    if per_fold and REPEAT in table and (table[REPEAT] > 0).any():
+        shown.insert(1, "repeat", table[REPEAT])
+    if not per_fold and N_REPEATS in table and (table[N_REPEATS] > 1).any():
+        shown["repeats"] = table[N_REPEATS]
 
 
 @main.command()

@@ -28,6 +28,7 @@ DataFrame functions the leaderboard, ``compare``, ``pareto`` and the report call
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "OperatingPoint",
     "PatientSums",
     "average_precision",
+    "average_repeats",
     "bootstrap_curves",
     "bootstrap_interval",
     "bootstrap_metrics",
@@ -68,6 +70,7 @@ __all__ = [
     "corrected_t_interval",
     "curve_summary",
     "expected_calibration_error",
+    "finished_fold_rows",
     "fold_intervals",
     "front_probability",
     "holm",
@@ -83,6 +86,7 @@ __all__ = [
     "rank_distribution",
     "reliability_curves",
     "report_tables",
+    "repeats_per_patient",
     "resample_weights",
     "threshold_curves",
 ]
@@ -453,7 +457,7 @@ def patient_sums(
         out["fold"][c] = first
         per_class_images = np.bincount(group, minlength=n_patients * n_classes).reshape(n_patients, n_classes)
         out["images"][c] = per_class_images.max(axis=1)
-    return PatientSums(
+    sums = PatientSums(
         config_ids=config_names,
         patients=patients,
         classes=class_names,
@@ -461,6 +465,58 @@ def patient_sums(
         empty=empty,
         low_bin_exact=low_exact,
         **out,
+    )
+    # several seeded runs of a fold (training.repeats): each case counts once, as the mean over its runs
+    return average_repeats(sums, repeats_per_patient(table, config_names, patients))
+
+
+def finished_fold_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """Return the finished rows of a trials table (trials.parquet), one per (configuration, fold): where a
+    fold ran several seeded repeats (``repeat``), each numeric column is their mean, so the fold-level
+    statistics see folds, never repeats, as their unit (the leaderboard's ``repeat_means``)."""
+    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    if "repeat" not in done or not done.duplicated(["config_id", "fold"]).any():
+        return done
+    numeric = [c for c in done.select_dtypes("number").columns if c not in ("fold", "repeat")]
+    means = done.groupby(["config_id", "fold"], sort=False)[numeric].mean().reset_index()
+    return means.assign(status="finished")
+
+
+def repeats_per_patient(cases: pa.Table, config_ids: Sequence[str], patients: Sequence[str]) -> np.ndarray:
+    """Return (C, P) the number of seeded runs (distinct ``repeat`` values) that validated each patient in each
+    configuration; 1 where the records have no ``repeat`` column, 0 where a patient was not validated."""
+    out = np.zeros((len(config_ids), len(patients)), dtype=np.int64)
+    frame = cases.select([c for c in ("config_id", "patient", "repeat") if c in cases.column_names]).to_pandas()
+    if "repeat" not in frame:
+        frame["repeat"] = 0
+    counts = frame.astype({"config_id": str, "patient": str}).groupby(["config_id", "patient"])["repeat"].nunique()
+    row, col = {c: i for i, c in enumerate(config_ids)}, {p: i for i, p in enumerate(patients)}
+    for (config, patient), n in counts.items():
+        if config in row and patient in col:
+            out[row[config], col[patient]] = n
+    return out
+
+
+def average_repeats(sums: PatientSums, repeats: np.ndarray) -> PatientSums:
+    """Return ``sums`` with each (configuration, patient) divided by its number of seeded runs ``repeats`` (C, P).
+
+    With ``training.repeats`` R, every image of a patient is validated R times, once per seed, and the
+    sums hold all R records: dividing by R makes them the mean over the repeats of each case, so a
+    patient weighs as much as with one run and the patient, not the seeded run, stays the unit the
+    bootstrap resamples. Ratio statistics (a per-image mean, a pooled metric) are the same before and
+    after; what changes is every absolute total (``images``, counts, histograms)."""
+    if np.all(repeats <= 1):
+        return sums
+    scale = np.where(repeats > 0, repeats, 1).astype(np.float64)
+
+    def per_patient(block: np.ndarray) -> np.ndarray:
+        return block / scale.reshape(*scale.shape, *([1] * (block.ndim - 2)))
+
+    additive = ("score_sum", "score_count", "counts", "hist_fg", "hist_bg", "prob_sum", "curve_sum", "curve_count")
+    return dataclasses.replace(
+        sums,
+        images=sums.images // np.where(repeats > 0, repeats, 1),
+        **{name: per_patient(getattr(sums, name)) for name in additive},
     )
 
 
@@ -898,7 +954,7 @@ def fold_intervals(
     folds (default: the number of distinct folds in ``trials``). Columns: ``config_id, n_folds,
     interval_method`` ("fold_corrected_t"), then ``<metric>, <metric>_ci_low, <metric>_ci_high``.
     """
-    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    done = finished_fold_rows(trials)
     split = n_folds if n_folds is not None else max(int(trials["fold"].nunique()), 2)
     ratio = _test_train_ratio(split, test_train_ratio)
     rows = []
@@ -1815,7 +1871,7 @@ def _covered(sums: PatientSums, trials: pd.DataFrame | None) -> list[str]:
     """Configurations whose case records cover every finished fold trial (all, without ``trials``)."""
     if trials is None:
         return list(sums.config_ids)
-    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    done = finished_fold_rows(trials)
     covered = []
     for c, cid in enumerate(sums.config_ids):
         folds = set(done.loc[done["config_id"] == cid, "fold"].astype(int))
@@ -1879,7 +1935,7 @@ def _fold_comparison(
 ) -> pd.DataFrame:
     """The fold-level fallback of a paired comparison: Nadeau-Bengio's corrected paired t on the
     folds both configurations finished."""
-    done = trials[trials["status"] == "finished"] if "status" in trials else trials
+    done = finished_fold_rows(trials)
     left = done[done["config_id"] == a].set_index("fold")
     right = done[done["config_id"] == b].set_index("fold")
     folds = sorted(set(left.index) & set(right.index))

@@ -50,11 +50,13 @@ class SweepExistsError(RuntimeError):
 
 
 def trial_name(trial) -> str:
-    """Returns ``<loss>-<config_id>-fold<k>-<trial id>``: readable in Tune's output and a short folder name."""
+    """Returns ``<loss>-<config_id>-fold<k>[-r<repeat>]-<trial id>``: readable in Tune's output and a short
+    folder name."""
     from trainables.contract import TrialConfig
 
     config = TrialConfig.from_dict(trial.config)
-    return f"{config.loss}-{config.config_id}-fold{config.fold}-{trial.trial_id}"
+    repeat = f"-r{config.repeat}" if config.repeat else ""
+    return f"{config.loss}-{config.config_id}-fold{config.fold}{repeat}-{trial.trial_id}"
 
 
 def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
@@ -246,7 +248,9 @@ def _launch(
                 ]
         else:
             searcher = FoldSearcher(spec, paths.optuna_storage, trial_settings(spec, cache_dir), sweep_dir=paths.sweep)
-            tracker = MlflowCallback(tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds))
+            tracker = MlflowCallback(
+                tracking_uri, spec.name, artifact_location, paths.spec_file, len(folds) * spec.training.repeats
+            )
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune_config(spec, searcher, make_scheduler(spec, paths.sweep)),

@@ -1,18 +1,22 @@
 """The Parquet leaderboard: one row per fold trial, one row per configuration.
 
-``SWEEP_DIR/leaderboard/trials.parquet``: one row per (``config_id``, ``fold``) at the trial's best
-epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its plain name
-(``dice``, ``sensitivity.small_bowel``, ...).
+``SWEEP_DIR/leaderboard/trials.parquet``: one row per (``config_id``, ``fold``, ``repeat``) at the trial's
+best epoch -- identity columns (:data:`IDENTITY_COLUMNS`), then every metric by its plain name
+(``dice``, ``sensitivity.small_bowel``, ...). ``repeat`` counts the ``training.repeats`` seeded runs of a
+fold (0 when the sweep runs each fold once).
 
-``SWEEP_DIR/leaderboard/configs.parquet``: one row per configuration over its *finished* folds --
-identity columns, ``n_folds`` (finished), ``n_failed``, ``interval_method``, ``n_patients``,
-``few_patients``, then each metric's fold mean under its plain name, its sample standard deviation
-(ddof=1; NaN for a single fold) under ``<name>_std`` and its interval under ``<name>_ci_low`` /
-``<name>_ci_high``. The interval is the patient cluster bootstrap over the out-of-fold case records
-(``interval_method`` ``patient_bca`` / ``patient_percentile``, :func:`sweeper.evidence.interval_table`)
-where the configuration's records cover all its finished folds, else the Nadeau-Bengio corrected
-fold interval (``fold_corrected_t``, :func:`sweeper.evidence.corrected_t_interval`); metrics the
-records cannot rebuild (``mae``, ``pooled_mae``, ``gi_score``) always take the fold interval.
+``SWEEP_DIR/leaderboard/configs.parquet``: one row per configuration over its *finished* fold trials --
+identity columns, ``n_folds`` (finished), ``n_repeats``, ``n_failed``, ``interval_method``,
+``n_patients``, ``few_patients``, then each metric's fold mean under its plain name (each fold first
+averaged over its repeats, :func:`repeat_means`), its sample standard deviation over folds (ddof=1;
+NaN for a single fold) under ``<name>_std``, its interval under ``<name>_ci_low`` / ``<name>_ci_high``
+and the seed-to-seed standard deviation within folds under ``<name>_seed_std`` (:func:`seed_std`; NaN
+with one repeat). The interval is the patient cluster bootstrap over the out-of-fold case records
+(``interval_method`` ``patient_bca`` / ``patient_percentile``, :func:`sweeper.evidence.interval_table`;
+a patient's repeated runs count as their mean) where the configuration's records cover all its
+finished fold trials, else the Nadeau-Bengio corrected fold interval (``fold_corrected_t``,
+:func:`sweeper.evidence.corrected_t_interval`); metrics the records cannot rebuild (``mae``,
+``pooled_mae``, ``gi_score``) always take the fold interval.
 Then the configuration's ``status`` (:func:`config_status`: ``finished``, ``failed`` or ``pruned``),
 ``n_stopped`` (fold trials the epoch scheduler stopped), ``pruned_at`` (why it was pruned) and
 ``feasible`` (its fold means meet the sweep's ``search.constraints``; true without constraints).
@@ -74,37 +78,44 @@ CONFIG_ID, FOLD, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL
     "roi_ratio",
     "loss_detail",
 )
+#: which of the fold's ``training.repeats`` seeded runs a row is; the searched training settings (JSON)
+REPEAT, TRAINING_PARAMS = "repeat", "training_params"
 STATUS, BEST_EPOCH, EPOCHS_DONE, ERROR = "status", "best_epoch", "epochs_done", "error"
-N_FOLDS, N_FAILED = "n_folds", "n_failed"
+N_FOLDS, N_FAILED, N_REPEATS = "n_folds", "n_failed", "n_repeats"
 #: which interval a configuration's row holds, and over how many patients (patient bootstrap only)
 INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS = "interval_method", "n_patients", "few_patients"
 FOLD_INTERVAL = "fold_corrected_t"
-CONFIG_COUNTS = [N_FOLDS, N_FAILED, INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS]
+CONFIG_COUNTS = [N_FOLDS, N_REPEATS, N_FAILED, INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS]
 #: configs.parquet: the configuration's status, its fold trials the scheduler stopped, why it was pruned, and
 #: whether its fold means meet the sweep's search.constraints
 CONFIG_STATUS, N_STOPPED, PRUNED_AT, FEASIBLE = "status", "n_stopped", "pruned_at", "feasible"
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
+    REPEAT,
     ARCH,
     ENCODER,
     HEADS,
     LOSS,
     LOSS_PARAMS,
     ROI_RATIO,
+    TRAINING_PARAMS,
     LOSS_DETAIL,
     STATUS,
     BEST_EPOCH,
     EPOCHS_DONE,
     ERROR,
 ]
-CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, LOSS_DETAIL]
+CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO, TRAINING_PARAMS, LOSS_DETAIL]
 FINISHED, FAILED = "finished", "failed"
 #: a fold trial stopped early by the epoch scheduler; a configuration pruned by fold halving or the scheduler
 STOPPED, PRUNED = "stopped", "pruned"
 #: the searcher's pruning ledger, beside the tables: {config_id: {reason, n_folds, n_stopped}}
 PRUNED_FILE = "pruned.json"
-STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high")
+#: per metric in configs.parquet: the fold std, the t interval over folds, the seed-to-seed std within folds
+STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high", "_seed_std")
+#: what a trials table written before a column existed holds in it
+_COLUMN_DEFAULTS = {REPEAT: 0, TRAINING_PARAMS: "{}"}
 
 
 def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, error: str = "") -> dict[str, Any]:
@@ -113,12 +124,14 @@ def trial_row(config: TrialConfig, result: dict[str, Any] | None, status: str, e
     row = {
         CONFIG_ID: config.config_id,
         FOLD: config.fold,
+        REPEAT: config.repeat,
         ARCH: config.arch,
         ENCODER: config.encoder,
         HEADS: config.heads,
         LOSS: config.loss,
         LOSS_PARAMS: json.dumps(config.loss_params, sort_keys=True),
         ROI_RATIO: float("nan") if config.roi_ratio is None else float(config.roi_ratio),
+        TRAINING_PARAMS: json.dumps(config.training_params, sort_keys=True),
         LOSS_DETAIL: str(result.get("loss_detail", "")),
         STATUS: status,
         BEST_EPOCH: int(result.get("best_epoch", 0)),
@@ -134,13 +147,42 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in IDENTITY_COLUMNS]
 
 
+def with_repeat_columns(trials: pd.DataFrame) -> pd.DataFrame:
+    """Returns a trials table with the columns a table written before repeats existed lacks (repeat 0, no
+    searched training settings)."""
+    missing = {k: v for k, v in _COLUMN_DEFAULTS.items() if k not in trials.columns}
+    return trials.assign(**missing) if missing else trials
+
+
+def repeat_means(trials: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Returns one row per (configuration, fold): each metric's mean over the fold's repeats (NaN left out).
+
+    The fold, not the seeded run, is the unit of the fold statistics: with ``training.repeats`` R, a
+    fold's value is (1 / R) sum_r y_fr, so the fold std and interval measure fold-to-fold variation
+    and the repeats only make each fold's value less noisy. Give it finished rows."""
+    trials = with_repeat_columns(trials)
+    metrics = metric_columns(trials) if metrics is None else metrics
+    return trials.groupby([CONFIG_ID, FOLD], sort=False)[metrics].mean().reset_index()
+
+
+def seed_std(trials: pd.DataFrame, metric: str) -> float:
+    """Returns the seed-to-seed standard deviation of one configuration's metric, pooled within folds:
+    sqrt(sum_f sum_r (y_fr - mean_f)^2 / sum_f (R_f - 1)), the run-to-run spread with the fold's own
+    difficulty taken out; NaN when no fold has two finished repeats. Give it one configuration's finished rows."""
+    values = with_repeat_columns(trials)[[FOLD, metric]].dropna()
+    by_fold = values.groupby(FOLD)[metric]
+    squares = float((values[metric] - by_fold.transform("mean")).pow(2).sum())
+    dof = int((by_fold.size() - 1).sum())
+    return (squares / dof) ** 0.5 if dof > 0 else float("nan")
+
+
 def fold_trial_status(config: TrialConfig, result: dict[str, Any] | None, stopped: dict[str, int] | None = None) -> str:
     """Returns ``stopped`` for a fold trial the epoch scheduler stopped, else ``finished`` (an ended trial).
 
     ``stopped``: the scheduler's stopped trials (:func:`sweeper.pruning.scheduler_stopped` of the sweep
     folder); without it, a trial whose last epoch is below ``config.epochs`` counts as stopped."""
     if stopped is not None:
-        return STOPPED if trial_key(config.config_id, config.fold) in stopped else FINISHED
+        return STOPPED if trial_key(config.config_id, config.fold, config.repeat) in stopped else FINISHED
     epoch = (result or {}).get("epoch")
     return STOPPED if epoch is not None and int(epoch) < config.epochs else FINISHED
 
@@ -207,7 +249,10 @@ def aggregate(
     confidence: float = 0.95,
     pruned: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Returns configs.parquet's table: fold mean, ``_std``, interval and counts per configuration, best dice first.
+    """Returns configs.parquet's table: fold mean, ``_std``, interval, seed std and counts per configuration,
+    best dice first. Each fold is first averaged over its repeats (:func:`repeat_means`); ``_seed_std`` is
+    the within-fold seed-to-seed std (:func:`seed_std`); ``n_folds`` counts folds with a finished run,
+    ``n_repeats`` the finished repeats of the fold with fewest, ``n_failed`` failed fold trials.
 
     ``intervals``: patient-level rows (:func:`sweeper.evidence.interval_table`, one per configuration
     whose case records cover its finished folds); their ``_ci_low``/``_ci_high`` replace the fold
@@ -218,6 +263,7 @@ def aggregate(
     """
     from sweeper.evidence import corrected_t_interval, metric_range
 
+    trials = with_repeat_columns(trials)
     pruned = pruned or {}
 
     metrics = metric_columns(trials)
@@ -226,9 +272,11 @@ def aggregate(
     rows = []
     for cid, group in trials.groupby(CONFIG_ID, sort=False):
         done = group[group[STATUS] == FINISHED]
+        folds = repeat_means(done, metrics)
         row = group.iloc[0][CONFIG_IDENTITY].to_dict()
         row[LOSS_DETAIL] = ";".join(sorted(set(group[LOSS_DETAIL]) - {""}))  # CALF may choose per fold
-        row[N_FOLDS] = len(done)
+        row[N_FOLDS] = len(folds)
+        row[N_REPEATS] = int(done.groupby(FOLD).size().min()) if len(done) else 0
         row[N_FAILED] = int((group[STATUS] == FAILED).sum())
         own = patient.get(cid)
         row[INTERVAL_METHOD] = own[INTERVAL_METHOD] if own else FOLD_INTERVAL
@@ -238,7 +286,7 @@ def aggregate(
         row[CONFIG_STATUS] = config_status(row[N_FAILED], row[CONFIG_ID] in pruned)
         row[PRUNED_AT] = pruned.get(row[CONFIG_ID], {}).get("reason", "")
         for name in metrics:
-            values = done[name].dropna()
+            values = folds[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
             row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
             if own and f"{name}_ci_low" in own:
@@ -248,6 +296,7 @@ def aggregate(
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = corrected_t_interval(
                     values.to_numpy(float), 1.0 / (split - 1), confidence, bounds
                 )
+            row[f"{name}_seed_std"] = seed_std(done, name)
         rows.append(row)
     frame = pd.DataFrame(
         rows,
@@ -281,8 +330,9 @@ def compare_configs(trials: pd.DataFrame, a: str, b: str, metrics: list[str]) ->
 
     a, b = resolve_config(trials, a), resolve_config(trials, b)
     done = trials[trials[STATUS] == FINISHED]
-    left = done[done[CONFIG_ID] == a].set_index(FOLD)
-    right = done[done[CONFIG_ID] == b].set_index(FOLD)
+    known = [m for m in metrics if m in trials.columns]
+    left = repeat_means(done[done[CONFIG_ID] == a], known).set_index(FOLD)  # a fold's repeats averaged first
+    right = repeat_means(done[done[CONFIG_ID] == b], known).set_index(FOLD)
     folds = sorted(set(left.index) & set(right.index))
     if len(folds) < 2:
         raise ValueError(f"{a} and {b} share {len(folds)} finished fold(s); a paired comparison needs 2 or more")
@@ -375,7 +425,7 @@ def _fold_compare_all(trials, ids, keys, settings, n_folds) -> tuple[pd.DataFram
     for key in keys:
         rows = pairs["metric"] == key
         pairs.loc[rows, "p_holm"] = holm(pairs.loc[rows, "p_value"].to_numpy(float))
-    means = trials[trials[STATUS] == FINISHED].groupby(CONFIG_ID)[keys].mean()
+    means = repeat_means(trials[trials[STATUS] == FINISHED], keys).groupby(CONFIG_ID)[keys].mean()  # of fold means
     frames = []
     for key in keys:
         values = means.loc[ids, key]
@@ -415,7 +465,7 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iter
     """
     paths = SweepPaths.at(sweep_dir)
     paths.leaderboard.mkdir(parents=True, exist_ok=True)
-    trials = trials.sort_values([CONFIG_ID, FOLD], kind="stable").reset_index(drop=True)
+    trials = with_repeat_columns(trials).sort_values([CONFIG_ID, FOLD, REPEAT], kind="stable").reset_index(drop=True)
     # rows a sweep wrote before heads existed (resumed with this version): one network
     trials[HEADS] = trials[HEADS].fillna("multiclass") if HEADS in trials else "multiclass"
     settings, n_folds = sweep_evidence_settings(sweep_dir)
@@ -458,14 +508,15 @@ def sweep_evidence_settings(sweep_dir: str | Path) -> tuple[EvidenceSpec, int | 
 def covered_configs(sweep_dir: str | Path, trials: pd.DataFrame, config_ids: Iterable[str] | None = None) -> list[str]:
     """Returns the configurations (of ``config_ids``, default all) with at least one finished fold trial whose
     case records cover every finished fold trial: those get patient-level statistics."""
-    from sweeper.cases import cases_present
+    from sweeper.cases import case_runs_present
 
-    present = cases_present(SweepPaths.at(sweep_dir).cases_table)
-    done = trials[trials[STATUS] == FINISHED]
+    present = case_runs_present(SweepPaths.at(sweep_dir).cases_table)
+    done = with_repeat_columns(trials[trials[STATUS] == FINISHED])
     wanted = None if config_ids is None else set(config_ids)
     covered = []
     for cid, group in done.groupby(CONFIG_ID, sort=False):
-        if (wanted is None or cid in wanted) and all((cid, int(f)) in present for f in group[FOLD]):
+        runs = zip(group[FOLD], group[REPEAT])
+        if (wanted is None or cid in wanted) and all((cid, int(f), int(r)) in present for f, r in runs):
             covered.append(cid)
     return covered
 
@@ -515,24 +566,24 @@ def read_checkpoint_cases(checkpoint) -> pa.Table | None:
     return pq.read_table(path, filesystem=filesystem)
 
 
-def gather_trial_cases(sweep_dir: str | Path, config_id: str, fold: int, checkpoint) -> Path | None:
+def gather_trial_cases(sweep_dir: str | Path, config_id: str, fold: int, checkpoint, repeat: int = 0) -> Path | None:
     """Adds a finished fold trial's case records (from its checkpoint) to ``leaderboard/cases.parquet``.
 
     Returns the trial's file there, or None when the trial left no records. Idempotent: a fold trial
     already gathered is not read again (the tracker and the leaderboard both call it; a resumed sweep
     adds nothing twice). Records that fail :func:`sweeper.cases.as_cases_table`'s checks are logged and
     skipped: the sweep goes on with the fold interval for that configuration."""
-    from sweeper.cases import append_cases, cases_present, part_file
+    from sweeper.cases import append_cases, case_runs_present, part_file
 
     folder = SweepPaths.at(sweep_dir).cases_table
-    target = part_file(folder, config_id, fold)
-    if (config_id, int(fold)) in cases_present(folder):
+    target = part_file(folder, config_id, fold, repeat)
+    if (config_id, int(fold), int(repeat)) in case_runs_present(folder):
         return target
     try:
         records = read_checkpoint_cases(checkpoint)
         if records is None:
             return None
-        append_cases(folder, records, config_id=config_id)
+        append_cases(folder, _with_repeat(records, repeat), config_id=config_id)
     except (ValueError, OSError, KeyError) as err:
         logger.warning("case records of %s fold %s not gathered: %s", config_id, fold, err)
         return None
@@ -558,13 +609,15 @@ def rebuild_sweep_cases(
 
     ``tracking_uri``: the MLflow store (default: the spec's ``tracking.uri``, ``$MLFLOW_TRACKING_URI``,
     else ``RESULTS/mlflow.db`` beside the sweep folder). Returns the counts ``from_checkpoints``,
-    ``from_mlflow`` and the fold trials still ``missing`` (config_id, fold)."""
-    from sweeper.cases import append_cases, cases_present
+    ``from_mlflow`` and the fold trials still ``missing`` (config_id, fold), with the repeat after the fold
+    for every repeat but the first."""
+    from sweeper.cases import append_cases, case_runs_present
 
     paths = SweepPaths.at(sweep_dir)
     trials = read_trials(sweep_dir)
-    wanted = {(r[CONFIG_ID], int(r[FOLD])) for _, r in trials[trials[STATUS] == FINISHED].iterrows()}
-    missing = wanted - cases_present(paths.cases_table)
+    finished = trials[trials[STATUS] == FINISHED]
+    wanted = {(r[CONFIG_ID], int(r[FOLD]), int(r[REPEAT])) for _, r in finished.iterrows()}
+    missing = wanted - case_runs_present(paths.cases_table)
     report: dict[str, Any] = {"from_checkpoints": 0, "from_mlflow": 0}
     if missing and paths.tune_dir.is_dir():
         for params in paths.tune_dir.glob("*/params.json"):
@@ -572,37 +625,50 @@ def rebuild_sweep_cases(
                 config = TrialConfig.from_dict(json.loads(params.read_text()))
             except ValueError:
                 continue
-            key = (config.config_id, config.fold)
+            key = (config.config_id, config.fold, config.repeat)
             file = _latest_checkpoint_cases(params.parent) if key in missing else None
-            if file is not None and _append_file(paths.cases_table, file, config.config_id, append_cases):
+            if file is not None and _append_file(
+                paths.cases_table, file, config.config_id, append_cases, config.repeat
+            ):
                 report["from_checkpoints"] += 1
                 missing.discard(key)
     if missing and from_mlflow:
         report["from_mlflow"] = _cases_from_mlflow(paths, missing, tracking_uri, append_cases)
-        missing -= cases_present(paths.cases_table)
-    report["missing"] = sorted(missing)
+        missing -= case_runs_present(paths.cases_table)
+    report["missing"] = sorted(key if key[2] else key[:2] for key in missing)  # the repeat named past the first
     if force or report["from_checkpoints"] or report["from_mlflow"]:
         write_leaderboard(trials, sweep_dir)
     return report
 
 
-def _append_file(folder: Path, file: Path, config_id: str, append_cases) -> bool:
+def _with_repeat(records: pa.Table, repeat: int) -> pa.Table:
+    """A trial's records (its checkpoint's or MLflow's file) with the trial's ``repeat`` column added."""
+    import pyarrow
+
+    if "repeat" in records.column_names:
+        return records
+    return records.append_column("repeat", pyarrow.array([int(repeat)] * records.num_rows, pyarrow.int16()))
+
+
+def _append_file(folder: Path, file: Path, config_id: str, append_cases, repeat: int = 0) -> bool:
     import pyarrow.parquet as pq
 
     try:
-        return append_cases(folder, pq.read_table(file), config_id=config_id) > 0
+        return append_cases(folder, _with_repeat(pq.read_table(file), repeat), config_id=config_id) > 0
     except (ValueError, OSError) as err:
         logger.warning("%s: case records not restored: %s", file, err)
         return False
 
 
-def _cases_from_mlflow(paths: SweepPaths, missing: set[tuple[str, int]], tracking_uri: str | None, append_cases) -> int:
+def _cases_from_mlflow(
+    paths: SweepPaths, missing: set[tuple[str, int, int]], tracking_uri: str | None, append_cases
+) -> int:
     """Restores the ``missing`` fold trials' records from their MLflow fold runs; returns how many."""
     import tempfile
 
     from mlflow import MlflowClient
 
-    from sweeper.tracking import CONFIG_TAG, FOLD_LEVEL, FOLD_TAG, LEVEL_TAG, default_tracking_uri
+    from sweeper.tracking import CONFIG_TAG, FOLD_LEVEL, FOLD_TAG, LEVEL_TAG, REPEAT_TAG, default_tracking_uri
 
     name = paths.sweep.name
     if tracking_uri is None:
@@ -621,7 +687,8 @@ def _cases_from_mlflow(paths: SweepPaths, missing: set[tuple[str, int]], trackin
     restored = 0
     runs = client.search_runs([experiment.experiment_id], f"tags.`{LEVEL_TAG}` = '{FOLD_LEVEL}'", max_results=50_000)
     for run in runs:
-        key = (run.data.tags.get(CONFIG_TAG), int(run.data.tags.get(FOLD_TAG, -1)))
+        tags = run.data.tags
+        key = (tags.get(CONFIG_TAG), int(tags.get(FOLD_TAG, -1)), int(tags.get(REPEAT_TAG, 0)))
         if key not in missing or run.info.status != "FINISHED":
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -630,13 +697,13 @@ def _cases_from_mlflow(paths: SweepPaths, missing: set[tuple[str, int]], trackin
             except Exception as err:  # noqa: BLE001 - a run without the artifact: nothing to restore
                 logger.info("fold run %s holds no case records (%s)", run.info.run_id, err)
                 continue
-            restored += _append_file(paths.cases_table, Path(file), key[0], append_cases)
+            restored += _append_file(paths.cases_table, Path(file), key[0], append_cases, key[2])
     return restored
 
 
 def read_trials(sweep_dir: str | Path) -> pd.DataFrame:
     """Returns trials.parquet of a sweep; FileNotFoundError says what to run when it is missing."""
-    return _read(SweepPaths.at(sweep_dir).trials_table)
+    return with_repeat_columns(_read(SweepPaths.at(sweep_dir).trials_table))
 
 
 def read_configs(sweep_dir: str | Path) -> pd.DataFrame:
@@ -654,29 +721,30 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 class LeaderboardWriter:
-    """Tune callback hooks: upserts the ended trial's row by (config_id, fold) and rewrites both tables.
+    """Tune callback hooks: upserts the ended trial's row by (config_id, fold, repeat) and rewrites both tables.
 
     Ray-free; :class:`sweeper.callbacks.LeaderboardCallback` registers it with Tune."""
 
     def __init__(self, sweep_dir: str | Path):
         self.sweep_dir = str(sweep_dir)
 
-    def _rows(self) -> dict[tuple[str, int], dict[str, Any]]:
+    def _rows(self) -> dict[tuple[str, int, int], dict[str, Any]]:
         path = SweepPaths.at(self.sweep_dir).trials_table
         if not path.is_file():
             return {}
-        return {(r[CONFIG_ID], int(r[FOLD])): r for r in pd.read_parquet(path).to_dict("records")}
+        table = with_repeat_columns(pd.read_parquet(path))
+        return {(r[CONFIG_ID], int(r[FOLD]), int(r[REPEAT])): r for r in table.to_dict("records")}
 
     def _record(self, row: dict[str, Any]) -> None:
         rows = self._rows()
-        rows[(row[CONFIG_ID], row[FOLD])] = row
+        rows[(row[CONFIG_ID], row[FOLD], row[REPEAT])] = row
         write_leaderboard(pd.DataFrame(list(rows.values())), self.sweep_dir, refresh=[row[CONFIG_ID]])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         config = TrialConfig.from_dict(trial.config)
         status = fold_trial_status(config, trial.last_result, scheduler_stopped(self.sweep_dir))
         if status == FINISHED:  # a stopped trial's records are of a partial model: not evidence
-            gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
+            gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint, config.repeat)
         self._record(trial_row(config, trial.last_result, status))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -31,6 +31,7 @@ from sweeper.leaderboard import (
     FOLD,
     LOSS,
     N_FOLDS,
+    REPEAT,
     STATUS,
     fold_trial_status,
     read_configs,
@@ -123,6 +124,7 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
         )
     spec = _frozen_spec(spec_file)
     folds_per_config = len(spec.data.folds_to_run) if spec else 1
+    runs_per_config = folds_per_config * (spec.training.repeats if spec else 1)  # fold trials x repeats
     planned_configs = spec.planned_configurations() if spec else None
     planned_folds = spec.planned_fold_trials() if spec else None
     folders = _trial_folders(tune_dir)
@@ -131,8 +133,11 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     try:
         ended = read_trials(sweep_dir)
     except FileNotFoundError:
-        ended = pd.DataFrame(columns=[CONFIG_ID, FOLD, STATUS, LOSS])
-    ended_keys = {(cid, int(fold)): status for cid, fold, status in zip(ended[CONFIG_ID], ended[FOLD], ended[STATUS])}
+        ended = pd.DataFrame(columns=[CONFIG_ID, FOLD, REPEAT, STATUS, LOSS])
+    ended_keys = {
+        (cid, int(fold), int(repeat)): status
+        for cid, fold, repeat, status in zip(ended[CONFIG_ID], ended[FOLD], ended[REPEAT], ended[STATUS])
+    }
     finished = sum(s == FINISHED for s in ended_keys.values())
     failed = sum(s == FAILED for s in ended_keys.values())
 
@@ -207,7 +212,7 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     if len(ended):
         by_config = ended.groupby(CONFIG_ID)[STATUS]
         configs_failed = int(by_config.apply(lambda s: (s == FAILED).any()).sum())
-        configs_done = int((by_config.size() >= folds_per_config).sum())
+        configs_done = int((by_config.size() >= runs_per_config).sum())
         configs_seen = len(set(ended[CONFIG_ID]) | {k[0] for k in running_keys})
         front, best = _front_and_best(sweep_dir)
     else:
@@ -317,19 +322,19 @@ def _trial_config(config: Any) -> TrialConfig | None:
         return None
 
 
-def _tune_states(tune_dir: Path) -> dict[tuple[str, int], str]:
-    """Returns (config_id, fold) -> Tune status from the newest experiment state (:mod:`sweeper.tune_state`)."""
+def _tune_states(tune_dir: Path) -> dict[tuple[str, int, int], str]:
+    """Returns (config_id, fold, repeat) -> Tune status from the newest experiment state (:mod:`sweeper.tune_state`)."""
     statuses = {}
     for trial in read_tune_trials(tune_dir):
         config = _trial_config(trial.config)
         if config is not None:
-            statuses[(config.config_id, config.fold)] = trial.status
+            statuses[(config.config_id, config.fold, config.repeat)] = trial.status
     return statuses
 
 
-def _trial_folders(tune_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """Returns (config_id, fold) -> loss, epochs, epoch reached, start/end times, duration per trial folder."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
+def _trial_folders(tune_dir: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Returns (config_id, fold, repeat) -> loss, epochs, epoch reached, start/end times, duration per trial folder."""
+    out: dict[tuple[str, int, int], dict[str, Any]] = {}
     if not tune_dir.is_dir():
         return out
     for folder in sorted(p for p in tune_dir.iterdir() if (p / "params.json").is_file()):
@@ -357,7 +362,7 @@ def _trial_folders(tune_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
             info["start"] = float(first.get("timestamp", info["end"])) - float(first.get("time_this_iter_s", 0.0))
         else:
             info["start"] = folder.stat().st_mtime
-        key = (config.config_id, config.fold)
+        key = (config.config_id, config.fold, config.repeat)
         if key not in out or info["results"] >= out[key]["results"]:  # a rerun folder of the same trial
             out[key] = info
     return out
@@ -461,7 +466,7 @@ class ProgressPrinter:
         self.failed = 0
         self.ended: list[str] = []
         # config_id -> fold -> (sensitivity, precision), finished folds only
-        self.scores: dict[str, dict[int, tuple[float, float]]] = {}
+        self.scores: dict[str, dict[tuple[int, int], tuple[float, float]]] = {}  # (fold, repeat) -> point
 
     def get_state(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -484,13 +489,14 @@ class ProgressPrinter:
         if self.started_at is None:
             self.started_at = time.time()
         config, result = TrialConfig.from_dict(trial.config), trial.last_result or {}
-        key = f"{config.config_id}/{config.fold}"
+        key = f"{config.config_id}/{config.fold}" + (f"/{config.repeat}" if config.repeat else "")
         if key not in self.ended:
             self.ended.append(key)
         metrics = {k.removeprefix(BEST_PREFIX): float(v) for k, v in result.items() if k.startswith(BEST_PREFIX)}
         if outcome == "finished":
             if X_METRIC in metrics and Y_METRIC in metrics:
-                self.scores.setdefault(config.config_id, {})[config.fold] = (metrics[X_METRIC], metrics[Y_METRIC])
+                point = (metrics[X_METRIC], metrics[Y_METRIC])
+                self.scores.setdefault(config.config_id, {})[(config.fold, config.repeat)] = point
         elif outcome == "FAILED":
             self.failed += 1
         running = sum(t.status == RUNNING and t is not trial for t in trials)

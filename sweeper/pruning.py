@@ -35,9 +35,10 @@ import numpy as np
 SCHEDULER_STATE_FILE = "moasha_state.json"
 
 
-def trial_key(config_id: str, fold: int) -> str:
-    """Returns the key of a fold trial in the scheduler's state: ``<config_id>/<fold>``."""
-    return f"{config_id}/{fold}"
+def trial_key(config_id: str, fold: int, repeat: int = 0) -> str:
+    """Returns the key of a fold trial in the scheduler's state: ``<config_id>/<fold>``, and ``/<repeat>`` for
+    every seeded repeat of the fold but the first (``training.repeats``)."""
+    return f"{config_id}/{fold}" + (f"/{repeat}" if repeat else "")
 
 
 def scheduler_stopped(sweep_dir: str | Path) -> dict[str, int]:
@@ -225,10 +226,10 @@ class EpochHalving:
         """The rung epochs (the last epoch is no rung: the trial ends there anyway)."""
         return rung_levels(self.grace_period, self.reduction_factor, self.max_epochs)[:-1]
 
-    def decide(self, config_id: str, fold: int, result: dict) -> bool:
+    def decide(self, config_id: str, fold: int, result: dict, repeat: int = 0) -> bool:
         """Returns whether the fold trial goes on after reporting ``result`` (it holds ``epoch`` and the
         objectives under their plain names)."""
-        key = trial_key(config_id, fold)
+        key = trial_key(config_id, fold, repeat)
         if key in self.stopped:
             return False
         epoch = result.get("epoch")

@@ -47,7 +47,9 @@ class MoAshaScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
         config = trial.config
-        goes_on = self.halving.decide(str(config["config_id"]), int(config["fold"]), result)
+        goes_on = self.halving.decide(
+            str(config["config_id"]), int(config["fold"]), result, int(config.get("repeat", 0))
+        )
         if result.get("epoch") in self.halving.levels or not goes_on:
             self._write()
         return TrialScheduler.CONTINUE if goes_on else TrialScheduler.STOP

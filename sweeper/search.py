@@ -2,9 +2,10 @@
 
 Why our own searcher (README, "Decisions worth knowing"): Ray Tune's ``OptunaSearch`` scores each trial
 alone and cannot be combined with folds in multi-objective mode. Here one Optuna trial is one
-*configuration* (architecture, encoder, heads, loss, loss knobs); it becomes one Tune trial per fold, and
-Optuna is told the fold means of the objectives once every fold has ended -- or told FAIL if any
-fold failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
+*configuration* (architecture, encoder, heads, loss, loss knobs, searched training settings); it becomes one
+Tune trial per fold and repeat (``training.repeats`` seeded runs of each fold), and Optuna is told the
+fold means of the objectives (each fold first averaged over its repeats) once every fold trial has
+ended -- or told FAIL if any failed, never a score. Grid mode enqueues every fixed configuration into the same study, so
 both modes take one path.
 
 The budget counts *distinct* configurations. Optuna may propose a configuration it proposed
@@ -40,7 +41,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from sweeper.pruning import Rungs, as_maximised, rung_levels, scheduler_stopped, trial_key
-from sweeper.spec import ConstraintSpec, SweepSpec
+from sweeper.spec import TRAINING_PARAM_PREFIX, ConstraintSpec, SweepSpec
 from trainables.contract import BEST_PREFIX, Configuration, TrialConfig, TrialSettings
 
 #: consecutive proposals of already-known configurations after which the search space counts as used up
@@ -97,8 +98,40 @@ def config_id(configuration: Configuration) -> str:
         canonical["roi_ratio"] = float(configuration.roi_ratio)
     if configuration.heads != "multiclass":  # absent from the ids of one-network configurations
         canonical["heads"] = configuration.heads
+    if configuration.training_params:  # absent from ids of sweeps that search no training setting
+        canonical["training"] = _canonical_training(configuration.training_params)
     digest = hashlib.sha1(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
     return digest[:10]
+
+
+def _canonical_training(params: dict[str, Any]) -> dict[str, Any]:
+    """Returns searched training settings with floats rounded as knob values are (stable ids)."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, float):
+            return float(f"{value:.10g}")
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in sorted(value.items())}
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        return value
+
+    return canonical(params)
+
+
+def sample_training(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
+    """Returns the configuration's ``training_params``: each searched training setting drawn through ``trial``
+    as ``training.<setting>`` (a list: categorical; a range: float, log scale by default), else ``{}``."""
+    training = spec.training
+    chosen = {
+        name: trial.suggest_categorical(TRAINING_PARAM_PREFIX + name, values)
+        for name, values in training.choices().items()
+    }
+    lr_range = training.lr_range()
+    if lr_range is not None:
+        log = True if lr_range.log is None else lr_range.log
+        chosen["lr"] = trial.suggest_float(TRAINING_PARAM_PREFIX + "lr", lr_range.low, lr_range.high, log=log)
+    return training.training_params(chosen)
 
 
 def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
@@ -123,6 +156,7 @@ def sample_configuration(trial: optuna.Trial, spec: SweepSpec) -> Configuration:
         loss_params=dict(sorted(params.items())),
         roi_ratio=roi_ratio,
         heads=heads,
+        training_params=sample_training(trial, spec),
     )
 
 
@@ -150,6 +184,7 @@ def grid_params(spec: SweepSpec, entry: dict[str, Any]) -> dict[str, Any]:
     fixed["loss"] = entry["loss_label"]
     if entry["roi_ratio"] is not None:
         fixed["roi_ratio"] = entry["roi_ratio"]
+    fixed.update({TRAINING_PARAM_PREFIX + k: v for k, v in entry.get("training", {}).items()})
     return fixed
 
 
@@ -171,8 +206,12 @@ class _Configuration:
     configuration: Configuration
     optuna_numbers: list[int]
     folds: list[int]
-    #: fold -> the searcher's metrics (objectives, then constraint metrics) at the best epoch; None: failed
+    repeats: int = 1
+    #: fold -> the searcher's metrics (objectives, then constraint metrics) at the best epoch, averaged over
+    #: the fold's repeats once all of them ended; None: one failed
     results: dict[int, list[float] | None] = field(default_factory=dict)
+    #: (fold, repeat) -> one seeded run's metrics while the fold's other repeats run; None: failed
+    runs: dict[tuple[int, int], list[float] | None] = field(default_factory=dict)
     told: bool = False
     launched: int = 0  # folds handed to Tune so far (the first ``launched`` of ``folds``)
     stopped: dict[int, int] = field(default_factory=dict)  # fold -> last epoch, for folds the scheduler stopped
@@ -185,6 +224,16 @@ class _Configuration:
     @property
     def launched_done(self) -> bool:
         return all(fold in self.results for fold in self.folds[: self.launched])
+
+    def record_run(self, fold: int, repeat: int, values: list[float] | None) -> bool:
+        """Records one seeded run of a fold; returns True once the fold's every repeat has ended, its
+        ``results`` entry then the mean over the repeats, (1 / R) sum_r y_fr (None if one failed)."""
+        self.runs[(fold, repeat)] = values
+        mine = [v for (f, _), v in self.runs.items() if f == fold]
+        if len(mine) < self.repeats:
+            return False
+        self.results[fold] = None if any(v is None for v in mine) else [sum(v) / len(v) for v in zip(*mine)]
+        return True
 
 
 class FoldSearcher(Searcher):
@@ -235,7 +284,7 @@ class FoldSearcher(Searcher):
             self._ask()
         if self._queue:
             fold_config = self._queue.popleft()
-            self._trial_folds[trial_id] = (fold_config.config_id, fold_config.fold)
+            self._trial_folds[trial_id] = (fold_config.config_id, fold_config.fold, fold_config.repeat)
             return fold_config.to_dict()
         if any(not c.told for c in self._configurations.values()):
             return None  # folds still running; Tune asks again later
@@ -244,14 +293,16 @@ class FoldSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self._trial_folds:
             return
-        cid, fold = self._trial_folds.pop(trial_id)
+        cid, fold, *repeat = self._trial_folds.pop(trial_id)  # no repeat: saved before repeats existed
         entry = self._configurations[cid]
         values = None
         if not error and result is not None and all(key in result for key in self._result_keys):
             values = [float(result[key]) for key in self._result_keys]
-        entry.results[fold] = values
-        if values is not None and self._was_stopped(cid, fold, result):
+        run = repeat[0] if repeat else 0
+        if values is not None and self._was_stopped(cid, fold, result, run):
             entry.stopped[fold] = int(result["epoch"])  # a partial record, never a score
+        if not entry.record_run(fold, run, values):
+            return  # the fold's other repeats still run: a fold counts once all of them ended
         if entry.told:
             return  # pruned while this fold ran: kept in the leaderboard, nothing more to tell
         if entry.stopped:
@@ -308,6 +359,8 @@ class FoldSearcher(Searcher):
         trial.set_user_attr("config_id", cid)
         for key, value in configuration.loss_params.items():
             trial.set_user_attr(f"loss_params.{key}", value)
+        for key, value in configuration.training_params.items():
+            trial.set_user_attr(f"training_params.{key}", value)
         entry = self._configurations.get(cid)
         if entry is not None:
             # Optuna proposed a configuration we already train or trained: reuse, never retrain.
@@ -318,15 +371,17 @@ class FoldSearcher(Searcher):
             return
         self._asked += 1
         self._duplicates_in_row = 0
-        entry = _Configuration(configuration, [trial.number], list(self._folds))
+        entry = _Configuration(configuration, [trial.number], list(self._folds), self._settings.repeats)
         self._configurations[cid] = entry
         self._launch(cid, entry, self._fold_levels[0] if self._fold_levels else len(self._folds))
 
     def _launch(self, cid: str, entry: _Configuration, up_to: int, *, first: bool = False) -> None:
-        """Queues the configuration's folds up to the ``up_to``-th (``first``: ahead of everything queued)."""
+        """Queues the configuration's folds up to the ``up_to``-th, each with its ``training.repeats`` seeded
+        runs (``first``: ahead of everything queued)."""
         fold_configs = [
-            self._settings.for_fold(entry.configuration, config_id=cid, fold=fold)
+            self._settings.for_fold(entry.configuration, config_id=cid, fold=fold, repeat=repeat)
             for fold in entry.folds[entry.launched : up_to]
+            for repeat in range(entry.repeats)
         ]
         entry.launched = up_to
         if first:
@@ -358,13 +413,13 @@ class FoldSearcher(Searcher):
                 return optuna.trial.Trial(self._study, frozen._trial_id)
         return None
 
-    def _was_stopped(self, cid: str, fold: int, result: dict) -> bool:
+    def _was_stopped(self, cid: str, fold: int, result: dict, repeat: int = 0) -> bool:
         """True when the epoch scheduler stopped this fold trial: it is in the scheduler's state in the sweep
         folder (without a sweep folder: its last epoch is below ``training.epochs``)."""
         epoch = result.get("epoch")
         if epoch is None or int(epoch) >= self._settings.epochs:
             return False
-        return self._sweep_dir is None or trial_key(cid, fold) in scheduler_stopped(self._sweep_dir)
+        return self._sweep_dir is None or trial_key(cid, fold, repeat) in scheduler_stopped(self._sweep_dir)
 
     def _prune(self, entry: _Configuration, reason: str) -> None:
         """Tells Optuna PRUNED, drops the configuration's queued folds and records it in the pruning ledger."""
@@ -406,4 +461,4 @@ class FoldSearcher(Searcher):
             elif failed:
                 self._study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
-                self._study.tell(number, means[: self._n_objectives])
+                self._study.tell(number, means[: self._n_objectives])  # fold means of repeat means

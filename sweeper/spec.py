@@ -38,13 +38,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from trainables.contract import GI_CLASSES, Heads, TrainingSettings
+from trainables.contract import GI_CLASSES, AdamWSettings, Heads, OptimizerSettings, TrainingSettings
 from trainables.data.formats import ADAPTERS, FormatOptions
 
 if TYPE_CHECKING:
@@ -409,11 +410,145 @@ class LossSpec(_Strict):
         return self.knob_plan(classes).searched
 
 
+#: the optimisers ``training.optimizer`` takes, and their settings' validator
+OPTIMIZER_NAMES = ("adamw", "adam", "sgd")
+_OPTIMIZER = TypeAdapter(OptimizerSettings)
+
+#: the range ``training.lr: search`` searches (log scale)
+LR_SEARCH_RANGE = (1e-5, 1e-2)
+
+#: how each searchable training setting is named among the Optuna parameters (``training.lr``)
+TRAINING_PARAM_PREFIX = "training."
+
+
 class TrainingSpec(TrainingSettings):
     """Optimisation settings shared by every trial (seed 000 defaults).
 
     Declared once, in :class:`trainables.contract.TrainingSettings`: the trial reads the same fields
-    with the same defaults from its :class:`~trainables.contract.TrialConfig`."""
+    with the same defaults from its :class:`~trainables.contract.TrialConfig`. Two of them may also be
+    configuration dimensions, as loss knobs are: ``lr`` as a list (choices), ``search``
+    (:data:`LR_SEARCH_RANGE`, log scale) or ``{low, high, log}`` (log by default), and ``optimizer`` as a
+    list of optimisers (``[adam, {name: sgd, nesterov: true}]``). A searched value is part of the
+    configuration (``training_params``, its ``config_id``); in grid mode lists are enumerated.
+    """
+
+    lr: float | list[float] | KnobRange | Literal["search"] = Field(
+        2e-4, description="peak learning rate; a list, search or {low, high, log} makes it a configuration dimension"
+    )
+    optimizer: OptimizerSettings | list[OptimizerSettings] = Field(
+        default_factory=AdamWSettings,
+        description="adamw (default), adam or sgd, by name or {name: sgd, momentum: 0.9, nesterov: true}; "
+        "a list makes it a configuration dimension",
+    )
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _learning_rates(cls, value: Any) -> Any:
+        """One clear message for a learning rate that is none of the forms (not one per union member)."""
+        if isinstance(value, dict):
+            try:
+                return KnobRange.model_validate(value)
+            except ValidationError as err:
+                raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
+        if value == "search":
+            return value
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError("give a learning rate (e.g. 2e-4), a list of them, search, or {low, high, log}")
+        if any(v <= 0 for v in values):
+            raise ValueError("a learning rate must be greater than 0, e.g. 2e-4")
+        return [float(v) for v in value] if isinstance(value, list) else float(value)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizers(cls, value: Any) -> Any:
+        """Validates an optimiser or a list of them, each problem named once (not once per union member)."""
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise ValueError("give one optimizer or a non-empty list of them")
+        known = ", ".join(OPTIMIZER_NAMES)
+        out = []
+        for item in items:
+            name = item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
+            if isinstance(item, BaseModel):
+                out.append(item)
+                continue
+            if name not in OPTIMIZER_NAMES:
+                raise ValueError(f"unknown optimizer {name!r}; choose from {known}")
+            try:
+                out.append(_OPTIMIZER.validate_python(item))
+            except ValidationError as err:
+                problems = []
+                for e in err.errors():
+                    where, msg = ".".join(str(x) for x in e["loc"][1:]), e["msg"].removeprefix("Value error, ")
+                    problems.append(f"{name}.{where}: {msg}" if where else msg)
+                raise ValueError("; ".join(problems)) from None
+        if len(set(out)) != len(out):
+            raise ValueError("an optimizer is listed twice; list each once")
+        return out if isinstance(value, list) else out[0]
+
+    def optimizer_labels(self) -> dict[str, Any]:
+        """Returns label -> optimiser settings: the name, or ``name[i]`` when a name is listed several times."""
+        choices = self.optimizer if isinstance(self.optimizer, list) else [self.optimizer]
+        names = [o.name for o in choices]
+        return {(n if names.count(n) == 1 else f"{n}[{i}]"): o for i, (n, o) in enumerate(zip(names, choices))}
+
+    def lr_range(self) -> KnobRange | None:
+        """Returns the range ``lr`` searches (``search``: :data:`LR_SEARCH_RANGE`), or None when it is not a range."""
+        if self.lr == "search":
+            return KnobRange(low=LR_SEARCH_RANGE[0], high=LR_SEARCH_RANGE[1], log=True)
+        return self.lr if isinstance(self.lr, KnobRange) else None
+
+    def lr_bounds(self) -> tuple[float, float]:
+        """Returns the lowest and highest learning rate any configuration may train with (for cross-field
+        checks such as ``min_lr`` against ``lr``, whatever form ``lr`` takes)."""
+        lr_range = self.lr_range()
+        if lr_range is not None:
+            return lr_range.low, lr_range.high
+        values = self.lr if isinstance(self.lr, list) else [self.lr]
+        return min(values), max(values)
+
+    def choices(self) -> dict[str, list[Any]]:
+        """Returns the training settings listed as choices, ``{setting: [values]}`` (grid: each enumerated)."""
+        out: dict[str, list[Any]] = {}
+        if isinstance(self.lr, list):
+            out["lr"] = [float(v) for v in self.lr]
+        if isinstance(self.optimizer, list):
+            out["optimizer"] = list(self.optimizer_labels())
+        return out
+
+    def training_params(self, chosen: dict[str, Any]) -> dict[str, Any]:
+        """Returns a configuration's ``training_params`` from the values chosen for the searched settings
+        (an optimiser by its label), as the trial reads them (``{lr: 0.001, optimizer: {name: sgd, ...}}``)."""
+        out = dict(chosen)
+        if "optimizer" in out:
+            out["optimizer"] = self.optimizer_labels()[out["optimizer"]].model_dump(mode="json")
+        if "lr" in out:
+            out["lr"] = float(out["lr"])
+        return dict(sorted(out.items()))
+
+    def shared_settings(self) -> dict[str, Any]:
+        """Returns the settings every trial shares, as :class:`~trainables.contract.TrainingSettings` takes them;
+        a searched setting holds a stand-in (the first choice, the range's low end) that each configuration's
+        ``training_params`` replaces."""
+        values = dict(self)
+        lr_range = self.lr_range()
+        if lr_range is not None:
+            values["lr"] = lr_range.low
+        elif isinstance(self.lr, list):
+            values["lr"] = self.lr[0]
+        if isinstance(self.optimizer, list):
+            values["optimizer"] = self.optimizer[0]
+        return values
+
+    def searched(self) -> bool:
+        """True when a training setting is a configuration dimension."""
+        return bool(self.choices()) or self.lr_range() is not None
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the listed training choices (one empty entry when none is listed)."""
+        choices = self.choices()
+        return [dict(zip(choices, values)) for values in itertools.product(*choices.values())]
 
 
 class Objective(_Strict):
@@ -682,6 +817,11 @@ class SweepSpec(_Strict):
                     f"search.mode grid needs fixed knob values, but {searched} are ranges; "
                     "give numbers or use search.mode optuna"
                 )
+            if self.training.lr_range() is not None:
+                problems.append(
+                    "training.lr: search.mode grid needs fixed learning rates; give a number or a list "
+                    "of them, or use search.mode optuna"
+                )
         elif self.search.budget is None:
             problems.append("search.budget is required for search.mode optuna: the number of configurations to try")
         if registry:
@@ -747,16 +887,21 @@ class SweepSpec(_Strict):
         trained once). Needs no loss registry, so read-only commands can ask it."""
         if self.search.mode == "grid":
             return (
-                len(self.model.pairs()) * len(self.model.heads) * len(self.losses) * len(self.data.roi_ratios or [None])
+                len(self.model.pairs())
+                * len(self.model.heads)
+                * len(self.losses)
+                * len(self.data.roi_ratios or [None])
+                * len(self.training.grid())
             )
         return int(self.search.budget)
 
     def planned_fold_trials(self) -> int:
-        """Returns how many fold trials the sweep plans at most: configurations x folds to run."""
-        return self.planned_configurations() * len(self.data.folds_to_run)
+        """Returns how many fold trials the sweep plans at most: configurations x folds to run x repeats."""
+        return self.planned_configurations() * len(self.data.folds_to_run) * self.training.repeats
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every fixed configuration (grid mode): network (architecture, encoder) x heads x loss x ROI ratio."""
+        """Every fixed configuration (grid mode): network (architecture, encoder) x heads x loss x ROI ratio x
+        listed training choices (``training``: ``{lr: 0.001, optimizer: sgd}``, the optimiser by its label)."""
         return [
             {
                 "arch": arch,
@@ -766,12 +911,14 @@ class SweepSpec(_Strict):
                 "loss_params": loss.fixed_params(self.data.classes),
                 "roi_ratio": ratio,
                 "loss_label": label,
+                "training": chosen,
             }
-            for (arch, enc), heads, (label, loss), ratio in itertools.product(
+            for (arch, enc), heads, (label, loss), ratio, chosen in itertools.product(
                 self.model.pairs(),
                 self.model.heads,
                 self.loss_labels().items(),
                 self.data.roi_ratios or [None],
+                self.training.grid(),
             )
         ]
 

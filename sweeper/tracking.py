@@ -18,6 +18,7 @@ folds have ended, the leaderboard's intervals (``<metric>_ci_low``/``_ci_high``)
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -45,6 +46,8 @@ LEVEL_TAG = "sweeper.level"
 PARENT_TAG = "mlflow.parentRunId"
 CONFIG_TAG = "sweeper.config_id"
 FOLD_TAG = "sweeper.fold"
+#: which of the fold's training.repeats seeded runs a fold run is
+REPEAT_TAG = "sweeper.repeat"
 ERROR_TAG = "sweeper.error"
 #: a fold run the epoch scheduler stopped (``stopped``, with the epoch) or a pruned configuration run
 #: (``pruned``, with why): README "Pruning"
@@ -102,6 +105,7 @@ def artifact_root(results_dir: Path) -> str:
 PARAM_FIELDS = (
     "config_id",
     "fold",
+    "repeat",
     "arch",
     "encoder",
     "encoder_weights",
@@ -113,7 +117,10 @@ PARAM_FIELDS = (
     "lr",
     "weight_decay",
     "min_lr",
+    "optimizer",
+    "schedule",
     "seed",
+    "repeats",
     "image_size",
     "context",
     "augmentation",
@@ -124,10 +131,11 @@ PARAM_FIELDS = (
 
 def trial_params(config: TrialConfig) -> dict[str, str]:
     """Returns the MLflow params of a fold trial: identity, loss knobs (``loss.<knob>``), training settings."""
-    values = config.model_dump(include=set(PARAM_FIELDS))
+    values = config.model_dump(mode="json", include=set(PARAM_FIELDS))
     params = {key: values[key] for key in PARAM_FIELDS if values[key] is not None}
     params.update({f"loss.{k}": v for k, v in config.loss_params.items()})
-    return {k: str(v) for k, v in params.items()}
+    # the optimiser and schedule settings as JSON ({"name": "sgd", "momentum": 0.9, ...})
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v) for k, v in params.items()}
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -216,7 +224,8 @@ class MlflowTracker:
         experiment: experiment name (the sweep name).
         artifact_location: where a new experiment stores artifacts (ignored for an existing one).
         spec_file: the frozen spec, logged as an artifact of the sweep run (its folder is the sweep's).
-        n_folds: folds per configuration; a configuration run closes when all have ended.
+        n_folds: fold trials per configuration (folds x training.repeats); a configuration run closes when
+            all have ended.
         max_wait_s: how long the end of the sweep waits for an unreachable server.
         retry_every_s: the least time between two retries of queued events during an outage.
     """
@@ -291,7 +300,11 @@ class MlflowTracker:
         config = TrialConfig.from_dict(trial.config)
         stopped = fold_trial_status(config, trial.last_result, scheduler_stopped(self.sweep_dir)) == STOPPED
         # a stopped trial's records are of a partial model: not gathered (nor is it a finished fold)
-        cases = None if stopped else gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint)
+        cases = (
+            None
+            if stopped
+            else gather_trial_cases(self.sweep_dir, config.config_id, config.fold, trial.checkpoint, config.repeat)
+        )
         summary = self._config_summary(trials, trial, False)
         if stopped:
             self._push(("stopped", config, int(trial.last_result["epoch"])))
@@ -418,7 +431,7 @@ class MlflowTracker:
 
     def _config_run(self, config: TrialConfig) -> str:
         cid = config.config_id
-        params = {k: v for k, v in trial_params(config).items() if k != "fold"}
+        params = {k: v for k, v in trial_params(config).items() if k not in ("fold", "repeat")}
         return self._find_or_create(
             (CONFIG_LEVEL, cid),
             {LEVEL_TAG: CONFIG_LEVEL, CONFIG_TAG: cid, PARENT_TAG: self._sweep_run},
@@ -427,12 +440,12 @@ class MlflowTracker:
         )
 
     def _fold_run(self, config: TrialConfig) -> str:
-        cid, fold = config.config_id, config.fold
+        cid, fold, repeat = config.config_id, config.fold, config.repeat
         parent = self._config_run(config)
         return self._find_or_create(
-            (FOLD_LEVEL, cid, fold),
-            {LEVEL_TAG: FOLD_LEVEL, CONFIG_TAG: cid, FOLD_TAG: str(fold), PARENT_TAG: parent},
-            run_name=f"{config.loss}-{cid}-fold{fold}",
+            (FOLD_LEVEL, cid, fold, repeat),
+            {LEVEL_TAG: FOLD_LEVEL, CONFIG_TAG: cid, FOLD_TAG: str(fold), REPEAT_TAG: str(repeat), PARENT_TAG: parent},
+            run_name=f"{config.loss}-{cid}-fold{fold}" + (f"-repeat{repeat}" if repeat else ""),
             params=trial_params(config),
         )
 
@@ -456,9 +469,13 @@ class MlflowTracker:
         keys = [k for k in (finished[0].last_result if finished else {}) if k.startswith(BEST_PREFIX)]
         means = []
         for key in keys:
-            values = [t.last_result[key] for t in finished if key in t.last_result]
-            if values:
-                means.append((key.removeprefix(BEST_PREFIX), sum(values) / len(values)))
+            by_fold: dict[int, list[float]] = {}  # a fold's repeats are averaged first, as the leaderboard does
+            for t in finished:
+                if key in t.last_result:
+                    by_fold.setdefault(TrialConfig.from_dict(t.config).fold, []).append(t.last_result[key])
+            if by_fold:
+                fold_means = [sum(v) / len(v) for v in by_fold.values()]
+                means.append((key.removeprefix(BEST_PREFIX), sum(fold_means) / len(fold_means)))
         failed_any = any(t.status == "ERROR" for t in others) or failed
         status = "FAILED" if failed_any else "FINISHED"
         intervals, method = self._config_intervals(cid, finished)

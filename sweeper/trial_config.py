@@ -22,7 +22,7 @@ def trial_settings(spec: SweepSpec, cache_dir: str | Path) -> TrialSettings:
     2.5D input, the encoder weights option and the CPUs each trial gets."""
     data = spec.data
     return TrialSettings(
-        **dict(spec.training),
+        **spec.training.shared_settings(),
         cache_dir=str(Path(cache_dir).resolve()),
         classes=tuple(data.channel_classes),
         activation="softmax" if data.label_mode == "multiclass" else "sigmoid",

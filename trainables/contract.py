@@ -13,9 +13,10 @@ Three layers, one declaration each:
 - :class:`TrialSettings`: what every trial of a sweep shares (training settings, the data cache, the
   classes, the input shape, the model weights option, the CPUs per trial);
 - :class:`Configuration`: what defines one configuration (``arch``, ``encoder``, ``loss``,
-  ``loss_params``, ``roi_ratio``, ``heads``), the unit the search proposes and the leaderboard ranks;
-- :class:`TrialConfig`: the shared settings plus one configuration, its ``config_id`` and the
-  validation ``fold``.
+  ``loss_params``, ``roi_ratio``, ``heads``, searched ``training_params``), the unit the search proposes and
+  the leaderboard ranks;
+- :class:`TrialConfig`: the shared settings plus one configuration, its ``config_id``, the
+  validation ``fold`` and the ``repeat`` (which of ``training.repeats`` seeded runs of the fold).
 
 This module imports neither torch nor Ray: read-only commands import it.
 """
@@ -24,9 +25,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 #: what a trial writes: the prefix of the best-epoch metrics in each reported result (``best.dice``)
 BEST_PREFIX = "best."
@@ -44,6 +45,10 @@ Activation = Literal["sigmoid", "softmax"]
 #: multiclass: one network with a channel per class; uniclass: one binary network per class (paper 003)
 Heads = Literal["multiclass", "uniclass"]
 
+#: seeds of the repeats of one fold trial lie this far apart (``seed + fold + repeat * REPEAT_SEED_STRIDE``),
+#: so no repeat of one fold shares a seed with another fold of the same sweep
+REPEAT_SEED_STRIDE = 1000
+
 
 def unknown_keys_message(what: str, unknown: list[str], known: list[str]) -> str:
     """Returns "unknown <what> 'lrr' (did you mean 'lr'?); known: ..." for keys a model does not declare."""
@@ -52,6 +57,112 @@ def unknown_keys_message(what: str, unknown: list[str], known: list[str]) -> str
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
         parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return f"unknown {what} {', '.join(parts)}; known: {', '.join(sorted(known))}"
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdamWSettings(_Settings):
+    """AdamW: Adam with decoupled weight decay (``training.weight_decay``), paper 000's optimiser (the default).
+
+    Loshchilov I., Hutter F. "Decoupled weight decay regularization." ICLR 2019. arXiv:1711.05101"""
+
+    name: Literal["adamw"] = "adamw"
+    betas: tuple[float, float] = Field((0.9, 0.999), description="moment decay rates (beta1, beta2)")
+    eps: float = Field(1e-8, gt=0)
+
+
+class AdamSettings(_Settings):
+    """Adam; ``training.weight_decay`` is added to the gradient (an L2 penalty, as torch.optim.Adam does):
+    papers 001 (Adam 2e-3) and 004 (Adam, weight decay 1e-4).
+
+    Kingma D. P., Ba J. "Adam: a method for stochastic optimization." ICLR 2015. arXiv:1412.6980"""
+
+    name: Literal["adam"] = "adam"
+    betas: tuple[float, float] = Field((0.9, 0.999), description="moment decay rates (beta1, beta2)")
+    eps: float = Field(1e-8, gt=0)
+
+
+class SGDSettings(_Settings):
+    """Stochastic gradient descent with (optionally Nesterov) momentum: paper 003 (SGD with momentum).
+
+    Sutskever I., Martens J., Dahl G., Hinton G. "On the importance of initialization and momentum in
+    deep learning." ICML 2013 (Nesterov momentum as torch.optim.SGD implements it)."""
+
+    name: Literal["sgd"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDSettings:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("sgd: nesterov needs momentum > 0, e.g. momentum: 0.9")
+        return self
+
+
+def _named(value: Any) -> Any:
+    """Lets a spec name an optimiser or schedule by its name alone: ``adam`` means ``{name: adam}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+#: ``training.optimizer``: one of the optimisers above, chosen by ``name``
+OptimizerSettings = Annotated[
+    AdamWSettings | AdamSettings | SGDSettings, Field(discriminator="name"), BeforeValidator(_named)
+]
+
+
+class _ScheduleBase(_Settings):
+    step_every: Literal["epoch", "batch"] = Field(
+        "epoch",
+        description="epoch: the learning rate changes once per epoch; batch: after every training batch "
+        "(paper 004's poly per iteration); lengths stay counted in epochs",
+    )
+    warmup_epochs: int = Field(
+        0, ge=0, description="linear warm-up from warmup_start_factor x lr to lr over these first epochs"
+    )
+    warmup_start_factor: float = Field(0.1, gt=0, le=1, description="share of lr the warm-up starts from")
+
+
+class CosineSchedule(_ScheduleBase):
+    """Cosine annealing from ``lr`` to ``training.min_lr`` over the epochs after warm-up (paper 000, the default):
+    lr_e = min_lr + (lr - min_lr) (1 + cos(pi e / E)) / 2.
+
+    Loshchilov I., Hutter F. "SGDR: stochastic gradient descent with warm restarts." ICLR 2017. arXiv:1608.03983"""
+
+    name: Literal["cosine"] = "cosine"
+
+
+class PolySchedule(_ScheduleBase):
+    """Polynomial decay to 0 over the epochs after warm-up: lr_e = lr (1 - e / E) ^ power (paper 004, power 0.9).
+
+    Chen L.-C. et al. "DeepLab: semantic image segmentation with deep convolutional nets, atrous
+    convolution, and fully connected CRFs." IEEE TPAMI 40(4), 2018. doi:10.1109/TPAMI.2017.2699184"""
+
+    name: Literal["poly"] = "poly"
+    power: float = Field(0.9, gt=0)
+
+
+class StepSchedule(_ScheduleBase):
+    """Step decay: lr_e = lr x factor ^ floor(e / step_epochs) (paper 003: x 0.9 every 20 epochs)."""
+
+    name: Literal["step"] = "step"
+    step_epochs: int = Field(20, ge=1, description="epochs between two decays")
+    factor: float = Field(0.9, gt=0, le=1, description="the learning rate is multiplied by this at each step")
+
+
+class ConstantSchedule(_ScheduleBase):
+    """The learning rate stays ``lr`` (after the optional warm-up)."""
+
+    name: Literal["constant"] = "constant"
+
+
+#: ``training.schedule``: one of the schedules above, chosen by ``name``; stepped once per epoch or per batch
+ScheduleSettings = Annotated[
+    CosineSchedule | PolySchedule | StepSchedule | ConstantSchedule,
+    Field(discriminator="name"),
+    BeforeValidator(_named),
+]
 
 
 class TrainingSettings(BaseModel):
@@ -64,10 +175,22 @@ class TrainingSettings(BaseModel):
 
     epochs: int = Field(18, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-4, gt=0)
+    lr: float = Field(2e-4, gt=0, description="peak learning rate (after warm-up)")
     weight_decay: float = Field(1e-2, ge=0)
     min_lr: float = Field(1e-6, ge=0, description="floor of the cosine schedule")
+    optimizer: OptimizerSettings = Field(
+        default_factory=AdamWSettings, description="adamw (default), adam or sgd, by name or {name: sgd, ...}"
+    )
+    schedule: ScheduleSettings = Field(
+        default_factory=CosineSchedule, description="cosine (default), poly, step or constant; optional warm-up"
+    )
     seed: int = 42
+    repeats: int = Field(
+        1,
+        ge=1,
+        description="runs of each fold with different seeds (paper 004 averaged 3); repeat r seeds with "
+        "seed + fold + 1000 r",
+    )
     threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the metrics")
     amp: bool = Field(True, description="mixed precision; only ever used on CUDA")
     num_workers: int | None = Field(
@@ -140,10 +263,18 @@ class TrialSettings(TrainingSettings):
         """The classes with index columns (``has_<class>``, ``area_<class>``): all but softmax's background."""
         return self.classes[1:] if self.activation == "softmax" else self.classes
 
-    def for_fold(self, configuration: Configuration, *, config_id: str, fold: int) -> TrialConfig:
-        """Returns the settings of one fold trial: these plus the configuration, its id and the fold."""
+    def for_fold(self, configuration: Configuration, *, config_id: str, fold: int, repeat: int = 0) -> TrialConfig:
+        """Returns the settings of one fold trial: these, with the configuration's searched training settings
+        (``training_params``) in place of the sweep's, plus the configuration, its id, the fold and the repeat."""
         return TrialConfig.model_validate(
-            {**self.model_dump(), **configuration.model_dump(), "config_id": config_id, "fold": fold}
+            {
+                **self.model_dump(),
+                **configuration.model_dump(),
+                **configuration.training_params,
+                "config_id": config_id,
+                "fold": fold,
+                "repeat": repeat,
+            }
         )
 
 
@@ -158,6 +289,11 @@ class Configuration(BaseModel):
     loss_params: dict[str, float] = Field(default_factory=dict, description="flat loss knobs: gamma.small_bowel")
     roi_ratio: float | None = Field(None, description="ROI-present / ROI-absent training slices; None: all")
     heads: Heads = Field("multiclass", description="one network for all classes, or one binary network per class")
+    training_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the training settings this configuration searched (lr, optimizer), replacing the sweep's; "
+        "empty when none is searched",
+    )
 
 
 class TrialConfig(TrialSettings, Configuration):
@@ -167,6 +303,19 @@ class TrialConfig(TrialSettings, Configuration):
 
     config_id: str = Field("", description="the configuration's short stable hash (sweeper.search.config_id)")
     fold: int = Field(ge=0, description="the validation fold; the other folds train")
+    repeat: int = Field(0, ge=0, description="which of the fold's training.repeats runs this is (its seed)")
+
+    @model_validator(mode="after")
+    def _repeat_in_range(self) -> TrialConfig:
+        if self.repeat >= self.repeats:
+            raise ValueError(f"repeat must be below repeats ({self.repeats}) but got {self.repeat}")
+        return self
+
+    @property
+    def run_seed(self) -> int:
+        """Returns the seed of this run: ``seed + fold`` for the first repeat, ``REPEAT_SEED_STRIDE`` further
+        for each next one (weights, batch order, augmentation and the ROI-ratio subset all follow it)."""
+        return self.seed + self.fold + self.repeat * REPEAT_SEED_STRIDE
 
     @property
     def configuration(self) -> Configuration:

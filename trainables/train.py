@@ -42,6 +42,7 @@ from trainables.heads import HEADS
 from trainables.inference import build_network, validation_slices
 from trainables.losses import build_configured_loss
 from trainables.metrics import LOWER_IS_BETTER, SegmentationMetrics
+from trainables.optim import build_optimizer, build_scheduler
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 
@@ -109,7 +110,8 @@ def loader_settings(cfg: TrialConfig, device: torch.device) -> dict[str, Any]:
 def make_loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, DataLoader]:
     """Returns the (training, validation) loaders of a fold trial, reproducible from ``cfg.seed``.
 
-    The training set's order comes from a generator seeded with ``seed + fold``; its augmentation
+    The training set's order comes from a generator seeded with the run's seed (``seed + fold``, further
+    for each repeat: :attr:`TrialConfig.run_seed`); its augmentation
     stream from the same seed (``num_workers=0``) or from each worker's seed, derived from that
     generator (:func:`_init_worker`). With ``gpu_augmentation`` the workers do only the intensity
     transforms; the geometric ones happen in the training step.
@@ -117,16 +119,14 @@ def make_loaders(cfg: TrialConfig, device: torch.device) -> tuple[DataLoader, Da
     n_folds = int(load_index(cfg.cache_dir)["fold"].max()) + 1
     train_folds = [f for f in range(n_folds) if f != cfg.fold]
     transform = build_augmentation(
-        cfg.image_size, cfg.augmentation, geometric=not cfg.gpu_augmentation, seed=cfg.seed + cfg.fold
+        cfg.image_size, cfg.augmentation, geometric=not cfg.gpu_augmentation, seed=cfg.run_seed
     )
     train_set = SliceDataset(cfg.cache_dir, train_folds, context=cfg.context, transform=transform)
     if cfg.roi_ratio is not None:
-        train_set.index = roi_ratio_subset(
-            train_set.index, cfg.roi_ratio, cfg.foreground_classes, seed=cfg.seed + cfg.fold
-        )
+        train_set.index = roi_ratio_subset(train_set.index, cfg.roi_ratio, cfg.foreground_classes, seed=cfg.run_seed)
     val_set = validation_slices(cfg)
     common = loader_settings(cfg, device)
-    generator = torch.Generator().manual_seed(cfg.seed + cfg.fold)
+    generator = torch.Generator().manual_seed(cfg.run_seed)
     return (
         DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size, generator=generator, **common),
         DataLoader(val_set, shuffle=False, **common),
@@ -279,7 +279,7 @@ def run_fold(
             (see :func:`checkpoint_scratch`); ``None``: a fresh temp folder each epoch.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
-    seed_everything(cfg.seed + cfg.fold)
+    seed_everything(cfg.run_seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_amp = cfg.amp and device.type == "cuda"
     if device.type == "cuda":
@@ -288,19 +288,17 @@ def run_fold(
     train_loader, val_loader = make_loaders(cfg, device)
     model = build_network(cfg).to(device)
     criterion = build_criterion(cfg, train_loader.dataset.index)
-    # fused AdamW on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on
-    # the device (GradScaler.step would otherwise sync on it every step)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    # fused on CUDA: one kernel for all parameters, and it reads the fp16 scaler's inf flag on the
+    # device (GradScaler.step would otherwise sync on it every step)
+    optimizer = build_optimizer(model.parameters(), cfg, fused=device.type == "cuda")
+    per_batch = cfg.schedule.step_every == "batch"
+    batches = min(len(train_loader), cfg.max_train_batches or len(train_loader))
+    scheduler = build_scheduler(optimizer, cfg, batches_per_epoch=batches)
     amp_dtype = _amp_dtype(device) if use_amp else torch.float32
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
     augment = (
-        BatchGeometricAugment(
-            cfg.augmentation, seed=cfg.seed + cfg.fold, device=device, one_hot=cfg.activation == "softmax"
-        )
+        BatchGeometricAugment(cfg.augmentation, seed=cfg.run_seed, device=device, one_hot=cfg.activation == "softmax")
         if cfg.gpu_augmentation
         else None
     )
@@ -352,7 +350,10 @@ def run_fold(
                 break
             loss_sum += step_fn(images, masks) * images.shape[0]  # stays on the device: no sync per step
             seen += images.shape[0]
-        scheduler.step()
+            if per_batch:
+                scheduler.step()
+        if not per_batch:
+            scheduler.step()
         train_loss = (loss_sum / max(seen, 1)).item()
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(

@@ -143,3 +143,22 @@ def test_object_counts_not_recorded_are_null_and_leave_the_object_metrics_undefi
         metrics=("object_sensitivity", "pooled_object_precision", "dice"),
     )
     assert np.isnan(boot.estimate[0, :2]).all() and not np.isnan(boot.estimate[0, 2]).any()
+
+
+def test_each_repeat_of_a_fold_trial_is_its_own_file_and_old_records_read_as_the_first(tmp_path):
+    from sweeper.cases import case_runs_present
+
+    path = tmp_path / "cases.parquet"
+    old = records(fold=0)  # records without a repeat column: the first run
+    assert append_cases(path, old) == 8
+    second = records(fold=0, offset=3).assign(repeat=1)
+    assert append_cases(path, second) == 8
+    assert append_cases(path, records(fold=0, offset=9).assign(repeat=1)) == 0  # reported again: kept as it was
+    assert case_runs_present(path) == {("cfg_a", 0, 0), ("cfg_a", 0, 1)}
+    assert cases_present(path) == {("cfg_a", 0)}
+    assert sorted(p.name for p in path.iterdir()) == ["cfg_a.fold0.parquet", "cfg_a.fold0.repeat1.parquet"]
+    table = read_cases(path).to_pandas()
+    assert table.groupby("repeat")["tp"].sum().to_dict() == {0: old["tp"].sum(), 1: second["tp"].sum()}
+    # a part written before repeats existed has no repeat column: its file name says it is the first run
+    pq.write_table(as_cases_table(records(fold=1)).drop(["repeat"]), path / "cfg_a.fold1.parquet")
+    assert set(read_cases(path, config_ids=["cfg_a"]).to_pandas().query("fold == 1")["repeat"]) == {0}

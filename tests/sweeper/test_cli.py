@@ -223,3 +223,23 @@ def test_pareto_keeps_pruned_configurations_off_the_front_unless_asked(tmp_path)
     assert "bbbb" in result.output.split("hypervolume")[0]
     result = CliRunner().invoke(main, ["pareto", str(tmp_path), "--min-sensitivity", "0.8"])
     assert result.exit_code != 0 and "no configuration meets" in result.output
+
+
+def test_leaderboard_of_a_sweep_written_before_patient_intervals_still_prints(tmp_path):
+    import pandas as pd
+
+    from sweeper.leaderboard import FEW_PATIENTS, INTERVAL_METHOD, N_PATIENTS, write_leaderboard
+    from sweeper.paths import SweepPaths
+
+    rows = [
+        {"config_id": "aaaa", "fold": fold, "arch": "unet", "encoder": "r", "loss": "dice", "loss_params": "{}"}
+        | {"roi_ratio": float("nan"), "loss_detail": "", "status": "finished", "best_epoch": 1, "epochs_done": 1}
+        | {"error": "", "sensitivity": 0.7 + 0.1 * fold, "precision": 0.8, "dice": 0.5}
+        for fold in (0, 1)
+    ]
+    write_leaderboard(pd.DataFrame(rows), tmp_path)
+    table = SweepPaths.at(tmp_path).configs_table
+    pd.read_parquet(table).drop(columns=[INTERVAL_METHOD, N_PATIENTS, FEW_PATIENTS]).to_parquet(table)
+    result = CliRunner().invoke(main, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "aaaa" in result.output and "predates patient-level statistics" in result.output

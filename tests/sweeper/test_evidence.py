@@ -681,3 +681,30 @@ def test_sums_read_one_configuration_at_a_time_equal_the_sums_of_all_records(tmp
     for name in ("score_sum", "score_count", "counts", "hist_fg", "curve_sum", "fold", "images"):
         np.testing.assert_allclose(getattr(streamed, name), getattr(whole, name), err_msg=name)
     assert not streamed.validated[1, streamed.patients.index("case03")]
+
+
+def with_repeat(table, repeat):
+    import pyarrow as pa
+
+    return table.drop(["repeat"]).append_column("repeat", pa.array([repeat] * table.num_rows, pa.int16()))
+
+
+def test_repeated_runs_count_each_case_once_as_the_mean_over_its_runs():
+    import pyarrow as pa
+
+    from sweeper.evidence import average_repeats, repeats_per_patient
+
+    first, second = random_cases(seed=1, configs=("cfg_a",)), random_cases(seed=2, configs=("cfg_a",))
+    one = patient_sums(first)
+    # the same run recorded as two repeats: exactly the sums of one run
+    twice = patient_sums(pa.concat_tables([with_repeat(first, 0), with_repeat(first, 1)]).unify_dictionaries())
+    for name in ("images", "score_sum", "score_count", "counts", "hist_fg", "curve_sum", "curve_count"):
+        assert np.allclose(getattr(twice, name), getattr(one, name)), name
+    # two different runs: each sum is the mean of the two runs' sums
+    two = patient_sums(pa.concat_tables([with_repeat(first, 0), with_repeat(second, 1)]).unify_dictionaries())
+    other = patient_sums(second)
+    assert np.allclose(two.score_sum, (one.score_sum + other.score_sum) / 2)
+    assert np.allclose(two.counts, (one.counts + other.counts) / 2) and np.array_equal(two.images, one.images)
+    table = pa.concat_tables([with_repeat(first, 0), with_repeat(first, 3)]).unify_dictionaries()
+    assert (repeats_per_patient(table, ("cfg_a", "cfg_b"), one.patients) == [[2] * 12, [0] * 12]).all()
+    assert average_repeats(one, np.ones((1, 12), dtype=int)) is one

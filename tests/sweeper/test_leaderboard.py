@@ -108,3 +108,76 @@ def test_configs_say_whether_they_meet_the_sweeps_constraints(tmp_path):
     # the front reads the verdict from configs.parquet when no constraints are passed
     table = pareto_table(read_configs(tmp_path).assign(precision=[0.5, 0.9])).set_index("config_id")
     assert table.loc["b", "front_status"] == "infeasible" and table.loc["a", "front_status"] == "front"
+
+
+def repeat_row(cid, fold, repeat, dice, status="finished"):
+    cfg = config(cid, fold).model_copy(update={"repeat": repeat, "repeats": 3})
+    return trial_row(cfg, result(dice, dice) if status == "finished" else None, status)
+
+
+def test_repeats_are_averaged_per_fold_before_the_fold_statistics_and_their_spread_is_reported_apart():
+    # fold 0: 0.7, 0.8, 0.9 (mean 0.8); fold 1: 0.5, 0.7 and a failed repeat (mean 0.6)
+    rows = [
+        repeat_row("a", 0, 0, 0.7),
+        repeat_row("a", 0, 1, 0.8),
+        repeat_row("a", 0, 2, 0.9),
+        repeat_row("a", 1, 0, 0.5),
+        repeat_row("a", 1, 1, 0.7),
+        repeat_row("a", 1, 2, None, status="failed"),
+    ]
+    [row] = aggregate(pd.DataFrame(rows)).to_dict("records")
+    assert np.isclose(row["dice"], 0.7)  # (0.8 + 0.6) / 2, not the mean of the five runs (0.72)
+    assert np.isclose(row["dice_std"], np.std([0.8, 0.6], ddof=1))  # over folds, from the fold means
+    # pooled within folds: (0.01 + 0 + 0.01 + 0.01 + 0.01) / ((3 - 1) + (2 - 1))
+    assert np.isclose(row["dice_seed_std"], np.sqrt(0.04 / 3))
+    assert (row["n_folds"], row["n_repeats"], row["n_failed"]) == (2, 2, 1)
+
+
+def test_a_single_run_per_fold_has_no_seed_spread_and_old_tables_read_as_repeat_zero(tmp_path):
+    trials = pd.DataFrame([trial_row(config("a", 0), result(0.8, 0.6), "finished")])
+    assert trials["repeat"].tolist() == [0] and trials["training_params"].tolist() == ["{}"]
+    assert np.isnan(aggregate(trials)["dice_seed_std"].iloc[0])
+    old = trials.drop(columns=["repeat", "training_params"])  # written before repeats existed
+    write_leaderboard(old, tmp_path)
+    assert read_trials(tmp_path)["repeat"].tolist() == [0]
+    assert read_configs(tmp_path)["n_repeats"].tolist() == [1]
+
+
+def test_the_writer_keeps_one_row_per_fold_and_repeat(tmp_path):
+    from sweeper.leaderboard import LeaderboardWriter
+
+    writer = LeaderboardWriter(tmp_path)
+    for repeat, dice in ((0, 0.5), (1, 0.7), (1, 0.9)):  # repeat 1 reported twice: the last row stays
+        writer._record(repeat_row("a", 0, repeat, dice))
+    trials = read_trials(tmp_path)
+    assert trials[["repeat", "dice"]].values.tolist() == [[0, 0.5], [1, 0.9]]
+    assert read_configs(tmp_path)["dice"].tolist() == [0.7]
+
+
+def test_compare_pairs_folds_after_averaging_their_repeats():
+    from sweeper.leaderboard import compare_configs
+
+    rows = [repeat_row("a", f, r, 0.5 + 0.1 * f + 0.01 * r) for f in range(3) for r in range(3)]
+    rows += [repeat_row("b", f, r, 0.5 + 0.1 * f) for f in range(3) for r in range(2)]
+    table = compare_configs(pd.DataFrame(rows), "a", "b", ["dice"])
+    [row] = table.to_dict("records")
+    assert row["n_folds"] == 3 and np.isclose(row["mean_difference"], 0.01)  # a: each fold 0.01 above b
+
+
+def test_case_records_are_gathered_per_repeat_and_cover_a_configuration_once_every_repeat_has_them(tmp_path):
+    from types import SimpleNamespace
+
+    from test_cases import records
+
+    from sweeper.cases import read_cases
+    from sweeper.leaderboard import covered_configs, gather_trial_cases
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    records(config_id="a", fold=0).drop(columns=["config_id"]).to_parquet(checkpoint / "cases.parquet")
+    trials = pd.DataFrame([repeat_row("a", 0, 0, 0.5), repeat_row("a", 0, 1, 0.6)])
+    first = gather_trial_cases(tmp_path, "a", 0, SimpleNamespace(path=str(checkpoint)), repeat=0)
+    assert first.name == "a.fold0.parquet" and covered_configs(tmp_path, trials) == []  # repeat 1 not yet
+    second = gather_trial_cases(tmp_path, "a", 0, SimpleNamespace(path=str(checkpoint)), repeat=1)
+    assert second.name == "a.fold0.repeat1.parquet" and covered_configs(tmp_path, trials) == ["a"]
+    assert sorted(set(read_cases(first.parent).column("repeat").to_pylist())) == [0, 1]

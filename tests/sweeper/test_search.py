@@ -8,7 +8,8 @@ from ray.tune.search import Searcher
 
 from sweeper.search import FoldSearcher, config_id
 from sweeper.spec import parse_spec
-from trainables.contract import TrialConfig, TrialSettings
+from sweeper.trial_config import trial_settings
+from trainables.contract import Configuration, TrialConfig, TrialSettings
 
 SETTINGS = TrialSettings(cache_dir="/c")
 
@@ -277,3 +278,96 @@ def test_fold_halving_decides_as_the_benchmarks_independent_replay(tmp_path):
         if t.state == optuna.trial.TrialState.COMPLETE
     }
     assert complete == set(finished)
+
+
+def test_repeats_run_each_fold_with_its_own_seed_and_optuna_gets_fold_means_of_repeat_means(tmp_path):
+    spec = make_spec(budget=1)
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", repeats=3))
+    configs, last = drain(searcher)
+    assert last is None
+    runs = [TrialConfig.from_dict(c) for c in configs]
+    assert sorted((r.fold, r.repeat) for r in runs) == [(f, r) for f in (0, 2) for r in range(3)]
+    assert len({r.run_seed for r in runs}) == 6 and len({r.config_id for r in runs}) == 1  # one configuration
+    # fold 0: repeats 0.1, 0.2, 0.6 -> 0.3; fold 2: 0.5 (x3) -> 0.5; Optuna: (0.3 + 0.5) / 2 = 0.4
+    values = {(0, 0): 0.1, (0, 1): 0.2, (0, 2): 0.6, (2, 0): 0.5, (2, 1): 0.5, (2, 2): 0.5}
+    for i, run in enumerate(runs):
+        assert searcher.study.trials[0].state == optuna.trial.TrialState.RUNNING  # told only after the last
+        searcher.on_trial_complete(f"t{i}", fake_result(values[(run.fold, run.repeat)], 0.9))
+    assert searcher.suggest("next") == Searcher.FINISHED
+    [trial] = searcher.study.trials
+    assert trial.values == pytest.approx([0.4, 0.9])
+
+
+def test_a_failed_repeat_fails_its_configuration(tmp_path):
+    searcher = FoldSearcher(make_spec(budget=1), f"sqlite:///{tmp_path}/o.db", TrialSettings(cache_dir="/c", repeats=2))
+    configs, _ = drain(searcher)
+    for i in range(len(configs)):
+        searcher.on_trial_complete(f"t{i}", None if i == 1 else fake_result(0.5, 0.5), error=i == 1)
+    assert searcher.study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def training_spec(mode: str, **training):
+    search = {"mode": "grid"} if mode == "grid" else {"budget": 4, "sampler": "random"}
+    return parse_spec(
+        {
+            "name": "t",
+            "data": {"format": "synthetic", "folds": 2, "run_folds": [0]},
+            "losses": [{"name": "dice"}],
+            "training": training,
+            "search": search,
+        }
+    )
+
+
+def test_a_searched_learning_rate_and_optimizer_are_optuna_dimensions_and_part_of_the_identity(tmp_path):
+    spec = training_spec(
+        "optuna", lr={"low": 1e-4, "high": 1e-2}, optimizer=["adam", {"name": "sgd", "nesterov": True}]
+    )
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", trial_settings(spec, "/c"))
+    configs, _ = drain(searcher)
+    runs = [TrialConfig.from_dict(c) for c in configs]
+    assert len(runs) == 4 and len({r.config_id for r in runs}) == 4
+    for run, trial in zip(runs, searcher.study.trials):
+        assert 1e-4 <= run.lr <= 1e-2 and run.lr == trial.params["training.lr"] == run.training_params["lr"]
+        assert run.optimizer.name == trial.params["training.optimizer"] == run.training_params["optimizer"]["name"]
+        assert run.optimizer.name != "sgd" or run.optimizer.nesterov
+        assert trial.distributions["training.lr"].log  # a learning rate is searched on a log scale
+    same = runs[0].configuration.model_copy(update={"training_params": {**runs[0].training_params, "lr": 0.5}})
+    assert config_id(same) != runs[0].config_id
+
+
+def test_grid_mode_enumerates_listed_learning_rates_and_optimizers(tmp_path):
+    spec = training_spec("grid", lr=[1e-3, 1e-4], optimizer=["adamw", "sgd"])
+    assert spec.planned_configurations() == 4
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", trial_settings(spec, "/c"))
+    configs, _ = drain(searcher)
+    assert sorted((c["lr"], c["optimizer"]["name"]) for c in configs) == [
+        (1e-4, "adamw"),
+        (1e-4, "sgd"),
+        (1e-3, "adamw"),
+        (1e-3, "sgd"),
+    ]
+
+
+def test_a_sweep_that_searches_no_training_setting_keeps_its_configuration_ids(tmp_path):
+    spec = training_spec("grid", lr=3e-4, optimizer={"name": "sgd", "momentum": 0.8})
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", trial_settings(spec, "/c"))
+    [config], _ = drain(searcher)
+    run = TrialConfig.from_dict(config)
+    assert run.training_params == {} and run.lr == 3e-4 and run.optimizer.momentum == 0.8
+    # the id a configuration had before training settings could be searched
+    assert config_id(Configuration(arch="unet", encoder="mit_b2", loss="dice", loss_params={"smooth": 1.0})) == (
+        "fdbd6b3a7b"
+    )
+
+
+def test_under_fold_halving_a_fold_counts_once_all_its_repeats_ended(tmp_path):
+    settings = TrialSettings(cache_dir="/c", repeats=2)
+    searcher = FoldSearcher(halving_spec(budget=1), f"sqlite:///{tmp_path}/o.db", settings)
+    first, _ = drain(searcher)
+    assert [(c["fold"], c["repeat"]) for c in first] == [(0, 0), (0, 1)]  # min_folds: fold 0, both seeds
+    searcher.on_trial_complete("t0", fake_result(0.9, 0.9))
+    assert drain(searcher, prefix="u")[0] == []  # fold 0's second seed still runs: no rung decision yet
+    searcher.on_trial_complete("t1", fake_result(0.7, 0.5))
+    more, _ = drain(searcher, prefix="v")
+    assert [(c["fold"], c["repeat"]) for c in more] == [(1, 0), (1, 1)]

@@ -166,3 +166,33 @@ def test_planned_configurations_count_the_grid_or_the_budget():
     # a sweep's frozen spec re-read without the registries (no torch) plans the same
     again = parse_spec(yaml.safe_load(dump_spec(grid)), registry=False)
     assert (again.planned_configurations(), again.planned_fold_trials()) == (12, 36)
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"lr": -1e-3}, "training.lr: a learning rate must be greater than 0"),
+        ({"lr": "fast"}, "training.lr: give a learning rate (e.g. 2e-4), a list of them, search, or {low, high, log}"),
+        ({"lr": {"low": 1e-2, "high": 1e-4}}, "training.lr: low (0.01) must be below high (0.0001)"),
+        ({"optimizer": "rmsprop"}, "training.optimizer: unknown optimizer 'rmsprop'; choose from adamw, adam, sgd"),
+        ({"optimizer": {"name": "adam", "momentum": 0.9}}, "training.optimizer: adam.momentum: Extra inputs"),
+        ({"optimizer": {"name": "sgd", "momentum": 0, "nesterov": True}}, "nesterov needs momentum > 0"),
+        ({"optimizer": ["adam", "adam"]}, "training.optimizer: an optimizer is listed twice"),
+        ({"schedule": {"name": "poly", "power": 0}}, "training.schedule.poly.power: Input should be greater than 0"),
+        ({"repeats": 0}, "training.repeats: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_wrong_optimizer_schedule_or_learning_rate_is_named_once_with_its_fix(training, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(minimal(training=training))
+    assert len(err.value.problems) == 1 and message in err.value.problems[0]
+
+
+def test_grid_mode_refuses_a_searched_learning_rate_and_counts_listed_choices():
+    with pytest.raises(SpecError, match="training.lr: search.mode grid needs fixed learning rates"):
+        parse_spec(minimal(training={"lr": "search"}, search={"mode": "grid"}))
+    spec = parse_spec(minimal(training={"lr": [1e-3, 1e-4], "repeats": 3}, search={"mode": "grid"}))
+    assert spec.planned_configurations() == 2 * len(spec.losses) and spec.training.lr_range() is None
+    assert spec.planned_fold_trials() == spec.planned_configurations() * len(spec.data.folds_to_run) * 3
+    assert parse_spec(minimal(training={"lr": "search"}, search={"budget": 2})).training.lr_range().log
+    assert spec.training.lr_bounds() == (1e-4, 1e-3)

@@ -72,6 +72,32 @@ def test_resume_continues_from_the_checkpoint(cache, tmp_path):
     assert resumed.results[0]["lr"] == pytest.approx(first.results[1]["lr"])  # schedule restored
 
 
+def test_a_trial_resumed_mid_schedule_trains_each_epoch_at_the_uninterrupted_learning_rate(cache, tmp_path):
+    # SGD with Nesterov momentum, warm-up then step decay: interrupted after 2 of 5 epochs and resumed
+    training = dict(
+        epochs=5,
+        optimizer={"name": "sgd", "momentum": 0.9, "nesterov": True},
+        schedule={"name": "step", "step_epochs": 1, "factor": 0.5, "warmup_epochs": 2},
+    )
+    whole = Recorder()
+    run_fold(config(cache, **training), whole)
+
+    class StopAfter(Recorder):
+        def __call__(self, metrics, checkpoint_dir):
+            super().__call__(metrics, checkpoint_dir)
+            if metrics["epoch"] == 2:
+                import shutil
+
+                shutil.copytree(checkpoint_dir, tmp_path / "epoch2")
+
+    run_fold(config(cache, **training), StopAfter())
+    resumed = Recorder()
+    run_fold(config(cache, **training), resumed, checkpoint_dir=tmp_path / "epoch2")
+    assert [r["epoch"] for r in resumed.results] == [3, 4, 5]
+    assert [r["lr"] for r in resumed.results] == [r["lr"] for r in whole.results[2:]]
+    assert [r["lr"] for r in whole.results] == pytest.approx([1e-3 * f for f in (0.55, 1.0, 0.5, 0.25, 0.125)])
+
+
 def test_non_finite_loss_stops_with_a_clear_reason(cache, monkeypatch):
     class NanLoss(torch.nn.Module):
         def forward(self, logits, target):
