@@ -954,9 +954,9 @@ def _objective_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: 
 
 def _training_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
     t = spec.training
-    if t.min_lr > t.lr:
+    if isinstance(t.min_lr, (int, float)) and t.min_lr > (low := t.lr_bounds()[0]):
         return [
-            f"training.min_lr ({t.min_lr:g}) is above training.lr ({t.lr:g}): the cosine schedule would raise the "
+            f"training.min_lr ({t.min_lr:g}) is above training.lr ({low:g}): the cosine schedule would raise the "
             "learning rate; give min_lr at most lr (e.g. lr / 100)"
         ]
     return []
