@@ -90,7 +90,13 @@ VERBOSE_OPTION = click.option(
 
 
 def _run(
-    parsed, results: Path, resume: bool, address: str | None, storage: str | None = None, verbose: bool = False
+    parsed,
+    results: Path,
+    resume: bool,
+    address: str | None,
+    storage: str | None = None,
+    verbose: bool = False,
+    force_spec: bool = False,
 ) -> None:
     from sweeper.console import sweep_console
     from sweeper.launch import SweepExistsError, launch
@@ -104,7 +110,7 @@ def _run(
             log = console.log
             if log is not None:
                 console.say(f"Ray, Tune, Optuna and MLflow output: {log}  (--verbose prints it here)")
-            paths = launch(parsed, results, resume=resume, address=address, storage=storage)
+            paths = launch(parsed, results, resume=resume, address=address, storage=storage, force_spec=force_spec)
     except (BadInputError, SweepExistsError, TrackingUnreachableError) as err:
         raise click.ClickException(str(err)) from None
     except Exception as err:
@@ -175,9 +181,17 @@ def _experiment_url(parsed, paths, remote: bool) -> str:
 )
 @STORAGE_OPTION
 @VERBOSE_OPTION
-def launch(spec: Path, results: Path, resume: bool, address: str | None, storage: str | None, verbose: bool) -> None:
+@click.option(
+    "--force-spec",
+    is_flag=True,
+    help="With --resume: accept a spec whose resources.cpus_per_trial / gpus_per_trial changed (any other change "
+    "is refused).",
+)
+def launch(
+    spec: Path, results: Path, resume: bool, address: str | None, storage: str | None, verbose: bool, force_spec: bool
+) -> None:
     """Run the sweep described by SPEC and write its leaderboard, Pareto fronts and MLflow runs."""
-    _run(_load(spec), results, resume, address, storage, verbose)
+    _run(_load(spec), results, resume, address, storage, verbose=verbose, force_spec=force_spec)
 
 
 @main.command()
@@ -194,7 +208,7 @@ def demo(results: Path, resume: bool, storage: str | None, verbose: bool) -> Non
 
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--top", default=20, show_default=True, help="Rows to show.")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Rows to show (1 or more).")
 @click.option("--folds", is_flag=True, help="Show one row per fold trial instead of per configuration.")
 @click.option(
     "--rebuild-cases",
@@ -372,8 +386,9 @@ def _training_columns(table, shown, per_fold: bool) -> None:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="CSV file to write (default SWEEP_DIR/pareto/pareto[_CLASS].csv); .parquet, .png and .json "
-    "are written beside it.",
+    help="Where to write the front (default SWEEP_DIR/pareto/pareto[_CLASS].csv): a file ending .csv, .parquet, "
+    ".png, .svg or .json, or a stem; all five are written with that stem (--out front.png writes front.csv, "
+    "front.png, ...).",
 )
 @click.option(
     "--min-sensitivity",
@@ -429,7 +444,7 @@ def pareto(
                 _patient_operating_point(evidence, class_name, min_sensitivity, min_precision)
             return
         csv_path, png_path, front = export_pareto(
-            sweep_dir, class_name, out, evidence=evidence, include_partial=include_partial
+            sweep_dir, class_name, pareto_csv(out), evidence=evidence, include_partial=include_partial
         )
     except (FileNotFoundError, KeyError) as err:
         raise click.ClickException(str(err).strip('"')) from None
@@ -535,6 +550,26 @@ def _fold_operating_point(sweep_dir, class_name, min_sensitivity, min_precision,
         click.echo(f"  {name:<24} {row[name]:.4f} +- {0.0 if std != std else std:.4f} over {int(row[N_FOLDS])} folds")
 
 
+#: the files ``sweeper pareto`` writes, all with one stem
+PARETO_SUFFIXES = (".csv", ".parquet", ".png", ".svg", ".json")
+
+
+def pareto_csv(out: Path | None) -> Path | None:
+    """Returns the CSV path of ``pareto --out``: the stem of a path ending in one of :data:`PARETO_SUFFIXES` (so
+    ``front.png`` never overwrites a CSV with a picture), or the path + ``.csv``; refuses another suffix."""
+    if out is None:
+        return None
+    if out.suffix.lower() in PARETO_SUFFIXES:
+        return out.with_suffix(".csv")
+    if out.suffix:
+        raise click.BadParameter(
+            f"{out}: {out.suffix} is not a file the front is written as; end it with one of "
+            f"{', '.join(PARETO_SUFFIXES)} (all are written with that stem) or give a stem",
+            param_hint="--out",
+        )
+    return out.with_name(out.name + ".csv")
+
+
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("config_a", required=False)
@@ -568,11 +603,26 @@ def compare(sweep_dir: Path, config_a: str | None, config_b: str | None, all_pai
             pairs, best, left_out = compare_all_table(sweep_dir, list(metrics))
             click.echo(format_compare_all(pairs, best, left_out, sweep_dir))
             return
+        refuse_same_configuration(sweep_dir, config_a, config_b)
         table = compare_pair_table(sweep_dir, config_a, config_b, list(metrics))
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise click.ClickException(str(err).strip('"')) from None
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(_test_note(table))
+
+
+def refuse_same_configuration(sweep_dir: Path, a: str, b: str) -> None:
+    """Raises a usage error when A and B (config_ids or prefixes) name one configuration: a comparison with
+    itself would print a difference of 0 as if it were a finding."""
+    from sweeper.leaderboard import read_trials, resolve_config
+
+    trials = read_trials(sweep_dir)
+    same = resolve_config(trials, a)
+    if same == resolve_config(trials, b):
+        raise click.BadParameter(
+            f"{a!r} and {b!r} both name configuration {same}; give two different ones (sweeper leaderboard lists them)",
+            param_hint="CONFIG_B",
+        )
 
 
 def _test_note(table) -> str:
@@ -679,6 +729,7 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     from sweeper.inspect_data import format_inspection, inspect_dataset
     from sweeper.launch import prepare_data
     from sweeper.paths import SweepPaths
+    from sweeper.preflight import BadInputError, check_classes_present
 
     parsed = _load(spec)
     try:
@@ -686,6 +737,10 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     except (OSError, ValueError, KeyError) as err:
         raise click.ClickException(f"data: {err}") from None
     facts = inspect_dataset(cache)
+    try:
+        check_classes_present(cache, parsed.data)
+    except BadInputError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(json.dumps(facts, indent=2, default=str) if as_json else format_inspection(facts))
 
 
@@ -698,7 +753,7 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
     help="Address to bind. Anything but loopback exposes the UI without login (a warning says so); "
     "keep it local and tunnel with ssh.",
 )
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
     """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
     from sweeper.paths import mlflow_db
@@ -716,6 +771,9 @@ def ui(results: Path, host: str, port: int) -> None:
             f"{mlflow_db(results)} not found: run a sweep first (sweeper demo) "
             "or pass --results pointing at its results folder"
         )
+    problem = port_problem(host, port)
+    if problem:
+        raise click.ClickException(problem)
     command = [
         sys.executable,
         "-m",
@@ -734,6 +792,28 @@ def ui(results: Path, host: str, port: int) -> None:
     ]
     click.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{MLFLOW_TRAINING_VIEW}  (Ctrl-C stops it)")
     raise SystemExit(run_server_group(command))
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Returns why a server cannot listen on ``host:port`` (in use, an unknown host), found by binding it once
+    before the server starts (MLflow's server would print its URL and wait without serving), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        return f"--host {host}: not an address of this machine ({err.strerror or err}); use 127.0.0.1 (the default)"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            return (
+                f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); another server (perhaps "
+                "an earlier `sweeper ui`) uses it: stop it, or pass another --port (e.g. --port 5001)"
+            )
+    return None
 
 
 def run_server_group(command: list[str], grace_s: float = 10.0) -> int:

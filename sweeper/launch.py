@@ -28,7 +28,17 @@ from pathlib import Path
 
 from sweeper.cache_transport import CacheVia, fold_trainable, resolve_cache_via
 from sweeper.paths import TUNE_NAME, SweepPaths
-from sweeper.preflight import BadInputError, check_disk_space, check_local_resources, check_writable
+from sweeper.preflight import (
+    BadInputError,
+    check_address,
+    check_classes_present,
+    check_disk_space,
+    check_local_resources,
+    check_results_root,
+    check_resume_spec,
+    check_tracking_environment,
+    check_writable,
+)
 from sweeper.ray_session import keep_credentials_out_of_ray_logs, launch_through_client, start_or_join_ray
 from sweeper.spec import SweepSpec, dump_spec
 
@@ -78,11 +88,11 @@ def prepare_data(spec: SweepSpec, paths: SweepPaths) -> Path:
 def _tracking_uri(spec: SweepSpec, paths: SweepPaths) -> tuple[str, str | None]:
     """Returns (tracking URI, artifact location for a new experiment): the spec's server, else
     ``$MLFLOW_TRACKING_URI`` (set on a cluster head by cluster.yaml), else ``RESULTS/mlflow.db``."""
-    from sweeper.tracking import artifact_root, default_tracking_uri
+    from sweeper.tracking import artifact_root, default_tracking_uri, store_artifact_location
 
     uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-    if uri:
-        return uri, None
+    if uri:  # a local store (sqlite:///...) keeps its artifacts beside it; a server decides itself
+        return uri, store_artifact_location(uri, spec.name)
     return default_tracking_uri(paths.results), f"{artifact_root(paths.results)}/{spec.name}"
 
 
@@ -129,6 +139,7 @@ def launch(
     storage: str | None = None,
     cache_via: CacheVia = "auto",
     callbacks: list | None = None,
+    force_spec: bool = False,
 ) -> SweepPaths:
     """Runs (or resumes) the sweep to the end and exports its Pareto fronts; returns its folders.
 
@@ -143,17 +154,41 @@ def launch(
             (object store exactly when Tune's storage is an object-store URI).
         callbacks: extra Tune callbacks (tests watch trials through them); not passed on over ``ray://``,
             where the driver runs on the head.
+        force_spec: on resume, accept a spec that differs from the sweep's frozen one in the fields
+            :data:`sweeper.preflight.SAFE_ON_RESUME` only (any other difference is refused).
 
     Raises:
         SweepExistsError: the sweep folder holds a sweep and ``resume`` is false.
+        sweeper.sweep_lock.SweepLockedError: another launch runs in the same sweep folder.
+        BadInputError: anything found wrong before Ray starts (README "Bad input"), a spec changed on resume too.
         sweeper.tracking.TrackingUnreachableError: the MLflow server (``tracking.uri`` or
             ``$MLFLOW_TRACKING_URI``) does not answer at launch (raised before anything is written or Ray
             starts), or stayed down through the end of the sweep (README "When things break").
     """
+    check_address(address)
     if address and address.startswith("ray://"):
         return launch_through_client(
             spec, results, resume=resume, address=address, storage=storage, cache_via=cache_via
         )
+    from sweeper.sweep_lock import sweep_lock
+
+    paths = SweepPaths.of(spec, results, storage)
+    check_results_root(paths)
+    check_writable(paths)
+    with sweep_lock(paths):  # one launch per sweep folder, taken before anything is written into it
+        return _launch(spec, paths, resume, address, cache_via, callbacks, force_spec)
+
+
+def _launch(
+    spec: SweepSpec,
+    paths: SweepPaths,
+    resume: bool,
+    address: str | None,
+    cache_via: CacheVia,
+    callbacks: list | None,
+    force_spec: bool,
+) -> SweepPaths:
+    """The body of :func:`launch`, under the sweep folder's lock."""
     from ray import tune
 
     from sweeper.callbacks import CheckpointCleanupCallback, LeaderboardCallback, MlflowCallback, ProgressCallback
@@ -161,25 +196,32 @@ def launch(
     from sweeper.pareto import export_all_fronts
     from sweeper.schedulers import make_scheduler
     from sweeper.search import FoldSearcher
-    from sweeper.tracking import TrackingUnreachableError, check_tracking_server
+    from sweeper.tracking import TrackingUnreachableError, check_tracking_server, local_store_folder
     from sweeper.trial_config import trial_settings
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    paths = SweepPaths.of(spec, results, storage)
     check_local_resources(spec, address)
-    check_writable(paths)
-    started = paths.tune_started()
+    started = paths.trials_started()
     if started and not resume:
         raise SweepExistsError(
             f"{paths.sweep} already holds sweep {spec.name!r}: pass --resume to continue it, or change `name` "
             "in the spec (or --results) to start a new one"
         )
+    resumed_changes = check_resume_spec(spec, paths, force_spec=force_spec) if started else []
+    if not spec.tracking.uri:
+        check_tracking_environment()
     tracking_uri, artifact_location = _tracking_uri(spec, paths)
-    check_disk_space(spec, paths, local_mlflow=artifact_location is not None)
+    check_disk_space(
+        spec, paths, local_mlflow=artifact_location is not None, mlflow_folder=local_store_folder(tracking_uri)
+    )
     check_tracking_server(tracking_uri)  # an unreachable MLflow server fails here: nothing written, no Ray
+    if not started:  # what a launch that failed before its first trial left must not block this one
+        paths.clear_unstarted()
     paths.sweep.mkdir(parents=True, exist_ok=True)
-    if not paths.spec_file.exists():
+    if not paths.spec_file.exists() or resumed_changes:
         paths.spec_file.write_text(dump_spec(spec))
+    if local_store_folder(tracking_uri) is not None:
+        local_store_folder(tracking_uri).mkdir(parents=True, exist_ok=True)
 
     try:
         cache_dir = prepare_data(spec, paths)
@@ -187,6 +229,7 @@ def launch(
         raise BadInputError(
             f"data ({spec.data.format} at {spec.data.root or paths.data}): {str(err).strip(chr(34))}"
         ) from err
+    check_classes_present(cache_dir, spec.data)
     folds = spec.data.folds_to_run
     started_ray = start_or_join_ray(address)
     try:

@@ -157,6 +157,29 @@ class SweepPaths:
         fs, path = pyarrow.fs.FileSystem.from_uri(self.tune_path)
         return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
+    def trials_started(self) -> bool:
+        """True when a trial of this sweep started here before (a trial folder in Tune's experiment folder, or a
+        leaderboard), so that there is something to resume; a Tune folder without trials (a launch that failed
+        before its first trial) is not. With object-store storage: Tune's experiment folder exists."""
+        if self.trials_table.exists():  # a trial ended here, whatever became of Tune's folder since
+            return True
+        if self.storage_uri:
+            return self.tune_started()
+        return self.tune_dir.is_dir() and any(p.is_dir() for p in self.tune_dir.iterdir())
+
+    def clear_unstarted(self) -> None:
+        """Removes what a launch that never started a trial left (Tune's experiment folder, the Optuna study, the
+        frozen spec), so that a clean launch or ``--resume`` starts afresh; the data cache is kept (its digest
+        decides whether it is reused). Never call it when :meth:`trials_started`."""
+        import shutil
+
+        if self.storage_uri:
+            return
+        if self.tune_dir.is_dir():
+            shutil.rmtree(self.tune_dir)
+        for path in (self.optuna_db, self.spec_file):
+            path.unlink(missing_ok=True)
+
     # -- what the driver writes -----------------------------------------------------------------------
     @property
     def leaderboard(self) -> Path:

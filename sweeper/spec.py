@@ -552,8 +552,28 @@ class TrainingSpec(TrainingSettings):
 
 
 class Objective(_Strict):
+    """One objective of the search. ``direction`` left out is taken from the metric: ``minimize`` for the
+    lower-is-better metrics (``hd95``, ``mae``, ``pooled_mae``, per class too), ``maximize`` for the rest;
+    a direction given against the metric's sense is refused."""
+
     metric: str = Field(description="a reported metric, e.g. sensitivity or precision.small_bowel")
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="default: minimize for hd95, mae, pooled_mae (lower is better), maximize otherwise"
+    )
+
+    @model_validator(mode="after")
+    def _direction_of_metric(self) -> Objective:
+        lower = lower_is_better(self.metric)
+        if self.direction is None:
+            self.direction = "minimize" if lower else "maximize"
+        elif (self.direction == "minimize") != lower:
+            sense = "lower" if lower else "higher"
+            raise ValueError(
+                f"direction {self.direction} for {self.metric!r}, whose {sense} values are better: the search "
+                f"would look for the worst models; use direction {'minimize' if lower else 'maximize'} or leave "
+                "direction out (it follows the metric)"
+            )
+        return self
 
 
 class FoldPruningSpec(_Strict):
@@ -807,8 +827,9 @@ class SweepSpec(_Strict):
         if registry:
             problems.extend(self._metric_problems())
         problems.extend(self._pruning_problems())
+        problems.extend(semantic_problems(self, registry=registry))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # _format_pydantic gives each its own line
         return self
 
     def _pruning_problems(self) -> list[str]:
@@ -907,6 +928,194 @@ def _registry_checks(info: ValidationInfo) -> bool:
     return (info.context or {}).get("registry", True)
 
 
+# -- semantic checks: what pydantic's per-field types cannot see (README "Bad input") ----------------------
+#: metrics whose lower values are better (the same set as trainables.metrics.LOWER_IS_BETTER, which a test
+#: holds equal; kept here so that reading a spec imports no torch)
+LOWER_IS_BETTER = frozenset({"mae", "hd95", "pooled_mae"})
+#: MLflow tracking URI schemes: a local store (sqlite, file) or a server / database
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+#: seeds NumPy, Optuna and the fold assignment accept: 0 .. 2**32 - 1
+SEED_RANGE = (0, 2**32 - 1)
+#: loss (or compound term) -> knobs that must not all be 0: the loss is then a constant with zero gradient
+#: (Tversky index (TP + s) / (TP + alpha FP + beta FN + s) is 1 for every prediction when alpha = beta = 0)
+NOT_ALL_ZERO: dict[str, tuple[str, ...]] = {"tversky": ("alpha", "beta"), "focal_tversky": ("alpha", "beta")}
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for a metric (``hd95``, ``hd95.stomach``, ...) whose lower values are better."""
+    return metric.split(".")[0] in LOWER_IS_BETTER
+
+
+def _objective_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001 - one signature for all
+    metrics = [obj.metric for obj in spec.search.objectives]
+    twice = sorted({m for m in metrics if metrics.count(m) > 1})
+    return [f"search.objectives: {m!r} is listed twice; list each metric once" for m in twice]
+
+
+def _training_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    t = spec.training
+    if isinstance(t.min_lr, (int, float)) and t.min_lr > (low := t.lr_bounds()[0]):
+        return [
+            f"training.min_lr ({t.min_lr:g}) is above training.lr ({low:g}): the cosine schedule would raise the "
+            "learning rate; give min_lr at most lr (e.g. lr / 100)"
+        ]
+    return []
+
+
+def _seed_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    low, high = SEED_RANGE
+    seeds = {
+        "search.seed": spec.search.seed,
+        "training.seed": spec.training.seed,
+        "data.fold_seed": spec.data.fold_seed,
+    }
+    return [
+        f"{field}: {value} is not a usable seed; give a whole number from {low} to {high}"
+        for field, value in seeds.items()
+        if not low <= value <= high
+    ]
+
+
+def _data_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    data, problems = spec.data, []
+    if not data.classes:
+        problems.append("data.classes is empty; list the classes to segment, e.g. [large_bowel, small_bowel, stomach]")
+    twice = sorted({c for c in data.classes if data.classes.count(c) > 1})
+    if twice:
+        problems.append(f"data.classes lists {twice} twice; list each class once")
+    if data.run_folds is not None and not data.run_folds:
+        problems.append("data.run_folds is empty: nothing would train; list folds (e.g. [0]) or leave it out (all)")
+    if data.roi_ratios and len(set(data.roi_ratios)) != len(data.roi_ratios):
+        problems.append("data.roi_ratios lists a ratio twice; list each once")
+    others = sorted(k for k in data.__pydantic_extra__ if k != data.format)
+    problems.extend(
+        f"data.{k}: options of format {k}, but data.format is {data.format}; remove the section or set data.format: {k}"
+        for k in others
+    )
+    intensity = data.intensity
+    if intensity.mode != "window":
+        given = [f for f in ("window_center", "window_width") if getattr(intensity, f) is not None]
+        problems.extend(
+            f"data.intensity.{f} applies only to mode window (mode is {intensity.mode}); remove it or set "
+            "data.intensity.mode: window"
+            for f in given
+        )
+    return problems
+
+
+def _name_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    """A sweep name that is the name of the results root's MLflow store: the two would share one path."""
+    from sweeper.paths import MLFLOW_ARTIFACTS, MLFLOW_DB
+
+    if spec.name in (MLFLOW_DB, MLFLOW_ARTIFACTS):
+        return [
+            f"name: {spec.name!r} is the results folder's MLflow store ({MLFLOW_DB}, {MLFLOW_ARTIFACTS}/); "
+            "choose another name"
+        ]
+    return []
+
+
+def _mode_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    """Settings given where they do nothing: they would be ignored without a word."""
+    problems = []
+    if spec.data.label_mode == "multilabel":
+        defaults = TrainingSettings.model_fields  # a frozen spec.yaml gives every field: compare with the default
+        given = [
+            f
+            for f in ("include_background", "loss_include_background")
+            if getattr(spec.training, f) != defaults[f].default
+        ]
+        problems.extend(
+            f"training.{f} applies only to data.label_mode multiclass (a multilabel model has no background "
+            "channel); remove it, or set data.label_mode: multiclass"
+            for f in given
+        )
+    if spec.search.mode == "grid" and spec.search.budget is not None:
+        problems.append(
+            f"search.budget applies to search.mode optuna; a grid runs every configuration "
+            f"({spec.planned_configurations()} here): remove budget, or use search.mode optuna"
+        )
+    return problems
+
+
+def _degenerate_loss_problems(spec: SweepSpec, registry: bool) -> list[str]:
+    if not registry:
+        return []
+    problems = []
+    for i, loss in enumerate(spec.losses):
+        fixed = loss.fixed_params(spec.data.classes)
+        searched = loss.searched_params(spec.data.classes)
+        for key in fixed:
+            prefix, _, _ = key.rpartition(".")
+            term = prefix or loss.name
+            knobs = NOT_ALL_ZERO.get(term)
+            if not knobs or key != (f"{prefix}.{knobs[0]}" if prefix else knobs[0]):
+                continue
+            names = [f"{prefix}.{k}" if prefix else k for k in knobs]
+            if all(n in fixed and n not in searched and fixed[n] == 0 for n in names):
+                problems.append(
+                    f"losses.{i}.params: {' and '.join(names)} are all 0, so {term} is constant (zero loss, "
+                    "zero gradient); give at least one a positive value (e.g. alpha 0.3, beta 0.7)"
+                )
+    return problems
+
+
+def _encoder_weight_problems(spec: SweepSpec, registry: bool) -> list[str]:
+    weights = spec.model.encoder_weights
+    if not registry or weights is None:
+        return []
+    from trainables.models import encoder_weight_names
+
+    problems = []
+    for encoder in spec.model.encoders:
+        known = encoder_weight_names(encoder)
+        if known is not None and weights not in known:
+            problems.append(
+                f"model.encoder_weights: {weights!r} is not a weight set smp has for encoder {encoder}; "
+                f"choose from {known} or leave it out (random initialisation)"
+            )
+    return problems
+
+
+def tracking_uri_problem(uri: str | None, field: str = "tracking.uri") -> str | None:
+    """Returns what is wrong with an MLflow tracking URI (it needs a known scheme), or None."""
+    if not uri:
+        return None
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+    if scheme in TRACKING_SCHEMES:
+        return None
+    why = f"unknown scheme {scheme + '://'!r}" if scheme else "no scheme"
+    return (
+        f"{field}: {uri!r} has {why}; give http://HOST:PORT for an MLflow server (e.g. http://localhost:5000), "
+        "sqlite:///PATH/mlflow.db for a local store, or leave it out (RESULTS/mlflow.db)"
+    )
+
+
+def _tracking_problems(spec: SweepSpec, registry: bool) -> list[str]:  # noqa: ARG001
+    problem = tracking_uri_problem(spec.tracking.uri)
+    return [problem] if problem else []
+
+
+def semantic_problems(spec: SweepSpec, *, registry: bool = True) -> list[str]:
+    """Returns the problems of a parsed spec that no single field shows (README "Bad input"): each of
+    :data:`SEMANTIC_CHECKS`, one line per problem naming its field and the fix; empty when none."""
+    return [problem for check in SEMANTIC_CHECKS for problem in check(spec, registry)]
+
+
+#: every semantic check of a parsed spec; each returns one line per problem, naming the field and the fix
+SEMANTIC_CHECKS = (
+    _objective_problems,
+    _training_problems,
+    _seed_problems,
+    _name_problems,
+    _data_problems,
+    _mode_problems,
+    _degenerate_loss_problems,
+    _encoder_weight_problems,
+    _tracking_problems,
+)
+
+
 def metric_names(classes: tuple[str, ...], boundary: bool = True) -> set[str]:
     """Names a spec may use for objectives and best-epoch selection: every reported validation metric."""
     from trainables.metrics import metric_keys
@@ -940,25 +1149,69 @@ def _sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
     return model.section_models() if hasattr(model, "section_models") else {}
 
 
+#: a union member's tag in a pydantic error location (``float``, ``list[float]``, ``KnobRange``,
+#: ``literal['search']``): never a field name, which is lower-case snake case
+_MEMBER_TAG = re.compile(
+    r"^(float|int|str|bool|none|(list|dict|tuple|set|literal)\[.*\]|[A-Z]\w*|function-(after|before|wrap)\[.*\])$"
+)
+#: what a union member accepts, in the user's words
+_MEMBER_WORDS = {"float": "a number", "int": "a whole number", "str": "a text", "bool": "true or false"}
+
+
+def _member_words(tag: str) -> str:
+    if tag in _MEMBER_WORDS:
+        return _MEMBER_WORDS[tag]
+    if tag.startswith("list["):
+        return "a list"
+    if tag.startswith("dict["):
+        return "a mapping"
+    if tag.startswith("literal["):
+        return tag.removeprefix("literal[").removesuffix("]").replace(",", " or")
+    if "KnobRange" in tag:
+        return "{low, high}"
+    return "a mapping"
+
+
 def _format_pydantic(error: ValidationError) -> list[str]:
+    """Returns one line per problem, ``field.path: what is wrong; the fix``, without pydantic's internals: a
+    value that fails every member of a union (``alpha: abc``) is one line listing what the field accepts,
+    unless one member explains the value better (a value error, or the errors inside the mapping given)."""
     lines = []
     items = error.errors()
 
-    # a value that failed every member of a union: keep the member's own explanation (a value error,
-    # e.g. a knob range with low above high) and drop "should be a number / a list / 'search'"
     def where(item: dict) -> tuple:
-        return tuple(str(p) for p in item["loc"] if not str(p).startswith(("function-after", "union")))
+        return tuple(str(p) for p in item["loc"] if not str(p).startswith("union") and not _MEMBER_TAG.match(str(p)))
 
+    def member(item: dict) -> str | None:
+        return next((str(p) for p in item["loc"] if _MEMBER_TAG.match(str(p))), None)
+
+    def at_member(item: dict) -> bool:  # the value failed a union member as a whole (not inside it)
+        return bool(_MEMBER_TAG.match(str(item["loc"][-1]))) if item["loc"] else False
+
+    # a union explained by one member: its value error, or the errors inside the mapping/list given
     explained = {where(item) for item in items if item["type"] == "value_error"}
-    items = [
-        item
-        for item in items
-        if item["type"] in ("value_error", "extra_forbidden")  # an unknown key: never
-        or where(item)[:-1] not in explained
-    ]  # a union member's miss
+    explained |= {
+        where(item)[:n] for item in items if member(item) and not at_member(item) for n in range(len(where(item)))
+    }
+    kept, unions = [], {}
     for item in items:
+        if item["type"] not in ("value_error", "extra_forbidden") and at_member(item):
+            if where(item) not in explained:
+                unions.setdefault(where(item), []).append(item)
+        else:
+            kept.append(item)
+    for loc, members in unions.items():
+        if len(members) == 1:
+            kept.append(members[0])
+            continue
+        accepted = list(dict.fromkeys(_member_words(member(m)) for m in members))
+        value = members[0]["input"]
+        lines.append(
+            f"{'.'.join(loc)}: {value!r} is not accepted here; give {', '.join(accepted[:-1])} or {accepted[-1]}"
+        )
+    for item in kept:
         loc = ".".join(where(item))
-        msg = item["msg"].removeprefix("Value error, ")
+        msg = re.sub(r" or instance of \w+", "", item["msg"].removeprefix("Value error, "))
         if item["type"] == "extra_forbidden":
             known = _known_fields(item["loc"][:-1])
             msg = "unknown field; remove it or fix its spelling" + (
@@ -967,8 +1220,10 @@ def _format_pydantic(error: ValidationError) -> list[str]:
         parts = msg.split("\n")
         if loc and all(part.startswith("params.") for part in parts):  # knob problems of one loss
             lines.extend(f"{loc}.{part}" for part in parts)
+        elif not loc:  # the spec's cross-field checks: each line names its own field
+            lines.extend(parts)
         else:
-            lines.append(f"{loc}: {msg}" if loc else msg)
+            lines.extend(f"{loc}: {part}" for part in parts)
     return lines
 
 
@@ -987,15 +1242,45 @@ def parse_spec(raw: dict[str, Any], source: str = "spec", *, registry: bool = Tr
         raise SpecError(_format_pydantic(err), source) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently:
+    a ``training:`` section given twice would lose the first block)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key]} and {line}); the second would silently replace "
+                    "the first: merge them into one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """Returns the YAML document in ``text`` (safe types only); raises ``yaml.YAMLError`` for a key given twice."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_spec(path: str | Path, *, check_files: bool = True) -> SweepSpec:
     """Returns the validated spec in a YAML file; raises SpecError naming every problem and its fix."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError([f"{path} is a folder; give the spec's YAML file (e.g. {path}/spec.yaml)"], str(path))
     if not path.is_file():
-        raise SpecError([f"no such file: {path}"], str(path))
+        raise SpecError([f"no such file: {path}; give the path of a spec YAML file"], str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise SpecError([f"not valid YAML: {err}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{path} is not a text file; give the spec's YAML file"], str(path)) from None
     spec = parse_spec(raw, str(path))
     if check_files:
         for field in ("root", "split_file"):  # relative paths are taken from the spec's folder

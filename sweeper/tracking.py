@@ -38,7 +38,7 @@ from sweeper.leaderboard import (
     read_pruned,
     trial_error_text,
 )
-from sweeper.paths import SweepPaths, mlflow_artifacts, mlflow_db
+from sweeper.paths import MLFLOW_ARTIFACTS, SweepPaths, mlflow_artifacts, mlflow_db
 from sweeper.pruning import scheduler_stopped
 from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
@@ -85,6 +85,22 @@ _NOT_METRICS = {
 def default_tracking_uri(results_dir: Path) -> str:
     """Returns the embedded store: ``sqlite:///RESULTS/mlflow.db``."""
     return f"sqlite:///{mlflow_db(results_dir)}"
+
+
+def local_store_folder(uri: str | None) -> Path | None:
+    """Returns the folder of a local MLflow store, ``sqlite:///PATH/mlflow.db`` -> ``PATH`` (relative to the
+    current folder for ``sqlite:///rel.db``, absolute for ``sqlite:////abs.db``), or None for a server."""
+    text = str(uri or "")
+    if not text.startswith("sqlite:///"):
+        return None
+    return Path(text.removeprefix("sqlite:///")).expanduser().resolve().parent
+
+
+def store_artifact_location(uri: str | None, experiment: str) -> str | None:
+    """Returns where a new experiment of a local store keeps its artifacts: ``mlartifacts/<experiment>`` beside
+    the store (so the disk check counts them), or None for a server (the server decides)."""
+    folder = local_store_folder(uri)
+    return None if folder is None else f"{(folder / MLFLOW_ARTIFACTS).as_uri()}/{experiment}"
 
 
 def artifact_root(results_dir: Path) -> str:

@@ -143,3 +143,28 @@ def build_model(
     return architecture.build(
         encoder, in_channels=in_channels, classes=classes, encoder_weights=encoder_weights, image_size=image_size
     )
+
+
+def encoder_weight_names(encoder: str) -> list[str] | None:
+    """Returns the pretrained weight sets smp declares for ``encoder`` (e.g. ``['imagenet']``; read from its
+    encoder table, nothing downloaded), or None when smp does not list them (timm's ``tu-`` encoders)."""
+    entry = smp.encoders.encoders.get(encoder)
+    if entry is None:
+        return None
+    return sorted(entry.get("pretrained_settings") or {})
+
+
+def input_multiple(arch: str, encoder: str, *, in_channels: int = 3, classes: int = 3) -> int:
+    """Returns the number an input's height and width must be a multiple of for this network: its encoder's
+    output stride when smp requires a divisible input (``requires_divisible_input_shape``), else 1. Built on
+    the meta device (no memory, no download), or on the CPU for encoders whose constructor reads tensors."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
+    except RuntimeError:
+        model = build_model(arch, encoder, in_channels=in_channels, classes=classes)
+    if not getattr(model, "requires_divisible_input_shape", False):
+        return 1
+    return int(getattr(getattr(model, "encoder", None), "output_stride", 1))

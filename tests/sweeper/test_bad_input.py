@@ -101,6 +101,15 @@ def _a_file(tmp_path: Path) -> Path:
     return path
 
 
+def _a_sweep_folder(tmp_path: Path) -> Path:
+    """``results/other``: a sweep folder given as --results (its frozen spec inside)."""
+    sweep = tmp_path / "results" / "other"
+    sweep.mkdir(parents=True)
+    (sweep / "spec.yaml").write_text("name: other\n")
+    (sweep / "optuna.db").write_bytes(b"")
+    return sweep
+
+
 @dataclass
 class Case:
     """One bad input: spec overrides, an optional corruption of the GI data set, an environment."""
@@ -112,10 +121,27 @@ class Case:
     results: Callable[[Path], Path] | None = None  # gets tmp_path, returns the --results path
     storage: str | None = None  # --storage
     free_disk: int | None = None  # bytes the disk reports free (a full disk cannot be made here safely)
+    yaml_edit: Callable[[str, Path], str] | None = None  # gets the spec's YAML text and tmp_path, returns new text
+    address: str | None = None  # --address
+    env: dict[str, str] = field(default_factory=dict)  # environment variables of the launch
+
+
+def _yaml_append(text: str) -> Callable[[str, Path], str]:
+    """Appends ``text`` (``TMP`` standing for tmp_path) to the spec's YAML: a section or key given twice."""
+    return lambda spec, tmp: spec + text.replace("TMP", str(tmp))
 
 
 def _loss(name: str, **params: Any) -> dict[str, Any]:
     return {"losses": [{"name": name, "params": params}]}
+
+
+def _drop_slice(root: Path, number: int = 2) -> None:
+    """Removes slice ``number`` of case1_day1 (its PNG and rows): a gap inside the scan."""
+    _png(root, number).unlink()
+    _write_rows(root, [r for r in _rows(root) if r[0] != f"case1_day1_slice_{number:04d}"])
+
+
+_SYNTHETIC = {"format": "synthetic", "folds": 2, "synthetic": {"cases": 2, "slices_per_scan": 4, "image_size": 32}}
 
 
 CASES = [
@@ -333,11 +359,195 @@ CASES = [
         results=lambda tmp: _a_file(tmp) / "results",
     ),
     Case(
+        "results_folder_is_a_sweep_folder",
+        ("results folder (--results)", "is a sweep folder (it holds spec.yaml)", "pass the results root"),
+        results=lambda tmp: _a_sweep_folder(tmp),
+    ),
+    Case(
         "storage_path_is_a_file",
         ("sweep folder (--storage", "taken/bad", "pass a folder you can write to"),
         storage="FILE",
     ),
     Case("unknown_storage_scheme_option", ("storage (--storage", "'foo://'", "s3://"), storage="foo://bucket"),
+    # --- wrong results the types alone accepted: cross-field and semantic checks of the spec ---------------
+    Case(
+        "name_of_the_mlflow_store",
+        ("name: 'mlartifacts' is the results folder's MLflow store",),
+        {"name": "mlartifacts"},
+    ),
+    Case(
+        "lower_is_better_objective_maximised",
+        ("search.objectives.0", "'hd95', whose lower values are better", "use direction minimize"),
+        {"search": {"budget": 1, "objectives": [{"metric": "hd95", "direction": "maximize"}]}},
+    ),
+    Case(
+        "higher_is_better_objective_minimised",
+        ("search.objectives.0", "'dice', whose higher values are better", "use direction maximize"),
+        {"search": {"budget": 1, "objectives": [{"metric": "dice", "direction": "minimize"}]}},
+    ),
+    Case(
+        "objective_listed_twice",
+        ("search.objectives: 'dice' is listed twice", "list each metric once"),
+        {"search": {"budget": 1, "objectives": [{"metric": "dice"}, {"metric": "dice"}]}},
+    ),
+    Case(
+        "tversky_alpha_beta_zero",
+        ("losses.0.params: alpha and beta are all 0", "zero gradient", "give at least one a positive value"),
+        _loss("tversky", alpha=0.0, beta=0.0),
+    ),
+    Case(
+        "focal_tversky_alpha_beta_zero",
+        ("losses.0.params: alpha and beta are all 0", "focal_tversky is constant"),
+        _loss("focal_tversky", alpha=0.0, beta=0.0),
+    ),
+    Case(
+        "compound_tversky_term_zero",
+        ("losses.0.params: tversky.alpha and tversky.beta are all 0", "give at least one a positive value"),
+        {"losses": [{"name": "0.5*tversky + 0.5*dice", "params": {"tversky.alpha": 0.0, "tversky.beta": 0.0}}]},
+    ),
+    Case(
+        "min_lr_above_lr",
+        ("training.min_lr (0.001) is above training.lr (0.0001)", "give min_lr at most lr"),
+        {"training": {"lr": 1e-4, "min_lr": 1e-3}},
+    ),
+    Case("search_seed_negative", ("search.seed: -1", "from 0 to 4294967295"), {"search": {"budget": 1, "seed": -1}}),
+    Case("training_seed_too_large", ("training.seed: 4294967296", "from 0 to"), {"training": {"seed": 2**32}}),
+    Case("fold_seed_negative", ("data.fold_seed: -5", "from 0 to"), {"data": {**_SYNTHETIC, "fold_seed": -5}}),
+    Case(
+        "encoder_weights_misspelt",
+        ("model.encoder_weights: 'imagnet'", "encoder resnet18", "['imagenet'", "leave it out"),
+        {"model": {"encoders": ["resnet18"], "encoder_weights": "imagnet"}},
+    ),
+    Case(
+        "encoder_weights_of_another_encoder",
+        ("model.encoder_weights: 'ssl'", "encoder mit_b0", "choose from ['imagenet']"),
+        {"model": {"encoders": ["resnet18", "mit_b0"], "encoder_weights": "ssl"}},
+    ),
+    Case("run_folds_empty", ("data.run_folds is empty", "leave it out"), {"data": {**_SYNTHETIC, "run_folds": []}}),
+    Case(
+        "class_listed_twice",
+        ("data.classes lists ['stomach'] twice", "list each class once"),
+        {"data": {**_SYNTHETIC, "classes": ["stomach", "stomach"]}},
+    ),
+    Case("no_classes", ("data.classes is empty", "list the classes"), {"data": {**_SYNTHETIC, "classes": []}}),
+    Case(
+        "roi_ratio_listed_twice",
+        ("data.roi_ratios lists a ratio twice", "list each once"),
+        {"data": {**_SYNTHETIC, "roi_ratios": [0.5, 0.5]}},
+    ),
+    Case(
+        "section_of_another_format",
+        ("data.nifti: options of format nifti, but data.format is synthetic", "remove the section"),
+        {"data": {**_SYNTHETIC, "nifti": {"images": "imagesTr"}}},
+    ),
+    Case(
+        "window_without_window_mode",
+        ("data.intensity.window_center applies only to mode window", "data.intensity.mode: window"),
+        {"data": {**_SYNTHETIC, "intensity": {"window_center": 40}}},
+    ),
+    Case(
+        "clip_percentiles_reversed",
+        ("data.intensity.clip_percentiles", "0 <= lo < hi <= 100"),
+        {"data": {**_SYNTHETIC, "intensity": {"clip_percentiles": [99, 1]}}},
+    ),
+    Case(
+        "background_setting_under_multilabel",
+        ("training.include_background applies only to data.label_mode multiclass", "remove it"),
+        {"training": {"include_background": True}},
+    ),
+    Case(
+        "loss_background_setting_under_multilabel",
+        ("training.loss_include_background applies only to data.label_mode multiclass",),
+        {"training": {"loss_include_background": False}},
+    ),
+    Case(
+        "budget_with_grid_search",
+        ("search.budget applies to search.mode optuna", "a grid runs every configuration (1 here)"),
+        {"search": {"mode": "grid", "budget": 5}},
+    ),
+    Case(
+        "image_size_a_network_cannot_take",
+        ("data.image_size: fpn with resnet18 needs a size divisible by 32, not 48", "use 32 or 64"),
+        {"data": {**_SYNTHETIC, "image_size": 48}, "model": {"architectures": ["fpn"], "encoders": ["resnet18"]}},
+    ),
+    # --- messages in the user's words: one line per mistake, no pydantic internals --------------------------
+    Case(
+        "knob_value_not_a_number",
+        ("1 problem(s)", "losses.0.params.alpha: 'abc' is not accepted here", "give a number"),
+        _loss("tversky", alpha="abc"),
+    ),
+    Case(
+        "loss_not_a_mapping",
+        ("losses.0: Input should be a valid dictionary",),
+        {"losses": ["dice"]},
+    ),
+    # --- YAML that is not what the user wrote -------------------------------------------------------------
+    Case(
+        "section_given_twice",
+        ("key 'training' is given twice", "merge them into one"),
+        yaml_edit=_yaml_append("training:\n  lr: 0.1\n"),
+    ),
+    Case(
+        "key_given_twice_in_a_section",
+        ("key 'epochs' is given twice", "merge them into one"),
+        yaml_edit=lambda text, tmp: text.replace("  epochs: 1\n", "  epochs: 1\n  epochs: 3\n"),
+    ),
+    # --- the tracking store and the Ray address: refused before Ray, not inside it ----------------------------
+    Case(
+        "tracking_uri_without_scheme",
+        ("tracking.uri: 'localhost:5000' has no scheme", "http://localhost:5000", "sqlite:///"),
+        {"tracking": {"uri": "localhost:5000"}},
+    ),
+    Case(
+        "tracking_uri_unknown_scheme",
+        ("tracking.uri: 'ftp://host/x' has unknown scheme 'ftp://'", "http://HOST:PORT"),
+        {"tracking": {"uri": "ftp://host/x"}},
+    ),
+    Case(
+        "tracking_store_folder_uncreatable",
+        ("tracking.uri: the store's folder", "taken/sub cannot be created", "a folder you can write to"),
+        yaml_edit=lambda text, tmp: text + f"tracking:\n  uri: sqlite:///{_a_file(tmp)}/sub/mlflow.db\n",
+    ),
+    Case(
+        "tracking_environment_without_scheme",
+        ("$MLFLOW_TRACKING_URI: 'localhost:5000' has no scheme", "http://localhost:5000", "or unset it"),
+        env={"MLFLOW_TRACKING_URI": "localhost:5000"},
+    ),
+    Case(
+        "address_not_a_ray_address",
+        ("--address 'foo' is not a Ray address", "auto", "HOST:6379", "ray://HOST:10001"),
+        address="foo",
+    ),
+    Case("address_port_out_of_range", ("--address 'head:99999' is not a Ray address",), address="head:99999"),
+    Case("address_with_http_scheme", ("--address 'http://head:8265'", "ray://HOST:10001"), address="http://head:8265"),
+    # --- the data against the spec -------------------------------------------------------------------------
+    Case(
+        "class_the_data_never_contains",
+        ("data.classes: ['liver'] never appear in the data set", "remove them from data.classes"),
+        {"data": {"classes": ["large_bowel", "small_bowel", "stomach", "liver"]}},
+        corrupt=lambda root: None,
+    ),
+    Case(
+        "uwmgi_scan_with_a_slice_gap",
+        ("scan case1_day1 has missing slice(s)", "jump from 0001 to 0003", "restore the missing slices"),
+        corrupt=_drop_slice,
+    ),
+    Case(
+        "data_root_missing",
+        ("data.root:", "has no train.csv", "point it at the UW-Madison GI folder"),
+        corrupt=lambda root: shutil.rmtree(root),
+    ),
+    Case(
+        "data_root_is_a_file",
+        ("data.root:", "is a file", "give the folder holding the data set"),
+        corrupt=lambda root: (shutil.rmtree(root), root.write_text("not a folder\n")),
+    ),
+    Case(
+        "split_file_is_a_folder",
+        ("data.split_file:", "is a folder", "give the split YAML/JSON file"),
+        {"data": {"split_file": "."}},
+        corrupt=lambda root: None,
+    ),
     Case(
         "disk_too_small_for_checkpoints",
         (
@@ -387,9 +597,9 @@ def _spec(case: Case, root: Path | None) -> dict[str, Any]:
     return raw
 
 
-def test_table_has_at_least_30_cases_with_unique_ids():
+def test_table_has_at_least_80_cases_with_unique_ids():
     ids = [c.id for c in CASES]
-    assert len(ids) >= 30 and len(set(ids)) == len(ids)
+    assert len(ids) >= 80 and len(set(ids)) == len(ids)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -399,18 +609,21 @@ def test_bad_input_is_rejected_before_ray_with_field_and_fix(
     if case.free_disk is not None:
         real = shutil.disk_usage
         monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=case.free_disk))
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     root = None
     if case.corrupt is not None:
         root = shutil.copytree(gi_template, tmp_path / "data")
         case.corrupt(root)
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(_spec(case, root)))
+    text = yaml.safe_dump(_spec(case, root), sort_keys=False)
+    spec_file.write_text(case.yaml_edit(text, tmp_path) if case.yaml_edit else text)
     results = case.results(tmp_path) if case.results else tmp_path / "results"
     storage = str(_a_file(tmp_path)) if case.storage == "FILE" else case.storage
     assert not ray.is_initialized()
 
     with pytest.raises((SpecError, BadInputError)) as info:
-        launch(load_spec(spec_file), results, storage=storage)  # what `sweeper launch spec.yaml` does
+        launch(load_spec(spec_file), results, storage=storage, address=case.address)  # `sweeper launch spec.yaml`
 
     message = str(info.value)
     for text in case.expect:

@@ -317,6 +317,15 @@ class UwmgiAdapter(DataAdapter):
                     "a scan is a stack of slices: restore its other slices (rows and PNGs), or "
                     "delete the scan's rows"
                 )
+            numbers = [r.slice_number for r in recs]
+            gap = next((i for i in range(1, len(numbers)) if numbers[i] != numbers[i - 1] + 1), None)
+            if gap is not None:  # 2.5D context would take non-adjacent slices as neighbours (as dicom.py refuses)
+                raise ValueError(
+                    f"{self.root / 'train.csv'}: scan {scan} has missing slice(s): slice numbers jump from "
+                    f"{numbers[gap - 1]:04d} to {numbers[gap]:04d} ({recs[gap - 1].path.name} -> {recs[gap].path.name}); "
+                    "a scan's slices must be consecutive: restore the missing slices (rows and PNGs), or delete the "
+                    "scan's rows"
+                )
         return [
             ScanSource(
                 scan=scan,
