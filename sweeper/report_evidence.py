@@ -212,8 +212,25 @@ def _short(label: str) -> str:
     return label if len(label) <= 34 else label[:31] + "..."
 
 
-def _legend_below(fig, handles, texts) -> None:
+def _style_panel(ax, group: str, *, xlim: tuple[float, float], xlabel: str, ylabel: str, legend_loc: str) -> None:
+    """Titles one per-group panel of the threshold and reliability figures and gives it their common look."""
+    ax.set_title(_group_title(group), fontsize=9)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc=legend_loc)
+
+
+def _save_with_legend_below(fig, path: Path, handles, texts) -> None:
+    """Adds one legend of the configurations under the panels, saves the figure and closes it."""
+    from sweeper.report import _plt
+
     fig.legend(handles, texts, loc="lower center", ncol=min(3, len(texts)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path)
+    _plt().close(fig)
 
 
 def plot_threshold_curves(evidence: Evidence, shown: list[str], labels: dict[str, str], path: Path):
@@ -245,17 +262,15 @@ def plot_threshold_curves(evidence: Evidence, shown: list[str], labels: dict[str
                 ax.plot(at["pooled_sensitivity"], at["pooled_precision"], "o", ms=6, mfc="none", color=colours[cid])
             if group == groups[0]:
                 handles.append(line)
-        ax.set_title(_group_title(group), fontsize=9)
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("sensitivity (pooled)", fontsize=8)
-        ax.set_ylabel("precision (pooled)", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left")
-    _legend_below(fig, handles, [_short(labels[c]) for c in shown])
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+        _style_panel(
+            ax,
+            group,
+            xlim=(0, 1.02),
+            xlabel="sensitivity (pooled)",
+            ylabel="precision (pooled)",
+            legend_loc="lower left",
+        )
+    _save_with_legend_below(fig, path, handles, [_short(labels[c]) for c in shown])
     return Figure(
         "fig10",
         path,
@@ -364,17 +379,15 @@ def plot_reliability(evidence: Evidence, shown: list[str], labels: dict[str, str
             )
             if group == groups[0]:
                 handles.append(line)
-        ax.set_title(_group_title(group), fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("mean predicted probability", fontsize=8)
-        ax.set_ylabel("share of pixels that are foreground", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="upper left")
-    _legend_below(fig, handles, [_short(labels[c]) for c in shown])
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+        _style_panel(
+            ax,
+            group,
+            xlim=(0, 1),
+            xlabel="mean predicted probability",
+            ylabel="share of pixels that are foreground",
+            legend_loc="upper left",
+        )
+    _save_with_legend_below(fig, path, handles, [_short(labels[c]) for c in shown])
     return Figure(
         "fig12",
         path,
