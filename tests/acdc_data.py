@@ -31,3 +31,30 @@ def write_acdc(root: Path, *, size: int = 32, slices: int = 4, patients: int = 2
         nib.save(nib.Nifti1Image(image, affine), str(folder / f"patient{p:03d}_frame01.nii.gz"))
         nib.save(nib.Nifti1Image(labels, affine), str(folder / f"patient{p:03d}_frame01_gt.nii.gz"))
     return root
+
+
+#: the classes of the ACDC label values 1, 2, 3 (right ventricle, myocardium, left ventricle)
+ACDC_CLASSES = ("RV", "MYO", "LV")
+#: how the nifti adapter finds the ACDC layout's images, labels and patients
+ACDC_OPTIONS = {
+    "images": "*/patient*_frame[0-9][0-9].nii.gz",
+    "labels": "{dir}/{stem}_gt.nii.gz",
+    "patient_pattern": r"^(patient\d+)/",
+}
+
+
+def prepare_acdc_cache(raw: Path, cache: Path, *, size: int, slices: int, patients: int, n_folds: int) -> Path:
+    """Writes the ACDC-layout volumes under ``raw`` and prepares their multiclass cache in ``cache``."""
+    from trainables.data import prepare_dataset_cache
+
+    return prepare_dataset_cache(
+        "nifti",
+        write_acdc(raw, size=size, slices=slices, patients=patients),
+        cache,
+        image_size=size,
+        n_folds=n_folds,
+        classes=ACDC_CLASSES,
+        label_mode="multiclass",
+        label_values={i + 1: name for i, name in enumerate(ACDC_CLASSES)},
+        options=ACDC_OPTIONS,
+    )

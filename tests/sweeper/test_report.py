@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from acdc_data import write_acdc
+from acdc_data import prepare_acdc_cache
 from mlflow import MlflowClient
 
 from sweeper.leaderboard import FAILED, FINISHED, trial_row, write_leaderboard
@@ -25,7 +25,7 @@ from sweeper.report import (
 from sweeper.spec import dump_spec, parse_spec
 from sweeper.tracking import LEVEL_TAG, SWEEP_LEVEL, default_tracking_uri, ensure_experiment
 from trainables.contract import TrialConfig
-from trainables.data import generate_uwmgi, prepare_cache, prepare_dataset_cache
+from trainables.data import generate_uwmgi, prepare_cache
 from trainables.models import build_model
 
 CLASSES = ["large_bowel", "small_bowel", "stomach"]
@@ -237,21 +237,7 @@ def test_qualitative_figure_of_a_softmax_trial_uses_its_recorded_classes(tmp_pat
     """A multi-class trial recorded 4 output channels (background first) and softmax: the figure loads its
     weights into that network and scores the foreground classes only."""
     sweep_dir = tmp_path / "acdc"
-    cache = prepare_dataset_cache(
-        "nifti",
-        write_acdc(tmp_path / "raw", size=32, slices=4, patients=2),
-        sweep_dir / "cache",
-        image_size=32,
-        n_folds=2,
-        classes=("RV", "MYO", "LV"),
-        label_mode="multiclass",
-        label_values={1: "RV", 2: "MYO", 3: "LV"},
-        options={
-            "images": "*/patient*_frame[0-9][0-9].nii.gz",
-            "labels": "{dir}/{stem}_gt.nii.gz",
-            "patient_pattern": r"^(patient\d+)/",
-        },
-    )
+    cache = prepare_acdc_cache(tmp_path / "raw", sweep_dir / "cache", size=32, slices=4, patients=2, n_folds=2)
     config = {
         "config_id": "dddd444444",
         "fold": 1,

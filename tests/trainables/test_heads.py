@@ -134,26 +134,10 @@ def test_a_uniclass_trial_trains_one_network_per_class_and_loads_for_the_report(
 
 
 def test_a_uniclass_trial_on_one_label_per_pixel_trains_binary_softmax_networks(tmp_path):
-    from acdc_data import write_acdc  # ACDC-layout NIfTI volumes: RV, MYO, LV
+    from acdc_data import ACDC_CLASSES, prepare_acdc_cache  # ACDC-layout NIfTI volumes: RV, MYO, LV
 
-    from trainables.data import prepare_dataset_cache
-
-    acdc = ["RV", "MYO", "LV"]
-    cache = prepare_dataset_cache(
-        "nifti",
-        write_acdc(tmp_path / "acdc", size=16, slices=4, patients=3),
-        tmp_path / "cache",
-        image_size=16,
-        n_folds=3,
-        classes=tuple(acdc),
-        label_mode="multiclass",
-        label_values={1: "RV", 2: "MYO", 3: "LV"},
-        options={
-            "images": "*/patient*_frame[0-9][0-9].nii.gz",
-            "labels": "{dir}/{stem}_gt.nii.gz",
-            "patient_pattern": r"^(patient\d+)/",
-        },
-    )
+    acdc = list(ACDC_CLASSES)
+    cache = prepare_acdc_cache(tmp_path / "acdc", tmp_path / "cache", size=16, slices=4, patients=3, n_folds=3)
     cfg = uniclass(
         cache,
         arch="unet",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from acdc_data import write_acdc
+from acdc_data import prepare_acdc_cache
 
 from trainables.contract import TrialConfig
-from trainables.data import generate_uwmgi, prepare_cache, prepare_dataset_cache
+from trainables.data import generate_uwmgi, prepare_cache
 from trainables.inference import (
     SlicePredictions,
     build_network,
@@ -51,21 +51,7 @@ def multilabel(tmp_path_factory):
 @pytest.fixture(scope="module")
 def multiclass(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("acdc")
-    cache = prepare_dataset_cache(
-        "nifti",
-        write_acdc(tmp / "acdc", size=16, slices=4, patients=3),
-        tmp / "cache",
-        image_size=16,
-        n_folds=3,
-        classes=tuple(ACDC),
-        label_mode="multiclass",
-        label_values={1: "RV", 2: "MYO", 3: "LV"},
-        options={
-            "images": "*/patient*_frame[0-9][0-9].nii.gz",
-            "labels": "{dir}/{stem}_gt.nii.gz",
-            "patient_pattern": r"^(patient\d+)/",
-        },
-    )
+    cache = prepare_acdc_cache(tmp / "acdc", tmp / "cache", size=16, slices=4, patients=3, n_folds=3)
     return TrialConfig.from_dict(
         {
             "cache_dir": str(cache),
