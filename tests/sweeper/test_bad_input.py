@@ -10,6 +10,7 @@ file, or a path under a file.
 
 from __future__ import annotations
 
+import copy
 import csv
 import shutil
 from collections.abc import Callable
@@ -570,20 +571,24 @@ def gi_template(tmp_path_factory) -> Path:
     return generate_uwmgi(tmp_path_factory.mktemp("gi") / "data", cases=2, slices_per_scan=4, image_size=32, seed=3)
 
 
+#: the smallest valid spec (generated data, one loss, one configuration, one epoch); each bad input edits a copy
+SMALL_SPEC: dict[str, Any] = {
+    "name": "bad",
+    "data": {
+        "format": "synthetic",
+        "folds": 2,
+        "image_size": 32,
+        "synthetic": {"cases": 2, "slices_per_scan": 4, "image_size": 32},
+    },
+    "losses": [{"name": "dice"}],
+    "search": {"budget": 1},
+    "training": {"epochs": 1},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+}
+
+
 def _spec(case: Case, root: Path | None) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "name": "bad",
-        "data": {
-            "format": "synthetic",
-            "folds": 2,
-            "image_size": 32,
-            "synthetic": {"cases": 2, "slices_per_scan": 4, "image_size": 32},
-        },
-        "losses": [{"name": "dice"}],
-        "search": {"budget": 1},
-        "training": {"epochs": 1},
-        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
-    }
+    raw: dict[str, Any] = copy.deepcopy(SMALL_SPEC)
     if root is not None:
         raw["data"] = {"format": "uwmgi", "root": str(root), "folds": 2, "image_size": 32}
     for key, value in case.spec.items():

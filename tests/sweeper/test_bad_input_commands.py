@@ -21,6 +21,7 @@ import pytest
 import ray
 import yaml
 from click.testing import CliRunner
+from test_bad_input import SMALL_SPEC
 
 from sweeper.cli import main, pareto_csv
 from sweeper.launch import launch
@@ -29,19 +30,7 @@ from sweeper.preflight import SAFE_ON_RESUME, BadInputError, check_resume_spec
 from sweeper.spec import dump_spec, parse_spec
 from sweeper.sweep_lock import OWNER_FILE, SweepLockedError, sweep_lock
 
-SPEC = {
-    "name": "bad",
-    "data": {
-        "format": "synthetic",
-        "folds": 2,
-        "image_size": 32,
-        "synthetic": {"cases": 2, "slices_per_scan": 4, "image_size": 32},
-    },
-    "losses": [{"name": "dice"}],
-    "search": {"budget": 1},
-    "training": {"epochs": 1},
-    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
-}
+SPEC = SMALL_SPEC
 
 
 def _spec(**changes):
