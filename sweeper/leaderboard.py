@@ -110,8 +110,12 @@ CONFIG_IDENTITY = [CONFIG_ID, ARCH, ENCODER, HEADS, LOSS, LOSS_PARAMS, ROI_RATIO
 FINISHED, FAILED = "finished", "failed"
 #: a fold trial stopped early by the epoch scheduler; a configuration pruned by fold halving or the scheduler
 STOPPED, PRUNED = "stopped", "pruned"
-#: the searcher's pruning ledger, beside the tables: {config_id: {reason, n_folds, n_stopped}}
+#: the searcher's pruning ledger, beside the tables: {config_id: {reason, n_folds, n_stopped, rung, stopped_fold,
+#: stopped_epoch}} (:func:`record_pruned`)
 PRUNED_FILE = "pruned.json"
+#: ledger keys: the rung it was pruned at (1-based; None: not at a rung), and where the scheduler stopped it
+#: (both None when fold halving pruned it)
+RUNG, STOPPED_FOLD, STOPPED_EPOCH = "rung", "stopped_fold", "stopped_epoch"
 #: per metric in configs.parquet: the fold std, the t interval over folds, the seed-to-seed std within folds
 STAT_SUFFIXES = ("_std", "_ci_low", "_ci_high", "_seed_std")
 #: what a trials table written before a column existed holds in it
@@ -193,10 +197,31 @@ def config_status(n_failed: int, pruned: bool) -> str:
     return PRUNED if pruned else FAILED if n_failed else FINISHED
 
 
-def record_pruned(sweep_dir: str | Path, cid: str, *, reason: str, n_folds: int, n_stopped: int) -> None:
-    """Adds a pruned configuration to the sweep's pruning ledger (atomic rewrite)."""
+def record_pruned(
+    sweep_dir: str | Path,
+    cid: str,
+    *,
+    reason: str,
+    n_folds: int,
+    n_stopped: int,
+    rung: int | None = None,
+    stopped_fold: int | None = None,
+    stopped_epoch: int | None = None,
+) -> None:
+    """Adds a pruned configuration to the sweep's pruning ledger (atomic rewrite): why (``reason``), its
+    finished folds (``n_folds``), its fold trials the scheduler stopped (``n_stopped``), the rung it was
+    pruned at (1-based: fold halving's rung of ``min_folds * eta**(rung-1)`` folds, or the scheduler's rung
+    of ``grace_period * reduction_factor**(rung-1)`` epochs) and, when the epoch scheduler stopped it, the
+    fold and epoch (``stopped_fold``, ``stopped_epoch``)."""
     ledger = read_pruned(sweep_dir)
-    ledger[cid] = {"reason": reason, N_FOLDS: n_folds, N_STOPPED: n_stopped}
+    ledger[cid] = {
+        "reason": reason,
+        N_FOLDS: n_folds,
+        N_STOPPED: n_stopped,
+        RUNG: rung,
+        STOPPED_FOLD: stopped_fold,
+        STOPPED_EPOCH: stopped_epoch,
+    }
     path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -205,7 +230,8 @@ def record_pruned(sweep_dir: str | Path, cid: str, *, reason: str, n_folds: int,
 
 
 def read_pruned(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Returns the pruning ledger ``{config_id: {reason, n_folds, n_stopped}}`` ({} when nothing was pruned)."""
+    """Returns the pruning ledger ``{config_id: {reason, n_folds, n_stopped, rung, stopped_fold, stopped_epoch}}``
+    ({} when nothing was pruned; a ledger written before the rung was recorded lacks the last three)."""
     path = SweepPaths.at(sweep_dir).leaderboard / PRUNED_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -50,6 +50,22 @@ def scheduler_stopped(sweep_dir: str | Path) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(path.read_text())["stopped"].items()} if path.is_file() else {}
 
 
+def first_stopped(stopped: dict[str, int], config_id: str) -> tuple[int, int] | None:
+    """Returns ``(fold, epoch)`` of the first of the configuration's fold trials in the scheduler's ``stopped``
+    (:func:`scheduler_stopped`), else None. The first is the one judged at a rung: the scheduler records it
+    before the siblings it stops at their next epoch, and its state keeps that order."""
+    for key, epoch in stopped.items():
+        cid, fold, *_ = key.split("/")
+        if cid == config_id:
+            return int(fold), int(epoch)
+    return None
+
+
+def rung_number(level: int, levels: Sequence[int]) -> int | None:
+    """Returns the 1-based rung of ``level`` (a fold count or an epoch) among ``levels``, None when it is none."""
+    return list(levels).index(level) + 1 if level in levels else None
+
+
 def as_maximised(values: Sequence[float], directions: Sequence[str]) -> list[float]:
     """Returns ``values`` with each minimised objective negated, so that larger is better everywhere."""
     return [float(v) if d == "maximize" else -float(v) for v, d in zip(values, directions)]

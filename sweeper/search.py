@@ -40,7 +40,15 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweeper.pruning import Rungs, as_maximised, rung_levels, scheduler_stopped, trial_key
+from sweeper.pruning import (
+    Rungs,
+    as_maximised,
+    first_stopped,
+    rung_levels,
+    rung_number,
+    scheduler_stopped,
+    trial_key,
+)
 from sweeper.spec import TRAINING_PARAM_PREFIX, ConstraintSpec, SweepSpec
 from trainables.contract import BEST_PREFIX, Configuration, TrialConfig, TrialSettings
 
@@ -311,7 +319,14 @@ class FoldSearcher(Searcher):
                 # counted among the configurations at its fold rung, ranked last: the rung keeps the top 1/eta
                 # of every configuration that got there, not of those the epoch scheduler let through
                 self._fold_rungs.arrive(entry.launched, cid, [math.nan] * self._n_objectives)
-            self._prune(entry, f"fold {fold_stopped} stopped at epoch {epoch}")
+            fold_stopped, epoch = self._judged_stop(cid) or (fold_stopped, epoch)
+            self._prune(
+                entry,
+                f"fold {fold_stopped} stopped at epoch {epoch}",
+                rung=rung_number(epoch, self._epoch_levels),
+                stopped_fold=fold_stopped,
+                stopped_epoch=epoch,
+            )
         elif not entry.launched_done:
             return
         elif entry.complete or any(r is None for r in entry.results.values()):
@@ -398,7 +413,11 @@ class FoldSearcher(Searcher):
         if self._fold_rungs.arrive(level, cid, maximised):
             self._launch(cid, entry, self._fold_levels[self._fold_levels.index(level) + 1], first=True)
         else:
-            self._prune(entry, f"fold rung {level}: outside the top 1/{self._fold_rungs.eta:g}")
+            self._prune(
+                entry,
+                f"fold rung {level}: outside the top 1/{self._fold_rungs.eta:g}",
+                rung=rung_number(level, self._fold_levels),
+            )
 
     def _adopt_orphan(self) -> optuna.Trial | None:
         """Returns a RUNNING Optuna trial that no configuration of this searcher holds, else None.
@@ -421,8 +440,22 @@ class FoldSearcher(Searcher):
             return False
         return self._sweep_dir is None or trial_key(cid, fold, repeat) in scheduler_stopped(self._sweep_dir)
 
-    def _prune(self, entry: _Configuration, reason: str) -> None:
-        """Tells Optuna PRUNED, drops the configuration's queued folds and records it in the pruning ledger."""
+    @property
+    def _epoch_levels(self) -> list[int]:
+        """The epoch scheduler's rung epochs ([] without ``scheduler: {type: moasha}``)."""
+        chosen = self._spec.scheduler
+        if chosen.type != "moasha":
+            return []
+        return rung_levels(chosen.grace_period, chosen.reduction_factor, self._settings.epochs)[:-1]
+
+    def _judged_stop(self, cid: str) -> tuple[int, int] | None:
+        """Returns ``(fold, epoch)`` where the scheduler judged the configuration and stopped it (its first stopped
+        fold trial in the scheduler's state; a sibling stopped after it ended at its next epoch), else None."""
+        return None if self._sweep_dir is None else first_stopped(scheduler_stopped(self._sweep_dir), cid)
+
+    def _prune(self, entry: _Configuration, reason: str, **where: int | None) -> None:
+        """Tells Optuna PRUNED, drops the configuration's queued folds and records it in the pruning ledger
+        (``where``: ``rung``, ``stopped_fold``, ``stopped_epoch`` of :func:`sweeper.leaderboard.record_pruned`)."""
         cid = config_id(entry.configuration)
         entry.pruned_at = reason
         self._queue = deque(c for c in self._queue if c.config_id != cid)
@@ -431,7 +464,9 @@ class FoldSearcher(Searcher):
             from sweeper.leaderboard import record_pruned
 
             finished = [f for f, r in entry.results.items() if r is not None and f not in entry.stopped]
-            record_pruned(self._sweep_dir, cid, reason=reason, n_folds=len(finished), n_stopped=len(entry.stopped))
+            record_pruned(
+                self._sweep_dir, cid, reason=reason, n_folds=len(finished), n_stopped=len(entry.stopped), **where
+            )
 
     def _tell(self, entry: _Configuration) -> None:
         self._tell_numbers(entry, entry.optuna_numbers)

@@ -112,3 +112,13 @@ def test_spec_refuses_pruning_that_cannot_prune():
     text = str(err.value)
     assert "min_folds (2) must be below the folds to run (2)" in text
     assert "scheduler.grace_period (2) must be below training.epochs (2)" in text
+
+
+def test_rung_number_and_the_first_stopped_fold_of_a_configuration():
+    from sweeper.pruning import first_stopped, rung_number
+
+    assert [rung_number(level, [1, 2, 3]) for level in (1, 2, 3, 4)] == [1, 2, 3, None]
+    stopped = {"aa/1": 2, "bb/0": 1, "aa/0": 3, "cc/2/1": 4}  # the scheduler's order: judged first
+    assert first_stopped(stopped, "aa") == (1, 2)
+    assert first_stopped(stopped, "cc") == (2, 4)  # a seeded repeat's key
+    assert first_stopped(stopped, "dd") is None

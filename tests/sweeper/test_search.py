@@ -173,6 +173,8 @@ def test_fold_halving_runs_more_folds_only_for_the_top_and_tells_the_rest_pruned
     ledger = read_pruned(tmp_path)
     assert set(ledger) == {c["config_id"] for c in first[1:]}
     assert all(entry["n_folds"] == 1 for entry in ledger.values())
+    # pruned at the first fold rung (1 of 3 folds), not by the epoch scheduler
+    assert all((e["rung"], e["stopped_fold"], e["stopped_epoch"]) == (1, None, None) for e in ledger.values())
 
 
 def test_fold_halving_state_survives_save_and_restore(tmp_path):
@@ -198,6 +200,31 @@ def test_a_fold_the_scheduler_stopped_prunes_its_configuration_and_drops_its_que
     assert trial.user_attrs["n_folds"] == 0 and "stopped at epoch 2" in trial.user_attrs["pruned_at"]
     searcher.on_trial_complete("t1", {**fake_result(0.9, 0.9), "epoch": 4})  # its other fold ran on: recorded only
     assert trial.state == optuna.trial.TrialState.PRUNED
+
+
+def test_the_ledger_records_where_the_scheduler_judged_and_stopped_a_configuration(tmp_path):
+    import json
+
+    from sweeper.leaderboard import read_pruned
+    from sweeper.pruning import SCHEDULER_STATE_FILE
+
+    spec = parse_spec(
+        {
+            **make_spec().model_dump(exclude_unset=True),
+            "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2},
+        }
+    )
+    settings = TrialSettings(cache_dir="/c", epochs=4)  # rungs at epochs 1 and 2
+    searcher = FoldSearcher(spec, f"sqlite:///{tmp_path}/o.db", settings, sweep_dir=tmp_path)
+    configs, _ = drain(searcher)
+    cid = configs[0]["config_id"]
+    # the scheduler judged fold 2 at epoch 2 (rung 2), then stopped fold 0 at its next epoch (3)
+    state = {"stopped": {f"{cid}/2": 2, f"{cid}/0": 3}}
+    (tmp_path / SCHEDULER_STATE_FILE).write_text(json.dumps(state))
+    searcher.on_trial_complete("t0", {**fake_result(0.3, 0.2), "epoch": 3})  # fold 0 ends first
+    entry = read_pruned(tmp_path)[cid]
+    assert (entry["rung"], entry["stopped_fold"], entry["stopped_epoch"]) == (2, 2, 2)
+    assert entry["reason"] == "fold 2 stopped at epoch 2"
 
 
 def test_constraints_reach_optuna_as_trial_constraints(tmp_path):
