@@ -18,14 +18,20 @@ finished fold trials, else the Nadeau-Bengio corrected fold interval (``fold_cor
 :func:`sweeper.evidence.corrected_t_interval`); metrics the records cannot rebuild (``mae``,
 ``pooled_mae``, ``gi_score``) always take the fold interval.
 Then the configuration's ``status`` (:func:`config_status`: ``finished``, ``failed`` or ``pruned``),
-``n_stopped`` (fold trials the epoch scheduler stopped), ``pruned_at`` (why it was pruned) and
-``feasible`` (its fold means meet the sweep's ``search.constraints``; true without constraints).
+``n_stopped`` (fold trials the epoch scheduler stopped), ``pruned_at`` (why it was pruned),
+``pruned_kind`` (``fold_halving`` or ``epoch_scheduler``; :func:`pruned_kind`), ``pruned_stage`` (where:
+``rung 1: 1 of 3 folds``, ``rung 1: fold 2 epoch 1``; :func:`pruned_stage`), ``feasible`` (its fold means
+meet the sweep's ``search.constraints``; true without constraints) and ``broken_constraint`` (the bounds
+an infeasible one breaks, e.g. ``sensitivity>=0.9``; :func:`broken_constraints`). How far each
+configuration got -- folds run, epochs reached, share of full training -- is :func:`configuration_reach`
+(``sweeper status`` and the report read it).
 
 A fold trial the epoch scheduler (``scheduler: {type: moasha}``) stopped before its last epoch is a
 trials.parquet row with status ``stopped``: its best epoch so far is its record and ``epochs_done`` the
 epoch it reached; it never counts towards a configuration's fold means, and its case records are not
 gathered. A configuration that fold halving or the scheduler pruned is listed in
-``leaderboard/pruned.json`` (written by the searcher, :func:`record_pruned`); its fold means cover the
+``leaderboard/pruned.json`` (written by the searcher, :func:`record_pruned`: why, the rung, and the fold and
+epoch where the scheduler stopped it); its fold means cover the
 folds it finished (``n_folds``), and the Pareto front leaves it out unless asked (``sweeper pareto
 --include-partial``).
 
@@ -61,7 +67,7 @@ from trainables.contract import BEST_PREFIX, CASES_FILE, TrialConfig
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from sweeper.spec import EvidenceSpec
+    from sweeper.spec import EvidenceSpec, SweepSpec
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +95,12 @@ CONFIG_COUNTS = [N_FOLDS, N_REPEATS, N_FAILED, INTERVAL_METHOD, N_PATIENTS, FEW_
 #: configs.parquet: the configuration's status, its fold trials the scheduler stopped, why it was pruned, and
 #: whether its fold means meet the sweep's search.constraints
 CONFIG_STATUS, N_STOPPED, PRUNED_AT, FEASIBLE = "status", "n_stopped", "pruned_at", "feasible"
+#: configs.parquet: which pruning left it behind (:data:`PRUNED_KINDS`) and where (:func:`pruned_stage`), and the
+#: constraint bounds an infeasible configuration breaks (:func:`broken_constraints`)
+PRUNED_KIND, PRUNED_STAGE, BROKEN_CONSTRAINT = "pruned_kind", "pruned_stage", "broken_constraint"
+#: ``pruned_kind`` values: fold halving (search.pruning.folds), the epoch scheduler (scheduler: moasha)
+FOLD_HALVING, EPOCH_SCHEDULER = "fold_halving", "epoch_scheduler"
+PRUNED_KINDS = (FOLD_HALVING, EPOCH_SCHEDULER)
 IDENTITY_COLUMNS = [
     CONFIG_ID,
     FOLD,
@@ -236,22 +248,64 @@ def read_pruned(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def bound_checks(constraint, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Returns ``(name, met)`` per bound of a constraint over fold means ``values``: ``<metric>>=<min>`` met where
+    ``mean >= min``, ``<metric><=<max>`` where ``mean <= max`` (the names Optuna is told); NaN meets neither."""
+    checks = []
+    with np.errstate(invalid="ignore"):
+        if constraint.min is not None:
+            checks.append((f"{constraint.metric}>={constraint.min:g}", values >= constraint.min))
+        if constraint.max is not None:
+            checks.append((f"{constraint.metric}<={constraint.max:g}", values <= constraint.max))
+    return checks
+
+
+def broken_constraints(configs: pd.DataFrame, constraints: Sequence) -> list[str]:
+    """Returns, per configuration, the bounds its fold means break, ``"; "``-joined (``""``: it meets them all;
+    :func:`bound_checks`). A missing mean breaks every bound on it (no fold trial finished yet).
+    ``constraints``: items with ``metric``, ``min`` and ``max`` (:class:`sweeper.spec.ConstraintSpec`)."""
+    broken: list[list[str]] = [[] for _ in range(len(configs))]
+    for constraint in constraints:
+        values = (
+            configs[constraint.metric].to_numpy(dtype=float)
+            if constraint.metric in configs.columns
+            else np.full(len(configs), np.nan)
+        )
+        for name, met in bound_checks(constraint, values):
+            for i in np.flatnonzero(~met):
+                broken[i].append(name)
+    return ["; ".join(names) for names in broken]
+
+
+def pruned_kind(entry: dict[str, Any] | None) -> str:
+    """Returns which pruning a ledger entry (:func:`read_pruned`) records: ``epoch_scheduler`` when the scheduler
+    stopped one of its fold trials, ``fold_halving`` otherwise, ``""`` for no entry (not pruned)."""
+    if not entry:
+        return ""
+    stopped = entry.get(STOPPED_EPOCH) is not None or "stopped at epoch" in str(entry.get("reason", ""))
+    return EPOCH_SCHEDULER if stopped else FOLD_HALVING
+
+
+def pruned_stage(entry: dict[str, Any] | None, folds_total: int | None = None) -> str:
+    """Returns where a ledger entry's configuration was pruned, for a person: ``rung 1: 1 of 3 folds`` (fold
+    halving), ``rung 2: fold 0 epoch 2`` (the scheduler; without ``rung 2:`` when the stop was at no rung),
+    the ledger's reason for an entry written before rungs were recorded, ``""`` for no entry."""
+    if not entry:
+        return ""
+    rung = entry.get(RUNG)
+    prefix = f"rung {rung}: " if rung is not None else ""
+    if entry.get(STOPPED_EPOCH) is not None:
+        return f"{prefix}fold {entry.get(STOPPED_FOLD)} epoch {entry[STOPPED_EPOCH]}"
+    if rung is not None:
+        of = f" of {folds_total}" if folds_total else ""
+        return f"{prefix}{entry[N_FOLDS]}{of} fold{'s' if (folds_total or entry[N_FOLDS]) != 1 else ''}"
+    return str(entry.get("reason", ""))
+
+
 def feasible(configs: pd.DataFrame, constraints: Sequence) -> np.ndarray:
     """Returns a bool mask of the configurations whose fold means meet every constraint
-    (``metric >= min`` and ``metric <= max``; a missing mean fails). ``constraints``: items with
-    ``metric``, ``min`` and ``max`` attributes (:class:`sweeper.spec.ConstraintSpec`)."""
-    ok = np.ones(len(configs), dtype=bool)
-    for constraint in constraints:
-        if constraint.metric not in configs.columns:  # no fold trial finished yet: nothing meets it
-            ok[:] = False
-            continue
-        values = configs[constraint.metric].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            if constraint.min is not None:
-                ok &= values >= constraint.min
-            if constraint.max is not None:
-                ok &= values <= constraint.max
-    return ok
+    (``metric >= min`` and ``metric <= max``; a missing mean fails; :func:`broken_constraints`)."""
+    return np.array([not broken for broken in broken_constraints(configs, constraints)], dtype=bool)
 
 
 def sweep_constraints(sweep_dir: str | Path) -> list:
@@ -274,6 +328,7 @@ def aggregate(
     n_folds: int | None = None,
     confidence: float = 0.95,
     pruned: dict[str, dict[str, Any]] | None = None,
+    folds_total: int | None = None,
 ) -> pd.DataFrame:
     """Returns configs.parquet's table: fold mean, ``_std``, interval, seed std and counts per configuration,
     best dice first. Each fold is first averaged over its repeats (:func:`repeat_means`); ``_seed_std`` is
@@ -285,7 +340,9 @@ def aggregate(
     interval of every metric they hold. Every other interval is Nadeau & Bengio's corrected fold
     interval (:func:`sweeper.evidence.corrected_t_interval`; ``n_folds``, the sweep's number of
     folds, sets n_test/n_train = 1/(n_folds - 1); default: the folds seen), clipped to the metric's range.
-    ``pruned``: the pruning ledger (:func:`read_pruned`): those configurations' ``status`` is ``pruned``.
+    ``pruned``: the pruning ledger (:func:`read_pruned`): those configurations' ``status`` is ``pruned``, with
+    ``pruned_kind`` and ``pruned_stage`` (:func:`pruned_kind`, :func:`pruned_stage`; ``folds_total``: the folds
+    each configuration runs, for the stage's ``1 of 3 folds``).
     """
     from sweeper.evidence import corrected_t_interval, metric_range
 
@@ -310,7 +367,10 @@ def aggregate(
         row[FEW_PATIENTS] = bool(own[FEW_PATIENTS]) if own else False
         row[N_STOPPED] = int((group[STATUS] == STOPPED).sum())
         row[CONFIG_STATUS] = config_status(row[N_FAILED], row[CONFIG_ID] in pruned)
-        row[PRUNED_AT] = pruned.get(row[CONFIG_ID], {}).get("reason", "")
+        entry = pruned.get(row[CONFIG_ID])
+        row[PRUNED_AT] = (entry or {}).get("reason", "")
+        row[PRUNED_KIND] = pruned_kind(entry)
+        row[PRUNED_STAGE] = pruned_stage(entry, folds_total)
         for name in metrics:
             values = folds[name].dropna()
             row[name] = values.mean() if len(values) else float("nan")
@@ -328,12 +388,85 @@ def aggregate(
         rows,
         columns=CONFIG_IDENTITY
         + CONFIG_COUNTS
-        + [CONFIG_STATUS, N_STOPPED, PRUNED_AT]
+        + [CONFIG_STATUS, N_STOPPED, PRUNED_AT, PRUNED_KIND, PRUNED_STAGE]
         + [c for name in metrics for c in (name, *(name + s for s in STAT_SUFFIXES))],
     )
     if "dice" in frame:
         frame = frame.sort_values("dice", ascending=False, na_position="last", kind="stable")
     return frame.reset_index(drop=True)
+
+
+#: configuration_reach: how far a configuration got, and how it ended (``outcome``: :data:`REACH_OUTCOMES`)
+FOLDS_RUN, FOLDS_TOTAL, EPOCHS_REACHED, EPOCHS_TOTAL, SHARE_TRAINED, OUTCOME = (
+    "folds_run",
+    "folds_total",
+    "epochs_reached",
+    "epochs_total",
+    "share_trained",
+    "outcome",
+)
+RUNNING_OUTCOME, INFEASIBLE_OUTCOME = "running", "infeasible"
+#: outcomes in the order they are told apart: pruned first (its means are partial), then failed, still running,
+#: infeasible (every fold ended, a constraint broken), finished
+REACH_OUTCOMES = (PRUNED, FAILED, RUNNING_OUTCOME, INFEASIBLE_OUTCOME, FINISHED)
+
+
+def configuration_reach(
+    configs: pd.DataFrame, trials: pd.DataFrame, folds_total: int, epochs_total: int, repeats: int = 1
+) -> pd.DataFrame:
+    """Returns how far each configuration of configs.parquet got, one row each in its order: ``config_id``,
+    ``outcome`` (pruned, failed, running, infeasible, finished; :data:`REACH_OUTCOMES`), ``pruned_kind``,
+    ``pruned_stage``, ``broken_constraint``, ``folds_run`` (folds with an ended fold trial) of
+    ``folds_total``, ``epochs_reached`` (the fewest epochs one of its fold trials that did not fail reached:
+    a stopped one's epoch) of ``epochs_total``, and ``share_trained`` = sum of its fold trials' epochs /
+    (folds_total x repeats x epochs_total), the share of full fan-out training it took."""
+    trials = with_repeat_columns(trials)
+    rows = []
+    for _, config in configs.iterrows():
+        own = trials[trials[CONFIG_ID] == config[CONFIG_ID]]
+        trained = own[own[STATUS] != FAILED]
+        status = config.get(CONFIG_STATUS, FAILED if config.get(N_FAILED, 0) else FINISHED)
+        folds_run = int(own[FOLD].nunique())
+        if status in (PRUNED, FAILED):
+            outcome = status
+        elif folds_run < folds_total:
+            outcome = RUNNING_OUTCOME
+        elif not bool(config.get(FEASIBLE, True)):
+            outcome = INFEASIBLE_OUTCOME
+        else:
+            outcome = FINISHED
+        rows.append(
+            {
+                CONFIG_ID: config[CONFIG_ID],
+                OUTCOME: outcome,
+                PRUNED_KIND: config.get(PRUNED_KIND, ""),
+                PRUNED_STAGE: config.get(PRUNED_STAGE, ""),
+                BROKEN_CONSTRAINT: config.get(BROKEN_CONSTRAINT, ""),
+                FOLDS_RUN: folds_run,
+                FOLDS_TOTAL: int(folds_total),
+                EPOCHS_REACHED: int(trained[EPOCHS_DONE].min()) if len(trained) else 0,
+                EPOCHS_TOTAL: int(epochs_total),
+                SHARE_TRAINED: float(own[EPOCHS_DONE].sum()) / max(folds_total * repeats * epochs_total, 1),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[CONFIG_ID, OUTCOME, PRUNED_KIND, PRUNED_STAGE, BROKEN_CONSTRAINT]
+        + [FOLDS_RUN, FOLDS_TOTAL, EPOCHS_REACHED, EPOCHS_TOTAL, SHARE_TRAINED],
+    )
+
+
+def sweep_reach(sweep_dir: str | Path) -> pd.DataFrame:
+    """Returns :func:`configuration_reach` of a sweep folder (folds, epochs and repeats from its frozen spec;
+    without one, the most folds and epochs any configuration reached)."""
+    configs, trials = read_configs(sweep_dir), read_trials(sweep_dir)
+    spec = frozen_sweep_spec(sweep_dir)
+    if spec is not None:
+        return configuration_reach(
+            configs, trials, len(spec.data.folds_to_run), spec.training.epochs, spec.training.repeats
+        )
+    folds = int(trials.groupby(CONFIG_ID)[FOLD].nunique().max()) if len(trials) else 1
+    return configuration_reach(configs, trials, folds, int(trials[EPOCHS_DONE].max()) if len(trials) else 1)
 
 
 def resolve_config(trials: pd.DataFrame, key: str) -> str:
@@ -495,6 +628,7 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iter
     # rows a sweep wrote before heads existed (resumed with this version): one network
     trials[HEADS] = trials[HEADS].fillna("multiclass") if HEADS in trials else "multiclass"
     settings, n_folds = sweep_evidence_settings(sweep_dir)
+    spec = frozen_sweep_spec(sweep_dir)
     ids = list(dict.fromkeys(trials[CONFIG_ID]))
     redo = ids if refresh is None else [c for c in ids if c in set(refresh)]
     parts = [patient_interval_rows(sweep_dir, trials, redo, settings)]
@@ -507,28 +641,44 @@ def write_leaderboard(trials: pd.DataFrame, sweep_dir: str | Path, refresh: Iter
     if len(intervals) or paths.intervals_table.is_file():
         _write_atomic(intervals, paths.intervals_table)
     configs = aggregate(
-        trials, intervals, n_folds=n_folds, confidence=settings.confidence, pruned=read_pruned(sweep_dir)
+        trials,
+        intervals,
+        n_folds=n_folds,
+        confidence=settings.confidence,
+        pruned=read_pruned(sweep_dir),
+        folds_total=len(spec.data.folds_to_run) if spec else None,
     )
-    configs.insert(configs.columns.get_loc(PRUNED_AT) + 1, FEASIBLE, feasible(configs, sweep_constraints(sweep_dir)))
+    broken = broken_constraints(configs, sweep_constraints(sweep_dir))
+    at = configs.columns.get_loc(PRUNED_STAGE) + 1
+    configs.insert(at, FEASIBLE, np.array([not b for b in broken], dtype=bool))
+    configs.insert(at + 1, BROKEN_CONSTRAINT, broken)
     _write_atomic(configs, paths.configs_table)
 
 
 # -- the out-of-fold case records and the patient-level intervals -----------------------------------------------
-def sweep_evidence_settings(sweep_dir: str | Path) -> tuple[EvidenceSpec, int | None]:
-    """Returns the sweep's ``evidence:`` settings and its number of folds, from its frozen spec (defaults
-    and None when the folder holds none)."""
+def frozen_sweep_spec(sweep_dir: str | Path) -> SweepSpec | None:
+    """Returns the sweep's frozen spec.yaml, parsed without the loss registry (None when the folder holds none
+    or it does not parse; the latter logged)."""
     import yaml
 
-    from sweeper.spec import EvidenceSpec, SpecError, parse_spec
+    from sweeper.spec import SpecError, parse_spec
 
     spec_file = SweepPaths.at(sweep_dir).spec_file
     if spec_file.is_file():
         try:
-            spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file), registry=False)
-            return spec.evidence, spec.data.folds
+            return parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file), registry=False)
         except (SpecError, yaml.YAMLError) as err:
-            logger.warning("%s: %s; the statistics use the default evidence settings", spec_file, err)
-    return EvidenceSpec(), None
+            logger.warning("%s: %s; the sweep's settings are taken as the defaults", spec_file, err)
+    return None
+
+
+def sweep_evidence_settings(sweep_dir: str | Path) -> tuple[EvidenceSpec, int | None]:
+    """Returns the sweep's ``evidence:`` settings and its number of folds, from its frozen spec (defaults
+    and None when the folder holds none)."""
+    from sweeper.spec import EvidenceSpec
+
+    spec = frozen_sweep_spec(sweep_dir)
+    return (spec.evidence, spec.data.folds) if spec else (EvidenceSpec(), None)
 
 
 def covered_configs(sweep_dir: str | Path, trials: pd.DataFrame, config_ids: Iterable[str] | None = None) -> list[str]:

@@ -90,6 +90,72 @@ def test_a_stopped_fold_is_kept_apart_and_a_pruned_configuration_is_marked(tmp_p
     assert configs.loc["b", "status"] == "pruned" and configs.loc["b", "n_stopped"] == 1
     assert configs.loc["b", "n_folds"] == 1 and configs.loc["b", "dice"] == 0.9  # the stopped fold never counts
     assert "stopped at epoch 3" in configs.loc["b", "pruned_at"]
+    # an entry written before rungs were recorded: the kind from its reason, the stage is the reason
+    assert configs.loc["b", "pruned_kind"] == "epoch_scheduler" and configs.loc["a", "pruned_kind"] == ""
+    assert configs.loc["b", "pruned_stage"] == "fold 1 stopped at epoch 3"
+
+
+def test_where_a_configuration_was_pruned_reads_as_its_rung_and_stage():
+    from sweeper.leaderboard import pruned_kind, pruned_stage
+
+    folds = {"reason": "fold rung 1: outside the top 1/2", "n_folds": 1, "rung": 1, "stopped_epoch": None}
+    epochs = {"reason": "fold 2 stopped at epoch 1", "n_folds": 0, "rung": 1, "stopped_fold": 2, "stopped_epoch": 1}
+    assert (pruned_kind(folds), pruned_stage(folds, 3)) == ("fold_halving", "rung 1: 1 of 3 folds")
+    assert pruned_stage({**folds, "n_folds": 2, "rung": 2}, 3) == "rung 2: 2 of 3 folds"
+    assert (pruned_kind(epochs), pruned_stage(epochs, 3)) == ("epoch_scheduler", "rung 1: fold 2 epoch 1")
+    # a sibling stopped at its next epoch, at no rung
+    assert pruned_stage({**epochs, "rung": None, "stopped_epoch": 3}) == "fold 2 epoch 3"
+    assert pruned_kind(None) == pruned_stage(None) == ""
+
+
+def test_configuration_reach_counts_folds_run_epochs_reached_and_training_spent(tmp_path):
+    from sweeper.leaderboard import configuration_reach, record_pruned
+
+    (tmp_path / "spec.yaml").write_text("name: c\nsearch:\n  constraints: [{metric: sensitivity, min: 0.5}]\n")
+    done = {**result(0.8, 0.6), "epoch": 4}
+    trials = pd.DataFrame(
+        [trial_row(config("full", f), done, "finished") for f in range(3)]
+        + [trial_row(config("weak", f), {**done, "best.sensitivity": 0.2}, "finished") for f in range(3)]
+        + [trial_row(config("halved", 0), done, "finished")]
+        + [
+            trial_row(config("stopped", 0), done, "finished"),
+            trial_row(config("stopped", 1), result(0.1, 0.1), "stopped"),
+        ]
+        + [trial_row(config("new", 0), done, "finished")]
+    )
+    record_pruned(tmp_path, "halved", reason="fold rung 1", n_folds=1, n_stopped=0, rung=1)
+    record_pruned(
+        tmp_path, "stopped", reason="fold 1 stopped at epoch 3", n_folds=1, n_stopped=1, stopped_fold=1, stopped_epoch=3
+    )
+    write_leaderboard(trials, tmp_path)
+    configs = read_configs(tmp_path)
+    by_id = configs.set_index("config_id")
+    assert by_id.loc["weak", "broken_constraint"] == "sensitivity>=0.5" and not by_id.loc["weak", "feasible"]
+    assert by_id.loc["full", "broken_constraint"] == "" and by_id.loc["full", "feasible"]
+    reach = configuration_reach(configs, read_trials(tmp_path), folds_total=3, epochs_total=4).set_index("config_id")
+    assert list(reach.index) == list(configs["config_id"])  # the leaderboard's order
+    assert reach.loc["full", ["outcome", "folds_run", "epochs_reached", "share_trained"]].tolist() == [
+        "finished",
+        3,
+        4,
+        1.0,
+    ]
+    assert reach.loc["weak", "outcome"] == "infeasible"
+    assert reach.loc["halved", ["outcome", "pruned_kind", "folds_run", "epochs_reached"]].tolist() == [
+        "pruned",
+        "fold_halving",
+        1,
+        4,
+    ]
+    assert reach.loc["halved", "share_trained"] == 4 / 12
+    stopped = reach.loc["stopped"]
+    assert (stopped["pruned_kind"], stopped["pruned_stage"], stopped["epochs_reached"]) == (
+        "epoch_scheduler",
+        "fold 1 epoch 3",
+        3,
+    )
+    assert stopped["share_trained"] == (4 + 3) / 12
+    assert reach.loc["new", "outcome"] == "running"  # 1 of 3 folds, not pruned: the sweep goes on
 
 
 def test_configs_say_whether_they_meet_the_sweeps_constraints(tmp_path):
