@@ -50,6 +50,12 @@ def scheduler_stopped(sweep_dir: str | Path) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(path.read_text())["stopped"].items()} if path.is_file() else {}
 
 
+def scheduler_rungs(sweep_dir: str | Path) -> list[int]:
+    """Returns the epoch scheduler's rung epochs from its state in the sweep folder ([] without one)."""
+    path = Path(sweep_dir) / SCHEDULER_STATE_FILE
+    return EpochHalving.from_dict(json.loads(path.read_text())).levels if path.is_file() else []
+
+
 def first_stopped(stopped: dict[str, int], config_id: str) -> tuple[int, int] | None:
     """Returns ``(fold, epoch)`` of the first of the configuration's fold trials in the scheduler's ``stopped``
     (:func:`scheduler_stopped`), else None. The first is the one judged at a rung: the scheduler records it

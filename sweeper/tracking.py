@@ -32,14 +32,18 @@ from mlflow.entities import Metric, Param, RunStatus
 from sweeper.leaderboard import (
     FINISHED,
     PRUNED,
+    RUNG,
     STOPPED,
+    STOPPED_EPOCH,
+    STOPPED_FOLD,
     fold_trial_status,
     gather_trial_cases,
+    pruned_kind,
     read_pruned,
     trial_error_text,
 )
 from sweeper.paths import MLFLOW_ARTIFACTS, SweepPaths, mlflow_artifacts, mlflow_db
-from sweeper.pruning import scheduler_stopped
+from sweeper.pruning import rung_number, scheduler_rungs, scheduler_stopped
 from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
 
 LEVEL_TAG = "sweeper.level"
@@ -49,9 +53,10 @@ FOLD_TAG = "sweeper.fold"
 #: which of the fold's training.repeats seeded runs a fold run is
 REPEAT_TAG = "sweeper.repeat"
 ERROR_TAG = "sweeper.error"
-#: a fold run the epoch scheduler stopped (``stopped``, with the epoch) or a pruned configuration run
-#: (``pruned``, with why): README "Pruning"
+#: a fold run the epoch scheduler stopped (``stopped``, with the epoch and its rung) or a pruned configuration run
+#: (``pruned``, with why, by which pruning, at which rung, and where the scheduler stopped it): README "Pruning"
 STATUS_TAG, STOPPED_EPOCH_TAG, PRUNED_AT_TAG = "sweeper.status", "sweeper.stopped_epoch", "sweeper.pruned_at"
+PRUNED_RUNG_TAG, PRUNED_BY_TAG, STOPPED_FOLD_TAG = "sweeper.pruned_rung", "sweeper.pruned_by", "sweeper.stopped_fold"
 #: on a configuration run: which interval its ``<metric>_ci_low``/``_ci_high`` metrics are (leaderboard's interval_method)
 INTERVAL_TAG = "sweeper.interval_method"
 #: the fold run's artifact folder holding its out-of-fold case records (``cases/cases.parquet``)
@@ -315,7 +320,8 @@ class MlflowTracker:
         )
         summary = self._config_summary(trials, trial, False)
         if stopped:
-            self._push(("stopped", config, int(trial.last_result["epoch"])))
+            epoch = int(trial.last_result["epoch"])
+            self._push(("stopped", config, epoch, rung_number(epoch, scheduler_rungs(self.sweep_dir))))
         self._push(("complete", config, detail, best, summary, None if cases is None else str(cases)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -404,10 +410,12 @@ class MlflowTracker:
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         self._close_config(config, summary)
 
-    def _write_stopped(self, config: TrialConfig, epoch: int) -> None:
+    def _write_stopped(self, config: TrialConfig, epoch: int, rung: int | None = None) -> None:
         run_id = self._fold_run(config)
         self.client.set_tag(run_id, STATUS_TAG, STOPPED)
         self.client.set_tag(run_id, STOPPED_EPOCH_TAG, str(epoch))
+        if rung is not None:  # stopped at a rung (a sibling of a stopped fold stops at its next epoch, at none)
+            self.client.set_tag(run_id, PRUNED_RUNG_TAG, str(rung))
 
     def _write_error(self, config: TrialConfig, reason: str, summary) -> None:
         run_id = self._fold_run(config)
@@ -459,8 +467,9 @@ class MlflowTracker:
 
     def _config_summary(self, trials, trial, failed: bool) -> tuple | None:
         """Returns (fold means of the ``best.*`` metrics over finished folds, status, timestamp, intervals,
-        interval method, why it was pruned or "") of the trial's configuration once all its folds have ended (a pruned one: all it
-        started), else None; taken when the event happens, written with it."""
+        interval method, why it was pruned or "", its pruning-ledger entry or None) of the trial's configuration once
+        all its folds have ended (a pruned one: all it started), else None; taken when the event happens, written
+        with it."""
         cid = TrialConfig.from_dict(trial.config).config_id
         others = [t for t in trials if t is not trial and TrialConfig.from_dict(t.config).config_id == cid]
         ended = [t for t in others if t.status in ("TERMINATED", "ERROR")] + [trial]
@@ -487,7 +496,7 @@ class MlflowTracker:
         failed_any = any(t.status == "ERROR" for t in others) or failed
         status = "FAILED" if failed_any else "FINISHED"
         intervals, method = self._config_intervals(cid, finished)
-        return means, status, int(time.time() * 1000), intervals, method, (pruned or {}).get("reason", "")
+        return means, status, int(time.time() * 1000), intervals, method, (pruned or {}).get("reason", ""), pruned
 
     def _config_intervals(self, cid: str, finished: list) -> tuple[list[tuple[str, float]], str]:
         """Returns the configuration's intervals as the leaderboard computes them (patient bootstrap over its
@@ -537,19 +546,31 @@ class MlflowTracker:
         configuration run and closes it (when all its folds have ended)."""
         if summary is None:
             return
-        means, status, now, *rest = summary  # older saved events hold 3 or 5 items
+        means, status, now, *rest = summary  # older saved events hold 3, 5 or 6 items
         intervals, method = rest[:2] if rest else ([], None)
         pruned_at = rest[2] if len(rest) > 2 else ""
+        entry = (rest[3] if len(rest) > 3 else None) or {"reason": pruned_at}
         run_id = self._config_run(config)
         if pruned_at:
-            self.client.set_tag(run_id, STATUS_TAG, PRUNED)
-            self.client.set_tag(run_id, PRUNED_AT_TAG, pruned_at)
+            for key, value in pruned_tags(entry).items():
+                self.client.set_tag(run_id, key, value)
         metrics = [Metric(k, v, now, 0) for k, v in [*means, *intervals]]
         for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)
         if method:
             self.client.set_tag(run_id, INTERVAL_TAG, method)
         self.client.set_terminated(run_id, status)
+
+
+def pruned_tags(entry: dict[str, Any]) -> dict[str, str]:
+    """Returns the tags of a pruned configuration's run from its pruning-ledger entry
+    (:func:`sweeper.leaderboard.read_pruned`): status ``pruned``, why, by which pruning (``fold_halving`` or
+    ``epoch_scheduler``), the rung, and the fold and epoch where the scheduler stopped it (those it records)."""
+    tags = {STATUS_TAG: PRUNED, PRUNED_AT_TAG: str(entry.get("reason", "")), PRUNED_BY_TAG: pruned_kind(entry)}
+    for tag, key in ((PRUNED_RUNG_TAG, RUNG), (STOPPED_FOLD_TAG, STOPPED_FOLD), (STOPPED_EPOCH_TAG, STOPPED_EPOCH)):
+        if entry.get(key) is not None:
+            tags[tag] = str(entry[key])
+    return tags
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -122,3 +122,14 @@ def test_rung_number_and_the_first_stopped_fold_of_a_configuration():
     assert first_stopped(stopped, "aa") == (1, 2)
     assert first_stopped(stopped, "cc") == (2, 4)  # a seeded repeat's key
     assert first_stopped(stopped, "dd") is None
+
+
+def test_scheduler_rungs_are_read_back_from_its_state(tmp_path):
+    import json
+
+    from sweeper.pruning import SCHEDULER_STATE_FILE, EpochHalving, scheduler_rungs
+
+    assert scheduler_rungs(tmp_path) == []  # no scheduler
+    halving = EpochHalving(["sensitivity"], ["maximize"], grace_period=1, reduction_factor=2, max_epochs=6)
+    (tmp_path / SCHEDULER_STATE_FILE).write_text(json.dumps(halving.to_dict()))
+    assert scheduler_rungs(tmp_path) == [1, 2, 4]

@@ -58,3 +58,22 @@ def test_cli_keeps_the_same_training_view_query():
     from sweeper.cli import MLFLOW_TRAINING_VIEW
 
     assert MLFLOW_TRAINING_VIEW == TRAINING_VIEW_QUERY
+
+
+def test_a_pruned_configuration_run_is_tagged_with_its_pruning_and_rung():
+    from sweeper.tracking import pruned_tags
+
+    by_folds = pruned_tags(
+        {"reason": "fold rung 1: outside the top 1/2", "n_folds": 1, "rung": 1, "stopped_epoch": None}
+    )
+    assert by_folds == {
+        "sweeper.status": "pruned",
+        "sweeper.pruned_at": "fold rung 1: outside the top 1/2",
+        "sweeper.pruned_by": "fold_halving",
+        "sweeper.pruned_rung": "1",
+    }
+    by_epochs = pruned_tags({"reason": "fold 2 stopped at epoch 1", "rung": 1, "stopped_fold": 2, "stopped_epoch": 1})
+    assert by_epochs["sweeper.pruned_by"] == "epoch_scheduler" and by_epochs["sweeper.pruned_rung"] == "1"
+    assert (by_epochs["sweeper.stopped_fold"], by_epochs["sweeper.stopped_epoch"]) == ("2", "1")
+    # a ledger entry written before rungs were recorded keeps the status and why
+    assert pruned_tags({"reason": "fold 0 stopped at epoch 3"})["sweeper.pruned_by"] == "epoch_scheduler"
