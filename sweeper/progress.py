@@ -26,16 +26,25 @@ from pydantic import ValidationError
 
 from sweeper.leaderboard import (
     CONFIG_ID,
+    EPOCH_SCHEDULER,
+    EPOCHS_DONE,
     FAILED,
     FINISHED,
     FOLD,
+    FOLD_HALVING,
+    INFEASIBLE_OUTCOME,
     LOSS,
     N_FOLDS,
+    OUTCOME,
+    PRUNED_KIND,
     REPEAT,
+    RUNG,
     STATUS,
     STOPPED,
+    configuration_reach,
     fold_trial_status,
     read_configs,
+    read_pruned,
     read_trials,
 )
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
@@ -55,6 +64,56 @@ class RunningTrial:
     epoch: int
     epochs: int | None
     elapsed_s: float
+
+
+@dataclass(frozen=True)
+class PruningCounts:
+    """What pruning and constraints did to a sweep: configurations ``finished`` (every fold, feasible),
+    ``infeasible`` (every fold, a constraint broken), ``pruned`` by pruning kind (``fold_halving``,
+    ``epoch_scheduler``) and rung (None: at no rung), and fold trials ``stopped`` by the epoch they reached."""
+
+    finished: int = 0
+    infeasible: int = 0
+    pruned: dict[str, dict[int | None, int]] = field(default_factory=dict)
+    stopped: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def n_pruned(self) -> int:
+        return sum(n for rungs in self.pruned.values() for n in rungs.values())
+
+
+def pruning_counts(reach: pd.DataFrame, ledger: dict[str, dict[str, Any]], trials: pd.DataFrame) -> PruningCounts:
+    """Returns the :class:`PruningCounts` of a sweep from its :func:`sweeper.leaderboard.configuration_reach`,
+    its pruning ledger (:func:`sweeper.leaderboard.read_pruned`, for the rungs) and its trials table."""
+    pruned: dict[str, dict[int | None, int]] = {}
+    for cid, kind in zip(reach[CONFIG_ID], reach[PRUNED_KIND]):
+        if kind:
+            rung = ledger.get(cid, {}).get(RUNG)
+            rungs = pruned.setdefault(kind, {})
+            rungs[rung] = rungs.get(rung, 0) + 1
+    stopped = trials.loc[trials[STATUS] == STOPPED, EPOCHS_DONE].astype(int).value_counts().sort_index()
+    return PruningCounts(
+        finished=int((reach[OUTCOME] == FINISHED).sum()),
+        infeasible=int((reach[OUTCOME] == INFEASIBLE_OUTCOME).sum()),
+        pruned={kind: pruned[kind] for kind in (FOLD_HALVING, EPOCH_SCHEDULER) if kind in pruned},
+        stopped={int(epoch): int(n) for epoch, n in stopped.items()},
+    )
+
+
+def format_pruning(counts: PruningCounts) -> str:
+    """Returns ``2 finished, 3 pruned (fold halving: 2 at rung 1; epoch scheduler: 1 at rung 1), 1 infeasible
+    configuration(s); 2 fold trial(s) stopped (1 at epoch 1, 1 at epoch 2)``."""
+
+    def rungs(by_rung: dict[int | None, int]) -> str:
+        ordered = sorted(by_rung.items(), key=lambda item: (item[0] is None, item[0] or 0))
+        return ", ".join(f"{n} at rung {r}" if r is not None else f"{n} at no rung" for r, n in ordered)
+
+    kinds = "; ".join(f"{kind.replace('_', ' ')}: {rungs(by_rung)}" for kind, by_rung in counts.pruned.items())
+    text = f"{counts.finished} finished, {counts.n_pruned} pruned" + (f" ({kinds})" if kinds else "")
+    text += f", {counts.infeasible} infeasible configuration(s)"
+    n_stopped = sum(counts.stopped.values())
+    epochs = ", ".join(f"{n} at epoch {e}" for e, n in counts.stopped.items())
+    return text + f"; {n_stopped} fold trial(s) stopped" + (f" ({epochs})" if epochs else "")
 
 
 @dataclass(frozen=True)
@@ -91,10 +150,13 @@ class SweepStatus:
     finished: bool
     last_activity_s: float | None
     running: list[RunningTrial] = field(default_factory=list)
+    #: fold trials the epoch scheduler stopped; what pruning and constraints did (None: nothing to say)
+    folds_stopped: int = 0
+    pruning: PruningCounts | None = None
 
     @property
     def folds_ended(self) -> int:
-        return self.folds_finished + self.folds_failed
+        return self.folds_finished + self.folds_failed + self.folds_stopped
 
     @property
     def folds_left(self) -> int | None:
@@ -141,6 +203,7 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
     }
     finished = sum(s == FINISHED for s in ended_keys.values())
     failed = sum(s == FAILED for s in ended_keys.values())
+    stopped = sum(s == STOPPED for s in ended_keys.values())
 
     # Running: the Tune state says RUNNING (or, without a state file, a folder with results) and the
     # leaderboard has not recorded it as ended.
@@ -192,30 +255,32 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
         not running
         and not pending
         and (
-            (planned_folds is not None and finished + failed >= planned_folds)
+            (planned_folds is not None and finished + failed + stopped >= planned_folds)
             or _fronts_written_after(sweep_dir, last_result)
         )
     )
     end = last_result if done and last_result is not None else now
 
-    folds_left = None if planned_folds is None else max(planned_folds - finished - failed, 0)
+    n_ended = finished + failed + stopped
+    folds_left = None if planned_folds is None else max(planned_folds - n_ended, 0)
     eta = None
     trial_starts = [info["start"] for info in folders.values() if info.get("start") is not None]
-    if folds_left is not None and finished + failed and trial_starts:
+    if folds_left is not None and n_ended and trial_starts:
         # Observed wall-clock per ended fold trial since the first one started: unlike the trainable's
         # own time_total_s it includes the parallel slots and Ray's per-trial start-up (about a third
         # of a demo trial), so it does not promise too early an end.
-        per_trial = (end - min(trial_starts)) / (finished + failed)
+        per_trial = (end - min(trial_starts)) / n_ended
         eta = 0.0 if done else folds_left * per_trial
 
     configs_seen = configs_done = configs_failed = 0
-    front, best = None, None
+    front, best, pruning = None, None, None
     if len(ended):
         by_config = ended.groupby(CONFIG_ID)[STATUS]
         configs_failed = int(by_config.apply(lambda s: (s == FAILED).any()).sum())
         configs_done = int((by_config.size() >= runs_per_config).sum())
         configs_seen = len(set(ended[CONFIG_ID]) | {k[0] for k in running_keys})
         front, best = _front_and_best(sweep_dir)
+        pruning = _pruning(sweep_dir, spec, ended)
     else:
         configs_seen = len({k[0] for k in running_keys})
 
@@ -242,6 +307,8 @@ def read_status(sweep_dir: str | Path, now: float | None = None) -> SweepStatus:
         finished=done,
         last_activity_s=None if last_result is None else max(now - last_result, 0.0),
         running=running,
+        folds_stopped=stopped,
+        pruning=pruning,
     )
 
 
@@ -252,9 +319,10 @@ def format_status(status: SweepStatus) -> str:
     planned = "?" if s.planned_folds is None else str(s.planned_folds)
     bound = " at most" if s.search_mode == "optuna" and not s.finished else ""
     lines = [f"sweep {s.name!r} ({s.sweep_dir}): {state}"]
+    stopped = f", {s.folds_stopped} stopped" if s.folds_stopped else ""
     lines.append(
         f"  fold trials   : {s.folds_ended}/{planned} ended ({s.folds_finished} finished, "
-        f"{s.folds_failed} failed), {s.folds_running} running, {s.folds_pending} queued"
+        f"{s.folds_failed} failed{stopped}), {s.folds_running} running, {s.folds_pending} queued"
         + (f"; {s.folds_left}{bound} to go" if s.folds_left is not None and not s.finished else "")
     )
     configs_planned = "?" if s.planned_configs is None else str(s.planned_configs)
@@ -263,6 +331,8 @@ def format_status(status: SweepStatus) -> str:
         f"({s.configs_with_failures} with a failed fold), {s.configs_seen} started; "
         f"{s.folds_per_config} fold(s) each, {s.search_mode} search"
     )
+    if s.pruning is not None:
+        lines.append(f"  pruning       : {format_pruning(s.pruning)}")
     timing = f"  time          : {format_duration(s.elapsed_s)} elapsed"
     if not s.finished:
         timing += (
@@ -293,6 +363,25 @@ def format_status(status: SweepStatus) -> str:
             "`sweeper launch SPEC --resume`"
         )
     return "\n".join(lines)
+
+
+def _pruning(sweep_dir: Path, spec: SweepSpec | None, trials: pd.DataFrame) -> PruningCounts | None:
+    """Returns the sweep's :class:`PruningCounts` when it prunes or constrains (its spec says so, or its
+    leaderboard shows pruned or stopped trials), else None."""
+    ledger = read_pruned(sweep_dir)
+    prunes = spec is not None and (
+        spec.search.pruning.folds is not None or spec.scheduler.type != "fifo" or bool(spec.search.constraints)
+    )
+    if not (prunes or ledger or (trials[STATUS] == STOPPED).any()):
+        return None
+    try:
+        configs = read_configs(sweep_dir)
+    except FileNotFoundError:
+        return None
+    folds = len(spec.data.folds_to_run) if spec else int(trials[FOLD].nunique())
+    epochs = spec.training.epochs if spec else int(trials[EPOCHS_DONE].max())
+    reach = configuration_reach(configs, trials, folds, epochs, spec.training.repeats if spec else 1)
+    return pruning_counts(reach, ledger, trials)
 
 
 def format_duration(seconds: float | None) -> str:

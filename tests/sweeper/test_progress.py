@@ -173,6 +173,58 @@ def test_status_before_any_trial_ended_and_without_a_tune_state(tmp_path):
     assert "time left unknown until a fold trial finishes" in format_status(status)
 
 
+def test_status_counts_what_pruning_and_constraints_did(tmp_path):
+    from sweeper.leaderboard import STOPPED, record_pruned
+
+    sweep, tune_dir = new_sweep(tmp_path)
+    raw = spec().model_dump(exclude_unset=True)
+    raw["search"]["constraints"] = [{"metric": "precision", "min": 0.5}]
+    raw["search"]["pruning"] = {"folds": {"min_folds": 1, "eta": 2}}
+    raw["scheduler"] = {"type": "moasha", "grace_period": 1, "reduction_factor": 2}
+    (sweep / "spec.yaml").write_text(dump_spec(parse_spec(raw)))
+    rows = [
+        trial_row(fold_config("a", 0), result(0.8, 0.8, 0.8), FINISHED),
+        trial_row(fold_config("a", 1), result(0.8, 0.8, 0.8), FINISHED),
+        trial_row(fold_config("b", 0), result(0.8, 0.9, 0.3), FINISHED),  # breaks precision >= 0.5
+        trial_row(fold_config("b", 1), result(0.8, 0.9, 0.3), FINISHED),
+        trial_row(fold_config("c", 0), result(0.5, 0.5, 0.5), FINISHED),  # fold halving: rung 1
+        trial_row(fold_config("d", 0), {**result(0.2, 0.2, 0.2), "epoch": 1}, STOPPED),  # scheduler: rung 1
+    ]
+    record_pruned(sweep, "c", reason="fold rung 1", n_folds=1, n_stopped=0, rung=1)
+    record_pruned(
+        sweep, "d", reason="fold 0 stopped at epoch 1", n_folds=0, n_stopped=1, rung=1, stopped_fold=0, stopped_epoch=1
+    )
+    write_leaderboard(pd.DataFrame(rows), sweep)
+    status = read_status(sweep, now=T0 + 80)
+    assert status.folds_stopped == 1 and status.folds_ended == 6
+    counts = status.pruning
+    assert (counts.finished, counts.infeasible, counts.n_pruned) == (1, 1, 2)
+    assert counts.pruned == {"fold_halving": {1: 1}, "epoch_scheduler": {1: 1}} and counts.stopped == {1: 1}
+    text = format_status(status)
+    assert "6/8 ended (5 finished, 0 failed, 1 stopped)" in text
+    assert (
+        "pruning       : 1 finished, 2 pruned (fold halving: 1 at rung 1; epoch scheduler: 1 at rung 1), "
+        "1 infeasible configuration(s); 1 fold trial(s) stopped (1 at epoch 1)"
+    ) in text
+
+
+def test_a_sweep_without_pruning_or_constraints_says_nothing_of_them(mid_sweep):
+    assert read_status(mid_sweep, now=T0 + 80).pruning is None
+    assert "pruning       :" not in format_status(read_status(mid_sweep, now=T0 + 80))
+
+
+def test_format_pruning_names_rungs_in_order():
+    from sweeper.progress import PruningCounts, format_pruning
+
+    counts = PruningCounts(
+        finished=0, infeasible=0, pruned={"fold_halving": {2: 1, 1: 3}, "epoch_scheduler": {None: 1}}
+    )
+    assert format_pruning(counts) == (
+        "0 finished, 5 pruned (fold halving: 3 at rung 1, 1 at rung 2; epoch scheduler: 1 at no rung), "
+        "0 infeasible configuration(s); 0 fold trial(s) stopped"
+    )
+
+
 def test_status_of_a_folder_that_is_no_sweep(tmp_path):
     with pytest.raises(FileNotFoundError, match="no spec.yaml and no ray/tune folder"):
         read_status(tmp_path)
