@@ -1,7 +1,7 @@
 """The console of `sweeper launch` and `sweeper demo`: one live display, our lines, and the libraries' output in a log.
 
 - :class:`LiveDisplay` shows where the sweep stands (:class:`SweepProgress`: fold trials ended / planned,
-  running, failed, pruned, elapsed and time left, the best fold-mean value so far of each objective, the
+  running, failed, stopped by the epoch scheduler, configurations pruned, elapsed and time left, the best fold-mean value so far of each objective, the
   size of the Pareto front). On a terminal it is one status bar (tqdm) redrawn in place, with the line per
   ended fold trial written above it; when the output is not a terminal (CI logs, ``ray job logs``) the
   same status is a plain line, at most every ``plain_every_s`` seconds, between the per-trial lines.
@@ -38,14 +38,16 @@ PLAIN_PREFIX = "[sweep]"
 
 @dataclass(frozen=True)
 class SweepProgress:
-    """What the live display shows. Counts are fold trials; ``best`` maps each objective to its best
+    """What the live display shows. Counts are fold trials (``stopped``: by the epoch scheduler) but
+    ``configs_pruned`` (configurations fold halving or the scheduler left behind); ``best`` maps each objective to its best
     configuration fold mean so far (highest, or lowest for a ``minimize`` objective); ``front`` is the
     number of configurations on the sensitivity-precision front; ``eta_s`` is None until a trial ended."""
 
     planned: int | None
     ended: int = 0
     failed: int = 0
-    pruned: int = 0
+    stopped: int = 0
+    configs_pruned: int = 0
     running: int = 0
     elapsed_s: float = 0.0
     eta_s: float | None = None
@@ -54,17 +56,20 @@ class SweepProgress:
 
 
 def status_text(p: SweepProgress, *, with_counts: bool = True) -> str:
-    """Returns the status as one line: ``3/12 folds | 2 running, 1 failed | 1m20s elapsed, ~4m00s left |
-    best sensitivity 0.812, precision 0.774 | front 2`` (``with_counts=False`` drops the leading
-    ``3/12 folds``, which the terminal bar shows itself)."""
+    """Returns the status as one line: ``3/12 folds | 2 running, 1 failed, 1 stopped, 2 configs pruned |
+    1m20s elapsed, ~4m00s left | best sensitivity 0.812, precision 0.774 | front 2`` (stopped and pruned
+    only once there are some; ``with_counts=False`` drops the leading ``3/12 folds``, which the terminal
+    bar shows itself)."""
     from sweeper.progress import format_duration
 
     parts = []
     if with_counts:
         parts.append(f"{p.ended}/{p.planned if p.planned is not None else '?'} folds")
     counts = f"{p.running} running, {p.failed} failed"
-    if p.pruned:
-        counts += f", {p.pruned} pruned"
+    if p.stopped:
+        counts += f", {p.stopped} stopped"
+    if p.configs_pruned:
+        counts += f", {p.configs_pruned} config{'s' if p.configs_pruned != 1 else ''} pruned"
     parts.append(counts)
     timing = f"{format_duration(p.elapsed_s)} elapsed"
     timing += f", ~{format_duration(p.eta_s)} left" if p.eta_s is not None else ""

@@ -264,6 +264,7 @@ def _launch(
                         ProgressCallback(
                             spec.planned_fold_trials(),
                             objectives=[(o.metric, o.direction) for o in spec.search.objectives],
+                            sweep_dir=paths.sweep,
                         ),
                         *([] if paths.storage_uri else [CheckpointCleanupCallback(paths.tune_dir)]),
                         *(callbacks or []),

@@ -43,12 +43,14 @@ from sweeper.leaderboard import (
     STOPPED,
     configuration_reach,
     fold_trial_status,
+    pruned_kind,
     read_configs,
     read_pruned,
     read_trials,
 )
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
+from sweeper.pruning import scheduler_stopped
 from sweeper.spec import SweepSpec, parse_spec
 from sweeper.tune_state import PENDING, RUNNING, read_tune_trials
 from trainables.contract import BEST_PREFIX, TrialConfig
@@ -521,20 +523,35 @@ def progress_line(
     elapsed_s: float,
     eta_s: float | None,
     front: int | None,
+    epoch: int | None = None,
+    note: str = "",
 ) -> str:
-    """Returns the one-line summary :class:`ProgressPrinter` prints for an ended fold trial."""
+    """Returns the one-line summary :class:`ProgressPrinter` prints for an ended fold trial: ``finished:`` with
+    its scores, ``stopped at epoch k`` (``epoch``: where the epoch scheduler stopped it), or ``FAILED``,
+    then ``note`` (e.g. ``config pruned at rung 1 (fold halving)``)."""
     shown = " ".join(
         f"{short} {metrics[name]:.2f}"
         for name, short in (("dice", "dice"), ("sensitivity", "sens"), ("precision", "prec"))
         if name in metrics
     )
     what = f"{outcome}: {shown}" if shown and outcome == "finished" else outcome
+    if outcome == STOPPED and epoch is not None:
+        what = f"{STOPPED} at epoch {epoch}"
+    what += f"; {note}" if note else ""
     left = f", ~{format_duration(eta_s)} left" if eta_s is not None else ""
     front_part = f" | front: {front}" if front is not None else ""
     return (
         f"[{ended}/{planned if planned is not None else '?'} folds] {loss} cfg {config_id[:4]}.. fold {fold} "
         f"{what} | {running} running, {failed} failed | {format_duration(elapsed_s)} elapsed{left}{front_part}"
     )
+
+
+def pruned_note(entry: dict[str, Any]) -> str:
+    """Returns what the live line says of a configuration just pruned, from its ledger entry
+    (:func:`sweeper.leaderboard.read_pruned`): ``config pruned at rung 1 (fold halving)``."""
+    rung = entry.get(RUNG)
+    where = f" at rung {rung}" if rung is not None else ""
+    return f"config pruned{where} ({pruned_kind(entry).replace('_', ' ')})"
 
 
 class ProgressPrinter:
@@ -550,20 +567,30 @@ class ProgressPrinter:
         stream: ``"stdout"`` or ``"stderr"`` (where lines go without a live display).
         objectives: ``(metric, direction)`` pairs of the search (``maximize`` or ``minimize``); the display
             shows the best configuration fold mean of each. Default: sensitivity and precision, maximised.
+        sweep_dir: the sweep folder, whose scheduler state tells a stopped fold trial from a finished one and
+            whose pruning ledger (:func:`sweeper.leaderboard.read_pruned`; the searcher writes it before this
+            hook runs) the configurations pruned and their rungs. Without it a trial ending before its last
+            epoch counts as stopped, and its configuration as pruned.
     """
 
     #: least seconds between two redraws of the status from Tune's loop (``on_step_end``)
     REDRAW_EVERY_S = 1.0
 
     def __init__(
-        self, planned_folds: int | None = None, stream: str = "stdout", objectives: list[tuple[str, str]] | None = None
+        self,
+        planned_folds: int | None = None,
+        stream: str = "stdout",
+        objectives: list[tuple[str, str]] | None = None,
+        sweep_dir: str | Path | None = None,
     ):
         self.planned_folds = planned_folds
         self.stream = stream
         self.objectives = list(objectives or [(X_METRIC, "maximize"), (Y_METRIC, "maximize")])
+        self.sweep_dir = None if sweep_dir is None else str(sweep_dir)
         self.started_at: float | None = None
         self.failed = 0
-        self.pruned = 0
+        self.stopped = 0
+        self.pruned_configs: list[str] = []  # in the order their pruning was printed
         self.ended: list[str] = []
         # config_id -> fold -> (sensitivity, precision), finished folds only
         self.scores: dict[str, dict[tuple[int, int], tuple[float, float]]] = {}  # (fold, repeat) -> point
@@ -585,7 +612,11 @@ class ProgressPrinter:
     def _fill_defaults(self) -> None:
         """Gives a printer saved by an earlier release (a resumed sweep) the attributes added since."""
         self.__dict__.setdefault("objectives", [(X_METRIC, "maximize"), (Y_METRIC, "maximize")])
-        self.__dict__.setdefault("pruned", 0)
+        if "pruned" in self.__dict__:  # an earlier release's count of stopped fold trials
+            self.stopped = self.__dict__.pop("pruned")
+        self.__dict__.setdefault("stopped", 0)
+        self.__dict__.setdefault("pruned_configs", [])
+        self.__dict__.setdefault("sweep_dir", None)
         self.__dict__.setdefault("objective_values", {})
         self.__dict__.setdefault("_drawn_at", 0.0)
 
@@ -608,8 +639,23 @@ class ProgressPrinter:
 
     def completed_outcome(self, trial) -> str:
         """Returns how a trial Tune completed ended: ``finished``, or ``stopped`` when the epoch scheduler
-        ended it early (its best epoch so far is a record, not a score); the display counts those as pruned."""
-        return fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result)
+        ended it early (its best epoch so far is a record, not a score)."""
+        stopped = None if self.sweep_dir is None else scheduler_stopped(self.sweep_dir)
+        return fold_trial_status(TrialConfig.from_dict(trial.config), trial.last_result, stopped)
+
+    def _newly_pruned(self, config_id: str, outcome: str) -> str:
+        """Returns the note on the configuration's pruning when this trial's end pruned it ("" otherwise), and
+        counts it once."""
+        if config_id in self.pruned_configs:
+            return ""
+        if self.sweep_dir is not None:
+            entry = read_pruned(self.sweep_dir).get(config_id)
+        else:  # no ledger: the searcher prunes the configuration of a stopped fold trial
+            entry = {"reason": "stopped at epoch"} if outcome == STOPPED else None
+        if entry is None:
+            return ""
+        self.pruned_configs.append(config_id)
+        return pruned_note(entry)
 
     def _ended(self, trials, trial, outcome: str) -> None:
         if self.started_at is None:
@@ -627,9 +673,10 @@ class ProgressPrinter:
             if values:
                 self.objective_values.setdefault(config.config_id, {})[(config.fold, config.repeat)] = values
         elif outcome == STOPPED:
-            self.pruned += 1
+            self.stopped += 1
         elif outcome == "FAILED":
             self.failed += 1
+        note = self._newly_pruned(config.config_id, outcome)
         status = self.progress(trials, ending=trial)
         line = progress_line(
             ended=status.ended,
@@ -644,6 +691,8 @@ class ProgressPrinter:
             elapsed_s=status.elapsed_s,
             eta_s=status.eta_s,
             front=status.front,
+            epoch=int(result["epoch"]) if outcome == STOPPED and "epoch" in result else None,
+            note=note,
         )
         self.emit(line)
         self.show(trials, ending=trial)
@@ -661,7 +710,8 @@ class ProgressPrinter:
             planned=self.planned_folds,
             ended=len(self.ended),
             failed=self.failed,
-            pruned=self.pruned,
+            stopped=self.stopped,
+            configs_pruned=len(self.pruned_configs),
             running=sum(t.status == RUNNING and t is not ending for t in trials),
             elapsed_s=elapsed,
             eta_s=eta,

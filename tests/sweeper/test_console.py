@@ -70,7 +70,8 @@ def test_status_text_names_every_count_and_the_best_of_each_objective():
         planned=12,
         ended=3,
         failed=1,
-        pruned=2,
+        stopped=1,
+        configs_pruned=2,
         running=2,
         elapsed_s=80,
         eta_s=240,
@@ -78,11 +79,12 @@ def test_status_text_names_every_count_and_the_best_of_each_objective():
         front=2,
     )
     assert status_text(p) == (
-        "3/12 folds | 2 running, 1 failed, 2 pruned | 1m20s elapsed, ~4m00s left | "
+        "3/12 folds | 2 running, 1 failed, 1 stopped, 2 configs pruned | 1m20s elapsed, ~4m00s left | "
         "best sensitivity 0.812, precision 0.770 | front 2"
     )
-    # nothing ended yet: no time left, no best, no front; pruned only once a trial was pruned
+    # nothing ended yet: no time left, no best, no front; stopped and pruned only once there are some
     assert status_text(SweepProgress(planned=None, running=1)) == "0/? folds | 1 running, 0 failed | 0s elapsed"
+    assert "| 0 running, 0 failed, 1 config pruned |" in status_text(SweepProgress(planned=2, configs_pruned=1))
 
 
 def test_plain_lines_when_the_output_is_not_a_terminal(monkeypatch):
@@ -231,8 +233,9 @@ def test_a_printer_saved_by_an_earlier_release_resumes_with_the_display(monkeypa
     import pickle
 
     old = ProgressPrinter(planned_folds=2)
-    for name in ("objectives", "pruned", "objective_values", "_drawn_at"):
+    for name in ("objectives", "stopped", "pruned_configs", "sweep_dir", "objective_values", "_drawn_at"):
         del old.__dict__[name]
+    old.pruned = 1  # an earlier release counted stopped fold trials as "pruned"
     printer = pickle.loads(pickle.dumps(old))
     fresh = ProgressPrinter()
     fresh.set_state(old.get_state())
@@ -243,3 +246,4 @@ def test_a_printer_saved_by_an_earlier_release_resumes_with_the_display(monkeypa
         with showing(LiveDisplay(out, plain_every_s=0)):
             restored.on_trial_complete(iteration=1, trials=[done], trial=done)
         assert "best sensitivity 0.800, precision 0.500" in out.getvalue()
+        assert "1 stopped" in out.getvalue() and restored.stopped == 1

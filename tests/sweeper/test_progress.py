@@ -235,6 +235,33 @@ def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
 
+def test_printer_says_where_a_trial_was_stopped_and_a_configuration_pruned(tmp_path, capsys):
+    import json as json_
+
+    from sweeper.leaderboard import record_pruned
+    from sweeper.pruning import SCHEDULER_STATE_FILE
+
+    printer = ProgressPrinter(planned_folds=6, sweep_dir=tmp_path)
+    printer.setup()
+    (tmp_path / SCHEDULER_STATE_FILE).write_text(json_.dumps({"stopped": {"bb/0": 1}}))
+    # the searcher wrote the ledger before the callbacks hear of the trial's end
+    record_pruned(tmp_path, "aa", reason="fold rung 1", n_folds=1, n_stopped=0, rung=1)
+    halved = fake_trial("aa", 0, "TERMINATED", res=result(0.5, 0.5, 0.5))
+    printer.on_trial_complete(iteration=1, trials=[halved], trial=halved)
+    record_pruned(tmp_path, "bb", reason="fold 0 stopped at epoch 1", n_folds=0, n_stopped=1, rung=1, stopped_epoch=1)
+    stopped = fake_trial("bb", 0, "TERMINATED", res={**result(0.2, 0.2, 0.2), "epoch": 1})
+    printer.on_trial_complete(iteration=2, trials=[halved, stopped], trial=stopped)
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert "fold 0 finished: dice 0.50 sens 0.50 prec 0.50; config pruned at rung 1 (fold halving) |" in first
+    assert "fold 0 stopped at epoch 1; config pruned at rung 1 (epoch scheduler) |" in second
+    progress = printer.progress([halved, stopped])
+    assert (progress.stopped, progress.configs_pruned) == (1, 2)
+    # a later fold trial of a pruned configuration does not count it again
+    other = fake_trial("aa", 1, "TERMINATED", res=result(0.5, 0.5, 0.5))
+    printer.on_trial_complete(iteration=3, trials=[other], trial=other)
+    assert "pruned" not in capsys.readouterr().out and printer.progress([]).configs_pruned == 2
+
+
 def fake_trial(cid, fold, status, loss="tversky", res=None):
     return SimpleNamespace(
         config=config(cid, fold, loss), status=status, last_result=res or {}, trial_id=f"{cid}{fold}"
