@@ -456,11 +456,19 @@ def configuration_reach(
     )
 
 
-def sweep_reach(sweep_dir: str | Path) -> pd.DataFrame:
-    """Returns :func:`configuration_reach` of a sweep folder (folds, epochs and repeats from its frozen spec;
-    without one, the most folds and epochs any configuration reached)."""
-    configs, trials = read_configs(sweep_dir), read_trials(sweep_dir)
-    spec = frozen_sweep_spec(sweep_dir)
+def prunes_or_constrains(spec: SweepSpec | None, sweep_dir: str | Path, trials: pd.DataFrame) -> bool:
+    """True when a sweep prunes or constrains: its spec asks for fold halving, an epoch scheduler or
+    constraints, or its folder shows pruned configurations or stopped fold trials (a spec that is gone)."""
+    if spec is not None and (
+        spec.search.pruning.folds is not None or spec.scheduler.type != "fifo" or bool(spec.search.constraints)
+    ):
+        return True
+    return bool(read_pruned(sweep_dir)) or bool(len(trials) and (trials[STATUS] == STOPPED).any())
+
+
+def sweep_reach(configs: pd.DataFrame, trials: pd.DataFrame, spec: SweepSpec | None) -> pd.DataFrame:
+    """Returns :func:`configuration_reach` with the folds, epochs and repeats of the sweep's spec (without one:
+    the most folds and epochs the trials show, one repeat)."""
     if spec is not None:
         return configuration_reach(
             configs, trials, len(spec.data.folds_to_run), spec.training.epochs, spec.training.repeats

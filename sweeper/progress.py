@@ -41,12 +41,13 @@ from sweeper.leaderboard import (
     RUNG,
     STATUS,
     STOPPED,
-    configuration_reach,
     fold_trial_status,
     pruned_kind,
+    prunes_or_constrains,
     read_configs,
     read_pruned,
     read_trials,
+    sweep_reach,
 )
 from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
@@ -368,22 +369,15 @@ def format_status(status: SweepStatus) -> str:
 
 
 def _pruning(sweep_dir: Path, spec: SweepSpec | None, trials: pd.DataFrame) -> PruningCounts | None:
-    """Returns the sweep's :class:`PruningCounts` when it prunes or constrains (its spec says so, or its
-    leaderboard shows pruned or stopped trials), else None."""
-    ledger = read_pruned(sweep_dir)
-    prunes = spec is not None and (
-        spec.search.pruning.folds is not None or spec.scheduler.type != "fifo" or bool(spec.search.constraints)
-    )
-    if not (prunes or ledger or (trials[STATUS] == STOPPED).any()):
+    """Returns the sweep's :class:`PruningCounts` when it prunes or constrains
+    (:func:`sweeper.leaderboard.prunes_or_constrains`), else None."""
+    if not prunes_or_constrains(spec, sweep_dir, trials):
         return None
     try:
         configs = read_configs(sweep_dir)
     except FileNotFoundError:
         return None
-    folds = len(spec.data.folds_to_run) if spec else int(trials[FOLD].nunique())
-    epochs = spec.training.epochs if spec else int(trials[EPOCHS_DONE].max())
-    reach = configuration_reach(configs, trials, folds, epochs, spec.training.repeats if spec else 1)
-    return pruning_counts(reach, ledger, trials)
+    return pruning_counts(sweep_reach(configs, trials, spec), read_pruned(sweep_dir), trials)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -22,6 +22,10 @@ precision (Fig. 10, Table 8), reliability curves with expected calibration error
 precision at matched sensitivity (Tables 10-11), the front with non-domination probabilities (Fig. 11,
 Table 12) and rank stability (Fig. 13). A sweep without records gets a note and the fold-level content.
 
+A sweep that prunes or constrains gets how far each configuration got (:mod:`sweeper.report_reach`:
+Table 13, Fig. 14): how it ended, which pruning left it behind and at which rung, the constraint an
+infeasible one breaks, its folds and epochs reached and its share of full training.
+
 References:
 
 - paper 000: Hassan M., Iqbal M. J., Ilyas M., Rafique M. A., Husnain E. "Loss function analysis for
@@ -44,7 +48,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sweeper.leaderboard import CONFIG_ID, FAILED, FINISHED, FOLD, LOSS, compare_configs, read_configs, read_trials
+from sweeper.leaderboard import (
+    CONFIG_ID,
+    FAILED,
+    FINISHED,
+    FOLD,
+    LOSS,
+    compare_configs,
+    prunes_or_constrains,
+    read_configs,
+    read_trials,
+    sweep_reach,
+)
 from sweeper.pareto import FRONT, WITHIN_NOISE, pareto_table, plot_front
 from sweeper.paths import REPORT_DIR, REPORT_FILE, SweepPaths
 from sweeper.spec import SweepSpec, parse_spec
@@ -154,6 +169,11 @@ def write_report(
         from sweeper.report_evidence import write_figures
 
         figures += write_figures(evidence, featured, labels, out)
+    reach = sweep_reach(configs, trials, spec) if prunes_or_constrains(spec, sweep_dir, trials) else None
+    if reach is not None and len(reach):
+        from sweeper.report_reach import FIGURE_FILE, plot_reach
+
+        figures.append(plot_reach(reach, labels, out / FIGURE_FILE))
 
     page = render_html(
         name=name,
@@ -167,6 +187,7 @@ def write_report(
         figures=figures,
         notes=notes,
         evidence=evidence,
+        reach=reach,
     )
     html_path = out / REPORT_FILE
     html_path.write_text(page, encoding="utf-8")
@@ -677,7 +698,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bo
 .meta{color:#555;font-size:.92em}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.84em}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f3f5f8}td.l,th.l{text-align:left}tr.best td{background:#eef7ee;font-weight:600}
-tr.failed td{color:#a33}figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}
+tr.failed td{color:#a33}tr.infeasible td{color:#777;font-style:italic}figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.88em;color:#444;margin-top:.3em}.note{background:#fff7e0;border-left:3px solid #e0b000;
 padding:.4em .8em;font-size:.9em}code{background:#f4f4f4;padding:0 3px}.sig{color:#1a7f1a;font-weight:600}
 nav a{margin-right:1em;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
@@ -722,11 +743,13 @@ def render_html(
     figures: list[Figure],
     notes: dict[str, str],
     evidence=None,
+    reach: pd.DataFrame | None = None,
 ) -> str:
     """Returns the report page (a full HTML document, no external references).
 
     ``evidence``: the patient-level evidence (:class:`sweeper.report_evidence.Evidence`) or the
-    sentence saying why there is none (None: the section is left out).
+    sentence saying why there is none (None: the section is left out). ``reach``: how far each
+    configuration got (:func:`sweeper.leaderboard.configuration_reach`; None: the section is left out).
     """
     esc = html.escape
     figs = {f.key: f for f in figures}
@@ -780,7 +803,8 @@ def render_html(
     parts.append(
         "<nav><a href='#overall'>Overall</a><a href='#organs'>Per organ</a><a href='#tradeoff'>"
         "Sensitivity-precision</a><a href='#qualitative'>Qualitative</a><a href='#evidence'>Patient-level "
-        "evidence</a><a href='#stats'>Fold statistics</a></nav>"
+        "evidence</a>" + ("<a href='#reach'>Reach</a>" if reach is not None else "") + "<a href='#stats'>Fold "
+        "statistics</a></nav>"
     )
     if best_id is not None:
         b = scored.iloc[0]
@@ -866,6 +890,10 @@ def render_html(
         from sweeper.report_evidence import evidence_section
 
         parts.append(evidence_section(evidence, labels, classes, figure))
+    if reach is not None:
+        from sweeper.report_reach import reach_section
+
+        parts.append(reach_section(reach, labels, figure))
 
     parts.append("<h2 id='stats'>Fold statistics</h2>")
     parts.append(_stats_section(configs, trials, labels, best_id))
