@@ -1,6 +1,6 @@
 """Faults with real processes: a trial's worker killed mid-epoch, a whole node killed mid-sweep, the
-driver SIGKILLed mid-sweep and resumed. Each ends with a complete sweep: every configuration x fold
-exactly once in trials.parquet, one FINISHED MLflow fold run each, every Optuna trial told once.
+driver of a pruning sweep SIGKILLed mid-sweep and resumed. Each ends with a complete sweep: every fold
+trial exactly once in trials.parquet, one FINISHED MLflow fold run each, every Optuna trial told once.
 
 Processes are only ever ended by pid (a node's `ray start` tree, or the processes of the private
 Ray temp dir a killed driver used); never `ray stop`.
@@ -27,7 +27,7 @@ from sweeper.launch import launch
 from sweeper.leaderboard import read_trials
 from sweeper.paths import SweepPaths
 from sweeper.ray_session import RAY_TEMP_DIR_ENV
-from sweeper.spec import dump_spec
+from sweeper.spec import dump_spec, parse_spec
 from sweeper.tracking import CONFIG_TAG, FOLD_TAG, LEVEL_TAG, default_tracking_uri
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -155,61 +155,163 @@ def _wait_for_rows(sweep_dir: Path, proc: subprocess.Popen, log: Path, rows: int
     raise AssertionError(f"no {rows} ended trial(s) within {timeout} s")
 
 
+def pruning_spec(name: str):
+    """4 configurations x 3 folds x 2 epochs, one trial at a time, with fold halving (min_folds 1, eta 2),
+    MO-ASHA (grace 1, factor 2) and a constraint: README "Pruning"'s "done when" in a few minutes."""
+    raw = tiny_spec(name, budget=4, epochs=2, max_concurrent=1).model_dump(exclude_unset=True)
+    raw["data"]["folds"] = 3
+    raw["data"]["synthetic"]["cases"] = 6
+    raw["search"]["pruning"] = {"folds": {"min_folds": 1, "eta": 2}}
+    raw["search"]["constraints"] = [{"metric": "sensitivity", "min": 0.0}]
+    raw["scheduler"] = {"type": "moasha", "grace_period": 1, "reduction_factor": 2}
+    return parse_spec(raw)
+
+
+def _kill_driver_and_its_ray(driver: subprocess.Popen, ray_temp: str) -> None:
+    """SIGKILL the driver (by its pid), then every process naming its private Ray temp dir, and their children."""
+    if driver.poll() is None:
+        os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    for _ in range(3):
+        pids = {p for root in pids_mentioning(ray_temp) for p in process_tree(root)}
+        if not pids:
+            break
+        kill_pids(sorted(pids))
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
-def test_sigkilled_driver_resumes_with_every_configuration_and_fold_exactly_once(tmp_path):
-    """SIGKILL `sweeper launch` after its first trial ended, end that driver's own local Ray (by the
-    pids of its private temp dir), then `sweeper launch --resume`: the sweep completes once."""
-    spec = tiny_spec("driver_kill", budget=1, epochs=2, max_concurrent=1)
+def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_once(tmp_path):
+    """SIGKILL `sweeper launch` of a sweep with fold halving, MO-ASHA and a constraint once two fold trials
+    ended, end that driver's own local Ray, then `sweeper launch --resume`: every fold trial ran exactly once
+    (none rerun, none lost), Optuna was told every configuration (PRUNED with partial means, or COMPLETE with
+    its constraint), and the leaderboard, MLflow, `sweeper pareto`, `sweeper status` and the report show what
+    was pruned, where."""
+    from sweeper.leaderboard import read_configs, read_pruned, sweep_reach
+    from sweeper.report import write_report
+    from sweeper.schedulers import STATE_FILE
+    from sweeper.tracking import PRUNED_BY_TAG, PRUNED_RUNG_TAG, STATUS_TAG, STOPPED_EPOCH_TAG
+
+    spec = pruning_spec("driver_kill")
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(dump_spec(spec))
     results = tmp_path / "results"
-    ray_temp = tempfile.mkdtemp(prefix="swdrv", dir="/tmp")
+    ray_temp = tempfile.mkdtemp(prefix="swdrv", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, RAY_TEMP_DIR_ENV: ray_temp, "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.pop("RAY_ADDRESS", None)
-    log = open(tmp_path / "driver.log", "wb")  # a file, not a pipe: a full pipe would stall the driver
-    driver = subprocess.Popen(
-        [SWEEPER, "launch", str(spec_file), "--results", str(results)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     paths = SweepPaths.of(spec, results)
+    log = open(tmp_path / "driver.log", "wb")  # a file, not a pipe: a full pipe would stall the driver
     try:
-        _wait_for_rows(paths.sweep, driver, tmp_path / "driver.log", rows=1, timeout=240)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            os.kill(driver.pid, signal.SIGKILL)
-        log.close()
-        # the killed driver's local Ray: every process naming its private temp dir, and their children
-        for _ in range(3):
-            pids = {p for root in pids_mentioning(ray_temp) for p in process_tree(root)}
-            if not pids:
-                break
-            kill_pids(sorted(pids))
-            time.sleep(0.5)
-    interrupted = read_trials(paths.sweep)
-    assert len(interrupted) == 1  # fold 0 ended, fold 1 was pending or running
+        driver = subprocess.Popen(
+            [SWEEPER, "launch", str(spec_file), "--results", str(results)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_rows(paths.sweep, driver, tmp_path / "driver.log", rows=2, timeout=240)
+        finally:
+            _kill_driver_and_its_ray(driver, ray_temp)
+            log.close()
+        interrupted = read_trials(paths.sweep)
+        assert 2 <= len(interrupted) < 12  # killed mid-sweep
 
-    resumed = subprocess.run(
-        [SWEEPER, "launch", str(spec_file), "--results", str(results), "--resume"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    try:
+        resumed = subprocess.run(
+            [SWEEPER, "launch", str(spec_file), "--results", str(results), "--resume"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
-        trials = assert_complete_exactly_once(spec, paths, n_configs=1)
-        # what had finished before the kill is kept (not lost, not duplicated)
-        before = set(zip(interrupted["config_id"], interrupted["fold"]))
-        assert before <= set(zip(trials["config_id"], trials["fold"]))
     finally:
         leftovers = {p for root in pids_mentioning(ray_temp) for p in process_tree(root)}
         kill_pids(sorted(leftovers))
         shutil.rmtree(ray_temp, ignore_errors=True)
+
+    # the leaderboard: each fold trial once, what ended before the kill kept; stopped ones before the last epoch
+    trials = read_trials(paths.sweep)
+    assert not trials.duplicated(["config_id", "fold", "repeat"]).any()
+    assert set(zip(interrupted["config_id"], interrupted["fold"])) <= set(zip(trials["config_id"], trials["fold"]))
+    assert set(trials["status"]) <= {"finished", "stopped"}, trials[["config_id", "fold", "status", "error"]]
+    stopped = trials[trials["status"] == "stopped"]
+    assert (stopped["epochs_done"] < spec.training.epochs).all()
+    assert (trials.loc[trials["status"] == "finished", "epochs_done"] == spec.training.epochs).all()
+    assert (paths.sweep / STATE_FILE).is_file()  # the scheduler's rungs, read back by the resumed driver
+
+    # Optuna: four configurations, each told once; the pruned ones PRUNED with their partial fold means
+    configs = read_configs(paths.sweep).set_index("config_id")
+    ledger = read_pruned(paths.sweep)
+    study = optuna.load_study(study_name=spec.name, storage=paths.optuna_storage)
+    states = {t.user_attrs["config_id"]: t.state for t in study.trials}
+    assert set(states) == set(trials["config_id"]) == set(configs.index) and len(states) == 4
+    assert optuna.trial.TrialState.RUNNING not in states.values()
+    pruned = {cid for cid, state in states.items() if state == optuna.trial.TrialState.PRUNED}
+    assert pruned, "4 configurations halving folds and epochs by 2 prune something"
+    assert pruned == set(configs.index[configs["status"] == "pruned"]) == set(ledger)
+    assert (configs.loc[sorted(pruned), "n_folds"] < 3).all()
+    assert (configs.loc[sorted(set(configs.index) - pruned), "n_folds"] == 3).all()  # none lost
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert "partial.sensitivity" in trial.user_attrs and trial.values is None
+        else:
+            assert trial.constraints == pytest.approx({"sensitivity>=0": -trial.user_attrs["mean.sensitivity"]})
+    # the leaderboard says by which pruning and where
+    for cid in pruned:
+        entry, row = ledger[cid], configs.loc[cid]
+        if entry["stopped_epoch"] is not None:
+            assert row["pruned_kind"] == "epoch_scheduler"
+            assert f"fold {entry['stopped_fold']} epoch {entry['stopped_epoch']}" in row["pruned_stage"]
+        else:
+            assert row["pruned_kind"] == "fold_halving" and entry["rung"] is not None
+            assert row["pruned_stage"] == f"rung {entry['rung']}: {row['n_folds']} of 3 folds"
+
+    # MLflow: one fold run per fold trial, none rerun (each epoch logged once), every run closed, pruned and
+    # stopped ones tagged with the rung
+    client = MlflowClient(default_tracking_uri(results))
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id], max_results=1000)
+    assert {r.info.status for r in runs} == {"FINISHED"}, [(r.info.run_name, r.info.status) for r in runs]
+    folds = {(r.data.tags[CONFIG_TAG], int(r.data.tags[FOLD_TAG])): r for r in runs if r.data.tags[LEVEL_TAG] == "fold"}
+    assert sorted(folds) == sorted(zip(trials["config_id"], trials["fold"].astype(int)))
+    for cid, fold, epochs in zip(interrupted["config_id"], interrupted["fold"], interrupted["epochs_done"]):
+        steps = [m.step for m in client.get_metric_history(folds[(cid, int(fold))].info.run_id, "dice")]
+        assert steps == list(range(1, int(epochs) + 1)), (cid, fold, steps)  # ended before the kill: not rerun
+    for cid, fold, epoch in zip(stopped["config_id"], stopped["fold"], stopped["epochs_done"]):
+        tags = folds[(cid, int(fold))].data.tags
+        assert (tags[STATUS_TAG], tags[STOPPED_EPOCH_TAG]) == ("stopped", str(epoch))
+    assert {k for k, r in folds.items() if r.data.tags.get(STATUS_TAG) == "stopped"} == set(
+        zip(stopped["config_id"], stopped["fold"].astype(int))
+    )
+    config_runs = {r.data.tags[CONFIG_TAG]: r.data.tags for r in runs if r.data.tags[LEVEL_TAG] == "config"}
+    assert len(config_runs) == 4
+    assert {cid for cid, tags in config_runs.items() if tags.get(STATUS_TAG) == "pruned"} == pruned
+    for cid in pruned:
+        assert config_runs[cid][PRUNED_BY_TAG] == configs.loc[cid, "pruned_kind"]
+        rung = ledger[cid]["rung"]
+        assert config_runs[cid].get(PRUNED_RUNG_TAG) == (None if rung is None else str(rung))
+
+    # `sweeper pareto` keeps pruned and infeasible configurations off the front and lists them apart
+    front = subprocess.run([SWEEPER, "pareto", str(paths.sweep)], env=env, capture_output=True, text=True, timeout=120)
+    assert front.returncode == 0, front.stderr[-3000:]
+    left_out = pruned | set(configs.index[~configs["feasible"].astype(bool)])
+    on_front = pd.read_csv(paths.pareto / "pareto.csv")
+    assert not set(on_front["config_id"]) & left_out
+    assert set(pd.read_csv(paths.pareto / "pareto_excluded.csv")["config_id"]) == left_out
+    assert f"{len(pruned)} pruned (--include-partial lets them on)" in front.stdout
+
+    # `sweeper status` counts what was pruned, by which pruning, and the stopped fold trials
+    shown = subprocess.run([SWEEPER, "status", str(paths.sweep)], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    reach = sweep_reach(read_configs(paths.sweep), trials, spec)
+    assert ": finished" in shown.stdout
+    assert f"{(reach['outcome'] == 'finished').sum()} finished, {len(pruned)} pruned (" in shown.stdout
+    assert f"; {len(stopped)} fold trial(s) stopped" in shown.stdout
+
+    # the report: how far each configuration got, the pruned ones with their stage
+    page = write_report(paths.sweep, max_slices=8, log_to_mlflow=False).read_text()
+    assert "How far each configuration got" in page and '<figure id="fig14">' in page
+    assert all(configs.loc[cid, "pruned_stage"] in page for cid in pruned)
 
 
 def test_resumed_searcher_adopts_the_optuna_trial_a_killed_driver_left_running(tmp_path):
