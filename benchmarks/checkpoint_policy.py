@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -80,12 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     args = parser.parse_args(argv)
-    # this folder holds a benchmark named statistics.py, which would shadow the standard library's module
-    # (MLflow imports it) in this process and, through Ray's copy of the driver's sys.path, in the workers
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    import statistics
-
     import ray
     import yaml
 

@@ -35,19 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.replay import STRATEGIES, Strategy, front_hypervolume, replay_in_order  # noqa: E402
 from sweeper.pareto import non_dominated  # noqa: E402
-from sweeper.pruning import EpochHalving, Rungs, rung_levels  # noqa: E402
-from sweeper.stats import hypervolume_2d  # noqa: E402
 
 #: scenario -> the slowest learning curve's time constant (epochs): curves that rarely cross, slow starters
 SCENARIOS = {"curves rarely cross": 2.0, "slow starters": 6.0}
-STRATEGIES = {
-    "full": (None, None),
-    "folds": ((1, 3.0), None),
-    "moasha": (None, (2, 3.0)),
-    "both": ((1, 3.0), (2, 3.0)),
-    "both, gentle": ((2, 2.0), (3, 2.0)),
-}
 
 
 def simulate_curves(
@@ -68,48 +60,10 @@ def simulate_curves(
     return true, curves
 
 
-def replay(curves: np.ndarray, fold_halving, moasha) -> tuple[int, dict[int, np.ndarray]]:
-    """Returns (fold-trial-epochs spent, {configuration: measured fold means} of those finishing unpruned)."""
-    n_configs, n_folds, n_epochs, _ = curves.shape
-    directions = ["maximize", "maximize"]
-    epoch_rules = (
-        EpochHalving(["sensitivity", "precision"], directions, moasha[0], moasha[1], n_epochs) if moasha else None
-    )
-    fold_rungs = Rungs(eta=fold_halving[1]) if fold_halving else None
-    levels = rung_levels(fold_halving[0], fold_halving[1], n_folds) if fold_halving else [n_folds]
-    spent, finished = 0, {}
-    for c in range(n_configs):
-        records, pruned, launched = [], False, 0
-        for level in levels:
-            for fold in range(launched, level):
-                best = None
-                for e in range(n_epochs):
-                    spent += 1
-                    values = curves[c, fold, e]
-                    best = values if best is None or values.sum() > best.sum() else best
-                    if epoch_rules is not None:
-                        result = {"epoch": e + 1, "sensitivity": values[0], "precision": values[1]}
-                        if not epoch_rules.decide(str(c), fold, result):
-                            pruned = True
-                            break
-                records.append(best)
-                if pruned:
-                    break
-            launched = level
-            if pruned:
-                if fold_rungs is not None:  # as the searcher does: counted at the fold rung, ranked last
-                    fold_rungs.arrive(level, str(c), [np.nan, np.nan])
-                break
-            if level < n_folds and not fold_rungs.arrive(level, str(c), list(np.mean(records, axis=0))):
-                pruned = True
-                break
-        if not pruned:
-            finished[c] = np.mean(records, axis=0)
-    return spent, finished
-
-
-def front_hypervolume(points: np.ndarray) -> float:
-    return hypervolume_2d(points[non_dominated(points)], (0.0, 0.0)) if len(points) else 0.0
+def replay(curves: np.ndarray, strategy: Strategy) -> tuple[int, dict[int, np.ndarray]]:
+    """Returns (fold-trial-epochs spent, {configuration: measured fold means} of those finishing unpruned); a fold
+    trial keeps its epoch of the highest sensitivity + precision (:func:`replay.replay_in_order`)."""
+    return replay_in_order(curves, curves.sum(axis=-1), strategy)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,10 +96,10 @@ def run_scenario(args: argparse.Namespace, tau_high: float) -> dict[str, list[tu
         rng = np.random.default_rng(seed)
         true, curves = simulate_curves(rng, args.configs, args.folds, args.epochs, tau_high)
         true_front = set(np.flatnonzero(non_dominated(true)))
-        full_spent, full_finished = replay(curves, None, None)
+        full_spent, full_finished = replay(curves, STRATEGIES["full"])
         full_hv = front_hypervolume(np.array(list(full_finished.values())))
-        for name, (fold_halving, moasha) in STRATEGIES.items():
-            spent, finished = replay(curves, fold_halving, moasha)
+        for name, strategy in STRATEGIES.items():
+            spent, finished = replay(curves, strategy)
             kept = len(true_front & set(finished)) / len(true_front)
             hv = front_hypervolume(np.array(list(finished.values()))) / full_hv
             rows[name].append((spent / full_spent, kept, hv))

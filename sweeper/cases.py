@@ -16,7 +16,7 @@ rewriting a single file would rewrite every earlier record after every trial (50
 5 folds x up to 250 MB); the file of a fold trial is also exactly what the trial logs to MLflow
 (``cases/cases.parquet``), so a lost folder is rebuilt by :func:`rebuild_cases` from those files.
 
-Encoding (measured by ``benchmarks/statistics.py`` on synthetic records of the full UW-Madison
+Encoding (measured by ``benchmarks/statistics_simulation.py`` on synthetic records of the full UW-Madison
 set): zstd; strings dictionary-encoded; counts, boundary metrics and histogram bins stored with
 Parquet's BYTE_STREAM_SPLIT encoding (the bytes of each value split into streams: the high bytes of
 mostly small or zero counts are long runs zstd compresses well), which took the per-configuration

@@ -278,7 +278,7 @@ def test_fold_halving_decides_as_the_benchmarks_independent_replay(tmp_path):
     spec_.loader.exec_module(simulation)
     n_configs, n_folds = 12, 5
     _, curves = simulation.simulate_curves(np.random.default_rng(7), n_configs, n_folds, 1, 2.0)
-    spent, finished = simulation.replay(curves, (1, 2.0), None)
+    spent, finished = simulation.replay(curves, simulation.Strategy(folds=(1, 2.0)))
     assert spent < n_configs * n_folds and 0 < len(finished) < n_configs  # something was pruned
 
     spec = parse_spec(

@@ -1,6 +1,6 @@
 """Time of the patient-level statistics and size of cases.parquet at the full UW-Madison scale.
 
-Run on one core: ``taskset -c 0 .venv/bin/python benchmarks/statistics.py`` (the script also pins
+Run on one core: ``taskset -c 0 .venv/bin/python benchmarks/statistics_simulation.py`` (the script also pins
 BLAS and OpenMP to one thread). It writes synthetic out-of-fold case records for 50 configurations
 x 85 patients x 38,496 slices x 3 classes (274 scans of 144 or 80 slices, 5 patient-grouped
 folds) into a temporary ``cases.parquet`` through :func:`sweeper.cases.append_cases`, then times,
