@@ -792,7 +792,7 @@ def ui(results: Path, host: str, port: int) -> None:
     else:
         click.echo(
             f"warning: the {TRAINING_VIEW_APP} app is not installed (`pip install -e .` in the Sweeper checkout "
-            "installs it): plain MLflow opens in its GenAI view; its \"Model training\" switch (top left) shows "
+            'installs it): plain MLflow opens in its GenAI view; its "Model training" switch (top left) shows '
             "the runs",
             err=True,
         )

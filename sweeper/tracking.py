@@ -668,7 +668,6 @@ def parent_runs(client: MlflowClient) -> dict[str, list[str]]:
 def _serve_training_view_index():
     """MLflow's ``/`` route, serving :func:`training_view_index` of its ``index.html``."""
     from flask import Response, current_app
-
     from mlflow.server import BACKEND_STORE_URI_ENV_VAR
 
     html = (Path(current_app.static_folder) / "index.html").read_text(encoding="utf-8")
