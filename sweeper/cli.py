@@ -19,9 +19,6 @@ import click
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-# MLflow 3's UI opens in its GenAI view; this query opens the "Model training" view that shows runs
-# (sweeper.tracking.TRAINING_VIEW_QUERY).
-MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
 #: where `sweeper ui` serves by default
 LOCAL_UI = "http://127.0.0.1:5000"
 
@@ -166,7 +163,7 @@ def _experiment_url(parsed, paths, remote: bool) -> str:
 
     uri = _tracking_uri(parsed, paths)[0]
     if remote or (uri.startswith("sqlite:") and not paths.mlflow_db.is_file()):
-        return f"{LOCAL_UI}/#/experiments?{MLFLOW_TRAINING_VIEW}"
+        return f"{LOCAL_UI}/#/experiments"
     return experiment_page(uri, parsed.name, LOCAL_UI)
 
 
@@ -755,9 +752,9 @@ def data_inspect(spec: Path, results: Path, as_json: bool) -> None:
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 def ui(results: Path, host: str, port: int) -> None:
-    """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db)."""
+    """Serve the MLflow UI on the results root's tracking store (RESULTS/mlflow.db), opening on its runs table."""
     from sweeper.paths import mlflow_db
-    from sweeper.tracking import artifact_root, default_tracking_uri
+    from sweeper.tracking import TRAINING_VIEW_APP, artifact_root, default_tracking_uri, training_view_installed
 
     if host not in LOOPBACK_HOSTS:
         click.echo(
@@ -790,7 +787,16 @@ def ui(results: Path, host: str, port: int) -> None:
         "--workers",
         "1",
     ]
-    click.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{MLFLOW_TRAINING_VIEW}  (Ctrl-C stops it)")
+    if training_view_installed():
+        command += ["--app-name", TRAINING_VIEW_APP]
+    else:
+        click.echo(
+            f"warning: the {TRAINING_VIEW_APP} app is not installed (`pip install -e .` in the Sweeper checkout "
+            'installs it): plain MLflow opens in its GenAI view; its "Model training" switch (top left) shows '
+            "the runs",
+            err=True,
+        )
+    click.echo(f"MLflow UI on http://{host}:{port}/#/experiments  (Ctrl-C stops it)")
     raise SystemExit(run_server_group(command))
 
 

@@ -64,12 +64,11 @@ CASES_ARTIFACT_DIR = "cases"
 SWEEP_LEVEL, CONFIG_LEVEL, FOLD_LEVEL = "sweep", "config", "fold"
 #: MLflow 3's experiment tag for what an experiment is for: ``custom_model_development`` (classic training)
 #: or ``genai_development`` (the ``ExperimentKind`` values of MLflow 3.17's web app and of its onboarding
-#: tools). MLflow 3.17.2's own UI picks its view from :data:`TRAINING_VIEW_QUERY` (or the view last chosen
-#: in that browser) rather than from the tag, so links carry the query as well.
+#: tools). MLflow 3.17.2's own UI picks its view from the ``workflowType`` query or the view last chosen in
+#: that browser, not from the tag (a feature flag in its bundle is hard-wired on): :func:`training_view_index`
+#: makes the training view the browser's default instead.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT = "custom_model_development"
-#: the MLflow 3 UI's query for its "Model training" view (runs tables), instead of its default GenAI view
-TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 logger = logging.getLogger(__name__)
 
 #: keys of a trial result that are bookkeeping, not metrics
@@ -591,17 +590,139 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
 
 
 def experiment_page(tracking_uri: str, name: str, ui_url: str) -> str:
-    """Returns the MLflow UI page of experiment ``name`` in the training view,
-    ``UI_URL/#/experiments/<id>?workflowType=machine_learning`` (the UI opens it on its runs table), or the
-    UI's experiment list when the store does not hold it (or cannot be read)."""
+    """Returns the MLflow UI page of experiment ``name``, ``UI_URL/#/experiments/<id>`` (`sweeper ui` opens it on
+    its runs table: :func:`training_view_index`), or the UI's experiment list when the store does not hold it (or
+    cannot be read)."""
     base = ui_url.rstrip("/")
     try:
         experiment = MlflowClient(tracking_uri).get_experiment_by_name(name)
     except Exception:  # noqa: BLE001 - a link is a convenience: any store problem falls back to the list
         experiment = None
     if experiment is None:
-        return f"{base}/#/experiments?{TRAINING_VIEW_QUERY}"
-    return f"{base}/#/experiments/{experiment.experiment_id}?{TRAINING_VIEW_QUERY}"
+        return f"{base}/#/experiments"
+    return f"{base}/#/experiments/{experiment.experiment_id}"
+
+
+#: the ``mlflow.app`` entry point (pyproject.toml) that `sweeper ui` passes to ``mlflow server --app-name``
+TRAINING_VIEW_APP = "sweeper-training-view"
+#: where MLflow 3.17's web app keeps the view it shows, "Model training" (``machine_learning``) or GenAI
+#: (``genai``, its default), as JSON in the browser's localStorage (its ``useLocalStorage`` hook names the key
+#: ``<key>_v<version>``, here ``mlflow.workflowType`` version 1); a ``workflowType`` query overrides it
+WORKFLOW_TYPE_STORAGE_KEY = "mlflow.workflowType_v1"
+TRAINING_WORKFLOW = "machine_learning"
+#: where the web app keeps an experiment page's runs-table state (its LocalStorageStore 1.1, scope
+#: ``ExperimentPage-<JSON list of the sorted experiment ids>``); its ``runsExpanded`` maps a run id to whether
+#: the run's child runs are shown (MLflow shows them collapsed until the + beside the run is clicked)
+EXPERIMENT_PAGE_STATE_KEY = "MLflowLocalStorage-1.1-ExperimentPage-{ids}-ReactComponentState"
+_TRAINING_VIEW_SCRIPT_ID = "sweeper-training-view"
+# Sets the training view unless this browser already holds a choice, and marks each parent run expanded unless
+# the browser holds a choice for it (a run the user collapsed stays collapsed); the rest of the saved state is
+# kept. Storage errors (disabled localStorage) leave MLflow's defaults.
+_TRAINING_VIEW_SCRIPT = """<script id="%(id)s">(function () {
+  try {
+    var store = window.localStorage, view = %(view)s, expand = %(expand)s;
+    if (store.getItem(view[0]) === null) store.setItem(view[0], JSON.stringify(view[1]));
+    Object.keys(expand).forEach(function (key) {
+      var state = JSON.parse(store.getItem(key) || "{}"), shown = state.runsExpanded || {};
+      expand[key].forEach(function (run) { if (!(run in shown)) shown[run] = true; });
+      state.runsExpanded = shown;
+      store.setItem(key, JSON.stringify(state));
+    });
+  } catch (error) {}
+})();</script>"""
+
+
+def _script_json(value: Any) -> str:
+    """``value`` as JSON that cannot end the ``<script>`` element it sits in."""
+    return json.dumps(value).replace("<", "\\u003c")
+
+
+def training_view_index(html: str, expand: dict[str, list[str]] | None = None) -> str:
+    """Returns MLflow's ``index.html`` with a script, first in its ``<head>`` (before MLflow's own, deferred
+    one), that opens the UI in its training view with the runs of ``expand`` (experiment id -> parent run
+    ids) expanded, in a browser that has no choice of its own yet: it sets
+    :data:`WORKFLOW_TYPE_STORAGE_KEY` and the ``runsExpanded`` entries of :data:`EXPERIMENT_PAGE_STATE_KEY`
+    only where they are unset. Idempotent: an earlier injection is replaced; html without ``<head>`` gets
+    the script in front."""
+    start = html.find(f'<script id="{_TRAINING_VIEW_SCRIPT_ID}">')
+    if start >= 0:
+        html = html[:start] + html[html.index("</script>", start) + len("</script>") :]
+    by_key = {
+        EXPERIMENT_PAGE_STATE_KEY.format(ids=json.dumps([experiment_id])): runs
+        for experiment_id, runs in (expand or {}).items()
+    }
+    script = _TRAINING_VIEW_SCRIPT % {
+        "id": _TRAINING_VIEW_SCRIPT_ID,
+        "view": _script_json([WORKFLOW_TYPE_STORAGE_KEY, TRAINING_WORKFLOW]),
+        "expand": _script_json(by_key),
+    }
+    head = html.lower().find("<head")
+    if head < 0:
+        return script + html
+    at = html.index(">", head) + 1
+    return html[:at] + script + html[at:]
+
+
+def parent_runs(client: MlflowClient) -> dict[str, list[str]]:
+    """Returns, per experiment id, the ids of the active sweep and configuration runs (the runs with runs
+    nested in them), for :func:`training_view_index`."""
+    experiments: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(page_token=token)
+        experiments += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
+    parents: dict[str, list[str]] = {}
+    token = None
+    while experiments:
+        page = client.search_runs(experiments, f"tags.`{LEVEL_TAG}` != '{FOLD_LEVEL}'", page_token=token)
+        for run in page:
+            parents.setdefault(run.info.experiment_id, []).append(run.info.run_id)
+        token = page.token
+        if not token:
+            break
+    return parents
+
+
+def _serve_training_view_index():
+    """MLflow's ``/`` route, serving :func:`training_view_index` of its ``index.html``."""
+    from flask import Response, current_app
+    from mlflow.server import BACKEND_STORE_URI_ENV_VAR
+
+    html = (Path(current_app.static_folder) / "index.html").read_text(encoding="utf-8")
+    try:
+        expand = parent_runs(MlflowClient(os.environ[BACKEND_STORE_URI_ENV_VAR]))
+    except Exception:  # noqa: BLE001 - the page still opens, with the runs collapsed
+        logger.exception("cannot list the parent runs to expand; the runs table opens collapsed")
+        expand = {}
+    response = Response(training_view_index(html, expand), mimetype="text/html")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def create_training_view_app():
+    """MLflow's tracking server app with :func:`training_view_index` on its ``/`` route: the factory behind
+    the ``mlflow.app`` entry point :data:`TRAINING_VIEW_APP` (``mlflow server --app-name``), ASGI (wrapped as
+    MLflow wraps its own) when the server runs under uvicorn, MLflow's default."""
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
+    from mlflow.server import app
+
+    app.view_functions["serve"] = _serve_training_view_index
+    if _MLFLOW_SGI_NAME.get() == "uvicorn":
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+        return create_fastapi_app(app)
+    return app
+
+
+def training_view_installed() -> bool:
+    """Whether this environment's package metadata holds the :data:`TRAINING_VIEW_APP` entry point (an
+    install of the package; a bare checkout on ``PYTHONPATH`` has none)."""
+    from importlib.metadata import entry_points
+
+    return any(e.name == TRAINING_VIEW_APP for e in entry_points(group="mlflow.app"))
 
 
 def runs_by_level(tracking_uri: str, experiment: str) -> dict[str, list]:
