@@ -75,15 +75,31 @@ class Browser:
     def wait_for_text(self, text: str | re.Pattern, timeout_s: float = 60.0) -> str:
         """Polls the page's visible text until it holds ``text``; returns that text."""
         pattern = text if isinstance(text, re.Pattern) else re.compile(re.escape(text))
+
+        def holding() -> str | None:
+            shown = self.text()
+            return shown if pattern.search(shown) else None
+
+        return self.wait_until(holding, repr(pattern.pattern), timeout_s)
+
+    def wait_until(self, condition, what: str, timeout_s: float = 60.0):
+        """Polls ``condition()`` until it returns something truthy, and returns that; fails naming ``what`` and
+        the page's text after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while not pattern.search(shown := self.text()):
+        while not (result := condition()):
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{pattern.pattern!r} did not appear on {self.driver.current_url} within "
-                    f"{timeout_s} s; the page shows:\n{shown[-1500:]}"
+                    f"{what} did not appear on {self.driver.current_url} within {timeout_s} s; the page shows:\n"
+                    f"{self.text()[-1500:]}"
                 )
             time.sleep(0.25)
-        return shown
+        return result
+
+    def links(self) -> list[str]:
+        """The targets of the links the page shows (rendered, not hidden)."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('a[href]')].filter(a => a.getClientRects().length).map(a => a.href)"
+        )
 
     def text(self) -> str:
         """The page's visible text."""
