@@ -10,7 +10,7 @@ identity columns, ``n_folds`` (finished), ``n_repeats``, ``n_failed``, ``interva
 ``n_patients``, ``few_patients``, then each metric's fold mean under its plain name (each fold first
 averaged over its repeats, :func:`repeat_means`), its sample standard deviation over folds (ddof=1;
 NaN for a single fold) under ``<name>_std``, its interval under ``<name>_ci_low`` / ``<name>_ci_high``
-and the seed-to-seed standard deviation within folds under ``<name>_seed_std`` (:func:`seed_std`; NaN
+and the seed-to-seed standard deviation within folds under ``<name>_seed_std`` (:func:`seed_stds`; NaN
 with one repeat). The interval is the patient cluster bootstrap over the out-of-fold case records
 (``interval_method`` ``patient_bca`` / ``patient_percentile``, :func:`sweeper.evidence.interval_table`;
 a patient's repeated runs count as their mean) where the configuration's records cover all its
@@ -181,15 +181,26 @@ def repeat_means(trials: pd.DataFrame, metrics: list[str] | None = None) -> pd.D
     return trials.groupby([CONFIG_ID, FOLD], sort=False)[metrics].mean().reset_index()
 
 
+def seed_stds(trials: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Returns the seed-to-seed standard deviation of each configuration's metrics, pooled within folds: per
+    configuration and metric, sqrt(sum_f sum_r (y_fr - mean_f)^2 / sum_f (R_f - 1)) over its non-missing
+    values, the run-to-run spread with the fold's own difficulty taken out; NaN where no fold has two
+    finished repeats. One row per configuration (index ``config_id``), one column per metric, all in one
+    grouping. Give it finished rows."""
+    trials = with_repeat_columns(trials)
+    metrics = metric_columns(trials) if metrics is None else metrics
+    values = trials[metrics].astype(float)
+    by_fold = values.groupby([trials[CONFIG_ID], trials[FOLD]], sort=False)
+    squares = (values - by_fold.transform("mean")).pow(2).groupby(trials[CONFIG_ID], sort=False).sum()
+    dof = (by_fold.count() - 1).clip(lower=0).groupby(level=0, sort=False).sum()
+    return (squares / dof).pow(0.5).where(dof > 0).rename_axis(CONFIG_ID)
+
+
 def seed_std(trials: pd.DataFrame, metric: str) -> float:
-    """Returns the seed-to-seed standard deviation of one configuration's metric, pooled within folds:
-    sqrt(sum_f sum_r (y_fr - mean_f)^2 / sum_f (R_f - 1)), the run-to-run spread with the fold's own
-    difficulty taken out; NaN when no fold has two finished repeats. Give it one configuration's finished rows."""
-    values = with_repeat_columns(trials)[[FOLD, metric]].dropna()
-    by_fold = values.groupby(FOLD)[metric]
-    squares = float((values[metric] - by_fold.transform("mean")).pow(2).sum())
-    dof = int((by_fold.size() - 1).sum())
-    return (squares / dof) ** 0.5 if dof > 0 else float("nan")
+    """Returns :func:`seed_stds` of one configuration's metric (NaN when no fold has two finished repeats).
+    Give it one configuration's finished rows."""
+    table = seed_stds(with_repeat_columns(trials).assign(**{CONFIG_ID: ""}), [metric])
+    return float(table.iloc[0, 0]) if len(table) else float("nan")
 
 
 def fold_trial_status(config: TrialConfig, result: dict[str, Any] | None, stopped: dict[str, int] | None = None) -> str:
@@ -332,7 +343,7 @@ def aggregate(
 ) -> pd.DataFrame:
     """Returns configs.parquet's table: fold mean, ``_std``, interval, seed std and counts per configuration,
     best dice first. Each fold is first averaged over its repeats (:func:`repeat_means`); ``_seed_std`` is
-    the within-fold seed-to-seed std (:func:`seed_std`); ``n_folds`` counts folds with a finished run,
+    the within-fold seed-to-seed std (:func:`seed_stds`); ``n_folds`` counts folds with a finished run,
     ``n_repeats`` the finished repeats of the fold with fewest, ``n_failed`` failed fold trials.
 
     ``intervals``: patient-level rows (:func:`sweeper.evidence.interval_table`, one per configuration
@@ -352,6 +363,7 @@ def aggregate(
     metrics = metric_columns(trials)
     split = n_folds if n_folds is not None else max(int(trials[FOLD].nunique()), 2)
     patient = {} if intervals is None or intervals.empty else intervals.set_index(CONFIG_ID).to_dict("index")
+    seed = seed_stds(trials[trials[STATUS] == FINISHED], metrics)
     rows = []
     for cid, group in trials.groupby(CONFIG_ID, sort=False):
         done = group[group[STATUS] == FINISHED]
@@ -382,7 +394,7 @@ def aggregate(
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = corrected_t_interval(
                     values.to_numpy(float), 1.0 / (split - 1), confidence, bounds
                 )
-            row[f"{name}_seed_std"] = seed_std(done, name)
+            row[f"{name}_seed_std"] = seed.at[cid, name] if cid in seed.index else float("nan")
         rows.append(row)
     frame = pd.DataFrame(
         rows,

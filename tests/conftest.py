@@ -14,3 +14,15 @@ def browser():
     session = Browser()
     yield session
     session.quit()
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """The tiny real sweep, launched and resumed once per test session through the command line (see
+    tests/shared_sweep.py); the end-to-end, console, case-record and relaunch checks all read it."""
+    from disk import drop_checkpoints
+    from shared_sweep import run_tiny_sweep
+
+    sweep = run_tiny_sweep(tmp_path_factory.mktemp("tiny_sweep"), tmp_path_factory.mktemp("tiny_sweep_ray"))
+    yield sweep
+    drop_checkpoints(sweep.paths.results)

@@ -327,32 +327,29 @@ def test_objective_direction_follows_the_metric_and_the_trial_agrees_which_are_l
 
 
 @pytest.mark.slow
-def test_a_real_sweep_is_neither_cleared_by_a_relaunch_nor_resumed_under_a_changed_spec(tmp_path):
-    """After a real (tiny) sweep: a clean relaunch is refused and keeps every file; --resume with more epochs is
-    refused listing the change, before Ray; --resume with the same spec runs nothing again."""
+def test_a_real_sweep_is_neither_cleared_by_a_relaunch_nor_resumed_under_a_changed_spec(tiny_sweep):
+    """After a real (tiny) sweep, the session's shared one (tests/shared_sweep.py): a clean relaunch is refused
+    and keeps every file; --resume with more epochs is refused listing the change, before Ray; --resume with the
+    same spec ran nothing again."""
+    from shared_sweep import SPEC as TINY
+
     from sweeper.launch import SweepExistsError
     from sweeper.leaderboard import read_trials
 
-    raw = json.loads(json.dumps(SPEC))
-    raw["data"]["run_folds"] = [0]
-    raw["model"] = {"architectures": ["unet"], "encoders": ["resnet18"]}
-    raw["training"].update({"batch_size": 8, "max_train_batches": 1})
-    spec = parse_spec(raw)
-    results = tmp_path / "results"
-    paths = launch(spec, results)
-    finished = read_trials(paths.sweep)
-    assert len(finished) == 1 and paths.trials_started()
+    spec, paths = tiny_sweep.spec, tiny_sweep.paths
+    finished = tiny_sweep.trials_before_resume
+    assert len(finished) == spec.planned_fold_trials() and paths.trials_started()
     files = sorted(p.relative_to(paths.sweep) for p in paths.sweep.rglob("*") if p.name not in ("launch.lock",))
 
     with pytest.raises(SweepExistsError):
-        launch(spec, results)
-    raw["training"]["epochs"] = 2
-    with pytest.raises(BadInputError, match="training.epochs: 1 -> 2"):
-        launch(parse_spec(raw), results, resume=True)
+        launch(spec, paths.results)
+    raw = json.loads(json.dumps(TINY))
+    raw["training"]["epochs"] += 1
+    with pytest.raises(BadInputError, match=f"training.epochs: {spec.training.epochs} -> {spec.training.epochs + 1}"):
+        launch(parse_spec(raw), paths.results, resume=True)
     assert not ray.is_initialized()
     assert sorted(p.relative_to(paths.sweep) for p in paths.sweep.rglob("*") if p.name != "launch.lock") == files
 
-    launch(spec, results, resume=True)
     assert read_trials(paths.sweep)[["config_id", "fold"]].equals(finished[["config_id", "fold"]])
 
 

@@ -1,8 +1,10 @@
-"""A tiny real sweep: real Ray, real Optuna storage, real MLflow store, real data format on disk."""
+"""A tiny real sweep: real Ray, real Optuna storage, real MLflow store, real data format on disk.
+
+The sweep is the session's shared one (tests/shared_sweep.py: launched and resumed through the command
+line, with fake credentials in the environment)."""
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -13,16 +15,15 @@ import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
-from disk import drop_checkpoints
 from mlflow import MlflowClient
 from report_checks import check_report_predicts_as_the_trial
+from shared_sweep import CLASSES, FAKE_SECRETS
 
 from sweeper.cli import main
 from sweeper.launch import SweepExistsError, launch
 from sweeper.leaderboard import read_configs, read_trials
 from sweeper.pareto import non_dominated
 from sweeper.preflight import MLFLOW_CHECKPOINT_COPIES, TUNE_CHECKPOINT_COPIES, network_bytes
-from sweeper.spec import parse_spec
 from sweeper.tracking import (
     CONFIG_LEVEL,
     LEVEL_TAG,
@@ -34,73 +35,26 @@ from sweeper.tracking import (
 
 pytestmark = pytest.mark.slow
 
-CLASSES = ["large_bowel", "small_bowel", "stomach"]
-
-
-def tiny_spec():
-    return parse_spec(
-        {
-            "name": "tiny",
-            "data": {
-                "format": "synthetic",
-                "folds": 2,
-                "image_size": 32,
-                "augmentation": "seed000",
-                "synthetic": {"cases": 4, "slices_per_scan": 10, "image_size": 40, "seed": 3},
-            },
-            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
-            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
-            "training": {"epochs": 2, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3},
-            "search": {"budget": 3, "sampler": "random", "seed": 1},
-            "resources": {"cpus_per_trial": 1},
-        }
-    )
-
-
-# Credentials a user's shell may hold; none may reach a spec, an MLflow param/tag/artifact or a log line.
-FAKE_SECRETS = {
-    "AWS_SECRET_ACCESS_KEY": "fakeSecretKey9f8e7d6c5b4a",
-    "MLFLOW_TRACKING_PASSWORD": "fakePassw0rd-31415",
-    "RAY_AUTH_TOKEN_FAKE_FOR_TEST": "fakeRayToken-27182",
-}
-
 
 @pytest.fixture(scope="module")
-def ray_logs(tmp_path_factory):
-    return tmp_path_factory.mktemp("ray")
+def sweep(tiny_sweep):
+    """(spec, paths) of the session's tiny sweep."""
+    return tiny_sweep.spec, tiny_sweep.paths
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory, ray_logs):
-    """The tiny sweep, launched with fake credentials in the environment and Ray's logs in a folder of
-    its own (so the secret check below can read every log line the sweep wrote)."""
-    results = tmp_path_factory.mktemp("results")
-    spec = tiny_spec()
-    saved = {name: os.environ.get(name) for name in [*FAKE_SECRETS, "SWEEPER_RAY_TEMP_DIR"]}
-    os.environ.update(FAKE_SECRETS, SWEEPER_RAY_TEMP_DIR=str(ray_logs))
-    try:
-        paths = launch(spec, results)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    yield spec, paths
-    drop_checkpoints(results)
-
-
-def test_no_credential_reaches_spec_mlflow_artifacts_or_logs(sweep, ray_logs):
-    spec, paths = sweep
+def test_no_credential_reaches_spec_mlflow_artifacts_or_logs(tiny_sweep):
+    spec, paths = tiny_sweep.spec, tiny_sweep.paths
     secrets = [value.encode() for value in FAKE_SECRETS.values()]
     read = 0
-    for root in (paths.results, ray_logs):  # spec.yaml, mlflow.db, artifacts, Tune state, Ray logs
+    for root in (paths.results, tiny_sweep.ray_logs):  # spec.yaml, mlflow.db, artifacts, Tune state, Ray logs
         for path in root.rglob("*"):
             if path.is_file() and not path.is_symlink():
                 data = path.read_bytes()
                 read += 1
                 assert not any(secret in data for secret in secrets), path
     assert read > 50  # the sweep's files and the Ray session's logs were there to read
+    for command in (tiny_sweep.launched, tiny_sweep.resumed):  # the console, --verbose included
+        assert not any(value in command.stdout + command.stderr for value in FAKE_SECRETS.values())
     client = MlflowClient(default_tracking_uri(paths.results))
     runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id])
     logged = json.dumps([[r.data.params, r.data.tags] for r in runs])
@@ -200,12 +154,11 @@ def test_checkpoints_on_disk_match_the_launch_disk_estimate(sweep):
     assert all(f.stat().st_size == pytest.approx(MLFLOW_CHECKPOINT_COPIES * network, rel=0.03) for f in logged)
 
 
-def test_relaunch_without_resume_is_refused_and_resume_finishes_without_duplicates(sweep):
-    spec, paths = sweep
+def test_relaunch_without_resume_is_refused_and_resume_finishes_without_duplicates(tiny_sweep):
+    spec, paths = tiny_sweep.spec, tiny_sweep.paths
     with pytest.raises(SweepExistsError, match="--resume"):
         launch(spec, paths.results)
-    before = read_trials(paths.sweep)
-    launch(spec, paths.results, resume=True)
+    before = tiny_sweep.trials_before_resume  # the shared sweep was resumed once (sweeper launch --resume)
     after = read_trials(paths.sweep)
     assert len(after) == len(before) and not after.duplicated(["config_id", "fold"]).any()
     client = MlflowClient(default_tracking_uri(paths.results))
@@ -266,6 +219,7 @@ def serving_ui(results, experiment: str):
                 time.sleep(0.5)
         assert body is not None, proc.stdout.read().decode()[-2000:] if proc.poll() is not None else "no answer"
         assert body["experiment"]["name"] == experiment
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=10).status == 200  # the UI's page
         yield f"http://127.0.0.1:{port}", body["experiment"]["experiment_id"]
     finally:
         proc.terminate()
@@ -275,12 +229,6 @@ def serving_ui(results, experiment: str):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
-
-
-def test_sweeper_ui_serves_the_sweep(sweep):
-    spec, paths = sweep
-    with serving_ui(paths.results, spec.name) as (url, _):
-        assert urllib.request.urlopen(url, timeout=10).status == 200
 
 
 # The MLflow UI asks for the signed-in user on every load; without MLflow's auth app (Sweeper binds to

@@ -1,57 +1,25 @@
 """A tiny real sweep (real Ray, Optuna storage, MLflow store) whose trials record their validation cases:
 the driver gathers them once, keeps them through --resume, and the leaderboard, compare, pareto and
-MLflow show patient-level statistics."""
+MLflow show patient-level statistics. The sweep is the session's shared one (tests/shared_sweep.py)."""
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from disk import drop_checkpoints
 from mlflow import MlflowClient
 
 from sweeper.cases import cases_present, read_cases
 from sweeper.cli import main
-from sweeper.launch import launch
 from sweeper.leaderboard import read_configs, read_trials
-from sweeper.spec import parse_spec
 from sweeper.tracking import CONFIG_LEVEL, CONFIG_TAG, FOLD_LEVEL, INTERVAL_TAG, LEVEL_TAG, default_tracking_uri
 
 pytestmark = pytest.mark.slow
 
 
-def evidence_spec():
-    return parse_spec(
-        {
-            "name": "evidence_e2e",
-            "data": {
-                "format": "synthetic",
-                "folds": 2,
-                "image_size": 32,
-                "synthetic": {"cases": 6, "slices_per_scan": 6, "image_size": 40, "seed": 5},
-            },
-            "model": {"architectures": ["unet"], "encoders": ["resnet18"]},
-            "losses": [{"name": "dice"}, {"name": "tversky", "params": {"alpha": "search"}}],
-            "training": {"epochs": 1, "batch_size": 8, "max_train_batches": 2, "lr": 1e-3, "boundary_metrics": False},
-            "search": {"budget": 2, "sampler": "random", "seed": 1},
-            "resources": {"cpus_per_trial": 1},
-            "evidence": {"resamples": 200},
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    spec = evidence_spec()
-    paths = launch(spec, results)
-    yield spec, paths
-    drop_checkpoints(results)
-
-
-def test_a_sweep_gathers_its_case_records_once_and_reports_patient_level_statistics(sweep):
-    spec, paths = sweep
+def test_a_sweep_gathers_its_case_records_once_and_reports_patient_level_statistics(tiny_sweep):
+    spec, paths = tiny_sweep.spec, tiny_sweep.paths
     trials = read_trials(paths.sweep)
     finished = {(r.config_id, int(r.fold)) for r in trials.itertuples() if r.status == "finished"}
-    assert len(finished) == 4
+    assert len(finished) == spec.planned_fold_trials() >= 4
 
     # gathered: one file per finished fold trial, every patient validated once per configuration
     assert cases_present(paths.cases_table) == finished
@@ -61,13 +29,10 @@ def test_a_sweep_gathers_its_case_records_once_and_reports_patient_level_statist
         assert set(part["patient"].astype(str)) == patients
         assert part.groupby("patient", observed=True)["fold"].nunique().max() == 1
 
-    # --resume adds nothing twice
-    stamps = {p.name: p.stat().st_mtime_ns for p in paths.cases_table.iterdir()}
-    launch(spec, paths.results, resume=True)
-    assert {p.name: p.stat().st_mtime_ns for p in paths.cases_table.iterdir()} == stamps
-    again = read_cases(paths.cases_table).to_pandas()
-    assert len(again) == len(records)
-    assert not again.duplicated(["config_id", "fold", "patient", "scan", "slice", "class"]).any()
+    # --resume adds nothing twice (the shared sweep was resumed once, `sweeper launch --resume`): the same
+    # files as before it, none rewritten, and no record twice
+    assert {p.name: p.stat().st_mtime_ns for p in paths.cases_table.iterdir()} == tiny_sweep.cases_before_resume
+    assert not records.duplicated(["config_id", "fold", "patient", "scan", "slice", "class"]).any()
 
     # the leaderboard's intervals are the patient bootstrap, inside the metric's range
     configs = read_configs(paths.sweep)
@@ -81,7 +46,7 @@ def test_a_sweep_gathers_its_case_records_once_and_reports_patient_level_statist
     client = MlflowClient(default_tracking_uri(paths.results))
     experiment = client.get_experiment_by_name(spec.name).experiment_id
     folds = client.search_runs([experiment], f"tags.`{LEVEL_TAG}` = '{FOLD_LEVEL}'")
-    assert len(folds) == 4
+    assert len(folds) == len(finished)
     assert all(
         [a.path for a in client.list_artifacts(r.info.run_id, "cases")] == ["cases/cases.parquet"] for r in folds
     )
@@ -94,7 +59,7 @@ def test_a_sweep_gathers_its_case_records_once_and_reports_patient_level_statist
 
     # compare pairs on patients; compare --all and pareto write their tables
     runner = CliRunner()
-    a, b = sorted(by_id.index)
+    a, b = sorted(by_id.index)[:2]
     out = runner.invoke(main, ["compare", str(paths.sweep), a, b])
     assert out.exit_code == 0 and "wilcoxon" in out.output and f"paired on {len(patients)} patients" in out.output
     out = runner.invoke(main, ["compare", str(paths.sweep), "--all", "--metric", "dice"])

@@ -199,6 +199,53 @@ def test_repeats_are_averaged_per_fold_before_the_fold_statistics_and_their_spre
     assert (row["n_folds"], row["n_repeats"], row["n_failed"]) == (2, 2, 1)
 
 
+def pooled_within_fold_std(values_by_fold):
+    """The formula on plain lists: sqrt(sum_f sum_r (y_fr - mean_f)^2 / sum_f (R_f - 1)), NaN without a dof."""
+    kept = [np.asarray([v for v in fold if not np.isnan(v)]) for fold in values_by_fold]
+    squares = sum(float(((v - v.mean()) ** 2).sum()) for v in kept if len(v))
+    dof = sum(len(v) - 1 for v in kept if len(v))
+    return np.sqrt(squares / dof) if dof > 0 else np.nan
+
+
+def test_seed_stds_of_simulated_repeats_give_the_formula_and_recover_the_true_seed_spread():
+    from scipy.stats import chi2
+
+    from sweeper.leaderboard import CONFIG_IDENTITY, seed_std, seed_stds
+
+    # 30 configurations x 4 folds x 1-6 repeats, each fold its own difficulty, seed noise of known sd per
+    # configuration (0.01 to 0.1); about a tenth of the values missing, one configuration with single runs
+    rng = np.random.default_rng(7)
+    truth, rows = {}, []
+    for c in range(30):
+        cid, sd = f"c{c}", 0.01 + 0.003 * c
+        truth[cid] = sd
+        for fold in range(4):
+            difficulty = rng.uniform(0.3, 0.9)
+            for repeat in range(1 if c == 0 else int(rng.integers(1, 7))):
+                dice, sens = difficulty + rng.normal(0, sd, 2)
+                rows.append({"config_id": cid, "fold": fold, "repeat": repeat, "dice": dice, "sensitivity": sens})
+    trials = pd.DataFrame(rows)
+    trials.loc[rng.random(len(trials)) < 0.1, "sensitivity"] = np.nan
+
+    table = seed_stds(trials, ["dice", "sensitivity"])
+    assert sorted(table.index) == sorted(truth)
+    for cid, part in trials.groupby("config_id"):
+        for name in ("dice", "sensitivity"):
+            expected = pooled_within_fold_std([g[name].tolist() for _, g in part.groupby("fold")])
+            assert np.isclose(table.at[cid, name], expected, equal_nan=True), (cid, name)
+            assert np.isclose(seed_std(part, name), expected, equal_nan=True), (cid, name)
+    assert table.loc["c0"].isna().all()  # single runs: no seed spread
+    # against the simulated seed sd: dof s^2 / sd^2 is chi-square with dof degrees of freedom per configuration,
+    # so their sum over the configurations is chi-square with the summed dof; inside its central 99.8%
+    dof = (trials.groupby(["config_id", "fold"]).size() - 1).groupby("config_id").sum().drop("c0")
+    total = float((dof * table["dice"].drop("c0") ** 2 / pd.Series(truth).drop("c0") ** 2).sum())
+    assert chi2.ppf(0.001, dof.sum()) < total < chi2.ppf(0.999, dof.sum()), (total, dof.sum())
+    # and aggregate reports it under <metric>_seed_std
+    identity = {name: "" for name in CONFIG_IDENTITY if name not in trials} | {"status": "finished"}
+    configs = aggregate(trials.assign(**identity)).set_index("config_id")
+    assert np.allclose(configs.loc[table.index, "dice_seed_std"], table["dice"], equal_nan=True)
+
+
 def test_a_single_run_per_fold_has_no_seed_spread_and_old_tables_read_as_repeat_zero(tmp_path):
     trials = pd.DataFrame([trial_row(config("a", 0), result(0.8, 0.6), "finished")])
     assert trials["repeat"].tolist() == [0] and trials["training_params"].tolist() == ["{}"]
