@@ -49,7 +49,7 @@ from sweeper.leaderboard import (
     read_trials,
     sweep_reach,
 )
-from sweeper.pareto import X_METRIC, Y_METRIC, non_dominated, pareto_table
+from sweeper.pareto import X_METRIC, Y_METRIC, eligibility, non_dominated, pareto_table
 from sweeper.paths import SweepPaths
 from sweeper.pruning import scheduler_stopped
 from sweeper.spec import SweepSpec, parse_spec
@@ -491,8 +491,9 @@ def _front_and_best(sweep_dir: Path) -> tuple[int | None, dict[str, Any] | None]
         return None, None
     front = int(pareto_table(scored)["on_front"].sum())
     best = None
-    if "dice" in scored:
-        row = scored.sort_values("dice", ascending=False, kind="stable").iloc[0]
+    eligible = scored[eligibility(scored).to_numpy() == ""]  # pruned (partial means) and infeasible ones are no best
+    if "dice" in eligible and len(eligible):
+        row = eligible.sort_values("dice", ascending=False, kind="stable").iloc[0]
         best = {
             "config_id": row[CONFIG_ID],
             "loss": row[LOSS],

@@ -8,6 +8,7 @@ Ray temp dir a killed driver used); never `ray stop`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -140,19 +141,23 @@ def test_killed_node_trials_are_rescheduled_on_the_head(tmp_path):
         head.cleanup()
 
 
-def _wait_for_rows(sweep_dir: Path, proc: subprocess.Popen, log: Path, rows: int, timeout: float) -> None:
+def _wait_for_snapshot(paths: SweepPaths, proc: subprocess.Popen, log: Path, ended: int, timeout: float) -> set:
+    """Waits until Tune's newest experiment snapshot records ``ended`` TERMINATED fold trials; returns their
+    ``(config_id, fold)``."""
+    from sweeper.tune_state import TERMINATED, read_tune_trials
+
     deadline = time.monotonic() + timeout
-    path = sweep_dir / "leaderboard" / "trials.parquet"
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        if path.is_file():
-            try:
-                if len(pd.read_parquet(path)) >= rows:
-                    return
-            except Exception:  # noqa: BLE001 - caught mid-rename
-                pass
+        done = {
+            (t.config["config_id"], int(t.config["fold"]))
+            for t in read_tune_trials(paths.tune_dir)
+            if t.status == TERMINATED
+        }
+        if len(done) >= ended:
+            return done
         time.sleep(0.3)
-    raise AssertionError(f"no {rows} ended trial(s) within {timeout} s")
+    raise AssertionError(f"no snapshot with {ended} ended trial(s) within {timeout} s")
 
 
 def pruning_spec(name: str):
@@ -210,12 +215,15 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
             start_new_session=True,
         )
         try:
-            _wait_for_rows(paths.sweep, driver, tmp_path / "driver.log", rows=2, timeout=240)
+            # killed once Tune's experiment snapshot records two ended fold trials (README "When things break":
+            # one that ended after the last snapshot is run again on --resume)
+            snapshotted = _wait_for_snapshot(paths, driver, tmp_path / "driver.log", ended=2, timeout=300)
         finally:
             _kill_driver_and_its_ray(driver, ray_temp)
             log.close()
         interrupted = read_trials(paths.sweep)
         assert 2 <= len(interrupted) < 12  # killed mid-sweep
+        assert snapshotted <= set(zip(interrupted["config_id"], interrupted["fold"].astype(int)))
 
         resumed = subprocess.run(
             [SWEEPER, "launch", str(spec_file), "--results", str(results), "--resume"],
@@ -274,9 +282,10 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
     assert {r.info.status for r in runs} == {"FINISHED"}, [(r.info.run_name, r.info.status) for r in runs]
     folds = {(r.data.tags[CONFIG_TAG], int(r.data.tags[FOLD_TAG])): r for r in runs if r.data.tags[LEVEL_TAG] == "fold"}
     assert sorted(folds) == sorted(zip(trials["config_id"], trials["fold"].astype(int)))
-    for cid, fold, epochs in zip(interrupted["config_id"], interrupted["fold"], interrupted["epochs_done"]):
-        steps = [m.step for m in client.get_metric_history(folds[(cid, int(fold))].info.run_id, "dice")]
-        assert steps == list(range(1, int(epochs) + 1)), (cid, fold, steps)  # ended before the kill: not rerun
+    ended_before = interrupted.set_index(["config_id", "fold"])["epochs_done"]
+    for cid, fold in snapshotted:  # ended before the kill and recorded so: not rerun, each epoch logged once
+        steps = [m.step for m in client.get_metric_history(folds[(cid, fold)].info.run_id, "dice")]
+        assert steps == list(range(1, int(ended_before[(cid, fold)]) + 1)), (cid, fold, steps)
     for cid, fold, epoch in zip(stopped["config_id"], stopped["fold"], stopped["epochs_done"]):
         tags = folds[(cid, int(fold))].data.tags
         assert (tags[STATUS_TAG], tags[STOPPED_EPOCH_TAG]) == ("stopped", str(epoch))
@@ -298,7 +307,9 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
     on_front = pd.read_csv(paths.pareto / "pareto.csv")
     assert not set(on_front["config_id"]) & left_out
     assert set(pd.read_csv(paths.pareto / "pareto_excluded.csv")["config_id"]) == left_out
-    assert f"{len(pruned)} pruned (--include-partial lets them on)" in front.stdout
+    # a pruned configuration without a finished fold has no means: it counts as infeasible there
+    summary = json.loads((paths.pareto / "pareto.json").read_text())
+    assert summary["n_infeasible"] + summary["n_partial"] == len(left_out) and "kept off the front" in front.stdout
 
     # `sweeper status` counts what was pruned, by which pruning, and the stopped fold trials
     shown = subprocess.run([SWEEPER, "status", str(paths.sweep)], env=env, capture_output=True, text=True, timeout=120)

@@ -185,9 +185,9 @@ def test_status_counts_what_pruning_and_constraints_did(tmp_path):
     rows = [
         trial_row(fold_config("a", 0), result(0.8, 0.8, 0.8), FINISHED),
         trial_row(fold_config("a", 1), result(0.8, 0.8, 0.8), FINISHED),
-        trial_row(fold_config("b", 0), result(0.8, 0.9, 0.3), FINISHED),  # breaks precision >= 0.5
-        trial_row(fold_config("b", 1), result(0.8, 0.9, 0.3), FINISHED),
-        trial_row(fold_config("c", 0), result(0.5, 0.5, 0.5), FINISHED),  # fold halving: rung 1
+        trial_row(fold_config("b", 0), result(0.85, 0.9, 0.3), FINISHED),  # breaks precision >= 0.5
+        trial_row(fold_config("b", 1), result(0.85, 0.9, 0.3), FINISHED),
+        trial_row(fold_config("c", 0), result(0.9, 0.5, 0.5), FINISHED),  # fold halving: rung 1
         trial_row(fold_config("d", 0), {**result(0.2, 0.2, 0.2), "epoch": 1}, STOPPED),  # scheduler: rung 1
     ]
     record_pruned(sweep, "c", reason="fold rung 1", n_folds=1, n_stopped=0, rung=1)
@@ -197,6 +197,7 @@ def test_status_counts_what_pruning_and_constraints_did(tmp_path):
     write_leaderboard(pd.DataFrame(rows), sweep)
     status = read_status(sweep, now=T0 + 80)
     assert status.folds_stopped == 1 and status.folds_ended == 6
+    assert status.best["config_id"] == "a"  # b is infeasible, c's dice is over one fold only (pruned)
     counts = status.pruning
     assert (counts.finished, counts.infeasible, counts.n_pruned) == (1, 1, 2)
     assert counts.pruned == {"fold_halving": {1: 1}, "epoch_scheduler": {1: 1}} and counts.stopped == {1: 1}
