@@ -112,3 +112,21 @@ def test_spec_refuses_pruning_that_cannot_prune():
     text = str(err.value)
     assert "min_folds (2) must be below the folds to run (2)" in text
     assert "scheduler.grace_period (2) must be below training.epochs (2)" in text
+    assert "checkpoint_every" not in text  # the default checkpoints every epoch
+
+
+def test_spec_refuses_sparse_checkpoints_with_the_epoch_scheduler():
+    # a trial moasha stops must end on a checkpoint: its best weights and case records are read from it
+    from sweeper.spec import SpecError, parse_spec
+
+    raw = {
+        "name": "p",
+        "data": {"format": "synthetic"},
+        "losses": [{"name": "dice"}],
+        "training": {"epochs": 4, "checkpoint_every": 2},
+        "search": {"budget": 2},
+    }
+    assert parse_spec(raw, registry=False).training.checkpoint_every == 2  # fifo: every trial ends on its last epoch
+    raw["scheduler"] = {"type": "moasha", "grace_period": 1}
+    with pytest.raises(SpecError, match=r"training.checkpoint_every \(2\) must be 1 with scheduler.type moasha"):
+        parse_spec(raw, registry=False)
