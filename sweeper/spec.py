@@ -846,6 +846,12 @@ class SweepSpec(_Strict):
                 f"scheduler.grace_period ({self.scheduler.grace_period}) must be below training.epochs "
                 f"({self.training.epochs}); lower it or use scheduler.type fifo"
             )
+        if self.scheduler.type == "moasha" and self.training.checkpoint_every > 1:
+            problems.append(
+                f"training.checkpoint_every ({self.training.checkpoint_every}) must be 1 with scheduler.type "
+                "moasha: a trial it stops keeps the checkpoint of its last epoch (best weights and case "
+                "records); set it to 1 or use scheduler.type fifo"
+            )
         return problems
 
     def _metric_problems(self) -> list[str]:

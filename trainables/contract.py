@@ -208,6 +208,12 @@ class TrainingSettings(BaseModel):
     )
     select_metric: str = Field("dice", description="validation metric that picks the best epoch (maximised)")
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
+    checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description="epochs between a trial's checkpoints (its last epoch always writes one); an interrupted "
+        "or retried trial resumes from its newest checkpoint, so it redoes up to checkpoint_every - 1 epochs",
+    )
     boundary_metrics: bool = Field(
         True, description="nsd, hd95, boundary_f1, gi_score and the object metrics (CPU cost per image)"
     )

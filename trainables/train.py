@@ -6,7 +6,9 @@ flat dict -- ``train_loss``, ``val_loss``, every validation metric (``dice``, ``
 ...), ``best_epoch`` and the same metrics at the best epoch under ``best.`` -- together with a
 checkpoint holding the training state, the best weights and the best epoch's out-of-fold case
 records (``cases.parquet``: per validation image and class, :mod:`trainables.metrics.cases`), and
-resumes from ``tune.get_checkpoint()`` after a failure.
+resumes from ``tune.get_checkpoint()`` after a failure. The checkpoint comes every
+``training.checkpoint_every`` epochs (default 1) and always with the last epoch; the best weights and
+records of an epoch without one are kept in memory until the next.
 
 References:
 
@@ -273,7 +275,8 @@ def run_fold(
     Args:
         config: a :class:`TrialConfig`, or one as a dict (:meth:`TrialConfig.to_dict`).
         report: called each epoch as ``report(metrics, checkpoint_dir)``; the directory is temporary
-            and only valid during the call (the caller copies it).
+            and only valid during the call (the caller copies it); ``None`` in an epoch that writes
+            no checkpoint (``training.checkpoint_every``).
         checkpoint_dir: a directory written by an earlier call to resume from, or ``None``.
         scratch_name: names the temp folder each epoch's checkpoint is written to before ``report``
             (see :func:`checkpoint_scratch`); ``None``: a fresh temp folder each epoch.
@@ -376,6 +379,9 @@ def run_fold(
             **best_metrics,
             "loss_detail": loss_detail,
         }
+        if (epoch + 1) % cfg.checkpoint_every and epoch + 1 < cfg.epochs:
+            report(result, None)  # no checkpoint this epoch (training.checkpoint_every)
+            continue
         with checkpoint_scratch(scratch_name) as tmp:
             torch.save(
                 {

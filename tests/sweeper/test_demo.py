@@ -8,7 +8,7 @@ from sweeper.launch import SEARCH_SPACES
 from sweeper.spec import parse_spec
 
 # What the demo may cost: fold trials x optimiser steps x slices per step x pixels per slice. The
-# shipped demo (10 fold trials x 60 steps x 8 slices x 64 x 64 pixels) needs 4 to 5 minutes of 2
+# shipped demo (10 fold trials x 60 steps x 8 slices x 64 x 64 pixels) needs about 4 minutes of 2
 # cores' CPU time (README); a change that trains more must earn its minutes and update the README.
 MAX_FOLD_TRIALS = 10
 MAX_PIXEL_STEPS = 10 * 60 * 8 * 64 * 64

@@ -112,6 +112,7 @@ def test_spec_refuses_pruning_that_cannot_prune():
     text = str(err.value)
     assert "min_folds (2) must be below the folds to run (2)" in text
     assert "scheduler.grace_period (2) must be below training.epochs (2)" in text
+    assert "checkpoint_every" not in text  # the default checkpoints every epoch
 
 
 def test_rung_number_and_the_first_stopped_fold_of_a_configuration():
@@ -133,3 +134,20 @@ def test_scheduler_rungs_are_read_back_from_its_state(tmp_path):
     halving = EpochHalving(["sensitivity"], ["maximize"], grace_period=1, reduction_factor=2, max_epochs=6)
     (tmp_path / SCHEDULER_STATE_FILE).write_text(json.dumps(halving.to_dict()))
     assert scheduler_rungs(tmp_path) == [1, 2, 4]
+
+
+def test_spec_refuses_sparse_checkpoints_with_the_epoch_scheduler():
+    # a trial moasha stops must end on a checkpoint: its best weights and case records are read from it
+    from sweeper.spec import SpecError, parse_spec
+
+    raw = {
+        "name": "p",
+        "data": {"format": "synthetic"},
+        "losses": [{"name": "dice"}],
+        "training": {"epochs": 4, "checkpoint_every": 2},
+        "search": {"budget": 2},
+    }
+    assert parse_spec(raw, registry=False).training.checkpoint_every == 2  # fifo: every trial ends on its last epoch
+    raw["scheduler"] = {"type": "moasha", "grace_period": 1}
+    with pytest.raises(SpecError, match=r"training.checkpoint_every \(2\) must be 1 with scheduler.type moasha"):
+        parse_spec(raw, registry=False)

@@ -9,7 +9,7 @@ import torch
 
 from trainables import train as train_module
 from trainables.data import generate_uwmgi, prepare_cache
-from trainables.train import BEST_WEIGHTS_FILE, STATE_FILE, NonFiniteLossError, checkpoint_scratch, run_fold
+from trainables.train import BEST_WEIGHTS_FILE, CASES_FILE, STATE_FILE, NonFiniteLossError, checkpoint_scratch, run_fold
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,30 @@ def test_a_trial_resumed_mid_schedule_trains_each_epoch_at_the_uninterrupted_lea
     assert [r["epoch"] for r in resumed.results] == [3, 4, 5]
     assert [r["lr"] for r in resumed.results] == [r["lr"] for r in whole.results[2:]]
     assert [r["lr"] for r in whole.results] == pytest.approx([1e-3 * f for f in (0.55, 1.0, 0.5, 0.25, 0.125)])
+
+
+def test_sparse_checkpoints_come_every_nth_epoch_and_at_the_last_and_resume_from_the_newest(cache, tmp_path):
+    # checkpoint_every 2 of 3 epochs: checkpoints after epochs 2 and 3; a trial interrupted in epoch 3
+    # resumes from epoch 2's
+    checkpoints = {}
+
+    def report(metrics, checkpoint_dir):
+        checkpoints[metrics["epoch"]] = checkpoint_dir
+        if checkpoint_dir is not None:
+            import shutil
+
+            shutil.copytree(checkpoint_dir, tmp_path / f"epoch{metrics['epoch']}")
+
+    whole = run_fold(config(cache, epochs=3, checkpoint_every=2), report)
+    assert [epoch for epoch, folder in checkpoints.items() if folder is not None] == [2, 3]
+    last = torch.load(tmp_path / "epoch3" / STATE_FILE, weights_only=False)
+    assert last["epoch"] == 3 and last["best_metrics"]["best_epoch"] == whole["best_epoch"]
+    assert (tmp_path / "epoch3" / BEST_WEIGHTS_FILE).is_file() and (tmp_path / "epoch3" / CASES_FILE).is_file()
+
+    resumed = Recorder()
+    run_fold(config(cache, epochs=3, checkpoint_every=2), resumed, checkpoint_dir=tmp_path / "epoch2")
+    assert [r["epoch"] for r in resumed.results] == [3]
+    assert resumed.results[0]["lr"] == pytest.approx(whole["lr"])  # the schedule goes on where it was
 
 
 def test_non_finite_loss_stops_with_a_clear_reason(cache, monkeypatch):
