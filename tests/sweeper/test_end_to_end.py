@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
+from disk import drop_checkpoints
 from mlflow import MlflowClient
 from report_checks import check_report_predicts_as_the_trial
 from shared_sweep import CLASSES, FAKE_SECRETS
@@ -38,8 +39,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sweep(tiny_sweep):
-    """(spec, paths) of the session's tiny sweep."""
-    return tiny_sweep.spec, tiny_sweep.paths
+    """(spec, paths) of the session's tiny sweep. This module's checks are the only ones that read its weights
+    (about 200 MB a trial): they go when it ends."""
+    yield tiny_sweep.spec, tiny_sweep.paths
+    drop_checkpoints(tiny_sweep.paths.results)
 
 
 def test_no_credential_reaches_spec_mlflow_artifacts_or_logs(tiny_sweep):
