@@ -204,14 +204,15 @@ def _cell(values: np.ndarray) -> str:
 def print_summary(sampler: str, summary: dict[str, dict[str, np.ndarray]], n_seeds: int, budget: int) -> list[str]:
     """Prints one sampler's table and returns its target lines."""
     print(f"\nsampler {sampler}: {n_seeds} seeds, {budget} configurations each; median [min, max] over seeds")
-    curve_head = " ".join(f"{f:>5.0%}" for f in FRACTIONS)
+    print(f"{'':<10} {'':>24} {'':>24}   HV / full's final HV, within this share of full's epochs")
     print(
-        f"{'strategy':<10} {'epochs vs full':>24} {'final HV vs full':>24}   HV vs full's final within {curve_head} of full's epochs"
+        f"{'strategy':<10} {'epochs vs full':>24} {'final HV vs full':>24}   "
+        + " ".join(f"{f:>6.0%}" for f in FRACTIONS)
     )
     targets = []
     for name, row in summary.items():
-        curve = " ".join(f"{v:5.1%}" for v in np.median(row["curve"], axis=0))
-        print(f"{name:<10} {_cell(row['epochs']):>24} {_cell(row['hv']):>24}   {' ' * 27}{curve}")
+        curve = " ".join(f"{v:6.1%}" for v in np.median(row["curve"], axis=0))
+        print(f"{name:<10} {_cell(row['epochs']):>24} {_cell(row['hv']):>24}   {curve}")
         if name != "full":
             hv, spent = np.median(row["hv"]), np.median(row["epochs"])
             verdict = "PASS" if hv >= TARGET_HV and spent <= TARGET_EPOCHS else "MISS"
