@@ -95,11 +95,15 @@ def export_curves(sweep_dir: str | Path, path: str | Path | None = None) -> int:
 
 
 def load_curves(
-    path: str | Path | None = None, objectives=("sensitivity", "precision"), select_metric: str = "dice"
+    path: str | Path | None = None,
+    objectives=("sensitivity", "precision"),
+    select_metric: str = "dice",
+    *,
+    partial: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Returns ``{config_id: (values (folds, epochs, objectives), select (folds, epochs))}`` from the table
     (default :data:`CURVES_PATH`); raises ValueError when a configuration lacks a fold or an epoch another
-    one has."""
+    one has (``partial``: leaves it out instead, for a recording that was interrupted)."""
     path = CURVES_PATH if path is None else path
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -110,8 +114,10 @@ def load_curves(
     for r in rows:
         grid = grids.setdefault(r["config_id"], np.full((len(folds), len(epochs), len(columns)), np.nan))
         grid[folds.index(int(r["fold"])), epochs.index(int(r["epoch"]))] = [float(r[c]) for c in columns]
-    for cid, grid in grids.items():
-        if np.isnan(grid).any():
+    for cid, grid in list(grids.items()):
+        if np.isnan(grid).any() and partial:
+            del grids[cid]
+        elif np.isnan(grid).any():
             raise ValueError(
                 f"{path}: configuration {cid} lacks a fold or an epoch (every one has {len(folds)} x {len(epochs)})"
             )
@@ -152,6 +158,22 @@ def space_config_ids(spec) -> list[str]:
     from sweeper.search import config_id, grid_params, sample_configuration
 
     return [config_id(sample_configuration(optuna.trial.FixedTrial(grid_params(spec, e)), spec)) for e in spec.grid()]
+
+
+def recorded_space(spec, curves: Mapping):
+    """Returns ``spec`` with only the loss entries whose every configuration the table holds (all of them once
+    the recording is complete; a partial recording, interrupted, still replays on the losses it finished).
+    Raises SystemExit when none is complete."""
+    ids = space_config_ids(spec)
+    per_loss = len(ids) // len(spec.losses)  # the grid is loss-major: each entry's configurations together
+    keep = [loss for i, loss in enumerate(spec.losses) if set(ids[i * per_loss : (i + 1) * per_loss]) <= set(curves)]
+    if not keep:
+        raise SystemExit(f"the table lacks configurations of every loss of {SPEC_PATH}: record it again (--record)")
+    if len(keep) < len(spec.losses):
+        print(
+            f"partial table: replaying {len(keep)} of {len(spec.losses)} loss entries ({len(keep) * per_loss} configurations)"
+        )
+    return spec.model_copy(update={"losses": keep})
 
 
 # -- the replay -----------------------------------------------------------------------------------
@@ -229,13 +251,9 @@ def run_replay(
     (default :data:`CURVES_PATH`), in ``processes`` forked processes."""
     global _INPUTS
     curves_path = Path(curves_path or CURVES_PATH)
-    base, curves = _INPUTS = (recorded_spec(), load_curves(curves_path))  # the forked workers inherit them
-    ids = space_config_ids(base)
-    missing = sorted(set(ids) - set(curves))
-    if missing:
-        raise SystemExit(
-            f"{CURVES_PATH} lacks {len(missing)} configurations of {SPEC_PATH}: record it again (--record)"
-        )
+    curves = load_curves(curves_path, partial=True)
+    base = recorded_space(recorded_spec(), curves)
+    _INPUTS = (base, curves)  # the forked workers inherit them
     n_folds, n_epochs = next(iter(curves.values()))[1].shape
     print(
         f"table {curves_path.name}: {len(curves)} configurations x {n_folds} folds x {n_epochs} epochs; "
