@@ -72,13 +72,15 @@ TARGET_HV, TARGET_EPOCHS = 0.95, 0.40
 
 
 # -- the table ------------------------------------------------------------------------------------
-def export_curves(sweep_dir: str | Path, path: str | Path | None = None) -> int:
-    """Writes every epoch's :data:`METRICS` of every fold trial of the sweep in ``sweep_dir`` to ``path`` (CSV,
-    one row per configuration, fold and epoch, 6 significant digits) from Tune's per-trial records
-    (``ray/tune/<trial>/params.json`` and ``result.json``); returns the rows written. An epoch reported
-    twice (a trial resumed from a checkpoint) keeps its last report."""
+def export_curves(*sweep_dirs: str | Path, path: str | Path | None = None) -> int:
+    """Writes every epoch's :data:`METRICS` of every fold trial of the sweeps in ``sweep_dirs`` to ``path``
+    (default :data:`CURVES_PATH`; CSV, one row per configuration, fold and epoch, 6 significant digits) from
+    Tune's per-trial records (``ray/tune/<trial>/params.json`` and ``result.json``); returns the rows
+    written. An epoch reported twice (a trial resumed from a checkpoint) keeps its last report. Several
+    sweeps of the same spec, each over some of its loss entries, make one table."""
     rows = {}
-    for params_file in sorted(Path(sweep_dir).glob("ray/tune/*/params.json")):
+    params_files = [f for d in sweep_dirs for f in sorted(Path(d).glob("ray/tune/*/params.json"))]
+    for params_file in params_files:
         params = json.loads(params_file.read_text())
         knobs = ";".join(f"{k}={v:g}" for k, v in sorted(params["loss_params"].items()))
         result_file = params_file.with_name("result.json")
@@ -332,7 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replay-only", action="store_true", help="skip the demo's real runs")
     parser.add_argument("--record", action="store_true", help="record the table again (a real sweep), then exit")
-    parser.add_argument("--export", type=Path, metavar="SWEEP_DIR", help="only export SWEEP_DIR's curves to the table")
+    parser.add_argument(
+        "--export", type=Path, nargs="+", metavar="SWEEP_DIR", help="only export the sweeps' curves to the table"
+    )
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--seeds", type=int, default=10, help="seeds per sampler")
     parser.add_argument("--gp-seeds", type=int, default=3, help="seeds for gp (its asks cost ~100x TPE's)")
@@ -344,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, help="results root of the real runs (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.export:
-        print(f"{export_curves(args.export)} rows -> {CURVES_PATH}")
+        print(f"{export_curves(*args.export)} rows -> {CURVES_PATH}")
         return
     results = args.results or Path(tempfile.mkdtemp(prefix="sweeper-search-efficiency-"))
     try:
