@@ -255,7 +255,9 @@ def run_replay(
     curves_path = Path(curves_path or CURVES_PATH)
     curves = load_curves(curves_path, partial=True)
     base = recorded_space(recorded_spec(), curves)
-    _INPUTS = (base, curves)  # the forked workers inherit them
+    _INPUTS = (base, curves)  # the forked workers inherit them, and the modules imported here
+    import sweeper.search  # noqa: F401  (Ray Tune's Searcher, Optuna: seconds to import, once)
+
     n_folds, n_epochs = next(iter(curves.values()))[1].shape
     print(
         f"table {curves_path.name}: {len(curves)} configurations x {n_folds} folds x {n_epochs} epochs; "
