@@ -181,7 +181,7 @@ def replay_search(spec, curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> 
     searcher = FoldSearcher(spec, None, TrialSettings(cache_dir="-", epochs=n_epochs))
     study = searcher.study
     trace = SearchTrace([], [], 0, 0, 0)
-    complete_seen, trials = 0, 0
+    complete, trials = [], 0
     while (config := searcher.suggest(f"t{trials}")) not in (None, Searcher.FINISHED):
         cid, fold = config["config_id"], config["fold"]
         values, select = curves[cid]
@@ -191,12 +191,12 @@ def replay_search(spec, curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> 
             f"t{trials}", {"epoch": epochs, **{BEST_PREFIX + m: float(v) for m, v in zip(objectives, best)}}
         )
         trials += 1
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if len(complete) > complete_seen:
-            complete_seen = len(complete)
+        told = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(told) > len(complete):
+            complete = told
             points = np.array([as_maximised(t.values, directions) for t in complete])
             trace.epochs.append(trace.spent)
             trace.hypervolumes.append(front_hypervolume(points))
-    trace.configurations = searcher._asked
-    trace.complete = sum(1 for e in searcher._configurations.values() if e.told and not e.pruned_at)
+    trace.configurations = len({t.user_attrs["config_id"] for t in study.get_trials(deepcopy=False)})
+    trace.complete = len({t.user_attrs["config_id"] for t in complete})
     return trace

@@ -72,13 +72,15 @@ TARGET_HV, TARGET_EPOCHS = 0.95, 0.40
 
 
 # -- the table ------------------------------------------------------------------------------------
-def export_curves(sweep_dir: str | Path, path: str | Path | None = None) -> int:
-    """Writes every epoch's :data:`METRICS` of every fold trial of the sweep in ``sweep_dir`` to ``path`` (CSV,
-    one row per configuration, fold and epoch, 6 significant digits) from Tune's per-trial records
-    (``ray/tune/<trial>/params.json`` and ``result.json``); returns the rows written. An epoch reported
-    twice (a trial resumed from a checkpoint) keeps its last report."""
+def export_curves(*sweep_dirs: str | Path, path: str | Path | None = None) -> int:
+    """Writes every epoch's :data:`METRICS` of every fold trial of the sweeps in ``sweep_dirs`` to ``path``
+    (default :data:`CURVES_PATH`; CSV, one row per configuration, fold and epoch, 6 significant digits) from
+    Tune's per-trial records (``ray/tune/<trial>/params.json`` and ``result.json``); returns the rows
+    written. An epoch reported twice (a trial resumed from a checkpoint) keeps its last report. Several
+    sweeps of the same spec, each over some of its loss entries, make one table."""
     rows = {}
-    for params_file in sorted(Path(sweep_dir).glob("ray/tune/*/params.json")):
+    params_files = [f for d in sweep_dirs for f in sorted(Path(d).glob("ray/tune/*/params.json"))]
+    for params_file in params_files:
         params = json.loads(params_file.read_text())
         knobs = ";".join(f"{k}={v:g}" for k, v in sorted(params["loss_params"].items()))
         result_file = params_file.with_name("result.json")
@@ -95,11 +97,15 @@ def export_curves(sweep_dir: str | Path, path: str | Path | None = None) -> int:
 
 
 def load_curves(
-    path: str | Path | None = None, objectives=("sensitivity", "precision"), select_metric: str = "dice"
+    path: str | Path | None = None,
+    objectives=("sensitivity", "precision"),
+    select_metric: str = "dice",
+    *,
+    partial: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Returns ``{config_id: (values (folds, epochs, objectives), select (folds, epochs))}`` from the table
     (default :data:`CURVES_PATH`); raises ValueError when a configuration lacks a fold or an epoch another
-    one has."""
+    one has (``partial``: leaves it out instead, for a recording that was interrupted)."""
     path = CURVES_PATH if path is None else path
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -110,8 +116,10 @@ def load_curves(
     for r in rows:
         grid = grids.setdefault(r["config_id"], np.full((len(folds), len(epochs), len(columns)), np.nan))
         grid[folds.index(int(r["fold"])), epochs.index(int(r["epoch"]))] = [float(r[c]) for c in columns]
-    for cid, grid in grids.items():
-        if np.isnan(grid).any():
+    for cid, grid in list(grids.items()):
+        if np.isnan(grid).any() and partial:
+            del grids[cid]
+        elif np.isnan(grid).any():
             raise ValueError(
                 f"{path}: configuration {cid} lacks a fold or an epoch (every one has {len(folds)} x {len(epochs)})"
             )
@@ -152,6 +160,22 @@ def space_config_ids(spec) -> list[str]:
     from sweeper.search import config_id, grid_params, sample_configuration
 
     return [config_id(sample_configuration(optuna.trial.FixedTrial(grid_params(spec, e)), spec)) for e in spec.grid()]
+
+
+def recorded_space(spec, curves: Mapping):
+    """Returns ``spec`` with only the loss entries whose every configuration the table holds (all of them once
+    the recording is complete; a partial recording, interrupted, still replays on the losses it finished).
+    Raises SystemExit when none is complete."""
+    ids = space_config_ids(spec)
+    per_loss = len(ids) // len(spec.losses)  # the grid is loss-major: each entry's configurations together
+    keep = [loss for i, loss in enumerate(spec.losses) if set(ids[i * per_loss : (i + 1) * per_loss]) <= set(curves)]
+    if not keep:
+        raise SystemExit(f"the table lacks configurations of every loss of {SPEC_PATH}: record it again (--record)")
+    if len(keep) < len(spec.losses):
+        print(
+            f"partial table: replaying {len(keep)} of {len(spec.losses)} loss entries ({len(keep) * per_loss} configurations)"
+        )
+    return spec.model_copy(update={"losses": keep})
 
 
 # -- the replay -----------------------------------------------------------------------------------
@@ -204,14 +228,15 @@ def _cell(values: np.ndarray) -> str:
 def print_summary(sampler: str, summary: dict[str, dict[str, np.ndarray]], n_seeds: int, budget: int) -> list[str]:
     """Prints one sampler's table and returns its target lines."""
     print(f"\nsampler {sampler}: {n_seeds} seeds, {budget} configurations each; median [min, max] over seeds")
-    curve_head = " ".join(f"{f:>5.0%}" for f in FRACTIONS)
+    print(f"{'':<10} {'':>24} {'':>24}   HV / full's final HV, within this share of full's epochs")
     print(
-        f"{'strategy':<10} {'epochs vs full':>24} {'final HV vs full':>24}   HV vs full's final within {curve_head} of full's epochs"
+        f"{'strategy':<10} {'epochs vs full':>24} {'final HV vs full':>24}   "
+        + " ".join(f"{f:>6.0%}" for f in FRACTIONS)
     )
     targets = []
     for name, row in summary.items():
-        curve = " ".join(f"{v:5.1%}" for v in np.median(row["curve"], axis=0))
-        print(f"{name:<10} {_cell(row['epochs']):>24} {_cell(row['hv']):>24}   {' ' * 27}{curve}")
+        curve = " ".join(f"{v:6.1%}" for v in np.median(row["curve"], axis=0))
+        print(f"{name:<10} {_cell(row['epochs']):>24} {_cell(row['hv']):>24}   {curve}")
         if name != "full":
             hv, spent = np.median(row["hv"]), np.median(row["epochs"])
             verdict = "PASS" if hv >= TARGET_HV and spent <= TARGET_EPOCHS else "MISS"
@@ -228,13 +253,11 @@ def run_replay(
     (default :data:`CURVES_PATH`), in ``processes`` forked processes."""
     global _INPUTS
     curves_path = Path(curves_path or CURVES_PATH)
-    base, curves = _INPUTS = (recorded_spec(), load_curves(curves_path))  # the forked workers inherit them
-    ids = space_config_ids(base)
-    missing = sorted(set(ids) - set(curves))
-    if missing:
-        raise SystemExit(
-            f"{CURVES_PATH} lacks {len(missing)} configurations of {SPEC_PATH}: record it again (--record)"
-        )
+    curves = load_curves(curves_path, partial=True)
+    base = recorded_space(recorded_spec(), curves)
+    _INPUTS = (base, curves)  # the forked workers inherit them, and the modules imported here
+    import sweeper.search  # noqa: F401  (Ray Tune's Searcher, Optuna: seconds to import, once)
+
     n_folds, n_epochs = next(iter(curves.values()))[1].shape
     print(
         f"table {curves_path.name}: {len(curves)} configurations x {n_folds} folds x {n_epochs} epochs; "
@@ -313,7 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replay-only", action="store_true", help="skip the demo's real runs")
     parser.add_argument("--record", action="store_true", help="record the table again (a real sweep), then exit")
-    parser.add_argument("--export", type=Path, metavar="SWEEP_DIR", help="only export SWEEP_DIR's curves to the table")
+    parser.add_argument(
+        "--export", type=Path, nargs="+", metavar="SWEEP_DIR", help="only export the sweeps' curves to the table"
+    )
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--seeds", type=int, default=10, help="seeds per sampler")
     parser.add_argument("--gp-seeds", type=int, default=3, help="seeds for gp (its asks cost ~100x TPE's)")
@@ -325,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, help="results root of the real runs (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.export:
-        print(f"{export_curves(args.export)} rows -> {CURVES_PATH}")
+        print(f"{export_curves(*args.export)} rows -> {CURVES_PATH}")
         return
     results = args.results or Path(tempfile.mkdtemp(prefix="sweeper-search-efficiency-"))
     try:

@@ -98,7 +98,7 @@ def test_export_reads_every_epoch_of_tune_records_and_load_gives_folds_by_epochs
         results[2]["dice"] = 7.0  # epoch 2 reported again (a resumed trial): the last report counts
         (trial / "result.json").write_text("\n".join(json.dumps(r) for r in results))
     table = tmp_path / "curves.csv"
-    assert search_efficiency.export_curves(tmp_path, table) == 2 * 2 * 2
+    assert search_efficiency.export_curves(tmp_path, path=table) == 2 * 2 * 2
     curves = search_efficiency.load_curves(table)
     values, select = curves["b"]
     assert values.shape == (2, 2, 2) and select.shape == (2, 2)
