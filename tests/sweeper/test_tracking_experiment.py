@@ -2,6 +2,7 @@
 configuration and fold runs shown (sweeper.tracking.training_view_index)."""
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -88,17 +89,22 @@ def test_the_injected_script_sets_only_what_the_browser_has_not_chosen(browser, 
     """In Chromium: a fresh browser gets the training view and the parent runs expanded; a browser that chose
     the GenAI view, or collapsed a run, keeps its choice, and the rest of its saved state stays."""
     page = tmp_path / "index.html"
-    page.write_text(training_view_index("<html><head></head><body>MLflow</body></html>", {"7": ["sweep", "config"]}))
     state_key = EXPERIMENT_PAGE_STATE_KEY.format(ids='["7"]')
 
+    html = training_view_index("<html><head></head><body>MLflow</body></html>", {"7": ["sweep", "config"]})
+    script = re.search(r'<script id="sweeper-training-view">(.*?)</script>', html, re.S).group(1)
+    page.write_text(html)
+    browser.driver.get(page.as_uri())
+
     def storage_after_load(before: dict[str, str]) -> dict[str, str]:
-        browser.driver.get(page.as_uri())
-        browser.driver.execute_script(
-            "localStorage.clear(); for (const [k, v] of Object.entries(arguments[0])) localStorage.setItem(k, v);",
+        # The page's script runs in the open page, as on a load, after the browser's storage is set:
+        # setting localStorage and then reloading races Chromium's storage commit.
+        return browser.driver.execute_script(
+            "localStorage.clear(); for (const [k, v] of Object.entries(arguments[0])) localStorage.setItem(k, v);"
+            + script
+            + "; return Object.assign({}, localStorage);",
             before,
         )
-        browser.driver.refresh()
-        return browser.driver.execute_script("return Object.assign({}, localStorage)")
 
     fresh = storage_after_load({})
     assert json.loads(fresh[WORKFLOW_TYPE_STORAGE_KEY]) == TRAINING_WORKFLOW
