@@ -303,12 +303,23 @@ def finished_hypervolume(sweep_dir: Path, objectives=("sensitivity", "precision"
     return front_hypervolume(done[list(objectives)].to_numpy()), len(done), len(configs)
 
 
-def run_demo_pair(spec_path: Path, strategy_name: str, results: Path) -> None:
-    """Runs the spec with pruning off, then with ``strategy_name``'s prunings on; prints wall times and hypervolumes."""
-    raw = yaml.safe_load(spec_path.read_text())
+def pruned_spec(raw: dict, strategy_name: str) -> dict:
+    """Returns the spec ``raw`` (as read from YAML) renamed ``NAME_pruned`` with ``strategy_name``'s
+    ``search.pruning`` and ``scheduler``; with MO-ASHA also ``training.checkpoint_every: 1`` (a trial it
+    stops keeps its last epoch's checkpoint: the demo checkpoints every 4 epochs, which the spec refuses
+    with MO-ASHA); the rest is ``raw``'s, untouched."""
     sections = STRATEGIES[strategy_name].spec_sections()
     pruned = {**raw, "name": f"{raw['name']}_pruned", "scheduler": sections["scheduler"]}
     pruned["search"] = {**raw.get("search", {}), "pruning": sections["pruning"]}
+    if sections["scheduler"]["type"] == "moasha":
+        pruned["training"] = {**raw.get("training", {}), "checkpoint_every": 1}
+    return pruned
+
+
+def run_demo_pair(spec_path: Path, strategy_name: str, results: Path) -> None:
+    """Runs the spec with pruning off, then with ``strategy_name``'s prunings on; prints wall times and hypervolumes."""
+    raw = yaml.safe_load(spec_path.read_text())
+    pruned = pruned_spec(raw, strategy_name)
     results.mkdir(parents=True, exist_ok=True)
     pruned_path = results / f"{pruned['name']}.yaml"
     pruned_path.write_text(yaml.safe_dump(pruned, sort_keys=False))

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from benchmarks import search_efficiency
 from benchmarks.replay import STRATEGIES, Strategy, replay_in_order, replay_search
@@ -126,3 +127,18 @@ def test_the_recorded_table_holds_every_configuration_fold_and_epoch_of_its_spec
     for values, select in curves.values():
         assert values.shape == (3, spec.training.epochs, 2) and select.shape == (3, spec.training.epochs)
         assert np.all((values >= 0) & (values <= 1))
+
+
+@pytest.mark.parametrize("strategy", ["folds", "moasha", "both"])
+def test_the_demos_pruned_twin_is_the_demo_with_its_prunings_and_validates(strategy):
+    raw = yaml.safe_load(search_efficiency.DEMO_SPEC.read_text())
+    twin = parse_spec(search_efficiency.pruned_spec(raw, strategy))
+    demo = parse_spec(raw)
+    assert twin.name == "demo_pruned"
+    assert (twin.scheduler.type == "moasha") == (strategy != "folds")
+    assert (twin.search.pruning.folds is not None) == (strategy != "moasha")
+    # everything else is the demo's: the same configurations on the same data; MO-ASHA needs a
+    # checkpoint every epoch (the demo keeps one per fold trial), which the spec would otherwise refuse
+    assert twin.grid() == demo.grid() and twin.data == demo.data
+    assert twin.training.checkpoint_every == (1 if strategy != "folds" else demo.training.checkpoint_every)
+    assert twin.training.model_copy(update={"checkpoint_every": 4}) == demo.training
