@@ -6,9 +6,16 @@ flat dict -- ``train_loss``, ``val_loss``, every validation metric (``dice``, ``
 ...), ``best_epoch`` and the same metrics at the best epoch under ``best.`` -- together with a
 checkpoint holding the training state, the best weights and the best epoch's out-of-fold case
 records (``cases.parquet``: per validation image and class, :mod:`trainables.metrics.cases`), and
-resumes from ``tune.get_checkpoint()`` after a failure. The checkpoint comes every
-``training.checkpoint_every`` epochs (default 1) and always with the last epoch; the best weights and
-records of an epoch without one are kept in memory until the next.
+last a manifest of those files with the epoch and the reported result
+(:mod:`trainables.checkpoint_files`). The checkpoint comes every ``training.checkpoint_every`` epochs
+(default 1) and always with the last epoch; the best weights and records of an epoch without one are
+kept in memory until the next.
+
+After a failure it resumes from ``tune.get_checkpoint()``, or, on a local or NFS storage, from a newer
+complete checkpoint of the same fold trial found on storage: after a ``--resume`` Tune names the
+checkpoint of its last experiment snapshot, and the killed driver may have let the trial write newer
+ones, or end, after it. A checkpoint of the last epoch trains nothing: its stored result is reported
+once more (``replayed: True``), so Tune, the searcher, the leaderboard and MLflow record the trial once.
 
 References:
 
