@@ -21,8 +21,17 @@ The policy (:func:`checkpoint_config`, :class:`CheckpointCleaner`):
   checkpoint, which is never deleted. A running trial holds the checkpoints written since the last
   snapshot (one or two for a trial whose epochs take more than a few seconds), an ended one its last.
 
+Because only older checkpoints are deleted, the ones a trial wrote after the last snapshot survive a
+killed driver, and a resumed trial takes them (:func:`trainables.train.train_fold`): each checkpoint
+ends with a manifest of its files and sizes, its epoch and the result reported with it
+(:mod:`trainables.checkpoint_files`); the trial resumes from the newest complete one on storage when
+it is newer than the one the snapshot names, and one of its last epoch is reported again instead of
+trained. The trial then moves Tune's checkpoint counter (restored from the snapshot) past its folder's
+highest, so a new checkpoint never lands in a folder already there.
+
 With an object-store ``--storage`` the driver cannot list Tune's folder, so there Tune deletes
-(``num_to_keep=1``) and forces its snapshots as before.
+(``num_to_keep=1``) and forces its snapshots as before, and a resumed trial takes the checkpoint Tune
+names.
 """
 
 from __future__ import annotations

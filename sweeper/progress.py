@@ -54,7 +54,7 @@ from sweeper.paths import SweepPaths
 from sweeper.pruning import scheduler_stopped
 from sweeper.spec import SweepSpec, parse_spec
 from sweeper.tune_state import PENDING, RUNNING, read_tune_trials
-from trainables.contract import BEST_PREFIX, TrialConfig
+from trainables.contract import BEST_PREFIX, REPLAYED_KEY, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -549,6 +549,15 @@ def pruned_note(entry: dict[str, Any]) -> str:
     return f"config pruned{where} ({pruned_kind(entry).replace('_', ' ')})"
 
 
+def replayed_line(config: TrialConfig, result: dict[str, Any]) -> str:
+    """Returns the line saying that a fold trial reported a result again from a checkpoint on storage instead of
+    training (a ``--resume`` after the driver died; :func:`trainables.train.train_fold`)."""
+    key = f"{config.config_id}/{config.fold}" + (f"/{config.repeat}" if config.repeat else "")
+    epoch = int(result.get("epoch", 0))
+    which = "its final checkpoint" if epoch >= config.epochs else f"its epoch-{epoch} checkpoint"
+    return f"fold trial {key} ({config.loss}): resumed from {which} on storage"
+
+
 class ProgressPrinter:
     """Tune callback hooks: one compact line per ended fold trial in the driver, and the live display
     (:mod:`sweeper.console`) of the sweep's status while :func:`sweeper.console.sweep_console` is open
@@ -625,6 +634,10 @@ class ProgressPrinter:
     def on_step_end(self, iteration, trials, **info) -> None:
         if time.monotonic() - self._drawn_at >= self.REDRAW_EVERY_S:
             self.show(trials)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get(REPLAYED_KEY):
+            self.emit(replayed_line(TrialConfig.from_dict(trial.config), result))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._ended(trials, trial, self.completed_outcome(trial))

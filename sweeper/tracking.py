@@ -44,7 +44,7 @@ from sweeper.leaderboard import (
 )
 from sweeper.paths import MLFLOW_ARTIFACTS, SweepPaths, mlflow_artifacts, mlflow_db
 from sweeper.pruning import rung_number, scheduler_rungs, scheduler_stopped
-from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, TrialConfig
+from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, REPLAYED_KEY, TrialConfig
 
 LEVEL_TAG = "sweeper.level"
 PARENT_TAG = "mlflow.parentRunId"
@@ -301,7 +301,8 @@ class MlflowTracker:
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         config = TrialConfig.from_dict(trial.config)
-        self._push(("result", config, step, numeric_metrics(result), int(time.time() * 1000)))
+        replayed = bool(result.get(REPLAYED_KEY))
+        self._push(("result", config, step, numeric_metrics(result), int(time.time() * 1000), replayed))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         detail = (trial.last_result or {}).get("loss_detail")
@@ -392,9 +393,18 @@ class MlflowTracker:
     def _write_start(self, config: TrialConfig) -> None:
         self.client.update_run(self._fold_run(config), status="RUNNING")
 
-    def _write_result(self, config: TrialConfig, step: int, values: dict[str, float], now: int) -> None:
+    def _write_result(
+        self, config: TrialConfig, step: int, values: dict[str, float], now: int, replayed: bool = False
+    ) -> None:
+        run_id = self._fold_run(config)
+        if replayed and values and self._has_step(run_id, next(iter(values)), step):
+            return  # a result reported again from its checkpoint, logged already by the driver that died
         metrics = [Metric(k, v, now, step) for k, v in values.items()]
-        self.client.log_batch(self._fold_run(config), metrics=metrics, synchronous=True)
+        self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+
+    def _has_step(self, run_id: str, key: str, step: int) -> bool:
+        """True when the run's metric ``key`` holds a value at ``step``."""
+        return any(m.step == step for m in self.client.get_metric_history(run_id, key))
 
     def _write_complete(
         self, config: TrialConfig, detail: str | None, best: str | None, summary, cases: str | None = None

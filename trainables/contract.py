@@ -37,6 +37,12 @@ STATE_FILE = "state.pt"
 BEST_WEIGHTS_FILE = "best_model.pt"
 #: in the best checkpoint: the out-of-fold case records (one row per validation image and class)
 CASES_FILE = "cases.parquet"
+#: in each checkpoint, written last: its files and their sizes, its epoch, its fold trial and the result reported
+#: with it (:mod:`trainables.checkpoint_files`); a checkpoint is complete when every file listed has its size
+MANIFEST_FILE = "manifest.json"
+#: set (True) in a result a trial reports again from a checkpoint instead of training (a resumed trial whose
+#: newest checkpoint on storage is newer than Tune's snapshot named); consumers log such a result at most once
+REPLAYED_KEY = "replayed"
 
 #: the organ classes of UW-Madison GI (the default classes of a spec and of a trial)
 GI_CLASSES: tuple[str, ...] = ("large_bowel", "small_bowel", "stomach")

@@ -6,9 +6,16 @@ flat dict -- ``train_loss``, ``val_loss``, every validation metric (``dice``, ``
 ...), ``best_epoch`` and the same metrics at the best epoch under ``best.`` -- together with a
 checkpoint holding the training state, the best weights and the best epoch's out-of-fold case
 records (``cases.parquet``: per validation image and class, :mod:`trainables.metrics.cases`), and
-resumes from ``tune.get_checkpoint()`` after a failure. The checkpoint comes every
-``training.checkpoint_every`` epochs (default 1) and always with the last epoch; the best weights and
-records of an epoch without one are kept in memory until the next.
+last a manifest of those files with the epoch and the reported result
+(:mod:`trainables.checkpoint_files`). The checkpoint comes every ``training.checkpoint_every`` epochs
+(default 1) and always with the last epoch; the best weights and records of an epoch without one are
+kept in memory until the next.
+
+After a failure it resumes from ``tune.get_checkpoint()``, or, on a local or NFS storage, from a newer
+complete checkpoint of the same fold trial found on storage: after a ``--resume`` Tune names the
+checkpoint of its last experiment snapshot, and the killed driver may have let the trial write newer
+ones, or end, after it. A checkpoint of the last epoch trains nothing: its stored result is reported
+once more (``replayed: True``), so Tune, the searcher, the leaderboard and MLflow record the trial once.
 
 References:
 
@@ -36,7 +43,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, CASES_FILE, STATE_FILE, TrialConfig
+from trainables.checkpoint_files import (
+    StoredCheckpoint,
+    fold_trial_dirs,
+    fold_trial_identity,
+    highest_checkpoint_index,
+    newest_complete_checkpoint,
+    read_manifest,
+    write_manifest,
+)
+from trainables.contract import BEST_PREFIX, BEST_WEIGHTS_FILE, CASES_FILE, REPLAYED_KEY, STATE_FILE, TrialConfig
 from trainables.data import SliceDataset, build_augmentation, load_index, roi_ratio_subset
 from trainables.data.augment import seed_transform
 from trainables.data.gpu_augment import BatchGeometricAugment
@@ -269,8 +285,15 @@ def run_fold(
     checkpoint_dir: Path | None = None,
     *,
     scratch_name: str | None = None,
+    replay: bool = False,
 ) -> dict[str, Any]:
     """Trains one fold and returns the last reported metrics.
+
+    A checkpoint of the last epoch (``training.epochs``) trains nothing: the result stored in its manifest is
+    reported once more, with the checkpoint and ``replayed: True``, and returned. With ``replay`` the
+    result of any checkpoint is reported so before training goes on from it: a resumed trial whose
+    checkpoint is newer than the one Tune knows (:func:`train_fold`) lets Tune's scheduler decide on it
+    again (MO-ASHA stops a trial it had stopped at that epoch before the driver died).
 
     Args:
         config: a :class:`TrialConfig`, or one as a dict (:meth:`TrialConfig.to_dict`).
@@ -280,8 +303,14 @@ def run_fold(
         checkpoint_dir: a directory written by an earlier call to resume from, or ``None``.
         scratch_name: names the temp folder each epoch's checkpoint is written to before ``report``
             (see :func:`checkpoint_scratch`); ``None``: a fresh temp folder each epoch.
+        replay: report the checkpoint's stored result first (see above).
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    manifest = read_manifest(checkpoint_dir) if checkpoint_dir is not None else None  # None: none, or older
+    if manifest is not None and manifest["epoch"] >= cfg.epochs:  # the trial had ended: nothing to train
+        stored = {**manifest["result"], REPLAYED_KEY: True}
+        report(stored, Path(checkpoint_dir))
+        return stored
     seed_everything(cfg.run_seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_amp = cfg.amp and device.type == "cuda"
@@ -330,6 +359,8 @@ def run_fold(
         best_state = torch.load(Path(checkpoint_dir) / BEST_WEIGHTS_FILE, map_location="cpu", weights_only=True)
         cases_file = Path(checkpoint_dir) / CASES_FILE
         best_cases = cases_file.read_bytes() if cases_file.is_file() else None
+        if replay and manifest is not None:  # after loading: the folder may be cleaned up once Tune has the copy
+            report({**manifest["result"], REPLAYED_KEY: True}, Path(checkpoint_dir))
 
     metrics = SegmentationMetrics(
         cfg.classes,
@@ -399,6 +430,7 @@ def run_fold(
             torch.save(best_state, tmp / BEST_WEIGHTS_FILE)
             if best_cases is not None:
                 (tmp / CASES_FILE).write_bytes(best_cases)
+            write_manifest(tmp, result, fold_trial_identity(cfg.config_id, cfg.fold, cfg.repeat))  # last
             report(result, tmp)
     return result
 
@@ -436,8 +468,48 @@ def _evaluate(step: TrainStep, criterion, loader, metrics: SegmentationMetrics, 
     return (loss_sum / max(seen, 1)).item(), metrics.compute()
 
 
+def newer_checkpoint_on_storage(
+    trial_dir: str | Path, trial_id: str, cfg: TrialConfig, known: str | Path | None
+) -> StoredCheckpoint | None:
+    """Returns the newest complete checkpoint of the fold trial on storage (its trial folder and those of the
+    same fold trial under other trial ids, :func:`trainables.checkpoint_files.fold_trial_dirs`) when its epoch
+    is above that of ``known`` (the checkpoint Tune hands the trial, None: none), else None. A ``known``
+    checkpoint without a readable manifest counts as epoch 0."""
+    identity = fold_trial_identity(cfg.config_id, cfg.fold, cfg.repeat)
+    found = newest_complete_checkpoint(fold_trial_dirs(trial_dir, trial_id), identity)
+    if found is None:
+        return None
+    known_manifest = read_manifest(known) if known is not None else None
+    known_epoch = known_manifest["epoch"] if known_manifest is not None else 0
+    return found if found.epoch > known_epoch else None
+
+
+def _local_trial_storage():
+    """Returns Tune's storage context of this trial when its storage is a local or NFS folder, else None (an
+    object store: the trial folder cannot be listed; or an API this Ray does not have)."""
+    from ray import tune
+
+    try:
+        import pyarrow.fs
+
+        storage = tune.get_context().get_storage()  # DeveloperAPI (Ray 2.60)
+        if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return storage
+    except Exception:  # noqa: BLE001 - another Ray or no session: keep Tune's checkpoint
+        pass
+    return None
+
+
 def train_fold(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable: :func:`run_fold` reporting through ``tune.report``."""
+    """Ray Tune function trainable: :func:`run_fold` reporting through ``tune.report``.
+
+    It resumes from ``tune.get_checkpoint()`` unless, on a local or NFS storage, a newer complete checkpoint
+    of the same fold trial is on storage (:func:`newer_checkpoint_on_storage`): one written after Tune's last
+    experiment snapshot by a driver killed since. That one's result is reported again first
+    (``run_fold(replay=True)``): a trial that had ended (its last epoch) trains nothing, one the scheduler had
+    stopped is stopped again, one still running goes on from its next epoch. Tune numbers the next checkpoint
+    from the snapshot's count, so the count is first moved past the trial folder's highest, never writing
+    into a folder already there."""
     from ray import tune
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
@@ -455,6 +527,15 @@ def train_fold(config: dict[str, Any]) -> None:
             pass
     scratch = tune.get_context().get_trial_id()  # kept across the trial's retries
     checkpoint = tune.get_checkpoint()
+    storage = _local_trial_storage()
+    if storage is not None:
+        trial_dir = Path(storage.trial_fs_path)
+        known = Path(checkpoint.path) if checkpoint is not None else None
+        newer = newer_checkpoint_on_storage(trial_dir, scratch, cfg, known)
+        storage.current_checkpoint_index = max(storage.current_checkpoint_index, highest_checkpoint_index(trial_dir))
+        if newer is not None:
+            run_fold(cfg, report, newer.path, scratch_name=scratch, replay=True)
+            return
     if checkpoint is None:
         run_fold(cfg, report, scratch_name=scratch)
         return

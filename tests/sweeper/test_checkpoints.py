@@ -1,10 +1,20 @@
-"""The checkpoint policy: Tune keeps all, the driver deletes what the newest experiment snapshot no longer names."""
+"""The checkpoint policy: Tune keeps all, the driver deletes what the newest experiment snapshot no longer names;
+a resumed fold trial takes the newest complete checkpoint on storage."""
 
 import json
 import pickle
 
 from sweeper.checkpoints import CheckpointCleaner, remove_superseded_checkpoints, superseded_checkpoints
 from sweeper.tune_state import snapshot_checkpoints
+from trainables.checkpoint_files import (
+    complete_checkpoint,
+    fold_trial_dirs,
+    fold_trial_identity,
+    highest_checkpoint_index,
+    newest_complete_checkpoint,
+    write_manifest,
+)
+from trainables.contract import MANIFEST_FILE
 
 
 def write_trial(tune_dir, name, epochs):
@@ -69,3 +79,58 @@ def test_cleaner_is_throttled_while_trials_run_and_always_cleans_at_the_end(tmp_
     assert len(list(trial.iterdir())) == 2
     cleaner.on_experiment_end(trials=[])
     assert [p.name for p in trial.iterdir()] == ["checkpoint_000002"]
+
+
+# -- which checkpoint a resumed fold trial takes: complete ones (manifest), the newest on storage -------------------
+
+TRIAL = fold_trial_identity("aa", 0)
+
+
+def write_checkpoint(folder, epoch, trial=TRIAL):
+    """A checkpoint as run_fold writes it: its files, then the manifest naming them."""
+    folder.mkdir(parents=True)
+    (folder / "state.pt").write_bytes(b"s" * (100 + epoch))
+    (folder / "best_model.pt").write_bytes(b"b" * 50)
+    write_manifest(folder, {"epoch": epoch, "best.dice": 0.5, "loss_detail": ""}, trial)
+    return folder
+
+
+def test_a_checkpoint_is_complete_only_when_every_file_its_manifest_lists_has_its_size(tmp_path):
+    folder = write_checkpoint(tmp_path / "checkpoint_000000", epoch=2)
+    stored = complete_checkpoint(folder)
+    assert stored is not None and stored.epoch == 2 and stored.trial == TRIAL
+    assert stored.result == {"epoch": 2, "best.dice": 0.5, "loss_detail": ""}
+
+    missing = write_checkpoint(tmp_path / "missing", epoch=2)
+    (missing / "best_model.pt").unlink()
+    truncated = write_checkpoint(tmp_path / "truncated", epoch=2)
+    (truncated / "state.pt").write_bytes(b"s" * 10)  # the copy cut short
+    unlisted = write_checkpoint(tmp_path / "no_manifest", epoch=2)
+    (unlisted / MANIFEST_FILE).unlink()
+    cut = write_checkpoint(tmp_path / "cut_manifest", epoch=2)
+    (cut / MANIFEST_FILE).write_text((cut / MANIFEST_FILE).read_text()[:20])
+    for folder in (missing, truncated, unlisted, cut):
+        assert complete_checkpoint(folder) is None, folder.name
+
+
+def test_the_newest_complete_checkpoint_is_chosen_by_epoch_across_the_fold_trials_folders(tmp_path):
+    own = tmp_path / "dice-aa-fold0-t2"
+    write_checkpoint(own / "checkpoint_000000", epoch=1)
+    write_checkpoint(own / "checkpoint_000001", epoch=2)
+    half = write_checkpoint(own / "checkpoint_000002", epoch=3)
+    (half / "best_model.pt").unlink()  # epoch 3's copy was cut short: not a candidate
+    assert newest_complete_checkpoint([own], TRIAL).epoch == 2
+    assert highest_checkpoint_index(own) == 2 and highest_checkpoint_index(tmp_path / "none") == -1
+
+    # the same fold trial under an earlier trial id (started after the last snapshot): its folder counts
+    earlier = tmp_path / "dice-aa-fold0-t1"
+    write_checkpoint(earlier / "checkpoint_000000", epoch=4)
+    write_checkpoint(
+        tmp_path / "dice-aa-fold0-r1-t3" / "checkpoint_000005", epoch=9, trial=fold_trial_identity("aa", 0, 1)
+    )
+    write_checkpoint(tmp_path / "dice-aa-fold1-t4" / "checkpoint_000005", epoch=9, trial=fold_trial_identity("aa", 1))
+    assert fold_trial_dirs(own, "t2") == [own, earlier]  # not repeat 1, not fold 1
+    assert fold_trial_dirs(own, "other") == [own]
+    assert newest_complete_checkpoint(fold_trial_dirs(own, "t2"), TRIAL).path == earlier / "checkpoint_000000"
+    # a folder of another fold trial is never taken, whatever its name
+    assert newest_complete_checkpoint([tmp_path / "dice-aa-fold1-t4"], TRIAL) is None

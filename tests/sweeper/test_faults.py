@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -141,23 +142,34 @@ def test_killed_node_trials_are_rescheduled_on_the_head(tmp_path):
         head.cleanup()
 
 
-def _wait_for_snapshot(paths: SweepPaths, proc: subprocess.Popen, log: Path, ended: int, timeout: float) -> set:
-    """Waits until Tune's newest experiment snapshot records ``ended`` TERMINATED fold trials; returns their
-    ``(config_id, fold)``."""
-    from sweeper.tune_state import TERMINATED, read_tune_trials
+def _ended_fold_trials(paths: SweepPaths, epochs: int) -> dict[tuple[str, int], int]:
+    """Returns ``(config_id, fold) -> epoch`` of the fold trials that ended according to their own files, not
+    Tune's snapshot: a complete checkpoint of the last epoch in a trial folder (its manifest), or the epoch
+    scheduler's record of stopping it (written at its decision)."""
+    from sweeper.pruning import scheduler_stopped
+    from trainables.checkpoint_files import checkpoint_folders, complete_checkpoint
 
+    ended = {}
+    for key, epoch in scheduler_stopped(paths.sweep).items():
+        cid, fold, *_ = key.split("/")
+        ended[(cid, int(fold))] = int(epoch)
+    trial_dirs = sorted(paths.tune_dir.iterdir()) if paths.tune_dir.is_dir() else []
+    for folder in (f for trial_dir in trial_dirs for f in checkpoint_folders(trial_dir)):
+        stored = complete_checkpoint(folder)
+        if stored is not None and stored.epoch >= epochs:
+            ended[(stored.trial["config_id"], int(stored.trial["fold"]))] = stored.epoch
+    return ended
+
+
+def _wait_for_ended(paths: SweepPaths, proc: subprocess.Popen, log: Path, epochs: int, ended: int, timeout: float):
+    """Waits until ``ended`` fold trials ended according to their own files (:func:`_ended_fold_trials`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        done = {
-            (t.config["config_id"], int(t.config["fold"]))
-            for t in read_tune_trials(paths.tune_dir)
-            if t.status == TERMINATED
-        }
-        if len(done) >= ended:
-            return done
-        time.sleep(0.3)
-    raise AssertionError(f"no snapshot with {ended} ended trial(s) within {timeout} s")
+        if len(_ended_fold_trials(paths, epochs)) >= ended:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not {ended} ended fold trial(s) within {timeout} s")
 
 
 def pruning_spec(name: str):
@@ -187,15 +199,17 @@ def _kill_driver_and_its_ray(driver: subprocess.Popen, ray_temp: str) -> None:
 
 @pytest.mark.slow
 def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_once(tmp_path):
-    """SIGKILL `sweeper launch` of a sweep with fold halving, MO-ASHA and a constraint once two fold trials
-    ended, end that driver's own local Ray, then `sweeper launch --resume`: every fold trial ran exactly once
-    (none rerun, none lost), Optuna was told every configuration (PRUNED with partial means, or COMPLETE with
-    its constraint), and the leaderboard, MLflow, `sweeper pareto`, `sweeper status` and the report show what
-    was pruned, where."""
+    """SIGKILL `sweeper launch` of a sweep with fold halving, MO-ASHA and a constraint as soon as two fold trials
+    ended according to their own files (Tune's snapshot may not record them yet), end that driver's own local
+    Ray, then `sweeper launch --resume`: every fold trial ran exactly once (none rerun: those that ended before
+    the kill are reported again from their final checkpoint on storage, none lost), Optuna was told every
+    configuration (PRUNED with partial means, or COMPLETE with its constraint), and the leaderboard, MLflow,
+    `sweeper pareto`, `sweeper status` and the report show what was pruned, where."""
     from sweeper.leaderboard import read_configs, read_pruned, sweep_reach
     from sweeper.report import write_report
     from sweeper.schedulers import STATE_FILE
     from sweeper.tracking import PRUNED_BY_TAG, PRUNED_RUNG_TAG, STATUS_TAG, STOPPED_EPOCH_TAG
+    from sweeper.tune_state import TERMINATED, read_tune_trials
 
     spec = pruning_spec("driver_kill")
     spec_file = tmp_path / "spec.yaml"
@@ -215,15 +229,20 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
             start_new_session=True,
         )
         try:
-            # killed once Tune's experiment snapshot records two ended fold trials (README "When things break":
-            # one that ended after the last snapshot is run again on --resume)
-            snapshotted = _wait_for_snapshot(paths, driver, tmp_path / "driver.log", ended=2, timeout=300)
+            # killed as soon as two fold trials ended, whether or not Tune's snapshot records them yet (README
+            # "When things break": one that ended after the last snapshot is reported again, not rerun)
+            _wait_for_ended(paths, driver, tmp_path / "driver.log", spec.training.epochs, ended=2, timeout=300)
         finally:
             _kill_driver_and_its_ray(driver, ray_temp)
             log.close()
-        interrupted = read_trials(paths.sweep)
-        assert 2 <= len(interrupted) < 12  # killed mid-sweep
-        assert snapshotted <= set(zip(interrupted["config_id"], interrupted["fold"].astype(int)))
+        ended = _ended_fold_trials(paths, spec.training.epochs)
+        assert 2 <= len(ended) < 12  # killed mid-sweep
+        snapshotted = {
+            (t.config["config_id"], int(t.config["fold"]))
+            for t in read_tune_trials(paths.tune_dir)
+            if t.status == TERMINATED
+        }
+        print(f"ended at the kill: {sorted(ended)}; of them in Tune's snapshot: {sorted(snapshotted & set(ended))}")
 
         resumed = subprocess.run(
             [SWEEPER, "launch", str(spec_file), "--results", str(results), "--resume"],
@@ -241,7 +260,9 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
     # the leaderboard: each fold trial once, what ended before the kill kept; stopped ones before the last epoch
     trials = read_trials(paths.sweep)
     assert not trials.duplicated(["config_id", "fold", "repeat"]).any()
-    assert set(zip(interrupted["config_id"], interrupted["fold"])) <= set(zip(trials["config_id"], trials["fold"]))
+    assert set(ended) <= set(zip(trials["config_id"], trials["fold"].astype(int)))
+    done = trials.set_index(["config_id", "fold"])["epochs_done"]
+    assert {key: int(done[key]) for key in ended} == ended  # what ended before the kill kept its epochs
     assert set(trials["status"]) <= {"finished", "stopped"}, trials[["config_id", "fold", "status", "error"]]
     stopped = trials[trials["status"] == "stopped"]
     assert (stopped["epochs_done"] < spec.training.epochs).all()
@@ -282,10 +303,12 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
     assert {r.info.status for r in runs} == {"FINISHED"}, [(r.info.run_name, r.info.status) for r in runs]
     folds = {(r.data.tags[CONFIG_TAG], int(r.data.tags[FOLD_TAG])): r for r in runs if r.data.tags[LEVEL_TAG] == "fold"}
     assert sorted(folds) == sorted(zip(trials["config_id"], trials["fold"].astype(int)))
-    ended_before = interrupted.set_index(["config_id", "fold"])["epochs_done"]
-    for cid, fold in snapshotted:  # ended before the kill and recorded so: not rerun, each epoch logged once
-        steps = [m.step for m in client.get_metric_history(folds[(cid, fold)].info.run_id, "dice")]
-        assert steps == list(range(1, int(ended_before[(cid, fold)]) + 1)), (cid, fold, steps)
+    for (cid, fold), epoch in ended.items():  # ended before the kill: not rerun, each epoch logged once
+        steps = sorted(m.step for m in client.get_metric_history(folds[(cid, fold)].info.run_id, "dice"))
+        assert steps == list(range(1, epoch + 1)), (cid, fold, steps)
+    console = resumed.stdout + resumed.stderr
+    for cid, fold in set(ended) - snapshotted:  # ended after the last snapshot: reported again from storage
+        assert re.search(rf"fold trial {cid}/{fold} \(.*\): resumed from its", console), (cid, fold, console[-3000:])
     for cid, fold, epoch in zip(stopped["config_id"], stopped["fold"], stopped["epochs_done"]):
         tags = folds[(cid, int(fold))].data.tags
         assert (tags[STATUS_TAG], tags[STOPPED_EPOCH_TAG]) == ("stopped", str(epoch))

@@ -313,3 +313,32 @@ def test_tracker_keeps_writes_through_a_long_outage_and_a_resume_writes_them(tmp
     [fold] = [r for r in runs if r.data.tags[LEVEL_TAG] == "fold"]
     assert [(m.step, m.value) for m in client.get_metric_history(fold.info.run_id, "dice")] == [(1, 0.25)]
     assert fold.data.params["loss.smooth"] == "1.0"
+
+
+def test_a_result_replayed_from_a_checkpoint_is_logged_once(tmp_path):
+    """A resumed trial reports the result of its newest checkpoint on storage again (``replayed``): the fold
+    run gets that epoch once, whether the driver that died had logged it or not."""
+    from trainables.contract import REPLAYED_KEY
+
+    spec_file = tmp_path / "sweep" / "spec.yaml"
+    spec_file.parent.mkdir()
+    spec_file.write_text("name: s\n")
+    config = {"config_id": "c1", "fold": 0, "arch": "unet", "encoder": "resnet18", "loss": "dice", "epochs": 2}
+    config["cache_dir"] = "cache"
+    store = default_tracking_uri(tmp_path)
+    first, second = ({"epoch": e, "dice": 0.1 * e, "best.dice": 0.1 * e, "best_epoch": e} for e in (1, 2))
+    killed = MlflowTracker(store, "s", artifact_root(tmp_path), spec_file, n_folds=1)
+    trial = _trial(config, "RUNNING")
+    killed.setup()
+    killed.on_trial_result(0, [trial], trial, first)
+    killed.on_trial_result(0, [trial], trial, second)  # ... then the driver dies before Tune's next snapshot
+
+    resumed = MlflowTracker(store, "s", artifact_root(tmp_path), spec_file, n_folds=1)
+    resumed.setup()
+    resumed.on_trial_result(0, [trial], trial, {**second, REPLAYED_KEY: True})
+    later = {"epoch": 3, "dice": 0.3}
+    resumed.on_trial_result(0, [trial], trial, {**later, REPLAYED_KEY: True})  # never logged: logged now
+    client = MlflowClient(store)
+    [fold] = [r for r in _runs(client, "s") if r.data.tags[LEVEL_TAG] == "fold"]
+    assert sorted(m.step for m in client.get_metric_history(fold.info.run_id, "dice")) == [1, 2, 3]
+    assert REPLAYED_KEY not in fold.data.metrics

@@ -290,6 +290,20 @@ def test_printer_prints_one_line_per_ended_trial(capsys):
     assert pickle.loads(pickle.dumps(printer)).ended == ["3f1d2a9b00/1", "y/0"]
 
 
+def test_printer_says_once_when_a_trial_reports_again_from_its_checkpoint_on_storage(capsys):
+    from trainables.contract import REPLAYED_KEY
+
+    printer = ProgressPrinter(planned_folds=6)
+    trial = fake_trial("3f1d2a9b00", 1, "RUNNING")
+    printer.on_trial_result(iteration=1, trials=[trial], trial=trial, result={"epoch": 3, REPLAYED_KEY: True})
+    printer.on_trial_result(iteration=2, trials=[trial], trial=trial, result={"epoch": 2, REPLAYED_KEY: True})
+    printer.on_trial_result(iteration=3, trials=[trial], trial=trial, result={"epoch": 3})  # trained: no line
+    assert capsys.readouterr().out.splitlines() == [
+        "fold trial 3f1d2a9b00/1 (tversky): resumed from its final checkpoint on storage",
+        "fold trial 3f1d2a9b00/1 (tversky): resumed from its epoch-2 checkpoint on storage",
+    ]
+
+
 def test_printer_front_counts_configurations_on_fold_means():
     printer = ProgressPrinter()
     for cid, fold, s, p in (("a", 0, 0.9, 0.5), ("a", 1, 0.7, 0.5), ("b", 0, 0.6, 0.6), ("c", 0, 0.5, 0.4)):

@@ -9,7 +9,15 @@ import torch
 
 from trainables import train as train_module
 from trainables.data import generate_uwmgi, prepare_cache
-from trainables.train import BEST_WEIGHTS_FILE, CASES_FILE, STATE_FILE, NonFiniteLossError, checkpoint_scratch, run_fold
+from trainables.train import (
+    BEST_WEIGHTS_FILE,
+    CASES_FILE,
+    STATE_FILE,
+    NonFiniteLossError,
+    TrialConfig,
+    checkpoint_scratch,
+    run_fold,
+)
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +251,69 @@ def test_a_resumed_trial_keeps_the_case_records_of_its_earlier_best_epoch(cache,
     run_fold(config(cache, epochs=2), resumed, checkpoint_dir=tmp_path / "ckpt")
     assert resumed.results[0]["best_epoch"] == 1
     pd.testing.assert_frame_equal(resumed.cases[0], first.cases[0])
+
+
+def keep_checkpoints(tmp_path):
+    """A report that copies each epoch's checkpoint to ``tmp_path/epoch<N>`` (as Tune copies it to storage)."""
+    import shutil
+
+    def report(metrics, checkpoint_dir):
+        if checkpoint_dir is not None:
+            shutil.copytree(checkpoint_dir, tmp_path / f"epoch{metrics['epoch']}")
+
+    return report
+
+
+def test_each_checkpoint_ends_with_a_manifest_of_its_files_epoch_trial_and_result(cache, tmp_path):
+    from trainables.checkpoint_files import complete_checkpoint, fold_trial_identity
+
+    whole = run_fold(config(cache, epochs=2), keep_checkpoints(tmp_path))
+    stored = complete_checkpoint(tmp_path / "epoch2")
+    assert stored is not None and stored.epoch == 2 and stored.trial == fold_trial_identity("x", 0, 0)
+    assert stored.result == pytest.approx(whole, nan_ok=True)
+    assert complete_checkpoint(tmp_path / "epoch1").epoch == 1
+
+
+def test_a_checkpoint_of_the_last_epoch_reports_its_result_once_and_trains_nothing(cache, tmp_path, monkeypatch):
+    from trainables.contract import REPLAYED_KEY
+
+    whole = run_fold(config(cache, epochs=2), keep_checkpoints(tmp_path))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a trial that had ended trains again")
+
+    monkeypatch.setattr(train_module, "make_loaders", no_training)
+    reports = []
+    again = run_fold(config(cache, epochs=2), lambda m, d: reports.append((m, d)), checkpoint_dir=tmp_path / "epoch2")
+    [(metrics, folder)] = reports
+    assert folder == tmp_path / "epoch2" and metrics[REPLAYED_KEY] is True and again == metrics
+    assert {k: v for k, v in metrics.items() if k != REPLAYED_KEY} == pytest.approx(whole, nan_ok=True)
+
+
+def test_a_replayed_checkpoint_is_reported_again_then_training_goes_on(cache, tmp_path):
+    from trainables.contract import REPLAYED_KEY
+
+    run_fold(config(cache, epochs=2), keep_checkpoints(tmp_path))
+    resumed = Recorder()
+    run_fold(config(cache, epochs=2), resumed, checkpoint_dir=tmp_path / "epoch1", replay=True)
+    assert [(r["epoch"], r.get(REPLAYED_KEY, False)) for r in resumed.results] == [(1, True), (2, False)]
+
+
+def test_a_newer_complete_checkpoint_on_storage_wins_over_the_one_tune_names(cache, tmp_path):
+    import shutil
+
+    from trainables.train import newer_checkpoint_on_storage
+
+    run_fold(config(cache, epochs=2), keep_checkpoints(tmp_path / "kept"))
+    trial = tmp_path / "tversky-x-fold0-t1"
+    shutil.copytree(tmp_path / "kept" / "epoch1", trial / "checkpoint_000000")  # the snapshot names this one
+    shutil.copytree(tmp_path / "kept" / "epoch2", trial / "checkpoint_000001")  # written after the snapshot
+    cfg = TrialConfig.from_dict(config(cache, epochs=2))
+    newer = newer_checkpoint_on_storage(trial, "t1", cfg, trial / "checkpoint_000000")
+    assert newer is not None and newer.path == trial / "checkpoint_000001" and newer.epoch == 2
+    assert newer_checkpoint_on_storage(trial, "t1", cfg, None).epoch == 2  # Tune names none
+    assert newer_checkpoint_on_storage(trial, "t1", cfg, trial / "checkpoint_000001") is None  # Tune's is newest
+    (trial / "checkpoint_000001" / BEST_WEIGHTS_FILE).write_bytes(b"cut")  # half-copied when the driver died
+    assert newer_checkpoint_on_storage(trial, "t1", cfg, trial / "checkpoint_000000") is None
+    other_fold = TrialConfig.from_dict(config(cache, epochs=2, fold=1))
+    assert newer_checkpoint_on_storage(trial, "t1", other_fold, None) is None
