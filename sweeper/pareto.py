@@ -61,14 +61,25 @@ __all__ = ["feasible", "sweep_constraints"]  # re-exported: the CLI and the repo
 
 
 def eligibility(configs: pd.DataFrame, constraints: Sequence = (), include_partial: bool = False) -> pd.Series:
-    """Returns per configuration ``""`` (may be on the front), ``infeasible`` or ``partial`` (pruned)."""
+    """Returns per configuration ``""`` (may be on the front), ``infeasible`` or ``partial`` (pruned).
+
+    A pruned configuration with no fold mean at all (pruned before any of its fold trials ended) is
+    ``partial``, not ``infeasible``: nothing was measured that could break a constraint."""
     reason = pd.Series("", index=configs.index, dtype=object)
-    if not include_partial and CONFIG_STATUS in configs.columns:
-        reason[configs[CONFIG_STATUS].to_numpy() == PRUNED] = PARTIAL
+    pruned = configs[CONFIG_STATUS].to_numpy() == PRUNED if CONFIG_STATUS in configs.columns else None
+    if not include_partial and pruned is not None:
+        reason[pruned] = PARTIAL
     if constraints:
-        reason[~feasible(configs, constraints)] = INFEASIBLE
+        breaks = ~feasible(configs, constraints)
     elif FEASIBLE in configs.columns:  # configs.parquet carries the sweep's constraints' verdict
-        reason[~configs[FEASIBLE].fillna(True).astype(bool).to_numpy()] = INFEASIBLE
+        breaks = ~configs[FEASIBLE].fillna(True).astype(bool).to_numpy()
+    else:
+        return reason
+    if pruned is not None:
+        measured = [m for m in {X_METRIC, Y_METRIC, "dice", *(c.metric for c in constraints)} if m in configs]
+        unmeasured = configs[measured].isna().all(axis=1).to_numpy() if measured else np.zeros(len(configs), bool)
+        breaks &= ~(pruned & unmeasured)
+    reason[breaks] = INFEASIBLE
     return reason
 
 

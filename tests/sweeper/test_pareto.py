@@ -107,6 +107,29 @@ def configs_with_status():
     )
 
 
+def test_a_configuration_pruned_before_any_fold_ended_is_partial_not_infeasible():
+    from sweeper.pareto import eligibility
+    from sweeper.spec import ConstraintSpec
+
+    configs = configs_with_status()
+    configs.loc[configs["config_id"] == "pruned", ["sensitivity", "precision", "dice"]] = np.nan
+    floor = [ConstraintSpec(metric="sensitivity", min=0.65)]
+    # from the spec's constraints, and from configs.parquet's verdict (missing means break the floor there)
+    verdict = configs.assign(feasible=[True, False, True, False])
+    for reasons in (eligibility(configs, floor), eligibility(verdict)):
+        assert dict(zip(configs["config_id"], reasons)) == {
+            "full": "",
+            "pruned": "partial",  # nothing measured: no constraint broken
+            "weak": "",
+            "unsafe": "infeasible",
+        }
+    # a pruned configuration whose partial means break the floor stays infeasible
+    configs.loc[configs["config_id"] == "pruned", "sensitivity"] = 0.5
+    assert eligibility(configs, floor).tolist() == ["", "infeasible", "", "infeasible"]
+    table = pareto_table(configs.assign(sensitivity=configs["sensitivity"].where(configs["config_id"] != "pruned")))
+    assert table.set_index("config_id").loc["pruned", "front_status"] == "partial"
+
+
 def test_pruned_and_infeasible_configurations_are_kept_off_the_front_and_shown_apart():
     from sweeper.pareto import operating_point
     from sweeper.spec import ConstraintSpec
