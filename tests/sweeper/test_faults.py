@@ -329,8 +329,11 @@ def test_sigkilled_driver_of_a_pruning_sweep_resumes_with_every_trial_exactly_on
     left_out = pruned | set(configs.index[~configs["feasible"].astype(bool)])
     on_front = pd.read_csv(paths.pareto / "pareto.csv")
     assert not set(on_front["config_id"]) & left_out
-    assert set(pd.read_csv(paths.pareto / "pareto_excluded.csv")["config_id"]) == left_out
-    # a pruned configuration without a finished fold has no means: it counts as infeasible there
+    excluded = pd.read_csv(paths.pareto / "pareto_excluded.csv").set_index("config_id")
+    assert set(excluded.index) == left_out
+    # a pruned configuration without a finished fold has no means: it is partial there, never infeasible
+    unmeasured = [cid for cid in pruned if pd.isna(configs.loc[cid, "sensitivity"])]
+    assert (excluded.loc[unmeasured, "front_status"] == "partial").all()
     summary = json.loads((paths.pareto / "pareto.json").read_text())
     assert summary["n_infeasible"] + summary["n_partial"] == len(left_out) and "kept off the front" in front.stdout
 
