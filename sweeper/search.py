@@ -18,7 +18,8 @@ folds first and more only while it ranks in the top ``1/eta`` of the configurati
 many folds (:mod:`sweeper.pruning`: non-dominated sorting, ties by crowding distance, on the fold means
 over the same folds). A configuration left behind, or one whose fold trial the epoch scheduler stopped
 (its last epoch below ``training.epochs``), is told PRUNED -- its partial fold means kept as the user
-attributes ``partial.<metric>``, never a score -- and recorded in the sweep's pruning ledger
+attributes ``partial.<metric>`` with where it was pruned (``pruned_rung``, or ``stopped_fold`` and
+``stopped_epoch``), never a score -- and recorded in the sweep's pruning ledger
 (:func:`sweeper.leaderboard.record_pruned`), which marks it ``pruned`` in configs.parquet.
 
 Constraints (``search.constraints``) reach Optuna as the current API has them (Optuna 5:
@@ -224,6 +225,8 @@ class _Configuration:
     launched: int = 0  # folds handed to Tune so far (the first ``launched`` of ``folds``)
     stopped: dict[int, int] = field(default_factory=dict)  # fold -> last epoch, for folds the scheduler stopped
     pruned_at: str = ""  # why it was pruned ("" if it was not)
+    #: where it was pruned: ``rung``, ``stopped_fold``, ``stopped_epoch`` (None where they do not apply)
+    pruned_where: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -458,6 +461,7 @@ class FoldSearcher(Searcher):
         (``where``: ``rung``, ``stopped_fold``, ``stopped_epoch`` of :func:`sweeper.leaderboard.record_pruned`)."""
         cid = config_id(entry.configuration)
         entry.pruned_at = reason
+        entry.pruned_where = dict(where)
         self._queue = deque(c for c in self._queue if c.config_id != cid)
         self._tell(entry)
         if self._sweep_dir is not None:
@@ -492,6 +496,9 @@ class FoldSearcher(Searcher):
             if entry.pruned_at:
                 trial.set_user_attr("pruned_at", entry.pruned_at)
                 trial.set_user_attr("n_folds", len(measured) - len(entry.stopped))
+                for key, value in getattr(entry, "pruned_where", {}).items():  # a state saved before it had none
+                    if value is not None:
+                        trial.set_user_attr(f"pruned_{key}" if key == "rung" else key, value)
                 self._study.tell(number, state=optuna.trial.TrialState.PRUNED)
             elif failed:
                 self._study.tell(number, state=optuna.trial.TrialState.FAIL)

@@ -174,6 +174,7 @@ def test_fold_halving_runs_more_folds_only_for_the_top_and_tells_the_rest_pruned
         assert trial.user_attrs["partial.sensitivity"] == pytest.approx(score[0])
         assert trial.user_attrs["partial.precision"] == pytest.approx(score[1])
         assert trial.user_attrs["n_folds"] == 1 and "fold rung 1" in trial.user_attrs["pruned_at"]
+        assert trial.user_attrs["pruned_rung"] == 1 and "stopped_epoch" not in trial.user_attrs
     ledger = read_pruned(tmp_path)
     assert set(ledger) == {c["config_id"] for c in first[1:]}
     assert all(entry["n_folds"] == 1 for entry in ledger.values())
@@ -202,6 +203,7 @@ def test_a_fold_the_scheduler_stopped_prunes_its_configuration_and_drops_its_que
     trial = next(t for t in searcher.study.trials if t.user_attrs["config_id"] == stopped)
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["n_folds"] == 0 and "stopped at epoch 2" in trial.user_attrs["pruned_at"]
+    assert (trial.user_attrs["stopped_fold"], trial.user_attrs["stopped_epoch"]) == (configs[0]["fold"], 2)
     searcher.on_trial_complete("t1", {**fake_result(0.9, 0.9), "epoch": 4})  # its other fold ran on: recorded only
     assert trial.state == optuna.trial.TrialState.PRUNED
 
